@@ -1,0 +1,58 @@
+"""kernel-nursery: launch and supervise Jupyter kernels from async Python.
+
+A structured-concurrency reimplementation of Jupyter's kernel provisioning on anyio, so it runs
+under trio and asyncio alike. Every kernel has an owner scope; when the scope ends the kernel's
+process group, connection file and ports are gone.
+
+The public API is re-exported here; :mod:`kernel_nursery.provisioning`,
+:mod:`kernel_nursery.kernelspec` and :mod:`kernel_nursery.connection` hold the same names by
+topic, with a few lower-level helpers.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    ConnectionFileError,
+    KernelNurseryError,
+    KernelSpecError,
+    LaunchError,
+    NoSuchKernelError,
+    PortAllocationError,
+    ProvisionerConfigError,
+    ProvisionerError,
+)
+from ._version import __version__
+from .connection import ConnectionInfo, read_connection_file, write_connection_file
+from .kernelspec import KernelSpec, KernelSpecManager
+from .provisioning import (
+    KernelProvisionerBase,
+    KernelProvisionerFactory,
+    LocalProvisioner,
+    stop_process,
+)
+
+__all__ = [
+    "ConnectionFileError",
+    "ConnectionInfo",
+    "KernelNurseryError",
+    "KernelProvisionerBase",
+    "KernelProvisionerFactory",
+    "KernelSpec",
+    "KernelSpecError",
+    "KernelSpecManager",
+    "LaunchError",
+    "LocalProvisioner",
+    "NoSuchKernelError",
+    "PortAllocationError",
+    "ProvisionerConfigError",
+    "ProvisionerError",
+    "__version__",
+    "read_connection_file",
+    "stop_process",
+    "write_connection_file",
+]
+
+from ._util import fixup_module_metadata
+
+fixup_module_metadata(__name__, globals())
+del fixup_module_metadata

@@ -1,0 +1,116 @@
+"""What a kernel needs to know to be reached: the connection info, and its validation."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Literal, NotRequired, TypedDict, cast
+
+from .._errors import ConnectionFileError
+
+__all__ = ["PORT_NAMES", "ConnectionInfo", "Transport", "validate_connection_info"]
+
+Transport = Literal["tcp", "ipc"]
+
+#: The five sockets of a Jupyter kernel, in the order kernel-nursery assigns their ports.
+PORT_NAMES: tuple[str, ...] = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+#: Signature schemes a connection file may name (``hmac-`` + a :mod:`hashlib` algorithm that
+#: Jupyter kernels implement). kernel-nursery writes ``hmac-sha256``.
+_SIGNATURE_SCHEMES = frozenset(
+    {"hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5"}
+)
+
+
+class ConnectionInfo(TypedDict):
+    """The contents of a Jupyter connection file.
+
+    The same keys, types and meaning as the files ``jupyter_client`` writes, so that kernels and
+    tools such as ``jupyter console --existing`` read ours and we read theirs. One difference, on
+    purpose: ``key`` is always a ``str`` (the hex text that is in the file), never ``bytes``, so a
+    ``ConnectionInfo`` is plain JSON data everywhere it travels.
+    """
+
+    transport: Transport
+    #: An IP address for ``tcp``; a path prefix for ``ipc`` (endpoints are ``{ip}-{port}``).
+    ip: str
+    shell_port: int
+    iopub_port: int
+    stdin_port: int
+    control_port: int
+    hb_port: int
+    #: The HMAC key that signs every message; empty means unsigned (never written by us).
+    key: str
+    signature_scheme: str
+    kernel_name: NotRequired[str]
+
+
+def _fail(
+    message: str, *, path: str | os.PathLike[str] | None, field: str | None = None
+) -> ConnectionFileError:
+    return ConnectionFileError(message, path=path, field=field)
+
+
+def validate_connection_info(
+    data: object, *, path: str | os.PathLike[str] | None = None
+) -> ConnectionInfo:
+    """Check that *data* is a complete, well-typed connection-info mapping and return a clean copy.
+
+    Keys that Jupyter tools add and kernel-nursery does not use (``jupyter_session``...) are
+    dropped from the copy. The input is never modified.
+
+    Args:
+        data: A mapping, typically parsed from a connection file.
+        path: The file it came from, named in the error message.
+
+    Returns:
+        A new :class:`ConnectionInfo`.
+
+    Raises:
+        ConnectionFileError: naming the first missing or ill-typed key.
+    """
+    if not isinstance(data, Mapping):
+        raise _fail(f"expected a JSON object, got {type(data).__name__}", path=path)
+    transport = data.get("transport", "tcp")
+    if transport not in ("tcp", "ipc"):
+        raise _fail(f"must be 'tcp' or 'ipc', got {transport!r}", path=path, field="transport")
+    ip = data.get("ip")
+    if not isinstance(ip, str) or not ip:
+        raise _fail(f"must be a non-empty string, got {ip!r}", path=path, field="ip")
+    if transport == "tcp":
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise _fail(f"{ip!r} is not an IP address", path=path, field="ip") from None
+    ports: dict[str, int] = {}
+    for name in PORT_NAMES:
+        if name not in data:
+            raise _fail("is missing", path=path, field=name)
+        port = data[name]
+        # bool is an int subclass; true/false in a connection file is a mistake, not a port.
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise _fail(f"must be an integer from 1 to 65535, got {port!r}", path=path, field=name)
+        ports[name] = port
+    if transport == "tcp" and len(set(ports.values())) != len(ports):
+        raise _fail(f"two sockets share a port: {ports}", path=path)
+    key = data.get("key")
+    if isinstance(key, bytes):
+        key = key.decode("ascii", errors="strict")
+    if not isinstance(key, str):
+        raise _fail(f"must be a string, got {type(key).__name__}", path=path, field="key")
+    scheme = data.get("signature_scheme", "hmac-sha256")
+    if scheme not in _SIGNATURE_SCHEMES:
+        raise _fail(
+            f"unsupported scheme {scheme!r}; expected one of "
+            f"{', '.join(sorted(_SIGNATURE_SCHEMES))}",
+            path=path,
+            field="signature_scheme",
+        )
+    info = {"transport": transport, "ip": ip, **ports, "key": key, "signature_scheme": scheme}
+    kernel_name = data.get("kernel_name")
+    if kernel_name is not None:
+        if not isinstance(kernel_name, str):
+            raise _fail(f"must be a string, got {kernel_name!r}", path=path, field="kernel_name")
+        info["kernel_name"] = kernel_name
+    return cast(ConnectionInfo, info)

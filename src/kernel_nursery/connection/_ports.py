@@ -1,0 +1,113 @@
+"""Port reservations: no port (or ipc endpoint) is handed to two live kernels of this process.
+
+A kernel binds its ports itself, after it starts; between our choice and its bind nothing stops
+another program from taking a port (that race is inherent to Jupyter's design, see the security
+page of the docs). What this module guarantees is narrower and checkable: while a port is
+reserved here, kernel-nursery does not hand it out again, so two kernels launched concurrently
+from one process never collide with each other.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import threading
+from collections.abc import Iterable
+
+from .._errors import PortAllocationError
+from ._info import Transport
+
+__all__ = ["release_ports", "reserve_ports", "reserved_ports"]
+
+# tcp ports are keyed by number alone: a port taken on 127.0.0.1 is also unusable on 0.0.0.0.
+# ipc endpoints are keyed by their path prefix and number.
+_Key = tuple[str, int]
+
+_lock = threading.Lock()  # a sync lock: reservations may come from several event loops' threads
+_reserved: set[_Key] = set()
+
+_MAX_ATTEMPTS = 50
+
+
+def _key(transport: Transport, ip: str, port: int) -> _Key:
+    return ("tcp", port) if transport == "tcp" else (ip, port)
+
+
+def reserve_ports(*, transport: Transport, ip: str, count: int = 5) -> list[int]:
+    """Reserve *count* distinct ports (``tcp``) or endpoint numbers (``ipc``) for one kernel.
+
+    For ``tcp`` the ports are chosen by the operating system (a bind to port 0 on *ip*), held
+    open together so that they differ, and skipped when this process already reserved them.
+    For ``ipc`` the numbers are the lowest ones whose ``{ip}-{n}`` file does not exist.
+
+    Raises:
+        PortAllocationError: *ip* cannot be bound here, or no free ports were found.
+    """
+    with _lock:
+        if transport == "ipc":
+            ports = _free_ipc_numbers(ip, count)
+        else:
+            ports = _free_tcp_ports(ip, count)
+        _reserved.update(_key(transport, ip, p) for p in ports)
+        return ports
+
+
+def release_ports(*, transport: Transport, ip: str, ports: Iterable[int]) -> None:
+    """Return ports to the pool. Releasing a port that is not reserved does nothing."""
+    with _lock:
+        for port in ports:
+            _reserved.discard(_key(transport, ip, port))
+
+
+def reserved_ports() -> frozenset[tuple[str, int]]:
+    """The reservations held now, as ``("tcp", port)`` or ``(ipc_prefix, n)`` pairs.
+
+    Meant for diagnostics and tests: after every kernel of this process has been cleaned up,
+    it is empty.
+    """
+    with _lock:
+        return frozenset(_reserved)
+
+
+def _free_tcp_ports(ip: str, count: int) -> list[int]:
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    except ValueError:
+        raise PortAllocationError(
+            f"cannot reserve tcp ports: {ip!r} is not an IP address"
+        ) from None
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            if len(held) >= _MAX_ATTEMPTS:
+                raise PortAllocationError(f"no {count} free tcp ports found on {ip}")
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            held.append(sock)  # kept open until we are done, so the OS hands out distinct ports
+            try:
+                sock.bind((ip, 0))
+            except OSError as exc:
+                raise PortAllocationError(
+                    f"cannot reserve tcp ports on {ip}: {exc.strerror or exc}; "
+                    "is it an address of this machine?"
+                ) from exc
+            port = sock.getsockname()[1]
+            if ("tcp", port) not in _reserved:
+                ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
+
+
+def _free_ipc_numbers(prefix: str, count: int) -> list[int]:
+    numbers: list[int] = []
+    n = 0
+    while len(numbers) < count:
+        n += 1
+        if n > 65535:
+            raise PortAllocationError(f"no {count} free ipc endpoints for prefix {prefix!r}")
+        if (prefix, n) not in _reserved and not os.path.exists(f"{prefix}-{n}"):
+            numbers.append(n)
+    return numbers

@@ -1,0 +1,165 @@
+"""``KernelSpec``: one kernel as described by its ``kernel.json``, read and checked."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypedDict, cast
+
+from .._errors import KernelSpecError
+
+__all__ = ["KernelSpec", "ProvisionerStanza"]
+
+InterruptMode = Literal["signal", "message"]
+
+
+class ProvisionerStanza(TypedDict):
+    """The ``metadata.kernel_provisioner`` entry of a kernel.json: which provisioner runs the
+    kernel, and the trait values (``config``) it is created with."""
+
+    provisioner_name: str
+    config: dict[str, Any]
+
+
+@dataclass(kw_only=True, eq=True)
+class KernelSpec:
+    """A kernel specification, as Jupyter's ``kernel.json`` describes it.
+
+    The fields and their meaning are Jupyter's, so existing kernel.json files work unchanged.
+    kernel-nursery never modifies a ``KernelSpec`` it is given; code that builds a command or an
+    environment from one works on copies.
+
+    .. versionadded:: 0.1
+    """
+
+    #: The command that starts the kernel; ``{connection_file}``, ``{resource_dir}`` and
+    #: ``{prefix}`` are replaced at launch, and ``python``/``python3`` as ``argv[0]`` mean the
+    #: interpreter kernel-nursery runs in.
+    argv: list[str]
+    display_name: str = ""
+    language: str = ""
+    #: ``"signal"`` (SIGINT to the kernel) or ``"message"`` (``interrupt_request`` on control).
+    interrupt_mode: InterruptMode = "signal"
+    #: Extra environment variables; ``${VAR}`` in a value is replaced from the launch environment.
+    env: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: The directory that holds kernel.json (and logos); empty for a spec built in memory.
+    resource_dir: str = ""
+    #: The kernel name (the directory's name, lowercased); empty for a spec built in memory.
+    name: str = ""
+
+    @property
+    def kernel_provisioner(self) -> ProvisionerStanza | None:
+        """The validated ``metadata.kernel_provisioner`` stanza, or ``None`` when there is none
+        (the factory's default provisioner then runs the kernel)."""
+        stanza = self.metadata.get("kernel_provisioner")
+        return None if stanza is None else cast(ProvisionerStanza, stanza)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: object,
+        *,
+        name: str = "",
+        resource_dir: str | os.PathLike[str] = "",
+        path: str | os.PathLike[str] | None = None,
+    ) -> KernelSpec:
+        """Build a spec from parsed kernel.json content, checking every field's type.
+
+        The input is copied, never modified. Unknown top-level keys are ignored, as Jupyter does.
+
+        Raises:
+            KernelSpecError: naming *path* (when given) and the first field that is wrong.
+        """
+
+        def fail(message: str, fld: str | None = None) -> KernelSpecError:
+            return KernelSpecError(message, path=path, field=fld)
+
+        if not isinstance(data, dict):
+            raise fail(f"expected a JSON object, got {type(data).__name__}")
+        if "argv" not in data:
+            raise fail("is required: the command that starts the kernel", "argv")
+        argv = data["argv"]
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise fail(f"must be a non-empty list of strings, got {argv!r}", "argv")
+        if not argv[0]:
+            raise fail("argv[0] (the program to run) is empty", "argv")
+        strings: dict[str, str] = {}
+        for key in ("display_name", "language"):
+            value = data.get(key, "")
+            if not isinstance(value, str):
+                raise fail(f"must be a string, got {value!r}", key)
+            strings[key] = value
+        interrupt_mode = data.get("interrupt_mode", "signal")
+        if interrupt_mode not in ("signal", "message"):
+            raise fail(f"must be 'signal' or 'message', got {interrupt_mode!r}", "interrupt_mode")
+        env = data.get("env", {})
+        if not isinstance(env, dict):
+            raise fail(f"must be an object of strings, got {type(env).__name__}", "env")
+        for key, value in env.items():
+            if not isinstance(value, str):
+                raise fail(f"must be a string, got {value!r}", f"env.{key}")
+        metadata = data.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise fail(f"must be an object, got {type(metadata).__name__}", "metadata")
+        metadata = json.loads(json.dumps(metadata))  # a deep copy of plain JSON data
+        stanza = metadata.get("kernel_provisioner")
+        if stanza is not None:
+            metadata["kernel_provisioner"] = _check_stanza(stanza, fail)
+        return cls(
+            argv=list(argv),
+            display_name=strings["display_name"] or name,
+            language=strings["language"],
+            interrupt_mode=interrupt_mode,
+            env=dict(env),
+            metadata=metadata,
+            resource_dir=os.fspath(resource_dir),
+            name=name,
+        )
+
+    @classmethod
+    def from_resource_dir(cls, resource_dir: str | os.PathLike[str]) -> KernelSpec:
+        """Read ``<resource_dir>/kernel.json``; the kernel's name is the directory's, lowercased.
+
+        Raises:
+            KernelSpecError: the file is missing, unreadable, not JSON, or has a bad field.
+        """
+        directory = Path(resource_dir)
+        path = directory / "kernel.json"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KernelSpecError(f"cannot read: {exc.strerror or exc}", path=path) from exc
+        except UnicodeDecodeError as exc:
+            raise KernelSpecError(f"not UTF-8 text: {exc}", path=path) from exc
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise KernelSpecError(f"not valid JSON: {exc}", path=path) from exc
+        return cls.from_dict(data, name=directory.name.lower(), resource_dir=directory, path=path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The kernel.json form of this spec (a fresh, JSON-serialisable dict)."""
+        return {
+            "argv": list(self.argv),
+            "display_name": self.display_name,
+            "language": self.language,
+            "interrupt_mode": self.interrupt_mode,
+            "env": dict(self.env),
+            "metadata": json.loads(json.dumps(self.metadata)),
+        }
+
+
+def _check_stanza(stanza: object, fail: Any) -> ProvisionerStanza:
+    where = "metadata.kernel_provisioner"
+    if not isinstance(stanza, dict):
+        raise fail(f"must be an object, got {type(stanza).__name__}", where)
+    name = stanza.get("provisioner_name")
+    if not isinstance(name, str) or not name:
+        raise fail(f"must be a non-empty string, got {name!r}", f"{where}.provisioner_name")
+    config = stanza.get("config", {})
+    if not isinstance(config, dict):
+        raise fail(f"must be an object, got {type(config).__name__}", f"{where}.config")
+    return {"provisioner_name": name, "config": config}

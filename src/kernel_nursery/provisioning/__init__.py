@@ -1,0 +1,42 @@
+"""Kernel provisioners: what starts a kernel, watches it and stops it.
+
+:class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
+implementation (a local process), and :class:`KernelProvisionerFactory` finds provisioners that
+packages register in the entry-point group ``kernel_nursery.provisioners``. The API is that of
+``jupyter_client.provisioning``, on anyio.
+"""
+
+from __future__ import annotations
+
+from ._base import (
+    DEFAULT_SHUTDOWN_WAIT_TIME,
+    DEFAULT_STABLE_START_TIME,
+    KILL_WAIT_TIME,
+    KernelProvisionerBase,
+    KernelProvisionerMeta,
+    stop_process,
+)
+from ._command import format_kernel_cmd
+from ._factory import DEFAULT_PROVISIONER_ENV, ENTRY_POINT_GROUP, KernelProvisionerFactory
+from ._local import LocalProvisioner
+from ._process import UNKNOWN_EXIT_STATUS
+
+__all__ = [
+    "DEFAULT_PROVISIONER_ENV",
+    "DEFAULT_SHUTDOWN_WAIT_TIME",
+    "DEFAULT_STABLE_START_TIME",
+    "ENTRY_POINT_GROUP",
+    "KILL_WAIT_TIME",
+    "UNKNOWN_EXIT_STATUS",
+    "KernelProvisionerBase",
+    "KernelProvisionerFactory",
+    "KernelProvisionerMeta",
+    "LocalProvisioner",
+    "format_kernel_cmd",
+    "stop_process",
+]
+
+from .._util import fixup_module_metadata
+
+fixup_module_metadata(__name__, globals())
+del fixup_module_metadata

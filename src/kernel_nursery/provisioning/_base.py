@@ -1,0 +1,278 @@
+"""``KernelProvisionerBase``: the contract between a kernel manager and whatever runs a kernel."""
+
+from __future__ import annotations
+
+import os
+import signal
+from abc import ABCMeta, abstractmethod
+from string import Template
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from traitlets import Dict, Instance, Unicode
+from traitlets.config import LoggingConfigurable
+from traitlets.traitlets import MetaHasTraits
+
+from ..connection import ConnectionInfo, validate_connection_info
+
+__all__ = [
+    "DEFAULT_SHUTDOWN_WAIT_TIME",
+    "DEFAULT_STABLE_START_TIME",
+    "KILL_WAIT_TIME",
+    "KernelProvisionerBase",
+    "KernelProvisionerMeta",
+    "stop_process",
+]
+
+#: Seconds a kernel gets to exit after a polite request (or SIGTERM) before it is killed,
+#: when neither the caller nor the owning manager says otherwise.
+DEFAULT_SHUTDOWN_WAIT_TIME = 5.0
+#: Seconds within which a (re)started kernel is expected to be up, by default.
+DEFAULT_STABLE_START_TIME = 10.0
+#: Seconds to wait for the exit of a process that was sent SIGKILL. SIGKILL cannot be caught, so
+#: only a process stuck in the kernel (uninterruptible I/O) takes longer; the bound keeps a
+#: shielded clean-up from hanging its caller forever in that case.
+KILL_WAIT_TIME = 5.0
+
+
+class KernelProvisionerMeta(ABCMeta, MetaHasTraits):
+    """Metaclass of provisioners: abstract methods (:class:`abc.ABCMeta`) and traits
+    (:class:`traitlets.MetaHasTraits`) on one class."""
+
+
+class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta):
+    """Abstract base of kernel provisioners: what starts a kernel, watches it and stops it.
+
+    A kernel manager drives a provisioner through a fixed sequence (the same as Jupyter's):
+    :meth:`pre_launch` → :meth:`launch_kernel` → :meth:`post_launch`; then :meth:`poll`,
+    :meth:`wait`, :meth:`send_signal` while the kernel runs; then :meth:`shutdown_requested`,
+    :meth:`terminate` / :meth:`kill` and :meth:`cleanup` to stop it. Most methods mirror
+    :class:`subprocess.Popen`, which is what managers used before provisioners existed.
+
+    Subclasses implement the abstract methods; those that override :meth:`pre_launch`,
+    :meth:`get_provisioner_info` or :meth:`load_provisioner_info` call the superclass first.
+
+    A provisioner is also an async context manager. Leaving ``async with provisioner:`` (normally,
+    by an exception or by cancellation) stops the kernel if it still runs, with
+    :func:`stop_process`, and calls ``cleanup(restart=False)``, all shielded from cancellation, so
+    that no process, connection file or reserved port outlives the block. A provisioner used
+    without ``async with`` must be stopped and cleaned up by its user (a kernel manager does it).
+
+    Every ``async`` method here is safe to cancel in the sense that cancellation never leaves a
+    process the provisioner has lost track of; each says what state remains.
+
+    .. versionadded:: 0.1
+    """
+
+    #: The id of the kernel this provisioner runs (a UUID string, given by the manager).
+    kernel_id = Unicode(None, allow_none=True, help="The kernel's id.")
+    #: The kernel's specification.
+    kernel_spec = Instance(
+        "kernel_nursery.kernelspec.KernelSpec", allow_none=True, help="The kernel's specification."
+    )
+    #: The connection info of the running kernel (empty until :meth:`launch_kernel`); each
+    #: provisioner has its own dict.
+    connection_info = Dict(help="The kernel's connection info; empty until launch.")
+
+    # ------------------------------------------------------------------ abstract interface
+
+    @property
+    @abstractmethod
+    def has_process(self) -> bool:
+        """Whether this provisioner manages a process (running, or exited but not yet cleaned
+        up). True right after :meth:`launch_kernel` returns."""
+
+    @abstractmethod
+    async def poll(self) -> int | None:
+        """``None`` while the kernel runs; its exit status once it has exited.
+
+        Answers at once: it never waits for the kernel.
+        """
+
+    @abstractmethod
+    async def wait(self) -> int | None:
+        """Wait until the kernel process has exited and return its exit status.
+
+        Any number of tasks may wait at once; all return when the process exits. Cancelling a
+        waiter affects only that waiter.
+        """
+
+    @abstractmethod
+    async def send_signal(self, signum: int) -> None:
+        """Send signal *signum* to the kernel (its process group, where the platform has them).
+
+        Signalling a kernel that has already exited is not an error.
+        """
+
+    @abstractmethod
+    async def kill(self, restart: bool = False) -> None:
+        """Kill the kernel at once (SIGKILL where it exists). *restart* is true when a new
+        :meth:`launch_kernel` follows, so resources to keep for it must be kept."""
+
+    @abstractmethod
+    async def terminate(self, restart: bool = False) -> None:
+        """Ask the kernel process to end (SIGTERM where it exists), which it may catch to clean up.
+        *restart* is true when a new :meth:`launch_kernel` follows."""
+
+    @abstractmethod
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> ConnectionInfo:
+        """Start the kernel with the command *cmd* and return its connection info.
+
+        *kwargs* are what :meth:`pre_launch` returned, less ``cmd``.
+        """
+
+    @abstractmethod
+    async def cleanup(self, restart: bool = False) -> None:
+        """Release what was allocated for the kernel. Called last in every shutdown sequence.
+
+        With *restart* true a new launch follows and what it reuses (ports, connection file,
+        key) is kept.
+        """
+
+    # ------------------------------------------------------------------ hooks with defaults
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """Called when the kernel has been asked to shut down, before the manager waits for it.
+
+        Does nothing by default; a provisioner that must prepare for the shutdown (notify a
+        scheduler, say) overrides it.
+        """
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Prepare the launch and return the keyword arguments for :meth:`launch_kernel`.
+
+        The base implementation builds the kernel's environment: a copy of ``kwargs["env"]`` (or
+        of :data:`os.environ`), updated with the kernel spec's ``env`` whose values have
+        ``${NAME}`` replaced from that environment (names not found stay as written), and passed
+        through :meth:`_finalize_env`. The caller's mapping is never modified.
+
+        Subclasses call it, typically last, and add ``cmd`` (the kernel's command) to the result.
+        """
+        result = dict(kwargs)
+        base_env = result.pop("env", None)
+        env = dict(os.environ if base_env is None else base_env)
+        if self.kernel_spec is not None:
+            env.update(
+                {
+                    name: Template(value).safe_substitute(env)
+                    for name, value in self.kernel_spec.env.items()
+                }
+            )
+        self._finalize_env(env)
+        result["env"] = env
+        return result
+
+    async def post_launch(self, **kwargs: Any) -> None:
+        """Called after :meth:`launch_kernel` returns, with the same keyword arguments. Does
+        nothing by default."""
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """What another process needs to take this kernel over (see :meth:`load_provisioner_info`).
+
+        Plain JSON data. Subclasses call this first, then add their own entries.
+        """
+        return {"kernel_id": self.kernel_id, "connection_info": dict(self.connection_info)}
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`get_provisioner_info`, possibly in another process.
+
+        Subclasses call this first, then read their own entries.
+
+        Raises:
+            ConnectionFileError: the saved connection info is incomplete or ill-typed.
+        """
+        self.kernel_id = provisioner_info.get("kernel_id")
+        info = provisioner_info.get("connection_info") or {}
+        self.connection_info = dict(validate_connection_info(info)) if info else {}
+
+    def get_shutdown_wait_time(self, recommended: float | None = None) -> float:
+        """Seconds a kernel gets between a shutdown request (or SIGTERM) and being killed.
+
+        *recommended* when given; otherwise the owning manager's ``shutdown_wait_time`` when the
+        provisioner has a parent that sets one; otherwise :data:`DEFAULT_SHUTDOWN_WAIT_TIME`.
+        Provisioners whose kernels stop slowly (remote ones) override it.
+        """
+        return self._from_parent("shutdown_wait_time", recommended, DEFAULT_SHUTDOWN_WAIT_TIME)
+
+    def get_stable_start_time(self, recommended: float | None = None) -> float:
+        """Seconds within which a (re)started kernel is expected to be up; a kernel that dies
+        sooner counts as a failed start. Chosen like :meth:`get_shutdown_wait_time`, from the
+        parent's ``stable_start_time``, default :data:`DEFAULT_STABLE_START_TIME`."""
+        return self._from_parent("stable_start_time", recommended, DEFAULT_STABLE_START_TIME)
+
+    def _from_parent(self, name: str, recommended: float | None, default: float) -> float:
+        if recommended is not None:
+            return float(recommended)
+        value = getattr(self.parent, name, None)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return default
+
+    def _finalize_env(self, env: dict[str, str]) -> None:
+        """Last adjustments to the kernel's environment, in place. The default removes
+        ``PYTHONEXECUTABLE`` for Python kernels, which would otherwise make the kernel's
+        ``sys.executable`` point at the launching interpreter (as on macOS framework builds)."""
+        if self.kernel_spec is not None and self.kernel_spec.language.lower().startswith("python"):
+            env.pop("PYTHONEXECUTABLE", None)
+
+    # ------------------------------------------------------------------ async with
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await stop_process(self)
+        with anyio.CancelScope(shield=True):
+            await self.cleanup(restart=False)
+
+
+async def stop_process(
+    provisioner: KernelProvisionerBase, *, restart: bool = False, wait_time: float | None = None
+) -> int | None:
+    """Stop the provisioner's kernel process for sure: terminate, wait, then kill and wait.
+
+    The one escalation used by every path that stops a kernel: ``terminate(restart)``, then up
+    to *wait_time* (default: ``provisioner.get_shutdown_wait_time()``) for the exit, then
+    ``kill(restart)`` and up to :data:`KILL_WAIT_TIME` more. Each timeout is a cancel scope
+    around :meth:`~KernelProvisionerBase.wait`; nothing polls. A kernel that has already exited
+    is not signalled at all.
+
+    The whole sequence is shielded from cancellation: a caller cancelled meanwhile sees the
+    cancellation after the kernel is gone, never a half-stopped kernel.
+
+    Returns:
+        The exit status, or ``None`` when the process had not exited after SIGKILL and
+        :data:`KILL_WAIT_TIME` (logged as an error; it can only be stuck in the OS kernel).
+    """
+    if not provisioner.has_process:
+        return await provisioner.poll()
+    with anyio.CancelScope(shield=True):
+        status = await provisioner.poll()
+        if status is not None:
+            return status
+        if wait_time is None:
+            wait_time = provisioner.get_shutdown_wait_time()
+        await provisioner.terminate(restart)
+        with anyio.move_on_after(wait_time):
+            return await provisioner.wait()
+        provisioner.log.warning(
+            "Kernel %s did not exit %.3g s after SIGTERM; killing it.",
+            provisioner.kernel_id,
+            wait_time,
+        )
+        await provisioner.kill(restart)
+        with anyio.move_on_after(KILL_WAIT_TIME):
+            return await provisioner.wait()
+        provisioner.log.error(
+            "Kernel %s did not exit %.3g s after %s.",
+            provisioner.kernel_id,
+            KILL_WAIT_TIME,
+            getattr(signal, "SIGKILL", "kill"),
+        )
+    return None

@@ -1,0 +1,148 @@
+"""``KernelProvisionerFactory``: finds provisioners through entry points and creates them."""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any
+
+from traitlets import Unicode, default
+from traitlets.config import LoggingConfigurable, SingletonConfigurable
+
+from .._errors import ProvisionerConfigError, ProvisionerError
+from ._base import KernelProvisionerBase
+
+if TYPE_CHECKING:
+    from ..kernelspec import KernelSpec, ProvisionerStanza
+
+__all__ = ["DEFAULT_PROVISIONER_ENV", "ENTRY_POINT_GROUP", "KernelProvisionerFactory"]
+
+#: The entry-point group in which packages register provisioners. It is kernel-nursery's own:
+#: provisioners written for jupyter_client (``jupyter_client.kernel_provisioners``) use its
+#: synchronous-in-places API and are not loaded by mistake.
+ENTRY_POINT_GROUP = "kernel_nursery.provisioners"
+#: Environment variable that sets :attr:`KernelProvisionerFactory.default_provisioner_name`.
+DEFAULT_PROVISIONER_ENV = "KERNEL_NURSERY_DEFAULT_PROVISIONER"
+
+
+class KernelProvisionerFactory(SingletonConfigurable):
+    """Creates the provisioner a kernel spec asks for; shared by the kernel spec manager (to hide
+    kernels whose provisioner is not installed) and kernel managers (to run kernels).
+
+    Provisioners are found through the entry-point group :data:`ENTRY_POINT_GROUP`. A name that
+    is not in :attr:`provisioners` is looked up again in the installed packages' metadata before
+    it is declared missing, so a provisioner installed while the program runs is found.
+
+    .. versionadded:: 0.1
+    """
+
+    default_provisioner_name = Unicode(
+        config=True,
+        help="Provisioner for kernel specs that name none in metadata.kernel_provisioner. "
+        f"Defaults to ${DEFAULT_PROVISIONER_ENV}, or 'local-provisioner'.",
+    )
+
+    @default("default_provisioner_name")
+    def _default_provisioner_name_default(self) -> str:
+        return os.environ.get(DEFAULT_PROVISIONER_ENV) or "local-provisioner"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: Entry points found so far, by provisioner name (this instance's own dict).
+        self.provisioners: dict[str, EntryPoint] = _scan()
+
+    # ------------------------------------------------------------------ queries
+
+    def is_provisioner_available(self, kernel_spec: KernelSpec) -> bool:
+        """Whether the provisioner that *kernel_spec* names (or the default one) is registered.
+
+        Logs a warning naming the kernel and the provisioner when it is not.
+        """
+        name = self._stanza(kernel_spec)["provisioner_name"]
+        if self._entry_point(name) is not None:
+            return True
+        self.log.warning(
+            "Kernel %r needs provisioner %r, which is not registered in entry-point group %r; "
+            "install the package that provides it.",
+            kernel_spec.name or kernel_spec.display_name,
+            name,
+            ENTRY_POINT_GROUP,
+        )
+        return False
+
+    def get_provisioner_entries(self) -> dict[str, str]:
+        """Every registered provisioner: name → ``"module:object"``, freshly read."""
+        self.provisioners = _scan()
+        return {name: ep.value for name, ep in sorted(self.provisioners.items())}
+
+    # ------------------------------------------------------------------ creation
+
+    def create_provisioner_instance(
+        self, kernel_id: str, kernel_spec: KernelSpec, parent: LoggingConfigurable | None
+    ) -> KernelProvisionerBase:
+        """Create the provisioner for *kernel_spec*, configured by its stanza's ``config``.
+
+        A spec without a ``kernel_provisioner`` stanza gets :attr:`default_provisioner_name`
+        with no config; the spec itself is never modified.
+
+        Raises:
+            ModuleNotFoundError: the provisioner is not registered (as the reference API says);
+                the message names it and the entry-point group.
+            ProvisionerError: it is registered but cannot be loaded, or is not a provisioner.
+            ProvisionerConfigError: ``config`` names a trait the provisioner does not have, or a
+                value its trait rejects.
+        """
+        stanza = self._stanza(kernel_spec)
+        name = stanza["provisioner_name"]
+        ep = self._entry_point(name)
+        if ep is None:
+            raise ModuleNotFoundError(
+                f"kernel provisioner {name!r} (needed by kernel "
+                f"{kernel_spec.name or kernel_spec.display_name!r}) is not registered in "
+                f"entry-point group {ENTRY_POINT_GROUP!r}; install the package that provides it",
+                name=name,
+            )
+        try:
+            cls = ep.load()
+        except Exception as exc:
+            raise ProvisionerError(
+                f"kernel provisioner {name!r} ({ep.value}) failed to load: {exc}"
+            ) from exc
+        if not (isinstance(cls, type) and issubclass(cls, KernelProvisionerBase)):
+            raise ProvisionerError(
+                f"kernel provisioner {name!r} ({ep.value}) is not a KernelProvisionerBase subclass"
+            )
+        config = dict(stanza["config"])
+        unknown = sorted(set(config) - set(cls.class_trait_names()))
+        if unknown:
+            raise ProvisionerConfigError(
+                f"kernel provisioner {name!r} has no trait(s) {', '.join(map(repr, unknown))} "
+                f"(from metadata.kernel_provisioner.config of kernel {kernel_spec.name!r})"
+            )
+        self.log.debug("Creating provisioner %r for kernel %s", name, kernel_id)
+        try:
+            return cls(kernel_id=kernel_id, kernel_spec=kernel_spec, parent=parent, **config)
+        except Exception as exc:  # traitlets raises TraitError for a bad value
+            raise ProvisionerConfigError(
+                f"kernel provisioner {name!r}: bad config from kernel {kernel_spec.name!r}: {exc}"
+            ) from exc
+
+    # ------------------------------------------------------------------ helpers
+
+    def _stanza(self, kernel_spec: KernelSpec) -> ProvisionerStanza:
+        stanza = kernel_spec.kernel_provisioner
+        if stanza is None:
+            return {"provisioner_name": self.default_provisioner_name, "config": {}}
+        return stanza
+
+    def _entry_point(self, name: str) -> EntryPoint | None:
+        ep = self.provisioners.get(name)
+        if ep is None:
+            # Not seen yet: maybe installed since the last scan.
+            self.provisioners = _scan()
+            ep = self.provisioners.get(name)
+        return ep
+
+
+def _scan() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}

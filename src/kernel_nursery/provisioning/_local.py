@@ -1,0 +1,400 @@
+"""``LocalProvisioner``: the default provisioner, running the kernel as a local process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+from traitlets import Enum, Unicode
+
+from .._errors import LaunchError, ProvisionerError
+from ..connection import (
+    ConnectionInfo,
+    connection_file_path,
+    new_connection_info,
+    release_connection_info,
+    remove_connection_file,
+    runtime_dir,
+    validate_connection_info,
+    write_connection_file,
+)
+from ._base import KILL_WAIT_TIME, KernelProvisionerBase
+from ._command import format_kernel_cmd
+from ._process import (
+    UNKNOWN_EXIT_STATUS,
+    AdoptedProcess,
+    ChildProcess,
+    ProcessHandle,
+    process_start_time,
+)
+from ._windows import create_interrupt_event, send_interrupt
+
+__all__ = ["LocalProvisioner"]
+
+# Keywords that pre_launch() produces or managers pass along and that are not for the process.
+_NOT_FOR_PROCESS = frozenset({"extra_arguments", "kernel_id", "kernel_name", "cmd"})
+
+
+class LocalProvisioner(KernelProvisionerBase):
+    """Runs the kernel as a child process of this one: the default provisioner.
+
+    - :meth:`pre_launch` reserves five ports (or ipc endpoints), writes the connection file
+      (mode 0600, in Jupyter's runtime directory unless :attr:`connection_file` says otherwise)
+      and builds the command from the kernel spec.
+    - :meth:`launch_kernel` starts it with :func:`anyio.open_process` in a new session, so the
+      kernel leads its own process group and signals reach the whole group (the kernel and what
+      it started). Standard input is ``/dev/null``; standard output and error are inherited
+      unless ``stdout=``/``stderr=`` are passed: the kernel never blocks on a pipe nobody reads.
+    - :meth:`poll` answers at once from the exit status the OS reported; :meth:`wait` awaits the
+      exit itself (many waiters may wait); neither sleeps.
+    - :meth:`cleanup` kills anything left in the kernel's process group, reaps the kernel, and
+      unless ``restart`` removes the connection file and releases the ports.
+    - :meth:`get_provisioner_info` / :meth:`load_provisioner_info` let another process take the
+      running kernel over: it can poll, wait for, signal and kill it (Linux, through a pidfd).
+
+    Subclass it to customise how local kernels run (the command, the environment).
+
+    .. versionadded:: 0.1
+    """
+
+    transport = Enum(
+        ["tcp", "ipc"],
+        default_value="tcp",
+        config=True,
+        help="Transport of the kernel's sockets: 'tcp' (loopback by default) or 'ipc' "
+        "(Unix domain sockets in the runtime directory).",
+    )
+    ip = Unicode(
+        "",
+        config=True,
+        help="For tcp, the address the kernel binds (default 127.0.0.1). For ipc, the path "
+        "prefix of its endpoints (default <runtime dir>/kernel-<kernel id>-ipc).",
+    )
+    connection_file = Unicode(
+        "",
+        config=True,
+        help="Where to write the connection file; default <runtime dir>/kernel-<kernel id>.json.",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._process: ProcessHandle | None = None
+        self._pgid: int | None = None
+        self._last_status: int | None = None
+        self._owns_ports = False  # the ports in connection_info were reserved by this provisioner
+        self._written_file: Path | None = None  # the connection file this provisioner wrote
+        self._interrupt_event: int | None = None  # Windows only
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def has_process(self) -> bool:
+        return self._process is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The kernel's process id, or ``None`` before launch and after cleanup."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def pgid(self) -> int | None:
+        """The kernel's process group (its own pid: it leads a new session), or ``None``."""
+        return self._pgid if self._process is not None else None
+
+    async def poll(self) -> int | None:
+        """``None`` while the kernel runs; its exit status (negative: killed by that signal) once
+        it has exited; ``0`` when no kernel was ever launched. For an adopted kernel the status is
+        :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`. Never waits."""
+        if self._process is None:
+            return self._last_status if self._last_status is not None else 0
+        status = self._process.returncode
+        if status is not None:
+            self._last_status = status
+        return status
+
+    async def wait(self) -> int | None:
+        """Wait for the kernel to exit and return its exit status (as :meth:`poll`).
+
+        Returns at once when there is no process. Cancelling it leaves the kernel untouched.
+        """
+        if self._process is None:
+            return await self.poll()
+        status = await self._process.wait()
+        self._last_status = status
+        return status
+
+    # ------------------------------------------------------------------ signals
+
+    async def send_signal(self, signum: int) -> None:
+        """Send *signum* to the kernel's process group, or to the kernel alone when the group is
+        gone. Nothing happens when the kernel has exited or was never launched.
+
+        On Windows, ``SIGINT`` sets the kernel's interrupt event instead (untested here).
+        """
+        process = self._process
+        if process is None:
+            return
+        if sys.platform == "win32":
+            if signum == signal.SIGINT and self._interrupt_event is not None:
+                send_interrupt(self._interrupt_event)
+                return
+        elif self._pgid is not None:
+            try:
+                os.killpg(self._pgid, signum)
+                return
+            except ProcessLookupError:
+                pass  # the group is empty, or (adopted kernel) was never ours to see
+            except PermissionError:
+                self.log.debug("No permission to signal process group %s", self._pgid)
+        process.send_signal(signum)
+
+    async def kill(self, restart: bool = False) -> None:
+        """SIGKILL to the kernel's process group: the kernel and every process it started in it.
+        (A process that left the group with ``setsid`` is out of reach, as with Jupyter.)"""
+        await self.send_signal(getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    async def terminate(self, restart: bool = False) -> None:
+        """SIGTERM to the kernel's process group."""
+        await self.send_signal(signal.SIGTERM)
+
+    # ------------------------------------------------------------------ launch
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Reserve ports, write the connection file and build the command.
+
+        Keyword arguments understood here: ``extra_arguments`` (appended to the command) and
+        ``env``/``cwd`` (passed on to :meth:`launch_kernel`); any others are passed on as they
+        are. When :attr:`connection_info` is already set (a restart, or info given by the
+        manager) it is reused as it is, ports and key included.
+
+        Returns the keyword arguments for :meth:`launch_kernel`, with ``cmd``.
+
+        Raises:
+            ProvisionerError: there is no kernel spec.
+            PortAllocationError: no ports could be reserved (nothing is left reserved).
+        """
+        spec = self.kernel_spec
+        if spec is None:
+            raise ProvisionerError("LocalProvisioner needs a kernel_spec to launch a kernel")
+        if not self.kernel_id:
+            self.kernel_id = str(uuid.uuid4())
+        kwargs = dict(kwargs)
+        extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
+        if self.connection_info:
+            info = validate_connection_info(self.connection_info)
+        else:
+            info = new_connection_info(
+                transport="ipc" if self.transport == "ipc" else "tcp",
+                ip=self.ip or self._default_ip(),
+                kernel_name=spec.name,
+            )
+            self._owns_ports = True
+            self.connection_info = dict(info)
+        path = (
+            Path(self.connection_file)
+            if self.connection_file
+            else connection_file_path(self.kernel_id)
+        )
+        try:
+            self._written_file = write_connection_file(info, path)
+        except BaseException:
+            self._release(remove_file=False)
+            raise
+        self.connection_file = str(path)
+        cmd = format_kernel_cmd(
+            spec.argv,
+            substitutions={
+                "connection_file": str(path),
+                "resource_dir": spec.resource_dir,
+                "prefix": sys.prefix,
+            },
+            extra_arguments=extra_arguments,
+        )
+        return await super().pre_launch(cmd=cmd, **kwargs)
+
+    def _default_ip(self) -> str:
+        if self.transport == "ipc":
+            return str(runtime_dir() / f"kernel-{self.kernel_id}-ipc")
+        return "127.0.0.1"
+
+    def _finalize_env(self, env: dict[str, str]) -> None:
+        super()._finalize_env(env)
+        if sys.platform == "win32":
+            self._interrupt_event = create_interrupt_event()
+            env["JPY_INTERRUPT_EVENT"] = str(self._interrupt_event)
+            env["JPY_PARENT_PID"] = str(os.getpid())
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> ConnectionInfo:
+        """Start the kernel process and return its connection info.
+
+        Accepts the keywords :meth:`pre_launch` returned, and ``stdin``/``stdout``/``stderr`` as
+        for :func:`anyio.open_process`. *cmd* is always run directly, never by a shell.
+
+        If this raises, or is cancelled, nothing is left behind: a process that was started is
+        killed and reaped, and the connection file and ports are released.
+
+        Raises:
+            LaunchError: the program cannot be run (not found, not executable, bad ``cwd``).
+            ProvisionerError: this provisioner already runs a kernel.
+        """
+        if self._process is not None and self._process.returncode is None:
+            raise ProvisionerError(
+                f"kernel {self.kernel_id} is still running; stop it before launching again"
+            )
+        if self._process is not None:
+            await self._reap()  # the previous (restarted) kernel's handle
+        argv = [os.fspath(a) for a in cmd]
+        if not argv or not isinstance(cmd, list | tuple):
+            self._release(remove_file=True)
+            raise LaunchError("the kernel command is empty", argv=argv)
+        options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_PROCESS}
+        env = options.pop("env", None)
+        cwd = options.pop("cwd", None)
+        stdin = options.pop("stdin", subprocess.DEVNULL)
+        stdout = options.pop("stdout", None)
+        stderr = options.pop("stderr", None)
+        if options:
+            self.log.debug("LocalProvisioner ignores launch options %s", sorted(options))
+        platform_options: dict[str, Any] = {}
+        if sys.platform == "win32":
+            platform_options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+            if self._interrupt_event is not None:
+                startupinfo = subprocess.STARTUPINFO()
+                startupinfo.lpAttributeList = {"handle_list": [self._interrupt_event]}
+                platform_options["startupinfo"] = startupinfo
+        else:
+            platform_options["start_new_session"] = True
+        try:
+            process = await anyio.open_process(
+                argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=cwd,
+                env=env,
+                **platform_options,
+            )
+        except OSError as exc:
+            self._release(remove_file=True)
+            raise LaunchError(_launch_failure(argv, cwd, exc), argv=argv) from exc
+        except BaseException:
+            # Cancelled while spawning: asyncio kills a child it had started; trio finishes
+            # the spawn first. Either way there is no handle to clean up, only files and ports.
+            self._release(remove_file=True)
+            raise
+        self._process = ChildProcess(process)
+        self._pgid = process.pid if sys.platform != "win32" else None
+        self._last_status = None
+        self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
+        return validate_connection_info(self.connection_info)
+
+    # ------------------------------------------------------------------ cleanup
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Make sure nothing of the kernel remains, then release its resources.
+
+        Anything still in the kernel's process group is sent SIGKILL (the kernel itself, if it
+        still runs, and processes it left behind), and the kernel is reaped, waiting at most
+        :data:`~kernel_nursery.provisioning.KILL_WAIT_TIME`. Unless *restart*, the connection
+        file is removed and the ports are released; with *restart* they are kept for the next
+        launch. Runs shielded from cancellation, so it always completes.
+        """
+        with anyio.CancelScope(shield=True):
+            await self._reap()
+            if not restart:
+                self._release(remove_file=True)
+
+    async def _reap(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        await self.kill()
+        with anyio.move_on_after(KILL_WAIT_TIME):
+            self._last_status = await process.wait()
+        if process.returncode is None:
+            self.log.error(
+                "Kernel %s (pid %s) did not exit after SIGKILL", self.kernel_id, process.pid
+            )
+        await process.aclose()
+        self._process = None
+
+    def _release(self, *, remove_file: bool) -> None:
+        """Release ports and remove the connection file; idempotent."""
+        if self._owns_ports and self.connection_info:
+            release_connection_info(validate_connection_info(self.connection_info))
+            self._owns_ports = False
+            self.connection_info = {}
+        if remove_file and self._written_file is not None:
+            remove_connection_file(self._written_file)
+            self._written_file = None
+
+    # ------------------------------------------------------------------ persistence
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """The base info plus ``pid``, ``pgid``, ``start_time`` (to tell the kernel from a later
+        process with the same pid) and ``connection_file``. Plain JSON data."""
+        info = await super().get_provisioner_info()
+        pid = self.pid
+        info.update(
+            {
+                "pid": pid,
+                "pgid": self.pgid,
+                "start_time": process_start_time(pid) if pid is not None else None,
+                "connection_file": self.connection_file or None,
+            }
+        )
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Take over the kernel described by *provisioner_info*, which may come from another
+        process: afterwards :meth:`poll`, :meth:`wait`, :meth:`send_signal`, :meth:`kill` and
+        :meth:`cleanup` act on it. This process becomes responsible for the connection file
+        (cleanup removes it); the ports stay reserved by the process that launched the kernel.
+
+        On Linux the kernel is watched through a pidfd. Elsewhere re-attaching is not
+        supported and raises :class:`ProvisionerError`. A kernel that has already exited is
+        adopted as exited, with status :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`.
+
+        Raises:
+            ProvisionerError: this provisioner already manages a process, or the platform has no
+                pidfds.
+            ConnectionFileError: the saved connection info is invalid.
+        """
+        if self._process is not None:
+            raise ProvisionerError("this provisioner already manages a kernel process")
+        await super().load_provisioner_info(provisioner_info)
+        connection_file = provisioner_info.get("connection_file")
+        if connection_file:
+            self.connection_file = connection_file
+            self._written_file = Path(connection_file)
+        pid = provisioner_info.get("pid")
+        if pid is None:
+            return
+        try:
+            self._process = AdoptedProcess.adopt(int(pid), provisioner_info.get("start_time"))
+        except NotImplementedError as exc:
+            raise ProvisionerError(str(exc)) from exc
+        pgid = provisioner_info.get("pgid")
+        self._pgid = int(pgid) if pgid is not None else None
+        self._last_status = None
+        if self._process.returncode == UNKNOWN_EXIT_STATUS:
+            self.log.info("Kernel %s (pid %s) had already exited", self.kernel_id, pid)
+
+
+def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:
+    program = argv[0]
+    if isinstance(exc, FileNotFoundError) and cwd is not None and not os.path.isdir(str(cwd)):
+        return f"cannot start kernel: working directory {cwd!s} does not exist"
+    if isinstance(exc, FileNotFoundError):
+        return f"cannot start kernel: program {program!r} not found" + (
+            "" if os.sep in program else " on PATH"
+        )
+    if isinstance(exc, PermissionError):
+        return f"cannot start kernel: program {program!r} is not executable ({exc.strerror})"
+    return f"cannot start kernel {program!r}: {exc.strerror or exc}"
