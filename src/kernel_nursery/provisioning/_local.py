@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from traitlets import Enum, Unicode
 
 from .._errors import LaunchError, ProvisionerError
@@ -32,6 +33,7 @@ from ._process import (
     ChildProcess,
     ProcessHandle,
     process_start_time,
+    wait_for_group_exit,
 )
 from ._windows import create_interrupt_event, send_interrupt
 
@@ -144,7 +146,7 @@ class LocalProvisioner(KernelProvisionerBase):
             if signum == signal.SIGINT and self._interrupt_event is not None:
                 send_interrupt(self._interrupt_event)
                 return
-        elif self._pgid is not None:
+        elif self._pgid is not None and process.group_is_ours:
             try:
                 os.killpg(self._pgid, signum)
                 return
@@ -252,7 +254,7 @@ class LocalProvisioner(KernelProvisionerBase):
         argv = [os.fspath(a) for a in cmd]
         if not argv or not isinstance(cmd, list | tuple):
             self._release(remove_file=True)
-            raise LaunchError("the kernel command is empty", argv=argv)
+            raise LaunchError("the kernel command must be a non-empty list of arguments", argv=argv)
         options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_PROCESS}
         env = options.pop("env", None)
         cwd = options.pop("cwd", None)
@@ -270,27 +272,31 @@ class LocalProvisioner(KernelProvisionerBase):
                 platform_options["startupinfo"] = startupinfo
         else:
             platform_options["start_new_session"] = True
-        try:
-            process = await anyio.open_process(
-                argv,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=cwd,
-                env=env,
-                **platform_options,
-            )
-        except OSError as exc:
-            self._release(remove_file=True)
-            raise LaunchError(_launch_failure(argv, cwd, exc), argv=argv) from exc
-        except BaseException:
-            # Cancelled while spawning: asyncio kills a child it had started; trio finishes
-            # the spawn first. Either way there is no handle to clean up, only files and ports.
-            self._release(remove_file=True)
-            raise
+        # The spawn is shielded: cancelled inside it, asyncio would kill the child but leave it
+        # unreaped, and we would have no handle to clean up. Spawning is bounded (fork + exec),
+        # and a cancellation that arrived meanwhile is delivered just after, with our handle.
+        with anyio.CancelScope(shield=True):
+            try:
+                process = await anyio.open_process(
+                    argv,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    cwd=cwd,
+                    env=env,
+                    **platform_options,
+                )
+            except OSError as exc:
+                self._release(remove_file=True)
+                raise LaunchError(_launch_failure(argv, cwd, exc), argv=argv) from exc
         self._process = ChildProcess(process)
         self._pgid = process.pid if sys.platform != "win32" else None
         self._last_status = None
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            await self.cleanup(restart=False)  # shielded: kill, reap, release
+            raise
         self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
         return validate_connection_info(self.connection_info)
 
@@ -311,12 +317,17 @@ class LocalProvisioner(KernelProvisionerBase):
                 self._release(remove_file=True)
 
     async def _reap(self) -> None:
+        """SIGKILL what is left of the kernel's group, then await the kernel and the group."""
         process = self._process
         if process is None:
             return
+        # Decided before the kill: afterwards an adopted kernel no longer vouches for its group.
+        group = self._pgid if process.group_is_ours else None
         await self.kill()
         with anyio.move_on_after(KILL_WAIT_TIME):
             self._last_status = await process.wait()
+            if group is not None:
+                await wait_for_group_exit(group)
         if process.returncode is None:
             self.log.error(
                 "Kernel %s (pid %s) did not exit after SIGKILL", self.kernel_id, process.pid

@@ -36,6 +36,12 @@ class ProcessHandle(Protocol):
     def pid(self) -> int: ...
     @property
     def returncode(self) -> int | None: ...
+    @property
+    def group_is_ours(self) -> bool:
+        """Whether the process group numbered like the kernel is certainly still the kernel's,
+        so that signalling it cannot reach a stranger."""
+        ...
+
     async def wait(self) -> int: ...
     def send_signal(self, signum: int) -> None: ...
     async def aclose(self) -> None: ...
@@ -55,6 +61,12 @@ class ChildProcess:
     def returncode(self) -> int | None:
         # asyncio records the status when its child watcher sees the exit; trio asks waitpid().
         return self._process.returncode
+
+    @property
+    def group_is_ours(self) -> bool:
+        # Our child's pid stays allocated until we reap it, and after that the group id stays
+        # allocated while any member lives: the number cannot name another group meanwhile.
+        return True
 
     async def wait(self) -> int:
         return await self._process.wait()
@@ -117,6 +129,12 @@ class AdoptedProcess:
             self._exited = bool(ready)
         return UNKNOWN_EXIT_STATUS if self._exited else None
 
+    @property
+    def group_is_ours(self) -> bool:
+        # Not our child: once it has exited (or was found replaced at adoption), its number may
+        # be reused, by a process that could lead a group of that number.
+        return self.returncode is None
+
     async def wait(self) -> int:
         # trio allows one waiter per file descriptor; the lock lines further waiters up behind
         # the first, and each finds the exit recorded when its turn comes.
@@ -143,6 +161,56 @@ class AdoptedProcess:
             self._exited = True
             anyio.notify_closing(fd)
             os.close(fd)
+
+
+async def wait_for_group_exit(pgid: int) -> None:
+    """Wait until every process of group *pgid* has exited (zombies count as exited).
+
+    Used after the group was sent SIGKILL: the signal is delivered asynchronously, and members
+    other than the kernel are not our children, so they cannot be awaited with ``waitpid``. On
+    Linux each remaining member is found in ``/proc`` and awaited through a pidfd (readable at
+    its exit); nothing polls. Elsewhere this returns at once (the signal has been sent; that is
+    all a portable program can do). Callers bound it with a cancel scope.
+    """
+    if not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.killpg(pgid, 0)  # one syscall answers the common case: the group is already empty
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass  # a member we may not signal: look closer
+    for pid in _group_members(pgid):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            await anyio.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Running (not zombie) processes in group *pgid*, from ``/proc``."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        # fields[0] is the state (field 3), fields[2] the process group (field 5)
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(name))
+    return members
 
 
 def process_start_time(pid: int) -> int | None:

@@ -1,0 +1,86 @@
+"""Fixtures shared by every test.
+
+Every async test runs on both backends through anyio's pytest plugin (the ``anyio_backend``
+fixture below); trio-only tests use ``@pytest.mark.trio``. pytest-trio's ``trio_mode`` is off.
+
+The autouse fixtures isolate Jupyter's directories in a temporary folder, reset the provisioner
+factory singleton, and check after each test that it left nothing behind: no child process, no
+reserved port, no connection file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kernel_nursery import KernelProvisionerFactory, KernelSpec
+from kernel_nursery.connection import reserved_ports
+
+from .helpers.procs import live_children
+
+TOY_KERNEL = str(Path(__file__).parent / "helpers" / "toy_kernel.py")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Run each anyio test once per backend."""
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Point Jupyter's runtime, data and config directories at a fresh temporary folder."""
+    dirs = {name: tmp_path / "jupyter" / name for name in ("runtime", "data", "config", "path")}
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(dirs["runtime"]))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(dirs["data"]))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(dirs["config"]))
+    monkeypatch.setenv("JUPYTER_PATH", str(dirs["path"]))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    monkeypatch.delenv("KERNEL_NURSERY_DEFAULT_PROVISIONER", raising=False)
+    return dirs
+
+
+@pytest.fixture(autouse=True)
+def fresh_factory() -> Iterator[None]:
+    """The provisioner factory is a singleton; give each test its own."""
+    KernelProvisionerFactory.clear_instance()
+    yield
+    KernelProvisionerFactory.clear_instance()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(jupyter_dirs: dict[str, Path]) -> Iterator[None]:
+    """Fail a test that leaves a child process, a reserved port or a connection file."""
+    children_before = live_children()
+    yield
+    leftover = live_children() - children_before
+    assert not leftover, f"test left child processes running: {sorted(leftover)}"
+    assert not reserved_ports(), f"test left ports reserved: {sorted(reserved_ports())}"
+    runtime = jupyter_dirs["runtime"]
+    files = sorted(p.name for p in runtime.glob("kernel-*")) if runtime.exists() else []
+    assert not files, f"test left files in the runtime directory: {files}"
+
+
+@pytest.fixture
+def toy_spec() -> Callable[..., KernelSpec]:
+    """Make a kernel spec that runs the toy kernel with extra arguments."""
+
+    def make(*args: str, **fields: Any) -> KernelSpec:
+        argv = [sys.executable, TOY_KERNEL, "{connection_file}", *args]
+        return KernelSpec(argv=argv, display_name="Toy", language="toy", name="toy", **fields)
+
+    return make
+
+
+def write_kernel(directory: Path, name: str, spec: dict[str, Any] | str) -> Path:
+    """Write ``<directory>/<name>/kernel.json`` (a dict as JSON, a str as is)."""
+    folder = directory / name
+    folder.mkdir(parents=True, exist_ok=True)
+    text = spec if isinstance(spec, str) else json.dumps(spec)
+    (folder / "kernel.json").write_text(text, encoding="utf-8")
+    return folder

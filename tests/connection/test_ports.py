@@ -1,0 +1,55 @@
+"""Tests for kernel_nursery.connection._ports: port reservations."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from kernel_nursery import PortAllocationError
+from kernel_nursery.connection import reserved_ports
+from kernel_nursery.connection._ports import release_ports, reserve_ports
+
+
+def test_reserved_ports_are_not_handed_out_again() -> None:
+    """While reserved, a port is never returned by another reservation."""
+    batches = [reserve_ports(transport="tcp", ip="127.0.0.1") for _ in range(20)]
+    try:
+        flat = [p for batch in batches for p in batch]
+        assert len(flat) == len(set(flat)) == 100
+    finally:
+        for batch in batches:
+            release_ports(transport="tcp", ip="127.0.0.1", ports=batch)
+    assert not reserved_ports()
+
+
+def test_concurrent_reservations_from_threads_do_not_collide() -> None:
+    """Reservations from several threads (several event loops) stay distinct."""
+    results: list[list[int]] = []
+
+    def work() -> None:
+        results.append(reserve_ports(transport="tcp", ip="127.0.0.1"))
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flat = [p for batch in results for p in batch]
+    release_ports(transport="tcp", ip="127.0.0.1", ports=flat)
+    assert len(flat) == len(set(flat)) == 40
+
+
+@pytest.mark.parametrize("ip", ["192.0.2.1", "not-an-address"])
+def test_unbindable_ip_is_a_clear_error(ip: str) -> None:
+    """An address that is not this machine's gives PortAllocationError and reserves nothing."""
+    with pytest.raises(PortAllocationError, match=ip):
+        reserve_ports(transport="tcp", ip=ip)
+    assert not reserved_ports()
+
+
+def test_ipv6_loopback() -> None:
+    """tcp ports can be reserved on ::1."""
+    ports = reserve_ports(transport="tcp", ip="::1")
+    release_ports(transport="tcp", ip="::1", ports=ports)
+    assert len(set(ports)) == 5

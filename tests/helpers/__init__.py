@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: toy kernels and process inspection."""

@@ -1,0 +1,136 @@
+"""Tests for kernel_nursery.kernelspec._manager: finding kernel specs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from kernel_nursery import KernelSpecError, KernelSpecManager, NoSuchKernelError
+
+from ..conftest import write_kernel
+
+
+def spec(name: str, **extra: object) -> dict[str, object]:
+    return {"argv": [name, "{connection_file}"], "display_name": name.title(), **extra}
+
+
+def test_first_directory_wins(tmp_path: Path) -> None:
+    """A name found in two directories comes from the earlier one, as in Jupyter."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    write_kernel(first, "k", spec("first"))
+    write_kernel(second, "k", spec("second"))
+    write_kernel(second, "other", spec("other"))
+    ksm = KernelSpecManager(kernel_dirs=[str(first), str(second)], ensure_native_kernel=False)
+    assert ksm.find_kernel_specs() == {"k": str(first / "k"), "other": str(second / "other")}
+    assert ksm.get_kernel_spec("k").argv[0] == "first"
+
+
+def test_default_dirs_follow_jupyter_path(jupyter_dirs: dict[str, Path]) -> None:
+    """By default kernels are found in JUPYTER_PATH before the user's data directory."""
+    write_kernel(jupyter_dirs["path"] / "kernels", "k", spec("from-path"))
+    write_kernel(jupyter_dirs["data"] / "kernels", "k", spec("from-data"))
+    write_kernel(jupyter_dirs["data"] / "kernels", "d", spec("data-only"))
+    ksm = KernelSpecManager(ensure_native_kernel=False)
+    assert ksm.get_kernel_spec("k").argv[0] == "from-path"
+    assert ksm.get_kernel_spec("d").argv[0] == "data-only"
+
+
+def test_names_are_case_insensitive_and_checked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Names are lowercased; directories with characters Jupyter forbids are skipped."""
+    write_kernel(tmp_path, "MyKernel", spec("mine"))
+    write_kernel(tmp_path, "bad name!", spec("bad"))
+    (tmp_path / "no-json").mkdir()
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)], ensure_native_kernel=False)
+    with caplog.at_level(logging.WARNING):
+        assert list(ksm.find_kernel_specs()) == ["mykernel"]
+    assert "bad name!" in caplog.text
+    k = ksm.get_kernel_spec("MYKERNEL")
+    assert (k.name, k.display_name) == ("mykernel", "Mine")
+
+
+def test_native_kernel_when_none_installed(tmp_path: Path) -> None:
+    """With ipykernel importable and no python3 spec installed, ipykernel's own is offered."""
+    import sys
+
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)])
+    k = ksm.get_kernel_spec("python3")
+    assert k.argv[:3] == [sys.executable, "-m", "ipykernel_launcher"]
+    assert k.language == "python"
+    assert (
+        KernelSpecManager(
+            kernel_dirs=[str(tmp_path)], ensure_native_kernel=False
+        ).find_kernel_specs()
+        == {}
+    )
+
+
+def test_installed_python3_beats_native(tmp_path: Path) -> None:
+    """An installed python3 spec takes precedence over the native one."""
+    write_kernel(tmp_path, "python3", spec("custom"))
+    assert (
+        KernelSpecManager(kernel_dirs=[str(tmp_path)]).get_kernel_spec("python3").argv[0]
+        == "custom"
+    )
+
+
+def test_unknown_kernel_lists_the_known_ones(tmp_path: Path) -> None:
+    """NoSuchKernelError names the kernel asked for and lists those that exist."""
+    write_kernel(tmp_path, "alpha", spec("a"))
+    write_kernel(tmp_path, "beta", spec("b"))
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)], ensure_native_kernel=False)
+    with pytest.raises(NoSuchKernelError, match=r"'gamma' \(available: alpha, beta\)") as info:
+        ksm.get_kernel_spec("gamma")
+    assert isinstance(info.value, LookupError)
+
+
+def test_allowed_kernelspecs(tmp_path: Path) -> None:
+    """allowed_kernelspecs hides the others."""
+    write_kernel(tmp_path, "alpha", spec("a"))
+    write_kernel(tmp_path, "beta", spec("b"))
+    ksm = KernelSpecManager(
+        kernel_dirs=[str(tmp_path)], ensure_native_kernel=False, allowed_kernelspecs={"beta"}
+    )
+    assert list(ksm.find_kernel_specs()) == ["beta"]
+    with pytest.raises(NoSuchKernelError):
+        ksm.get_kernel_spec("alpha")
+
+
+def test_unavailable_provisioner_is_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kernel whose provisioner is not installed is not listed nor returned, with a warning."""
+    write_kernel(
+        tmp_path,
+        "remote",
+        spec("r", metadata={"kernel_provisioner": {"provisioner_name": "no-such-provisioner"}}),
+    )
+    write_kernel(
+        tmp_path,
+        "local",
+        spec("l", metadata={"kernel_provisioner": {"provisioner_name": "local-provisioner"}}),
+    )
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)], ensure_native_kernel=False)
+    with caplog.at_level(logging.WARNING):
+        assert list(ksm.get_all_specs()) == ["local"]
+    assert "no-such-provisioner" in caplog.text
+    with pytest.raises(NoSuchKernelError):
+        ksm.get_kernel_spec("remote")
+
+
+def test_get_all_specs_skips_bad_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One broken kernel.json does not hide the others; get_kernel_spec on it raises."""
+    write_kernel(tmp_path, "good", spec("g"))
+    write_kernel(tmp_path, "broken", "{")
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)], ensure_native_kernel=False)
+    with caplog.at_level(logging.WARNING):
+        specs = ksm.get_all_specs()
+    assert list(specs) == ["good"]
+    assert specs["good"]["spec"]["argv"] == ["g", "{connection_file}"]
+    assert specs["good"]["resource_dir"] == str(tmp_path / "good")
+    assert "broken" in caplog.text
+    with pytest.raises(KernelSpecError, match="not valid JSON"):
+        ksm.get_kernel_spec("broken")

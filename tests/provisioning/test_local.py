@@ -1,0 +1,466 @@
+"""Tests for kernel_nursery.provisioning._local: LocalProvisioner, with real processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import stat
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from kernel_nursery import (
+    KernelSpec,
+    LaunchError,
+    LocalProvisioner,
+    ProvisionerError,
+    read_connection_file,
+    stop_process,
+)
+from kernel_nursery.connection import reserved_ports
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
+
+from ..helpers.notify import notifier
+from ..helpers.procs import is_running, process_group_members
+
+pytestmark = pytest.mark.anyio
+
+SpecFactory = Callable[..., KernelSpec]
+
+
+async def launch(p: LocalProvisioner, **kwargs: Any) -> dict[str, Any]:
+    """The manager's launch sequence: pre_launch, launch_kernel, post_launch."""
+    kw = await p.pre_launch(**kwargs)
+    cmd = kw.pop("cmd")
+    info = await p.launch_kernel(cmd, **kw)
+    await p.post_launch(**kw)
+    return dict(info)
+
+
+async def test_launch_runs_kernel_with_its_connection_file(
+    toy_spec: SpecFactory, jupyter_dirs: dict[str, Path]
+) -> None:
+    """The kernel runs in its own process group and reads a 0600 connection file; leaving the
+    block stops it, removes the file and releases the ports."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
+            info = await launch(p)
+            [pid] = await n.ready()
+            assert p.has_process and p.pid == pid == p.pgid == os.getpgid(pid)
+            assert await p.poll() is None
+            path = Path(p.connection_file)
+            assert path.parent == jupyter_dirs["runtime"]
+            assert path.name == f"kernel-{p.kernel_id}.json"
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert read_connection_file(path) == info == p.connection_info
+            assert {("tcp", info["shell_port"])} <= reserved_ports()
+        assert not is_running(pid)
+        assert not path.exists()
+        assert not p.has_process
+        assert await p.poll() == -signal.SIGTERM
+
+
+async def test_exit_status_and_many_waiters(toy_spec: SpecFactory) -> None:
+    """wait() returns the moment the process exits, to every concurrent waiter."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
+            await launch(p)
+            await n.ready()
+            results: list[int | None] = []
+
+            async def waiter() -> None:
+                results.append(await p.wait())
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(waiter)
+                await anyio.wait_all_tasks_blocked()
+                assert results == []
+                await p.send_signal(signal.SIGUSR1)
+            assert results == [-signal.SIGUSR1] * 5
+            assert await p.poll() == -signal.SIGUSR1
+
+
+async def test_exit_code_of_kernel_that_exits(toy_spec: SpecFactory) -> None:
+    """A kernel's own exit code is what wait() and poll() report."""
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "3")) as p:
+        await launch(p)
+        assert await p.wait() == 3
+        assert await p.poll() == 3
+
+
+async def test_signalling_an_exited_kernel_is_not_an_error(toy_spec: SpecFactory) -> None:
+    """send_signal, terminate and kill after the kernel exited do nothing, on both backends."""
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0")) as p:
+        await launch(p)
+        assert await p.wait() == 0
+        await p.send_signal(signal.SIGINT)
+        await p.terminate()
+        await p.kill()
+        assert await p.poll() == 0
+
+
+async def test_no_process_yet() -> None:
+    """Before launch there is nothing to signal or wait for."""
+    p = LocalProvisioner()
+    assert not p.has_process
+    assert p.pid is None and p.pgid is None
+    assert await p.poll() == 0
+    assert await p.wait() == 0
+    await p.send_signal(signal.SIGTERM)
+    await p.cleanup()
+
+
+async def test_kill_takes_the_process_group(toy_spec: SpecFactory) -> None:
+    """kill() sends SIGKILL to the group: the kernel's own children die with it, and are gone
+    by the time cleanup returns."""
+    async with notifier() as n:
+        p = LocalProvisioner(kernel_spec=toy_spec("--grandchild", "--notify", str(n.port)))
+        await launch(p)
+        pid, grandchild = await n.ready()
+        assert process_group_members(pid) == {pid, grandchild}
+        await p.kill()
+        assert await p.wait() == -signal.SIGKILL
+        await p.cleanup()
+        assert not is_running(grandchild)
+        assert not process_group_members(pid)
+
+
+async def test_cleanup_kills_what_an_exited_kernel_left(toy_spec: SpecFactory) -> None:
+    """A grandchild left running by a kernel that died is killed by cleanup()."""
+    async with notifier() as n:
+        p = LocalProvisioner(kernel_spec=toy_spec("--grandchild", "--notify", str(n.port)))
+        await launch(p)
+        pid, grandchild = await n.ready()
+        os.kill(pid, signal.SIGKILL)  # the kernel alone dies; its child stays
+        assert await p.wait() == -signal.SIGKILL
+        assert is_running(grandchild)
+        await p.cleanup()
+        assert not is_running(grandchild)
+        assert not p.has_process
+
+
+async def test_sigterm_ignored_means_killed_after_wait_time(
+    toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop_process kills a kernel that ignores SIGTERM once its wait time is up."""
+    async with notifier() as n:
+        async with LocalProvisioner(
+            kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
+        ) as p:
+            await launch(p)
+            await n.ready()
+            with caplog.at_level(logging.WARNING):
+                assert await stop_process(p, wait_time=0.2) == -signal.SIGKILL
+            assert "did not exit" in caplog.text
+
+
+async def test_stop_process_is_polite_first(toy_spec: SpecFactory) -> None:
+    """A kernel that honours SIGTERM ends by it, without SIGKILL."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
+            await launch(p)
+            await n.ready()
+            assert await stop_process(p) == -signal.SIGTERM
+            assert await stop_process(p) == -signal.SIGTERM  # already stopped: just the status
+
+
+async def test_stop_process_is_shielded(toy_spec: SpecFactory) -> None:
+    """A caller cancelled during stop_process still gets a stopped kernel."""
+    async with notifier() as n:
+        async with LocalProvisioner(
+            kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
+        ) as p:
+            await launch(p)
+            [pid] = await n.ready()
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await stop_process(p, wait_time=0.1)
+            assert not is_running(pid)
+            assert await p.poll() == -signal.SIGKILL
+
+
+async def test_error_in_block_stops_kernel_and_propagates(toy_spec: SpecFactory) -> None:
+    """An exception inside ``async with`` stops the kernel; the user's exception is the one seen."""
+    async with notifier() as n:
+        with pytest.raises(KeyError, match="mine"):
+            async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
+                await launch(p)
+                [pid] = await n.ready()
+                raise KeyError("mine")
+        assert not is_running(pid)
+
+
+async def test_cancelled_block_stops_kernel(toy_spec: SpecFactory) -> None:
+    """Cancelling the scope around ``async with`` stops the kernel, even one ignoring SIGTERM."""
+    async with notifier() as n:
+        with anyio.move_on_after(10) as scope:
+            async with LocalProvisioner(
+                kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
+            ) as p:
+                p.get_shutdown_wait_time = lambda recommended=None: 0.1  # type: ignore[method-assign]
+                await launch(p)
+                [pid] = await n.ready()
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+        assert not is_running(pid)
+
+
+@pytest.mark.parametrize("delay", [0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05])
+async def test_cancel_during_launch_leaves_nothing(toy_spec: SpecFactory, delay: float) -> None:
+    """Cancelled at any point of pre_launch + launch_kernel, a launch leaves no process, file or
+    port once the provisioner's block is left; a launch_kernel that was cancelled itself
+    leaves no process at all."""
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    async with p:
+        with anyio.move_on_after(delay):
+            kw = await p.pre_launch()
+            cmd = kw.pop("cmd")
+            try:
+                await p.launch_kernel(cmd, **kw)
+            except anyio.get_cancelled_exc_class():
+                assert not p.has_process
+                assert not p.connection_info and not reserved_ports()
+                raise
+    # the autouse fixture checks processes, files and ports
+
+
+async def test_launch_kernel_cancelled_before_spawn_releases_everything(
+    toy_spec: SpecFactory,
+) -> None:
+    """A launch_kernel cancelled outright releases the file and ports pre_launch made."""
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    kw = await p.pre_launch()
+    cmd = kw.pop("cmd")
+    path = Path(p.connection_file)
+    assert path.exists()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await p.launch_kernel(cmd, **kw)
+    assert scope.cancelled_caught
+    assert not path.exists() and not reserved_ports() and not p.has_process
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["no-such-kernel-program-xyz"], "'no-such-kernel-program-xyz' not found on PATH"),
+        (["/nonexistent/kernel"], "'/nonexistent/kernel' not found"),
+        ([str(Path(__file__))], "is not executable"),
+    ],
+)
+async def test_bad_program_is_a_launch_error_leaving_nothing(argv: list[str], message: str) -> None:
+    """A program that cannot run gives LaunchError and leaves no file, port or process."""
+    p = LocalProvisioner(kernel_spec=KernelSpec(argv=argv, name="bad"))
+    with pytest.raises(LaunchError, match=message) as info:
+        await launch(p)
+    assert info.value.argv[0] == argv[0]
+    assert isinstance(info.value, OSError)
+    assert not p.has_process and not reserved_ports()
+
+
+async def test_missing_cwd_is_a_launch_error(toy_spec: SpecFactory, tmp_path: Path) -> None:
+    """A working directory that does not exist is named in the LaunchError."""
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    with pytest.raises(LaunchError, match="working directory .*nope"):
+        await launch(p, cwd=str(tmp_path / "nope"))
+
+
+async def test_empty_or_string_command_is_refused(toy_spec: SpecFactory) -> None:
+    """A command must be a non-empty list: a string is never handed to a shell."""
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    for cmd in ([], "sleep 100"):
+        kw = await p.pre_launch()
+        kw.pop("cmd")
+        with pytest.raises(LaunchError, match="non-empty list"):
+            await p.launch_kernel(cmd, **kw)  # type: ignore[arg-type]
+        assert not p.has_process and not reserved_ports()
+
+
+async def test_no_shell_sees_the_arguments(tmp_path: Path) -> None:
+    """Shell syntax in argv is passed literally to the program."""
+    out = tmp_path / "argv.json"
+    code = "import json, sys; json.dump(sys.argv[1:], open(sys.argv[1], 'w'))"
+    argv = ["python", "-c", code, str(out), "$(touch pwned)", "; touch pwned2", "{connection_file}"]
+    async with LocalProvisioner(
+        kernel_spec=KernelSpec(argv=argv),
+    ) as p:
+        await launch(p, cwd=str(tmp_path))
+        assert await p.wait() == 0
+        args = json.loads(out.read_text())
+    assert args[1:3] == ["$(touch pwned)", "; touch pwned2"]
+    assert args[3].endswith(".json") and "{" not in args[3]
+    assert not list(tmp_path.glob("pwned*"))
+
+
+async def test_environment_cwd_and_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel gets the spec's env with ${VAR} substituted, the cwd asked for, and 'python'
+    means this interpreter; the caller's env mapping is not modified."""
+    out = tmp_path / "seen.json"
+    code = (
+        "import json, os, sys; json.dump({'exe': sys.executable, 'cwd': os.getcwd(), "
+        "'X': os.environ.get('X'), 'BASE': os.environ.get('BASE'), "
+        "'PYEXE': os.environ.get('PYTHONEXECUTABLE')}, open(sys.argv[1], 'w'))"
+    )
+    spec = KernelSpec(
+        argv=["python", "-c", code, str(out)],
+        language="python",
+        env={"X": "${BASE}-${UNKNOWN_VAR_XYZ}-$$"},
+    )
+    env = {"BASE": "b", "PATH": os.environ["PATH"], "PYTHONEXECUTABLE": "/x"}
+    work = tmp_path / "work"
+    work.mkdir()
+    async with LocalProvisioner(kernel_spec=spec) as p:
+        await launch(p, env=env, cwd=str(work))
+        assert await p.wait() == 0
+    seen = json.loads(out.read_text())
+    assert seen == {
+        "exe": sys.executable,
+        "cwd": str(work),
+        "X": "b-${UNKNOWN_VAR_XYZ}-$",
+        "BASE": "b",
+        "PYEXE": None,
+    }
+    assert env == {"BASE": "b", "PATH": os.environ["PATH"], "PYTHONEXECUTABLE": "/x"}
+
+
+async def test_restart_keeps_ports_key_and_file(toy_spec: SpecFactory) -> None:
+    """cleanup(restart=True) keeps connection info and file; the next launch reuses them."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
+            first = await launch(p)
+            [pid1] = await n.ready()
+            await p.kill(restart=True)
+            await p.wait()
+            await p.cleanup(restart=True)
+            assert Path(p.connection_file).exists()
+            assert {("tcp", first["hb_port"])} <= reserved_ports()
+            second = await launch(p)
+            [pid2] = await n.ready()
+            assert second == first and pid2 != pid1
+            with pytest.raises(ProvisionerError, match="still running"):
+                await p.launch_kernel(["python"])
+
+
+async def test_ipc_transport(toy_spec: SpecFactory, jupyter_dirs: dict[str, Path]) -> None:
+    """With transport ipc, endpoints are paths in the runtime directory."""
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0"), transport="ipc") as p:
+        info = await launch(p)
+        assert info["transport"] == "ipc"
+        assert info["ip"] == str(jupyter_dirs["runtime"] / f"kernel-{p.kernel_id}-ipc")
+        assert info["shell_port"] == 1
+        await p.wait()
+
+
+async def test_pre_launch_needs_a_spec() -> None:
+    """Without a kernel spec there is nothing to launch."""
+    with pytest.raises(ProvisionerError, match="kernel_spec"):
+        await LocalProvisioner().pre_launch()
+
+
+async def test_get_provisioner_info_is_json(toy_spec: SpecFactory) -> None:
+    """The info is plain JSON data (the key is text), with what re-attaching needs."""
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0"), kernel_id="k1") as p:
+        await launch(p)
+        info = await p.get_provisioner_info()
+        assert json.loads(json.dumps(info)) == info
+        assert info["kernel_id"] == "k1"
+        assert info["pid"] == p.pid and info["pgid"] == p.pid
+        assert isinstance(info["start_time"], int)
+        assert info["connection_info"]["key"] == p.connection_info["key"]
+        await p.wait()
+
+
+async def test_reattach_in_this_process(toy_spec: SpecFactory) -> None:
+    """A second provisioner loaded with the first one's info can poll, wait for and kill the
+    kernel, and its cleanup removes the connection file."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+            await launch(p1)
+            [pid] = await n.ready()
+            info = json.loads(json.dumps(await p1.get_provisioner_info()))
+            p2 = LocalProvisioner()
+            await p2.load_provisioner_info(info)
+            assert p2.has_process and p2.pid == pid and p2.kernel_id == p1.kernel_id
+            assert p2.connection_info == p1.connection_info
+            assert await p2.poll() is None
+            results: list[int | None] = []
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(lambda: _append(results, p2.wait()))
+                await anyio.wait_all_tasks_blocked()
+                await p2.kill()
+            assert results == [UNKNOWN_EXIT_STATUS] * 3
+            assert await p2.poll() == UNKNOWN_EXIT_STATUS
+            assert await p1.wait() == -signal.SIGKILL
+            await p2.cleanup()
+            assert not Path(p1.connection_file).exists()
+
+
+async def _append(results: list[int | None], aw: Any) -> None:
+    results.append(await aw)
+
+
+async def test_reattach_from_another_process(toy_spec: SpecFactory) -> None:
+    """A provisioner in a second Python process takes the kernel over and signals it."""
+    script = (
+        "import anyio, json, signal, sys\n"
+        "from kernel_nursery import LocalProvisioner\n"
+        "async def main():\n"
+        "    p = LocalProvisioner()\n"
+        "    await p.load_provisioner_info(json.load(sys.stdin))\n"
+        "    print(await p.poll(), flush=True)\n"
+        "    await p.send_signal(signal.SIGTERM)\n"
+        "    print(await p.wait(), flush=True)\n"
+        "anyio.run(main)\n"
+    )
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
+            await launch(p)
+            await n.ready()
+            info = json.dumps(await p.get_provisioner_info()).encode()
+            result = await anyio.run_process([sys.executable, "-c", script], input=info)
+            assert result.stdout.decode().split() == ["None", str(UNKNOWN_EXIT_STATUS)]
+            assert await p.wait() == -signal.SIGTERM
+
+
+async def test_reattach_to_a_reused_pid_sees_an_exited_kernel(toy_spec: SpecFactory) -> None:
+    """If the pid now belongs to another process (start time differs), nothing is signalled."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+            await launch(p1)
+            [pid] = await n.ready()
+            info = await p1.get_provisioner_info()
+            info["start_time"] -= 1
+            info["connection_file"] = None
+            p2 = LocalProvisioner()
+            await p2.load_provisioner_info(info)
+            assert await p2.poll() == UNKNOWN_EXIT_STATUS
+            await p2.send_signal(signal.SIGKILL)
+            assert await p1.poll() is None and is_running(pid)
+
+
+async def test_reattach_to_a_gone_kernel() -> None:
+    """Info about a process that no longer exists loads as an exited kernel."""
+    result = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    p = LocalProvisioner()
+    await p.load_provisioner_info({"kernel_id": "k", "pid": int(result.stdout), "pgid": None})
+    assert await p.wait() == UNKNOWN_EXIT_STATUS
+
+
+async def test_cannot_adopt_twice(toy_spec: SpecFactory) -> None:
+    """A provisioner that already manages a process refuses to load another."""
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0")) as p:
+        await launch(p)
+        with pytest.raises(ProvisionerError, match="already manages"):
+            await p.load_provisioner_info({"pid": 1})
+        await p.wait()
