@@ -53,3 +53,10 @@ def test_ipv6_loopback() -> None:
     ports = reserve_ports(transport="tcp", ip="::1")
     release_ports(transport="tcp", ip="::1", ports=ports)
     assert len(set(ports)) == 5
+
+
+def test_ipc_prefix_too_long_for_a_socket_path() -> None:
+    """An ipc prefix that would overflow a Unix socket path is refused before any launch."""
+    with pytest.raises(PortAllocationError, match="Unix socket path"):
+        reserve_ports(transport="ipc", ip="/tmp/" + "x" * 120)
+    assert not reserved_ports()

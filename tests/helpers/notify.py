@@ -1,4 +1,4 @@
-"""Awaiting a toy kernel's readiness (and its death) without polling."""
+"""Awaiting a toy kernel's readiness without polling."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from contextlib import asynccontextmanager
 
 import anyio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
+
+#: Seconds a test waits for a toy kernel to report or die before failing.
+TIMEOUT = 30
 
 
 class Notifier:
@@ -17,24 +20,15 @@ class Notifier:
         self.port: int = listener.extra(SocketAttribute.local_port)
         self._streams: list[SocketStream] = []
 
-    async def ready(self, timeout: float = 30) -> list[int]:
+    async def ready(self) -> list[int]:
         """Wait for the next kernel to report; return its pid (and its grandchild's, if any)."""
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(TIMEOUT):
             stream = await self._listener.accept()
             self._streams.append(stream)
             data = b""
             while not data.endswith(b"\n"):
                 data += await stream.receive()
         return [int(p) for p in data.split()]
-
-    async def closed(self, timeout: float = 30) -> None:
-        """Wait until the last kernel that reported has died (its socket reaches EOF)."""
-        with anyio.fail_after(timeout):
-            try:
-                while await self._streams[-1].receive():
-                    pass
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                pass
 
 
 @asynccontextmanager

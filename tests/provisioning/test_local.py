@@ -189,7 +189,7 @@ async def test_stop_process_is_shielded(toy_spec: SpecFactory) -> None:
 async def test_error_in_block_stops_kernel_and_propagates(toy_spec: SpecFactory) -> None:
     """An exception inside ``async with`` stops the kernel; the user's exception is the one seen."""
     async with notifier() as n:
-        with pytest.raises(KeyError, match="mine"):
+        with pytest.raises(KeyError, match="mine"):  # noqa: PT012 (the block is what raises)
             async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
                 await launch(p)
                 [pid] = await n.ready()
@@ -269,7 +269,7 @@ async def test_bad_program_is_a_launch_error_leaving_nothing(argv: list[str], me
 async def test_missing_cwd_is_a_launch_error(toy_spec: SpecFactory, tmp_path: Path) -> None:
     """A working directory that does not exist is named in the LaunchError."""
     p = LocalProvisioner(kernel_spec=toy_spec())
-    with pytest.raises(LaunchError, match="working directory .*nope"):
+    with pytest.raises(LaunchError, match=r"working directory .*nope"):
         await launch(p, cwd=str(tmp_path / "nope"))
 
 
@@ -356,7 +356,7 @@ async def test_ipc_transport(toy_spec: SpecFactory, jupyter_dirs: dict[str, Path
     async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0"), transport="ipc") as p:
         info = await launch(p)
         assert info["transport"] == "ipc"
-        assert info["ip"] == str(jupyter_dirs["runtime"] / f"kernel-{p.kernel_id}-ipc")
+        assert info["ip"] == str(jupyter_dirs["runtime"] / f"kernel-{p.kernel_id[:8]}-ipc")
         assert info["shell_port"] == 1
         await p.wait()
 
@@ -464,3 +464,13 @@ async def test_cannot_adopt_twice(toy_spec: SpecFactory) -> None:
         with pytest.raises(ProvisionerError, match="already manages"):
             await p.load_provisioner_info({"pid": 1})
         await p.wait()
+
+
+async def test_ipc_prefix_too_long_is_refused_before_launch(toy_spec: SpecFactory) -> None:
+    """A default ipc prefix too long for a socket path is a PortAllocationError, nothing left."""
+    from kernel_nursery import PortAllocationError
+
+    p = LocalProvisioner(kernel_spec=toy_spec(), transport="ipc", ip="/tmp/" + "d" * 110)
+    with pytest.raises(PortAllocationError, match="Unix socket path"):
+        await launch(p)
+    assert not p.has_process

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterable
 
@@ -28,6 +29,9 @@ _lock = threading.Lock()  # a sync lock: reservations may come from several even
 _reserved: set[_Key] = set()
 
 _MAX_ATTEMPTS = 50
+# A Unix socket's path fits in sockaddr_un.sun_path: 108 bytes on Linux, 104 on BSDs and macOS,
+# including the final NUL.
+_MAX_IPC_PATH = 107 if sys.platform.startswith("linux") else 103
 
 
 def _key(transport: Transport, ip: str, port: int) -> _Key:
@@ -102,6 +106,13 @@ def _free_tcp_ports(ip: str, count: int) -> list[int]:
 
 
 def _free_ipc_numbers(prefix: str, count: int) -> list[int]:
+    longest = len(os.fsencode(f"{prefix}-65535"))
+    if longest > _MAX_IPC_PATH:
+        raise PortAllocationError(
+            f"ipc endpoint paths {prefix}-N would be up to {longest} bytes, more than the "
+            f"{_MAX_IPC_PATH} a Unix socket path may have; use a shorter ip prefix (or a "
+            "shorter JUPYTER_RUNTIME_DIR)"
+        )
     numbers: list[int] = []
     n = 0
     while len(numbers) < count:

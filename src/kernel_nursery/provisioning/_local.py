@@ -76,7 +76,8 @@ class LocalProvisioner(KernelProvisionerBase):
         "",
         config=True,
         help="For tcp, the address the kernel binds (default 127.0.0.1). For ipc, the path "
-        "prefix of its endpoints (default <runtime dir>/kernel-<kernel id>-ipc).",
+        "prefix of its endpoints (default <runtime dir>/kernel-<first 8 characters of the "
+        "kernel id>-ipc).",
     )
     connection_file = Unicode(
         "",
@@ -222,7 +223,9 @@ class LocalProvisioner(KernelProvisionerBase):
 
     def _default_ip(self) -> str:
         if self.transport == "ipc":
-            return str(runtime_dir() / f"kernel-{self.kernel_id}-ipc")
+            # Short, because a Unix socket path may not exceed ~107 bytes; the endpoint numbers
+            # keep two kernels with the same id prefix apart.
+            return str(runtime_dir() / f"kernel-{(self.kernel_id or '')[:8]}-ipc")
         return "127.0.0.1"
 
     def _finalize_env(self, env: dict[str, str]) -> None:

@@ -1,0 +1,164 @@
+"""Tests for kernel_nursery.provisioning._base: the provisioner contract and its defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABCMeta
+from typing import Any
+
+import pytest
+from traitlets import Float, HasTraits, MetaHasTraits
+from traitlets.config import LoggingConfigurable
+
+from kernel_nursery import (
+    ConnectionFileError,
+    KernelProvisionerBase,
+    KernelSpec,
+)
+from kernel_nursery.connection import ConnectionInfo
+from kernel_nursery.provisioning import (
+    DEFAULT_SHUTDOWN_WAIT_TIME,
+    DEFAULT_STABLE_START_TIME,
+    KernelProvisionerMeta,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class Minimal(KernelProvisionerBase):
+    """The least a provisioner must implement; it runs nothing."""
+
+    @property
+    def has_process(self) -> bool:
+        return False
+
+    async def poll(self) -> int | None:
+        return 0
+
+    async def wait(self) -> int | None:
+        return 0
+
+    async def send_signal(self, signum: int) -> None:
+        pass
+
+    async def kill(self, restart: bool = False) -> None:
+        pass
+
+    async def terminate(self, restart: bool = False) -> None:
+        pass
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> ConnectionInfo:
+        raise NotImplementedError
+
+    async def cleanup(self, restart: bool = False) -> None:
+        pass
+
+
+class Manager(LoggingConfigurable):
+    shutdown_wait_time = Float(1.5)
+    stable_start_time = Float(2.5)
+
+
+def test_metaclass_combines_abc_and_traits() -> None:
+    """The metaclass is both ABCMeta and MetaHasTraits; the base is abstract."""
+    assert issubclass(KernelProvisionerMeta, ABCMeta)
+    assert issubclass(KernelProvisionerMeta, MetaHasTraits)
+    assert isinstance(KernelProvisionerBase, KernelProvisionerMeta)
+    assert issubclass(KernelProvisionerBase, LoggingConfigurable)
+    with pytest.raises(TypeError, match="abstract"):
+        KernelProvisionerBase()  # type: ignore[abstract]
+
+
+def test_abstract_methods_are_the_reference_ones() -> None:
+    """Exactly the methods the reference API makes abstract are abstract."""
+    assert KernelProvisionerBase.__abstractmethods__ == {
+        "has_process",
+        "poll",
+        "wait",
+        "send_signal",
+        "kill",
+        "terminate",
+        "launch_kernel",
+        "cleanup",
+    }
+
+
+def test_connection_info_belongs_to_each_instance() -> None:
+    """No shared mutable default: one provisioner's info is not another's."""
+    a, b = Minimal(), Minimal()
+    a.connection_info["ip"] = "x"
+    assert b.connection_info == {}
+    assert isinstance(a, HasTraits)
+
+
+async def test_pre_launch_builds_env_without_touching_inputs() -> None:
+    """Spec env is added with ${VAR} substituted from the launch env; unknown names stay;
+    neither the caller's env nor the spec is modified."""
+    spec = KernelSpec(
+        argv=["k"], language="python", env={"A": "${BASE}/a", "B": "${NOPE}", "C": "plain"}
+    )
+    env = {"BASE": "/b", "PYTHONEXECUTABLE": "/x"}
+    kw = await Minimal(kernel_spec=spec).pre_launch(env=env, cwd="/w")
+    assert kw == {"cwd": "/w", "env": {"BASE": "/b", "A": "/b/a", "B": "${NOPE}", "C": "plain"}}
+    assert env == {"BASE": "/b", "PYTHONEXECUTABLE": "/x"}
+    assert spec.env == {"A": "${BASE}/a", "B": "${NOPE}", "C": "plain"}
+
+
+async def test_pre_launch_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without env=, the launch environment is a copy of os.environ."""
+    monkeypatch.setenv("KN_TEST_VAR", "v")
+    kw = await Minimal(kernel_spec=KernelSpec(argv=["k"], env={"X": "$KN_TEST_VAR"})).pre_launch()
+    assert kw["env"]["X"] == "v"
+    assert kw["env"] is not os.environ
+
+
+def test_wait_times_default_parent_and_recommended() -> None:
+    """The recommended value wins, then the parent's setting, then the default."""
+    alone = Minimal()
+    assert alone.get_shutdown_wait_time() == DEFAULT_SHUTDOWN_WAIT_TIME
+    assert alone.get_stable_start_time() == DEFAULT_STABLE_START_TIME
+    owned = Minimal(parent=Manager())
+    assert owned.get_shutdown_wait_time() == 1.5
+    assert owned.get_stable_start_time() == 2.5
+    assert owned.get_shutdown_wait_time(recommended=9) == 9.0
+    assert owned.get_stable_start_time(recommended=8) == 8.0
+
+
+async def test_provisioner_info_round_trip() -> None:
+    """get_provisioner_info is JSON and load_provisioner_info restores it."""
+    info: dict[str, Any] = {
+        "transport": "tcp",
+        "ip": "127.0.0.1",
+        "shell_port": 1,
+        "iopub_port": 2,
+        "stdin_port": 3,
+        "control_port": 4,
+        "hb_port": 5,
+        "key": "k",
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": "x",
+    }
+    a = Minimal(kernel_id="abc")
+    a.connection_info = info
+    saved = json.loads(json.dumps(await a.get_provisioner_info()))
+    b = Minimal()
+    await b.load_provisioner_info(saved)
+    assert (b.kernel_id, b.connection_info) == ("abc", info)
+
+
+async def test_load_rejects_bad_connection_info() -> None:
+    """Saved info with broken connection info is a ConnectionFileError."""
+    with pytest.raises(ConnectionFileError, match="shell_port"):
+        await Minimal().load_provisioner_info(
+            {"kernel_id": "k", "connection_info": {"ip": "1.2.3.4"}}
+        )
+
+
+async def test_optional_hooks_do_nothing() -> None:
+    """shutdown_requested and post_launch are optional no-ops."""
+    p = Minimal()
+    await p.shutdown_requested(restart=True)
+    await p.post_launch(cmd=["x"])
+    async with p:  # nothing to stop, cleanup is called
+        pass

@@ -1,0 +1,199 @@
+"""Tests for kernel_nursery.provisioning._factory: finding provisioners by entry point."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from traitlets.config import Config, LoggingConfigurable
+
+from kernel_nursery import (
+    KernelProvisionerFactory,
+    KernelSpec,
+    LocalProvisioner,
+    ProvisionerConfigError,
+    ProvisionerError,
+)
+from kernel_nursery.provisioning import DEFAULT_PROVISIONER_ENV, ENTRY_POINT_GROUP
+
+Installer = Callable[..., None]
+
+CUSTOM = textwrap.dedent(
+    """
+    from traitlets import Unicode
+    from kernel_nursery import LocalProvisioner
+
+    class Provisioner(LocalProvisioner):
+        greeting = Unicode("hello", config=True)
+
+        def _finalize_env(self, env):
+            super()._finalize_env(env)
+            env["GREETING"] = self.greeting
+
+    class NotAProvisioner:
+        pass
+    """
+)
+
+
+@pytest.fixture
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Installer]:
+    """Install a provisioner the way a package would: a module plus a dist-info folder with an
+    entry point in our group, on sys.path."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    modules: list[str] = []
+
+    def installer(name: str, obj: str = "Provisioner", source: str = CUSTOM) -> None:
+        module = f"kn_test_provisioner_{len(modules)}_{abs(hash(str(tmp_path)))}"
+        modules.append(module)
+        (site / f"{module}.py").write_text(source)
+        dist = site / f"kn_test_{name.replace('-', '_')}-1.0.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: kn-test-{name}\nVersion: 1.0\n"
+        )
+        (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {module}:{obj}\n")
+
+    yield installer
+    for module in modules:
+        sys.modules.pop(module, None)
+
+
+def spec_for(name: str | None, config: dict[str, Any] | None = None) -> KernelSpec:
+    metadata: dict[str, Any] = {"debugger": False}
+    if name is not None:
+        metadata["kernel_provisioner"] = {"provisioner_name": name, "config": config or {}}
+    return KernelSpec(argv=["python", "-c", "pass"], name="k", metadata=metadata)
+
+
+def test_local_provisioner_is_registered_and_default() -> None:
+    """local-provisioner is in our group and is the default for specs without a stanza."""
+    factory = KernelProvisionerFactory.instance()
+    assert factory.default_provisioner_name == "local-provisioner"
+    assert factory.get_provisioner_entries()["local-provisioner"] == (
+        "kernel_nursery.provisioning:LocalProvisioner"
+    )
+    assert factory.provisioners["local-provisioner"].group == ENTRY_POINT_GROUP
+
+
+def test_default_stanza_is_fabricated_without_touching_the_spec() -> None:
+    """A spec without kernel_provisioner gets LocalProvisioner; its metadata is unchanged."""
+    spec = spec_for(None)
+    before = copy.deepcopy(spec.metadata)
+    parent = LoggingConfigurable()
+    p = KernelProvisionerFactory.instance().create_provisioner_instance("kid", spec, parent)
+    assert type(p) is LocalProvisioner
+    assert (p.kernel_id, p.kernel_spec, p.parent) == ("kid", spec, parent)
+    assert spec.metadata == before
+
+
+def test_default_name_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment variable sets the default provisioner name."""
+    monkeypatch.setenv(DEFAULT_PROVISIONER_ENV, "other")
+    assert KernelProvisionerFactory.instance().default_provisioner_name == "other"
+
+
+def test_default_name_from_config() -> None:
+    """Traitlets config sets the default provisioner name, as in a Jupyter config file."""
+    config = Config({"KernelProvisionerFactory": {"default_provisioner_name": "cfg"}})
+    assert KernelProvisionerFactory.instance(config=config).default_provisioner_name == "cfg"
+
+
+def test_unregistered_provisioner(caplog: pytest.LogCaptureFixture) -> None:
+    """Not registered: unavailable (with a warning); ModuleNotFoundError names it and the group."""
+    factory = KernelProvisionerFactory.instance()
+    spec = spec_for("missing-prov")
+    with caplog.at_level(logging.WARNING):
+        assert not factory.is_provisioner_available(spec)
+    assert "missing-prov" in caplog.text
+    with pytest.raises(ModuleNotFoundError, match=f"'missing-prov'.*{ENTRY_POINT_GROUP}") as info:
+        factory.create_provisioner_instance("k", spec, None)
+    assert info.value.name == "missing-prov"
+
+
+def test_custom_provisioner_installed_after_startup(install: Installer) -> None:
+    """A provisioner installed after the factory was created is found on the next lookup, and
+    the stanza's config sets its traits."""
+    factory = KernelProvisionerFactory.instance()
+    assert "greeter" not in factory.get_provisioner_entries()
+    install("greeter")
+    spec = spec_for("greeter", {"greeting": "hi", "ip": "127.0.0.1"})
+    assert factory.is_provisioner_available(spec)
+    p = factory.create_provisioner_instance("k", spec, None)
+    assert type(p).__name__ == "Provisioner"
+    assert (p.greeting, p.ip) == ("hi", "127.0.0.1")  # type: ignore[attr-defined]
+    assert "greeter" in factory.get_provisioner_entries()
+
+
+@pytest.mark.anyio
+async def test_custom_provisioner_runs_a_kernel(install: Installer, tmp_path: Path) -> None:
+    """A provisioner registered by entry point launches a real process with its customisation."""
+    install("greeter")
+    out = tmp_path / "out"
+    spec = KernelSpec(
+        argv=[
+            "python",
+            "-c",
+            "import os, sys; open(sys.argv[1], 'w').write(os.environ['GREETING'])",
+            str(out),
+        ],
+        metadata={
+            "kernel_provisioner": {"provisioner_name": "greeter", "config": {"greeting": "bonjour"}}
+        },
+    )
+    p = KernelProvisionerFactory.instance().create_provisioner_instance("k", spec, None)
+    async with p:
+        kw = await p.pre_launch()
+        await p.launch_kernel(kw.pop("cmd"), **kw)
+        assert await p.wait() == 0
+    assert out.read_text() == "bonjour"
+
+
+def test_unknown_config_trait(install: Installer) -> None:
+    """config naming a trait the provisioner lacks is a ProvisionerConfigError naming it."""
+    install("greeter")
+    with pytest.raises(ProvisionerConfigError, match="'colour'"):
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k", spec_for("greeter", {"colour": "red"}), None
+        )
+
+
+def test_bad_config_value(install: Installer) -> None:
+    """A value the trait rejects is a ProvisionerConfigError."""
+    install("greeter")
+    with pytest.raises(ProvisionerConfigError, match="greeter"):
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k", spec_for("greeter", {"greeting": 42}), None
+        )
+
+
+def test_entry_point_to_something_else(install: Installer) -> None:
+    """An entry point that is not a provisioner class is refused with ProvisionerError."""
+    install("wrong", obj="NotAProvisioner")
+    with pytest.raises(ProvisionerError, match="not a KernelProvisionerBase"):
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k", spec_for("wrong"), None
+        )
+
+
+def test_entry_point_that_fails_to_import(install: Installer) -> None:
+    """A provisioner whose module fails to import is a ProvisionerError, with the cause."""
+    install("broken", source="raise RuntimeError('boom')\n")
+    with pytest.raises(ProvisionerError, match="failed to load: boom") as info:
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k", spec_for("broken"), None
+        )
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_factory_is_a_singleton() -> None:
+    """instance() returns the same factory until cleared."""
+    assert KernelProvisionerFactory.instance() is KernelProvisionerFactory.instance()
