@@ -1,0 +1,65 @@
+"""The project's checks. ``nox`` runs them all, as CI does; ``nox -s tests`` runs one.
+
+Sessions use the interpreter nox itself runs on (the Python this machine has), and nox is never
+allowed to download one.
+"""
+
+from __future__ import annotations
+
+import nox
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
+nox.options.download_python = "never"
+nox.options.error_on_missing_interpreters = True
+nox.options.reuse_venv = "yes"
+nox.options.default_venv_backend = "virtualenv"
+
+
+def install_groups(session: nox.Session, *groups: str, editable: bool = True) -> None:
+    """Install the project and the named dependency groups from pyproject.toml."""
+    requirements = [r for g in groups for r in nox.project.dependency_groups(PYPROJECT, g)]
+    session.install(*(["-e", "."] if editable else ["."]), *requirements)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite on asyncio and trio, with branch coverage and its floor."""
+    install_groups(session, "test")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", success_codes=[0, 1])
+    session.run("coverage", "report")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint rules and formatting."""
+    install_groups(session, "lint", editable=False)
+    session.run("ruff", "check", "src", "tests", "docs", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "docs", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the library."""
+    install_groups(session, "typecheck")
+    session.run("mypy", "--strict")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation with Sphinx; any warning fails the build."""
+    install_groups(session, "docs")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-n",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )

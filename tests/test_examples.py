@@ -1,0 +1,78 @@
+"""The examples in docs/examples and the README run as written."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernel_nursery import KernelSpec
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "docs" / "examples"
+
+
+def readme_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def run_python(code: str) -> str:
+    """Run *code* in a new interpreter (each example chooses its own backend)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("name", ["launch_trio.py", "launch_asyncio.py"])
+def test_launch_examples(name: str) -> None:
+    """Each launch example starts a kernel, sees it running and stops it."""
+    out = run_python((EXAMPLES / name).read_text())
+    assert re.search(r"kernel pid \d+, shell port \d+", out)
+    assert "still running: True" in out
+    assert re.search(r"exit status: -?\d+", out)
+
+
+@pytest.mark.parametrize("index", range(len(readme_blocks())))
+def test_readme_examples(index: int) -> None:
+    """Each python block of the README runs and reports the kernel's exit."""
+    out = run_python(readme_blocks()[index])
+    assert re.search(r"exit status: -?\d+", out)
+
+
+def test_readme_has_both_backends() -> None:
+    """The README shows trio and asyncio."""
+    blocks = readme_blocks()
+    assert any("trio.run" in b for b in blocks)
+    assert any("asyncio.run" in b for b in blocks)
+
+
+@pytest.mark.anyio
+async def test_greeting_provisioner_example(tmp_path: Path) -> None:
+    """The provisioner example of the docs runs a kernel with its configured greeting."""
+    spec_ = importlib.util.spec_from_file_location(
+        "greeting_provisioner", EXAMPLES / "greeting_provisioner.py"
+    )
+    assert spec_ and spec_.loader
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    out = tmp_path / "greeting"
+    kernel_spec = KernelSpec(
+        argv=[
+            "python",
+            "-c",
+            "import os, sys; open(sys.argv[1], 'w').write(os.environ['GREETING'])",
+            str(out),
+        ]
+    )
+    async with module.GreetingProvisioner(kernel_spec=kernel_spec, greeting="bonjour") as p:
+        kw = await p.pre_launch()
+        await p.launch_kernel(kw.pop("cmd"), **kw)
+        assert await p.wait() == 0
+    assert out.read_text() == "bonjour"
