@@ -35,7 +35,7 @@ class KernelSpecManager(LoggingConfigurable):
     ``a-z 0-9 . _ -``; directories with other names are skipped with a warning.
 
     Kernels whose provisioner is not installed are left out (see
-    :meth:`KernelProvisionerFactory.is_provisioner_available`).
+    :meth:`~kernel_nursery.provisioning.KernelProvisionerFactory.is_provisioner_available`).
 
     .. versionadded:: 0.1
     """
