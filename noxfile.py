@@ -60,7 +60,6 @@ def docs(session: nox.Session) -> None:
         "sphinx-build",
         "-W",
         "--keep-going",
-        "-n",
         "-b",
         "html",
         "docs",
