@@ -28,7 +28,26 @@ class KernelNurseryError(Exception):
     """Base class of every error that kernel-nursery raises deliberately."""
 
 
-class KernelSpecError(KernelNurseryError, ValueError):
+class _LocatedError(KernelNurseryError, ValueError):
+    """An error in a file (or an in-memory mapping standing for one) at a named field."""
+
+    _field_word = "field"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.field = field
+        where = f"{self.path}: " if self.path else ""
+        what = f"{self._field_word} {field!r}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+
+class KernelSpecError(_LocatedError):
     """A kernel specification (``kernel.json``) is unreadable or invalid.
 
     Attributes:
@@ -37,15 +56,6 @@ class KernelSpecError(KernelNurseryError, ValueError):
             or ``None`` when the whole file is at fault (it is not JSON, not an object).
     """
 
-    def __init__(
-        self, message: str, *, path: str | os.PathLike[str] | None = None, field: str | None = None
-    ) -> None:
-        self.path = os.fspath(path) if path is not None else None
-        self.field = field
-        where = f"{self.path}: " if self.path else ""
-        what = f"field {field!r}: " if field else ""
-        super().__init__(f"{where}{what}{message}")
-
 
 class NoSuchKernelError(KernelNurseryError, LookupError):
     """No kernel specification has the requested name.
@@ -53,20 +63,24 @@ class NoSuchKernelError(KernelNurseryError, LookupError):
     Attributes:
         name: The name that was asked for.
         available: The names that do exist, sorted, so the message can list them.
+
+    When a kernel.json exists but cannot be used (its provisioner is not installed), *reason*
+    says so in the message.
     """
 
-    def __init__(self, name: str, available: list[str]) -> None:
+    def __init__(self, name: str, available: list[str], *, reason: str | None = None) -> None:
         self.name = name
         self.available = sorted(available)
         choices = ", ".join(self.available) if self.available else "none are installed"
-        super().__init__(f"no kernel named {name!r} (available: {choices})")
+        why = f": {reason}" if reason else ""
+        super().__init__(f"no kernel named {name!r}{why} (available: {choices})")
 
     def __str__(self) -> str:
         # LookupError (via KeyError semantics in some callers) would repr() the message.
         return str(self.args[0])
 
 
-class ConnectionFileError(KernelNurseryError, ValueError):
+class ConnectionFileError(_LocatedError):
     """A connection file, or a connection-info mapping, is unreadable or invalid.
 
     Attributes:
@@ -74,14 +88,7 @@ class ConnectionFileError(KernelNurseryError, ValueError):
         field: The offending key, or ``None`` when the whole file is at fault.
     """
 
-    def __init__(
-        self, message: str, *, path: str | os.PathLike[str] | None = None, field: str | None = None
-    ) -> None:
-        self.path = os.fspath(path) if path is not None else None
-        self.field = field
-        where = f"{self.path}: " if self.path else ""
-        what = f"key {field!r}: " if field else ""
-        super().__init__(f"{where}{what}{message}")
+    _field_word = "key"
 
 
 class PortAllocationError(KernelNurseryError, OSError):

@@ -117,7 +117,7 @@ def test_unavailable_provisioner_is_left_out(
     with caplog.at_level(logging.WARNING):
         assert list(ksm.get_all_specs()) == ["local"]
     assert "no-such-provisioner" in caplog.text
-    with pytest.raises(NoSuchKernelError):
+    with pytest.raises(NoSuchKernelError, match="'no-such-provisioner' is not installed"):
         ksm.get_kernel_spec("remote")
 
 

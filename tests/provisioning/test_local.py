@@ -276,7 +276,7 @@ async def test_missing_cwd_is_a_launch_error(toy_spec: SpecFactory, tmp_path: Pa
 async def test_empty_or_string_command_is_refused(toy_spec: SpecFactory) -> None:
     """A command must be a non-empty list: a string is never handed to a shell."""
     p = LocalProvisioner(kernel_spec=toy_spec())
-    for cmd in ([], "sleep 100"):
+    for cmd in ([], "sleep 100", ["python", 3]):
         kw = await p.pre_launch()
         kw.pop("cmd")
         with pytest.raises(LaunchError, match="non-empty list"):

@@ -96,7 +96,13 @@ class KernelSpecManager(LoggingConfigurable):
             raise NoSuchKernelError(kernel_name, list(specs))
         spec = self._load(name, resource_dir)
         if not KernelProvisionerFactory.instance().is_provisioner_available(spec):
-            raise NoSuchKernelError(kernel_name, [n for n in specs if n != name])
+            stanza = spec.kernel_provisioner
+            provisioner = stanza["provisioner_name"] if stanza else "the default provisioner"
+            raise NoSuchKernelError(
+                kernel_name,
+                [n for n in specs if n != name],
+                reason=f"its provisioner {provisioner!r} is not installed",
+            )
         return spec
 
     def get_all_specs(self) -> dict[str, dict[str, Any]]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import signal
 from abc import ABCMeta, abstractmethod
 from string import Template
 from types import TracebackType
@@ -258,21 +258,19 @@ async def stop_process(
             return status
         if wait_time is None:
             wait_time = provisioner.get_shutdown_wait_time()
-        await provisioner.terminate(restart)
-        with anyio.move_on_after(wait_time):
-            return await provisioner.wait()
-        provisioner.log.warning(
-            "Kernel %s did not exit %.3g s after SIGTERM; killing it.",
-            provisioner.kernel_id,
-            wait_time,
+        steps = (
+            (provisioner.terminate, "SIGTERM", wait_time, logging.WARNING),
+            (provisioner.kill, "SIGKILL", KILL_WAIT_TIME, logging.ERROR),
         )
-        await provisioner.kill(restart)
-        with anyio.move_on_after(KILL_WAIT_TIME):
-            return await provisioner.wait()
-        provisioner.log.error(
-            "Kernel %s did not exit %.3g s after %s.",
-            provisioner.kernel_id,
-            KILL_WAIT_TIME,
-            getattr(signal, "SIGKILL", "kill"),
-        )
+        for send, name, seconds, level in steps:
+            await send(restart)
+            with anyio.move_on_after(seconds):
+                return await provisioner.wait()
+            provisioner.log.log(
+                level,
+                "Kernel %s did not exit %.3g s after %s",
+                provisioner.kernel_id,
+                seconds,
+                name,
+            )
     return None

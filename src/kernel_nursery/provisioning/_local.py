@@ -254,10 +254,20 @@ class LocalProvisioner(KernelProvisionerBase):
             )
         if self._process is not None:
             await self._reap()  # the previous (restarted) kernel's handle
-        argv = [os.fspath(a) for a in cmd]
-        if not argv or not isinstance(cmd, list | tuple):
+        command: object = cmd  # checked at run time too: callers are not all type-checked
+        if (
+            not isinstance(command, list | tuple)
+            or not command
+            or not all(isinstance(a, str | os.PathLike) for a in command)
+        ):
             self._release(remove_file=True)
-            raise LaunchError("the kernel command must be a non-empty list of arguments", argv=argv)
+            raise LaunchError(
+                f"the kernel command must be a non-empty list of strings, got {command!r}",
+                argv=[str(a) for a in command]
+                if isinstance(command, list | tuple)
+                else [str(command)],
+            )
+        argv = [os.fspath(a) for a in cmd]
         options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_PROCESS}
         env = options.pop("env", None)
         cwd = options.pop("cwd", None)

@@ -125,8 +125,9 @@ class AdoptedProcess:
     def returncode(self) -> int | None:
         if not self._exited and self._pidfd is not None:
             # A zero-timeout look at the pidfd: one syscall, not a loop.
-            ready, _, _ = select.select([self._pidfd], [], [], 0)
-            self._exited = bool(ready)
+            poller = select.poll()  # not select.select(): that fails for fds >= 1024
+            poller.register(self._pidfd, select.POLLIN)
+            self._exited = bool(poller.poll(0))
         return UNKNOWN_EXIT_STATUS if self._exited else None
 
     @property
