@@ -13,10 +13,15 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "ChannelClosedError",
     "ConnectionFileError",
+    "InvalidSignatureError",
+    "KernelDiedError",
     "KernelNurseryError",
     "KernelSpecError",
+    "KernelTimeoutError",
     "LaunchError",
+    "MessageError",
     "NoSuchKernelError",
     "PortAllocationError",
     "ProvisionerConfigError",
@@ -119,3 +124,36 @@ class LaunchError(ProvisionerError, OSError):
 class ProvisionerConfigError(KernelNurseryError, ValueError):
     """The ``config`` of a ``kernel_provisioner`` stanza does not fit the provisioner class
     (an unknown trait, or a value the trait rejects)."""
+
+
+class MessageError(KernelNurseryError, ValueError):
+    """A message received from a kernel is malformed (missing delimiter, bad JSON...).
+
+    Channels drop such messages with a warning in the log; this is raised by the low-level
+    :meth:`~kernel_nursery.messaging.Session.deserialize`.
+    """
+
+
+class InvalidSignatureError(MessageError):
+    """A received message's HMAC signature does not match its content, or replays an earlier
+    message. It is never trusted: channels drop it and log a warning."""
+
+
+class KernelTimeoutError(KernelNurseryError, TimeoutError):
+    """The kernel did not answer within the time given (a request, or readiness)."""
+
+
+class KernelDiedError(KernelNurseryError):
+    """The kernel process exited while a request was waiting for its answer.
+
+    Attributes:
+        exit_status: The process's exit status as the provisioner reported it, if known.
+    """
+
+    def __init__(self, message: str, *, exit_status: int | None = None) -> None:
+        self.exit_status = exit_status
+        super().__init__(message)
+
+
+class ChannelClosedError(KernelNurseryError):
+    """The client (or the channel) was closed while a request was waiting on it."""

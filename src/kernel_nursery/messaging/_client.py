@@ -1,0 +1,452 @@
+"""``KernelClient``: talking to a running kernel over its five channels, under anyio."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import anyio
+import anyio.abc
+import zmq
+
+from .._errors import ChannelClosedError, KernelDiedError, KernelTimeoutError, MessageError
+from ..connection import ConnectionInfo, read_connection_file, validate_connection_info
+from ._socket import AsyncSocket
+from ._wire import Message, Session
+
+__all__ = ["ExecuteResult", "KernelClient"]
+
+Channel = Literal["shell", "control"]
+OutputHook = Callable[[Message], None]
+
+#: iopub message types that carry the outputs of an execution.
+OUTPUT_TYPES = frozenset(
+    {"stream", "display_data", "execute_result", "error", "update_display_data", "clear_output"}
+)
+#: How long wait_for_ready gives iopub to show a first message after a kernel_info reply before
+#: asking again: a SUB socket misses what is published before its subscription reaches the
+#: kernel, so one request's iopub traffic can be lost, never two in a row once connected.
+_IOPUB_SETTLE = 0.5
+
+_log = logging.getLogger("kernel_nursery.messaging")
+
+
+@dataclass(kw_only=True)
+class ExecuteResult:
+    """What one ``execute_request`` produced: the shell reply and the iopub outputs.
+
+    .. versionadded:: 0.1
+    """
+
+    reply: Message
+    #: stream, display_data, execute_result, error, update_display_data and clear_output
+    #: messages published for this request, in the order they arrived.
+    outputs: list[Message] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"error"`` or ``"aborted"``, from the reply."""
+        return str(self.reply.content.get("status", ""))
+
+    @property
+    def execution_count(self) -> int | None:
+        count = self.reply.content.get("execution_count")
+        return count if isinstance(count, int) else None
+
+    def _stream(self, name: str) -> str:
+        return "".join(
+            str(m.content.get("text", ""))
+            for m in self.outputs
+            if m.msg_type == "stream" and m.content.get("name") == name
+        )
+
+    @property
+    def stdout(self) -> str:
+        """Everything the code printed to standard output."""
+        return self._stream("stdout")
+
+    @property
+    def stderr(self) -> str:
+        """Everything the code printed to standard error."""
+        return self._stream("stderr")
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """``ename``, ``evalue`` and ``traceback`` when the code raised, else ``None``."""
+        if self.status != "error":
+            return None
+        return {k: self.reply.content.get(k) for k in ("ename", "evalue", "traceback")}
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """The data bundles (mime type → value) of execute_result and display_data outputs."""
+        return [
+            dict(m.content.get("data", {}))
+            for m in self.outputs
+            if m.msg_type in ("execute_result", "display_data")
+        ]
+
+
+class _Pending:
+    """A request waiting for its reply."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.reply: Message | None = None
+        self.error: BaseException | None = None
+
+    def resolve(self, reply: Message) -> None:
+        if not self.done.is_set():
+            self.reply = reply
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+    async def wait(self) -> Message:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.reply is not None
+        return self.reply
+
+
+class KernelClient:
+    """A client of one kernel: its shell, iopub, stdin, control and heartbeat channels.
+
+    Use it as an async context manager; inside the block its receive loops run in a task group
+    of its own, and leaving the block (however it is left) stops them and closes the sockets.
+    Requests made meanwhile then fail with :class:`~kernel_nursery.ChannelClosedError`.
+
+    .. code-block:: python
+
+        async with KernelClient.from_connection_file(path) as kc:
+            await kc.wait_for_ready(timeout=30)
+            result = await kc.execute("print(6 * 7)", timeout=10)
+            assert result.stdout == "42\\n"
+
+    Every received message is checked (:class:`Session`): one with a bad signature, a replayed
+    one, or garbage frames are dropped with a warning in the log, never acted on.
+
+    Args:
+        connection_info: The kernel's connection info (validated here).
+        session: The :class:`Session` to sign with; one is made from the key by default.
+        wait_for_exit: Optional; an async callable that returns when the kernel process has
+            exited (a kernel manager passes its provisioner's ``wait``). Requests then fail with
+            :class:`~kernel_nursery.KernelDiedError` as soon as the kernel dies, instead of at
+            their timeout.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        connection_info: ConnectionInfo | Mapping[str, Any],
+        *,
+        session: Session | None = None,
+        wait_for_exit: Callable[[], Awaitable[int | None]] | None = None,
+    ) -> None:
+        self.connection_info: ConnectionInfo = validate_connection_info(connection_info)
+        self.session = session or Session(
+            key=self.connection_info["key"],
+            signature_scheme=self.connection_info["signature_scheme"],
+        )
+        self._wait_for_exit = wait_for_exit
+        self._pending: dict[str, _Pending] = {}
+        self._collectors: dict[str, Callable[[Message], None]] = {}
+        self._iopub_seen = anyio.Event()
+        self._sockets: dict[str, AsyncSocket] = {}
+        self._stack: AsyncExitStack | None = None
+        self._closed_error: BaseException | None = None
+
+    @classmethod
+    def from_connection_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> KernelClient:
+        """A client for the kernel described by the connection file at *path*.
+
+        Raises:
+            ConnectionFileError: the file is unreadable or invalid.
+        """
+        return cls(read_connection_file(path), **kwargs)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _url(self, port_name: str) -> str:
+        info = self.connection_info
+        port = info[port_name]  # type: ignore[literal-required]
+        if info["transport"] == "ipc":
+            return f"ipc://{info['ip']}-{port}"
+        ip = f"[{info['ip']}]" if ":" in info["ip"] else info["ip"]
+        return f"tcp://{ip}:{port}"
+
+    def _open(self, name: str, kind: int, port_name: str) -> AsyncSocket:
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(kind)
+        sock.linger = 0
+        if ":" in self.connection_info["ip"]:
+            sock.ipv6 = True
+        if kind == zmq.DEALER:
+            # shell and stdin share an identity, so the kernel can route input requests to us.
+            sock.setsockopt(zmq.IDENTITY, self.session.session_id.encode())
+        if kind == zmq.SUB:
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self._url(port_name))
+        self._sockets[name] = wrapped = AsyncSocket(sock)
+        return wrapped
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise RuntimeError("this KernelClient is already open")
+        async with AsyncExitStack() as stack:
+            stack.callback(self._close_sockets)
+            self._open("shell", zmq.DEALER, "shell_port")
+            self._open("control", zmq.DEALER, "control_port")
+            self._open("iopub", zmq.SUB, "iopub_port")
+            self._open("stdin", zmq.DEALER, "stdin_port")
+            self._open("hb", zmq.REQ, "hb_port")
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)  # runs first on exit: stop the loops
+            for name in ("shell", "control", "iopub"):
+                tg.start_soon(self._receive_loop, name, name=f"kernel-client {name} loop")
+            if self._wait_for_exit is not None:
+                tg.start_soon(
+                    self._watch_exit, self._wait_for_exit, name="kernel-client exit watch"
+                )
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        self._fail_all(ChannelClosedError("the kernel client was closed"))
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+
+    def _fail_all(self, error: BaseException) -> None:
+        if self._closed_error is None:
+            self._closed_error = error
+        for pending in self._pending.values():
+            pending.fail(error)
+
+    async def _watch_exit(self, wait_for_exit: Callable[[], Awaitable[int | None]]) -> None:
+        status = await wait_for_exit()
+        self._fail_all(KernelDiedError(f"the kernel exited (status {status})", exit_status=status))
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _receive_loop(self, name: str) -> None:
+        sock = self._sockets[name]
+        while True:
+            try:
+                frames = await sock.recv_multipart()
+            except anyio.ClosedResourceError:
+                return
+            try:
+                msg = self.session.deserialize(frames)
+            except MessageError as exc:
+                _log.warning("Dropped a message on the %s channel: %s", name, exc)
+                continue
+            if name == "iopub":
+                self._iopub_seen.set()
+                collector = self._collectors.get(msg.parent_id)
+                if collector is not None:
+                    collector(msg)
+            else:
+                pending = self._pending.get(msg.parent_id)
+                if pending is not None:
+                    pending.resolve(msg)
+                else:
+                    _log.debug("Reply %s on %s matches no request", msg.msg_type, name)
+
+    # ------------------------------------------------------------------ requests
+
+    def _socket(self, name: str) -> AsyncSocket:
+        if self._closed_error is not None:
+            raise self._closed_error
+        sock = self._sockets.get(name)
+        if sock is None:
+            raise ChannelClosedError("the kernel client is not open (use 'async with')")
+        return sock
+
+    async def _send(self, channel: Channel, msg: Message) -> _Pending:
+        pending = self._pending[msg.msg_id] = _Pending()
+        try:
+            await self._socket(channel).send_multipart(self.session.serialize(msg))
+        except BaseException:
+            del self._pending[msg.msg_id]
+            raise
+        return pending
+
+    async def request(
+        self,
+        channel: Channel,
+        msg_type: str,
+        content: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Message:
+        """Send a request on *channel* and return the kernel's reply.
+
+        Args:
+            timeout: Seconds to wait for the reply; ``None`` waits as long as the kernel lives.
+
+        Raises:
+            KernelTimeoutError: no reply within *timeout*.
+            KernelDiedError: the kernel died first (when the client can see its process).
+            ChannelClosedError: the client was closed first.
+        """
+        msg = self.session.new_message(msg_type, content)
+        pending = await self._send(channel, msg)
+        try:
+            return await _within(timeout, pending.wait(), f"{msg_type} on {channel}")
+        finally:
+            self._pending.pop(msg.msg_id, None)
+
+    async def kernel_info(self, *, timeout: float | None = None) -> Message:
+        """The kernel's ``kernel_info_reply`` (language, protocol version, banner...)."""
+        return await self.request("shell", "kernel_info_request", timeout=timeout)
+
+    async def wait_for_ready(self, timeout: float = 60.0) -> Message:
+        """Wait until the kernel answers on shell and publishes on iopub; return its info.
+
+        A kernel that is still starting is given until *timeout*. A request is sent again only
+        when the kernel answered but the iopub subscription had not yet taken effect.
+
+        Raises:
+            KernelTimeoutError: the kernel was not ready within *timeout*.
+            KernelDiedError: the kernel died meanwhile (when the client can see its process).
+        """
+
+        async def ready() -> Message:
+            while True:
+                reply = await self.kernel_info()
+                with anyio.move_on_after(_IOPUB_SETTLE):
+                    await self._iopub_seen.wait()
+                    return reply
+
+        return await _within(timeout, ready(), "readiness")
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        stop_on_error: bool = True,
+        output_hook: OutputHook | None = None,
+    ) -> ExecuteResult:
+        """Run *code* in the kernel; return the reply and the outputs it published.
+
+        Returns once the kernel has replied *and* reported itself idle for this request on
+        iopub, so every output is included. *output_hook*, if given, is called with each output
+        message as it arrives (to stream them).
+
+        Raises:
+            KernelTimeoutError, KernelDiedError, ChannelClosedError: as :meth:`request`.
+        """
+        msg = self.session.new_message(
+            "execute_request",
+            {
+                "code": code,
+                "silent": silent,
+                "store_history": store_history,
+                "user_expressions": dict(user_expressions or {}),
+                "allow_stdin": False,
+                "stop_on_error": stop_on_error,
+            },
+        )
+        outputs: list[Message] = []
+        idle = anyio.Event()
+
+        def collect(out: Message) -> None:
+            if out.msg_type in OUTPUT_TYPES:
+                outputs.append(out)
+                if output_hook is not None:
+                    output_hook(out)
+            elif out.msg_type == "status" and out.content.get("execution_state") == "idle":
+                idle.set()
+
+        self._collectors[msg.msg_id] = collect
+        try:
+            pending = await self._send("shell", msg)
+
+            async def finished() -> Message:
+                reply = await pending.wait()
+                await idle.wait()
+                return reply
+
+            reply = await _within(timeout, finished(), "execute_request")
+        finally:
+            self._collectors.pop(msg.msg_id, None)
+            self._pending.pop(msg.msg_id, None)
+        return ExecuteResult(reply=reply, outputs=outputs)
+
+    async def interrupt(self, *, timeout: float | None = None) -> Message:
+        """Interrupt the kernel with an ``interrupt_request`` on the control channel (what
+        kernels whose spec says ``interrupt_mode: message`` expect)."""
+        return await self.request("control", "interrupt_request", timeout=timeout)
+
+    async def shutdown(self, restart: bool = False, *, timeout: float | None = None) -> Message:
+        """Ask the kernel to shut down (``shutdown_request`` on control); returns its reply.
+
+        The kernel exits after replying; waiting for that is the kernel manager's job.
+        """
+        return await self.request(
+            "control", "shutdown_request", {"restart": restart}, timeout=timeout
+        )
+
+    # ------------------------------------------------------------------ heartbeat
+
+    async def heartbeat(self, timeout: float = 1.0) -> bool:
+        """Send one heartbeat; whether the kernel echoed it within *timeout* seconds.
+
+        A beat that goes unanswered leaves the heartbeat socket waiting for it, so it is
+        replaced by a fresh one before the next beat.
+        """
+        sock = self._socket("hb")
+        ping = os.urandom(8)
+        await sock.send_multipart([ping])
+        with anyio.move_on_after(timeout):
+            return await sock.recv_multipart() == [ping]
+        sock.close()
+        self._open("hb", zmq.REQ, "hb_port")
+        return False
+
+    async def monitor_heartbeat(self, *, interval: float = 3.0, timeout: float = 3.0) -> None:
+        """Beat every *interval* seconds; return when a beat is not echoed within *timeout*.
+
+        Run it in a task to learn that a kernel stopped beating (hung, or its host gone):
+
+        .. code-block:: python
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch, kc)  # awaits kc.monitor_heartbeat(), then reacts
+        """
+        # The sleep is the heartbeat protocol's own rhythm, not a poll of our state.
+        while await self.heartbeat(timeout):  # noqa: ASYNC110
+            await anyio.sleep(interval)
+
+
+async def _within(timeout: float | None, awaitable: Awaitable[Message], what: str) -> Message:
+    if timeout is None:
+        return await awaitable
+    with anyio.move_on_after(timeout):
+        return await awaitable
+    raise KernelTimeoutError(f"the kernel did not answer {what} within {timeout:g} s")
