@@ -5,17 +5,23 @@ under trio and asyncio alike. Every kernel has an owner scope; when the scope en
 process group, connection file and ports are gone.
 
 The public API is re-exported here; :mod:`kernel_nursery.provisioning`,
-:mod:`kernel_nursery.kernelspec` and :mod:`kernel_nursery.connection` hold the same names by
+:mod:`kernel_nursery.kernelspec`, :mod:`kernel_nursery.connection` and
+:mod:`kernel_nursery.messaging` hold the same names by
 topic, with a few lower-level helpers.
 """
 
 from __future__ import annotations
 
 from ._errors import (
+    ChannelClosedError,
     ConnectionFileError,
+    InvalidSignatureError,
+    KernelDiedError,
     KernelNurseryError,
     KernelSpecError,
+    KernelTimeoutError,
     LaunchError,
+    MessageError,
     NoSuchKernelError,
     PortAllocationError,
     ProvisionerConfigError,
@@ -24,6 +30,7 @@ from ._errors import (
 from ._version import __version__
 from .connection import ConnectionInfo, read_connection_file, write_connection_file
 from .kernelspec import KernelSpec, KernelSpecManager
+from .messaging import ExecuteResult, KernelClient, Message, Session
 from .provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
@@ -32,20 +39,29 @@ from .provisioning import (
 )
 
 __all__ = [
+    "ChannelClosedError",
     "ConnectionFileError",
     "ConnectionInfo",
+    "ExecuteResult",
+    "InvalidSignatureError",
+    "KernelClient",
+    "KernelDiedError",
     "KernelNurseryError",
     "KernelProvisionerBase",
     "KernelProvisionerFactory",
     "KernelSpec",
     "KernelSpecError",
     "KernelSpecManager",
+    "KernelTimeoutError",
     "LaunchError",
     "LocalProvisioner",
+    "Message",
+    "MessageError",
     "NoSuchKernelError",
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "Session",
     "__version__",
     "read_connection_file",
     "stop_process",

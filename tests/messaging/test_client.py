@@ -1,0 +1,210 @@
+"""Tests for kernel_nursery.messaging._client: KernelClient against real kernels."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import anyio
+import pytest
+import zmq
+
+from kernel_nursery import (
+    ChannelClosedError,
+    KernelClient,
+    KernelDiedError,
+    KernelTimeoutError,
+    Message,
+    Session,
+)
+from kernel_nursery.connection import new_connection_info, release_connection_info
+
+from ..helpers.kernels import running_kernel
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+KERNELS = ["python3", "xpython"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+async def test_ready_execute_outputs_and_errors(kernel: str) -> None:
+    """A real kernel becomes ready and runs code: printed text, results and errors come back."""
+    async with running_kernel(kernel) as (p, info), KernelClient(info, wait_for_exit=p.wait) as kc:
+        reply = await kc.wait_for_ready(timeout=60)
+        assert reply.content["status"] == "ok"
+        assert reply.content["language_info"]["name"] == "python"
+
+        streamed: list[str] = []
+        ok = await kc.execute(
+            "print(6 * 7)\n6 * 7", timeout=30, output_hook=lambda m: streamed.append(m.msg_type)
+        )
+        assert ok.status == "ok"
+        assert ok.stdout == "42\n"
+        assert ok.results == [{"text/plain": "42"}]
+        assert ok.execution_count == 1
+        # hooked as they came: stream output (kernels may split it), then the result
+        assert streamed[-1] == "execute_result"
+        assert set(streamed[:-1]) == {"stream"}
+
+        err = await kc.execute("1 / 0", timeout=30)
+        assert err.status == "error"
+        assert err.error is not None and "ZeroDivisionError" in str(err.error["ename"])
+        assert any(m.msg_type == "error" for m in err.outputs)
+
+        assert await kc.heartbeat(timeout=10)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+async def test_polite_shutdown(kernel: str) -> None:
+    """shutdown_request on control makes the kernel exit by itself, with status 0."""
+    async with running_kernel(kernel) as (p, info), KernelClient(info) as kc:
+        await kc.wait_for_ready(timeout=60)
+        reply = await kc.shutdown(timeout=30)
+        assert reply.content == {"status": "ok", "restart": False}
+        with anyio.fail_after(30):
+            assert await p.wait() == 0
+
+
+SLEEPER = "print('started', flush=True)\nimport time\ntime.sleep(60)"
+
+
+async def run_interrupted(kc: KernelClient, interrupt: Any) -> Any:
+    """Run SLEEPER; once it has printed 'started', call *interrupt*; return the result."""
+    started = anyio.Event()
+    results: list[Any] = []
+
+    def hook(msg: Message) -> None:
+        if msg.msg_type == "stream" and "started" in msg.content.get("text", ""):
+            started.set()
+
+    async def run() -> None:
+        results.append(await kc.execute(SLEEPER, timeout=60, output_hook=hook))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        with anyio.fail_after(30):
+            await started.wait()
+        await interrupt()
+    return results[0]
+
+
+async def test_message_interrupt_stops_running_code() -> None:
+    """interrupt_request on control interrupts a running time.sleep."""
+    async with running_kernel() as (p, info), KernelClient(info, wait_for_exit=p.wait) as kc:
+        await kc.wait_for_ready(timeout=60)
+        result = await run_interrupted(kc, lambda: kc.interrupt(timeout=30))
+        assert result.error["ename"] == "KeyboardInterrupt"
+        assert await p.poll() is None
+
+
+async def test_signal_interrupt_stops_running_code() -> None:
+    """SIGINT through the provisioner (interrupt_mode signal) interrupts running code."""
+    async with running_kernel() as (p, info), KernelClient(info, wait_for_exit=p.wait) as kc:
+        await kc.wait_for_ready(timeout=60)
+        result = await run_interrupted(kc, lambda: p.send_signal(signal.SIGINT))
+        assert result.error["ename"] == "KeyboardInterrupt"
+        assert await p.poll() is None
+
+
+async def test_kernel_killed_mid_request_fails_at_once() -> None:
+    """With the process in view, a kernel killed mid-request gives KernelDiedError at once."""
+    async with running_kernel() as (p, info), KernelClient(info, wait_for_exit=p.wait) as kc:
+        await kc.wait_for_ready(timeout=60)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(p.kill)
+            with anyio.fail_after(10), pytest.raises(KernelDiedError) as died:
+                await kc.execute("import time; time.sleep(60)", timeout=60)
+        assert died.value.exit_status == -signal.SIGKILL
+
+
+async def test_kernel_killed_mid_request_times_out_without_process() -> None:
+    """From a connection file alone, a dead kernel means KernelTimeoutError at the timeout."""
+    async with running_kernel() as (p, info), KernelClient(info) as kc:
+        await kc.wait_for_ready(timeout=60)
+        await p.kill()
+        await p.wait()
+        with anyio.fail_after(10), pytest.raises(KernelTimeoutError, match="execute_request"):
+            await kc.execute("1", timeout=0.5)
+        assert not await kc.heartbeat(timeout=0.2)
+
+
+async def test_stopped_kernel_stops_beating() -> None:
+    """monitor_heartbeat returns once a (SIGSTOPped) kernel no longer echoes beats."""
+    async with running_kernel() as (p, info), KernelClient(info) as kc:
+        await kc.wait_for_ready(timeout=60)
+        await p.send_signal(signal.SIGSTOP)
+        try:
+            with anyio.fail_after(10):
+                await kc.monitor_heartbeat(interval=0.05, timeout=0.2)
+        finally:
+            await p.send_signal(signal.SIGCONT)
+
+
+async def test_wrong_key_is_ignored_by_the_kernel() -> None:
+    """A client signing with the wrong key gets no answer: the kernel drops its messages."""
+    async with running_kernel() as (_, info):
+        forged = dict(info, key="0" * 64)
+        async with KernelClient(forged) as kc:
+            with pytest.raises(KernelTimeoutError):
+                await kc.kernel_info(timeout=3)
+
+
+async def test_tampered_reply_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """A reply with a bad signature is dropped and logged; the genuine one is taken."""
+    info = new_connection_info()
+    try:
+        ctx = zmq.Context.instance()
+        shell = ctx.socket(zmq.ROUTER)
+        shell.linger = 0
+        shell.bind(f"tcp://127.0.0.1:{info['shell_port']}")
+        kernel_session = Session(key=info["key"])
+        forger = Session(key="f" * 64)
+        async with KernelClient(info) as kc:
+            async with anyio.create_task_group() as tg:
+                replies: list[Message] = []
+
+                async def ask() -> None:
+                    replies.append(await kc.kernel_info(timeout=10))
+
+                tg.start_soon(ask)
+                from kernel_nursery.messaging._socket import AsyncSocket
+
+                server = AsyncSocket(shell)
+                frames = await server.recv_multipart()
+                request = kernel_session.deserialize(frames)
+                fake = forger.new_message("kernel_info_reply", {"fake": True}, parent=request)
+                fake.identities = request.identities
+                await server.send_multipart(forger.serialize(fake))
+                real = kernel_session.new_message(
+                    "kernel_info_reply", {"real": True}, parent=request
+                )
+                real.identities = request.identities
+                await server.send_multipart(kernel_session.serialize(real))
+            server.close()
+        assert replies[0].content == {"real": True}
+        assert "signature does not match" in caplog.text
+    finally:
+        release_connection_info(info)
+
+
+async def test_closing_the_client_fails_pending_requests() -> None:
+    """A request still waiting when its client closes gets ChannelClosedError, not a hang."""
+    info = new_connection_info()  # nothing listens: the request waits forever
+    try:
+        errors: list[BaseException] = []
+        async with anyio.create_task_group() as tg:
+            async with KernelClient(info) as kc:
+
+                async def ask() -> None:
+                    try:
+                        await kc.kernel_info()
+                    except ChannelClosedError as exc:
+                        errors.append(exc)
+
+                tg.start_soon(ask)
+                await anyio.wait_all_tasks_blocked()
+        assert len(errors) == 1
+        with pytest.raises(ChannelClosedError):
+            await kc.kernel_info()
+    finally:
+        release_connection_info(info)
