@@ -16,6 +16,14 @@ ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
 
 
+def test_client_example() -> None:
+    """The messaging example runs code, sees its error and shuts the kernel down politely."""
+    out = run_python((EXAMPLES / "client_trio.py").read_text())
+    assert "stdout: (3, " in out
+    assert "error: ZeroDivisionError" in out
+    assert "exit status: 0" in out
+
+
 def readme_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)

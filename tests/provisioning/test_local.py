@@ -474,3 +474,24 @@ async def test_ipc_prefix_too_long_is_refused_before_launch(toy_spec: SpecFactor
     with pytest.raises(PortAllocationError, match="Unix socket path"):
         await launch(p)
     assert not p.has_process
+
+
+async def test_stop_process_waits_first_after_a_shutdown_request(
+    toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With shutdown_requested, a kernel exiting by itself is waited for, not signalled; one
+    that does not exit gets SIGTERM after the wait time, then SIGKILL."""
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "7")) as p:
+        await launch(p)
+        assert await stop_process(p, shutdown_requested=True, wait_time=10) == 7
+    async with notifier() as n:
+        async with LocalProvisioner(
+            kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
+        ) as p:
+            await launch(p)
+            await n.ready()
+            with caplog.at_level(logging.WARNING):
+                status = await stop_process(p, shutdown_requested=True, wait_time=0.1)
+            assert status == -signal.SIGKILL
+            assert "after the shutdown request" in caplog.text
+            assert "after SIGTERM" in caplog.text

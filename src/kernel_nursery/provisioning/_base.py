@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABCMeta, abstractmethod
+from collections.abc import Awaitable, Callable
 from string import Template
 from types import TracebackType
 from typing import Any, Self
@@ -233,15 +234,21 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
 
 
 async def stop_process(
-    provisioner: KernelProvisionerBase, *, restart: bool = False, wait_time: float | None = None
+    provisioner: KernelProvisionerBase,
+    *,
+    restart: bool = False,
+    wait_time: float | None = None,
+    shutdown_requested: bool = False,
 ) -> int | None:
-    """Stop the provisioner's kernel process for sure: terminate, wait, then kill and wait.
+    """Stop the provisioner's kernel process for sure: (wait,) terminate, wait, kill, wait.
 
-    The one escalation used by every path that stops a kernel: ``terminate(restart)``, then up
-    to *wait_time* (default: ``provisioner.get_shutdown_wait_time()``) for the exit, then
-    ``kill(restart)`` and up to :data:`KILL_WAIT_TIME` more. Each timeout is a cancel scope
-    around :meth:`~KernelProvisionerBase.wait`; nothing polls. A kernel that has already exited
-    is not signalled at all.
+    The one escalation used by every path that stops a kernel. When *shutdown_requested* (the
+    kernel was asked to exit, by a ``shutdown_request``), first up to *wait_time* for it to
+    exit by itself; then ``terminate(restart)`` and up to *wait_time* (default:
+    ``provisioner.get_shutdown_wait_time()``); then ``kill(restart)`` and up to
+    :data:`KILL_WAIT_TIME`. Each timeout is a cancel scope around
+    :meth:`~KernelProvisionerBase.wait`; nothing polls. A kernel that has already exited is not
+    signalled at all.
 
     The whole sequence is shielded from cancellation: a caller cancelled meanwhile sees the
     cancellation after the kernel is gone, never a half-stopped kernel.
@@ -258,12 +265,16 @@ async def stop_process(
             return status
         if wait_time is None:
             wait_time = provisioner.get_shutdown_wait_time()
-        steps = (
+        Send = Callable[[bool], Awaitable[None]] | None
+        steps: list[tuple[Send, str, float, int]] = [
             (provisioner.terminate, "SIGTERM", wait_time, logging.WARNING),
             (provisioner.kill, "SIGKILL", KILL_WAIT_TIME, logging.ERROR),
-        )
+        ]
+        if shutdown_requested:
+            steps.insert(0, (None, "the shutdown request", wait_time, logging.WARNING))
         for send, name, seconds, level in steps:
-            await send(restart)
+            if send is not None:
+                await send(restart)
             with anyio.move_on_after(seconds):
                 return await provisioner.wait()
             provisioner.log.log(
