@@ -15,6 +15,7 @@ PUBLIC_MODULES = [
     "kernel_nursery",
     "kernel_nursery.connection",
     "kernel_nursery.kernelspec",
+    "kernel_nursery.manager",
     "kernel_nursery.messaging",
     "kernel_nursery.provisioning",
 ]

@@ -19,6 +19,7 @@ from ._errors import (
     KernelDiedError,
     KernelNurseryError,
     KernelSpecError,
+    KernelStateError,
     KernelTimeoutError,
     LaunchError,
     MessageError,
@@ -26,10 +27,12 @@ from ._errors import (
     PortAllocationError,
     ProvisionerConfigError,
     ProvisionerError,
+    UnknownKernelError,
 )
 from ._version import __version__
 from .connection import ConnectionInfo, read_connection_file, write_connection_file
 from .kernelspec import KernelSpec, KernelSpecManager
+from .manager import KernelEvent, KernelManager, KernelNursery, start_kernel
 from .messaging import ExecuteResult, KernelClient, Message, Session
 from .provisioning import (
     KernelProvisionerBase,
@@ -46,12 +49,16 @@ __all__ = [
     "InvalidSignatureError",
     "KernelClient",
     "KernelDiedError",
+    "KernelEvent",
+    "KernelManager",
+    "KernelNursery",
     "KernelNurseryError",
     "KernelProvisionerBase",
     "KernelProvisionerFactory",
     "KernelSpec",
     "KernelSpecError",
     "KernelSpecManager",
+    "KernelStateError",
     "KernelTimeoutError",
     "LaunchError",
     "LocalProvisioner",
@@ -62,8 +69,10 @@ __all__ = [
     "ProvisionerConfigError",
     "ProvisionerError",
     "Session",
+    "UnknownKernelError",
     "__version__",
     "read_connection_file",
+    "start_kernel",
     "stop_process",
     "write_connection_file",
 ]

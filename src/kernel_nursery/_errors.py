@@ -19,6 +19,7 @@ __all__ = [
     "KernelDiedError",
     "KernelNurseryError",
     "KernelSpecError",
+    "KernelStateError",
     "KernelTimeoutError",
     "LaunchError",
     "MessageError",
@@ -26,6 +27,7 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "UnknownKernelError",
 ]
 
 
@@ -157,3 +159,24 @@ class KernelDiedError(KernelNurseryError):
 
 class ChannelClosedError(KernelNurseryError):
     """The client (or the channel) was closed while a request was waiting on it."""
+
+
+class KernelStateError(KernelNurseryError, RuntimeError):
+    """A kernel manager (or nursery) was asked for something its state does not allow:
+    starting a kernel twice, using one outside its ``async with`` block, restarting a kernel
+    that is not running."""
+
+
+class UnknownKernelError(KernelNurseryError, KeyError):
+    """A kernel nursery has no kernel with the given id.
+
+    Attributes:
+        kernel_id: The id asked for.
+    """
+
+    def __init__(self, kernel_id: str, known: list[str]) -> None:
+        self.kernel_id = kernel_id
+        super().__init__(f"no kernel with id {kernel_id!r} in this nursery ({len(known)} running)")
+
+    def __str__(self) -> str:
+        return str(self.args[0])

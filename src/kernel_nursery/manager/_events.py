@@ -1,0 +1,68 @@
+"""Lifecycle events: what happened to a kernel, delivered to whoever listens, without polling."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["EventKind", "KernelEvent"]
+
+EventKind = Literal["starting", "started", "restarting", "restarted", "dead", "shutdown"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelEvent:
+    """Something that happened to a kernel.
+
+    ``kind`` is one of ``starting``, ``started`` (ready to use), ``restarting``, ``restarted``,
+    ``dead`` (it died and will not be restarted) and ``shutdown``.
+
+    .. versionadded:: 0.1
+    """
+
+    kind: EventKind
+    kernel_id: str
+    #: The exit status of the process that ended, for ``restarting`` (after a crash),
+    #: ``dead`` and ``shutdown``; otherwise ``None``.
+    exit_status: int | None = None
+    #: ``time.time()`` when it happened.
+    time: float = field(default_factory=time.time)
+
+
+class EventHub:
+    """Delivers events to every current subscriber; each has an unbounded queue of its own, so
+    a slow listener never blocks the kernel's lifecycle."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[MemoryObjectSendStream[KernelEvent]] = set()
+
+    def emit(self, event: KernelEvent) -> None:
+        for send in list(self._subscribers):
+            try:
+                send.send_nowait(event)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._subscribers.discard(send)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[KernelEvent]]:
+        send, receive = anyio.create_memory_object_stream[KernelEvent](math.inf)
+        self._subscribers.add(send)
+        try:
+            with receive:
+                yield receive
+        finally:
+            self._subscribers.discard(send)
+            send.close()
+
+    def close(self) -> None:
+        """End every subscription: their iterations finish."""
+        for send in self._subscribers:
+            send.close()
+        self._subscribers.clear()

@@ -1,0 +1,543 @@
+"""``KernelManager``: one kernel's whole life, inside a scope."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
+from traitlets import Bool, Enum, Float, Instance, Integer, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .._errors import (
+    KernelDiedError,
+    KernelNurseryError,
+    KernelStateError,
+    KernelTimeoutError,
+)
+from ..connection import ConnectionInfo, validate_connection_info
+from ..kernelspec import KernelSpec, KernelSpecManager
+from ..messaging import KernelClient
+from ..provisioning import KernelProvisionerBase, KernelProvisionerFactory, stop_process
+from ._events import EventHub, EventKind, KernelEvent
+
+__all__ = ["KernelManager", "start_kernel"]
+
+
+class KernelManager(LoggingConfigurable):
+    """Starts, watches, restarts and stops one kernel, whose life is bound to a scope.
+
+    .. code-block:: python
+
+        async with KernelManager(kernel_name="python3") as km:
+            await km.start_kernel()
+            async with km.client() as kc:
+                print((await kc.execute("1 + 1")).results)
+        # the kernel has been shut down here, politely if it could be
+
+    Inside ``async with`` everything that runs for the kernel in the background (the
+    supervisor that awaits its exit to restart it, the manager's own client on the control
+    channel) is a task of the manager's task group. Leaving the block, normally, by an
+    exception or by cancellation, shuts the kernel down (a ``shutdown_request``, then SIGTERM,
+    then SIGKILL, each after :attr:`shutdown_wait_time`), shielded, and ends those tasks: no
+    process, connection file or port remains, and the exception raised in the block is the one
+    that propagates.
+
+    The provisioner hooks are called in Jupyter's order: ``pre_launch``, ``launch_kernel``,
+    ``post_launch`` to start; ``shutdown_requested``, ``terminate``/``kill`` (with the
+    ``restart`` flag, on every path) and ``cleanup(restart)`` to stop.
+
+    .. versionadded:: 0.1
+    """
+
+    kernel_name = Unicode("python3", config=True, help="The kernel spec to start.")
+    shutdown_wait_time = Float(
+        5.0,
+        config=True,
+        help="Seconds a kernel gets to exit after a shutdown request, and again after SIGTERM, "
+        "before it is killed.",
+    )
+    stable_start_time = Float(
+        10.0,
+        config=True,
+        help="A kernel that dies sooner than this after its start counts against restart_limit.",
+    )
+    restart_limit = Integer(
+        5,
+        config=True,
+        help="How many times in a row a kernel that keeps dying soon after its start is "
+        "restarted before it is reported dead.",
+    )
+    autorestart = Bool(
+        True, config=True, help="Restart the kernel when it dies without being asked to."
+    )
+    ready_timeout = Float(
+        60.0,
+        config=True,
+        help="Seconds start_kernel and restart_kernel wait for the kernel to answer.",
+    )
+    transport = Enum(
+        ["tcp", "ipc"],
+        default_value="tcp",
+        config=True,
+        help="Transport for the kernel's sockets, passed to provisioners that have the trait.",
+    )
+    ip = Unicode(
+        "",
+        config=True,
+        help="Address (tcp) or path prefix (ipc) for the kernel's sockets, passed to "
+        "provisioners that have the trait; empty means the provisioner's default.",
+    )
+    kernel_id = Unicode(help="The kernel's id; a new UUID when not given.")
+
+    @default("kernel_id")
+    def _kernel_id_default(self) -> str:
+        return str(uuid.uuid4())
+
+    kernel_spec_manager = Instance(KernelSpecManager, help="Where kernel specs are looked up.")
+
+    @default("kernel_spec_manager")
+    def _kernel_spec_manager_default(self) -> KernelSpecManager:
+        return KernelSpecManager(parent=self)
+
+    def __init__(self, *, kernel_spec: KernelSpec | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._kernel_spec = kernel_spec
+        self.provisioner: KernelProvisionerBase | None = None
+        self._launch_kwargs: dict[str, Any] = {}
+        self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._lock = anyio.Lock()
+        self._events = EventHub()
+        # One incarnation (a launched process) at a time; the generation tells a supervisor
+        # whether the process it watched is still the current one.
+        self._generation = 0
+        self._started_at = 0.0
+        self._rapid_deaths = 0
+        self._client: KernelClient | None = None
+        self._client_scope: anyio.CancelScope | None = None
+        self._supervisor_scope: anyio.CancelScope | None = None
+        self._dead = False
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        """The kernel's spec, looked up by :attr:`kernel_name` unless one was given.
+
+        Raises:
+            NoSuchKernelError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
+        """
+        if self._kernel_spec is None:
+            self._kernel_spec = self.kernel_spec_manager.get_kernel_spec(self.kernel_name)
+        return self._kernel_spec
+
+    @property
+    def connection_info(self) -> ConnectionInfo:
+        """The running kernel's connection info.
+
+        Raises:
+            KernelStateError: no kernel has been started.
+        """
+        if self.provisioner is None or not self.provisioner.connection_info:
+            raise KernelStateError("no kernel is running in this manager")
+        return validate_connection_info(self.provisioner.connection_info)
+
+    @property
+    def has_kernel(self) -> bool:
+        """Whether a kernel process is managed now (running, or exited and not cleaned up)."""
+        return self.provisioner is not None and self.provisioner.has_process
+
+    @property
+    def dead(self) -> bool:
+        """Whether the kernel died and was not (or could no more be) restarted."""
+        return self._dead
+
+    async def is_alive(self) -> bool:
+        """Whether the kernel process is running. Answers at once."""
+        return (
+            self.has_kernel
+            and self.provisioner is not None
+            and (await self.provisioner.poll() is None)
+        )
+
+    # ------------------------------------------------------------------ scope
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise KernelStateError("this KernelManager is already open")
+        async with AsyncExitStack() as stack:
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self._close)  # runs first on exit, inside the group
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    async def _close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                if self.provisioner is not None:
+                    status = await self._stop(now=False, restart=False)
+                    self.provisioner = None
+                    self._emit("shutdown", status)
+            self._events.close()
+        self._tg = None
+
+    def _task_group(self) -> anyio.abc.TaskGroup:
+        if self._tg is None:
+            raise KernelStateError(
+                "use the KernelManager as 'async with KernelManager(...) as km:' first"
+            )
+        return self._tg
+
+    # ------------------------------------------------------------------ events
+
+    def events(self) -> Any:
+        """Subscribe to lifecycle events: an async context manager giving a stream of
+        :class:`KernelEvent` (``async for event in stream``), which ends when the manager
+        closes. Each subscriber gets every event emitted after it subscribed.
+
+        .. code-block:: python
+
+            async with km.events() as events:
+                async for event in events:
+                    print(event.kind, event.exit_status)
+        """
+        return self._subscribe()
+
+    @asynccontextmanager
+    async def _subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[KernelEvent]]:
+        async with self._events.subscribe() as stream:
+            yield stream
+
+    def _emit(self, kind: EventKind, exit_status: int | None = None) -> None:
+        self.log.debug("Kernel %s: %s (status %s)", self.kernel_id, kind, exit_status)
+        self._events.emit(KernelEvent(kind=kind, kernel_id=self.kernel_id, exit_status=exit_status))
+
+    # ------------------------------------------------------------------ starting
+
+    async def start_kernel(self, **kwargs: Any) -> None:
+        """Start the kernel and wait until it answers (:attr:`ready_timeout`).
+
+        *kwargs* are passed to the provisioner's ``pre_launch`` (``env``, ``cwd``,
+        ``extra_arguments``...) and kept for restarts.
+
+        If it fails, or is cancelled, nothing is left: no process, file or port.
+
+        Raises:
+            KernelStateError: not inside ``async with``, or a kernel is already running.
+            NoSuchKernelError, KernelSpecError: the kernel spec cannot be had.
+            ModuleNotFoundError, ProvisionerError: its provisioner cannot be had.
+            LaunchError: the kernel program cannot be run.
+            KernelDiedError: the kernel exited before it answered (with its exit status).
+            KernelTimeoutError: it did not answer within :attr:`ready_timeout`.
+        """
+        self._task_group()
+        async with self._lock:
+            if self.provisioner is not None:
+                raise KernelStateError(f"kernel {self.kernel_id} has already been started")
+            spec = self.kernel_spec
+            provisioner = KernelProvisionerFactory.instance().create_provisioner_instance(
+                self.kernel_id, spec, parent=self
+            )
+            self._configure(provisioner, spec)
+            self.provisioner = provisioner
+            self._launch_kwargs = dict(kwargs)
+            self._rapid_deaths = 0
+            self._dead = False
+            self._emit("starting")
+            await self._start_incarnation()
+            self._emit("started")
+
+    def _configure(self, provisioner: KernelProvisionerBase, spec: KernelSpec) -> None:
+        """Pass the manager's transport and ip to a provisioner that has them, unless the
+        kernel spec's own provisioner config sets them."""
+        stanza = spec.kernel_provisioner
+        from_spec = set(stanza["config"]) if stanza else set()
+        for name in ("transport", "ip"):
+            value = getattr(self, name)
+            if value and provisioner.has_trait(name) and name not in from_spec:
+                provisioner.set_trait(name, value)
+
+    async def _start_incarnation(self) -> None:
+        """Launch, attach the client and the supervisor, and wait for readiness; on any
+        failure or cancellation, take it all down again (shielded) and re-raise."""
+        try:
+            await self._launch()
+            assert self._client is not None
+            try:
+                await self._client.wait_for_ready(timeout=self.ready_timeout)
+            except KernelDiedError as exc:
+                raise KernelDiedError(
+                    f"kernel {self.kernel_name!r} exited with status {exc.exit_status} "
+                    "before it was ready",
+                    exit_status=exc.exit_status,
+                ) from None
+            except KernelTimeoutError:
+                raise KernelTimeoutError(
+                    f"kernel {self.kernel_name!r} did not answer within "
+                    f"{self.ready_timeout:g} s (KernelManager.ready_timeout)"
+                ) from None
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._stop(now=True, restart=False)
+                self.provisioner = None
+            raise
+
+    async def _launch(self) -> None:
+        provisioner = self.provisioner
+        assert provisioner is not None
+        kw = await provisioner.pre_launch(**self._launch_kwargs)
+        cmd = kw.pop("cmd")
+        await provisioner.launch_kernel(cmd, **kw)
+        await provisioner.post_launch(**kw)
+        self._started_at = anyio.current_time()
+        self._generation += 1
+        tg = self._task_group()
+        self._client, self._client_scope = await tg.start(self._serve_client, provisioner)
+        if self.autorestart:
+            self._supervisor_scope = await tg.start(self._supervise, self._generation)
+
+    async def _serve_client(
+        self, provisioner: KernelProvisionerBase, *, task_status: anyio.abc.TaskStatus[Any]
+    ) -> None:
+        """The manager's own client of the current incarnation, as a task of the group."""
+        with anyio.CancelScope() as scope:
+            info = validate_connection_info(provisioner.connection_info)
+            async with KernelClient(info, wait_for_exit=provisioner.wait) as client:
+                task_status.started((client, scope))
+                await anyio.sleep_forever()
+
+    # ------------------------------------------------------------------ supervision
+
+    async def _supervise(
+        self, generation: int, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]
+    ) -> None:
+        """Await the current process's exit; if nobody asked for it, restart or declare dead."""
+        provisioner = self.provisioner
+        assert provisioner is not None
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            status = await provisioner.wait()
+        if scope.cancel_called:
+            return
+        async with self._lock:
+            if generation != self._generation or self.provisioner is not provisioner:
+                return  # a shutdown or restart took over meanwhile
+            await self._on_unexpected_exit(status)
+
+    async def _on_unexpected_exit(self, status: int | None) -> None:
+        provisioner = self.provisioner
+        assert provisioner is not None
+        uptime = anyio.current_time() - self._started_at
+        if uptime < provisioner.get_stable_start_time():
+            self._rapid_deaths += 1
+        else:
+            self._rapid_deaths = 0
+        self.log.warning("Kernel %s died (status %s) after %.3g s", self.kernel_id, status, uptime)
+        if self._rapid_deaths > self.restart_limit:
+            self.log.error(
+                "Kernel %s died %d times in a row soon after starting; giving up",
+                self.kernel_id,
+                self._rapid_deaths,
+            )
+            await self._declare_dead(status)
+            return
+        self._emit("restarting", status)
+        await self._stop(now=True, restart=True)
+        try:
+            await self._launch()
+        except KernelNurseryError as exc:
+            self.log.error("Kernel %s could not be restarted: %s", self.kernel_id, exc)
+            await self._declare_dead(status)
+            return
+        self._emit("restarted")
+
+    async def _declare_dead(self, status: int | None) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._stop(now=True, restart=False)
+        self._dead = True
+        self._emit("dead", status)
+
+    # ------------------------------------------------------------------ stopping
+
+    async def _stop(self, *, now: bool, restart: bool) -> int | None:
+        """End the current incarnation: supervisor, polite request (unless *now*), escalation,
+        the manager's client, ``cleanup(restart)``. Shielded; must hold the lock."""
+        provisioner = self.provisioner
+        if provisioner is None:
+            return None
+        self._generation += 1  # a supervisor that already saw the exit stands down
+        if self._supervisor_scope is not None:
+            self._supervisor_scope.cancel()
+            self._supervisor_scope = None
+        with anyio.CancelScope(shield=True):
+            status = await provisioner.poll() if provisioner.has_process else None
+            if provisioner.has_process and status is None:
+                wait_time = provisioner.get_shutdown_wait_time()
+                requested = False
+                if not now:
+                    requested = await self._request_shutdown(restart, wait_time)
+                    await provisioner.shutdown_requested(restart=restart)
+                status = await stop_process(
+                    provisioner,
+                    restart=restart,
+                    wait_time=wait_time,
+                    shutdown_requested=requested,
+                    now=now,
+                )
+            if self._client_scope is not None:
+                self._client_scope.cancel()
+            self._client = self._client_scope = None
+            await provisioner.cleanup(restart=restart)
+        return status
+
+    async def _request_shutdown(self, restart: bool, wait_time: float) -> bool:
+        """Send ``shutdown_request`` on control; whether the kernel acknowledged it."""
+        if self._client is None:
+            return False
+        try:
+            await self._client.shutdown(restart=restart, timeout=wait_time)
+        except KernelNurseryError as exc:
+            self.log.info(
+                "Kernel %s did not acknowledge the shutdown request: %s", self.kernel_id, exc
+            )
+            return False
+        return True
+
+    async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        """Shut the kernel down: ask it politely (unless *now*), give it
+        :attr:`shutdown_wait_time`, then SIGTERM, then SIGKILL to its process group; then clean
+        up. With *restart*, what a restart reuses (ports, connection file) is kept for the
+        next :meth:`start_kernel`. Does nothing when no kernel runs.
+
+        Shielded: a cancelled caller still leaves the kernel fully stopped.
+        """
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                if self.provisioner is None:
+                    return
+                status = await self._stop(now=now, restart=restart)
+                if not restart:
+                    self.provisioner = None
+                self._emit("shutdown", status)
+
+    async def restart_kernel(
+        self, now: bool = False, newports: bool = False, **kwargs: Any
+    ) -> None:
+        """Restart the kernel: shut it down (as :meth:`shutdown_kernel` with ``restart=True``),
+        start it again with the same id, and wait until it answers.
+
+        The ports and key are kept unless *newports*, in which case new ones are reserved and
+        the old ones released (a new provisioner is created, as the old one was cleaned up for
+        good). *kwargs* update the launch keywords given to :meth:`start_kernel`.
+
+        Raises:
+            KernelStateError: no kernel was started.
+            As :meth:`start_kernel` for the new start; nothing is left running then.
+        """
+        self._task_group()
+        async with self._lock:
+            provisioner = self.provisioner
+            if provisioner is None:
+                raise KernelStateError("there is no kernel to restart; start one first")
+            self._emit("restarting")
+            await self._stop(now=now, restart=not newports)
+            if newports:
+                # cleanup(restart=False) ended that provisioner's life; the kernel gets a new one.
+                self.provisioner = KernelProvisionerFactory.instance().create_provisioner_instance(
+                    self.kernel_id, self.kernel_spec, parent=self
+                )
+                self._configure(self.provisioner, self.kernel_spec)
+            self._launch_kwargs.update(kwargs)
+            self._rapid_deaths = 0
+            self._dead = False
+            await self._start_incarnation()
+            self._emit("restarted")
+
+    # ------------------------------------------------------------------ while running
+
+    async def interrupt_kernel(self) -> None:
+        """Interrupt the kernel as its spec asks: SIGINT (``interrupt_mode: signal``) or an
+        ``interrupt_request`` on the control channel (``message``).
+
+        Raises:
+            KernelStateError: no kernel is running.
+        """
+        provisioner = self._running()
+        if self.kernel_spec.interrupt_mode == "message":
+            if self._client is None:
+                raise KernelStateError("the kernel is not running")
+            await self._client.interrupt(timeout=self.shutdown_wait_time)
+        else:
+            await provisioner.send_signal(signal.SIGINT)
+
+    async def signal_kernel(self, signum: int) -> None:
+        """Send *signum* to the kernel's process group."""
+        await self._running().send_signal(signum)
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        """Wait until the kernel answers ``kernel_info`` (default :attr:`ready_timeout`).
+
+        Raises:
+            KernelTimeoutError, KernelDiedError: as :meth:`KernelClient.wait_for_ready`.
+        """
+        self._running()
+        if self._client is None:
+            raise KernelStateError("the kernel is not running")
+        await self._client.wait_for_ready(
+            timeout=self.ready_timeout if timeout is None else timeout
+        )
+
+    def client(self, **kwargs: Any) -> KernelClient:
+        """A new :class:`~kernel_nursery.KernelClient` for this kernel (use it with
+        ``async with``); its requests fail with ``KernelDiedError`` if the kernel dies."""
+        provisioner = self._running()
+        return KernelClient(self.connection_info, wait_for_exit=provisioner.wait, **kwargs)
+
+    def _running(self) -> KernelProvisionerBase:
+        if self.provisioner is None or not self.provisioner.has_process:
+            raise KernelStateError("no kernel is running in this manager")
+        return self.provisioner
+
+
+@asynccontextmanager
+async def start_kernel(kernel_name: str = "python3", **kwargs: Any) -> AsyncIterator[KernelManager]:
+    """Start a kernel and yield its ready :class:`KernelManager`; shut it down on exit.
+
+    Keywords that name :class:`KernelManager` settings (``shutdown_wait_time``,
+    ``kernel_spec``, ``config``...) configure the manager; the others (``env``, ``cwd``,
+    ``extra_arguments``...) go to :meth:`KernelManager.start_kernel`.
+
+    .. code-block:: python
+
+        async with start_kernel("python3", cwd="/tmp") as km:
+            ...
+    """
+    manager_keys = set(KernelManager.class_trait_names()) | {
+        "kernel_spec",
+        "config",
+        "parent",
+        "log",
+    }
+    manager_kw = {k: v for k, v in kwargs.items() if k in manager_keys}
+    launch_kw = {k: v for k, v in kwargs.items() if k not in manager_keys}
+    async with KernelManager(kernel_name=kernel_name, **manager_kw) as km:
+        await km.start_kernel(**launch_kw)
+        yield km

@@ -1,0 +1,138 @@
+"""``KernelNursery``: many kernels in one scope."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+from traitlets.config import LoggingConfigurable
+
+from .._errors import KernelStateError, UnknownKernelError
+from ._manager import KernelManager
+
+__all__ = ["KernelNursery"]
+
+
+class KernelNursery(LoggingConfigurable):
+    """Runs any number of kernels, each in its own :class:`KernelManager`, inside one scope.
+
+    .. code-block:: python
+
+        async with KernelNursery() as nursery:
+            py = await nursery.start_kernel("python3")
+            other = await nursery.start_kernel("python3", cwd="/tmp")
+            ...
+        # every kernel has been shut down here, concurrently
+
+    Each kernel's manager lives in a task of the nursery's task group, so kernels start and
+    stop concurrently when called from several tasks, and leaving the block (however it is
+    left) shuts all of them down, concurrently and shielded.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._managers: dict[str, KernelManager] = {}
+        self._release: dict[str, anyio.Event] = {}
+        self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise KernelStateError("this KernelNursery is already open")
+        async with AsyncExitStack() as stack:
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self._close)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    async def _close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.shutdown_all()
+        self._tg = None
+
+    async def start_kernel(self, kernel_name: str = "python3", **kwargs: Any) -> KernelManager:
+        """Start a kernel in the nursery and return its ready manager.
+
+        Keywords are split as for :func:`~kernel_nursery.start_kernel`: manager settings
+        configure the :class:`KernelManager`, the rest go to its ``start_kernel``.
+
+        Raises:
+            KernelStateError: the nursery is not open.
+            As :meth:`KernelManager.start_kernel` (nothing is left running then).
+        """
+        if self._tg is None:
+            raise KernelStateError("use the nursery as 'async with KernelNursery() as n:' first")
+        manager: KernelManager = await self._tg.start(self._host, kernel_name, kwargs)
+        return manager
+
+    async def _host(
+        self,
+        kernel_name: str,
+        kwargs: dict[str, Any],
+        *,
+        task_status: anyio.abc.TaskStatus[KernelManager],
+    ) -> None:
+        """One kernel's life: its manager's scope, held open until the kernel is shut down."""
+        manager_keys = set(KernelManager.class_trait_names()) | {"kernel_spec", "config"}
+        manager_kw = {k: v for k, v in kwargs.items() if k in manager_keys}
+        launch_kw = {k: v for k, v in kwargs.items() if k not in manager_keys}
+        async with KernelManager(kernel_name=kernel_name, parent=self, **manager_kw) as km:
+            await km.start_kernel(**launch_kw)
+            release = anyio.Event()
+            self._managers[km.kernel_id] = km
+            self._release[km.kernel_id] = release
+            try:
+                task_status.started(km)
+                await release.wait()
+            finally:
+                self._managers.pop(km.kernel_id, None)
+                self._release.pop(km.kernel_id, None)
+
+    def list_kernels(self) -> list[KernelManager]:
+        """The managers of the kernels in the nursery, in the order they started."""
+        return list(self._managers.values())
+
+    def get(self, kernel_id: str) -> KernelManager:
+        """The manager of kernel *kernel_id*.
+
+        Raises:
+            UnknownKernelError: no such kernel in this nursery.
+        """
+        try:
+            return self._managers[kernel_id]
+        except KeyError:
+            raise UnknownKernelError(kernel_id, list(self._managers)) from None
+
+    async def shutdown_kernel(self, kernel_id: str, now: bool = False) -> None:
+        """Shut kernel *kernel_id* down and remove it from the nursery.
+
+        Raises:
+            UnknownKernelError: no such kernel in this nursery.
+        """
+        km = self.get(kernel_id)
+        await km.shutdown_kernel(now=now)
+        release = self._release.get(kernel_id)
+        if release is not None:
+            release.set()
+
+    async def shutdown_all(self, now: bool = False) -> None:
+        """Shut every kernel down, concurrently."""
+        async with anyio.create_task_group() as tg:
+            for kernel_id in list(self._managers):
+                tg.start_soon(self.shutdown_kernel, kernel_id, now)
