@@ -20,10 +20,12 @@ import pytest
 
 from kernel_nursery import KernelProvisionerFactory, KernelSpec
 from kernel_nursery.connection import reserved_ports
+from kernel_nursery.provisioning import ENTRY_POINT_GROUP
 
 from .helpers.procs import live_children
 
 TOY_KERNEL = str(Path(__file__).parent / "helpers" / "toy_kernel.py")
+FAKE_KERNEL = str(Path(__file__).parent / "helpers" / "fake_kernel.py")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -75,6 +77,45 @@ def toy_spec() -> Callable[..., KernelSpec]:
         return KernelSpec(argv=argv, display_name="Toy", language="toy", name="toy", **fields)
 
     return make
+
+
+@pytest.fixture
+def fake_spec() -> Callable[..., KernelSpec]:
+    """Make a kernel spec for the fake (protocol-speaking, misbehaving on demand) kernel."""
+
+    def make(*args: str, **fields: Any) -> KernelSpec:
+        argv = [sys.executable, FAKE_KERNEL, "{connection_file}", *args]
+        return KernelSpec(argv=argv, display_name="Fake", language="fake", name="fake", **fields)
+
+    return make
+
+
+Installer = Callable[..., None]
+
+
+@pytest.fixture
+def install_provisioner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Installer]:
+    """Install a provisioner the way a package would: a module plus a dist-info folder with an
+    entry point in our group, on sys.path."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    modules: list[str] = []
+
+    def installer(name: str, obj: str, source: str) -> None:
+        module = f"kn_test_provisioner_{len(modules)}_{abs(hash(str(tmp_path)))}"
+        modules.append(module)
+        (site / f"{module}.py").write_text(source)
+        dist = site / f"kn_test_{name.replace('-', '_')}-1.0.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: kn-test-{name}\nVersion: 1.0\n"
+        )
+        (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {module}:{obj}\n")
+
+    yield installer
+    for module in modules:
+        sys.modules.pop(module, None)
 
 
 def write_kernel(directory: Path, name: str, spec: dict[str, Any] | str) -> Path:

@@ -208,3 +208,14 @@ async def test_closing_the_client_fails_pending_requests() -> None:
             await kc.kernel_info()
     finally:
         release_connection_info(info)
+
+
+async def test_exception_in_block_propagates_unwrapped() -> None:
+    """An exception raised inside ``async with KernelClient`` is the one that propagates."""
+    info = new_connection_info()
+    try:
+        with pytest.raises(KeyError, match="mine"):
+            async with KernelClient(info):
+                raise KeyError("mine")
+    finally:
+        release_connection_info(info)

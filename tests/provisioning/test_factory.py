@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,17 @@ from kernel_nursery.provisioning import DEFAULT_PROVISIONER_ENV, ENTRY_POINT_GRO
 
 Installer = Callable[..., None]
 
+
+@pytest.fixture
+def install(install_provisioner: Installer) -> Installer:
+    """install_provisioner with this module's example provisioner as the default source."""
+
+    def installer(name: str, obj: str = "Provisioner", source: str = CUSTOM) -> None:
+        install_provisioner(name, obj, source)
+
+    return installer
+
+
 CUSTOM = textwrap.dedent(
     """
     from traitlets import Unicode
@@ -40,31 +50,6 @@ CUSTOM = textwrap.dedent(
         pass
     """
 )
-
-
-@pytest.fixture
-def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Installer]:
-    """Install a provisioner the way a package would: a module plus a dist-info folder with an
-    entry point in our group, on sys.path."""
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    modules: list[str] = []
-
-    def installer(name: str, obj: str = "Provisioner", source: str = CUSTOM) -> None:
-        module = f"kn_test_provisioner_{len(modules)}_{abs(hash(str(tmp_path)))}"
-        modules.append(module)
-        (site / f"{module}.py").write_text(source)
-        dist = site / f"kn_test_{name.replace('-', '_')}-1.0.dist-info"
-        dist.mkdir()
-        (dist / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: kn-test-{name}\nVersion: 1.0\n"
-        )
-        (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {module}:{obj}\n")
-
-    yield installer
-    for module in modules:
-        sys.modules.pop(module, None)
 
 
 def spec_for(name: str | None, config: dict[str, Any] | None = None) -> KernelSpec:

@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, TypedDict
 
 from .._errors import KernelSpecError
 
@@ -52,10 +52,20 @@ class KernelSpec:
 
     @property
     def kernel_provisioner(self) -> ProvisionerStanza | None:
-        """The validated ``metadata.kernel_provisioner`` stanza, or ``None`` when there is none
-        (the factory's default provisioner then runs the kernel)."""
+        """The ``metadata.kernel_provisioner`` stanza, checked and with ``config`` defaulting to
+        ``{}``, or ``None`` when there is none (the default provisioner then runs the kernel).
+
+        Raises:
+            KernelSpecError: the stanza of a spec built in code is malformed.
+        """
         stanza = self.metadata.get("kernel_provisioner")
-        return None if stanza is None else cast(ProvisionerStanza, stanza)
+        if stanza is None:
+            return None
+
+        def fail(message: str, fld: str | None = None) -> KernelSpecError:
+            return KernelSpecError(message, field=fld)
+
+        return _check_stanza(stanza, fail)
 
     @classmethod
     def from_dict(

@@ -185,9 +185,12 @@ class KernelManager(LoggingConfigurable):
         tb: TracebackType | None,
     ) -> bool | None:
         stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        return await stack.__aexit__(exc_type, exc, tb)
+        if stack is not None:
+            # Our own tasks are stopped by the stack's first callback, so the task group is
+            # closed with no exception passed in: the one raised in the block then propagates
+            # as it is, not wrapped in an ExceptionGroup by the group.
+            await stack.__aexit__(None, None, None)
+        return None
 
     async def _close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -285,13 +288,13 @@ class KernelManager(LoggingConfigurable):
                 await self._client.wait_for_ready(timeout=self.ready_timeout)
             except KernelDiedError as exc:
                 raise KernelDiedError(
-                    f"kernel {self.kernel_name!r} exited with status {exc.exit_status} "
+                    f"kernel {self._display_name()!r} exited with status {exc.exit_status} "
                     "before it was ready",
                     exit_status=exc.exit_status,
                 ) from None
             except KernelTimeoutError:
                 raise KernelTimeoutError(
-                    f"kernel {self.kernel_name!r} did not answer within "
+                    f"kernel {self._display_name()!r} did not answer within "
                     f"{self.ready_timeout:g} s (KernelManager.ready_timeout)"
                 ) from None
         except BaseException:
@@ -299,6 +302,10 @@ class KernelManager(LoggingConfigurable):
                 await self._stop(now=True, restart=False)
                 self.provisioner = None
             raise
+
+    def _display_name(self) -> str:
+        spec = self._kernel_spec
+        return (spec.name or spec.display_name or self.kernel_name) if spec else self.kernel_name
 
     async def _launch(self) -> None:
         provisioner = self.provisioner

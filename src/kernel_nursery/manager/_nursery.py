@@ -57,9 +57,12 @@ class KernelNursery(LoggingConfigurable):
         tb: TracebackType | None,
     ) -> bool | None:
         stack, self._stack = self._stack, None
-        if stack is None:
-            return None
-        return await stack.__aexit__(exc_type, exc, tb)
+        if stack is not None:
+            # Our own tasks are stopped by the stack's first callback, so the task group is
+            # closed with no exception passed in: the one raised in the block then propagates
+            # as it is, not wrapped in an ExceptionGroup by the group.
+            await stack.__aexit__(None, None, None)
+        return None
 
     async def _close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -127,7 +130,9 @@ class KernelNursery(LoggingConfigurable):
         """
         km = self.get(kernel_id)
         await km.shutdown_kernel(now=now)
-        release = self._release.get(kernel_id)
+        # Gone from the nursery when this returns; its host task then leaves the manager's scope.
+        self._managers.pop(kernel_id, None)
+        release = self._release.pop(kernel_id, None)
         if release is not None:
             release.set()
 

@@ -30,8 +30,13 @@ OUTPUT_TYPES = frozenset(
 )
 #: How long wait_for_ready gives iopub to show a first message after a kernel_info reply before
 #: asking again: a SUB socket misses what is published before its subscription reaches the
-#: kernel, so one request's iopub traffic can be lost, never two in a row once connected.
-_IOPUB_SETTLE = 0.5
+#: kernel (the "slow joiner"), so a request's iopub traffic can be lost while it connects. The
+#: wait starts short, since the subscription usually lands within milliseconds, and doubles.
+_IOPUB_SETTLE_FIRST = 0.02
+_IOPUB_SETTLE_MAX = 0.5
+#: Reconnection backoff of the client's sockets, in milliseconds (see KernelClient._open).
+_RECONNECT_FIRST_MS = 10
+_RECONNECT_MAX_MS = 1000
 
 _log = logging.getLogger("kernel_nursery.messaging")
 
@@ -188,6 +193,10 @@ class KernelClient:
     def _open(self, name: str, kind: int, port_name: str) -> AsyncSocket:
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(kind)
         sock.linger = 0
+        # A client usually connects before a starting kernel has bound its ports; zmq then
+        # retries after RECONNECT_IVL (100 ms by default). Retry soon, backing off to 1 s.
+        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_FIRST_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_MAX_MS)
         if ":" in self.connection_info["ip"]:
             sock.ipv6 = True
         if kind == zmq.DEALER:
@@ -228,9 +237,12 @@ class KernelClient:
     ) -> bool | None:
         stack, self._stack = self._stack, None
         self._fail_all(ChannelClosedError("the kernel client was closed"))
-        if stack is None:
-            return None
-        return await stack.__aexit__(exc_type, exc, tb)
+        if stack is not None:
+            # The receive loops are cancelled by the stack's first callback, so the task group
+            # is closed with no exception passed in: the one raised in the block propagates as
+            # it is, not wrapped in an ExceptionGroup.
+            await stack.__aexit__(None, None, None)
+        return None
 
     def _close_sockets(self) -> None:
         for sock in self._sockets.values():
@@ -333,11 +345,13 @@ class KernelClient:
         """
 
         async def ready() -> Message:
+            settle = _IOPUB_SETTLE_FIRST
             while True:
                 reply = await self.kernel_info()
-                with anyio.move_on_after(_IOPUB_SETTLE):
+                with anyio.move_on_after(settle):
                     await self._iopub_seen.wait()
                     return reply
+                settle = min(settle * 2, _IOPUB_SETTLE_MAX)
 
         return await _within(timeout, ready(), "readiness")
 

@@ -253,7 +253,7 @@ class LocalProvisioner(KernelProvisionerBase):
                 f"kernel {self.kernel_id} is still running; stop it before launching again"
             )
         if self._process is not None:
-            await self._reap()  # the previous (restarted) kernel's handle
+            await self._reap(restart=True)  # the previous (restarted) kernel's handle
         command: object = cmd  # checked at run time too: callers are not all type-checked
         if (
             not isinstance(command, list | tuple)
@@ -325,18 +325,18 @@ class LocalProvisioner(KernelProvisionerBase):
         launch. Runs shielded from cancellation, so it always completes.
         """
         with anyio.CancelScope(shield=True):
-            await self._reap()
+            await self._reap(restart)
             if not restart:
                 self._release(remove_file=True)
 
-    async def _reap(self) -> None:
+    async def _reap(self, restart: bool) -> None:
         """SIGKILL what is left of the kernel's group, then await the kernel and the group."""
         process = self._process
         if process is None:
             return
         # Decided before the kill: afterwards an adopted kernel no longer vouches for its group.
         group = self._pgid if process.group_is_ours else None
-        await self.kill()
+        await self.kill(restart)
         with anyio.move_on_after(KILL_WAIT_TIME):
             self._last_status = await process.wait()
             if group is not None:

@@ -1,0 +1,144 @@
+"""A minimal Jupyter kernel that can be told to misbehave, for lifecycle tests.
+
+Usage: fake_kernel.py CONNECTION_FILE [options]
+
+It binds the five sockets from the connection file (tcp or ipc), answers kernel_info_request
+(shell), publishes busy/idle status on iopub, echoes heartbeats, and on a shutdown_request
+(control) replies and exits 0. Options make it misbehave:
+
+--exit N            exit with status N at once, before binding anything
+--mute              bind, but never answer anything (a kernel that never becomes ready)
+--ignore-shutdown   reply to shutdown_request but keep running
+--ignore-term       ignore SIGTERM
+--crash-after S     exit with status 1, S seconds after starting
+--grandchild        start a child process that sleeps for an hour (in the kernel's group)
+
+It imports only the standard library and pyzmq, so it starts fast (the leak test runs it 200
+times), and its signing is written apart from kernel_nursery's: a cross-check of the wire
+format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import zmq
+
+Msg = dict[str, Any]
+
+
+class Session:
+    """Just enough of the wire format: sign, parse, build."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key.encode()
+        self.id = str(uuid.uuid4())
+
+    def _sign(self, parts: list[bytes]) -> bytes:
+        mac = hmac.new(self.key, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(part)
+        return mac.hexdigest().encode()
+
+    def parse(self, frames: list[bytes]) -> Msg:
+        i = frames.index(b"<IDS|MSG>")
+        signature, parts = frames[i + 1], frames[i + 2 : i + 6]
+        if not hmac.compare_digest(signature, self._sign(parts)):
+            raise ValueError("bad signature")
+        header, _parent, _metadata, content = (json.loads(p) for p in parts)
+        return {"ids": frames[:i], "header": header, "content": content}
+
+    def frames(self, msg_type: str, content: Msg, parent: Msg, ids: list[bytes]) -> list[bytes]:
+        header = {
+            "msg_id": uuid.uuid4().hex,
+            "session": self.id,
+            "username": "fake",
+            "date": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "msg_type": msg_type,
+            "version": "5.4",
+        }
+        parts = [json.dumps(x).encode() for x in (header, parent["header"], {}, content)]
+        return [*ids, b"<IDS|MSG>", self._sign(parts), *parts]
+
+
+def main(argv: list[str]) -> int:
+    args = argv[2:]
+    if "--exit" in args:
+        return int(args[args.index("--exit") + 1])
+    if "--ignore-term" in args:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if "--grandchild" in args:
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    deadline = None
+    if "--crash-after" in args:
+        deadline = time.monotonic() + float(args[args.index("--crash-after") + 1])
+    with open(argv[1], encoding="utf-8") as f:
+        info = json.load(f)
+    session = Session(info["key"])
+    ctx = zmq.Context()
+
+    def bind(kind: int, port_name: str) -> zmq.Socket[bytes]:
+        sock = ctx.socket(kind)
+        sock.linger = 0
+        if info.get("transport", "tcp") == "ipc":
+            sock.bind(f"ipc://{info['ip']}-{info[port_name]}")
+        else:
+            sock.bind(f"tcp://{info['ip']}:{info[port_name]}")
+        return sock
+
+    shell, control = bind(zmq.ROUTER, "shell_port"), bind(zmq.ROUTER, "control_port")
+    iopub, hb = bind(zmq.PUB, "iopub_port"), bind(zmq.REP, "hb_port")
+    bind(zmq.ROUTER, "stdin_port")
+    mute = "--mute" in args
+    poller = zmq.Poller()
+    for sock in (shell, control, hb):
+        poller.register(sock, zmq.POLLIN)
+
+    def reply(sock: zmq.Socket[bytes], request: Msg, msg_type: str, content: Msg) -> None:
+        iopub.send_multipart(session.frames("status", {"execution_state": "busy"}, request, []))
+        sock.send_multipart(session.frames(msg_type, content, request, request["ids"]))
+        iopub.send_multipart(session.frames("status", {"execution_state": "idle"}, request, []))
+
+    while True:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+        ready = dict(poller.poll(timeout))
+        if deadline is not None and time.monotonic() >= deadline:
+            return 1
+        if mute:
+            for sock in ready:
+                sock.recv_multipart()
+            continue
+        if hb in ready:
+            hb.send_multipart(hb.recv_multipart())
+        if shell in ready:
+            request = session.parse(shell.recv_multipart())
+            info_reply = {
+                "status": "ok",
+                "protocol_version": "5.4",
+                "implementation": "fake",
+                "language_info": {"name": "fake"},
+            }
+            reply(shell, request, "kernel_info_reply", info_reply)
+        if control in ready:
+            request = session.parse(control.recv_multipart())
+            msg_type = request["header"]["msg_type"]
+            if msg_type == "shutdown_request":
+                restart = bool(request["content"].get("restart"))
+                reply(control, request, "shutdown_reply", {"status": "ok", "restart": restart})
+                if "--ignore-shutdown" not in args:
+                    return 0
+            else:
+                reply(control, request, msg_type.replace("_request", "_reply"), {"status": "ok"})
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,432 @@
+"""Tests for kernel_nursery.manager._manager: KernelManager and start_kernel()."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from traitlets.config import Config
+
+from kernel_nursery import (
+    KernelDiedError,
+    KernelEvent,
+    KernelManager,
+    KernelSpec,
+    KernelStateError,
+    KernelTimeoutError,
+    start_kernel,
+)
+from kernel_nursery.connection import reserved_ports
+
+from ..helpers.procs import is_running, live_children, process_group_members
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+SpecFactory = Callable[..., KernelSpec]
+
+
+async def pid_of(km: KernelManager) -> int:
+    assert km.provisioner is not None
+    pid = getattr(km.provisioner, "pid", None)
+    assert isinstance(pid, int)
+    return pid
+
+
+# ---------------------------------------------------------------- the scope
+
+
+async def test_real_kernel_start_use_and_scope_exit(jupyter_dirs: dict[str, Path]) -> None:
+    """A real ipykernel starts ready, runs code through km.client(), and leaving the block
+    shuts it down: no process, connection file or port remains."""
+    async with KernelManager(kernel_name="python3") as km:
+        await km.start_kernel()
+        assert await km.is_alive()
+        pid = await pid_of(km)
+        connection_file = Path(km.provisioner.connection_file)  # type: ignore[union-attr]
+        assert connection_file.exists()
+        async with km.client() as kc:
+            result = await kc.execute("print('hello')", timeout=30)
+            assert result.stdout == "hello\n"
+    assert not is_running(pid)
+    assert not connection_file.exists()
+    assert not reserved_ports()
+
+
+async def test_start_kernel_function_splits_keywords(
+    fake_spec: SpecFactory, tmp_path: Path
+) -> None:
+    """start_kernel() sends manager settings to the manager and launch keywords to the launch."""
+    async with start_kernel(
+        kernel_spec=fake_spec(), shutdown_wait_time=1.25, cwd=str(tmp_path)
+    ) as km:
+        assert km.shutdown_wait_time == 1.25
+        assert os.readlink(f"/proc/{await pid_of(km)}/cwd") == str(tmp_path)
+
+
+async def test_exception_in_block_is_the_one_seen(fake_spec: SpecFactory) -> None:
+    """An exception raised in the block propagates as it is; the kernel is gone."""
+    with pytest.raises(ValueError, match="user error"):  # noqa: PT012
+        async with KernelManager(kernel_spec=fake_spec()) as km:
+            await km.start_kernel()
+            pid = await pid_of(km)
+            raise ValueError("user error")
+    assert not is_running(pid)
+
+
+async def test_cancelled_block_shuts_down(fake_spec: SpecFactory) -> None:
+    """Cancelling the scope around the block shuts the kernel down."""
+    with anyio.CancelScope() as scope:
+        async with KernelManager(kernel_spec=fake_spec()) as km:
+            await km.start_kernel()
+            pid = await pid_of(km)
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert not is_running(pid)
+
+
+@pytest.mark.parametrize("delay", [0, 0.001, 0.01, 0.03, 0.06, 0.1, 0.15, 0.25])
+async def test_cancel_during_start_leaves_nothing(fake_spec: SpecFactory, delay: float) -> None:
+    """start_kernel cancelled at any point leaves no process, file, port or task."""
+    with anyio.move_on_after(delay):
+        async with KernelManager(kernel_spec=fake_spec()) as km:
+            await km.start_kernel()
+    assert not km.has_kernel
+    # the autouse fixture checks processes, files and ports
+
+
+async def test_start_twice_and_outside_the_block(fake_spec: SpecFactory) -> None:
+    """Misuse is a KernelStateError, not a second kernel or a hang."""
+    km = KernelManager(kernel_spec=fake_spec())
+    with pytest.raises(KernelStateError, match="async with"):
+        await km.start_kernel()
+    async with km:
+        with pytest.raises(KernelStateError, match="no kernel"):
+            km.connection_info  # noqa: B018
+        with pytest.raises(KernelStateError, match="start one first"):
+            await km.restart_kernel()
+        await km.start_kernel()
+        with pytest.raises(KernelStateError, match="already been started"):
+            await km.start_kernel()
+
+
+# ---------------------------------------------------------------- starting badly
+
+
+async def test_kernel_dying_while_starting_fails_at_once(fake_spec: SpecFactory) -> None:
+    """A kernel that exits during start gives KernelDiedError with its status, not a hang."""
+    async with KernelManager(kernel_spec=fake_spec("--exit", "3"), ready_timeout=60) as km:
+        with anyio.fail_after(10), pytest.raises(KernelDiedError, match="status 3") as info:
+            await km.start_kernel()
+        assert info.value.exit_status == 3
+        assert not km.has_kernel
+
+
+async def test_kernel_never_ready_times_out(fake_spec: SpecFactory) -> None:
+    """A kernel that never answers is a KernelTimeoutError after ready_timeout, and is killed."""
+    async with KernelManager(kernel_spec=fake_spec("--mute"), ready_timeout=0.5) as km:
+        with pytest.raises(KernelTimeoutError, match="ready_timeout"):
+            await km.start_kernel()
+        assert not km.has_kernel
+
+
+async def test_unknown_kernel_name() -> None:
+    """An unknown kernel name is NoSuchKernelError before anything starts."""
+    from kernel_nursery import NoSuchKernelError
+
+    async with KernelManager(kernel_name="no-such-kernel") as km:
+        with pytest.raises(NoSuchKernelError, match="no-such-kernel"):
+            await km.start_kernel()
+
+
+# ---------------------------------------------------------------- stopping
+
+
+async def test_polite_shutdown(fake_spec: SpecFactory) -> None:
+    """shutdown_kernel asks the kernel, which exits 0 by itself; the event says so."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        async with km.events() as events:
+            await km.shutdown_kernel()
+            event = await events.receive()
+        assert (event.kind, event.exit_status) == ("shutdown", 0)
+        assert not km.has_kernel
+        await km.shutdown_kernel()  # nothing to do: not an error
+
+
+async def test_now_kills_at_once(fake_spec: SpecFactory) -> None:
+    """shutdown_kernel(now=True) skips the request and kills the process group."""
+    async with KernelManager(kernel_spec=fake_spec("--ignore-term")) as km:
+        await km.start_kernel()
+        async with km.events() as events:
+            with anyio.fail_after(5):
+                await km.shutdown_kernel(now=True)
+            assert (await events.receive()).exit_status == -signal.SIGKILL
+
+
+async def test_stubborn_kernel_is_killed_with_its_children(fake_spec: SpecFactory) -> None:
+    """A kernel that ignores the request and SIGTERM is killed after its wait times; the
+    process it started is gone too."""
+    spec = fake_spec("--ignore-shutdown", "--ignore-term", "--grandchild")
+    async with KernelManager(kernel_spec=spec, shutdown_wait_time=0.2) as km:
+        await km.start_kernel()
+        pid = await pid_of(km)
+        members = process_group_members(pid)
+        assert len(members) == 2
+        async with km.events() as events:
+            await km.shutdown_kernel()
+            assert (await events.receive()).exit_status == -signal.SIGKILL
+    assert not any(is_running(m) for m in members)
+
+
+# ---------------------------------------------------------------- restarting
+
+
+async def test_restart_keeps_id_ports_and_key(fake_spec: SpecFactory) -> None:
+    """restart_kernel gives a new process with the same id, ports and key."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        before, pid = km.connection_info, await pid_of(km)
+        kernel_id = km.kernel_id
+        async with km.events() as events:
+            await km.restart_kernel()
+            kinds = [(await events.receive()).kind for _ in range(2)]
+        assert kinds == ["restarting", "restarted"]
+        assert km.connection_info == before and km.kernel_id == kernel_id
+        assert await pid_of(km) != pid and not is_running(pid)
+        assert await km.is_alive()
+
+
+async def test_restart_with_newports(fake_spec: SpecFactory) -> None:
+    """restart_kernel(newports=True) really gives new ports, and releases the old ones."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        old = km.connection_info
+        await km.restart_kernel(newports=True)
+        new = km.connection_info
+        assert new["shell_port"] != old["shell_port"]
+        assert ("tcp", old["shell_port"]) not in reserved_ports()
+        assert ("tcp", new["shell_port"]) in reserved_ports()
+        async with km.client() as kc:
+            await kc.wait_for_ready(timeout=30)
+
+
+async def test_crashed_kernel_is_restarted(fake_spec: SpecFactory) -> None:
+    """A kernel that dies unexpectedly is restarted, and the events say so."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        pid = await pid_of(km)
+        async with km.events() as events:
+            os.kill(pid, signal.SIGKILL)
+            with anyio.fail_after(30):
+                crashed = await events.receive()
+                restarted = await events.receive()
+        assert (crashed.kind, crashed.exit_status) == ("restarting", -signal.SIGKILL)
+        assert restarted.kind == "restarted"
+        await km.wait_for_ready(30)
+        assert await pid_of(km) != pid
+
+
+async def test_crash_loop_stops_at_the_limit(fake_spec: SpecFactory) -> None:
+    """A kernel that keeps dying soon after starting is restarted restart_limit times, then
+    reported dead, and nothing of it remains."""
+    async with KernelManager(
+        kernel_spec=fake_spec("--crash-after", "1"), restart_limit=2, stable_start_time=30
+    ) as km:
+        async with km.events() as events:
+            await km.start_kernel()
+            kinds: list[str] = []
+            with anyio.fail_after(60):
+                async for event in events:
+                    kinds.append(event.kind)
+                    if event.kind == "dead":
+                        assert event.exit_status == 1
+                        break
+        assert kinds == [
+            "starting",
+            "started",
+            "restarting",
+            "restarted",
+            "restarting",
+            "restarted",
+            "dead",
+        ]
+        assert km.dead and not km.has_kernel
+        assert not reserved_ports()
+
+
+async def test_no_autorestart(fake_spec: SpecFactory) -> None:
+    """With autorestart off a crashed kernel stays dead; the manager still cleans up."""
+    async with KernelManager(kernel_spec=fake_spec(), autorestart=False) as km:
+        await km.start_kernel()
+        await km.signal_kernel(signal.SIGKILL)
+        assert km.provisioner is not None
+        assert await km.provisioner.wait() == -signal.SIGKILL
+        assert not await km.is_alive()
+
+
+RECORDING = textwrap.dedent(
+    """
+    from kernel_nursery import LocalProvisioner
+
+    CALLS = []
+
+    class Provisioner(LocalProvisioner):
+        async def shutdown_requested(self, restart=False):
+            CALLS.append(("shutdown_requested", restart))
+
+        async def terminate(self, restart=False):
+            CALLS.append(("terminate", restart))
+            await super().terminate(restart)
+
+        async def kill(self, restart=False):
+            CALLS.append(("kill", restart))
+            await super().kill(restart)
+
+        async def cleanup(self, restart=False):
+            CALLS.append(("cleanup", restart))
+            await super().cleanup(restart)
+    """
+)
+
+
+async def test_restart_flag_reaches_every_step(
+    fake_spec: SpecFactory, install_provisioner: Callable[..., None]
+) -> None:
+    """restart=True reaches shutdown_requested, terminate, kill and cleanup on a restart, and
+    restart=False on the final shutdown."""
+    install_provisioner("recording", "Provisioner", RECORDING)
+    spec = fake_spec(
+        "--ignore-shutdown",
+        "--ignore-term",
+        metadata={"kernel_provisioner": {"provisioner_name": "recording"}},
+    )
+    async with KernelManager(kernel_spec=spec, shutdown_wait_time=0.1) as km:
+        await km.start_kernel()
+        calls: list[tuple[str, bool]] = sys.modules[type(km.provisioner).__module__].CALLS
+        await km.restart_kernel()
+        assert calls and {flag for _, flag in calls} == {True}
+        assert [name for name, _ in calls][:3] == ["shutdown_requested", "terminate", "kill"]
+        assert ("cleanup", True) in calls
+        calls.clear()
+        await km.restart_kernel(now=True)
+        assert calls[0] == ("kill", True)
+        assert {flag for _, flag in calls} == {True} and ("cleanup", True) in calls
+        calls.clear()
+    assert {flag for _, flag in calls} == {False}
+    assert ("terminate", False) in calls and ("cleanup", False) in calls
+
+
+# ---------------------------------------------------------------- interrupts and config
+
+
+@pytest.mark.parametrize("mode", ["signal", "message"])
+async def test_interrupt_follows_the_spec(mode: str) -> None:
+    """interrupt_kernel uses SIGINT or interrupt_request as the spec's interrupt_mode says."""
+    async with KernelManager(kernel_name="python3") as km:
+        spec = km.kernel_spec
+        km._kernel_spec = KernelSpec(**{**spec.__dict__, "interrupt_mode": mode})
+        await km.start_kernel()
+        started = anyio.Event()
+        results: list[Any] = []
+
+        def hook(msg: Any) -> None:
+            if "started" in msg.content.get("text", ""):
+                started.set()
+
+        async with km.client() as kc, anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                results.append(
+                    await kc.execute(
+                        "print('started', flush=True)\nimport time\ntime.sleep(60)",
+                        timeout=60,
+                        output_hook=hook,
+                    )
+                )
+
+            tg.start_soon(run)
+            with anyio.fail_after(30):
+                await started.wait()
+            await km.interrupt_kernel()
+        assert results[0].error["ename"] == "KeyboardInterrupt"
+        assert await km.is_alive()
+
+
+async def test_configuration_reaches_the_provisioner(fake_spec: SpecFactory) -> None:
+    """Traitlets config on the manager sets the provisioner's wait times and transport."""
+    config = Config(
+        {"KernelManager": {"shutdown_wait_time": 1.5, "stable_start_time": 2.5, "transport": "ipc"}}
+    )
+    async with KernelManager(kernel_spec=fake_spec(), config=config) as km:
+        assert km.shutdown_wait_time == 1.5
+        await km.start_kernel()
+        assert km.provisioner is not None
+        assert km.provisioner.get_shutdown_wait_time() == 1.5
+        assert km.provisioner.get_stable_start_time() == 2.5
+        assert km.connection_info["transport"] == "ipc"
+
+
+# ---------------------------------------------------------------- leaks
+
+
+def zombies() -> int:
+    count = 0
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                stat = Path(f"/proc/{child}/stat").read_bytes()
+            except FileNotFoundError:
+                continue
+            if stat[stat.rindex(b")") + 2 :].split()[0] == b"Z":
+                count += 1
+    return count
+
+
+@pytest.mark.timeout(300)
+async def test_many_cycles_leak_nothing(
+    fake_spec: SpecFactory, jupyter_dirs: dict[str, Path]
+) -> None:
+    """200 start/shutdown cycles leave file descriptors, threads, zombies, children and
+    runtime files as they were."""
+    spec = fake_spec()
+
+    async def cycle() -> None:
+        async with KernelManager(kernel_spec=spec) as km:
+            await km.start_kernel()
+
+    await cycle()  # warm-up: zmq's context and its I/O thread are created once per process
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for _ in range(200):
+        await cycle()
+    await anyio.wait_all_tasks_blocked()
+    # <=, not ==: the baseline holds transient fds of the warm-up's exit; a leak would add 200.
+    assert len(os.listdir("/proc/self/fd")) <= fds
+    assert threading.active_count() <= threads  # asyncio (3.11) reaps each child in a thread
+    assert zombies() == 0
+    assert not live_children()
+    assert not list(jupyter_dirs["runtime"].iterdir())
+
+
+async def test_events_end_when_the_manager_closes(fake_spec: SpecFactory) -> None:
+    """An events subscription ends (the iteration finishes) when the manager closes."""
+    seen: list[KernelEvent] = []
+    async with anyio.create_task_group() as tg:
+        async with KernelManager(kernel_spec=fake_spec()) as km:
+
+            async def listen() -> None:
+                async with km.events() as events:
+                    async for event in events:
+                        seen.append(event)
+
+            tg.start_soon(listen)
+            await anyio.wait_all_tasks_blocked()
+            await km.start_kernel()
+    assert [e.kind for e in seen] == ["starting", "started", "shutdown"]

@@ -1,0 +1,85 @@
+"""Tests for kernel_nursery.manager._nursery: many kernels in one scope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from kernel_nursery import (
+    KernelDiedError,
+    KernelManager,
+    KernelNursery,
+    KernelSpec,
+    KernelStateError,
+    UnknownKernelError,
+)
+
+from ..helpers.procs import is_running
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+SpecFactory = Callable[..., KernelSpec]
+
+
+async def pid_of(km: KernelManager) -> int:
+    pid = getattr(km.provisioner, "pid", None)
+    assert isinstance(pid, int)
+    return pid
+
+
+async def test_many_kernels_start_concurrently_and_all_stop(fake_spec: SpecFactory) -> None:
+    """Kernels started from several tasks run together; leaving the block stops them all."""
+    async with KernelNursery() as nursery:
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(lambda: nursery.start_kernel(kernel_spec=fake_spec()))
+        kernels = nursery.list_kernels()
+        assert len(kernels) == 5
+        assert len({km.kernel_id for km in kernels}) == 5
+        pids = [await pid_of(km) for km in kernels]
+        assert all(is_running(p) for p in pids)
+        assert nursery.get(kernels[0].kernel_id) is kernels[0]
+    assert not any(is_running(p) for p in pids)
+
+
+async def test_shutdown_one_and_all(fake_spec: SpecFactory) -> None:
+    """shutdown_kernel removes one kernel; shutdown_all the rest; unknown ids are an error."""
+    async with KernelNursery() as nursery:
+        a = await nursery.start_kernel(kernel_spec=fake_spec())
+        b = await nursery.start_kernel(kernel_spec=fake_spec(), shutdown_wait_time=1)
+        assert b.shutdown_wait_time == 1
+        pid_a = await pid_of(a)
+        await nursery.shutdown_kernel(a.kernel_id)
+        assert not is_running(pid_a)
+        assert nursery.list_kernels() == [b]
+        with pytest.raises(UnknownKernelError, match=a.kernel_id):
+            nursery.get(a.kernel_id)
+        await nursery.shutdown_all(now=True)
+        assert nursery.list_kernels() == []
+
+
+async def test_failed_start_is_the_callers_error(fake_spec: SpecFactory) -> None:
+    """A kernel that fails to start raises in the caller and leaves the nursery usable."""
+    async with KernelNursery() as nursery:
+        with pytest.raises(KernelDiedError):
+            await nursery.start_kernel(kernel_spec=fake_spec("--exit", "2"))
+        km = await nursery.start_kernel(kernel_spec=fake_spec())
+        assert await km.is_alive()
+
+
+async def test_exception_in_block_stops_everything(fake_spec: SpecFactory) -> None:
+    """An exception in the nursery's block propagates as it is, after every kernel stopped."""
+    with pytest.raises(RuntimeError, match="boom"):  # noqa: PT012
+        async with KernelNursery() as nursery:
+            km = await nursery.start_kernel(kernel_spec=fake_spec())
+            pid = await pid_of(km)
+            raise RuntimeError("boom")
+    assert not is_running(pid)
+
+
+async def test_outside_the_block() -> None:
+    """A nursery that is not open refuses to start kernels."""
+    with pytest.raises(KernelStateError, match="async with"):
+        await KernelNursery().start_kernel()
