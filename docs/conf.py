@@ -9,7 +9,12 @@ from typing import Any
 from traitlets import HasTraits, TraitType
 
 import kernel_nursery
-from kernel_nursery import KernelProvisionerFactory, KernelSpecManager, LocalProvisioner
+from kernel_nursery import (
+    KernelManager,
+    KernelProvisionerFactory,
+    KernelSpecManager,
+    LocalProvisioner,
+)
 
 project = "kernel-nursery"
 author = "kernel-nursery developers"
@@ -34,6 +39,7 @@ html_title = "kernel-nursery"
 
 #: The configurable classes whose traits make the configuration page.
 CONFIGURABLES: list[type[HasTraits]] = [
+    KernelManager,
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,

@@ -49,9 +49,23 @@ def test_launch_examples(name: str) -> None:
 
 @pytest.mark.parametrize("index", range(len(readme_blocks())))
 def test_readme_examples(index: int) -> None:
-    """Each python block of the README runs and reports the kernel's exit."""
-    out = run_python(readme_blocks()[index])
-    assert re.search(r"exit status: -?\d+", out)
+    """Each python block of the README runs its kernel and prints what the code printed."""
+    assert run_python(readme_blocks()[index]).endswith("42\n")
+
+
+@pytest.mark.parametrize("name", ["manager_trio.py", "manager_asyncio.py"])
+def test_manager_examples(name: str) -> None:
+    """The manager examples run code in a kernel and restart it."""
+    out = run_python((EXAMPLES / name).read_text())
+    assert re.search(r"kernel says its pid is \d+", out)
+    assert "restarted, alive: True" in out
+
+
+def test_nursery_example() -> None:
+    """The nursery example runs three kernels and sees one shut down."""
+    out = run_python((EXAMPLES / "nursery_trio.py").read_text())
+    assert "3 kernels running" in out
+    assert "first kernel: shutdown with status 0" in out
 
 
 def test_readme_has_both_backends() -> None:

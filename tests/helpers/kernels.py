@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from kernel_nursery import KernelSpecManager, LocalProvisioner
+from kernel_nursery import KernelManager, KernelSpecManager, LocalProvisioner
 from kernel_nursery.connection import ConnectionInfo
 
 
@@ -19,3 +19,10 @@ async def running_kernel(
         kw = await provisioner.pre_launch()
         info = await provisioner.launch_kernel(kw.pop("cmd"), **kw)
         yield provisioner, info
+
+
+async def pid_of(km: KernelManager) -> int:
+    """The pid of the kernel process *km* runs now."""
+    pid = getattr(km.provisioner, "pid", None)
+    assert isinstance(pid, int)
+    return pid

@@ -26,18 +26,12 @@ from kernel_nursery import (
 )
 from kernel_nursery.connection import reserved_ports
 
+from ..helpers.kernels import pid_of
 from ..helpers.procs import is_running, live_children, process_group_members
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 SpecFactory = Callable[..., KernelSpec]
-
-
-async def pid_of(km: KernelManager) -> int:
-    assert km.provisioner is not None
-    pid = getattr(km.provisioner, "pid", None)
-    assert isinstance(pid, int)
-    return pid
 
 
 # ---------------------------------------------------------------- the scope

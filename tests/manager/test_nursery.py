@@ -9,24 +9,18 @@ import pytest
 
 from kernel_nursery import (
     KernelDiedError,
-    KernelManager,
     KernelNursery,
     KernelSpec,
     KernelStateError,
     UnknownKernelError,
 )
 
+from ..helpers.kernels import pid_of
 from ..helpers.procs import is_running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 SpecFactory = Callable[..., KernelSpec]
-
-
-async def pid_of(km: KernelManager) -> int:
-    pid = getattr(km.provisioner, "pid", None)
-    assert isinstance(pid, int)
-    return pid
 
 
 async def test_many_kernels_start_concurrently_and_all_stop(fake_spec: SpecFactory) -> None:

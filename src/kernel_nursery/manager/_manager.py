@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,6 +21,7 @@ from .._errors import (
     KernelStateError,
     KernelTimeoutError,
 )
+from .._taskgroup import OwnedTaskGroup
 from ..connection import ConnectionInfo, validate_connection_info
 from ..kernelspec import KernelSpec, KernelSpecManager
 from ..messaging import KernelClient
@@ -111,7 +112,7 @@ class KernelManager(LoggingConfigurable):
         self._kernel_spec = kernel_spec
         self.provisioner: KernelProvisionerBase | None = None
         self._launch_kwargs: dict[str, Any] = {}
-        self._stack: AsyncExitStack | None = None
+        self._group = OwnedTaskGroup()
         self._tg: anyio.abc.TaskGroup | None = None
         self._lock = anyio.Lock()
         self._events = EventHub()
@@ -170,12 +171,9 @@ class KernelManager(LoggingConfigurable):
     # ------------------------------------------------------------------ scope
 
     async def __aenter__(self) -> Self:
-        if self._stack is not None:
+        if self._group.is_open:
             raise KernelStateError("this KernelManager is already open")
-        async with AsyncExitStack() as stack:
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.push_async_callback(self._close)  # runs first on exit, inside the group
-            self._stack = stack.pop_all()
+        self._tg = await self._group.open(self._close)
         return self
 
     async def __aexit__(
@@ -183,14 +181,8 @@ class KernelManager(LoggingConfigurable):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            # Our own tasks are stopped by the stack's first callback, so the task group is
-            # closed with no exception passed in: the one raised in the block then propagates
-            # as it is, not wrapped in an ExceptionGroup by the group.
-            await stack.__aexit__(None, None, None)
-        return None
+    ) -> None:
+        await self._group.close()
 
     async def _close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -453,11 +445,11 @@ class KernelManager(LoggingConfigurable):
 
         The ports and key are kept unless *newports*, in which case new ones are reserved and
         the old ones released (a new provisioner is created, as the old one was cleaned up for
-        good). *kwargs* update the launch keywords given to :meth:`start_kernel`.
+        good). *kwargs* update the launch keywords given to :meth:`start_kernel`. The new start
+        raises as :meth:`start_kernel` does, and leaves nothing running when it fails.
 
         Raises:
             KernelStateError: no kernel was started.
-            As :meth:`start_kernel` for the new start; nothing is left running then.
         """
         self._task_group()
         async with self._lock:
@@ -537,14 +529,16 @@ async def start_kernel(kernel_name: str = "python3", **kwargs: Any) -> AsyncIter
         async with start_kernel("python3", cwd="/tmp") as km:
             ...
     """
-    manager_keys = set(KernelManager.class_trait_names()) | {
-        "kernel_spec",
-        "config",
-        "parent",
-        "log",
-    }
-    manager_kw = {k: v for k, v in kwargs.items() if k in manager_keys}
-    launch_kw = {k: v for k, v in kwargs.items() if k not in manager_keys}
+    manager_kw, launch_kw = split_manager_kwargs(kwargs)
     async with KernelManager(kernel_name=kernel_name, **manager_kw) as km:
         await km.start_kernel(**launch_kw)
         yield km
+
+
+def split_manager_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keywords into :class:`KernelManager` settings (its traits, ``kernel_spec``,
+    ``config``, ``log``) and launch keywords for :meth:`KernelManager.start_kernel`."""
+    manager_keys = set(KernelManager.class_trait_names()) | {"kernel_spec", "config", "log"}
+    manager_kw = {k: v for k, v in kwargs.items() if k in manager_keys}
+    launch_kw = {k: v for k, v in kwargs.items() if k not in manager_keys}
+    return manager_kw, launch_kw

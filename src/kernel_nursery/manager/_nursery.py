@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
 
@@ -11,7 +10,8 @@ import anyio.abc
 from traitlets.config import LoggingConfigurable
 
 from .._errors import KernelStateError, UnknownKernelError
-from ._manager import KernelManager
+from .._taskgroup import OwnedTaskGroup
+from ._manager import KernelManager, split_manager_kwargs
 
 __all__ = ["KernelNursery"]
 
@@ -38,16 +38,13 @@ class KernelNursery(LoggingConfigurable):
         super().__init__(**kwargs)
         self._managers: dict[str, KernelManager] = {}
         self._release: dict[str, anyio.Event] = {}
-        self._stack: AsyncExitStack | None = None
+        self._group = OwnedTaskGroup()
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Self:
-        if self._stack is not None:
+        if self._group.is_open:
             raise KernelStateError("this KernelNursery is already open")
-        async with AsyncExitStack() as stack:
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.push_async_callback(self._close)
-            self._stack = stack.pop_all()
+        self._tg = await self._group.open(self._close)
         return self
 
     async def __aexit__(
@@ -55,14 +52,8 @@ class KernelNursery(LoggingConfigurable):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            # Our own tasks are stopped by the stack's first callback, so the task group is
-            # closed with no exception passed in: the one raised in the block then propagates
-            # as it is, not wrapped in an ExceptionGroup by the group.
-            await stack.__aexit__(None, None, None)
-        return None
+    ) -> None:
+        await self._group.close()
 
     async def _close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -73,11 +64,11 @@ class KernelNursery(LoggingConfigurable):
         """Start a kernel in the nursery and return its ready manager.
 
         Keywords are split as for :func:`~kernel_nursery.start_kernel`: manager settings
-        configure the :class:`KernelManager`, the rest go to its ``start_kernel``.
+        configure the :class:`KernelManager`, the rest go to its ``start_kernel``. A failed start
+        raises as :meth:`KernelManager.start_kernel` does, and leaves nothing running.
 
         Raises:
             KernelStateError: the nursery is not open.
-            As :meth:`KernelManager.start_kernel` (nothing is left running then).
         """
         if self._tg is None:
             raise KernelStateError("use the nursery as 'async with KernelNursery() as n:' first")
@@ -92,9 +83,7 @@ class KernelNursery(LoggingConfigurable):
         task_status: anyio.abc.TaskStatus[KernelManager],
     ) -> None:
         """One kernel's life: its manager's scope, held open until the kernel is shut down."""
-        manager_keys = set(KernelManager.class_trait_names()) | {"kernel_spec", "config"}
-        manager_kw = {k: v for k, v in kwargs.items() if k in manager_keys}
-        launch_kw = {k: v for k, v in kwargs.items() if k not in manager_keys}
+        manager_kw, launch_kw = split_manager_kwargs(kwargs)
         async with KernelManager(kernel_name=kernel_name, parent=self, **manager_kw) as km:
             await km.start_kernel(**launch_kw)
             release = anyio.Event()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -15,6 +14,7 @@ import anyio.abc
 import zmq
 
 from .._errors import ChannelClosedError, KernelDiedError, KernelTimeoutError, MessageError
+from .._taskgroup import OwnedTaskGroup
 from ..connection import ConnectionInfo, read_connection_file, validate_connection_info
 from ._socket import AsyncSocket
 from ._wire import Message, Session
@@ -168,7 +168,8 @@ class KernelClient:
         self._collectors: dict[str, Callable[[Message], None]] = {}
         self._iopub_seen = anyio.Event()
         self._sockets: dict[str, AsyncSocket] = {}
-        self._stack: AsyncExitStack | None = None
+        self._group = OwnedTaskGroup()
+        self._tg_scope: anyio.CancelScope | None = None
         self._closed_error: BaseException | None = None
 
     @classmethod
@@ -209,24 +210,27 @@ class KernelClient:
         return wrapped
 
     async def __aenter__(self) -> Self:
-        if self._stack is not None:
+        if self._group.is_open:
             raise RuntimeError("this KernelClient is already open")
-        async with AsyncExitStack() as stack:
-            stack.callback(self._close_sockets)
+        try:
             self._open("shell", zmq.DEALER, "shell_port")
             self._open("control", zmq.DEALER, "control_port")
             self._open("iopub", zmq.SUB, "iopub_port")
             self._open("stdin", zmq.DEALER, "stdin_port")
             self._open("hb", zmq.REQ, "hb_port")
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tg.cancel_scope.cancel)  # runs first on exit: stop the loops
-            for name in ("shell", "control", "iopub"):
-                tg.start_soon(self._receive_loop, name, name=f"kernel-client {name} loop")
-            if self._wait_for_exit is not None:
-                tg.start_soon(
-                    self._watch_exit, self._wait_for_exit, name="kernel-client exit watch"
-                )
-            self._stack = stack.pop_all()
+        except BaseException:
+            self._close_sockets()
+            raise
+        tg = await self._group.open(self._stop)
+        for name in ("shell", "control", "iopub"):
+            # The socket is handed over now: a block that ends at once may close the client
+            # before a loop first runs.
+            tg.start_soon(
+                self._receive_loop, name, self._sockets[name], name=f"kernel-client {name} loop"
+            )
+        if self._wait_for_exit is not None:
+            tg.start_soon(self._watch_exit, self._wait_for_exit, name="kernel-client exit watch")
+        self._tg_scope = tg.cancel_scope
         return self
 
     async def __aexit__(
@@ -234,15 +238,15 @@ class KernelClient:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
+    ) -> None:
         self._fail_all(ChannelClosedError("the kernel client was closed"))
-        if stack is not None:
-            # The receive loops are cancelled by the stack's first callback, so the task group
-            # is closed with no exception passed in: the one raised in the block propagates as
-            # it is, not wrapped in an ExceptionGroup.
-            await stack.__aexit__(None, None, None)
-        return None
+        await self._group.close()
+
+    def _stop(self) -> None:
+        """End the receive loops and close the sockets (run first when the client closes)."""
+        if self._tg_scope is not None:
+            self._tg_scope.cancel()
+        self._close_sockets()
 
     def _close_sockets(self) -> None:
         for sock in self._sockets.values():
@@ -261,8 +265,7 @@ class KernelClient:
 
     # ------------------------------------------------------------------ receiving
 
-    async def _receive_loop(self, name: str) -> None:
-        sock = self._sockets[name]
+    async def _receive_loop(self, name: str, sock: AsyncSocket) -> None:
         while True:
             try:
                 frames = await sock.recv_multipart()

@@ -243,20 +243,20 @@ async def stop_process(
 ) -> int | None:
     """Stop the provisioner's kernel process for sure: (wait,) terminate, wait, kill, wait.
 
-        The one escalation used by every path that stops a kernel. When *shutdown_requested* (the
-        kernel was asked to exit, by a ``shutdown_request``), first up to *wait_time* for it to
-        exit by itself; then ``terminate(restart)`` and up to *wait_time* (default:
-        ``provisioner.get_shutdown_wait_time()``); then ``kill(restart)`` and up to
-    :data:`KILL_WAIT_TIME`. With *now*, straight to the kill. Each timeout is a cancel scope around
-        :meth:`~KernelProvisionerBase.wait`; nothing polls. A kernel that has already exited is not
-        signalled at all.
+    The one escalation used by every path that stops a kernel. When *shutdown_requested* (the
+    kernel was asked to exit, by a ``shutdown_request``), first up to *wait_time* for it to exit
+    by itself; then ``terminate(restart)`` and up to *wait_time* (default:
+    ``provisioner.get_shutdown_wait_time()``); then ``kill(restart)`` and up to
+    :data:`KILL_WAIT_TIME`. With *now*, straight to the kill. Each timeout is a cancel scope
+    around :meth:`~KernelProvisionerBase.wait`; nothing polls. A kernel that has already exited
+    is not signalled at all.
 
-        The whole sequence is shielded from cancellation: a caller cancelled meanwhile sees the
-        cancellation after the kernel is gone, never a half-stopped kernel.
+    The whole sequence is shielded from cancellation: a caller cancelled meanwhile sees the
+    cancellation after the kernel is gone, never a half-stopped kernel.
 
-        Returns:
-            The exit status, or ``None`` when the process had not exited after SIGKILL and
-            :data:`KILL_WAIT_TIME` (logged as an error; it can only be stuck in the OS kernel).
+    Returns:
+        The exit status, or ``None`` when the process had not exited after SIGKILL and
+        :data:`KILL_WAIT_TIME` (logged as an error; it can only be stuck in the OS kernel).
     """
     if not provisioner.has_process:
         return await provisioner.poll()
