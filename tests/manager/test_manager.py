@@ -424,3 +424,32 @@ async def test_events_end_when_the_manager_closes(fake_spec: SpecFactory) -> Non
             await anyio.wait_all_tasks_blocked()
             await km.start_kernel()
     assert [e.kind for e in seen] == ["starting", "started", "shutdown"]
+
+
+@pytest.mark.parametrize("delay", [0, 0.005, 0.02, 0.05, 0.1])
+async def test_cancel_during_restart_leaves_nothing(fake_spec: SpecFactory, delay: float) -> None:
+    """restart_kernel cancelled at any point leaves either a running kernel or none, never a
+    stray one; leaving the block then leaves nothing at all."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        old = await pid_of(km)
+        with anyio.move_on_after(delay):
+            await km.restart_kernel()
+        assert not is_running(old) or (km.has_kernel and await pid_of(km) == old)
+        if km.has_kernel:
+            assert await km.is_alive()
+    # the autouse fixture checks processes, files and ports
+
+
+@pytest.mark.parametrize("delay", [0, 0.005, 0.02])
+async def test_cancelled_shutdown_still_completes(fake_spec: SpecFactory, delay: float) -> None:
+    """shutdown_kernel is shielded: cancelled, it still stops the kernel completely."""
+    async with KernelManager(
+        kernel_spec=fake_spec("--ignore-shutdown"), shutdown_wait_time=0.1
+    ) as km:
+        await km.start_kernel()
+        pid = await pid_of(km)
+        with anyio.move_on_after(delay):
+            await km.shutdown_kernel()
+        assert not is_running(pid)
+        assert not km.has_kernel
