@@ -5,12 +5,21 @@ another program from taking a port (that race is inherent to Jupyter's design, s
 page of the docs). What this module guarantees is narrower and checkable: while a port is
 reserved here, kernel-nursery does not hand it out again, so two kernels launched concurrently
 from one process never collide with each other.
+
+Where the operating system says which ports it uses for outgoing connections (Linux:
+``ip_local_port_range``), tcp ports are chosen *below* that range. A client connects to a
+starting kernel before the kernel has bound its ports, retrying until it has; each attempt
+takes an ephemeral local port, which could be one of the very ports reserved for the kernel
+(the kernel's bind then fails with "address already in use", or the client connects to
+itself). Ports outside the ephemeral range are never taken that way.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import secrets
 import socket
 import sys
 import threading
@@ -28,7 +37,8 @@ _Key = tuple[str, int]
 _lock = threading.Lock()  # a sync lock: reservations may come from several event loops' threads
 _reserved: set[_Key] = set()
 
-_MAX_ATTEMPTS = 50
+_MAX_ATTEMPTS = 200
+_IN_USE = {errno.EADDRINUSE, errno.EACCES}
 # A Unix socket's path fits in sockaddr_un.sun_path: 108 bytes on Linux, 104 on BSDs and macOS,
 # including the final NUL.
 _MAX_IPC_PATH = 107 if sys.platform.startswith("linux") else 103
@@ -74,6 +84,20 @@ def reserved_ports() -> frozenset[tuple[str, int]]:
         return frozenset(_reserved)
 
 
+def _ephemeral_range() -> tuple[int, int] | None:
+    """The ports the OS assigns to outgoing connections, where it says (Linux)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low, high = (int(v) for v in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
+#: The lowest port handed to a kernel: below are the well-known and commonly used low ports.
+_LOWEST_PORT = 10000
+
+
 def _free_tcp_ports(ip: str, count: int) -> list[int]:
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
@@ -81,17 +105,29 @@ def _free_tcp_ports(ip: str, count: int) -> list[int]:
         raise PortAllocationError(
             f"cannot reserve tcp ports: {ip!r} is not an IP address"
         ) from None
+    ephemeral = _ephemeral_range()
+    # Below the ephemeral range when there is room for it; else let the OS choose (port 0).
+    below = ephemeral is not None and ephemeral[0] - _LOWEST_PORT >= 1000
     held: list[socket.socket] = []
     ports: list[int] = []
+    attempts = 0
     try:
         while len(ports) < count:
-            if len(held) >= _MAX_ATTEMPTS:
+            attempts += 1
+            if attempts > _MAX_ATTEMPTS:
                 raise PortAllocationError(f"no {count} free tcp ports found on {ip}")
+            candidate = 0  # let the OS choose
+            if below and ephemeral is not None:
+                candidate = _LOWEST_PORT + secrets.randbelow(ephemeral[0] - _LOWEST_PORT)
+            if candidate in ports or ("tcp", candidate) in _reserved:
+                continue
             sock = socket.socket(family, socket.SOCK_STREAM)
-            held.append(sock)  # kept open until we are done, so the OS hands out distinct ports
+            held.append(sock)  # kept open until we are done, so the ports differ
             try:
-                sock.bind((ip, 0))
+                sock.bind((ip, candidate))
             except OSError as exc:
+                if candidate and exc.errno in _IN_USE:
+                    continue  # taken: try another
                 raise PortAllocationError(
                     f"cannot reserve tcp ports on {ip}: {exc.strerror or exc}; "
                     "is it an address of this machine?"
