@@ -81,8 +81,11 @@ class KernelSpecManager(LoggingConfigurable):
             found = {n: p for n, p in found.items() if n in self.allowed_kernelspecs}
         return found
 
-    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+    def get_kernel_spec(self, kernel_name: str, *, require_provisioner: bool = True) -> KernelSpec:
         """The spec of *kernel_name* (case-insensitive).
+
+        With *require_provisioner* false, a spec whose provisioner is not installed is returned
+        too (to show it, say); it cannot be started.
 
         Raises:
             NoSuchKernelError: no such kernel, or its provisioner is not installed (the message
@@ -95,7 +98,9 @@ class KernelSpecManager(LoggingConfigurable):
         if resource_dir is None:
             raise NoSuchKernelError(kernel_name, list(specs))
         spec = self._load(name, resource_dir)
-        if not KernelProvisionerFactory.instance().is_provisioner_available(spec):
+        if require_provisioner and not KernelProvisionerFactory.instance().is_provisioner_available(
+            spec
+        ):
             stanza = spec.kernel_provisioner
             provisioner = stanza["provisioner_name"] if stanza else "the default provisioner"
             raise NoSuchKernelError(
