@@ -10,6 +10,7 @@ import nox
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
+# bench is not in the default run (nor in CI's time budget): run it with `nox -s bench`.
 nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.download_python = "never"
 nox.options.error_on_missing_interpreters = True
@@ -37,8 +38,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
     install_groups(session, "lint", editable=False)
-    session.run("ruff", "check", "src", "tests", "docs", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "docs", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "docs", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "docs", "benchmarks", "noxfile.py")
 
 
 @nox.session
@@ -66,3 +67,10 @@ def docs(session: nox.Session) -> None:
         "docs/_build/html",
         *session.posargs,
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against jupyter_client, in one run; results go to docs/benchmarks/."""
+    install_groups(session, "bench")
+    session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -141,12 +141,17 @@ async def measure(fn: Callable[[], Awaitable[float]]) -> tuple[float, float]:
 
 
 def main() -> None:
-    print(f"python {sys.version.split()[0]}, pyzmq {zmq.pyzmq_version()}, "
-          f"libzmq {zmq.zmq_version()}, zmq-anyio {_version('zmq-anyio')}")
-    print(f"{'backend':8} {'layer':10} {'round trips/s (median)':>24} {'stdev':>8}  close under waiter")
+    print(
+        f"python {sys.version.split()[0]}, pyzmq {zmq.pyzmq_version()}, "
+        f"libzmq {zmq.zmq_version()}, zmq-anyio {_version('zmq-anyio')}"
+    )
+    header = f"{'backend':8} {'layer':10} {'round trips/s (median)':>24} {'stdev':>8}"
+    print(f"{header}  close under waiter")
     for backend in ("asyncio", "trio"):
-        for name, fn, close in (("ours", ours, close_under_waiter_ours),
-                                ("zmq-anyio", theirs, close_under_waiter_theirs)):
+        for name, fn, close in (
+            ("ours", ours, close_under_waiter_ours),
+            ("zmq-anyio", theirs, close_under_waiter_theirs),
+        ):
             try:
                 median, stdev = anyio.run(measure, fn, backend=backend)
                 rate = f"{median:24.0f} {stdev:8.0f}"

@@ -97,10 +97,10 @@ def main(argv: list[str]) -> int:
 
     shell, control = bind(zmq.ROUTER, "shell_port"), bind(zmq.ROUTER, "control_port")
     iopub, hb = bind(zmq.PUB, "iopub_port"), bind(zmq.REP, "hb_port")
-    bind(zmq.ROUTER, "stdin_port")
+    stdin = bind(zmq.ROUTER, "stdin_port")  # kept: a collected socket would unbind the port
     mute = "--mute" in args
     poller = zmq.Poller()
-    for sock in (shell, control, hb):
+    for sock in (shell, control, hb, stdin):
         poller.register(sock, zmq.POLLIN)
 
     def reply(sock: zmq.Socket[bytes], request: Msg, msg_type: str, content: Msg) -> None:

@@ -1,0 +1,417 @@
+"""kernel-nursery against jupyter_client, measured in one run on one machine.
+
+    nox -s bench                     # or: python benchmarks/bench.py --reps 5
+
+For every scenario, a fresh worker process per implementation (kernel-nursery on asyncio,
+kernel-nursery on trio, jupyter_client) measures REPS repetitions; this driver reports the
+median and the interquartile range, and the ratio to jupyter_client. Results go to
+docs/benchmarks/ (results.json, results.md, results.svg), which the docs include.
+
+Scenarios:
+  floor        bare anyio.open_process of a trivial process (the physical floor of a launch)
+  launch       provisioner creation, pre_launch (ports, connection file) and launch_kernel of a
+               trivial process, until it returns (jupyter_client: as AsyncKernelManager does)
+  kill         SIGKILL to the exit being detected (wait() returning)
+  ipykernel    start to ready, graceful shutdown, shutdown(now=True), restart to ready
+  many-N       N minimal kernels started (to ready) and shut down concurrently: wall time,
+               peak RSS and open fds of the managing process
+  idle         CPU time and context switches of the managing process over 10 s, 20 idle kernels
+               (each implementation's supervision on: our supervisor, jupyter_client's restarter)
+
+The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_KERNEL = str(ROOT / "tests" / "helpers" / "fake_kernel.py")
+TRIVIAL = [sys.executable, "-c", "import time; time.sleep(600)", "{connection_file}"]
+IMPLS = ["ours-asyncio", "ours-trio", "jupyter_client"]
+IDLE_SECONDS = 10.0
+IDLE_KERNELS = 20
+#: Idle time before the idle window opens: trio starts processes from worker threads that retire
+#: after 10 s without work, a one-off that is start-up's cost, not supervision's.
+IDLE_SETTLE = 12.0
+
+
+# ====================================================================== workers
+
+
+def rusage() -> tuple[float, int]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_nvcsw + r.ru_nivcsw
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
+    import anyio
+
+    from kernel_nursery import KernelManager, KernelNursery, KernelProvisionerFactory, KernelSpec
+
+    trivial = KernelSpec(argv=TRIVIAL, name="trivial")
+    fake = KernelSpec(argv=[sys.executable, FAKE_KERNEL, "{connection_file}"], name="fake")
+    out: dict[str, Any] = {}
+    if scenario == "floor":
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            proc = await anyio.open_process(TRIVIAL[:3], stdin=None, stdout=None, stderr=None)
+            times.append(time.perf_counter() - t0)
+            proc.kill()
+            await proc.wait()
+        out["spawn"] = times
+    elif scenario in ("launch", "kill"):
+        launch, kill = [], []
+        factory = KernelProvisionerFactory.instance()
+        for i in range(reps):
+            t0 = time.perf_counter()
+            p = factory.create_provisioner_instance(f"k{i}", trivial, None)
+            async with p:
+                kw = await p.pre_launch()  # reserves ports, writes the connection file
+                await p.launch_kernel(kw.pop("cmd"), **kw)
+                t1 = time.perf_counter()
+                await p.kill()
+                await p.wait()
+                t2 = time.perf_counter()
+            launch.append(t1 - t0)
+            kill.append(t2 - t1)
+        out = {"launch": launch} if scenario == "launch" else {"kill": kill}
+    elif scenario == "ipykernel":
+        keys = ("start_to_ready", "graceful_shutdown", "now_shutdown", "restart_to_ready")
+        out = {k: [] for k in keys}
+        for _ in range(reps):
+            async with KernelManager(kernel_name="python3") as km:
+                t0 = time.perf_counter()
+                await km.start_kernel()
+                out["start_to_ready"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                await km.restart_kernel()
+                out["restart_to_ready"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                await km.shutdown_kernel()
+                out["graceful_shutdown"].append(time.perf_counter() - t0)
+            async with KernelManager(kernel_name="python3") as km:
+                await km.start_kernel()
+                t0 = time.perf_counter()
+                await km.shutdown_kernel(now=True)
+                out["now_shutdown"].append(time.perf_counter() - t0)
+    elif scenario == "many":
+        t0 = time.perf_counter()
+        async with KernelNursery() as nursery:
+            async with anyio.create_task_group() as tg:
+                for _ in range(n):
+                    tg.start_soon(lambda: nursery.start_kernel(kernel_spec=fake))
+            out["fds"] = [open_fds()]
+            await nursery.shutdown_all()
+        out["wall"] = [time.perf_counter() - t0]
+        out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    elif scenario == "idle":
+        async with KernelNursery() as nursery:
+            async with anyio.create_task_group() as tg:
+                for _ in range(IDLE_KERNELS):
+                    tg.start_soon(lambda: nursery.start_kernel(kernel_spec=fake))
+            await anyio.sleep(IDLE_SETTLE)
+            cpu0, sw0 = rusage()
+            await anyio.sleep(IDLE_SECONDS)
+            cpu1, sw1 = rusage()
+        out = {"cpu_s": [cpu1 - cpu0], "switches": [sw1 - sw0]}
+    return out
+
+
+async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
+    import asyncio  # jupyter_client is asyncio-only
+
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.ioloop import AsyncIOLoopKernelManager
+
+    out: dict[str, Any] = {}
+
+    async def ready(km: Any) -> Any:
+        kc = km.client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=60)
+        return kc
+
+    if scenario in ("launch", "kill"):
+        launch, kill = [], []
+        for _ in range(reps):
+            # As its AsyncKernelManager does it: provisioner, ports, connection file, launch.
+            km = AsyncKernelManager(kernel_name="trivial")
+            t0 = time.perf_counter()
+            cmd, kw = await km._async_pre_start_kernel()
+            await km.provisioner.launch_kernel(cmd, **kw)
+            t1 = time.perf_counter()
+            p = km.provisioner
+            await p.kill()
+            await p.wait()
+            t2 = time.perf_counter()
+            await p.cleanup()
+            km.cleanup_connection_file()
+            launch.append(t1 - t0)
+            kill.append(t2 - t1)
+        out = {"launch": launch} if scenario == "launch" else {"kill": kill}
+    elif scenario == "ipykernel":
+        keys = ("start_to_ready", "graceful_shutdown", "now_shutdown", "restart_to_ready")
+        out = {k: [] for k in keys}
+        for _ in range(reps):
+            km = AsyncKernelManager(kernel_name="python3")
+            t0 = time.perf_counter()
+            await km.start_kernel()
+            kc = await ready(km)
+            out["start_to_ready"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await km.restart_kernel()
+            await kc.wait_for_ready(timeout=60)
+            out["restart_to_ready"].append(time.perf_counter() - t0)
+            kc.stop_channels()
+            t0 = time.perf_counter()
+            await km.shutdown_kernel()
+            out["graceful_shutdown"].append(time.perf_counter() - t0)
+            km = AsyncKernelManager(kernel_name="python3")
+            await km.start_kernel()
+            kc = await ready(km)
+            kc.stop_channels()
+            t0 = time.perf_counter()
+            await km.shutdown_kernel(now=True)
+            out["now_shutdown"].append(time.perf_counter() - t0)
+    elif scenario == "many":
+        t0 = time.perf_counter()
+        kms = [AsyncKernelManager(kernel_name="fake") for _ in range(n)]
+
+        async def start(km: Any) -> None:
+            await km.start_kernel()
+            (await ready(km)).stop_channels()
+
+        await asyncio.gather(*(start(km) for km in kms))
+        out["fds"] = [open_fds()]
+        await asyncio.gather(*(km.shutdown_kernel() for km in kms))
+        out["wall"] = [time.perf_counter() - t0]
+        out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    elif scenario == "idle":
+        kms = [AsyncIOLoopKernelManager(kernel_name="fake") for _ in range(IDLE_KERNELS)]
+        for km in kms:
+            await km.start_kernel()
+            km.start_restarter()
+        await asyncio.sleep(IDLE_SETTLE)
+        cpu0, sw0 = rusage()
+        await asyncio.sleep(IDLE_SECONDS)
+        cpu1, sw1 = rusage()
+        for km in kms:
+            km.stop_restarter()
+        await asyncio.gather(*(km.shutdown_kernel(now=True) for km in kms))
+        out = {"cpu_s": [cpu1 - cpu0], "switches": [sw1 - sw0]}
+    return out
+
+
+def worker(impl: str, scenario: str, reps: int, n: int) -> None:
+    if impl == "jupyter_client":
+        import asyncio
+
+        result = asyncio.run(theirs(scenario, reps, n))
+    else:
+        import anyio
+
+        result = anyio.run(ours, scenario, reps, n, backend=impl.split("-")[1])
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ====================================================================== driver
+
+
+def run_worker(impl: str, scenario: str, reps: int, n: int, env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", impl, scenario, str(reps), str(n)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return dict(json.loads(line[len("RESULT ") :]))
+    raise RuntimeError(f"{impl} {scenario} failed:\n{proc.stderr[-3000:]}")
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    q = (
+        statistics.quantiles(samples, n=4, method="inclusive")
+        if len(samples) > 1
+        else ([samples[0]] * 3)
+    )
+    return {"median": statistics.median(samples), "q1": q[0], "q3": q[2], "n": len(samples)}
+
+
+def machine() -> dict[str, str]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(dist: str) -> str:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as v
+
+        try:
+            return v(dist)
+        except PackageNotFoundError:
+            return "-"
+
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        **{
+            d: version(d)
+            for d in ("kernel-nursery", "jupyter_client", "ipykernel", "anyio", "trio", "pyzmq")
+        },
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--worker", nargs=4, metavar=("IMPL", "SCENARIO", "REPS", "N"))
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
+    parser.add_argument("--many", default="1,10,50")
+    args = parser.parse_args()
+    if args.worker:
+        impl, scenario, reps, n = args.worker
+        worker(impl, scenario, int(reps), int(n))
+        return
+
+    results: dict[str, Any] = {"machine": machine(), "metrics": {}}
+    with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
+        for name, argv in (
+            ("fake", [sys.executable, FAKE_KERNEL, "{connection_file}"]),
+            ("trivial", TRIVIAL),
+        ):
+            folder = Path(tmp) / "kernels" / name
+            folder.mkdir(parents=True)
+            spec = {"argv": argv, "display_name": name, "language": name}
+            (folder / "kernel.json").write_text(json.dumps(spec))
+        env = {**os.environ, "JUPYTER_PATH": tmp, "JUPYTER_RUNTIME_DIR": str(Path(tmp) / "rt")}
+        plan: list[tuple[str, str, int]] = (
+            [
+                ("floor", "spawn", 0),
+                ("launch", "launch", 0),
+                ("kill", "kill", 0),
+                ("ipykernel", "", 0),
+            ]
+            + [("many", "", int(n)) for n in args.many.split(",")]
+            + [("idle", "", 0)]
+        )
+        for scenario, _, n in plan:
+            for impl in IMPLS:
+                if scenario == "floor" and impl == "jupyter_client":
+                    continue
+                reps = args.reps if scenario not in ("many", "idle") else 1
+                repeats = args.reps if scenario == "many" else 1
+                merged: dict[str, list[float]] = {}
+                for _ in range(repeats):
+                    for key, values in run_worker(impl, scenario, reps, n, env).items():
+                        merged.setdefault(key, []).extend(values)
+                for key, values in merged.items():
+                    name = f"{scenario}-{n}.{key}" if scenario == "many" else f"{scenario}.{key}"
+                    results["metrics"].setdefault(name, {})[impl] = summary(values)
+                    print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
+    write_outputs(results, Path(args.out))
+
+
+UNITS = {"cpu_s": ("s", 1), "switches": ("", 1), "rss_mb": ("MB", 1), "fds": ("", 1)}
+
+
+def fmt(metric: str, value: float) -> str:
+    key = metric.split(".")[-1]
+    unit, scale = UNITS.get(key, ("ms", 1000))
+    number = value * scale
+    return f"{number:.3g} {unit}".strip() if number < 1000 else f"{number:,.0f} {unit}".strip()
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    lines = [
+        f"Measured {m['date']} on {m['cpu'] or 'an unknown CPU'} ({m['cores']} cores), "
+        f"{m['os']}, Python {m['python']}; kernel-nursery {m['kernel-nursery']}, jupyter_client "
+        f"{m['jupyter_client']}, ipykernel {m['ipykernel']}, anyio {m['anyio']}, trio "
+        f"{m['trio']}, pyzmq {m['pyzmq']}.",
+        "",
+        "Median (interquartile range); the ratio is jupyter_client's median divided by ours "
+        "(above 1: we are faster or cheaper).",
+        "",
+        "| metric | ours, asyncio | ours, trio | jupyter_client | ratio (asyncio) | ratio (trio) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for metric, by_impl in results["metrics"].items():
+        cells = []
+        for impl in IMPLS:
+            s = by_impl.get(impl)
+            if s is None:
+                cells.append("—")
+            elif s["n"] > 1:
+                spread = f"{fmt(metric, s['q1'])} to {fmt(metric, s['q3'])}"
+                cells.append(f"{fmt(metric, s['median'])} ({spread})")
+            else:
+                cells.append(fmt(metric, s["median"]))
+        ratios = []
+        base = by_impl.get("jupyter_client")
+        for impl in IMPLS[:2]:
+            s = by_impl.get(impl)
+            ratios.append(
+                "—" if not (base and s and s["median"]) else f"{base['median'] / s['median']:.2f}"
+            )
+        lines.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    plot(results, out / "results.svg")
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [k for k in results["metrics"] if k.split(".")[-1] not in UNITS]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(timed) + 1.5))
+    height = 0.27
+    colours = {"ours-asyncio": "#3b7dd8", "ours-trio": "#2a9d8f", "jupyter_client": "#e76f51"}
+    for i, impl in enumerate(IMPLS):
+        ys = [j + (i - 1) * height for j in range(len(timed))]
+        xs = [results["metrics"][k].get(impl, {}).get("median", 0) * 1000 for k in timed]
+        ax.barh(ys, xs, height=height, label=impl, color=colours[impl])
+    ax.set_yticks(range(len(timed)), timed)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("milliseconds (median, log scale; shorter is better)")
+    ax.legend(loc="upper right")
+    ax.set_title("kernel-nursery and jupyter_client, one run, one machine")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    main()
