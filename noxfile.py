@@ -10,7 +10,7 @@ import nox
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
-# bench is not in the default run (nor in CI's time budget): run it with `nox -s bench`.
+# bench and stress are not in the default run (nor in CI's time budget): `nox -s bench`.
 nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.download_python = "never"
 nox.options.error_on_missing_interpreters = True
@@ -32,6 +32,19 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
     session.run("coverage", "report")
+
+
+@nox.session
+def stress(session: nox.Session) -> None:
+    """The reliability suite's long variants (more fuzz examples, more kernels at once)."""
+    install_groups(session, "test")
+    session.run(
+        "pytest",
+        "tests/reliability",
+        "tests/manager",
+        *session.posargs,
+        env={"KERNEL_NURSERY_STRESS": "1"},
+    )
 
 
 @nox.session

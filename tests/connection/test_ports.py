@@ -60,3 +60,17 @@ def test_ipc_prefix_too_long_for_a_socket_path() -> None:
     with pytest.raises(PortAllocationError, match="Unix socket path"):
         reserve_ports(transport="ipc", ip="/tmp/" + "x" * 120)
     assert not reserved_ports()
+
+
+def test_released_tcp_ports_rest_before_reuse() -> None:
+    """A released tcp port is not handed out again while it rests (a dead kernel's connections
+    on it may linger), though it no longer counts as reserved."""
+    first = reserve_ports(transport="tcp", ip="127.0.0.1")
+    release_ports(transport="tcp", ip="127.0.0.1", ports=first)
+    assert not reserved_ports()
+    later = [reserve_ports(transport="tcp", ip="127.0.0.1") for _ in range(200)]
+    try:
+        assert not set(first) & {p for batch in later for p in batch}
+    finally:
+        for batch in later:
+            release_ports(transport="tcp", ip="127.0.0.1", ports=batch)

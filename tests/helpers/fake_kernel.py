@@ -8,6 +8,7 @@ It binds the five sockets from the connection file (tcp or ipc), answers kernel_
 
 --exit N            exit with status N at once, before binding anything
 --mute              bind, but never answer anything (a kernel that never becomes ready)
+--mute-control      answer on shell, never on control (alive, but deaf to shutdown requests)
 --ignore-shutdown   reply to shutdown_request but keep running
 --ignore-term       ignore SIGTERM
 --crash-after S     exit with status 1, S seconds after starting
@@ -128,7 +129,9 @@ def main(argv: list[str]) -> int:
                 "language_info": {"name": "fake"},
             }
             reply(shell, request, "kernel_info_reply", info_reply)
-        if control in ready:
+        if control in ready and "--mute-control" in args:
+            control.recv_multipart()
+        elif control in ready:
             request = session.parse(control.recv_multipart())
             msg_type = request["header"]["msg_type"]
             if msg_type == "shutdown_request":

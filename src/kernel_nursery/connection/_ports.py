@@ -11,7 +11,9 @@ Where the operating system says which ports it uses for outgoing connections (Li
 starting kernel before the kernel has bound its ports, retrying until it has; each attempt
 takes an ephemeral local port, which could be one of the very ports reserved for the kernel
 (the kernel's bind then fails with "address already in use", or the client connects to
-itself). Ports outside the ephemeral range are never taken that way.
+itself). Ports outside the ephemeral range are never taken that way. And a port one of our
+kernels used rests for :data:`PORT_REST` seconds before it is handed out again, while the dead
+kernel's connections on it may linger.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import secrets
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable
 
 from .._errors import PortAllocationError
@@ -36,6 +39,11 @@ _Key = tuple[str, int]
 
 _lock = threading.Lock()  # a sync lock: reservations may come from several event loops' threads
 _reserved: set[_Key] = set()
+# tcp ports released recently, with when: a dead kernel's connections on its ports linger
+# (FIN_WAIT_2, TIME_WAIT) for up to a minute, and may stop the next kernel binding the port.
+_released: dict[int, float] = {}
+#: Seconds a released tcp port rests before it is handed out again (TCP's TIME_WAIT length).
+PORT_REST = 60.0
 
 _MAX_ATTEMPTS = 200
 _IN_USE = {errno.EADDRINUSE, errno.EACCES}
@@ -68,10 +76,16 @@ def reserve_ports(*, transport: Transport, ip: str, count: int = 5) -> list[int]
 
 
 def release_ports(*, transport: Transport, ip: str, ports: Iterable[int]) -> None:
-    """Return ports to the pool. Releasing a port that is not reserved does nothing."""
+    """Return ports to the pool (tcp ports after :data:`PORT_REST` seconds). Releasing a port
+    that is not reserved does nothing."""
+    now = time.monotonic()
     with _lock:
         for port in ports:
-            _reserved.discard(_key(transport, ip, port))
+            key = _key(transport, ip, port)
+            if key in _reserved:
+                _reserved.discard(key)
+                if transport == "tcp":
+                    _released[port] = now
 
 
 def reserved_ports() -> frozenset[tuple[str, int]]:
@@ -119,7 +133,7 @@ def _free_tcp_ports(ip: str, count: int) -> list[int]:
             candidate = 0  # let the OS choose
             if below and ephemeral is not None:
                 candidate = _LOWEST_PORT + secrets.randbelow(ephemeral[0] - _LOWEST_PORT)
-            if candidate in ports or ("tcp", candidate) in _reserved:
+            if candidate in ports or ("tcp", candidate) in _reserved or _resting(candidate):
                 continue
             sock = socket.socket(family, socket.SOCK_STREAM)
             held.append(sock)  # kept open until we are done, so the ports differ
@@ -133,12 +147,23 @@ def _free_tcp_ports(ip: str, count: int) -> list[int]:
                     "is it an address of this machine?"
                 ) from exc
             port = sock.getsockname()[1]
-            if ("tcp", port) not in _reserved:
+            if ("tcp", port) not in _reserved and not _resting(port):
                 ports.append(port)
     finally:
         for sock in held:
             sock.close()
     return ports
+
+
+def _resting(port: int) -> bool:
+    """Whether *port* was released less than PORT_REST seconds ago (forgets older ones)."""
+    released = _released.get(port)
+    if released is None:
+        return False
+    if time.monotonic() - released < PORT_REST:
+        return True
+    del _released[port]
+    return False
 
 
 def _free_ipc_numbers(prefix: str, count: int) -> list[int]:

@@ -1,0 +1,63 @@
+"""Cancellation fuzz: any operation, cancelled after any delay, leaves the manager's state in
+agreement with the operating system's, and nothing at all once the manager is closed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kernel_nursery import KernelManager, KernelSpec
+from kernel_nursery.connection import reserved_ports
+
+from ..helpers.kernels import pid_of
+from ..helpers.procs import is_running, live_children
+
+STRESS = bool(os.environ.get("KERNEL_NURSERY_STRESS"))
+
+OPERATIONS = ["start", "restart", "restart-newports", "shutdown", "shutdown-now", "interrupt"]
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(600 if STRESS else 180)
+@settings(
+    max_examples=200 if STRESS else 12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(operation=st.sampled_from(OPERATIONS), delay=st.floats(0, 0.25))
+async def test_cancel_any_operation_at_any_time(
+    fake_spec: Callable[..., KernelSpec],
+    jupyter_dirs: dict[str, Path],
+    operation: str,
+    delay: float,
+) -> None:
+    """Cancel an operation after a random delay; check the state, then that nothing remains."""
+    async with KernelManager(kernel_spec=fake_spec(), shutdown_wait_time=0.3) as km:
+        if operation != "start":
+            await km.start_kernel()
+        with anyio.move_on_after(delay):
+            if operation == "start":
+                await km.start_kernel()
+            elif operation.startswith("restart"):
+                await km.restart_kernel(newports=operation.endswith("newports"))
+            elif operation.startswith("shutdown"):
+                await km.shutdown_kernel(now=operation.endswith("now"))
+            else:
+                await km.interrupt_kernel()
+        # What the manager believes agrees with the operating system.
+        if km.has_kernel:
+            pid = await pid_of(km)
+            assert is_running(pid) == await km.is_alive() or await km.is_alive() is False
+            assert set(live_children()) <= {pid} | set(live_children())
+        else:
+            assert not live_children()
+    assert not live_children()
+    assert not reserved_ports()
+    runtime = jupyter_dirs["runtime"]
+    assert not (runtime.exists() and list(runtime.glob("kernel-*")))
