@@ -1,0 +1,25 @@
+"""The messaging example under asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kernel_nursery import KernelClient, KernelSpecManager, LocalProvisioner, stop_process
+
+
+async def main() -> None:
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    async with LocalProvisioner(kernel_spec=spec) as kernel:
+        launch = await kernel.pre_launch()
+        info = await kernel.launch_kernel(launch.pop("cmd"), **launch)
+        async with KernelClient(info, wait_for_exit=kernel.wait) as client:
+            await client.wait_for_ready(timeout=60)
+            result = await client.execute("import sys; print(sys.version_info[:2])", timeout=30)
+            print("stdout:", result.stdout.strip())
+            failed = await client.execute("1 / 0", timeout=30)
+            print("error:", failed.error["ename"] if failed.error else None)
+            await client.shutdown(timeout=10)
+        print("exit status:", await stop_process(kernel, shutdown_requested=True))
+
+
+asyncio.run(main())
