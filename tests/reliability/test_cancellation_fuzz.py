@@ -50,11 +50,13 @@ async def test_cancel_any_operation_at_any_time(
                 await km.shutdown_kernel(now=operation.endswith("now"))
             else:
                 await km.interrupt_kernel()
-        # What the manager believes agrees with the operating system.
+        # What the manager believes agrees with the operating system: it never loses track of a
+        # running process. (The converse may lag for a moment: asyncio learns of an exit from its
+        # child watcher, so a just-exited kernel can still read as alive.)
         if km.has_kernel:
             pid = await pid_of(km)
-            assert is_running(pid) == await km.is_alive() or await km.is_alive() is False
-            assert set(live_children()) <= {pid} | set(live_children())
+            assert live_children() <= {pid}
+            assert not is_running(pid) or await km.is_alive()
         else:
             assert not live_children()
     assert not live_children()
