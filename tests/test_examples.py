@@ -51,7 +51,8 @@ def test_launch_examples(name: str) -> None:
 @pytest.mark.parametrize("index", range(len(readme_blocks())))
 def test_readme_examples(index: int) -> None:
     """Each python block of the README runs its kernel and prints what the code printed."""
-    assert run_python(readme_blocks()[index]).endswith("42\n")
+    # A line of its own: the kernel's banner shares the stdout, and may be flushed after it.
+    assert "42" in run_python(readme_blocks()[index]).splitlines()
 
 
 @pytest.mark.parametrize("name", ["manager_trio.py", "manager_asyncio.py"])

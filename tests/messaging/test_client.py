@@ -219,3 +219,15 @@ async def test_exception_in_block_propagates_unwrapped() -> None:
                 raise KeyError("mine")
     finally:
         release_connection_info(info)
+
+
+async def test_fresh_clients_execute_at_once_without_losing_output() -> None:
+    """A new client's first execute never loses its outputs to iopub's slow subscription
+    (it used to wait forever for an idle status published before it subscribed)."""
+    async with running_kernel() as (p, info):
+        async with KernelClient(info, wait_for_exit=p.wait) as kc:
+            await kc.wait_for_ready(timeout=60)
+        for i in range(100):
+            async with KernelClient(info, wait_for_exit=p.wait) as kc:
+                result = await kc.execute(f"print({i})", timeout=30)
+                assert result.stdout == f"{i}\n"

@@ -12,8 +12,14 @@ starting kernel before the kernel has bound its ports, retrying until it has; ea
 takes an ephemeral local port, which could be one of the very ports reserved for the kernel
 (the kernel's bind then fails with "address already in use", or the client connects to
 itself). Ports outside the ephemeral range are never taken that way. And a port one of our
-kernels used rests for :data:`PORT_REST` seconds before it is handed out again, while the dead
-kernel's connections on it may linger.
+kernels used rests for :data:`PORT_REST` seconds before it is handed out again: the dead
+kernel's connections on it linger (FIN_WAIT_2, TIME_WAIT) for up to a minute, and a kernel
+that binds without SO_REUSEADDR would be refused the port meanwhile (libzmq sets it; this is
+for kernels that do not).
+
+Across processes nothing is shared: two programs may still choose the same free port in the
+moment before either kernel binds it. That race is inherent to Jupyter's design, in which the
+kernel, not its manager, binds the ports.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ _Key = tuple[str, int]
 _lock = threading.Lock()  # a sync lock: reservations may come from several event loops' threads
 _reserved: set[_Key] = set()
 # tcp ports released recently, with when: a dead kernel's connections on its ports linger
-# (FIN_WAIT_2, TIME_WAIT) for up to a minute, and may stop the next kernel binding the port.
+# (FIN_WAIT_2, TIME_WAIT) for up to a minute, refusing a bind without SO_REUSEADDR meanwhile.
 _released: dict[int, float] = {}
 #: Seconds a released tcp port rests before it is handed out again (TCP's TIME_WAIT length).
 PORT_REST = 60.0

@@ -336,14 +336,14 @@ class KernelClient:
         """The kernel's ``kernel_info_reply`` (language, protocol version, banner...)."""
         return await self.request("shell", "kernel_info_request", timeout=timeout)
 
-    async def wait_for_ready(self, timeout: float = 60.0) -> Message:
+    async def wait_for_ready(self, timeout: float | None = 60.0) -> Message:
         """Wait until the kernel answers on shell and publishes on iopub; return its info.
 
         A kernel that is still starting is given until *timeout*. A request is sent again only
         when the kernel answered but the iopub subscription had not yet taken effect.
 
         Raises:
-            KernelTimeoutError: the kernel was not ready within *timeout*.
+            KernelTimeoutError: the kernel was not ready within *timeout* (``None``: no limit).
             KernelDiedError: the kernel died meanwhile (when the client can see its process).
         """
 
@@ -372,8 +372,9 @@ class KernelClient:
         """Run *code* in the kernel; return the reply and the outputs it published.
 
         Returns once the kernel has replied *and* reported itself idle for this request on
-        iopub, so every output is included. *output_hook*, if given, is called with each output
-        message as it arrives (to stream them).
+        iopub, so every output is included. A client's first execute waits, within *timeout*,
+        until its iopub channel is connected, so that no output is lost. *output_hook*, if
+        given, is called with each output message as it arrives (to stream them).
 
         Raises:
             KernelTimeoutError, KernelDiedError, ChannelClosedError: as :meth:`request`.
@@ -400,19 +401,23 @@ class KernelClient:
             elif out.msg_type == "status" and out.content.get("execution_state") == "idle":
                 idle.set()
 
-        self._collectors[msg.msg_id] = collect
-        try:
-            pending = await self._send("shell", msg)
-
-            async def finished() -> Message:
+        async def run() -> Message:
+            if not self._iopub_seen.is_set():
+                # A new client's iopub subscription may not have reached the kernel yet, and
+                # what the kernel publishes before it does is lost: this request's outputs and
+                # its idle status. Make sure iopub is connected first (once per client).
+                await self.wait_for_ready(timeout=None)
+            self._collectors[msg.msg_id] = collect
+            try:
+                pending = await self._send("shell", msg)
                 reply = await pending.wait()
                 await idle.wait()
                 return reply
+            finally:
+                self._collectors.pop(msg.msg_id, None)
+                self._pending.pop(msg.msg_id, None)
 
-            reply = await _within(timeout, finished(), "execute_request")
-        finally:
-            self._collectors.pop(msg.msg_id, None)
-            self._pending.pop(msg.msg_id, None)
+        reply = await _within(timeout, run(), "execute_request")
         return ExecuteResult(reply=reply, outputs=outputs)
 
     async def interrupt(self, *, timeout: float | None = None) -> Message:
