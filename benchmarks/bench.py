@@ -343,11 +343,13 @@ def main() -> None:
 UNITS = {"cpu_s": ("s", 1), "switches": ("", 1), "rss_mb": ("MB", 1), "fds": ("", 1)}
 
 
-def fmt(metric: str, value: float) -> str:
+def fmt(metric: str, value: float, *, unit: bool = True) -> str:
+    """*value* in the metric's unit (ms for times), with the unit unless *unit* is false."""
     key = metric.split(".")[-1]
-    unit, scale = UNITS.get(key, ("ms", 1000))
+    name, scale = UNITS.get(key, ("ms", 1000))
     number = value * scale
-    return f"{number:.3g} {unit}".strip() if number < 1000 else f"{number:,.0f} {unit}".strip()
+    text = f"{number:.3g}" if number < 1000 else f"{number:,.0f}"
+    return f"{text} {name}".strip() if unit else text
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> None:
@@ -373,7 +375,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
             if s is None:
                 cells.append("—")
             elif s["n"] > 1:
-                spread = f"{fmt(metric, s['q1'])} to {fmt(metric, s['q3'])}"
+                spread = f"{fmt(metric, s['q1'], unit=False)} to {fmt(metric, s['q3'], unit=False)}"
                 cells.append(f"{fmt(metric, s['median'])} ({spread})")
             else:
                 cells.append(fmt(metric, s["median"]))

@@ -36,6 +36,10 @@ napoleon_numpy_docstring = False
 
 html_theme = "alabaster"
 html_title = "kernel-nursery"
+# Wide enough for the examples and the lifecycle diagrams without sideways scrolling.
+html_theme_options = {"page_width": "1240px", "sidebar_width": "230px", "body_max_width": "none"}
+# Blocks without a language (diagrams, tables of layers) are plain text, not Python.
+highlight_language = "text"
 
 #: The configurable classes whose traits make the configuration page.
 CONFIGURABLES: list[type[HasTraits]] = [
