@@ -153,7 +153,7 @@ class StartApp(KernelNurseryCommand):
     async def _serve(self, kernel_name: str) -> int:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with self.kernel_manager(kernel_name) as km, km.events() as events:
-                async with _spinner(f"Starting kernel {kernel_name}"):
+                async with _Spinner(f"Starting kernel {kernel_name}"):
                     await km.start_kernel()
                 assert km.provisioner is not None
                 connection_file = getattr(km.provisioner, "connection_file", "")
@@ -223,7 +223,7 @@ class RunApp(KernelNurseryCommand):
 
     async def _run(self, kernel_name: str, code: str) -> int:
         async with self.kernel_manager(kernel_name) as km:
-            async with _spinner(f"Starting kernel {kernel_name}"):
+            async with _Spinner(f"Starting kernel {kernel_name}"):
                 await km.start_kernel()
             async with km.client() as kc:
                 result = await kc.execute(code, output_hook=_print_output)
@@ -282,10 +282,6 @@ class _Spinner:
         await self._tg.__aexit__(None, None, None)
         sys.stderr.write("\r\x1b[2K")
         sys.stderr.flush()
-
-
-def _spinner(message: str) -> _Spinner:
-    return _Spinner(message)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> None:

@@ -185,13 +185,8 @@ class KernelManager(LoggingConfigurable):
         await self._group.close()
 
     async def _close(self) -> None:
-        with anyio.CancelScope(shield=True):
-            async with self._lock:
-                if self.provisioner is not None:
-                    status = await self._stop(now=False, restart=False)
-                    self.provisioner = None
-                    self._emit("shutdown", status)
-            self._events.close()
+        await self.shutdown_kernel()  # shielded; does nothing when no kernel runs
+        self._events.close()
         self._tg = None
 
     def _task_group(self) -> anyio.abc.TaskGroup:
@@ -247,12 +242,7 @@ class KernelManager(LoggingConfigurable):
         async with self._lock:
             if self.provisioner is not None:
                 raise KernelStateError(f"kernel {self.kernel_id} has already been started")
-            spec = self.kernel_spec
-            provisioner = KernelProvisionerFactory.instance().create_provisioner_instance(
-                self.kernel_id, spec, parent=self
-            )
-            self._configure(provisioner, spec)
-            self.provisioner = provisioner
+            self.provisioner = self._new_provisioner()
             self._launch_kwargs = dict(kwargs)
             self._rapid_deaths = 0
             self._dead = False
@@ -260,15 +250,21 @@ class KernelManager(LoggingConfigurable):
             await self._start_incarnation()
             self._emit("started")
 
-    def _configure(self, provisioner: KernelProvisionerBase, spec: KernelSpec) -> None:
-        """Pass the manager's transport and ip to a provisioner that has them, unless the
-        kernel spec's own provisioner config sets them."""
+    def _new_provisioner(self) -> KernelProvisionerBase:
+        """The provisioner the kernel spec asks for, from the factory, given the manager's
+        transport and ip where it has those traits and the spec's own config does not set them.
+        """
+        spec = self.kernel_spec
+        provisioner = KernelProvisionerFactory.instance().create_provisioner_instance(
+            self.kernel_id, spec, parent=self
+        )
         stanza = spec.kernel_provisioner
         from_spec = set(stanza["config"]) if stanza else set()
         for name in ("transport", "ip"):
             value = getattr(self, name)
             if value and provisioner.has_trait(name) and name not in from_spec:
                 provisioner.set_trait(name, value)
+        return provisioner
 
     async def _start_incarnation(self) -> None:
         """Launch, attach the client and the supervisor, and wait for readiness; on any
@@ -460,10 +456,7 @@ class KernelManager(LoggingConfigurable):
             await self._stop(now=now, restart=not newports)
             if newports:
                 # cleanup(restart=False) ended that provisioner's life; the kernel gets a new one.
-                self.provisioner = KernelProvisionerFactory.instance().create_provisioner_instance(
-                    self.kernel_id, self.kernel_spec, parent=self
-                )
-                self._configure(self.provisioner, self.kernel_spec)
+                self.provisioner = self._new_provisioner()
             self._launch_kwargs.update(kwargs)
             self._rapid_deaths = 0
             self._dead = False

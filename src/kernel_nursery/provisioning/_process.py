@@ -202,12 +202,9 @@ def _group_members(pgid: int) -> list[int]:
     for name in entries:
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
+        fields = _stat_fields(int(name))
+        if fields is None:
             continue  # exited meanwhile
-        fields = stat[stat.rindex(b")") + 2 :].split()
         # fields[0] is the state (field 3), fields[2] the process group (field 5)
         if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             members.append(int(name))
@@ -219,11 +216,17 @@ def process_start_time(pid: int) -> int | None:
     which tells a process from a later one that reuses its pid; ``None`` where unavailable."""
     if not sys.platform.startswith("linux"):
         return None
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` from field 3 (the state) on, or ``None`` when the
+    process is gone. The command name (field 2) is in parentheses and may itself contain
+    spaces or ')', so the split starts after the last ')'."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return stat[stat.rindex(b")") + 2 :].split()
