@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -13,17 +16,26 @@ from kernel_nursery import (
     ChannelClosedError,
     KernelClient,
     KernelDiedError,
+    KernelNurseryError,
+    KernelSpec,
     KernelTimeoutError,
+    LocalProvisioner,
     Message,
     Session,
 )
-from kernel_nursery.connection import new_connection_info, release_connection_info
+from kernel_nursery.connection import (
+    ConnectionInfo,
+    new_connection_info,
+    release_connection_info,
+)
 
 from ..helpers.kernels import running_kernel
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 KERNELS = ["python3", "xpython"]
+
+SpecFactory = Callable[..., KernelSpec]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -231,3 +243,104 @@ async def test_fresh_clients_execute_at_once_without_losing_output() -> None:
             async with KernelClient(info, wait_for_exit=p.wait) as kc:
                 result = await kc.execute(f"print({i})", timeout=30)
                 assert result.stdout == f"{i}\n"
+
+
+# ---------------------------------------------------------------- fresh exceptions
+
+
+def tb_length(exc: BaseException) -> int:
+    """How many frames *exc*'s traceback holds."""
+    return len(traceback.extract_tb(exc.__traceback__))
+
+
+async def failures(request: Callable[[], Awaitable[object]], times: int = 2) -> list[BaseException]:
+    """Await *request* *times* times, one after the other; return what each raised."""
+    errors: list[BaseException] = []
+    for _ in range(times):
+        try:
+            await request()
+        except KernelNurseryError as exc:
+            errors.append(exc)
+    assert len(errors) == times, "a request succeeded"
+    return errors
+
+
+def all_distinct(errors: Sequence[BaseException]) -> bool:
+    """Whether no exception object appears twice in *errors*."""
+    return all(a is not b for a, b in itertools.combinations(errors, 2))
+
+
+async def launch(p: LocalProvisioner) -> ConnectionInfo:
+    """The manager's launch sequence: pre_launch, launch_kernel, post_launch."""
+    kw = await p.pre_launch()
+    info = await p.launch_kernel(kw.pop("cmd"), **kw)
+    await p.post_launch(**kw)
+    return info
+
+
+async def test_closed_client_raises_a_fresh_error_each_time() -> None:
+    """Each request on a closed client raises a new ChannelClosedError whose traceback has not
+    grown from earlier raises."""
+    info = new_connection_info()
+    try:
+        async with KernelClient(info) as kc:
+            pass
+        first, second = await failures(kc.kernel_info)
+        assert isinstance(first, ChannelClosedError) and isinstance(second, ChannelClosedError)
+        assert first is not second
+        assert tb_length(second) <= tb_length(first)
+    finally:
+        release_connection_info(info)
+
+
+async def test_waiters_at_close_get_distinct_errors() -> None:
+    """Requests waiting when the client closes each get their own ChannelClosedError."""
+    info = new_connection_info()  # nothing listens: the requests wait until the close
+    try:
+        errors: list[BaseException] = []
+
+        async def ask(kc: KernelClient) -> None:
+            with pytest.raises(ChannelClosedError) as caught:
+                await kc.kernel_info()
+            errors.append(caught.value)
+
+        async with anyio.create_task_group() as tg, KernelClient(info) as kc:
+            for _ in range(3):
+                tg.start_soon(ask, kc)
+            await anyio.wait_all_tasks_blocked()
+        assert len(errors) == 3 and all_distinct(errors)
+        assert len({tb_length(e) for e in errors}) == 1
+    finally:
+        release_connection_info(info)
+
+
+async def test_dead_kernel_fails_waiters_and_later_requests_with_fresh_errors(
+    fake_spec: SpecFactory,
+) -> None:
+    """When the kernel dies, each waiting request and each later request gets its own
+    KernelDiedError, none with a traceback grown by another raise."""
+    async with LocalProvisioner(kernel_spec=fake_spec("--mute-control")) as p:
+        info = await launch(p)
+        async with KernelClient(info, wait_for_exit=p.wait) as kc:
+            await kc.wait_for_ready(timeout=30)
+            errors: list[BaseException] = []
+
+            async def ask() -> None:
+                with pytest.raises(KernelDiedError) as caught:
+                    await kc.interrupt()  # never answered by this kernel
+                errors.append(caught.value)
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(3):
+                        tg.start_soon(ask)
+                    await anyio.wait_all_tasks_blocked()
+                    await p.kill()
+            assert len(errors) == 3 and all_distinct(errors)
+            assert {e.exit_status for e in errors if isinstance(e, KernelDiedError)} == {
+                -signal.SIGKILL
+            }
+            later = await failures(kc.kernel_info)
+            assert all(isinstance(e, KernelDiedError) for e in later)
+            assert all_distinct(errors + later)
+            assert tb_length(later[1]) <= tb_length(later[0])

@@ -23,6 +23,9 @@ __all__ = ["ExecuteResult", "KernelClient"]
 
 Channel = Literal["shell", "control"]
 OutputHook = Callable[[Message], None]
+#: Makes the exception that requests fail with while the client cannot serve them. A new one
+#: each time: an exception object raised twice carries both tracebacks, and waiters would share.
+_ErrorFactory = Callable[[], Exception]
 
 #: iopub message types that carry the outputs of an execution.
 OUTPUT_TYPES = frozenset(
@@ -103,22 +106,23 @@ class _Pending:
     def __init__(self) -> None:
         self.done = anyio.Event()
         self.reply: Message | None = None
-        self.error: BaseException | None = None
+        self.failure: _ErrorFactory | None = None
 
     def resolve(self, reply: Message) -> None:
         if not self.done.is_set():
             self.reply = reply
             self.done.set()
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, failure: _ErrorFactory) -> None:
         if not self.done.is_set():
-            self.error = error
+            self.failure = failure
             self.done.set()
 
     async def wait(self) -> Message:
+        """The reply; or a new exception from the failure factory, if the request failed."""
         await self.done.wait()
-        if self.error is not None:
-            raise self.error
+        if self.failure is not None:
+            raise self.failure()
         assert self.reply is not None
         return self.reply
 
@@ -170,7 +174,8 @@ class KernelClient:
         self._sockets: dict[str, AsyncSocket] = {}
         self._group = OwnedTaskGroup()
         self._tg_scope: anyio.CancelScope | None = None
-        self._closed_error: BaseException | None = None
+        #: Why requests fail at once (closed client, dead kernel); None while they can be made.
+        self._failure: _ErrorFactory | None = None
 
     @classmethod
     def from_connection_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> KernelClient:
@@ -239,7 +244,7 @@ class KernelClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._fail_all(ChannelClosedError("the kernel client was closed"))
+        self._fail_all(lambda: ChannelClosedError("the kernel client was closed"))
         await self._group.close()
 
     def _stop(self) -> None:
@@ -253,15 +258,18 @@ class KernelClient:
             sock.close()
         self._sockets.clear()
 
-    def _fail_all(self, error: BaseException) -> None:
-        if self._closed_error is None:
-            self._closed_error = error
+    def _fail_all(self, failure: _ErrorFactory) -> None:
+        """Fail every waiting request, and every later one, with exceptions from *failure*
+        (unless an earlier failure already holds)."""
+        if self._failure is None:
+            self._failure = failure
         for pending in self._pending.values():
-            pending.fail(error)
+            pending.fail(failure)
 
     async def _watch_exit(self, wait_for_exit: Callable[[], Awaitable[int | None]]) -> None:
         status = await wait_for_exit()
-        self._fail_all(KernelDiedError(f"the kernel exited (status {status})", exit_status=status))
+        message = f"the kernel exited (status {status})"
+        self._fail_all(lambda: KernelDiedError(message, exit_status=status))
 
     # ------------------------------------------------------------------ receiving
 
@@ -291,8 +299,8 @@ class KernelClient:
     # ------------------------------------------------------------------ requests
 
     def _socket(self, name: str) -> AsyncSocket:
-        if self._closed_error is not None:
-            raise self._closed_error
+        if self._failure is not None:
+            raise self._failure()
         sock = self._sockets.get(name)
         if sock is None:
             raise ChannelClosedError("the kernel client is not open (use 'async with')")
