@@ -29,6 +29,7 @@ from ._errors import (
     ProvisionerError,
     UnknownKernelError,
 )
+from ._signals import SignalCancel, cancel_on_signals
 from ._version import __version__
 from .connection import ConnectionInfo, read_connection_file, write_connection_file
 from .kernelspec import KernelSpec, KernelSpecManager
@@ -69,8 +70,10 @@ __all__ = [
     "ProvisionerConfigError",
     "ProvisionerError",
     "Session",
+    "SignalCancel",
     "UnknownKernelError",
     "__version__",
+    "cancel_on_signals",
     "read_connection_file",
     "start_kernel",
     "stop_process",
