@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import signal
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -344,3 +345,99 @@ async def test_dead_kernel_fails_waiters_and_later_requests_with_fresh_errors(
             assert all(isinstance(e, KernelDiedError) for e in later)
             assert all_distinct(errors + later)
             assert tb_length(later[1]) <= tb_length(later[0])
+
+
+# ---------------------------------------------------------------- heartbeat
+
+
+@asynccontextmanager
+async def stopped(p: LocalProvisioner) -> AsyncIterator[None]:
+    """SIGSTOP the kernel for the block; SIGCONT it however the block ends."""
+    await p.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        await p.send_signal(signal.SIGCONT)
+
+
+@asynccontextmanager
+async def fake_client(
+    spec: KernelSpec,
+) -> AsyncIterator[tuple[LocalProvisioner, KernelClient]]:
+    """A fake kernel and a ready client of it."""
+    async with LocalProvisioner(kernel_spec=spec) as p:
+        info = await launch(p)
+        async with KernelClient(info, wait_for_exit=p.wait) as kc:
+            await kc.wait_for_ready(timeout=30)
+            yield p, kc
+
+
+async def test_beat_cancelled_at_once_leaves_heartbeat_usable(fake_spec: SpecFactory) -> None:
+    """A beat cancelled by an expired scope does not break the next beats."""
+    async with fake_client(fake_spec()) as (_, kc):
+        for _ in range(3):
+            with anyio.move_on_after(0):
+                await kc.heartbeat(timeout=10)
+            assert await kc.heartbeat(timeout=10)
+
+
+async def test_beat_cancelled_while_awaiting_its_echo_leaves_heartbeat_usable(
+    fake_spec: SpecFactory,
+) -> None:
+    """A beat cancelled after its ping was sent (kernel stopped) does not break the next beat."""
+    async with fake_client(fake_spec()) as (p, kc):
+        async with stopped(p), anyio.create_task_group() as tg:
+            tg.start_soon(kc.heartbeat, 30)
+            await anyio.wait_all_tasks_blocked()  # the ping is sent; the echo cannot come
+            tg.cancel_scope.cancel()
+        assert await kc.heartbeat(timeout=10)
+
+
+async def test_concurrent_beats_all_succeed(fake_spec: SpecFactory) -> None:
+    """Three heartbeat() calls at once each get their echo."""
+    async with fake_client(fake_spec()) as (_, kc):
+        results: list[bool] = []
+
+        async def beat() -> None:
+            results.append(await kc.heartbeat(timeout=10))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(beat)
+        assert results == [True, True, True]
+
+
+async def test_stopped_kernel_misses_beats_then_beats_again(fake_spec: SpecFactory) -> None:
+    """A stopped kernel's beat is False within the timeout; once it runs again, True."""
+    async with fake_client(fake_spec()) as (p, kc):
+        async with stopped(p):
+            with anyio.fail_after(5):
+                assert not await kc.heartbeat(timeout=0.2)
+                assert not await kc.heartbeat(timeout=0.2)
+        assert await kc.heartbeat(timeout=10)
+
+
+async def test_waiting_for_another_beat_is_bounded_by_the_callers_scope(
+    fake_spec: SpecFactory,
+) -> None:
+    """A beat queued behind a hung one is ended by its caller's cancel scope."""
+    async with fake_client(fake_spec()) as (p, kc):
+        async with stopped(p), anyio.create_task_group() as tg:
+            tg.start_soon(kc.heartbeat, 60)
+            await anyio.wait_all_tasks_blocked()
+            with anyio.fail_after(5), anyio.move_on_after(0.1) as scope:
+                await kc.heartbeat(timeout=60)
+            assert scope.cancelled_caught
+            tg.cancel_scope.cancel()
+        assert await kc.heartbeat(timeout=10)
+
+
+async def test_monitor_heartbeat_cancelled_anywhere_leaves_client_usable(
+    fake_spec: SpecFactory,
+) -> None:
+    """monitor_heartbeat cut off after any delay leaves the heartbeat working."""
+    async with fake_client(fake_spec()) as (_, kc):
+        for i in range(30):
+            with anyio.move_on_after(i * 0.0005):
+                await kc.monitor_heartbeat(interval=0.0005, timeout=10)
+            assert await kc.heartbeat(timeout=10)

@@ -172,6 +172,8 @@ class KernelClient:
         self._collectors: dict[str, Callable[[Message], None]] = {}
         self._iopub_seen = anyio.Event()
         self._sockets: dict[str, AsyncSocket] = {}
+        # A REQ socket carries one beat at a time: concurrent heartbeat() calls take turns.
+        self._hb_lock = anyio.Lock()
         self._group = OwnedTaskGroup()
         self._tg_scope: anyio.CancelScope | None = None
         #: Why requests fail at once (closed client, dead kernel); None while they can be made.
@@ -447,17 +449,43 @@ class KernelClient:
     async def heartbeat(self, timeout: float = 1.0) -> bool:
         """Send one heartbeat; whether the kernel echoed it within *timeout* seconds.
 
-        A beat that goes unanswered leaves the heartbeat socket waiting for it, so it is
-        replaced by a fresh one before the next beat.
+        Beats take turns (a heartbeat socket carries one at a time): a call made while another
+        beat is under way waits for it, and *timeout* counts from the call, that wait included;
+        the caller's cancel scopes bound the wait as well.
+
+        A beat that does not end with its echo (unanswered, cancelled at any point, or failed)
+        leaves the socket waiting for that echo, so the socket is replaced by a fresh one
+        before the call returns or raises: cancelling a beat leaves the client ready for the
+        next, and the kernel is not affected.
+
+        Raises:
+            KernelDiedError: the kernel has died (when the client can see its process).
+            ChannelClosedError: the client is not open, or was closed during the beat.
         """
-        sock = self._socket("hb")
-        ping = os.urandom(8)
-        await sock.send_multipart([ping])
+        echoed = False
         with anyio.move_on_after(timeout):
-            return await sock.recv_multipart() == [ping]
-        sock.close()
-        self._open("hb", zmq.REQ, "hb_port")
-        return False
+            async with self._hb_lock:
+                sock = self._socket("hb")
+                ping = os.urandom(8)
+                try:
+                    await sock.send_multipart([ping])
+                    echoed = await sock.recv_multipart() == [ping]
+                except anyio.ClosedResourceError:
+                    # The client closed, or moved to a restarted kernel's sockets, meanwhile.
+                    self._socket("hb")  # raises if the client can no longer beat
+                finally:
+                    if not echoed:
+                        self._replace_hb(sock)
+        return echoed
+
+    def _replace_hb(self, stale: AsyncSocket) -> None:
+        """Close *stale*, and open a fresh heartbeat socket if *stale* was the client's own.
+
+        Synchronous, so that cancellation cannot leave the client without a usable socket.
+        """
+        stale.close()
+        if self._sockets.get("hb") is stale:
+            self._open("hb", zmq.REQ, "hb_port")
 
     async def monitor_heartbeat(self, *, interval: float = 3.0, timeout: float = 3.0) -> None:
         """Beat every *interval* seconds; return when a beat is not echoed within *timeout*.
@@ -468,6 +496,12 @@ class KernelClient:
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch, kc)  # awaits kc.monitor_heartbeat(), then reacts
+
+        It may be cancelled at any point: the client stays usable (see :meth:`heartbeat`),
+        and other calls of :meth:`heartbeat` may run alongside it.
+
+        Raises:
+            KernelDiedError, ChannelClosedError: as :meth:`heartbeat`.
         """
         # The sleep is the heartbeat protocol's own rhythm, not a poll of our state.
         while await self.heartbeat(timeout):  # noqa: ASYNC110
