@@ -6,14 +6,19 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from kernel_nursery import KernelClient
 
 from ..conftest import FAKE_KERNEL, write_kernel
+from ..helpers.procs import is_running, live_children
 
 BACKENDS = ["asyncio", "trio"]
 pytestmark = pytest.mark.timeout(120)
@@ -154,34 +159,87 @@ def test_config_flags_reach_the_manager(kernels: Path) -> None:
     assert "did not answer within 0.5 s" in out.stderr
 
 
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+
+@asynccontextmanager
+async def command(*args: str) -> AsyncIterator[tuple[anyio.abc.Process, BufferedByteReceiveStream]]:
+    """Run ``python -m kernel_nursery ARGS``; yield it with its standard output. It is killed
+    if the test fails before it exits."""
+    proc = await anyio.open_process([sys.executable, "-m", "kernel_nursery", *args])
+    assert proc.stdout is not None
+    try:
+        yield proc, BufferedByteReceiveStream(proc.stdout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        with anyio.CancelScope(shield=True):
+            await proc.aclose()
+
+
+async def first_line(stdout: BufferedByteReceiveStream) -> str:
+    """The first line the command prints, once it does."""
+    with anyio.fail_after(60):
+        return (await stdout.receive_until(b"\n", 10_000)).decode()
+
+
+async def exit_status(proc: anyio.abc.Process) -> tuple[int, str]:
+    """Await the command's exit (the kernel's shutdown is bounded) and read its stderr."""
+    with anyio.fail_after(60):
+        status = await proc.wait()
+    assert proc.stderr is not None
+    err = b""
+    with anyio.fail_after(10):
+        try:
+            while True:
+                err += await proc.stderr.receive()
+        except anyio.EndOfStream:
+            pass
+    return status, err.decode()
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize("backend", BACKENDS)
-async def test_start_serves_until_interrupted(backend: str, kernels: Path) -> None:
-    """start prints the connection file; a client can use the kernel; Ctrl-C shuts it down
-    politely and the command exits 0, leaving no connection file."""
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+async def test_start_serves_until_stopped(
+    anyio_backend: str, kernels: Path, signum: signal.Signals
+) -> None:
+    """start prints the connection file; a client can use the kernel; Ctrl-C, SIGTERM or
+    SIGHUP shuts it down, leaving no process and no connection file, and the command exits
+    with 128 + the signal's number (it runs on the test's backend)."""
     write_kernel(kernels, "fake", {"argv": [sys.executable, FAKE_KERNEL, "{connection_file}"]})
-    async with await anyio.open_process(
-        [sys.executable, "-m", "kernel_nursery", "start", "fake", "--backend", backend],
-    ) as proc:
-        assert proc.stdout is not None
-        with anyio.fail_after(30):
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await proc.stdout.receive(1)
-        connection_file = Path(line.decode().strip())
+    async with command("start", "fake", "--backend", anyio_backend) as (proc, stdout):
+        connection_file = Path((await first_line(stdout)).strip())
         assert connection_file.exists()
+        (kernel_pid,) = (
+            pid
+            for pid in live_children(proc.pid)
+            if str(connection_file) in Path(f"/proc/{pid}/cmdline").read_text()
+        )
         async with KernelClient.from_connection_file(connection_file) as kc:
             reply = await kc.kernel_info(timeout=30)
             assert reply.content["implementation"] == "fake"
-        proc.send_signal(signal.SIGINT)
-        with anyio.fail_after(30):
-            assert await proc.wait() == 0
-            assert proc.stderr is not None
-            err = b""
-            try:
-                while True:
-                    err += await proc.stderr.receive()
-            except anyio.EndOfStream:
-                pass
+        proc.send_signal(signum)
+        status, err = await exit_status(proc)
+    assert status == 128 + signum, err
+    assert f"Received {signum.name}; shutting the kernel down." in err
+    assert not is_running(kernel_pid)
     assert not connection_file.exists()
-    assert b"Received SIGINT; shutting the kernel down." in err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+async def test_run_stopped_by_a_signal(
+    anyio_backend: str, jupyter_dirs: dict[str, Path], signum: signal.Signals
+) -> None:
+    """run, stopped while the code runs by Ctrl-C, SIGTERM or SIGHUP, shuts the kernel down
+    (no process, no connection file) and exits with 128 + the signal's number."""
+    code = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
+    async with command("run", "--backend", anyio_backend, "python3", code) as (proc, stdout):
+        kernel_pid = int(await first_line(stdout))
+        assert is_running(kernel_pid)
+        proc.send_signal(signum)
+        status, err = await exit_status(proc)
+    assert status == 128 + signum, err
+    assert f"Received {signum.name}; shutting the kernel down." in err
+    assert not is_running(kernel_pid)
+    assert not list(jupyter_dirs["runtime"].glob("kernel-*"))

@@ -15,6 +15,7 @@ from jupyter_core.application import JupyterApp, base_aliases, base_flags
 from traitlets import Bool, Enum, Unicode
 
 from .._errors import KernelNurseryError, KernelSpecError
+from .._signals import SignalCancel, cancel_on_signals
 from ..kernelspec import KernelSpecManager
 from ..manager import KernelManager
 from ..messaging import Message
@@ -26,6 +27,9 @@ __all__ = ["KernelNurseryApp", "main"]
 EXIT_ERROR = 2
 #: Exit status of ``run`` when the code raised.
 EXIT_CODE_RAISED = 1
+#: The signals that stop ``run`` and ``start``: the kernel is shut down, and the command exits
+#: with 128 + the signal's number (130, 143, 129), as a shell reports a program they ended.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -58,8 +62,8 @@ class KernelNurseryCommand(JupyterApp):
             self.fail(str(exc))
         except KernelNurseryError as exc:
             self.fail(str(exc))
-        except KeyboardInterrupt:
-            status = 130
+        except KeyboardInterrupt:  # Ctrl-C before (or after) the kernel's scope
+            status = 128 + signal.SIGINT
         raise SystemExit(status)
 
     def kernel_manager(self, kernel_name: str) -> KernelManager:
@@ -140,8 +144,9 @@ class StartApp(KernelNurseryCommand):
 
     name = "kernel-nursery-start"
     description = (
-        "Start a kernel and keep it running until Ctrl-C or SIGTERM, restarting it if it dies. "
-        "Prints its connection file, for `jupyter console --existing FILE`."
+        "Start a kernel and keep it running until Ctrl-C, SIGTERM or SIGHUP (then exit 128 + "
+        "the signal's number), restarting it if it dies. Prints its connection file, for "
+        "`jupyter console --existing FILE`."
     )
 
     def start(self) -> None:
@@ -151,45 +156,34 @@ class StartApp(KernelNurseryCommand):
         self.run(lambda: self._serve(kernel_name))
 
     async def _serve(self, kernel_name: str) -> int:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        status = 0
+        async with cancel_on_signals(*STOP_SIGNALS) as caught:
             async with self.kernel_manager(kernel_name) as km, km.events() as events:
-                async with _Spinner(f"Starting kernel {kernel_name}"):
-                    await km.start_kernel()
-                assert km.provisioner is not None
-                connection_file = getattr(km.provisioner, "connection_file", "")
-                print(f"Kernel {km.kernel_id} ({kernel_name}) started.", file=sys.stderr)
-                print(connection_file, flush=True)
-                print(
-                    f"Connect with: jupyter console --existing {connection_file}", file=sys.stderr
-                )
-                status = 0
-                async with anyio.create_task_group() as tg:
-
-                    async def report() -> None:
-                        nonlocal status
-                        async for event in events:
-                            if event.kind in ("restarting", "restarted", "dead"):
-                                detail = (
-                                    ""
-                                    if event.exit_status is None
-                                    else (f" (exit status {event.exit_status})")
-                                )
-                                print(f"Kernel {event.kind}{detail}", file=sys.stderr, flush=True)
-                            if event.kind == "dead":
-                                status = 1
-                                tg.cancel_scope.cancel()
-
-                    tg.start_soon(report)
-                    async for signum in signals:
-                        print(
-                            f"Received {signal.Signals(signum).name}; shutting the kernel down.",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        tg.cancel_scope.cancel()
-                        break
-                await km.shutdown_kernel()
-        return status
+                try:
+                    async with _Spinner(f"Starting kernel {kernel_name}"):
+                        await km.start_kernel()
+                    assert km.provisioner is not None
+                    connection_file = getattr(km.provisioner, "connection_file", "")
+                    print(f"Kernel {km.kernel_id} ({kernel_name}) started.", file=sys.stderr)
+                    print(connection_file, flush=True)
+                    print(
+                        f"Connect with: jupyter console --existing {connection_file}",
+                        file=sys.stderr,
+                    )
+                    async for event in events:
+                        if event.kind in ("restarting", "restarted", "dead"):
+                            detail = (
+                                ""
+                                if event.exit_status is None
+                                else f" (exit status {event.exit_status})"
+                            )
+                            print(f"Kernel {event.kind}{detail}", file=sys.stderr, flush=True)
+                        if event.kind == "dead":
+                            status = 1
+                            break
+                finally:
+                    _announce_stop(caught)
+        return caught.exit_status or status
 
 
 class RunApp(KernelNurseryCommand):
@@ -198,7 +192,8 @@ class RunApp(KernelNurseryCommand):
     name = "kernel-nursery-run"
     description = (
         "Start a kernel, run CODE (or the file given with -f) in it, stream its output, and "
-        "shut it down. Exits 1 when the code raised."
+        "shut it down. Exits 1 when the code raised, 128 + the signal's number when stopped by "
+        "Ctrl-C, SIGTERM or SIGHUP."
     )
     file = Unicode("", config=True, help="Run the code in this file.")
     aliases = {**KernelNurseryCommand.aliases, "f": "RunApp.file", "file": "RunApp.file"}
@@ -222,13 +217,27 @@ class RunApp(KernelNurseryCommand):
         self.run(lambda: self._run(kernel_name, code))
 
     async def _run(self, kernel_name: str, code: str) -> int:
-        async with self.kernel_manager(kernel_name) as km:
-            async with _Spinner(f"Starting kernel {kernel_name}"):
-                await km.start_kernel()
-            async with km.client() as kc:
-                result = await kc.execute(code, output_hook=_print_output)
-            await km.shutdown_kernel()
-        return EXIT_CODE_RAISED if result.status == "error" else 0
+        status = 0
+        async with cancel_on_signals(*STOP_SIGNALS) as caught:
+            async with self.kernel_manager(kernel_name) as km:
+                try:
+                    async with _Spinner(f"Starting kernel {kernel_name}"):
+                        await km.start_kernel()
+                    async with km.client() as kc:
+                        result = await kc.execute(code, output_hook=_print_output)
+                    status = EXIT_CODE_RAISED if result.status == "error" else 0
+                finally:
+                    _announce_stop(caught)
+                await km.shutdown_kernel()
+        return caught.exit_status or status
+
+
+def _announce_stop(caught: SignalCancel) -> None:
+    """Say why the kernel is going away, while it does (the block is being cancelled)."""
+    if caught.signum is not None:
+        print(
+            f"Received {caught.signum.name}; shutting the kernel down.", file=sys.stderr, flush=True
+        )
 
 
 def _print_output(msg: Message) -> None:
