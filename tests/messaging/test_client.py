@@ -441,3 +441,168 @@ async def test_monitor_heartbeat_cancelled_anywhere_leaves_client_usable(
             with anyio.move_on_after(i * 0.0005):
                 await kc.monitor_heartbeat(interval=0.0005, timeout=10)
             assert await kc.heartbeat(timeout=10)
+
+
+# ---------------------------------------------------------------- following restarts
+
+Successor = tuple[ConnectionInfo, Callable[[], Awaitable[int | None]]] | None
+
+
+class Restarts:
+    """A ``wait_for_restart`` hook that the test feeds, with events saying where the client is."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[Successor](1)
+        #: Set when the client awaits a restart (it has seen its kernel exit).
+        self.asked = anyio.Event()
+        self.ended = False  # the last wait_for_restart call has ended (returned or cancelled)
+
+    def __enter__(self) -> Restarts:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._send.close()
+        self._receive.close()
+
+    async def wait_for_restart(self) -> Successor:
+        """The hook given to the client."""
+        self.ended = False
+        self.asked.set()
+        try:
+            return await self._receive.receive()
+        finally:
+            self.ended = True
+
+    async def restarted(
+        self, info: ConnectionInfo, wait: Callable[[], Awaitable[int | None]]
+    ) -> None:
+        """Hand the client the kernel at *info*; return once the client follows it (awaits its
+        exit)."""
+        self.asked = anyio.Event()
+        following = anyio.Event()
+
+        async def wait_for_exit() -> int | None:
+            following.set()
+            return await wait()
+
+        await self._send.send((info, wait_for_exit))
+        await following.wait()
+
+    async def no_restart(self) -> None:
+        """Tell the client that no kernel will replace the dead one."""
+        await self._send.send(None)
+
+
+async def test_client_follows_a_restart_on_the_same_ports(fake_spec: SpecFactory) -> None:
+    """A request in flight when the kernel dies fails with KernelDiedError, as do requests
+    until the restart; then the same client, on its same sockets, talks to the new kernel."""
+    with Restarts() as restarts, anyio.fail_after(60):
+        async with LocalProvisioner(kernel_spec=fake_spec("--mute-control")) as p:
+            info = await launch(p)
+            async with KernelClient(
+                info, wait_for_exit=p.wait, wait_for_restart=restarts.wait_for_restart
+            ) as kc:
+                await kc.wait_for_ready(timeout=30)
+                sockets = dict(kc._sockets)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(p.kill)
+                    with pytest.raises(KernelDiedError, match="before the restart") as died:
+                        await kc.interrupt()  # never answered by this kernel
+                assert died.value.exit_status == -signal.SIGKILL
+                await restarts.asked.wait()
+                with pytest.raises(KernelDiedError):
+                    await kc.kernel_info()  # no kernel runs: fails at once
+
+                await p.cleanup(restart=True)
+                again = await launch(p)
+                assert again == info
+                await restarts.restarted(again, p.wait)
+                assert not kc._iopub_seen.is_set()  # the next execute waits for iopub again
+                reply = await kc.kernel_info(timeout=30)
+                assert reply.content["implementation"] == "fake"
+                assert all(kc._sockets[name] is sock for name, sock in sockets.items())
+                await kc.wait_for_ready(timeout=30)
+                assert await kc.heartbeat(timeout=10)
+
+
+async def test_client_follows_a_restart_on_new_ports_and_key(fake_spec: SpecFactory) -> None:
+    """After a restart on new ports with a new key, the client opens new sockets with a new
+    session, talks to the new kernel, and follows its death too."""
+    with Restarts() as restarts, anyio.fail_after(60):
+        async with (
+            LocalProvisioner(kernel_spec=fake_spec()) as p1,
+            LocalProvisioner(kernel_spec=fake_spec()) as p2,
+        ):
+            info1 = await launch(p1)
+            async with KernelClient(
+                info1, wait_for_exit=p1.wait, wait_for_restart=restarts.wait_for_restart
+            ) as kc:
+                await kc.wait_for_ready(timeout=30)
+                first_session, first_shell = kc.session, kc._sockets["shell"]
+                await p1.kill()
+                await restarts.asked.wait()
+
+                info2 = await launch(p2)
+                assert info2["shell_port"] != info1["shell_port"] and info2["key"] != info1["key"]
+                await restarts.restarted(info2, p2.wait)
+                assert kc.connection_info == info2
+                assert kc.session is not first_session
+                assert kc.session.key == info2["key"].encode()
+                assert first_shell.closed and kc._sockets["shell"] is not first_shell
+                reply = await kc.wait_for_ready(timeout=30)
+                assert reply.content["status"] == "ok"
+                assert await kc.heartbeat(timeout=10)
+
+                await p2.kill()
+                await restarts.asked.wait()
+                with pytest.raises(KernelDiedError) as died:
+                    await kc.kernel_info()
+                assert died.value.exit_status == -signal.SIGKILL
+
+
+async def test_client_stays_failed_when_no_restart_comes(fake_spec: SpecFactory) -> None:
+    """When wait_for_restart returns None, the client's requests keep failing and it asks no
+    more."""
+    with Restarts() as restarts, anyio.fail_after(60):
+        async with LocalProvisioner(kernel_spec=fake_spec()) as p:
+            info = await launch(p)
+            async with KernelClient(
+                info, wait_for_exit=p.wait, wait_for_restart=restarts.wait_for_restart
+            ) as kc:
+                await kc.wait_for_ready(timeout=30)
+                await p.kill()
+                await restarts.asked.wait()
+                restarts.asked = anyio.Event()
+                await restarts.no_restart()
+                await anyio.wait_all_tasks_blocked()
+                assert restarts.ended and not restarts.asked.is_set()
+                for _ in range(2):
+                    with pytest.raises(KernelDiedError):
+                        await kc.kernel_info(timeout=10)
+                assert await p.poll() is not None  # the kernel is indeed gone
+
+
+async def test_closing_the_client_ends_the_wait_for_a_restart(fake_spec: SpecFactory) -> None:
+    """A client closed while it waits for a restart closes at once, cancelling the wait."""
+    with Restarts() as restarts:
+        async with LocalProvisioner(kernel_spec=fake_spec()) as p:
+            info = await launch(p)
+            with anyio.fail_after(30):
+                async with KernelClient(
+                    info, wait_for_exit=p.wait, wait_for_restart=restarts.wait_for_restart
+                ) as kc:
+                    await kc.wait_for_ready(timeout=30)
+                    await p.kill()
+                    await restarts.asked.wait()
+                    assert not restarts.ended
+            assert restarts.ended
+
+
+async def test_wait_for_restart_needs_wait_for_exit() -> None:
+    """wait_for_restart without wait_for_exit is refused: the client could never see an exit."""
+    info = new_connection_info()
+    try:
+        with Restarts() as restarts, pytest.raises(ValueError, match="wait_for_exit"):
+            KernelClient(info, wait_for_restart=restarts.wait_for_restart)
+    finally:
+        release_connection_info(info)

@@ -26,6 +26,34 @@ OutputHook = Callable[[Message], None]
 #: Makes the exception that requests fail with while the client cannot serve them. A new one
 #: each time: an exception object raised twice carries both tracebacks, and waiters would share.
 _ErrorFactory = Callable[[], Exception]
+#: Returns the exit status once the kernel process has exited (a provisioner's ``wait``).
+WaitForExit = Callable[[], Awaitable[int | None]]
+#: Returns ``(connection_info, wait_for_exit)`` of the kernel that replaced a dead one, or
+#: ``None`` when none will.
+WaitForRestart = Callable[[], Awaitable[tuple[ConnectionInfo, WaitForExit] | None]]
+
+#: The client's sockets: channel, zmq socket type, connection-info key of its port.
+_CHANNELS = (
+    ("shell", zmq.DEALER, "shell_port"),
+    ("control", zmq.DEALER, "control_port"),
+    ("iopub", zmq.SUB, "iopub_port"),
+    ("stdin", zmq.DEALER, "stdin_port"),
+    ("hb", zmq.REQ, "hb_port"),
+)
+#: The channels whose messages a receive loop dispatches.
+_RECEIVING = ("shell", "control", "iopub")
+#: What a restarted kernel must share with the dead one for the client to keep its sockets.
+_ENDPOINT_KEYS = (
+    "transport",
+    "ip",
+    "shell_port",
+    "iopub_port",
+    "stdin_port",
+    "control_port",
+    "hb_port",
+    "key",
+    "signature_scheme",
+)
 
 #: iopub message types that carry the outputs of an execution.
 OUTPUT_TYPES = frozenset(
@@ -147,10 +175,27 @@ class KernelClient:
     Args:
         connection_info: The kernel's connection info (validated here).
         session: The :class:`Session` to sign with; one is made from the key by default.
-        wait_for_exit: Optional; an async callable that returns when the kernel process has
-            exited (a kernel manager passes its provisioner's ``wait``). Requests then fail with
-            :class:`~kernel_nursery.KernelDiedError` as soon as the kernel dies, instead of at
-            their timeout.
+        wait_for_exit: Optional; an async callable that returns the kernel's exit status once
+            the kernel process has exited (a kernel manager passes its provisioner's ``wait``).
+            When it returns, requests still waiting fail with
+            :class:`~kernel_nursery.KernelDiedError` (naming the exit status) instead of at
+            their timeout, and new requests fail with it at once while no kernel runs.
+        wait_for_restart: Optional, with *wait_for_exit*; an async callable that the client
+            awaits after each exit of its kernel. It returns ``(connection_info,
+            wait_for_exit)`` of the kernel that replaced the dead one (a restart), or ``None``
+            when none will (the client then stays failed). The client follows the new kernel:
+            it keeps its sockets when the transport, ip, ports, key and signature scheme are
+            unchanged (zmq reconnects to the same ports by itself), and otherwise opens new
+            ones on the new connection info (with a new :class:`Session` if the key or scheme
+            changed). Requests made before the restart are lost (they failed when the kernel
+            died; their error says so); requests made after it work, and the next
+            :meth:`execute` waits again for the iopub subscription. The client takes the new
+            kernel on in its own task as soon as *wait_for_restart* returns, so a request made
+            before that task has run still fails. The wait is cancelled when the client
+            closes; an exception raised by either callable propagates from the client's block.
+
+    Raises:
+        ValueError: *wait_for_restart* without *wait_for_exit*.
 
     .. versionadded:: 0.1
     """
@@ -160,14 +205,18 @@ class KernelClient:
         connection_info: ConnectionInfo | Mapping[str, Any],
         *,
         session: Session | None = None,
-        wait_for_exit: Callable[[], Awaitable[int | None]] | None = None,
+        wait_for_exit: WaitForExit | None = None,
+        wait_for_restart: WaitForRestart | None = None,
     ) -> None:
+        if wait_for_restart is not None and wait_for_exit is None:
+            raise ValueError("wait_for_restart needs wait_for_exit: a restart follows an exit")
         self.connection_info: ConnectionInfo = validate_connection_info(connection_info)
         self.session = session or Session(
             key=self.connection_info["key"],
             signature_scheme=self.connection_info["signature_scheme"],
         )
         self._wait_for_exit = wait_for_exit
+        self._wait_for_restart = wait_for_restart
         self._pending: dict[str, _Pending] = {}
         self._collectors: dict[str, Callable[[Message], None]] = {}
         self._iopub_seen = anyio.Event()
@@ -175,7 +224,8 @@ class KernelClient:
         # A REQ socket carries one beat at a time: concurrent heartbeat() calls take turns.
         self._hb_lock = anyio.Lock()
         self._group = OwnedTaskGroup()
-        self._tg_scope: anyio.CancelScope | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closed = False
         #: Why requests fail at once (closed client, dead kernel); None while they can be made.
         self._failure: _ErrorFactory | None = None
 
@@ -216,28 +266,32 @@ class KernelClient:
         self._sockets[name] = wrapped = AsyncSocket(sock)
         return wrapped
 
-    async def __aenter__(self) -> Self:
-        if self._group.is_open:
-            raise RuntimeError("this KernelClient is already open")
+    def _open_all(self) -> None:
+        """Open every channel's socket on :attr:`connection_info`; none is left open on error."""
         try:
-            self._open("shell", zmq.DEALER, "shell_port")
-            self._open("control", zmq.DEALER, "control_port")
-            self._open("iopub", zmq.SUB, "iopub_port")
-            self._open("stdin", zmq.DEALER, "stdin_port")
-            self._open("hb", zmq.REQ, "hb_port")
+            for name, kind, port_name in _CHANNELS:
+                self._open(name, kind, port_name)
         except BaseException:
             self._close_sockets()
             raise
-        tg = await self._group.open(self._stop)
-        for name in ("shell", "control", "iopub"):
+
+    def _start_receiving(self, tg: anyio.abc.TaskGroup) -> None:
+        for name in _RECEIVING:
             # The socket is handed over now: a block that ends at once may close the client
             # before a loop first runs.
             tg.start_soon(
                 self._receive_loop, name, self._sockets[name], name=f"kernel-client {name} loop"
             )
+
+    async def __aenter__(self) -> Self:
+        if self._group.is_open:
+            raise RuntimeError("this KernelClient is already open")
+        self._open_all()
+        tg = await self._group.open(self._stop)
+        self._start_receiving(tg)
         if self._wait_for_exit is not None:
-            tg.start_soon(self._watch_exit, self._wait_for_exit, name="kernel-client exit watch")
-        self._tg_scope = tg.cancel_scope
+            tg.start_soon(self._follow_kernel, self._wait_for_exit, name="kernel-client watch")
+        self._tg = tg
         return self
 
     async def __aexit__(
@@ -246,13 +300,14 @@ class KernelClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closed = True
         self._fail_all(lambda: ChannelClosedError("the kernel client was closed"))
         await self._group.close()
 
     def _stop(self) -> None:
-        """End the receive loops and close the sockets (run first when the client closes)."""
-        if self._tg_scope is not None:
-            self._tg_scope.cancel()
+        """End the client's tasks and close the sockets (run first when the client closes)."""
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
         self._close_sockets()
 
     def _close_sockets(self) -> None:
@@ -268,10 +323,48 @@ class KernelClient:
         for pending in self._pending.values():
             pending.fail(failure)
 
-    async def _watch_exit(self, wait_for_exit: Callable[[], Awaitable[int | None]]) -> None:
-        status = await wait_for_exit()
+    async def _follow_kernel(self, wait_for_exit: WaitForExit) -> None:
+        """Fail the requests when the kernel exits; with ``wait_for_restart``, take on each
+        kernel that replaces it. Ends when no kernel will, or (cancelled) when the client
+        closes. Nothing here polls: each step awaits one of the two callables."""
+        while True:
+            status = await wait_for_exit()
+            self._kernel_exited(status)
+            if self._wait_for_restart is None:
+                return
+            successor = await self._wait_for_restart()
+            if successor is None:
+                return
+            info, wait_for_exit = successor
+            self._take_over(validate_connection_info(info))
+
+    def _kernel_exited(self, status: int | None) -> None:
         message = f"the kernel exited (status {status})"
+        if self._wait_for_restart is not None:
+            message += (
+                "; if it is restarted, requests made before the restart are lost:"
+                " make them again then"
+            )
         self._fail_all(lambda: KernelDiedError(message, exit_status=status))
+
+    def _take_over(self, info: ConnectionInfo) -> None:
+        """Serve the kernel that replaced the dead one, at *info*.
+
+        Synchronous, so no other task sees the client half-switched.
+        """
+        if self._closed or self._tg is None:
+            return
+        old = self.connection_info
+        if any(info.get(k) != old.get(k) for k in _ENDPOINT_KEYS):
+            self._close_sockets()  # ends their receive loops and any beat under way
+            self.connection_info = info
+            if (info["key"], info["signature_scheme"]) != (old["key"], old["signature_scheme"]):
+                self.session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
+            self._open_all()
+            self._start_receiving(self._tg)
+        # The new kernel knows nothing of our iopub subscription until it reaches it.
+        self._iopub_seen = anyio.Event()
+        self._failure = None
 
     # ------------------------------------------------------------------ receiving
 
@@ -382,8 +475,9 @@ class KernelClient:
         """Run *code* in the kernel; return the reply and the outputs it published.
 
         Returns once the kernel has replied *and* reported itself idle for this request on
-        iopub, so every output is included. A client's first execute waits, within *timeout*,
-        until its iopub channel is connected, so that no output is lost. *output_hook*, if
+        iopub, so every output is included. A client's first execute (and its first after a
+        kernel restart) waits, within *timeout*, until its iopub channel is connected, so that
+        no output is lost. *output_hook*, if
         given, is called with each output message as it arrives (to stream them).
 
         Raises:
