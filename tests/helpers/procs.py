@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kernel_nursery.provisioning._guardian import guardian_pid
+
 
 def is_running(pid: int) -> bool:
     """Whether *pid* exists and is not a zombie (a zombie has exited; it only awaits reaping,
@@ -18,7 +20,9 @@ def is_running(pid: int) -> bool:
 
 
 def live_children(pid: int | None = None) -> set[int]:
-    """The running (non-zombie) children of *pid* (default: this process)."""
+    """The running (non-zombie) children of *pid* (default: this process, whose kernel
+    guardian, meant to live as long as the process, is not counted)."""
+    own = pid is None
     pid = os.getpid() if pid is None else pid
     children: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -27,6 +31,8 @@ def live_children(pid: int | None = None) -> set[int]:
         except FileNotFoundError:
             continue
         children.update(int(c) for c in text.split())
+    if own:
+        children.discard(guardian_pid() or 0)
     return {c for c in children if is_running(c)}
 
 

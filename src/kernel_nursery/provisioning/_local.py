@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from traitlets import Enum, Unicode
+from traitlets import Bool, Enum, Unicode
 
 from .._errors import LaunchError, ProvisionerError
 from ..connection import (
@@ -25,6 +25,7 @@ from ..connection import (
     validate_connection_info,
     write_connection_file,
 )
+from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
 from ._command import format_kernel_cmd
 from ._process import (
@@ -59,6 +60,11 @@ class LocalProvisioner(KernelProvisionerBase):
       unless ``restart`` removes the connection file and releases the ports.
     - :meth:`get_provisioner_info` / :meth:`load_provisioner_info` let another process take the
       running kernel over: it can poll, wait for, signal and kill it (Linux, through a pidfd).
+    - Unless :attr:`independent`, the kernel does not outlive this process, even if it is
+      killed outright (SIGKILL, the OOM killer): the kernel's environment has
+      ``JPY_PARENT_PID`` (kernels such as ipykernel exit when that process goes), and on Linux
+      this process's guardian, a small watchdog process, then stops the kernel's process group
+      (SIGTERM, SIGKILL after 2 s) and removes its connection file.
 
     Subclass it to customise how local kernels run (the command, the environment).
 
@@ -84,6 +90,17 @@ class LocalProvisioner(KernelProvisionerBase):
         config=True,
         help="Where to write the connection file; default <runtime dir>/kernel-<kernel id>.json.",
     )
+    independent = Bool(
+        False,
+        config=True,
+        help="Whether the kernel may outlive the process that launched (or adopted) it. By "
+        "default it may not: it gets JPY_PARENT_PID (kernels such as ipykernel exit when that "
+        "process goes), and on Linux a guardian process stops its process group and removes "
+        "its connection file if that process dies without cleaning up, even by SIGKILL. Set "
+        "it for a kernel another process will take over (get_provisioner_info / "
+        "load_provisioner_info) or that must outlive its launcher; an inherited JPY_PARENT_PID "
+        "is then removed from its environment.",
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -93,6 +110,7 @@ class LocalProvisioner(KernelProvisionerBase):
         self._owns_ports = False  # the ports in connection_info were reserved by this provisioner
         self._written_file: Path | None = None  # the connection file this provisioner wrote
         self._interrupt_event: int | None = None  # Windows only
+        self._guard_token: int | None = None  # the kernel's registration with the guardian
 
     # ------------------------------------------------------------------ state
 
@@ -230,10 +248,14 @@ class LocalProvisioner(KernelProvisionerBase):
 
     def _finalize_env(self, env: dict[str, str]) -> None:
         super()._finalize_env(env)
+        if self.independent:
+            # One inherited from a process that is itself a kernel would tie this one to it.
+            env.pop("JPY_PARENT_PID", None)
+        else:
+            env["JPY_PARENT_PID"] = str(os.getpid())
         if sys.platform == "win32":
             self._interrupt_event = create_interrupt_event()
             env["JPY_INTERRUPT_EVENT"] = str(self._interrupt_event)
-            env["JPY_PARENT_PID"] = str(os.getpid())
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> ConnectionInfo:
         """Start the kernel process and return its connection info.
@@ -243,6 +265,10 @@ class LocalProvisioner(KernelProvisionerBase):
 
         If this raises, or is cancelled, nothing is left behind: a process that was started is
         killed and reaped, and the connection file and ports are released.
+
+        Unless :attr:`independent`, the kernel is registered with this process's guardian (see
+        the class's description): one small write to a pipe, and at the first launch the start
+        of the guardian, which is not waited for.
 
         Raises:
             LaunchError: the program cannot be run (not found, not executable, bad ``cwd``).
@@ -305,6 +331,7 @@ class LocalProvisioner(KernelProvisionerBase):
         self._process = ChildProcess(process)
         self._pgid = process.pid if sys.platform != "win32" else None
         self._last_status = None
+        self._guard(process_start_time(process.pid))
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
@@ -347,6 +374,7 @@ class LocalProvisioner(KernelProvisionerBase):
             )
         await process.aclose()
         self._process = None
+        self._unguard()
 
     def _release(self, *, remove_file: bool) -> None:
         """Release ports and remove the connection file; idempotent."""
@@ -382,7 +410,12 @@ class LocalProvisioner(KernelProvisionerBase):
         (cleanup removes it); the ports stay reserved by the process that launched the kernel.
 
         On Linux the kernel is watched through a pidfd. Elsewhere re-attaching is not
-        supported and raises :class:`ProvisionerError`. A kernel that has already exited is
+        supported and raises :class:`ProvisionerError`.
+
+        Unless this provisioner is :attr:`independent`, the kernel is then tied to this process
+        as if launched here: it is stopped if this process dies without cleaning up. For a
+        hand-over, launch the kernel with ``independent=True``: otherwise the launching
+        process's guardian stops it when that process ends. A kernel that has already exited is
         adopted as exited, with status :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`.
 
         Raises:
@@ -409,6 +442,30 @@ class LocalProvisioner(KernelProvisionerBase):
         self._last_status = None
         if self._process.returncode == UNKNOWN_EXIT_STATUS:
             self.log.info("Kernel %s (pid %s) had already exited", self.kernel_id, pid)
+        else:
+            self._guard(process_start_time(self._process.pid))  # read with its pidfd open
+
+    # ------------------------------------------------------------------ the guardian
+
+    def _guard(self, start_time: int | None) -> None:
+        """Register the kernel with this process's guardian, unless it is independent.
+        Synchronous: one small write to a pipe (the guardian is started at the first)."""
+        process = self._process
+        if self.independent or process is None or not _guardian.SUPPORTED:
+            return
+        self._guard_token = _guardian.register(
+            process.pid,
+            pgid=self._pgid if process.group_is_ours else None,
+            start_time=start_time,
+            connection_file=None if self._written_file is None else str(self._written_file),
+            log=self.log,
+        )
+
+    def _unguard(self) -> None:
+        """The kernel was reaped: the guardian must forget it (its pid may be reused)."""
+        token, self._guard_token = self._guard_token, None
+        if token is not None:
+            _guardian.unregister(token, log=self.log)
 
 
 def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:

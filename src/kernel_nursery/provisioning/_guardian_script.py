@@ -1,0 +1,333 @@
+"""The guardian of one managing process: when that process dies, it stops the process's kernels.
+
+Started by :mod:`kernel_nursery.provisioning._guardian` as ``python -I -S <this file> GRACE``,
+in a session of its own, with standard input the read end of a pipe whose write end only the
+managing process holds. Each line it reads is a JSON array:
+
+``["register", token, pid, pgid, start_time, connection_file, written_at]``
+    a kernel was launched (or adopted) and ran when the line was written, at ``written_at``
+    (``time.monotonic()``, a clock shared by every process); ``pgid``, ``start_time`` and
+    ``connection_file`` may be ``null``. The kernel is identified by a pidfd opened when the
+    line is read, checked against ``start_time``.
+``["unregister", token]``
+    the managing process stopped and reaped that kernel itself: forget it.
+
+End of file means the managing process is gone, however it ended (the OS closes the write end
+of a process killed by SIGKILL or by the OOM killer). Then, for every kernel still registered:
+SIGTERM to its process group, up to GRACE seconds for the kernel to exit, SIGKILL to the group,
+its connection file (and, for ipc, its socket files) removed; and the guardian exits.
+
+A process group is signalled only while its number certainly names the kernel's group: while
+the kernel (its leader) runs; within RECENT seconds of the leader's exit (the number cannot have
+gone round the whole pid space yet); after that, while a member found in the group then still
+runs (a group number is not reused while any member lives).
+
+Standard library only and never imported by the package: it starts fast, and nothing of the
+manager's environment (user site, ``PYTHONPATH``) can break it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+_POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
+#: Seconds after a kernel's exit during which its process group number is still its group's:
+#: a number is reused only once every other pid has been allocated (pids are handed out in
+#: turn), which takes far longer. Past that, the group is vouched for by members seen in it.
+RECENT = 2.0
+
+
+class Kernel:
+    """One registered kernel: its leader (through a pidfd), its group, its files."""
+
+    def __init__(
+        self,
+        pid: int,
+        pgid: int | None,
+        start_time: int | None,
+        path: str | None,
+        written_at: float,
+    ) -> None:
+        self.pid = pid
+        self.pgid = pgid
+        self.path = path
+        self.start_time = start_time
+        self.pidfd: int | None = None  # open until the leader is seen to exit
+        self.unchecked = False  # no pidfd could be had: identified by start time alone
+        self.exited_at: float | None = None  # when the leader was seen to exit
+        # (pid, pidfd) of the members left in the group soon after the leader's exit
+        self.survivors: list[tuple[int, int]] | None = None
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            # Exited and reaped since it was launched, before written_at: that is when its
+            # group number was last known to be the kernel's.
+            self.exited_at = written_at
+            return
+        except OSError:
+            self.unchecked = start_time is not None  # EMFILE, ENOSYS: fall back on start time
+            return
+        if start_time is not None and _start_time(pid) != start_time:
+            # The pid was reused before we got here, which also means the kernel's group was
+            # empty (a number is not reused while a group has it): nothing to stop.
+            self.close()
+
+    def leader_runs(self) -> bool:
+        if self.unchecked:
+            return _start_time(self.pid) == self.start_time
+        if self.pidfd is not None and _readable(self.pidfd):
+            self.leader_exited()  # just now: the serving loop would have seen it otherwise
+        return self.pidfd is not None
+
+    def leader_exited(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        self.exited_at = time.monotonic()
+
+    def snapshot_due(self) -> float | None:
+        """When to look for members left in the group (``None``: nothing to look for)."""
+        if self.exited_at is None or self.survivors is not None or self.pgid is None:
+            return None
+        return self.exited_at + RECENT / 2
+
+    def snapshot(self) -> None:
+        """Remember the members left in the group, which vouch for its number from now on.
+        Due RECENT / 2 after the leader's exit; most kernels are unregistered before, their
+        managers having reaped them. Later than RECENT, the number could be another group's."""
+        self.survivors = []
+        if self.pgid is None or self.exited_at is None:
+            return
+        if time.monotonic() - self.exited_at > RECENT:
+            return
+        try:
+            os.killpg(self.pgid, 0)  # one syscall answers the common case: the group is empty
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        for pid in _group_members(self.pgid):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            # Checked with the pidfd open: a pid reused meanwhile is in this group only if the
+            # group still lives, and then it is a member like any other.
+            if _pgid_of(pid) == self.pgid:
+                self.survivors.append((pid, pidfd))
+            else:
+                os.close(pidfd)
+
+    def group_is_ours(self) -> bool:
+        """Whether the group's number certainly still names the kernel's group."""
+        if self.pgid is None:
+            return False
+        if self.leader_runs():
+            return True
+        if self.exited_at is None:
+            return False  # the leader was gone before we saw it: its number may be reused
+        if self.survivors is None:
+            if time.monotonic() - self.exited_at < RECENT:
+                return True
+            self.snapshot()
+        # A survivor that has not exited still holds its pid, so /proc/PID is that process.
+        return any(
+            not _readable(fd) and _pgid_of(pid) == self.pgid for pid, fd in self.survivors or ()
+        )
+
+    def signal(self, signum: int, *, group: bool) -> None:
+        if group and self.pgid is not None:
+            try:
+                os.killpg(self.pgid, signum)
+                return
+            except OSError:
+                pass  # an empty group, or none of it ours to signal: the leader at least
+        if self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signum)
+            except OSError:
+                pass
+
+    def remove_files(self) -> None:
+        if not self.path:
+            return
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                info = json.load(f)
+            if info.get("transport") == "ipc":
+                for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+                    _unlink(f"{info['ip']}-{info[name]}")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        _unlink(self.path)
+
+    def close(self) -> None:
+        for fd in [self.pidfd, *(fd for _pid, fd in self.survivors or ())]:
+            if fd is not None:
+                os.close(fd)
+        self.pidfd = None
+        self.survivors = []
+
+
+def main(argv: list[str]) -> int:
+    # A new session already keeps the terminal's Ctrl-C and hang-up away; be sure anyway.
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_IGN)
+    grace = float(argv[1]) if len(argv) > 1 else 2.0
+    _raise_fd_limit()
+    kernels = serve()
+    stop(list(kernels.values()), grace)
+    return 0
+
+
+def serve() -> dict[int, Kernel]:
+    """Follow the managing process's lines until end of file; return the kernels left."""
+    kernels: dict[int, Kernel] = {}
+    by_fd: dict[int, Kernel] = {}
+    poller = select.poll()
+    poller.register(0, _POLL_IN)
+    pending = b""
+    while True:
+        dues = [(due, k) for k in kernels.values() if (due := k.snapshot_due()) is not None]
+        timeout = None
+        if dues:
+            timeout = max(0.0, min(due for due, _k in dues) - time.monotonic()) * 1000
+        events = poller.poll(timeout)
+        now = time.monotonic()
+        for due, kernel in dues:
+            if due <= now:
+                kernel.snapshot()
+        for fd, _events in events:
+            if fd != 0:
+                kernel = by_fd.pop(fd)
+                poller.unregister(fd)
+                kernel.leader_exited()
+                continue
+            data = os.read(0, 65536)
+            if not data:
+                return kernels
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                try:
+                    message = json.loads(line)
+                    op, token = message[0], int(message[1])
+                except (ValueError, TypeError, IndexError, KeyError):
+                    continue  # not ours to understand: ignore it rather than die
+                old = kernels.pop(token, None)
+                if old is not None:
+                    if old.pidfd is not None:
+                        poller.unregister(old.pidfd)
+                        by_fd.pop(old.pidfd, None)
+                    old.close()
+                if op == "register" and len(message) == 7:
+                    try:
+                        pid, pgid, start_time, path, written_at = message[2:]
+                        kernel = Kernel(
+                            int(pid),
+                            None if pgid is None else int(pgid),
+                            None if start_time is None else int(start_time),
+                            None if path is None else str(path),
+                            float(written_at),
+                        )
+                    except (ValueError, TypeError):
+                        continue
+                    kernels[token] = kernel
+                    if kernel.pidfd is not None:
+                        by_fd[kernel.pidfd] = kernel
+                        poller.register(kernel.pidfd, _POLL_IN)
+
+
+def stop(kernels: list[Kernel], grace: float) -> None:
+    """SIGTERM to each group, up to *grace* seconds for the leaders, SIGKILL, files removed."""
+    ours = []
+    for kernel in kernels:
+        group = kernel.group_is_ours()
+        if group or kernel.leader_runs():
+            kernel.signal(signal.SIGTERM, group=group)
+            ours.append((kernel, group))
+    waiting = select.poll()
+    count = 0
+    for kernel, _group in ours:
+        if kernel.pidfd is not None:
+            waiting.register(kernel.pidfd, _POLL_IN)
+            count += 1
+    deadline = time.monotonic() + grace
+    while count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        for fd, _events in waiting.poll(remaining * 1000):
+            waiting.unregister(fd)
+            count -= 1
+    # A leader exited at most `grace` seconds ago (or still runs): as with RECENT, its group
+    # number is still its group's.
+    for kernel, group in ours:
+        kernel.signal(signal.SIGKILL, group=group)
+    for kernel in kernels:
+        kernel.remove_files()
+        kernel.close()
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, _POLL_IN)
+    return bool(poller.poll(0))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _raise_fd_limit() -> None:
+    # One pidfd per registered kernel: lift the soft limit as far as allowed.
+    try:
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, OSError, ValueError):
+        pass
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """``/proc/PID/stat`` from field 3 (the state) on; ``None`` when gone. The command name
+    (field 2) may contain spaces or ')', so the split starts after the last ')'."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def _start_time(pid: int) -> int | None:
+    # A zombie keeps its start time, and its pid: it is still the process registered.
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
+
+
+def _pgid_of(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[2])
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat_fields(int(name))
+            if fields is not None and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                members.append(int(name))
+    return members
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
