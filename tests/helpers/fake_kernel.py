@@ -13,6 +13,7 @@ It binds the five sockets from the connection file (tcp or ipc), answers kernel_
 --ignore-term       ignore SIGTERM
 --crash-after S     exit with status 1, S seconds after starting
 --grandchild        start a child process that sleeps for an hour (in the kernel's group)
+--slow-start S      wait S seconds before binding its sockets (a kernel slow to get ready)
 
 It imports only the standard library and pyzmq, so it starts fast (the leak test runs it 200
 times), and its signing is written apart from kernel_nursery's: a cross-check of the wire
@@ -82,6 +83,8 @@ def main(argv: list[str]) -> int:
     deadline = None
     if "--crash-after" in args:
         deadline = time.monotonic() + float(args[args.index("--crash-after") + 1])
+    if "--slow-start" in args:
+        time.sleep(float(args[args.index("--slow-start") + 1]))
     with open(argv[1], encoding="utf-8") as f:
         info = json.load(f)
     session = Session(info["key"])

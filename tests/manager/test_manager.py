@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -256,14 +257,22 @@ async def test_crash_loop_stops_at_the_limit(fake_spec: SpecFactory) -> None:
         assert not reserved_ports()
 
 
-async def test_no_autorestart(fake_spec: SpecFactory) -> None:
-    """With autorestart off a crashed kernel stays dead; the manager still cleans up."""
+async def test_no_autorestart_still_reports_death(fake_spec: SpecFactory) -> None:
+    """With autorestart off, a kernel killed from outside is noticed at once: a ``dead`` event
+    with its exit status, ``km.dead``, and the manager cleans up."""
     async with KernelManager(kernel_spec=fake_spec(), autorestart=False) as km:
         await km.start_kernel()
-        await km.signal_kernel(signal.SIGKILL)
-        assert km.provisioner is not None
-        assert await km.provisioner.wait() == -signal.SIGKILL
+        pid = await pid_of(km)
+        async with km.events() as events:
+            os.kill(pid, signal.SIGKILL)
+            with anyio.fail_after(30):
+                event = await events.receive()
+        assert (event.kind, event.exit_status) == ("dead", -signal.SIGKILL)
+        assert km.dead and not km.has_kernel and km.pid is None
         assert not await km.is_alive()
+        assert not reserved_ports()
+        await km.start_kernel()  # a dead kernel can be started again, on new ports
+        assert await km.is_alive() and not km.dead
 
 
 RECORDING = textwrap.dedent(
@@ -462,3 +471,216 @@ async def test_cancelled_shutdown_still_completes(fake_spec: SpecFactory, delay:
             await km.shutdown_kernel()
         assert not is_running(pid)
         assert not km.has_kernel
+
+
+# ---------------------------------------------------------------- the promise's edges
+
+
+async def test_shutdown_cancels_a_start_waiting_for_readiness(fake_spec: SpecFactory) -> None:
+    """shutdown_kernel while a start waits for its kernel cancels that start (its caller gets
+    KernelStateError) and returns promptly, long before ready_timeout."""
+    errors: list[BaseException] = []
+    async with KernelManager(kernel_spec=fake_spec("--mute"), ready_timeout=600) as km:
+        async with km.events() as events, anyio.create_task_group() as tg:
+
+            async def start() -> None:
+                try:
+                    await km.start_kernel()
+                except KernelStateError as exc:
+                    errors.append(exc)
+
+            tg.start_soon(start)
+            assert (await events.receive()).kind == "starting"
+            await anyio.wait_all_tasks_blocked()
+            with anyio.fail_after(30):
+                await km.shutdown_kernel()
+            assert (await events.receive()).kind == "shutdown"
+        assert not km.has_kernel
+    assert len(errors) == 1 and "shut down while it was starting" in str(errors[0])
+
+
+async def test_caller_bounds_a_shutdown_waiting_for_the_manager(fake_spec: SpecFactory) -> None:
+    """A caller's cancel scope bounds shutdown_kernel while it waits for another operation of
+    the manager (here a slow polite shutdown in another task); the kernel is stopped anyway."""
+    spec = fake_spec("--ignore-shutdown", "--ignore-term")
+    async with KernelManager(kernel_spec=spec, shutdown_wait_time=2) as km:
+        await km.start_kernel()
+        pid = await pid_of(km)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(km.shutdown_kernel)
+            await anyio.wait_all_tasks_blocked()
+            start = anyio.current_time()
+            with anyio.move_on_after(0.2):
+                await km.shutdown_kernel()
+            assert anyio.current_time() - start < 1.5
+    assert not is_running(pid)
+
+
+async def test_leaving_the_block_cancels_a_start_from_another_task(
+    fake_spec: SpecFactory,
+) -> None:
+    """A manager's block that ends while another task's start waits for the kernel ends
+    promptly; the start raises KernelStateError and leaves nothing."""
+    errors: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(30):
+            async with KernelManager(kernel_spec=fake_spec("--mute"), ready_timeout=600) as km:
+
+                async def start() -> None:
+                    try:
+                        await km.start_kernel()
+                    except KernelStateError as exc:
+                        errors.append(exc)
+
+                tg.start_soon(start)
+                await anyio.wait_all_tasks_blocked()
+    assert len(errors) == 1
+    assert not km.has_kernel
+
+
+@pytest.mark.parametrize("how", ["auto", "restart_kernel"])
+async def test_restarted_means_ready(fake_spec: SpecFactory, how: str) -> None:
+    """``restarted`` is emitted once the new kernel answers, after an automatic restart as
+    after restart_kernel(): a kernel that takes 0.5 s to bind is not reported before."""
+    async with KernelManager(kernel_spec=fake_spec("--slow-start", "0.5")) as km:
+        await km.start_kernel()
+        async with km.events() as events:
+            before = anyio.current_time()
+            if how == "auto":
+                os.kill(await pid_of(km), signal.SIGKILL)
+            else:
+                await km.restart_kernel(now=True)
+            with anyio.fail_after(30):
+                kinds = [(await events.receive()).kind for _ in range(2)]
+            assert kinds == ["restarting", "restarted"]
+            assert anyio.current_time() - before >= 0.5
+        async with km.client() as kc:
+            await kc.kernel_info(timeout=0.5 * 60)
+
+
+async def test_failed_relaunch_is_reported_dead(fake_spec: SpecFactory, tmp_path: Path) -> None:
+    """A kernel whose automatic relaunch cannot even start (its working directory is gone) is
+    reported dead with the status of the death, and nothing of it remains."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel(cwd=str(workdir))
+        async with km.events() as events:
+            workdir.rmdir()
+            os.kill(await pid_of(km), signal.SIGKILL)
+            with anyio.fail_after(30):
+                kinds = [(e.kind, e.exit_status) for e in [await events.receive() for _ in "ab"]]
+        assert kinds == [("restarting", -signal.SIGKILL), ("dead", -signal.SIGKILL)]
+        assert km.dead and not km.has_kernel
+        assert not reserved_ports()
+
+
+async def test_events_after_close_end_at_once(fake_spec: SpecFactory) -> None:
+    """A subscription made after the manager closed ends at once, it never hangs."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+    with anyio.fail_after(5):
+        async with km.events() as events:
+            assert [e async for e in events] == []
+
+
+async def test_shutdown_for_restart_then_start_reuses_ports(
+    fake_spec: SpecFactory, jupyter_dirs: dict[str, Path]
+) -> None:
+    """shutdown_kernel(restart=True) keeps ports, key and connection file for the next
+    start_kernel, which uses them; the end of the block releases them."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        info, path = km.connection_info, km.connection_file
+        await km.shutdown_kernel(restart=True)
+        assert not km.has_kernel and km.pid is None
+        assert path is not None and Path(path).exists()
+        await km.start_kernel()
+        assert km.connection_info == info and km.connection_file == path
+        await km.shutdown_kernel(restart=True)
+    assert not reserved_ports()
+    assert not list(jupyter_dirs["runtime"].glob("kernel-*"))
+
+
+async def test_pid_and_connection_file(fake_spec: SpecFactory) -> None:
+    """The manager says which process and connection file the running kernel has."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        assert km.pid is None and km.connection_file is None
+        await km.start_kernel()
+        assert km.pid is not None and is_running(km.pid)
+        assert km.connection_file is not None
+        assert json.loads(Path(km.connection_file).read_text())["key"] == km.connection_info["key"]
+    assert km.pid is None and km.connection_file is None
+
+
+PORT_THIEF = textwrap.dedent(
+    """
+    import socket
+
+    from kernel_nursery import LocalProvisioner
+
+    THIEVES = []
+    STEAL = [1]  # how many launches find their shell port taken
+
+    class Provisioner(LocalProvisioner):
+        async def launch_kernel(self, cmd, **kwargs):
+            if STEAL[0] > 0:
+                STEAL[0] -= 1
+                thief = socket.socket()
+                thief.bind((self.connection_info["ip"], self.connection_info["shell_port"]))
+                thief.listen()
+                THIEVES.append(thief)
+            return await super().launch_kernel(cmd, **kwargs)
+    """
+)
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+async def test_start_retries_when_a_port_is_taken(
+    fake_spec: SpecFactory, install_provisioner: Callable[..., None], retries: int
+) -> None:
+    """A kernel that dies before it is ready because another program took its port is started
+    again on new ports (port_conflict_retries); with retries off the start fails saying so."""
+    install_provisioner("thief", "Provisioner", PORT_THIEF)
+    spec = fake_spec(metadata={"kernel_provisioner": {"provisioner_name": "thief"}})
+    async with KernelManager(kernel_spec=spec, port_conflict_retries=retries) as km:
+        module = sys.modules[type(km._new_provisioner()).__module__]
+        try:
+            if retries:
+                await km.start_kernel()
+                assert km.connection_info["shell_port"] != module.THIEVES[0].getsockname()[1]
+                assert await km.is_alive()
+            else:
+                with pytest.raises(KernelDiedError, match="another program took its port"):
+                    await km.start_kernel()
+        finally:
+            for thief in module.THIEVES:
+                thief.close()
+
+
+@pytest.mark.parametrize("how", ["auto", "restart_kernel", "newports", "shutdown_then_start"])
+async def test_a_client_follows_its_kernel_across_restarts(
+    fake_spec: SpecFactory, how: str
+) -> None:
+    """A client from km.client() keeps working after the kernel is restarted (on the same ports
+    or new ones); after a shutdown for good its requests fail with KernelDiedError."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        async with km.client() as kc, km.events() as events:
+            await kc.kernel_info(timeout=30)
+            if how == "auto":
+                os.kill(await pid_of(km), signal.SIGKILL)
+                with anyio.fail_after(30):
+                    while (await events.receive()).kind != "restarted":
+                        pass
+            elif how == "shutdown_then_start":
+                await km.shutdown_kernel(restart=True)
+                await km.start_kernel()
+            else:
+                await km.restart_kernel(newports=how == "newports")
+            with anyio.fail_after(30):
+                await kc.wait_for_ready(timeout=None)
+            assert (await kc.kernel_info(timeout=30)).msg_type == "kernel_info_reply"
+            await km.shutdown_kernel()
+            with anyio.fail_after(30), pytest.raises(KernelDiedError):
+                await kc.kernel_info()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 
 import anyio
@@ -77,3 +79,80 @@ async def test_outside_the_block() -> None:
     """A nursery that is not open refuses to start kernels."""
     with pytest.raises(KernelStateError, match="async with"):
         await KernelNursery().start_kernel()
+
+
+# ---------------------------------------------------------------- the promise's edges
+
+
+async def test_deadline_around_the_nursery_ends_it_quietly(fake_spec: SpecFactory) -> None:
+    """A nursery cancelled by a deadline ends without an exception (move_on_after) or with
+    TimeoutError alone (fail_after), every kernel stopped."""
+    with anyio.move_on_after(120) as scope:
+        async with KernelNursery() as nursery:
+            for _ in range(3):
+                await nursery.start_kernel(kernel_spec=fake_spec())
+            pids = [await pid_of(km) for km in nursery.list_kernels()]
+            scope.deadline = anyio.current_time()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert not any(is_running(p) for p in pids)
+    with pytest.raises(TimeoutError) as info:  # noqa: PT012
+        with anyio.fail_after(120) as scope:
+            async with KernelNursery() as nursery:
+                for _ in range(3):
+                    await nursery.start_kernel(kernel_spec=fake_spec())
+                scope.deadline = anyio.current_time()
+                await anyio.sleep_forever()
+    assert type(info.value) is TimeoutError
+
+
+async def test_leaving_the_block_cancels_starts_from_other_tasks(fake_spec: SpecFactory) -> None:
+    """A nursery whose block ends while another task's start_kernel waits for its kernel ends
+    promptly: that start raises KernelStateError and leaves nothing."""
+    errors: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(30):
+            async with KernelNursery() as nursery:
+                running = await nursery.start_kernel(kernel_spec=fake_spec())
+                pid = await pid_of(running)
+
+                async def start() -> None:
+                    try:
+                        await nursery.start_kernel(
+                            kernel_spec=fake_spec("--mute"), ready_timeout=600
+                        )
+                    except KernelStateError as exc:
+                        errors.append(exc)
+
+                tg.start_soon(start)
+                await anyio.wait_all_tasks_blocked()
+    assert len(errors) == 1 and "closed while the kernel was starting" in str(errors[0])
+    assert not is_running(pid)
+
+
+async def test_a_closing_nursery_refuses_new_kernels(fake_spec: SpecFactory) -> None:
+    """While its block is ending, and after, a nursery refuses new kernels."""
+    errors: list[BaseException] = []
+    closing = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        async with KernelNursery() as nursery:
+            # A kernel that takes its whole shutdown wait to stop keeps the nursery closing.
+            km = await nursery.start_kernel(
+                kernel_spec=fake_spec("--ignore-shutdown"), shutdown_wait_time=30
+            )
+            pid = await pid_of(km)
+
+            async def late_start() -> None:
+                await closing.wait()
+                await anyio.wait_all_tasks_blocked()
+                try:
+                    await nursery.start_kernel(kernel_spec=fake_spec())
+                except KernelStateError as exc:
+                    errors.append(exc)
+                os.kill(pid, signal.SIGKILL)  # and let the nursery finish
+
+            tg.start_soon(late_start)
+            closing.set()
+    assert len(errors) == 1 and "closing" in str(errors[0])
+    with pytest.raises(KernelStateError):
+        await nursery.start_kernel(kernel_spec=fake_spec())

@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from .._errors import PortAllocationError
 from ._info import Transport
 
-__all__ = ["release_ports", "reserve_ports", "reserved_ports"]
+__all__ = ["ports_in_use", "release_ports", "reserve_ports", "reserved_ports"]
 
 # tcp ports are keyed by number alone: a port taken on 127.0.0.1 is also unusable on 0.0.0.0.
 # ipc endpoints are keyed by their path prefix and number.
@@ -102,6 +102,35 @@ def reserved_ports() -> frozenset[tuple[str, int]]:
     """
     with _lock:
         return frozenset(_reserved)
+
+
+def ports_in_use(*, transport: Transport, ip: str, ports: Iterable[int]) -> list[int]:
+    """Which of *ports* some socket on this machine holds now (tcp only; ``[]`` for ipc).
+
+    Used after a kernel died before it was ready, to tell whether another program took one
+    of its ports in the moment between our choice and the kernel's bind. The probe binds with
+    ``SO_REUSEADDR``, as libzmq does, so what the dead kernel left in ``TIME_WAIT`` does not
+    count: only a socket that listens on the port (or holds it without ``SO_REUSEADDR``) does.
+    An address that is not this machine's gives ``[]``.
+    """
+    if transport != "tcp":
+        return []
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    except ValueError:
+        return []
+    taken = []
+    for port in ports:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((ip, port))
+            except OSError as exc:
+                if exc.errno in _IN_USE:
+                    taken.append(port)
+                elif exc.errno == errno.EADDRNOTAVAIL:
+                    return []
+    return taken
 
 
 def _ephemeral_range() -> tuple[int, int] | None:

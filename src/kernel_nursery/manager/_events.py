@@ -42,6 +42,7 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subscribers: set[MemoryObjectSendStream[KernelEvent]] = set()
+        self._closed = False
 
     def emit(self, event: KernelEvent) -> None:
         for send in list(self._subscribers):
@@ -53,7 +54,10 @@ class EventHub:
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[KernelEvent]]:
         send, receive = anyio.create_memory_object_stream[KernelEvent](math.inf)
-        self._subscribers.add(send)
+        if self._closed:
+            send.close()  # nothing more will happen: the iteration ends at once
+        else:
+            self._subscribers.add(send)
         try:
             with receive:
                 yield receive
@@ -62,7 +66,8 @@ class EventHub:
             send.close()
 
     def close(self) -> None:
-        """End every subscription: their iterations finish."""
+        """End every subscription, and every later one at once: their iterations finish."""
+        self._closed = True
         for send in self._subscribers:
             send.close()
         self._subscribers.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
@@ -22,13 +22,38 @@ from .._errors import (
     KernelTimeoutError,
 )
 from .._taskgroup import OwnedTaskGroup
-from ..connection import ConnectionInfo, validate_connection_info
+from ..connection import PORT_NAMES, ConnectionInfo, validate_connection_info
+from ..connection._ports import ports_in_use
 from ..kernelspec import KernelSpec, KernelSpecManager
 from ..messaging import KernelClient
+from ..messaging._client import WaitForExit
 from ..provisioning import KernelProvisionerBase, KernelProvisionerFactory, stop_process
 from ._events import EventHub, EventKind, KernelEvent
 
 __all__ = ["KernelManager", "start_kernel"]
+
+
+class _PortsTaken(KernelDiedError):
+    """A kernel died before it was ready because another program holds one of its ports."""
+
+
+class _Incarnation:
+    """One launched kernel process: what the clients the manager hands out follow."""
+
+    def __init__(self, number: int, provisioner: KernelProvisionerBase) -> None:
+        self.number = number
+        self.info = validate_connection_info(provisioner.connection_info)
+        self.exited = anyio.Event()
+        self.status: int | None = None
+
+    def exit(self, status: int | None) -> None:
+        if not self.exited.is_set():
+            self.status = status
+            self.exited.set()
+
+    async def wait(self) -> int | None:
+        await self.exited.wait()
+        return self.status
 
 
 class KernelManager(LoggingConfigurable):
@@ -83,6 +108,13 @@ class KernelManager(LoggingConfigurable):
         config=True,
         help="Seconds start_kernel and restart_kernel wait for the kernel to answer.",
     )
+    port_conflict_retries = Integer(
+        3,
+        config=True,
+        help="How many times a start (or restart) is tried again on new ports when its kernel "
+        "exited before it was ready because another program took one of its ports in the "
+        "moment between their choice and the kernel's bind. 0 turns retrying off.",
+    )
     transport = Enum(
         ["tcp", "ipc"],
         default_value="tcp",
@@ -125,6 +157,16 @@ class KernelManager(LoggingConfigurable):
         self._client_scope: anyio.CancelScope | None = None
         self._supervisor_scope: anyio.CancelScope | None = None
         self._dead = False
+        # The start (or restart) waiting for its kernel now, which a shutdown cancels, and how
+        # many shutdowns are waiting for the lock: a start begun meanwhile is cancelled at once.
+        self._start_scope: anyio.CancelScope | None = None
+        self._stopping = 0
+        self._closed = False
+        # The current (or last) incarnation, and an event set (then replaced) at each change
+        # of it or of whether one will follow: what km.client()'s clients await to follow.
+        self._incarnation: _Incarnation | None = None
+        self._changed = anyio.Event()
+        self._gone = True  # no kernel now, and none will come unless start_kernel is called
 
     # ------------------------------------------------------------------ state
 
@@ -151,13 +193,38 @@ class KernelManager(LoggingConfigurable):
         return validate_connection_info(self.provisioner.connection_info)
 
     @property
+    def connection_file(self) -> str | None:
+        """The path of the running kernel's connection file, or ``None`` when there is none
+        (no kernel, or a provisioner that writes no file here).
+
+        .. versionadded:: 0.2
+        """
+        if self.provisioner is None or not self.provisioner.connection_info:
+            return None
+        path = getattr(self.provisioner, "connection_file", None)
+        return path if isinstance(path, str) and path else None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running kernel, when its provisioner runs it as a local
+        process (:class:`~kernel_nursery.LocalProvisioner` does); otherwise ``None``.
+
+        .. versionadded:: 0.2
+        """
+        if self.provisioner is None or not self.provisioner.has_process:
+            return None
+        pid = getattr(self.provisioner, "pid", None)
+        return pid if isinstance(pid, int) else None
+
+    @property
     def has_kernel(self) -> bool:
         """Whether a kernel process is managed now (running, or exited and not cleaned up)."""
         return self.provisioner is not None and self.provisioner.has_process
 
     @property
     def dead(self) -> bool:
-        """Whether the kernel died and was not (or could no more be) restarted."""
+        """Whether the kernel died and was not (or could no more) be restarted. A ``dead``
+        event says so too, with the exit status."""
         return self._dead
 
     async def is_alive(self) -> bool:
@@ -173,6 +240,8 @@ class KernelManager(LoggingConfigurable):
     async def __aenter__(self) -> Self:
         if self._group.is_open:
             raise KernelStateError("this KernelManager is already open")
+        if self._closed:
+            raise KernelStateError("this KernelManager has been closed; make a new one")
         self._tg = await self._group.open(self._close)
         return self
 
@@ -185,7 +254,12 @@ class KernelManager(LoggingConfigurable):
         await self._group.close()
 
     async def _close(self) -> None:
-        await self.shutdown_kernel()  # shielded; does nothing when no kernel runs
+        # Shielded, lock wait included: whoever holds the lock is bounded once the start in
+        # flight is cancelled (which shutdown_kernel does first), so this cannot hang.
+        with anyio.CancelScope(shield=True):
+            await self.shutdown_kernel()
+        self._closed = True
+        self._announce()
         self._events.close()
         self._tg = None
 
@@ -198,10 +272,11 @@ class KernelManager(LoggingConfigurable):
 
     # ------------------------------------------------------------------ events
 
-    def events(self) -> Any:
+    def events(self) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[KernelEvent]]:
         """Subscribe to lifecycle events: an async context manager giving a stream of
         :class:`KernelEvent` (``async for event in stream``), which ends when the manager
-        closes. Each subscriber gets every event emitted after it subscribed.
+        closes (at once, for a subscription made after it closed). Each subscriber gets every
+        event emitted after it subscribed.
 
         .. code-block:: python
 
@@ -209,16 +284,27 @@ class KernelManager(LoggingConfigurable):
                 async for event in events:
                     print(event.kind, event.exit_status)
         """
-        return self._subscribe()
-
-    @asynccontextmanager
-    async def _subscribe(self) -> AsyncIterator[MemoryObjectReceiveStream[KernelEvent]]:
-        async with self._events.subscribe() as stream:
-            yield stream
+        return self._events.subscribe()
 
     def _emit(self, kind: EventKind, exit_status: int | None = None) -> None:
         self.log.debug("Kernel %s: %s (status %s)", self.kernel_id, kind, exit_status)
         self._events.emit(KernelEvent(kind=kind, kernel_id=self.kernel_id, exit_status=exit_status))
+
+    def _announce(self) -> None:
+        """Wake whoever waits for the next incarnation (see :meth:`_successor`)."""
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def _successor(self, number: int) -> tuple[ConnectionInfo, WaitForExit] | None:
+        """Wait for an incarnation after incarnation *number*: its connection info and exit;
+        ``None`` when none will come (shut down, dead, or the manager closed)."""
+        while True:
+            current = self._incarnation
+            if current is not None and current.number > number:
+                return current.info, current.wait
+            if self._closed or self._dead or self._gone:
+                return None
+            await self._changed.wait()
 
     # ------------------------------------------------------------------ starting
 
@@ -226,12 +312,17 @@ class KernelManager(LoggingConfigurable):
         """Start the kernel and wait until it answers (:attr:`ready_timeout`).
 
         *kwargs* are passed to the provisioner's ``pre_launch`` (``env``, ``cwd``,
-        ``extra_arguments``...) and kept for restarts.
+        ``extra_arguments``...) and kept for restarts. After ``shutdown_kernel(restart=True)``
+        the kernel starts again on the ports, key and connection file that were kept; after
+        the kernel was reported dead, on new ones.
 
-        If it fails, or is cancelled, nothing is left: no process, file or port.
+        If it fails, or is cancelled, nothing is left: no process, file or port. A
+        :meth:`shutdown_kernel` (or the end of the manager's block) while it waits for the
+        kernel cancels it.
 
         Raises:
-            KernelStateError: not inside ``async with``, or a kernel is already running.
+            KernelStateError: not inside ``async with``, a kernel is already running, or the
+                kernel was shut down before it was ready.
             NoSuchKernelError, KernelSpecError: the kernel spec cannot be had.
             ModuleNotFoundError, ProvisionerError: its provisioner cannot be had.
             LaunchError: the kernel program cannot be run.
@@ -240,14 +331,21 @@ class KernelManager(LoggingConfigurable):
         """
         self._task_group()
         async with self._lock:
-            if self.provisioner is not None:
+            if self.provisioner is not None and self.provisioner.has_process:
                 raise KernelStateError(f"kernel {self.kernel_id} has already been started")
-            self.provisioner = self._new_provisioner()
+            if self._dead:
+                self.provisioner = None  # cleaned up for good: the kernel gets a new one
             self._launch_kwargs = dict(kwargs)
             self._rapid_deaths = 0
             self._dead = False
             self._emit("starting")
-            await self._start_incarnation()
+            self._gone = False
+            try:
+                await self._start_guarded("starting")
+            except BaseException:
+                self._gone = True
+                self._announce()
+                raise
             self._emit("started")
 
     def _new_provisioner(self) -> KernelProvisionerBase:
@@ -266,20 +364,73 @@ class KernelManager(LoggingConfigurable):
                 provisioner.set_trait(name, value)
         return provisioner
 
+    async def _start_guarded(self, doing: str) -> None:
+        """:meth:`_start_incarnation` in a scope that :meth:`shutdown_kernel` cancels, tried
+        again on new ports (:attr:`port_conflict_retries`) when another program took one of
+        the kernel's ports before it could bind it. Must hold the lock.
+
+        Raises:
+            KernelStateError: a shutdown cancelled it; nothing of the kernel is left.
+        """
+        with anyio.CancelScope() as scope:
+            self._start_scope = scope
+            if self._stopping:
+                scope.cancel()
+            try:
+                for attempt in range(self.port_conflict_retries + 1):
+                    if self.provisioner is None:
+                        self.provisioner = self._new_provisioner()  # new ports, new file
+                    try:
+                        await self._start_incarnation()
+                        break
+                    except _PortsTaken as exc:
+                        if attempt == self.port_conflict_retries:
+                            raise KernelDiedError(str(exc), exit_status=exc.exit_status) from None
+                        self.log.warning(
+                            "%s; trying again on new ports (%d of %d)",
+                            exc,
+                            attempt + 1,
+                            self.port_conflict_retries,
+                        )
+            finally:
+                self._start_scope = None
+        if scope.cancelled_caught:
+            raise KernelStateError(f"kernel {self.kernel_id} was shut down while it was {doing}")
+
     async def _start_incarnation(self) -> None:
         """Launch, attach the client and the supervisor, and wait for readiness; on any
-        failure or cancellation, take it all down again (shielded) and re-raise."""
+        failure or cancellation, take it all down again (shielded), drop the provisioner (it
+        has been cleaned up for good) and re-raise.
+
+        Raises:
+            _PortsTaken: the kernel exited before it was ready, and a socket of another
+                program now holds one of its ports (it could not bind it).
+        """
+        provisioner = self.provisioner
+        assert provisioner is not None
         try:
             await self._launch()
             assert self._client is not None
             try:
                 await self._client.wait_for_ready(timeout=self.ready_timeout)
             except KernelDiedError as exc:
-                raise KernelDiedError(
+                message = (
                     f"kernel {self._display_name()!r} exited with status {exc.exit_status} "
-                    "before it was ready",
-                    exit_status=exc.exit_status,
-                ) from None
+                    "before it was ready"
+                )
+                info = validate_connection_info(provisioner.connection_info)
+                taken = ports_in_use(
+                    transport=info["transport"],
+                    ip=info["ip"],
+                    ports=[info[name] for name in PORT_NAMES],  # type: ignore[literal-required]
+                )
+                if taken:
+                    ports = ", ".join(map(str, taken))
+                    raise _PortsTaken(
+                        f"{message}: another program took its port {ports}",
+                        exit_status=exc.exit_status,
+                    ) from None
+                raise KernelDiedError(message, exit_status=exc.exit_status) from None
             except KernelTimeoutError:
                 raise KernelTimeoutError(
                     f"kernel {self._display_name()!r} did not answer within "
@@ -304,15 +455,29 @@ class KernelManager(LoggingConfigurable):
         await provisioner.post_launch(**kw)
         self._started_at = anyio.current_time()
         self._generation += 1
+        number = self._incarnation.number + 1 if self._incarnation is not None else 1
+        self._incarnation = _Incarnation(number, provisioner)
+        self._announce()
         tg = self._task_group()
         self._client, self._client_scope = await tg.start(self._serve_client, provisioner)
-        if self.autorestart:
-            self._supervisor_scope = await tg.start(self._supervise, self._generation)
+        # Shielded only now, by us: a start() cancelled after the task reported in cancels the
+        # task and waits for it, which a shield set by the task itself would turn into a hang.
+        self._client_scope.shield = True
+        # Every incarnation is supervised, restarts or not: its death is always reported.
+        self._supervisor_scope = await tg.start(self._supervise, self._generation)
 
     async def _serve_client(
-        self, provisioner: KernelProvisionerBase, *, task_status: anyio.abc.TaskStatus[Any]
+        self,
+        provisioner: KernelProvisionerBase,
+        *,
+        task_status: anyio.abc.TaskStatus[tuple[KernelClient, anyio.CancelScope]],
     ) -> None:
-        """The manager's own client of the current incarnation, as a task of the group."""
+        """The manager's own client of the current incarnation, as a task of the group.
+
+        Its scope is shielded by :meth:`_launch` once it has started, and ended only by
+        :meth:`_stop`: when the scope around the manager is cancelled, the polite shutdown that
+        follows still needs this client to send its ``shutdown_request``.
+        """
         with anyio.CancelScope() as scope:
             info = validate_connection_info(provisioner.connection_info)
             async with KernelClient(info, wait_for_exit=provisioner.wait) as client:
@@ -327,54 +492,76 @@ class KernelManager(LoggingConfigurable):
         """Await the current process's exit; if nobody asked for it, restart or declare dead."""
         provisioner = self.provisioner
         assert provisioner is not None
+        incarnation = self._incarnation
         with anyio.CancelScope() as scope:
             task_status.started(scope)
             status = await provisioner.wait()
         if scope.cancel_called:
             return
+        if incarnation is not None:
+            incarnation.exit(status)
         async with self._lock:
             if generation != self._generation or self.provisioner is not provisioner:
                 return  # a shutdown or restart took over meanwhile
             await self._on_unexpected_exit(status)
 
     async def _on_unexpected_exit(self, status: int | None) -> None:
+        """The kernel died without being asked to: restart it (and wait until it answers),
+        or report it dead. Must hold the lock."""
         provisioner = self.provisioner
         assert provisioner is not None
         uptime = anyio.current_time() - self._started_at
-        if uptime < provisioner.get_stable_start_time():
-            self._rapid_deaths += 1
-        else:
-            self._rapid_deaths = 0
         self.log.warning("Kernel %s died (status %s) after %.3g s", self.kernel_id, status, uptime)
-        if self._rapid_deaths > self.restart_limit:
-            self.log.error(
-                "Kernel %s died %d times in a row soon after starting; giving up",
-                self.kernel_id,
-                self._rapid_deaths,
-            )
+        if not self.autorestart:
             await self._declare_dead(status)
             return
-        self._emit("restarting", status)
-        await self._stop(now=True, restart=True)
-        try:
-            await self._launch()
-        except KernelNurseryError as exc:
-            self.log.error("Kernel %s could not be restarted: %s", self.kernel_id, exc)
-            await self._declare_dead(status)
+        stable = provisioner.get_stable_start_time()
+        self._rapid_deaths = self._rapid_deaths + 1 if uptime < stable else 0
+        while True:
+            if self._rapid_deaths > self.restart_limit:
+                self.log.error(
+                    "Kernel %s died %d times in a row soon after starting; giving up",
+                    self.kernel_id,
+                    self._rapid_deaths,
+                )
+                await self._declare_dead(status)
+                return
+            self._emit("restarting", status)
+            await self._stop(now=True, restart=True)
+            try:
+                await self._start_guarded("restarting")
+            except KernelStateError:
+                return  # shut down meanwhile: the shutdown reports it
+            except KernelDiedError as exc:
+                self.log.warning(
+                    "Kernel %s died again (status %s) before it was ready",
+                    self.kernel_id,
+                    exc.exit_status,
+                )
+                status = exc.exit_status
+                self._rapid_deaths += 1
+                continue
+            except KernelNurseryError as exc:
+                self.log.error("Kernel %s could not be restarted: %s", self.kernel_id, exc)
+                await self._declare_dead(status)
+                return
+            self._emit("restarted")
             return
-        self._emit("restarted")
 
     async def _declare_dead(self, status: int | None) -> None:
         with anyio.CancelScope(shield=True):
             await self._stop(now=True, restart=False)
         self._dead = True
+        self._gone = True
+        self._announce()
         self._emit("dead", status)
 
     # ------------------------------------------------------------------ stopping
 
     async def _stop(self, *, now: bool, restart: bool) -> int | None:
         """End the current incarnation: supervisor, polite request (unless *now*), escalation,
-        the manager's client, ``cleanup(restart)``. Shielded; must hold the lock."""
+        the manager's client, ``cleanup(restart)``. Shielded and bounded (the escalation's own
+        timeouts); must hold the lock."""
         provisioner = self.provisioner
         if provisioner is None:
             return None
@@ -397,6 +584,8 @@ class KernelManager(LoggingConfigurable):
                     shutdown_requested=requested,
                     now=now,
                 )
+            if self._incarnation is not None:
+                self._incarnation.exit(status)
             if self._client_scope is not None:
                 self._client_scope.cancel()
             self._client = self._client_scope = None
@@ -419,19 +608,49 @@ class KernelManager(LoggingConfigurable):
     async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
         """Shut the kernel down: ask it politely (unless *now*), give it
         :attr:`shutdown_wait_time`, then SIGTERM, then SIGKILL to its process group; then clean
-        up. With *restart*, what a restart reuses (ports, connection file) is kept for the
-        next :meth:`start_kernel`. Does nothing when no kernel runs.
+        up. Does nothing when no kernel runs.
 
-        Shielded: a cancelled caller still leaves the kernel fully stopped.
+        With *restart*, the ports, key and connection file are kept, and the next
+        :meth:`start_kernel` starts the kernel on them; the end of the manager's block releases
+        them if none follows.
+
+        A start or restart in progress (waiting for its kernel to answer) is cancelled first:
+        its caller gets :class:`~kernel_nursery.KernelStateError`, and nothing of that kernel is
+        left.
+
+        Cancellation: waiting for another operation of this manager to finish can be cancelled
+        (the kernel is then left as that operation leaves it). Once the shutdown has begun it
+        is shielded and completes, bounded by the escalation's timeouts: a cancelled caller
+        still leaves the kernel fully stopped.
         """
-        with anyio.CancelScope(shield=True):
-            async with self._lock:
-                if self.provisioner is None:
-                    return
-                status = await self._stop(now=now, restart=restart)
-                if not restart:
-                    self.provisioner = None
-                self._emit("shutdown", status)
+        self._stopping += 1
+        try:
+            cancelled_start = self._start_scope is not None
+            if self._start_scope is not None:
+                self._start_scope.cancel()
+            try:
+                self._lock.acquire_nowait()  # no checkpoint: a cancelled caller still stops it
+            except anyio.WouldBlock:
+                await self._lock.acquire()
+            try:
+                with anyio.CancelScope(shield=True):
+                    provisioner = self.provisioner
+                    if provisioner is None:
+                        if cancelled_start:
+                            self._emit("shutdown")
+                        return
+                    had_process = provisioner.has_process
+                    status = await self._stop(now=now, restart=restart)
+                    if not restart:
+                        self.provisioner = None
+                        self._gone = True
+                        self._announce()
+                    if had_process:
+                        self._emit("shutdown", status)
+            finally:
+                self._lock.release()
+        finally:
+            self._stopping -= 1
 
     async def restart_kernel(
         self, now: bool = False, newports: bool = False, **kwargs: Any
@@ -441,11 +660,12 @@ class KernelManager(LoggingConfigurable):
 
         The ports and key are kept unless *newports*, in which case new ones are reserved and
         the old ones released (a new provisioner is created, as the old one was cleaned up for
-        good). *kwargs* update the launch keywords given to :meth:`start_kernel`. The new start
-        raises as :meth:`start_kernel` does, and leaves nothing running when it fails.
+        good). A kernel reported dead restarts on new ports too. *kwargs* update the launch
+        keywords given to :meth:`start_kernel`. The new start raises as :meth:`start_kernel`
+        does, and leaves nothing running when it fails.
 
         Raises:
-            KernelStateError: no kernel was started.
+            KernelStateError: no kernel was started, or it was shut down meanwhile.
         """
         self._task_group()
         async with self._lock:
@@ -453,14 +673,19 @@ class KernelManager(LoggingConfigurable):
             if provisioner is None:
                 raise KernelStateError("there is no kernel to restart; start one first")
             self._emit("restarting")
-            await self._stop(now=now, restart=not newports)
-            if newports:
+            await self._stop(now=now, restart=not (newports or self._dead))
+            if newports or self._dead:
                 # cleanup(restart=False) ended that provisioner's life; the kernel gets a new one.
-                self.provisioner = self._new_provisioner()
+                self.provisioner = None
             self._launch_kwargs.update(kwargs)
             self._rapid_deaths = 0
             self._dead = False
-            await self._start_incarnation()
+            try:
+                await self._start_guarded("restarting")
+            except BaseException:
+                self._gone = True
+                self._announce()
+                raise
             self._emit("restarted")
 
     # ------------------------------------------------------------------ while running
@@ -499,9 +724,33 @@ class KernelManager(LoggingConfigurable):
 
     def client(self, **kwargs: Any) -> KernelClient:
         """A new :class:`~kernel_nursery.KernelClient` for this kernel (use it with
-        ``async with``); its requests fail with ``KernelDiedError`` if the kernel dies."""
-        provisioner = self._running()
-        return KernelClient(self.connection_info, wait_for_exit=provisioner.wait, **kwargs)
+        ``async with``).
+
+        The client follows the kernel across restarts (automatic ones, :meth:`restart_kernel`,
+        and ``shutdown_kernel(restart=True)`` then :meth:`start_kernel`), on the same ports or on
+        new ones: requests waiting when the kernel dies fail with
+        :class:`~kernel_nursery.KernelDiedError`, requests made while no kernel runs fail with
+        it at once, and requests made once the new kernel runs work. After the kernel is shut
+        down for good (or reported dead), its requests fail with ``KernelDiedError``.
+        """
+        self._running()
+        incarnation = self._incarnation
+        assert incarnation is not None
+        number = incarnation.number
+
+        async def wait_for_restart() -> tuple[ConnectionInfo, WaitForExit] | None:
+            nonlocal number
+            successor = await self._successor(number)
+            if successor is not None and self._incarnation is not None:
+                number = self._incarnation.number
+            return successor
+
+        return KernelClient(
+            incarnation.info,
+            wait_for_exit=incarnation.wait,
+            wait_for_restart=wait_for_restart,
+            **kwargs,
+        )
 
     def _running(self) -> KernelProvisionerBase:
         if self.provisioner is None or not self.provisioner.has_process:

@@ -36,14 +36,17 @@ class KernelNursery(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._managers: dict[str, KernelManager] = {}
+        self._managers: dict[str, KernelManager] = {}  # ready kernels, in start order
+        self._starting: set[KernelManager] = set()
         self._release: dict[str, anyio.Event] = {}
         self._group = OwnedTaskGroup()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._closing = False
 
     async def __aenter__(self) -> Self:
         if self._group.is_open:
             raise KernelStateError("this KernelNursery is already open")
+        self._closing = False
         self._tg = await self._group.open(self._close)
         return self
 
@@ -56,8 +59,11 @@ class KernelNursery(LoggingConfigurable):
         await self._group.close()
 
     async def _close(self) -> None:
+        # From here on new kernels are refused, and starts in progress are cancelled (their
+        # managers' shutdown does it): nothing can keep the block from ending.
+        self._closing = True
         with anyio.CancelScope(shield=True):
-            await self.shutdown_all()
+            await self._shutdown_many([*self._starting, *self._managers.values()], now=False)
         self._tg = None
 
     async def start_kernel(self, kernel_name: str = "python3", **kwargs: Any) -> KernelManager:
@@ -67,13 +73,29 @@ class KernelNursery(LoggingConfigurable):
         configure the :class:`KernelManager`, the rest go to its ``start_kernel``. A failed start
         raises as :meth:`KernelManager.start_kernel` does, and leaves nothing running.
 
+        May be called from any task, inside the nursery's block or not. If the block ends while
+        the kernel is starting, the start is cancelled and raises :class:`KernelStateError`;
+        cancelling the caller cancels the start (nothing is left).
+
         Raises:
-            KernelStateError: the nursery is not open.
+            KernelStateError: the nursery is not open, or is closing.
         """
         if self._tg is None:
             raise KernelStateError("use the nursery as 'async with KernelNursery() as n:' first")
-        manager: KernelManager = await self._tg.start(self._host, kernel_name, kwargs)
+        if self._closing:
+            raise KernelStateError("the nursery is closing; it starts no more kernels")
+        try:
+            manager: KernelManager = await self._tg.start(self._host, kernel_name, kwargs)
+        except RuntimeError as exc:
+            # The host task was cancelled with the nursery's scope before the kernel was ready
+            # (anyio then says "child exited without calling task_status.started()").
+            if type(exc) is RuntimeError and self._closing:
+                raise self._closed_while_starting() from None
+            raise
         return manager
+
+    def _closed_while_starting(self) -> KernelStateError:
+        return KernelStateError("the nursery closed while the kernel was starting")
 
     async def _host(
         self,
@@ -84,20 +106,35 @@ class KernelNursery(LoggingConfigurable):
     ) -> None:
         """One kernel's life: its manager's scope, held open until the kernel is shut down."""
         manager_kw, launch_kw = split_manager_kwargs(kwargs)
-        async with KernelManager(kernel_name=kernel_name, parent=self, **manager_kw) as km:
-            await km.start_kernel(**launch_kw)
-            release = anyio.Event()
-            self._managers[km.kernel_id] = km
-            self._release[km.kernel_id] = release
-            try:
+        km = KernelManager(kernel_name=kernel_name, parent=self, **manager_kw)
+        self._starting.add(km)
+        try:
+            async with km:
+                try:
+                    if self._closing:
+                        raise self._closed_while_starting()
+                    await km.start_kernel(**launch_kw)
+                except KernelStateError:
+                    if self._closing:  # the nursery's close shut the kernel down
+                        raise self._closed_while_starting() from None
+                    raise
+                finally:
+                    self._starting.discard(km)
+                if self._closing:
+                    raise self._closed_while_starting()  # leaving `async with km` stops it
+                release = anyio.Event()
+                self._managers[km.kernel_id] = km
+                self._release[km.kernel_id] = release
                 task_status.started(km)
                 await release.wait()
-            finally:
-                self._managers.pop(km.kernel_id, None)
-                self._release.pop(km.kernel_id, None)
+        finally:
+            self._starting.discard(km)
+            self._managers.pop(km.kernel_id, None)
+            self._release.pop(km.kernel_id, None)
 
     def list_kernels(self) -> list[KernelManager]:
-        """The managers of the kernels in the nursery, in the order they started."""
+        """The managers of the kernels in the nursery that are ready (started and not shut
+        down), in the order they started."""
         return list(self._managers.values())
 
     def get(self, kernel_id: str) -> KernelManager:
@@ -114,19 +151,29 @@ class KernelNursery(LoggingConfigurable):
     async def shutdown_kernel(self, kernel_id: str, now: bool = False) -> None:
         """Shut kernel *kernel_id* down and remove it from the nursery.
 
+        Cancellation is as for :meth:`KernelManager.shutdown_kernel`.
+
         Raises:
             UnknownKernelError: no such kernel in this nursery.
         """
-        km = self.get(kernel_id)
-        await km.shutdown_kernel(now=now)
-        # Gone from the nursery when this returns; its host task then leaves the manager's scope.
-        self._managers.pop(kernel_id, None)
-        release = self._release.pop(kernel_id, None)
-        if release is not None:
-            release.set()
+        await self._shutdown(self.get(kernel_id), now)
 
     async def shutdown_all(self, now: bool = False) -> None:
-        """Shut every kernel down, concurrently."""
+        """Shut every kernel down, concurrently, including kernels still starting (their
+        starts raise :class:`KernelStateError`). Kernels that are already shutting down (from
+        another task, or because their own scope ended) are simply waited for."""
+        await self._shutdown_many([*self._starting, *self._managers.values()], now=now)
+
+    async def _shutdown_many(self, managers: list[KernelManager], now: bool) -> None:
         async with anyio.create_task_group() as tg:
-            for kernel_id in list(self._managers):
-                tg.start_soon(self.shutdown_kernel, kernel_id, now)
+            for km in managers:
+                tg.start_soon(self._shutdown, km, now)
+
+    async def _shutdown(self, km: KernelManager, now: bool) -> None:
+        await km.shutdown_kernel(now=now)
+        # Gone from the nursery when this returns; its host task then leaves the manager's scope.
+        if self._managers.get(km.kernel_id) is km:
+            del self._managers[km.kernel_id]
+        release = self._release.pop(km.kernel_id, None)
+        if release is not None:
+            release.set()
