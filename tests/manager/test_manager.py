@@ -684,3 +684,23 @@ async def test_a_client_follows_its_kernel_across_restarts(
             await km.shutdown_kernel()
             with anyio.fail_after(30), pytest.raises(KernelDiedError):
                 await kc.kernel_info()
+
+
+@pytest.mark.parametrize("through", ["manager", "nursery"])
+async def test_factory_configuration_reaches_the_factory(
+    fake_spec: SpecFactory, install_provisioner: Callable[..., None], through: str
+) -> None:
+    """default_provisioner_name configured on a manager (or on the nursery above it) decides
+    the provisioner of kernels whose spec names none."""
+    from kernel_nursery import KernelNursery
+
+    install_provisioner("recording", "Provisioner", RECORDING)
+    config = Config({"KernelProvisionerFactory": {"default_provisioner_name": "recording"}})
+    if through == "manager":
+        async with KernelManager(kernel_spec=fake_spec(), config=config) as km:
+            await km.start_kernel()
+            assert type(km.provisioner).__name__ == "Provisioner"
+    else:
+        async with KernelNursery(config=config) as nursery:
+            km = await nursery.start_kernel(kernel_spec=fake_spec())
+            assert type(km.provisioner).__name__ == "Provisioner"

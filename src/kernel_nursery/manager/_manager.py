@@ -134,6 +134,17 @@ class KernelManager(LoggingConfigurable):
         return str(uuid.uuid4())
 
     kernel_spec_manager = Instance(KernelSpecManager, help="Where kernel specs are looked up.")
+    provisioner_factory = Instance(
+        KernelProvisionerFactory, help="Where the kernel's provisioner comes from."
+    )
+
+    @default("provisioner_factory")
+    def _provisioner_factory_default(self) -> KernelProvisionerFactory:
+        # Configuration given to this manager (or its parents) for the factory must reach it:
+        # then the manager has a factory of its own; otherwise it shares the process's.
+        if "KernelProvisionerFactory" in self.config:
+            return KernelProvisionerFactory(parent=self)
+        return KernelProvisionerFactory.instance()
 
     @default("kernel_spec_manager")
     def _kernel_spec_manager_default(self) -> KernelSpecManager:
@@ -353,7 +364,7 @@ class KernelManager(LoggingConfigurable):
         transport and ip where it has those traits and the spec's own config does not set them.
         """
         spec = self.kernel_spec
-        provisioner = KernelProvisionerFactory.instance().create_provisioner_instance(
+        provisioner = self.provisioner_factory.create_provisioner_instance(
             self.kernel_id, spec, parent=self
         )
         stanza = spec.kernel_provisioner
