@@ -126,3 +126,75 @@ def test_error_is_also_a_value_error() -> None:
     """Callers catching ValueError (as for jupyter_client) still catch it."""
     with pytest.raises(ValueError, match="argv"):
         KernelSpec.from_dict({})
+
+
+# ---------------------------------------------------------------- issue 12: what a launch needs
+
+DEEP = "[" * 3000 + "]" * 3000
+
+
+def deep_list(levels: int = 3000) -> list[Any]:
+    """A list nested *levels* deep, built without recursion."""
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+LAUNCH_BREAKERS = [
+    ({"argv": ["k", "a\u0000b"]}, "argv[1]", "NUL"),
+    ({"argv": ["k\u0000"]}, "argv[0]", "NUL"),
+    ({"argv": ["k"], "env": {"A": "1\u00002"}}, "env.A", "NUL"),
+    ({"argv": ["k"], "env": {"A\u0000B": "1"}}, "env.A\u0000B", "not a valid environment"),
+    ({"argv": ["k"], "env": {"A=B": "1"}}, "env.A=B", "not a valid environment"),
+    ({"argv": ["k"], "env": {"": "1"}}, "env.", "not a valid environment"),
+]
+
+
+@pytest.mark.parametrize(("data", "field", "message"), LAUNCH_BREAKERS)
+def test_nul_and_bad_env_names_in_a_file(
+    tmp_path: Path, data: dict[str, Any], field: str, message: str
+) -> None:
+    """A NUL in argv or env, or an env name that is empty or holds '=', is a KernelSpecError
+    naming the file and the field, not a builtin ValueError at launch."""
+    import json
+
+    folder = write_kernel(tmp_path, "bad", json.dumps(data))
+    with pytest.raises(KernelSpecError, match=message) as info:
+        KernelSpec.from_resource_dir(folder)
+    assert (info.value.field, info.value.path) == (field, str(folder / "kernel.json"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("data", "field", "message"), LAUNCH_BREAKERS)
+def test_nul_and_bad_env_names_in_code(data: dict[str, Any], field: str, message: str) -> None:
+    """The same checks apply to a KernelSpec built in code."""
+    with pytest.raises(KernelSpecError, match=message) as info:
+        KernelSpec(**data)
+    assert info.value.field == field
+
+
+def test_deeply_nested_kernel_json(tmp_path: Path) -> None:
+    """A kernel.json nested 3,000 levels deep is a KernelSpecError, not a RecursionError."""
+    folder = write_kernel(tmp_path, "deep", '{"argv": ["k"], "display_name": ' + DEEP + "}")
+    with pytest.raises(KernelSpecError, match="nested too deeply") as info:
+        KernelSpec.from_resource_dir(folder)
+    assert info.value.path == str(folder / "kernel.json")
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"argv": ["k"], "metadata": {"x": deep_list()}}, "metadata", "nested too deeply"),
+        ({"argv": ["k"], "metadata": {"x": {1, 2}}}, "metadata", "plain JSON data"),
+        ({"argv": deep_list()}, "argv", r"non-empty list of strings, got \[\[\["),
+        ({"argv": ["k"], "language": deep_list()}, "language", r"got \[\[\["),
+    ],
+)
+def test_in_memory_data_that_is_not_json(data: dict[str, Any], field: str, message: str) -> None:
+    """from_dict turns deeply nested or non-JSON values into a short KernelSpecError naming the
+    field (never a RecursionError or TypeError, nor a message quoting 3,000 levels)."""
+    with pytest.raises(KernelSpecError, match=message) as info:
+        KernelSpec.from_dict(data)
+    assert info.value.field == field
+    assert len(str(info.value)) < 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -13,6 +14,8 @@ from .._errors import KernelSpecError
 __all__ = ["KernelSpec", "ProvisionerStanza"]
 
 InterruptMode = Literal["signal", "message"]
+
+_TOO_DEEP = "nested too deeply (deeper than Python's recursion limit)"
 
 
 class ProvisionerStanza(TypedDict):
@@ -30,6 +33,14 @@ class KernelSpec:
     The fields and their meaning are Jupyter's, so existing kernel.json files work unchanged.
     kernel-nursery never modifies a ``KernelSpec`` it is given; code that builds a command or an
     environment from one works on copies.
+
+    Building one checks what a launch hands to the operating system: ``argv`` must be a
+    non-empty list of strings, ``env`` a dict of strings whose names are non-empty and free of
+    ``=``, and neither may hold a NUL character. :meth:`from_dict` checks every field.
+
+    Raises:
+        KernelSpecError: ``argv`` or ``env`` is unusable (naming the field: ``argv[1]``,
+            ``env.NAME``).
 
     .. versionadded:: 0.1
     """
@@ -49,6 +60,14 @@ class KernelSpec:
     resource_dir: str = ""
     #: The kernel name (the directory's name, lowercased); empty for a spec built in memory.
     name: str = ""
+
+    def __post_init__(self) -> None:
+        # A spec built in code gets the checks of the fields that a launch hands to the
+        # operating system, so a bad one fails here, not with a builtin error at launch.
+        def fail(message: str, fld: str | None = None) -> KernelSpecError:
+            return KernelSpecError(message, field=fld)
+
+        _check_command(self.argv, self.env, fail)
 
     @property
     def kernel_provisioner(self) -> ProvisionerStanza | None:
@@ -92,29 +111,29 @@ class KernelSpec:
         if "argv" not in data:
             raise fail("is required: the command that starts the kernel", "argv")
         argv = data["argv"]
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise fail(f"must be a non-empty list of strings, got {argv!r}", "argv")
-        if not argv[0]:
-            raise fail("argv[0] (the program to run) is empty", "argv")
+        env = data.get("env", {})
+        _check_command(argv, env, fail)
         strings: dict[str, str] = {}
         for key in ("display_name", "language"):
             value = data.get(key, "")
             if not isinstance(value, str):
-                raise fail(f"must be a string, got {value!r}", key)
+                raise fail(f"must be a string, got {reprlib.repr(value)}", key)
             strings[key] = value
         interrupt_mode = data.get("interrupt_mode", "signal")
         if interrupt_mode not in ("signal", "message"):
-            raise fail(f"must be 'signal' or 'message', got {interrupt_mode!r}", "interrupt_mode")
-        env = data.get("env", {})
-        if not isinstance(env, dict):
-            raise fail(f"must be an object of strings, got {type(env).__name__}", "env")
-        for key, value in env.items():
-            if not isinstance(value, str):
-                raise fail(f"must be a string, got {value!r}", f"env.{key}")
+            raise fail(
+                f"must be 'signal' or 'message', got {reprlib.repr(interrupt_mode)}",
+                "interrupt_mode",
+            )
         metadata = data.get("metadata", {})
         if not isinstance(metadata, dict):
             raise fail(f"must be an object, got {type(metadata).__name__}", "metadata")
-        metadata = json.loads(json.dumps(metadata))  # a deep copy of plain JSON data
+        try:
+            metadata = json.loads(json.dumps(metadata))  # a deep copy of plain JSON data
+        except RecursionError:
+            raise fail(_TOO_DEEP, "metadata") from None
+        except (TypeError, ValueError) as exc:  # not JSON data, or a circular reference
+            raise fail(f"must be plain JSON data: {exc}", "metadata") from exc
         stanza = metadata.get("kernel_provisioner")
         if stanza is not None:
             metadata["kernel_provisioner"] = _check_stanza(stanza, fail)
@@ -148,6 +167,9 @@ class KernelSpec:
             data = json.loads(text)
         except ValueError as exc:
             raise KernelSpecError(f"not valid JSON: {exc}", path=path) from exc
+        except RecursionError:
+            # The decoder recurses once per level; the traceback would be all noise.
+            raise KernelSpecError(f"JSON {_TOO_DEEP}", path=path) from None
         return cls.from_dict(data, name=directory.name.lower(), resource_dir=directory, path=path)
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,13 +184,45 @@ class KernelSpec:
         }
 
 
+def _check_command(argv: object, env: object, fail: Any) -> None:
+    """Check what a launch hands to the operating system: the command and the environment.
+
+    A NUL character cannot be passed in an argument or an environment variable, and a
+    variable's name can be neither empty nor contain ``=``; the OS would refuse them at launch.
+    """
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise fail(f"must be a non-empty list of strings, got {reprlib.repr(argv)}", "argv")
+    if not argv[0]:
+        raise fail("argv[0] (the program to run) is empty", "argv")
+    for i, arg in enumerate(argv):
+        if "\0" in arg:
+            raise fail("contains a NUL character, which no command can be given", f"argv[{i}]")
+    if not isinstance(env, dict):
+        raise fail(f"must be an object of strings, got {type(env).__name__}", "env")
+    for key, value in env.items():
+        if not isinstance(key, str):
+            raise fail(f"a variable name must be a string, got {reprlib.repr(key)}", "env")
+        if not key or "=" in key or "\0" in key:
+            raise fail(
+                "is not a valid environment variable name (one must be non-empty, "
+                "without '=' or NUL)",
+                f"env.{key}",
+            )
+        if not isinstance(value, str):
+            raise fail(f"must be a string, got {reprlib.repr(value)}", f"env.{key}")
+        if "\0" in value:
+            raise fail("contains a NUL character, which no environment can hold", f"env.{key}")
+
+
 def _check_stanza(stanza: object, fail: Any) -> ProvisionerStanza:
     where = "metadata.kernel_provisioner"
     if not isinstance(stanza, dict):
         raise fail(f"must be an object, got {type(stanza).__name__}", where)
     name = stanza.get("provisioner_name")
     if not isinstance(name, str) or not name:
-        raise fail(f"must be a non-empty string, got {name!r}", f"{where}.provisioner_name")
+        raise fail(
+            f"must be a non-empty string, got {reprlib.repr(name)}", f"{where}.provisioner_name"
+        )
     config = stanza.get("config", {})
     if not isinstance(config, dict):
         raise fail(f"must be an object, got {type(config).__name__}", f"{where}.config")
