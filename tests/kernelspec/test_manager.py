@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,89 @@ def test_get_all_specs_skips_bad_files(tmp_path: Path, caplog: pytest.LogCapture
     assert "broken" in caplog.text
     with pytest.raises(KernelSpecError, match="not valid JSON"):
         ksm.get_kernel_spec("broken")
+
+
+# ---------------------------------------------------------------- unreadable entries (issue 12)
+
+DEEP = "[" * 3000 + "]" * 3000
+
+
+def make_loop(kernels: Path) -> str:
+    """A symlink to itself: every stat through it fails with ELOOP."""
+    kernels.mkdir(parents=True, exist_ok=True)
+    os.symlink("loop", kernels / "loop")
+    return "loop"
+
+
+def make_json_loop(kernels: Path) -> str:
+    """A kernel directory whose kernel.json is a symlink to itself."""
+    (kernels / "jsonloop").mkdir(parents=True)
+    os.symlink("kernel.json", kernels / "jsonloop" / "kernel.json")
+    return "jsonloop"
+
+
+def make_json_dir(kernels: Path) -> str:
+    """A kernel directory whose kernel.json is a directory."""
+    (kernels / "jsondir" / "kernel.json").mkdir(parents=True)
+    return "jsondir"
+
+
+def make_locked(kernels: Path) -> str:
+    """A kernel directory nobody may look into (EACCES)."""
+    locked = write_kernel(kernels, "locked", spec("locked"))
+    locked.chmod(0)
+    try:
+        (locked / "kernel.json").stat()
+    except PermissionError:
+        return "locked"
+    locked.chmod(0o700)
+    pytest.skip("permissions do not stop this user (root, or CAP_DAC_OVERRIDE)")
+
+
+@pytest.mark.parametrize(
+    "make_bad",
+    [
+        make_loop,
+        make_json_loop,
+        make_json_dir,
+        make_locked,
+    ],
+)
+def test_unreadable_entry_is_skipped_with_a_warning(
+    jupyter_dirs: dict[str, Path], caplog: pytest.LogCaptureFixture, make_bad: Callable[[Path], str]
+) -> None:
+    """An entry that cannot be examined (ELOOP, EACCES, a kernel.json that is a directory) is
+    skipped with a warning naming it; every other kernel is still found."""
+    kernels = jupyter_dirs["path"] / "kernels"
+    write_kernel(kernels, "good", spec("good"))
+    bad = make_bad(kernels)
+    try:
+        ksm = KernelSpecManager()
+        with caplog.at_level(logging.WARNING):
+            assert ksm.get_kernel_spec("python3").language == "python"
+            assert ksm.get_kernel_spec("good").argv[0] == "good"
+            found = set(ksm.get_all_specs())  # with the kernels installed in this environment
+        assert {"good", "python3"} <= found and bad not in found
+        assert f"Skipping kernel directory {kernels / bad}" in caplog.text
+        with pytest.raises(NoSuchKernelError, match=f"no kernel named {bad!r}"):
+            ksm.get_kernel_spec(bad)
+    finally:
+        if bad == "locked":
+            (kernels / bad).chmod(0o700)  # so that tmp_path can be removed
+
+
+def test_deeply_nested_kernel_json_is_a_spec_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kernel.json nested 3,000 levels deep is a KernelSpecError for that kernel alone:
+    get_all_specs skips it with a warning, get_kernel_spec of its name raises."""
+    write_kernel(tmp_path, "good", spec("good"))
+    write_kernel(tmp_path, "deep", '{"argv": ["k"], "metadata": {"x": ' + DEEP + "}}")
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)], ensure_native_kernel=False)
+    with caplog.at_level(logging.WARNING):
+        assert list(ksm.get_all_specs()) == ["good"]
+    assert "Skipping kernel 'deep'" in caplog.text
+    assert "nested too deeply" in caplog.text
+    with pytest.raises(KernelSpecError, match="nested too deeply") as info:
+        ksm.get_kernel_spec("deep")
+    assert info.value.path == str(tmp_path / "deep" / "kernel.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ class KernelSpecManager(LoggingConfigurable):
         if (
             name == NATIVE_KERNEL_NAME
             and resource_dir == _native_resource_dir()
-            and not (Path(resource_dir) / "kernel.json").is_file()
+            and not os.path.isfile(os.path.join(resource_dir, "kernel.json"))
         ):
             return _native_spec(resource_dir)
         spec = KernelSpec.from_resource_dir(resource_dir)
@@ -143,15 +144,16 @@ class KernelSpecManager(LoggingConfigurable):
 
 def _list_kernels_in(kernel_dir: str, log: Any) -> dict[str, str]:
     try:
-        entries = list(os.scandir(kernel_dir))
+        with os.scandir(kernel_dir) as it:
+            entries = sorted(it, key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
         return {}
     except OSError as exc:
         log.warning("Cannot list kernel directory %s: %s", kernel_dir, exc)
         return {}
     kernels: dict[str, str] = {}
-    for entry in sorted(entries, key=lambda e: e.name):
-        if not entry.is_dir() or not os.path.isfile(os.path.join(entry.path, "kernel.json")):
+    for entry in entries:
+        if not _is_kernel_dir(entry, log):
             continue
         name = entry.name.lower()
         if not _VALID_NAME.match(name):
@@ -163,6 +165,28 @@ def _list_kernels_in(kernel_dir: str, log: Any) -> dict[str, str]:
             continue
         kernels.setdefault(name, entry.path)
     return kernels
+
+
+def _is_kernel_dir(entry: os.DirEntry[str], log: Any) -> bool:
+    """Whether *entry* is a directory holding a ``kernel.json`` file.
+
+    An entry that cannot be examined (a symlink loop, no permission, a ``kernel.json`` that is
+    not a file) is skipped with a warning, so that it never hides the kernels next to it.
+    Anything else without a kernel.json is not a kernel, and is passed over silently.
+    """
+    try:
+        if not entry.is_dir():
+            return False
+        st = os.stat(os.path.join(entry.path, "kernel.json"))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        log.warning("Skipping kernel directory %s: %s", entry.path, exc.strerror or exc)
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        log.warning("Skipping kernel directory %s: its kernel.json is not a file", entry.path)
+        return False
+    return True
 
 
 def _native_resource_dir() -> str | None:
