@@ -21,6 +21,19 @@ from kernel_nursery.connection import (
     write_connection_file,
 )
 
+GOOD = json.dumps(
+    {
+        "ip": "127.0.0.1",
+        "shell_port": 1001,
+        "iopub_port": 1002,
+        "stdin_port": 1003,
+        "control_port": 1004,
+        "hb_port": 1005,
+        "key": "abc",
+        "signature_scheme": "hmac-sha256",
+    }
+)
+
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
@@ -107,13 +120,46 @@ def test_ipc_info_and_release_removes_endpoints(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "cannot read"), ("{not json", "not valid JSON"), ('{"ip": "127.0.0.1"}', "missing")],
+    [
+        (None, "cannot read"),
+        ("{not json", "not valid JSON"),
+        ('{"ip": "127.0.0.1"}', "missing"),
+        ('{"ip": "127.0.0.1", "key": ' + "[" * 3000 + "]" * 3000 + "}", "nested too deeply"),
+        (GOOD.replace('"hmac-sha256"', '["hmac-sha256"]'), "'signature_scheme'"),
+        (GOOD.replace('"hmac-sha256"', '{"a": 1}'), "'signature_scheme'"),
+        (GOOD.replace('"shell_port": 1001', '"shell_port": true'), "'shell_port'"),
+        (GOOD.replace('"key": "abc"', '"key": "\\udc80"'), "'key': must be text"),
+    ],
 )
 def test_bad_files_name_the_file(tmp_path: Path, content: str | None, message: str) -> None:
-    """A missing, non-JSON or incomplete file raises ConnectionFileError naming it."""
+    """A missing, non-JSON (deeply nested included), incomplete or ill-typed file raises a
+    one-line ConnectionFileError naming it."""
     path = tmp_path / "c.json"
     if content is not None:
         path.write_text(content)
     with pytest.raises(ConnectionFileError, match=message) as info:
         read_connection_file(path)
     assert info.value.path == os.fspath(path)
+    assert "\n" not in str(info.value)
+
+
+def test_non_ascii_key_from_jupyter_client(tmp_path: Path) -> None:
+    """A connection file jupyter_client writes with a non-ASCII key (it encodes keys as UTF-8)
+    reads back with the same key, and is written back with it."""
+    from jupyter_client.connect import write_connection_file as jupyter_write
+
+    key = "clé-ключ-🔑"
+    path, _ = jupyter_write(
+        str(tmp_path / "theirs.json"),
+        shell_port=2001,
+        iopub_port=2002,
+        stdin_port=2003,
+        control_port=2004,
+        hb_port=2005,
+        ip="127.0.0.1",
+        key=key.encode("utf-8"),
+    )
+    info = read_connection_file(path)
+    assert info["key"] == key
+    ours = write_connection_file(info, tmp_path / "ours.json")
+    assert json.loads(ours.read_text(encoding="utf-8"))["key"] == key

@@ -40,6 +40,34 @@ def test_bytes_key_becomes_text() -> None:
     assert validate_connection_info(good(key=b"secret"))["key"] == "secret"
 
 
+def test_non_ascii_key_is_accepted() -> None:
+    """A key is any text with a UTF-8 encoding (as jupyter_client's), given as text or bytes."""
+    key = "clé-ключ-🔑"
+    assert validate_connection_info(good(key=key))["key"] == key
+    assert validate_connection_info(good(key=key.encode("utf-8")))["key"] == key
+
+
+@pytest.mark.parametrize("key", [b"secret\xff", "secret\udc80"])
+def test_bad_key_is_never_quoted(key: str | bytes) -> None:
+    """The key is secret: the error about an unusable key does not show it."""
+    with pytest.raises(ConnectionFileError, match="'key'") as info:
+        validate_connection_info(good(key=key))
+    assert "secret" not in str(info.value)
+
+
+def test_deeply_nested_value_gives_a_short_error() -> None:
+    """A 3,000-level value in memory gives a short ConnectionFileError, not a RecursionError
+    while quoting it."""
+    deep: list[Any] = []
+    for _ in range(3000):
+        deep = [deep]
+    for field in ("transport", "ip", "hb_port", "signature_scheme", "kernel_name"):
+        with pytest.raises(ConnectionFileError) as info:
+            validate_connection_info(good(**{field: deep}))
+        assert info.value.field == field
+        assert len(str(info.value)) < 200
+
+
 def test_defaults_for_optional_keys() -> None:
     """transport and signature_scheme default as Jupyter's; kernel_name may be absent."""
     info = validate_connection_info(good(transport=..., signature_scheme=..., kernel_name=...))
@@ -63,6 +91,21 @@ def test_defaults_for_optional_keys() -> None:
         ({"key": None}, "key"),
         ({"signature_scheme": "rot13"}, "signature_scheme"),
         ({"kernel_name": 3}, "kernel_name"),
+        # issue 12: unhashable values, bools and out-of-range ports, keys without UTF-8
+        ({"signature_scheme": ["hmac-sha256"]}, "signature_scheme"),
+        ({"signature_scheme": {"hmac-sha256": 1}}, "signature_scheme"),
+        ({"transport": ["tcp"]}, "transport"),
+        ({"ip": ["127.0.0.1"]}, "ip"),
+        ({"shell_port": False}, "shell_port"),
+        ({"shell_port": -1}, "shell_port"),
+        ({"hb_port": 65536}, "hb_port"),
+        ({"hb_port": 1005.0}, "hb_port"),
+        ({"hb_port": [1005]}, "hb_port"),
+        ({"key": ["abc"]}, "key"),
+        ({"key": b"\xff\xfe"}, "key"),
+        ({"key": "\udc80"}, "key"),
+        ({"transport": "ipc", "ip": "/run/k\u0000"}, "ip"),
+        ({"transport": "ipc", "ip": "/run/\udc80"}, "ip"),
     ],
 )
 def test_bad_field_is_named(changes: dict[str, Any], field: str) -> None:
@@ -72,6 +115,7 @@ def test_bad_field_is_named(changes: dict[str, Any], field: str) -> None:
     assert info.value.field == field
     assert field in str(info.value)
     assert "/tmp/c.json" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_shared_ports_are_rejected() -> None:

@@ -142,6 +142,11 @@ def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
         raise ConnectionFileError(f"cannot read: {exc.strerror or exc}", path=path) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConnectionFileError(f"not valid JSON: {exc}", path=path) from exc
+    except RecursionError:
+        # The decoder recurses once per level; the traceback would be all noise.
+        raise ConnectionFileError(
+            "JSON nested too deeply (deeper than Python's recursion limit)", path=path
+        ) from None
     return validate_connection_info(data, path=path)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import reprlib
 from collections.abc import Mapping
 from typing import Literal, NotRequired, TypedDict, cast
 
@@ -28,8 +29,9 @@ class ConnectionInfo(TypedDict):
 
     The same keys, types and meaning as the files ``jupyter_client`` writes, so that kernels and
     tools such as ``jupyter console --existing`` read ours and we read theirs. One difference, on
-    purpose: ``key`` is always a ``str`` (the hex text that is in the file), never ``bytes``, so a
-    ``ConnectionInfo`` is plain JSON data everywhere it travels.
+    purpose: ``key`` is always a ``str`` (the text that is in the file: hex, in the files we
+    write), never ``bytes``, so a ``ConnectionInfo`` is plain JSON data everywhere it travels.
+    Messages are signed with the key's UTF-8 encoding, as Jupyter does.
     """
 
     transport: Transport
@@ -50,6 +52,16 @@ def _fail(
     message: str, *, path: str | os.PathLike[str] | None, field: str | None = None
 ) -> ConnectionFileError:
     return ConnectionFileError(message, path=path, field=field)
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether *text* has a UTF-8 encoding (it has none if it holds a lone surrogate, as a
+    ``"\\udc80"`` escape in JSON gives)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_connection_info(
@@ -73,16 +85,21 @@ def validate_connection_info(
     if not isinstance(data, Mapping):
         raise _fail(f"expected a JSON object, got {type(data).__name__}", path=path)
     transport = data.get("transport", "tcp")
-    if transport not in ("tcp", "ipc"):
-        raise _fail(f"must be 'tcp' or 'ipc', got {transport!r}", path=path, field="transport")
+    if not isinstance(transport, str) or transport not in ("tcp", "ipc"):
+        raise _fail(
+            f"must be 'tcp' or 'ipc', got {reprlib.repr(transport)}", path=path, field="transport"
+        )
     ip = data.get("ip")
     if not isinstance(ip, str) or not ip:
-        raise _fail(f"must be a non-empty string, got {ip!r}", path=path, field="ip")
+        raise _fail(f"must be a non-empty string, got {reprlib.repr(ip)}", path=path, field="ip")
     if transport == "tcp":
         try:
             ipaddress.ip_address(ip)
         except ValueError:
-            raise _fail(f"{ip!r} is not an IP address", path=path, field="ip") from None
+            raise _fail(f"{reprlib.repr(ip)} is not an IP address", path=path, field="ip") from None
+    elif "\0" in ip or not _is_utf8(ip):
+        # zmq takes the endpoint as UTF-8 text, and no path can hold a NUL.
+        raise _fail(f"{reprlib.repr(ip)} is not usable as a path prefix", path=path, field="ip")
     ports: dict[str, int] = {}
     for name in PORT_NAMES:
         if name not in data:
@@ -90,19 +107,30 @@ def validate_connection_info(
         port = data[name]
         # bool is an int subclass; true/false in a connection file is a mistake, not a port.
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise _fail(f"must be an integer from 1 to 65535, got {port!r}", path=path, field=name)
+            raise _fail(
+                f"must be an integer from 1 to 65535, got {reprlib.repr(port)}",
+                path=path,
+                field=name,
+            )
         ports[name] = port
     if transport == "tcp" and len(set(ports.values())) != len(ports):
         raise _fail(f"two sockets share a port: {ports}", path=path)
+    # The key is secret: error messages never quote it. Like jupyter_client, we sign with
+    # its UTF-8 encoding, so any text that has one will do.
     key = data.get("key")
     if isinstance(key, bytes):
-        key = key.decode("ascii", errors="strict")
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _fail("must be UTF-8 text", path=path, field="key") from None
     if not isinstance(key, str):
         raise _fail(f"must be a string, got {type(key).__name__}", path=path, field="key")
+    if not _is_utf8(key):
+        raise _fail("must be text that UTF-8 can encode", path=path, field="key")
     scheme = data.get("signature_scheme", "hmac-sha256")
-    if scheme not in _SIGNATURE_SCHEMES:
+    if not isinstance(scheme, str) or scheme not in _SIGNATURE_SCHEMES:
         raise _fail(
-            f"unsupported scheme {scheme!r}; expected one of "
+            f"unsupported scheme {reprlib.repr(scheme)}; expected one of "
             f"{', '.join(sorted(_SIGNATURE_SCHEMES))}",
             path=path,
             field="signature_scheme",
@@ -111,6 +139,8 @@ def validate_connection_info(
     kernel_name = data.get("kernel_name")
     if kernel_name is not None:
         if not isinstance(kernel_name, str):
-            raise _fail(f"must be a string, got {kernel_name!r}", path=path, field="kernel_name")
+            raise _fail(
+                f"must be a string, got {reprlib.repr(kernel_name)}", path=path, field="kernel_name"
+            )
         info["kernel_name"] = kernel_name
     return cast(ConnectionInfo, info)
