@@ -19,6 +19,7 @@ from kernel_nursery import (
     KernelDiedError,
     KernelNurseryError,
     KernelSpec,
+    KernelSpecManager,
     KernelTimeoutError,
     LocalProvisioner,
     Message,
@@ -29,6 +30,7 @@ from kernel_nursery.connection import (
     new_connection_info,
     release_connection_info,
 )
+from kernel_nursery.messaging._socket import AsyncSocket
 
 from ..helpers.kernels import running_kernel
 
@@ -604,5 +606,159 @@ async def test_wait_for_restart_needs_wait_for_exit() -> None:
     try:
         with Restarts() as restarts, pytest.raises(ValueError, match="wait_for_exit"):
             KernelClient(info, wait_for_restart=restarts.wait_for_restart)
+    finally:
+        release_connection_info(info)
+
+
+# ---------------------------------------------------------------- validly signed garbage (issue 12)
+
+#: JSON nested 3,000 levels deep, beyond Python's recursion limit.
+DEEP = b'{"x":' + b"[" * 3000 + b"]" * 3000 + b"}"
+
+
+def forged(session: Session, reply_to: Message, **parts: bytes) -> list[bytes]:
+    """The frames (without identities) of a reply to *reply_to* whose JSON *parts* (header,
+    parent_header, metadata, content) are replaced by the bytes given, correctly signed by
+    *session* (a sender who has the key)."""
+    genuine = session.serialize(session.new_message("kernel_info_reply", parent=reply_to))
+    split = genuine.index(b"<IDS|MSG>")
+    frames = dict(
+        zip(("header", "parent_header", "metadata", "content"), genuine[split + 2 :], strict=True)
+    )
+    frames.update(parts)
+    body = list(frames.values())
+    return [b"<IDS|MSG>", session.sign(body), *body]
+
+
+def dropped(caplog: pytest.LogCaptureFixture, channel: str) -> list[str]:
+    """Why each message dropped on *channel* was dropped, from the client's warnings."""
+    prefix = f"Dropped a message on the {channel} channel: "
+    return [
+        r.getMessage().removeprefix(prefix)
+        for r in caplog.records
+        if r.levelname == "WARNING" and r.getMessage().startswith(prefix)
+    ]
+
+
+@asynccontextmanager
+async def fake_kernel_sockets(
+    info: ConnectionInfo,
+) -> AsyncIterator[tuple[AsyncSocket, AsyncSocket]]:
+    """A ROUTER bound as the kernel's shell and an XPUB as its iopub (an XPUB, so the test can
+    wait until the client's subscription has arrived instead of publishing into the void)."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    shell, iopub = ctx.socket(zmq.ROUTER), ctx.socket(zmq.XPUB)
+    for sock, port in ((shell, info["shell_port"]), (iopub, info["iopub_port"])):
+        sock.linger = 0
+        sock.bind(f"tcp://127.0.0.1:{port}")
+    wrapped = AsyncSocket(shell), AsyncSocket(iopub)
+    try:
+        yield wrapped
+    finally:
+        for each in wrapped:
+            each.close()
+
+
+GARBAGE = {
+    "content nested too deeply": ({"content": DEEP}, "nested too deeply"),
+    "parent_header nested too deeply": ({"parent_header": DEEP}, "nested too deeply"),
+    "header nested too deeply": ({"header": DEEP}, "nested too deeply"),
+    "parent_header a list": ({"parent_header": b"[1, 2]"}, "parent_header is not a JSON object"),
+    "header a string": ({"header": b'"kernel_info_reply"'}, "header is not a JSON object"),
+    "content not UTF-8": ({"content": b'{"x": "\xff"}'}, "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize(("parts", "message"), GARBAGE.values(), ids=GARBAGE.keys())
+async def test_validly_signed_garbage_reply_is_dropped(
+    caplog: pytest.LogCaptureFixture, parts: dict[str, bytes], message: str
+) -> None:
+    """A correctly signed reply whose JSON is nested too deeply or of the wrong shape is dropped
+    with a warning; the client's receive loop survives and the genuine reply still resolves."""
+    info = new_connection_info()
+    try:
+        kernel_session = Session(key=info["key"])
+        async with fake_kernel_sockets(info) as (shell, _), KernelClient(info) as kc:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    replies: list[Message] = []
+
+                    async def ask() -> None:
+                        replies.append(await kc.kernel_info())
+
+                    tg.start_soon(ask)
+                    request = kernel_session.deserialize(await shell.recv_multipart())
+                    await shell.send_multipart(
+                        [*request.identities, *forged(kernel_session, request, **parts)]
+                    )
+                    real = kernel_session.new_message(
+                        "kernel_info_reply", {"real": 1}, parent=request
+                    )
+                    real.identities = request.identities
+                    await shell.send_multipart(kernel_session.serialize(real))
+        assert replies[0].content == {"real": 1}
+        [why] = dropped(caplog, "shell")
+        assert message in why
+    finally:
+        release_connection_info(info)
+
+
+async def test_validly_signed_garbage_on_iopub_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """Deeply nested JSON in a correctly signed iopub message is dropped with a warning; iopub
+    keeps working, so an execute still gets its output and its idle status."""
+    info = new_connection_info()
+    try:
+        kernel = Session(key=info["key"])
+        async with fake_kernel_sockets(info) as (shell, iopub), KernelClient(info) as kc:
+
+            async def publish(msg_type: str, content: dict[str, Any], parent: Message) -> None:
+                msg = kernel.new_message(msg_type, content, parent=parent)
+                await iopub.send_multipart(kernel.serialize(msg))
+
+            async def reply(msg_type: str, content: dict[str, Any], parent: Message) -> None:
+                msg = kernel.new_message(msg_type, content, parent=parent)
+                msg.identities = parent.identities
+                await shell.send_multipart(kernel.serialize(msg))
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    results: list[Any] = []
+
+                    async def run() -> None:
+                        results.append(await kc.execute("print('hi')"))
+
+                    tg.start_soon(run)
+                    assert await iopub.recv_multipart() == [b"\x01"]  # subscribed to everything
+                    # The execute first waits until the kernel answers and iopub shows it is
+                    # connected (asking again if iopub is slow): garbage first, each time.
+                    while True:
+                        request = kernel.deserialize(await shell.recv_multipart())
+                        await iopub.send_multipart(forged(kernel, request, header=DEEP))
+                        if request.msg_type == "execute_request":
+                            break
+                        await publish("status", {"execution_state": "idle"}, request)
+                        await reply("kernel_info_reply", {}, request)
+                    await publish("stream", {"name": "stdout", "text": "hi\n"}, request)
+                    await publish("status", {"execution_state": "idle"}, request)
+                    await reply("execute_reply", {"status": "ok"}, request)
+        assert results[0].stdout == "hi\n"
+        reasons = dropped(caplog, "iopub")
+        assert len(reasons) >= 2
+        assert all("message part is JSON nested too deeply" in why for why in reasons)
+    finally:
+        release_connection_info(info)
+
+
+async def test_non_ascii_key_with_a_real_kernel() -> None:
+    """A connection key that is not ASCII works end to end: the client signs with its UTF-8
+    encoding, as ipykernel (jupyter_client) does, and the kernel runs code."""
+    info = new_connection_info(key="clé-ключ-🔑")
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+        async with LocalProvisioner(kernel_spec=spec, connection_info=dict(info)) as p:
+            await launch(p)
+            async with KernelClient(info, wait_for_exit=p.wait) as kc:
+                result = await kc.execute("print(6 * 7)", timeout=60)
+                assert result.stdout == "42\n"
     finally:
         release_connection_info(info)

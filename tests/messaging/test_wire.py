@@ -14,6 +14,14 @@ from kernel_nursery import InvalidSignatureError, MessageError
 from kernel_nursery.messaging import DELIMITER, PROTOCOL_VERSION, Session
 
 KEY = "a" * 64
+#: JSON nested 3,000 levels deep, beyond Python's recursion limit.
+DEEP = b'{"x":' + b"[" * 3000 + b"]" * 3000 + b"}"
+NON_ASCII_KEY = "clé-ключ-🔑"
+
+
+def signed(session: Session, parts: list[bytes]) -> list[bytes]:
+    """Frames carrying *parts* as they are, with a valid signature (a forger who has the key)."""
+    return [DELIMITER, session.sign(parts), *parts]
 
 
 def test_header_fields() -> None:
@@ -101,6 +109,9 @@ def test_replay_is_rejected() -> None:
         ([DELIMITER, b"", b"{}", b"{}"], "5 frames"),
         ([DELIMITER, b"", b"{", b"{}", b"{}", b"{}"], "not valid JSON"),
         ([DELIMITER, b"", b"[]", b"{}", b"{}", b"{}"], "header is not a JSON object"),
+        ([DELIMITER, b"", b"{}", b"[]", b"{}", b"{}"], "parent_header is not a JSON object"),
+        ([DELIMITER, b"", b"{}", b"{}", b"{}", b"\xff"], "not valid JSON"),
+        ([DELIMITER, b"", b"{}", b"{}", b"{}", DEEP], "nested too deeply"),
     ],
 )
 def test_garbage_frames(frames: list[bytes], message: str) -> None:
@@ -136,3 +147,66 @@ def test_jupyter_client_reads_ours_and_we_read_theirs() -> None:
     reply = theirs.msg("execute_reply", {"status": "ok"}, parent=decoded)
     back = ours.deserialize(theirs.serialize(reply))
     assert back.parent_id == msg.msg_id and back.content == {"status": "ok"}
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_validly_signed_deep_json_is_a_message_error(index: int) -> None:
+    """JSON nested too deeply in any part of a correctly signed message is a MessageError,
+    never a RecursionError."""
+    s = Session(key=KEY)
+    parts = [b"{}", b"{}", b"{}", b"{}"]
+    parts[index] = DEEP
+    with pytest.raises(MessageError, match="nested too deeply"):
+        s.deserialize(signed(s, parts))
+
+
+@pytest.mark.parametrize(
+    "error", [KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError], ids=lambda e: e.__name__
+)
+def test_errors_that_are_not_about_the_message_propagate(
+    monkeypatch: pytest.MonkeyPatch, error: type[BaseException]
+) -> None:
+    """Only the decoder's errors about bad input become MessageError; an interrupt, an exit
+    or memory exhaustion while decoding propagates unchanged."""
+    from types import SimpleNamespace
+
+    from kernel_nursery.messaging import _wire
+
+    s = Session(key=KEY)
+    frames = s.serialize(s.new_message("x"))
+
+    def loads(_: bytes) -> object:
+        raise error
+
+    monkeypatch.setattr(_wire, "json", SimpleNamespace(loads=loads))
+    with pytest.raises(error):
+        Session(key=KEY).deserialize(frames)
+
+
+def test_non_ascii_key_signs_as_utf8() -> None:
+    """A non-ASCII key signs with its UTF-8 encoding, as jupyter_client does, and round-trips."""
+    s = Session(key=NON_ASCII_KEY)
+    frames = s.serialize(s.new_message("x", {"a": 1}))
+    expected = hmac.new(NON_ASCII_KEY.encode("utf-8"), b"".join(frames[2:6]), hashlib.sha256)
+    assert frames[1].decode() == expected.hexdigest()
+    assert Session(key=NON_ASCII_KEY).deserialize(frames).content == {"a": 1}
+    assert Session(key=NON_ASCII_KEY.encode("utf-8")).deserialize(frames).content == {"a": 1}
+
+
+def test_non_ascii_key_interoperates_with_jupyter_client() -> None:
+    """With a non-ASCII key, jupyter_client reads our messages and we read theirs."""
+    ours = Session(key=NON_ASCII_KEY)
+    theirs = JupyterSession(key=NON_ASCII_KEY.encode("utf-8"), signature_scheme="hmac-sha256")
+    msg = ours.new_message("execute_request", {"code": "1+1"})
+    _idents, frames = theirs.feed_identities(ours.serialize(msg))
+    decoded = theirs.deserialize(frames)
+    assert decoded["content"] == {"code": "1+1"}
+    reply = theirs.msg("execute_reply", {"status": "ok"}, parent=decoded)
+    assert ours.deserialize(theirs.serialize(reply)).parent_id == msg.msg_id
+
+
+def test_key_without_utf8_is_refused_unquoted() -> None:
+    """A key UTF-8 cannot encode (a lone surrogate) is refused, without showing the key."""
+    with pytest.raises(ValueError, match="UTF-8") as info:
+        Session(key="secret\udc80")
+    assert "secret" not in str(info.value)

@@ -96,14 +96,19 @@ class Session:
     """Builds, signs and checks messages for one client session.
 
     Args:
-        key: The connection's signing key (the text in the connection file); an empty key
-            disables signing, as Jupyter allows, and is then not checked either.
+        key: The connection's signing key (the text in the connection file; text is used as
+            its UTF-8 encoding, as Jupyter does); an empty key disables signing, as Jupyter
+            allows, and is then not checked either.
         signature_scheme: ``hmac-`` followed by a :mod:`hashlib` algorithm (``hmac-sha256``).
         session_id: This session's id (a new UUID by default).
         username: Recorded in headers (the current user by default).
 
     Received messages are checked before anything in them is trusted: the signature is compared
     in constant time, and a signature already seen (a replayed message) is refused.
+
+    Raises:
+        ValueError: the signature scheme is not supported, or *key* is text that UTF-8 cannot
+            encode (a lone surrogate).
 
     .. versionadded:: 0.1
     """
@@ -116,7 +121,14 @@ class Session:
         session_id: str | None = None,
         username: str | None = None,
     ) -> None:
-        self.key = key.encode("ascii") if isinstance(key, str) else bytes(key)
+        if isinstance(key, str):
+            try:
+                # UTF-8, as jupyter_client encodes keys, so that any key it accepts works.
+                key = key.encode("utf-8")
+            except UnicodeEncodeError:
+                # Never quote the key: it is secret.
+                raise ValueError("the key must be text that UTF-8 can encode") from None
+        self.key = bytes(key)
         scheme, _, algorithm = signature_scheme.partition("-")
         if scheme != "hmac" or algorithm not in hashlib.algorithms_available:
             raise ValueError(f"unsupported signature scheme {signature_scheme!r}")
@@ -181,7 +193,8 @@ class Session:
         Raises:
             InvalidSignatureError: the signature is wrong or was seen before (a replay).
             MessageError: the frames do not form a message (no delimiter, too few parts,
-                JSON that does not decode to objects).
+                JSON that does not decode, or not to objects); whatever the frames hold, no
+                other error comes from them.
         """
         try:
             split = list(frames).index(DELIMITER)
@@ -199,10 +212,19 @@ class Session:
             if signature in self._seen:
                 raise InvalidSignatureError("message signature seen before: a replayed message")
             self._remember(signature)
+        # What the JSON decoder raises on bad input: ValueError (its JSONDecodeError, and
+        # UnicodeDecodeError for bytes that are no text) and RecursionError (nesting deeper
+        # than the recursion limit). Anything else (MemoryError, cancellation...) is not about
+        # this message, and propagates.
         try:
             header, parent, metadata, content = (json.loads(p) for p in parts)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:
             raise MessageError(f"message part is not valid JSON: {exc}") from exc
+        except RecursionError:
+            # The decoder recurses once per level; the traceback would be all noise.
+            raise MessageError(
+                "message part is JSON nested too deeply (deeper than Python's recursion limit)"
+            ) from None
         for name, part in (
             ("header", header),
             ("parent_header", parent),
