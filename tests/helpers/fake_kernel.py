@@ -15,6 +15,9 @@ It binds the five sockets from the connection file (tcp or ipc), answers kernel_
 --grandchild        start a child process that sleeps for an hour (in the kernel's group)
 --slow-start S      wait S seconds before binding its sockets (a kernel slow to get ready)
 
+A message signed with another key is dropped, as a real kernel drops it (in a port race the
+client of another process may reach this kernel).
+
 It imports only the standard library and pyzmq, so it starts fast (the leak test runs it 200
 times), and its signing is written apart from kernel_nursery's: a cross-check of the wire
 format.
@@ -51,11 +54,13 @@ class Session:
             mac.update(part)
         return mac.hexdigest().encode()
 
-    def parse(self, frames: list[bytes]) -> Msg:
+    def parse(self, frames: list[bytes]) -> Msg | None:
+        """The message, or None (logged) when its signature is not ours."""
         i = frames.index(b"<IDS|MSG>")
         signature, parts = frames[i + 1], frames[i + 2 : i + 6]
         if not hmac.compare_digest(signature, self._sign(parts)):
-            raise ValueError("bad signature")
+            print("fake kernel: dropped a message with a bad signature", file=sys.stderr)
+            return None
         header, _parent, _metadata, content = (json.loads(p) for p in parts)
         return {"ids": frames[:i], "header": header, "content": content}
 
@@ -125,6 +130,8 @@ def main(argv: list[str]) -> int:
             hb.send_multipart(hb.recv_multipart())
         if shell in ready:
             request = session.parse(shell.recv_multipart())
+            if request is None:
+                continue
             info_reply = {
                 "status": "ok",
                 "protocol_version": "5.4",
@@ -136,6 +143,8 @@ def main(argv: list[str]) -> int:
             control.recv_multipart()
         elif control in ready:
             request = session.parse(control.recv_multipart())
+            if request is None:
+                continue
             msg_type = request["header"]["msg_type"]
             if msg_type == "shutdown_request":
                 restart = bool(request["content"].get("restart"))

@@ -6,15 +6,10 @@ bind. The manager then starts the kernel again on new ports (``port_conflict_ret
 tests run two real processes that each start 30 fake kernels at once, and check that every
 start succeeds.
 
-They fail now, in two ways the retry does not cover (hence the xfail):
-
-- The client of a kernel connects before its kernel binds; when the other process's kernel
-  holds the shell port for a moment (it binds it, then dies on a port of its own), it takes
-  the one kernel_info_request that wait_for_ready sends, which is never sent again: the start
-  fails with KernelTimeoutError after ready_timeout although its kernel runs and answers.
-- The retry asks whether a port of the dead kernel is held *now*. When the holder has gone
-  meanwhile (a kernel of the other process that died too, or its port reservation, which holds
-  the port without SO_REUSEADDR for a moment), the start fails with a plain KernelDiedError.
+Two things make it hold, besides the retry: ``wait_for_ready`` sends ``kernel_info_request``
+again when it is not answered (the first one may have reached the other process's kernel, which
+held the port for a moment), and port reservations bind with ``SO_REUSEADDR`` (a plain bind
+would make the other process's kernel fail to bind the port while we test it).
 """
 
 from __future__ import annotations
@@ -32,10 +27,6 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..conftest import FAKE_KERNEL
-
-#: The fake kernel, dropping requests signed with another key as real kernels do: in a port
-#: race one process's client can reach the other process's kernel.
-TOLERANT_KERNEL = str(Path(FAKE_KERNEL).with_name("tolerant_kernel.py"))
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
@@ -117,7 +108,7 @@ async def race(
     reports and how many retries on new ports their logs show."""
     script = tmp_path / "port_race_child.py"
     script.write_text(CHILD, encoding="utf-8")
-    argv = [sys.executable, str(script), backend, TOLERANT_KERNEL, str(KERNELS)]
+    argv = [sys.executable, str(script), backend, FAKE_KERNEL, str(KERNELS)]
     argv += [str(lowest), str(width)]
     logs = [tmp_path / f"child-{i}.log" for i in range(2)]
     reports = []
@@ -147,12 +138,6 @@ async def race(
     return reports, retries
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gaps (see the module docstring): a kernel_info_request swallowed by the other "
-    "process's kernel is never sent again, and a port whose holder is gone when the manager "
-    "looks is not recognised as taken",
-)
 @pytest.mark.parametrize("width", [0, WINDOW_WIDTH], ids=["ports-below-ephemeral", "narrow-window"])
 async def test_two_processes_starting_kernels_at_once_all_succeed(
     tmp_path: Path, anyio_backend: str, width: int

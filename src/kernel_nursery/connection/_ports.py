@@ -17,9 +17,15 @@ kernel's connections on it linger (FIN_WAIT_2, TIME_WAIT) for up to a minute, an
 that binds without SO_REUSEADDR would be refused the port meanwhile (libzmq sets it; this is
 for kernels that do not).
 
-Across processes nothing is shared: two programs may still choose the same free port in the
-moment before either kernel binds it. That race is inherent to Jupyter's design, in which the
-kernel, not its manager, binds the ports.
+Across processes: from its choice until its kernel is ready (:func:`unhold_ports`), a
+reserved tcp port is *held* by a socket of ours, bound with ``SO_REUSEADDR`` and never
+listening. Another kernel-nursery process tests its candidates with a plain bind, which that
+socket refuses, so it chooses other ports; the kernel itself binds with ``SO_REUSEADDR``, as
+libzmq (and the listeners of Java, Go, Rust and Node) do on Unix, which the hold allows. A
+kernel that binds without ``SO_REUSEADDR`` would be refused its own port while it is held.
+Other programs can still take a port between our choice and the kernel's bind (the race is
+inherent to Jupyter's design, in which the kernel binds its own ports): the kernel manager
+then starts the kernel again on new ports.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from collections.abc import Iterable
 from .._errors import PortAllocationError
 from ._info import Transport
 
-__all__ = ["ports_in_use", "release_ports", "reserve_ports", "reserved_ports"]
+__all__ = ["ports_in_use", "release_ports", "reserve_ports", "reserved_ports", "unhold_ports"]
 
 # tcp ports are keyed by number alone: a port taken on 127.0.0.1 is also unusable on 0.0.0.0.
 # ipc endpoints are keyed by their path prefix and number.
@@ -48,6 +54,8 @@ _reserved: set[_Key] = set()
 # tcp ports released recently, with when: a dead kernel's connections on its ports linger
 # (FIN_WAIT_2, TIME_WAIT) for up to a minute, refusing a bind without SO_REUSEADDR meanwhile.
 _released: dict[int, float] = {}
+# tcp ports reserved and held by a socket of ours until their kernel has bound them (_hold).
+_held: dict[int, socket.socket] = {}
 #: Seconds a released tcp port rests before it is handed out again (TCP's TIME_WAIT length).
 PORT_REST = 60.0
 
@@ -65,8 +73,11 @@ def _key(transport: Transport, ip: str, port: int) -> _Key:
 def reserve_ports(*, transport: Transport, ip: str, count: int = 5) -> list[int]:
     """Reserve *count* distinct ports (``tcp``) or endpoint numbers (``ipc``) for one kernel.
 
-    For ``tcp`` the ports are chosen by the operating system (a bind to port 0 on *ip*), held
-    open together so that they differ, and skipped when this process already reserved them.
+    For ``tcp`` the ports are chosen at random below the ephemeral range (or by the operating
+    system, a bind to port 0, where there is no room below it), skipped when this process already
+    reserved them or any socket holds them, and then *held* by a socket of ours bound with
+    ``SO_REUSEADDR`` (see :func:`unhold_ports`), so that another kernel-nursery process does
+    not choose them too while their kernel starts.
     For ``ipc`` the numbers are the lowest ones whose ``{ip}-{n}`` file does not exist.
 
     Raises:
@@ -76,9 +87,21 @@ def reserve_ports(*, transport: Transport, ip: str, count: int = 5) -> list[int]
         if transport == "ipc":
             ports = _free_ipc_numbers(ip, count)
         else:
-            ports = _free_tcp_ports(ip, count)
+            holders = _free_tcp_ports(ip, count)
+            _held.update(holders)
+            ports = list(holders)
         _reserved.update(_key(transport, ip, p) for p in ports)
         return ports
+
+
+def unhold_ports(*, transport: Transport, ip: str, ports: Iterable[int]) -> None:
+    """Stop holding reserved tcp ports at the OS level, once their kernel has bound them (they
+    stay reserved in this process). Does nothing for ports not held, and for ipc."""
+    with _lock:
+        for port in ports:
+            holder = _held.pop(port, None) if transport == "tcp" else None
+            if holder is not None:
+                holder.close()
 
 
 def release_ports(*, transport: Transport, ip: str, ports: Iterable[int]) -> None:
@@ -92,6 +115,9 @@ def release_ports(*, transport: Transport, ip: str, ports: Iterable[int]) -> Non
                 _reserved.discard(key)
                 if transport == "tcp":
                     _released[port] = now
+                    holder = _held.pop(port, None)
+                    if holder is not None:
+                        holder.close()
 
 
 def reserved_ports() -> frozenset[tuple[str, int]]:
@@ -147,7 +173,8 @@ def _ephemeral_range() -> tuple[int, int] | None:
 _LOWEST_PORT = 10000
 
 
-def _free_tcp_ports(ip: str, count: int) -> list[int]:
+def _free_tcp_ports(ip: str, count: int) -> dict[int, socket.socket]:
+    """*count* free ports on *ip*, each with the socket that now holds it (see :func:`_hold`)."""
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
     except ValueError:
@@ -157,8 +184,7 @@ def _free_tcp_ports(ip: str, count: int) -> list[int]:
     ephemeral = _ephemeral_range()
     # Below the ephemeral range when there is room for it; else let the OS choose (port 0).
     below = ephemeral is not None and ephemeral[0] - _LOWEST_PORT >= 1000
-    held: list[socket.socket] = []
-    ports: list[int] = []
+    ports: dict[int, socket.socket] = {}
     attempts = 0
     try:
         while len(ports) < count:
@@ -170,24 +196,44 @@ def _free_tcp_ports(ip: str, count: int) -> list[int]:
                 candidate = _LOWEST_PORT + secrets.randbelow(ephemeral[0] - _LOWEST_PORT)
             if candidate in ports or ("tcp", candidate) in _reserved or _resting(candidate):
                 continue
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            held.append(sock)  # kept open until we are done, so the ports differ
-            try:
-                sock.bind((ip, candidate))
-            except OSError as exc:
-                if candidate and exc.errno in _IN_USE:
-                    continue  # taken: try another
-                raise PortAllocationError(
-                    f"cannot reserve tcp ports on {ip}: {exc.strerror or exc}; "
-                    "is it an address of this machine?"
-                ) from exc
-            port = sock.getsockname()[1]
-            if ("tcp", port) not in _reserved and not _resting(port):
-                ports.append(port)
-    finally:
-        for sock in held:
-            sock.close()
+            # A plain bind, closed at once: refused for a port that any socket holds (a
+            # listening kernel, another manager's hold, a connection in TIME_WAIT).
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((ip, candidate))
+                except OSError as exc:
+                    if candidate and exc.errno in _IN_USE:
+                        continue  # taken: try another
+                    raise PortAllocationError(
+                        f"cannot reserve tcp ports on {ip}: {exc.strerror or exc}; "
+                        "is it an address of this machine?"
+                    ) from exc
+                port = probe.getsockname()[1]
+            if port in ports or ("tcp", port) in _reserved or _resting(port):
+                continue
+            holder = _hold(family, ip, port)
+            if holder is not None:
+                ports[port] = holder
+    except BaseException:
+        for holder in ports.values():
+            holder.close()
+        raise
     return ports
+
+
+def _hold(family: socket.AddressFamily, ip: str, port: int) -> socket.socket | None:
+    """A socket bound to *port* with ``SO_REUSEADDR``, never listening: until it is closed,
+    other programs' plain binds of the port fail (kernel-nursery's choice of ports in another
+    process among them), while the kernel, which binds with ``SO_REUSEADDR`` as libzmq does, can
+    bind and listen on it. ``None`` if the port was taken in the meantime."""
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        holder.bind((ip, port))
+    except OSError:
+        holder.close()
+        return None
+    return holder
 
 
 def _resting(port: int) -> bool:

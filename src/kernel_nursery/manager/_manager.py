@@ -23,7 +23,7 @@ from .._errors import (
 )
 from .._taskgroup import OwnedTaskGroup
 from ..connection import PORT_NAMES, ConnectionInfo, validate_connection_info
-from ..connection._ports import ports_in_use
+from ..connection._ports import ports_in_use, unhold_ports
 from ..kernelspec import KernelSpec, KernelSpecManager
 from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
@@ -35,6 +35,10 @@ __all__ = ["KernelManager", "start_kernel"]
 
 class _PortsTaken(KernelDiedError):
     """A kernel died before it was ready because another program holds one of its ports."""
+
+
+def _ports_of(info: ConnectionInfo) -> list[int]:
+    return [info[name] for name in PORT_NAMES]  # type: ignore[literal-required]
 
 
 class _Incarnation:
@@ -431,9 +435,7 @@ class KernelManager(LoggingConfigurable):
                 )
                 info = validate_connection_info(provisioner.connection_info)
                 taken = ports_in_use(
-                    transport=info["transport"],
-                    ip=info["ip"],
-                    ports=[info[name] for name in PORT_NAMES],  # type: ignore[literal-required]
+                    transport=info["transport"], ip=info["ip"], ports=_ports_of(info)
                 )
                 if taken:
                     ports = ", ".join(map(str, taken))
@@ -447,6 +449,9 @@ class KernelManager(LoggingConfigurable):
                     f"kernel {self._display_name()!r} did not answer within "
                     f"{self.ready_timeout:g} s (KernelManager.ready_timeout)"
                 ) from None
+            # It has bound its ports: no need to hold them against other programs any more.
+            info = validate_connection_info(provisioner.connection_info)
+            unhold_ports(transport=info["transport"], ip=info["ip"], ports=_ports_of(info))
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._stop(now=True, restart=False)

@@ -65,6 +65,10 @@ OUTPUT_TYPES = frozenset(
 #: wait starts short, since the subscription usually lands within milliseconds, and doubles.
 _IOPUB_SETTLE_FIRST = 0.02
 _IOPUB_SETTLE_MAX = 0.5
+#: How long wait_for_ready waits for a kernel_info reply before asking again (doubling each
+#: time, up to the second value): asked, not polled, because a request can be lost (see there).
+_READY_RESEND_FIRST = 1.0
+_READY_RESEND_MAX = 4.0
 #: Reconnection backoff of the client's sockets, in milliseconds (see KernelClient._open).
 _RECONNECT_FIRST_MS = 10
 _RECONNECT_MAX_MS = 1000
@@ -131,24 +135,32 @@ class ExecuteResult:
 class _Pending:
     """A request waiting for its reply."""
 
-    def __init__(self) -> None:
-        self.done = anyio.Event()
+    def __init__(self, done: anyio.Event | None = None) -> None:
+        # Several requests may share one event: the first of them answered wakes the waiter.
+        self.done = anyio.Event() if done is None else done
         self.reply: Message | None = None
         self.failure: _ErrorFactory | None = None
 
+    @property
+    def settled(self) -> bool:
+        return self.reply is not None or self.failure is not None
+
     def resolve(self, reply: Message) -> None:
-        if not self.done.is_set():
+        if not self.settled:
             self.reply = reply
             self.done.set()
 
     def fail(self, failure: _ErrorFactory) -> None:
-        if not self.done.is_set():
+        if not self.settled:
             self.failure = failure
             self.done.set()
 
     async def wait(self) -> Message:
         """The reply; or a new exception from the failure factory, if the request failed."""
         await self.done.wait()
+        return self.result()
+
+    def result(self) -> Message:
         if self.failure is not None:
             raise self.failure()
         assert self.reply is not None
@@ -401,8 +413,10 @@ class KernelClient:
             raise ChannelClosedError("the kernel client is not open (use 'async with')")
         return sock
 
-    async def _send(self, channel: Channel, msg: Message) -> _Pending:
-        pending = self._pending[msg.msg_id] = _Pending()
+    async def _send(
+        self, channel: Channel, msg: Message, done: anyio.Event | None = None
+    ) -> _Pending:
+        pending = self._pending[msg.msg_id] = _Pending(done)
         try:
             await self._socket(channel).send_multipart(self.session.serialize(msg))
         except BaseException:
@@ -442,7 +456,11 @@ class KernelClient:
     async def wait_for_ready(self, timeout: float | None = 60.0) -> Message:
         """Wait until the kernel answers on shell and publishes on iopub; return its info.
 
-        A kernel that is still starting is given until *timeout*. A request is sent again only
+        A kernel that is still starting is given until *timeout*. While it has not answered,
+        ``kernel_info_request`` is sent again after 1 s, then at growing intervals (up to 4 s),
+        and the first reply to any of them counts: a request can be lost for good, when the
+        shell socket connected to another program's socket that held the kernel's port for a
+        moment before the kernel bound it (zmq does not send it again). It is also sent again
         when the kernel answered but the iopub subscription had not yet taken effect.
 
         Raises:
@@ -450,10 +468,26 @@ class KernelClient:
             KernelDiedError: the kernel died meanwhile (when the client can see its process).
         """
 
+        async def first_reply() -> Message:
+            answered = anyio.Event()
+            sent: list[tuple[str, _Pending]] = []
+            interval = _READY_RESEND_FIRST
+            try:
+                while True:
+                    msg = self.session.new_message("kernel_info_request")
+                    sent.append((msg.msg_id, await self._send("shell", msg, answered)))
+                    with anyio.move_on_after(interval):
+                        await answered.wait()
+                        return next(p for _, p in sent if p.settled).result()
+                    interval = min(interval * 2, _READY_RESEND_MAX)
+            finally:
+                for msg_id, _ in sent:
+                    self._pending.pop(msg_id, None)
+
         async def ready() -> Message:
             settle = _IOPUB_SETTLE_FIRST
             while True:
-                reply = await self.kernel_info()
+                reply = await first_reply()
                 with anyio.move_on_after(settle):
                     await self._iopub_seen.wait()
                     return reply
