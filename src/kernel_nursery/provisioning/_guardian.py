@@ -52,8 +52,6 @@ __all__ = ["GRACE_PERIOD", "SUPPORTED", "guardian_pid", "register", "unregister"
 GRACE_PERIOD = 2.0
 #: Whether this platform has what the guardian needs (Linux pidfds).
 SUPPORTED = hasattr(os, "pidfd_open") and sys.platform.startswith("linux")
-#: The guardian is replaced when it dies; after this many replacements it is given up for good.
-_MAX_SPAWNS = 4
 #: At interpreter exit, how long to wait for an idle guardian to exit, so that it is reaped.
 _EXIT_WAIT = 1.0
 
@@ -69,8 +67,7 @@ class _State:
         self.fd: int | None = None  # the write end of the guardian's stdin
         self.registered: dict[int, bytes] = {}  # token -> its register line, for a new guardian
         self.tokens = itertools.count(1)
-        self.spawns = 0
-        self.disabled = False  # could not be started, or the interpreter is exiting
+        self.disabled = False  # the interpreter is exiting: no new guardian
         self.warned = False
 
 
@@ -111,15 +108,15 @@ def register(
         line = _line("register", token, pid, pgid, start_time, connection_file, time.monotonic())
         state.registered[token] = line
         _send(state, line, log)
-        return token if token in state.registered else None  # else: given up, and warned
+        return token
 
 
 def unregister(token: int, *, log: Log) -> None:
     """Tell the guardian that the kernel of *token* was stopped and reaped by this process."""
     state = _state
     with state.lock:
-        if state.registered.pop(token, None) is None or state.disabled:
-            return
+        if state.registered.pop(token, None) is None or state.disabled or state.fd is None:
+            return  # (with no guardian running, a new one is handed only the others)
         _send(state, _line("unregister", token), log)
 
 
@@ -162,13 +159,12 @@ def _send(state: _State, line: bytes, log: Log) -> None:
 
 
 def _spawn(state: _State, log: Log) -> None:
-    if state.spawns >= _MAX_SPAWNS:
-        _give_up(state, log, f"it died {state.spawns} times")
-        return
+    # At most one spawn per registration or unregistration: a guardian that keeps dying costs
+    # one process per launch, never a loop. A failure is not final either: the next launch
+    # tries again (the kernels registered meanwhile are handed to the guardian that starts).
     if not sys.executable:
         _give_up(state, log, "sys.executable is not set")
         return
-    state.spawns += 1
     read_end, write_end = os.pipe()  # both close-on-exec: no kernel inherits the write end
     try:
         popen = subprocess.Popen(
@@ -193,14 +189,16 @@ def _spawn(state: _State, log: Log) -> None:
         _write_all(write_end, b"".join(state.registered.values()))
     except OSError as exc:
         _give_up(state, log, str(exc))
+        return
+    state.warned = False  # a later failure is worth a warning again
 
 
 def _give_up(state: _State, log: Log, reason: str) -> None:
+    """No guardian for now; the next registration tries again."""
     if state.fd is not None:
         os.close(state.fd)
         state.fd = None
-    state.disabled = True
-    state.registered.clear()
+    state.popen = None
     if not state.warned:
         state.warned = True
         log.warning(
