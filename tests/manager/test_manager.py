@@ -87,16 +87,6 @@ async def test_cancelled_block_shuts_down(fake_spec: SpecFactory) -> None:
     assert not is_running(pid)
 
 
-@pytest.mark.parametrize("delay", [0, 0.001, 0.01, 0.03, 0.06, 0.1, 0.15, 0.25])
-async def test_cancel_during_start_leaves_nothing(fake_spec: SpecFactory, delay: float) -> None:
-    """start_kernel cancelled at any point leaves no process, file, port or task."""
-    with anyio.move_on_after(delay):
-        async with KernelManager(kernel_spec=fake_spec()) as km:
-            await km.start_kernel()
-    assert not km.has_kernel
-    # the autouse fixture checks processes, files and ports
-
-
 async def test_start_twice_and_outside_the_block(fake_spec: SpecFactory) -> None:
     """Misuse is a KernelStateError, not a second kernel or a hang."""
     km = KernelManager(kernel_spec=fake_spec())
@@ -444,35 +434,6 @@ async def test_events_end_when_the_manager_closes(fake_spec: SpecFactory) -> Non
     assert [e.kind for e in seen] == ["starting", "started", "shutdown"]
 
 
-@pytest.mark.parametrize("delay", [0, 0.005, 0.02, 0.05, 0.1])
-async def test_cancel_during_restart_leaves_nothing(fake_spec: SpecFactory, delay: float) -> None:
-    """restart_kernel cancelled at any point leaves either a running kernel or none, never a
-    stray one; leaving the block then leaves nothing at all."""
-    async with KernelManager(kernel_spec=fake_spec()) as km:
-        await km.start_kernel()
-        old = await pid_of(km)
-        with anyio.move_on_after(delay):
-            await km.restart_kernel()
-        assert not is_running(old) or (km.has_kernel and await pid_of(km) == old)
-        if km.has_kernel:
-            assert await km.is_alive()
-    # the autouse fixture checks processes, files and ports
-
-
-@pytest.mark.parametrize("delay", [0, 0.005, 0.02])
-async def test_cancelled_shutdown_still_completes(fake_spec: SpecFactory, delay: float) -> None:
-    """shutdown_kernel is shielded: cancelled, it still stops the kernel completely."""
-    async with KernelManager(
-        kernel_spec=fake_spec("--ignore-shutdown"), shutdown_wait_time=0.1
-    ) as km:
-        await km.start_kernel()
-        pid = await pid_of(km)
-        with anyio.move_on_after(delay):
-            await km.shutdown_kernel()
-        assert not is_running(pid)
-        assert not km.has_kernel
-
-
 # ---------------------------------------------------------------- the promise's edges
 
 
@@ -627,6 +588,8 @@ PORT_THIEF = textwrap.dedent(
             if STEAL[0] > 0:
                 STEAL[0] -= 1
                 thief = socket.socket()
+                # As a zmq kernel binds: the manager's hold on the port does not stop it.
+                thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 thief.bind((self.connection_info["ip"], self.connection_info["shell_port"]))
                 thief.listen()
                 THIEVES.append(thief)
@@ -704,3 +667,49 @@ async def test_factory_configuration_reaches_the_factory(
         async with KernelNursery(config=config) as nursery:
             km = await nursery.start_kernel(kernel_spec=fake_spec())
             assert type(km.provisioner).__name__ == "Provisioner"
+
+
+SQUATTER = textwrap.dedent(
+    """
+    import threading
+
+    import zmq
+
+    from kernel_nursery import LocalProvisioner
+
+    SWALLOWED = []
+
+    def squat(port, bound):
+        sock = zmq.Context.instance().socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.bind(f"tcp://127.0.0.1:{port}")
+        bound.set()
+        SWALLOWED.append(sock.recv_multipart())
+        sock.close()
+
+    class Provisioner(LocalProvisioner):
+        async def launch_kernel(self, cmd, **kwargs):
+            bound = threading.Event()
+            port = self.connection_info["shell_port"]
+            threading.Thread(target=squat, args=(port, bound), daemon=True).start()
+            bound.wait()
+            return await super().launch_kernel(cmd, **kwargs)
+    """
+)
+
+
+async def test_a_swallowed_readiness_request_is_asked_again(
+    fake_spec: SpecFactory, install_provisioner: Callable[..., None]
+) -> None:
+    """A kernel_info_request taken by another program's socket that held the kernel's shell
+    port for a moment is sent again: the start succeeds instead of waiting out ready_timeout."""
+    install_provisioner("squatter", "Provisioner", SQUATTER)
+    spec = fake_spec(
+        "--slow-start", "1", metadata={"kernel_provisioner": {"provisioner_name": "squatter"}}
+    )
+    async with KernelManager(kernel_spec=spec, ready_timeout=600) as km:
+        with anyio.fail_after(60):
+            await km.start_kernel()
+        module = sys.modules[type(km.provisioner).__module__]
+        assert len(module.SWALLOWED) == 1
+        assert await km.is_alive()
