@@ -495,3 +495,116 @@ async def test_stop_process_waits_first_after_a_shutdown_request(
             assert status == -signal.SIGKILL
             assert "after the shutdown request" in caplog.text
             assert "after SIGTERM" in caplog.text
+
+
+async def _pre_launched(p: LocalProvisioner) -> tuple[list[str], dict[str, Any]]:
+    """pre_launch, returning the command and launch_kernel's other keywords."""
+    kw = await p.pre_launch()
+    return kw.pop("cmd"), kw
+
+
+@pytest.mark.parametrize(
+    ("env_update", "message"),
+    [
+        ({"A=B": "x"}, "environment variable name 'A=B' contains '='"),
+        ({"": "x"}, "environment variable name '' is empty"),
+        ({"A\0B": "x"}, r"environment variable name 'A\\x00B' contains a NUL byte"),
+        ({"NULVAL": "x\0y"}, "value of environment variable 'NULVAL' contains a NUL byte"),
+        ({"NUM": 5}, "value of environment variable 'NUM' must be a string, not int"),
+        ({"BAD": "\ud800"}, "value of environment variable 'BAD' cannot be encoded"),
+    ],
+)
+async def test_bad_environment_is_a_launch_error_leaving_nothing(
+    toy_spec: SpecFactory, env_update: dict[str, Any], message: str
+) -> None:
+    """A bare launch_kernel with a bad env name or value raises LaunchError naming the variable
+    and releases the connection file and ports (nothing is spawned)."""
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    cmd, kw = await _pre_launched(p)
+    path = Path(p.connection_file)
+    kw["env"] = {**kw["env"], **env_update}
+    with pytest.raises(LaunchError, match=message):
+        await p.launch_kernel(cmd, **kw)
+    assert not path.exists() and not reserved_ports() and not p.has_process
+
+
+async def test_bad_env_given_to_pre_launch_is_a_launch_error(toy_spec: SpecFactory) -> None:
+    """A caller's env passed to pre_launch with a name containing '=' fails the launch with
+    LaunchError, leaving nothing."""
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    with pytest.raises(LaunchError, match="'A=B' contains '='"):
+        await launch(p, env={**os.environ, "A=B": "1"})
+    assert not reserved_ports() and not p.has_process
+
+
+async def test_env_that_is_not_a_mapping_is_refused(toy_spec: SpecFactory) -> None:
+    """pre_launch(env=...) that is not a mapping is a LaunchError; nothing is left."""
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    with pytest.raises(LaunchError, match="env must be a mapping"):
+        await launch(p, env=["A=B"])
+    assert not reserved_ports() and not p.has_process
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "message"),
+    [
+        (2, "a\0b", "argument 2 contains a NUL byte"),
+        (0, "py\0thon", "argument 0 contains a NUL byte"),
+        (1, "\ud800", "argument 1 cannot be encoded"),
+    ],
+)
+async def test_bad_argument_is_a_launch_error_leaving_nothing(
+    toy_spec: SpecFactory, index: int, value: str, message: str
+) -> None:
+    """An argv entry with a NUL byte (or not encodable) is a LaunchError naming its index."""
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    cmd, kw = await _pre_launched(p)
+    cmd[index] = value
+    with pytest.raises(LaunchError, match=message):
+        await p.launch_kernel(cmd, **kw)
+    assert not reserved_ports() and not p.has_process
+
+
+async def test_bad_cwd_type_is_a_launch_error(toy_spec: SpecFactory) -> None:
+    """A cwd that is not a path is a LaunchError naming cwd, leaving nothing."""
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    cmd, kw = await _pre_launched(p)
+    with pytest.raises(LaunchError, match="cwd must be a path"):
+        await p.launch_kernel(cmd, cwd=5, **kw)
+    assert not reserved_ports() and not p.has_process
+
+
+@pytest.mark.parametrize("error", [ValueError("odd"), TypeError("odd"), RuntimeError("odd")])
+async def test_any_spawn_failure_is_a_launch_error_leaving_nothing(
+    toy_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """Whatever exception the spawn raises, launch_kernel raises LaunchError (chained to it)
+    and releases the connection file and ports."""
+
+    async def failing_open_process(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    cmd, kw = await _pre_launched(p)
+    monkeypatch.setattr(anyio, "open_process", failing_open_process)
+    with pytest.raises(LaunchError, match="odd") as info:
+        await p.launch_kernel(cmd, **kw)
+    assert info.value.__cause__ is error
+    assert not reserved_ports() and not p.has_process
+
+
+async def test_base_exception_during_spawn_leaves_nothing(
+    toy_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BaseException (KeyboardInterrupt) raised by the spawn propagates as itself and still
+    releases the connection file and ports."""
+
+    async def interrupted_open_process(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    p = LocalProvisioner(kernel_spec=toy_spec())
+    cmd, kw = await _pre_launched(p)
+    monkeypatch.setattr(anyio, "open_process", interrupted_open_process)
+    with pytest.raises(KeyboardInterrupt):
+        await p.launch_kernel(cmd, **kw)
+    assert not reserved_ports() and not p.has_process

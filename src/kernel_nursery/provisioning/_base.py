@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABCMeta, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from string import Template
 from types import TracebackType
 from typing import Any, Self
@@ -15,6 +15,7 @@ from traitlets import Dict, Instance, Unicode
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
+from .._errors import LaunchError
 from ..connection import ConnectionInfo, validate_connection_info
 
 __all__ = [
@@ -149,9 +150,19 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
         through :meth:`_finalize_env`. The caller's mapping is never modified.
 
         Subclasses call it, typically last, and add ``cmd`` (the kernel's command) to the result.
+
+        Raises:
+            LaunchError: ``env`` is not a mapping. (Its names and values are checked by
+                :meth:`launch_kernel`.)
         """
         result = dict(kwargs)
         base_env = result.pop("env", None)
+        if base_env is not None and not isinstance(base_env, Mapping):
+            raise LaunchError(
+                "cannot start kernel: env must be a mapping of names to values, "
+                f"not {type(base_env).__name__}",
+                argv=[],
+            )
         env = dict(os.environ if base_env is None else base_env)
         if self.kernel_spec is not None:
             env.update(

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -228,16 +229,20 @@ class LocalProvisioner(KernelProvisionerBase):
             self._release(remove_file=False)
             raise
         self.connection_file = str(path)
-        cmd = format_kernel_cmd(
-            spec.argv,
-            substitutions={
-                "connection_file": str(path),
-                "resource_dir": spec.resource_dir,
-                "prefix": sys.prefix,
-            },
-            extra_arguments=extra_arguments,
-        )
-        return await super().pre_launch(cmd=cmd, **kwargs)
+        try:
+            cmd = format_kernel_cmd(
+                spec.argv,
+                substitutions={
+                    "connection_file": str(path),
+                    "resource_dir": spec.resource_dir,
+                    "prefix": sys.prefix,
+                },
+                extra_arguments=extra_arguments,
+            )
+            return await super().pre_launch(cmd=cmd, **kwargs)
+        except BaseException:
+            self._release(remove_file=True)
+            raise
 
     def _default_ip(self) -> str:
         if self.transport == "ipc":
@@ -270,8 +275,17 @@ class LocalProvisioner(KernelProvisionerBase):
         the class's description): one small write to a pipe, and at the first launch the start
         of the guardian, which is not waited for.
 
+        *cmd*, ``env`` and ``cwd`` are checked before anything is spawned: every argument, and
+        every environment variable's name and value, must be text that the OS can take (no NUL
+        byte, no ``=`` or empty name).
+
         Raises:
-            LaunchError: the program cannot be run (not found, not executable, bad ``cwd``).
+            LaunchError: the program cannot be run (not found, not executable, bad ``cwd``), an
+                argument, environment variable or ``cwd`` is invalid (the message names it), or
+                the spawn failed in any other way (the original exception is its cause). The
+                connection file and ports are released; an exception that is not an
+                :class:`Exception` (cancellation, ``KeyboardInterrupt``) propagates as itself,
+                after the same release.
             ProvisionerError: this provisioner already runs a kernel.
         """
         if self._process is not None and self._process.returncode is None:
@@ -297,6 +311,10 @@ class LocalProvisioner(KernelProvisionerBase):
         options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_PROCESS}
         env = options.pop("env", None)
         cwd = options.pop("cwd", None)
+        problem = _bad_launch_arguments(argv, env, cwd)
+        if problem is not None:
+            self._release(remove_file=True)
+            raise LaunchError(f"cannot start kernel: {problem}", argv=[str(a) for a in argv])
         stdin = options.pop("stdin", subprocess.DEVNULL)
         stdout = options.pop("stdout", None)
         stderr = options.pop("stderr", None)
@@ -328,6 +346,20 @@ class LocalProvisioner(KernelProvisionerBase):
             except OSError as exc:
                 self._release(remove_file=True)
                 raise LaunchError(_launch_failure(argv, cwd, exc), argv=argv) from exc
+            except (ValueError, TypeError) as exc:
+                # What the checks above did not foresee (the platform's own limits).
+                self._release(remove_file=True)
+                raise LaunchError(
+                    f"cannot start kernel {argv[0]!r}: invalid launch argument: {exc}", argv=argv
+                ) from exc
+            except Exception as exc:
+                self._release(remove_file=True)
+                raise LaunchError(
+                    f"cannot start kernel {argv[0]!r}: {type(exc).__name__}: {exc}", argv=argv
+                ) from exc
+            except BaseException:
+                self._release(remove_file=True)
+                raise
         self._process = ChildProcess(process)
         self._pgid = process.pid if sys.platform != "win32" else None
         self._last_status = None
@@ -479,3 +511,63 @@ def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return f"cannot start kernel: program {program!r} is not executable ({exc.strerror})"
     return f"cannot start kernel {program!r}: {exc.strerror or exc}"
+
+
+def _bad_launch_arguments(argv: list[Any], env: object, cwd: object) -> str | None:
+    """What is wrong with the command, environment or working directory, or ``None``.
+
+    The checks ``subprocess`` would make at the spawn (with a bare ``ValueError``), made first so
+    the error says which argument or variable is at fault.
+    """
+    for i, arg in enumerate(argv):
+        problem = _bad_os_string(arg)
+        if problem is not None:
+            return f"argument {i} {problem}"
+    if env is not None:
+        if not isinstance(env, Mapping):
+            return f"env must be a mapping of names to values, not {type(env).__name__}"
+        for name, value in env.items():
+            if not isinstance(name, str):
+                return (
+                    f"environment variable name {_short(name)} must be a string, "
+                    f"not {type(name).__name__}"
+                )
+            if not name:
+                return "environment variable name '' is empty"
+            problem = _bad_os_string(name)
+            if problem is not None:
+                return f"environment variable name {_short(name)} {problem}"
+            if "=" in name:
+                return f"environment variable name {_short(name)} contains '='"
+            if not isinstance(value, str):
+                return (
+                    f"the value of environment variable {_short(name)} must be a string, "
+                    f"not {type(value).__name__}"
+                )
+            problem = _bad_os_string(value)
+            if problem is not None:
+                return f"the value of environment variable {_short(name)} {problem}"
+    if cwd is not None:
+        if not isinstance(cwd, str | bytes | os.PathLike):
+            return f"cwd must be a path, not {type(cwd).__name__}"
+        problem = _bad_os_string(cwd)
+        if problem is not None:
+            return f"cwd {problem}"
+    return None
+
+
+def _bad_os_string(value: str | bytes | os.PathLike[Any]) -> str | None:
+    """Why *value* cannot be handed to the OS (as an argument, a variable, a path), or ``None``."""
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeEncodeError as exc:
+        return f"cannot be encoded for the OS ({exc.reason})"
+    if b"\0" in encoded:
+        return "contains a NUL byte"
+    return None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, shortened: error messages stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
