@@ -182,3 +182,48 @@ def test_entry_point_that_fails_to_import(install: Installer) -> None:
 def test_factory_is_a_singleton() -> None:
     """instance() returns the same factory until cleared."""
     assert KernelProvisionerFactory.instance() is KernelProvisionerFactory.instance()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"log": "x"}, {"kernel_id": 5}, {"connection_info": []}, {"parent": 1}, {"config": {}}],
+)
+def test_base_traits_cannot_be_configured(config: dict[str, Any]) -> None:
+    """config may not set the base class's internal traits: ProvisionerConfigError naming it."""
+    [key] = config
+    with pytest.raises(ProvisionerConfigError, match=f"may not set '{key}'"):
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k", spec_for("local-provisioner", config), None
+        )
+
+
+def test_bad_config_value_names_the_key() -> None:
+    """A value of the wrong type for a provisioner's trait is a ProvisionerConfigError naming
+    the key, chained to the TraitError."""
+    message = r"config key 'independent': .*expected a boolean"
+    with pytest.raises(ProvisionerConfigError, match=message) as info:
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k", spec_for("local-provisioner", {"independent": "yes please"}), None
+        )
+    assert type(info.value.__cause__).__name__ == "TraitError"
+
+
+BUGGY = textwrap.dedent(
+    """
+    from kernel_nursery import LocalProvisioner
+
+    class Provisioner(LocalProvisioner):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            1 / 0
+    """
+)
+
+
+def test_bug_in_provisioner_init_propagates(install: Installer) -> None:
+    """An error in a provisioner's own __init__ propagates as itself, not as a config error."""
+    install("buggy", source=BUGGY)
+    with pytest.raises(ZeroDivisionError):
+        KernelProvisionerFactory.instance().create_provisioner_instance(
+            "k", spec_for("buggy"), None
+        )

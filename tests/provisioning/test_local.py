@@ -608,3 +608,39 @@ async def test_base_exception_during_spawn_leaves_nothing(
     with pytest.raises(KeyboardInterrupt):
         await p.launch_kernel(cmd, **kw)
     assert not reserved_ports() and not p.has_process
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("proc", "directory /proc/self is not writable"),
+        ("directory", "is a directory"),
+        ("missing_parent", "directory .*missing does not exist"),
+        ("file_parent", "is not a directory"),
+    ],
+)
+async def test_unusable_connection_file_is_refused_creating_nothing(
+    toy_spec: SpecFactory, tmp_path: Path, where: str, message: str
+) -> None:
+    """A connection_file that cannot be written (in /proc, a directory, in a missing or
+    non-directory parent) is a ConnectionFileError naming it; nothing is created there and
+    the ports are released."""
+    from kernel_nursery import ConnectionFileError
+
+    area = tmp_path / "area"
+    area.mkdir()
+    (area / "plain").write_text("")
+    (area / "adir").mkdir()
+    target = {
+        "proc": Path("/proc/self/kernel.json"),
+        "directory": area / "adir",
+        "missing_parent": area / "missing" / "kernel.json",
+        "file_parent": area / "plain" / "kernel.json",
+    }[where]
+    before = sorted(p.name for p in area.rglob("*"))
+    p = LocalProvisioner(kernel_spec=toy_spec(), connection_file=str(target))
+    with pytest.raises(ConnectionFileError, match=message) as info:
+        await launch(p)
+    assert str(target) in str(info.value)
+    assert sorted(p.name for p in area.rglob("*")) == before
+    assert not reserved_ports() and not p.has_process and not p.connection_info

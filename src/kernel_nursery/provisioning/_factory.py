@@ -6,7 +6,7 @@ import os
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
-from traitlets import Unicode, default
+from traitlets import TraitError, Unicode, default
 from traitlets.config import LoggingConfigurable, SingletonConfigurable
 
 from .._errors import ProvisionerConfigError, ProvisionerError
@@ -21,6 +21,9 @@ __all__ = ["DEFAULT_PROVISIONER_ENV", "ENTRY_POINT_GROUP", "KernelProvisionerFac
 #: provisioners written for jupyter_client (``jupyter_client.kernel_provisioners``) use its
 #: synchronous-in-places API and are not loaded by mistake.
 ENTRY_POINT_GROUP = "kernel_nursery.provisioners"
+#: Traits of every provisioner that the kernel manager (or traitlets) sets, never a kernel spec:
+#: ``log``, ``parent``, ``config``, ``kernel_id``, ``kernel_spec``, ``connection_info``.
+_INTERNAL_TRAITS = frozenset(KernelProvisionerBase.class_trait_names())
 #: Environment variable that sets :attr:`KernelProvisionerFactory.default_provisioner_name`.
 DEFAULT_PROVISIONER_ENV = "KERNEL_NURSERY_DEFAULT_PROVISIONER"
 
@@ -89,8 +92,11 @@ class KernelProvisionerFactory(SingletonConfigurable):
             ModuleNotFoundError: the provisioner is not registered (as the reference API says);
                 the message names it and the entry-point group.
             ProvisionerError: it is registered but cannot be loaded, or is not a provisioner.
-            ProvisionerConfigError: ``config`` names a trait the provisioner does not have, or a
-                value its trait rejects.
+            ProvisionerConfigError: ``config`` names a trait the provisioner does not have, one
+                of the base class's internal traits (``log``, ``parent``, ``config``,
+                ``kernel_id``, ``kernel_spec``, ``connection_info``), or a value its trait
+                rejects (a :class:`~traitlets.TraitError`, named by key). An exception raised by
+                the provisioner's own ``__init__`` propagates as it is.
         """
         stanza = self._stanza(kernel_spec)
         name = stanza["provisioner_name"]
@@ -113,18 +119,29 @@ class KernelProvisionerFactory(SingletonConfigurable):
                 f"kernel provisioner {name!r} ({ep.value}) is not a KernelProvisionerBase subclass"
             )
         config = dict(stanza["config"])
+        where = f"(from metadata.kernel_provisioner.config of kernel {kernel_spec.name!r})"
+        internal = sorted(set(config) & _INTERNAL_TRAITS)
+        if internal:
+            raise ProvisionerConfigError(
+                f"kernel provisioner {name!r}: config may not set "
+                f"{', '.join(map(repr, internal))}, which the kernel manager sets {where}"
+            )
         unknown = sorted(set(config) - set(cls.class_trait_names()))
         if unknown:
             raise ProvisionerConfigError(
                 f"kernel provisioner {name!r} has no trait(s) {', '.join(map(repr, unknown))} "
-                f"(from metadata.kernel_provisioner.config of kernel {kernel_spec.name!r})"
+                f"{where}"
             )
         self.log.debug("Creating provisioner %r for kernel %s", name, kernel_id)
         try:
             return cls(kernel_id=kernel_id, kernel_spec=kernel_spec, parent=parent, **config)
-        except Exception as exc:  # traitlets raises TraitError for a bad value
+        except TraitError as exc:
+            # A value a trait rejects. Anything else is a bug in the provisioner's own code and
+            # propagates as itself.
+            keys = [key for key in config if f"'{key}'" in str(exc)]
+            key = f"config key {keys[0]!r}: " if len(keys) == 1 else ""
             raise ProvisionerConfigError(
-                f"kernel provisioner {name!r}: bad config from kernel {kernel_spec.name!r}: {exc}"
+                f"kernel provisioner {name!r}: {key}{exc} {where}"
             ) from exc
 
     # ------------------------------------------------------------------ helpers

@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 from traitlets import Bool, Enum, Unicode
 
-from .._errors import LaunchError, ProvisionerError
+from .._errors import ConnectionFileError, LaunchError, ProvisionerError
 from ..connection import (
     ConnectionInfo,
     connection_file_path,
@@ -200,6 +200,12 @@ class LocalProvisioner(KernelProvisionerBase):
         Raises:
             ProvisionerError: there is no kernel spec.
             PortAllocationError: no ports could be reserved (nothing is left reserved).
+            ConnectionFileError: the connection file cannot be written: a configured
+                :attr:`connection_file` must be in an existing directory this process may write
+                and must not be a directory. The message names the path; nothing is created and
+                the ports are released. (A :class:`ConnectionFileError` rather than a
+                :class:`ProvisionerConfigError`, which is about a kernel spec's provisioner
+                config: the path may come from any configuration, and the file is at fault.)
         """
         spec = self.kernel_spec
         if spec is None:
@@ -224,7 +230,16 @@ class LocalProvisioner(KernelProvisionerBase):
             else connection_file_path(self.kernel_id)
         )
         try:
+            if self.connection_file:
+                # Checked before writing: write_connection_file would create the missing
+                # directories, or a temporary file beside a target it cannot replace.
+                _check_connection_file_target(path)
             self._written_file = write_connection_file(info, path)
+        except OSError as exc:
+            self._release(remove_file=False)
+            raise ConnectionFileError(
+                f"cannot write the connection file: {exc.strerror or exc}", path=path
+            ) from exc
         except BaseException:
             self._release(remove_file=False)
             raise
@@ -511,6 +526,27 @@ def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return f"cannot start kernel: program {program!r} is not executable ({exc.strerror})"
     return f"cannot start kernel {program!r}: {exc.strerror or exc}"
+
+
+def _check_connection_file_target(path: Path) -> None:
+    """Refuse a connection file path that cannot be written, before anything is created.
+
+    Raises:
+        ConnectionFileError: the parent is missing, not a directory or not writable, or the
+            path is a directory.
+    """
+    parent = path.parent
+    if not parent.exists():
+        problem = f"its directory {parent} does not exist"
+    elif not parent.is_dir():
+        problem = f"{parent} is not a directory"
+    elif path.is_dir():
+        problem = "it is a directory"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        problem = f"its directory {parent} is not writable"
+    else:
+        return
+    raise ConnectionFileError(f"cannot write the connection file: {problem}", path=path)
 
 
 def _bad_launch_arguments(argv: list[Any], env: object, cwd: object) -> str | None:
