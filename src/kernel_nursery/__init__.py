@@ -15,6 +15,7 @@ from __future__ import annotations
 from ._errors import (
     ChannelClosedError,
     ConnectionFileError,
+    InvalidKernelIdError,
     InvalidSignatureError,
     KernelDiedError,
     KernelNurseryError,
@@ -47,6 +48,7 @@ __all__ = [
     "ConnectionFileError",
     "ConnectionInfo",
     "ExecuteResult",
+    "InvalidKernelIdError",
     "InvalidSignatureError",
     "KernelClient",
     "KernelDiedError",

@@ -15,6 +15,7 @@ import os
 __all__ = [
     "ChannelClosedError",
     "ConnectionFileError",
+    "InvalidKernelIdError",
     "InvalidSignatureError",
     "KernelDiedError",
     "KernelNurseryError",
@@ -165,6 +166,23 @@ class KernelStateError(KernelNurseryError, RuntimeError):
     """A kernel manager (or nursery) was asked for something its state does not allow:
     starting a kernel twice, using one outside its ``async with`` block, restarting a kernel
     that is not running."""
+
+
+class InvalidKernelIdError(KernelNurseryError, ValueError):
+    """A kernel id that cannot be used: it names the connection file and keys the kernel in a
+    nursery, so it is 1 to 128 letters, digits, ``.``, ``_`` or ``-``, not starting with ``.``
+    or ``-`` (a UUID, by default).
+
+    Attributes:
+        kernel_id: The id that was given.
+    """
+
+    def __init__(self, kernel_id: object) -> None:
+        self.kernel_id = kernel_id
+        super().__init__(
+            f"invalid kernel id {kernel_id!r:.80}: use 1 to 128 letters, digits, '.', '_' or '-', "
+            "not starting with '.' or '-'"
+        )
 
 
 class UnknownKernelError(KernelNurseryError, KeyError):

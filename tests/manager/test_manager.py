@@ -713,3 +713,105 @@ async def test_a_swallowed_readiness_request_is_asked_again(
         module = sys.modules[type(km.provisioner).__module__]
         assert len(module.SWALLOWED) == 1
         assert await km.is_alive()
+
+
+# ---------------------------------------------------------------- found by a hostile review
+
+
+@pytest.mark.parametrize("kernel_id", ["/../../escape", "a/b", "..", "x" * 129, "bad\0id", ""])
+def test_kernel_ids_that_cannot_name_a_file_are_refused(kernel_id: str) -> None:
+    """A kernel id that would put the connection file elsewhere (or cannot name a file) is an
+    InvalidKernelIdError when the manager is made, before anything is written."""
+    from kernel_nursery import InvalidKernelIdError
+
+    with pytest.raises(InvalidKernelIdError, match="invalid kernel id"):
+        KernelManager(kernel_id=kernel_id)
+
+
+FAILING_CLEANUP = textwrap.dedent(
+    """
+    from kernel_nursery import LocalProvisioner
+
+    class Provisioner(LocalProvisioner):
+        async def cleanup(self, restart=False):
+            await super().cleanup(restart)
+            raise OSError("cleanup failed")
+    """
+)
+
+
+async def test_a_failing_cleanup_never_replaces_the_blocks_exception(
+    fake_spec: SpecFactory, install_provisioner: Callable[..., None]
+) -> None:
+    """When cleaning up fails as the block ends, the block's own exception propagates as it is
+    (the failure is logged), subscriptions end, and without an exception of the block's the
+    failure itself propagates, unwrapped."""
+    install_provisioner("failing", "Provisioner", FAILING_CLEANUP)
+    spec = fake_spec(metadata={"kernel_provisioner": {"provisioner_name": "failing"}})
+    ended = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        with pytest.raises(ValueError, match="the block's own"):  # noqa: PT012
+            async with KernelManager(kernel_spec=spec) as km:
+
+                async def listen() -> None:
+                    async with km.events() as events:
+                        async for _ in events:
+                            pass
+                    ended.set()
+
+                tg.start_soon(listen)
+                await km.start_kernel()
+                raise ValueError("the block's own error")
+        with anyio.fail_after(10):
+            await ended.wait()
+    with pytest.raises(OSError, match="cleanup failed"):
+        async with KernelManager(kernel_spec=spec) as km:
+            await km.start_kernel()
+    assert not km.has_kernel
+
+
+async def test_failed_and_cancelled_starts_say_how_they_ended(fake_spec: SpecFactory) -> None:
+    """A start or restart that fails ends with ``dead`` (with the exit status), one that is
+    cancelled with ``shutdown``: subscribers never stay at ``starting`` or ``restarting``."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        async with km.events() as events:
+            with pytest.raises(KernelDiedError):
+                await km.start_kernel(extra_arguments=["--exit", "3"])
+            assert [(await events.receive()).kind for _ in "ab"] == ["starting", "dead"]
+            await km.start_kernel()
+            with pytest.raises(KernelDiedError):
+                await km.restart_kernel(extra_arguments=["--exit", "4"])
+            kinds = [await events.receive() for _ in range(4)]
+            assert [(e.kind, e.exit_status) for e in kinds][1:] == [
+                ("started", None),
+                ("restarting", None),
+                ("dead", 4),
+            ]
+            await km.start_kernel(extra_arguments=[])
+            assert [(await events.receive()).kind for _ in "ab"] == ["starting", "started"]
+            async with anyio.create_task_group() as tg:
+                scope = anyio.CancelScope()
+
+                async def restart() -> None:
+                    with scope:
+                        await km.restart_kernel(extra_arguments=["--slow-start", "5"])
+
+                tg.start_soon(restart)
+                assert (await events.receive()).kind == "restarting"
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+                with anyio.fail_after(30):
+                    assert (await events.receive()).kind == "shutdown"
+            assert not km.has_kernel
+
+
+async def test_a_client_does_not_follow_into_a_new_life(fake_spec: SpecFactory) -> None:
+    """After a shutdown for good, a client stays failed even if the manager starts a kernel
+    again: it followed restarts, not new starts."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        async with km.client() as kc:
+            await km.shutdown_kernel()
+            await km.start_kernel()
+            with pytest.raises(KernelDiedError):
+                await kc.kernel_info(timeout=10)

@@ -156,3 +156,16 @@ async def test_a_closing_nursery_refuses_new_kernels(fake_spec: SpecFactory) -> 
     assert len(errors) == 1 and "closing" in str(errors[0])
     with pytest.raises(KernelStateError):
         await nursery.start_kernel(kernel_spec=fake_spec())
+
+
+async def test_two_kernels_with_one_id_are_refused(fake_spec: SpecFactory) -> None:
+    """A second kernel with the id of one already in the nursery is refused; the nursery still
+    ends promptly with everything stopped."""
+    with anyio.fail_after(60):
+        async with KernelNursery() as nursery:
+            a = await nursery.start_kernel(kernel_spec=fake_spec(), kernel_id="same")
+            with pytest.raises(KernelStateError, match="already has a kernel with id 'same'"):
+                await nursery.start_kernel(kernel_spec=fake_spec(), kernel_id="same")
+            pid = await pid_of(a)
+            assert nursery.list_kernels() == [a] and is_running(pid)
+    assert not is_running(pid)

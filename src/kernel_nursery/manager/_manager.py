@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from traitlets import Bool, Enum, Float, Instance, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .._errors import (
+    InvalidKernelIdError,
     KernelDiedError,
     KernelNurseryError,
     KernelStateError,
@@ -31,6 +33,10 @@ from ..provisioning import KernelProvisionerBase, KernelProvisionerFactory, stop
 from ._events import EventHub, EventKind, KernelEvent
 
 __all__ = ["KernelManager", "start_kernel"]
+
+
+#: What a kernel id may be: it names the connection file, so no separator, no leading dot.
+_KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 class _PortsTaken(KernelDiedError):
@@ -156,6 +162,8 @@ class KernelManager(LoggingConfigurable):
 
     def __init__(self, *, kernel_spec: KernelSpec | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if not _KERNEL_ID.fullmatch(self.kernel_id):
+            raise InvalidKernelIdError(self.kernel_id)
         self._kernel_spec = kernel_spec
         self.provisioner: KernelProvisionerBase | None = None
         self._launch_kwargs: dict[str, Any] = {}
@@ -177,10 +185,14 @@ class KernelManager(LoggingConfigurable):
         self._start_scope: anyio.CancelScope | None = None
         self._stopping = 0
         self._closed = False
+        self._close_error: Exception | None = None
         # The current (or last) incarnation, and an event set (then replaced) at each change
         # of it or of whether one will follow: what km.client()'s clients await to follow.
         self._incarnation: _Incarnation | None = None
         self._changed = anyio.Event()
+        # How many times the kernel ended for good (shut down, dead, failed to start): a client
+        # follows restarts only within the life it was made in, never into a later start.
+        self._ends = 0
         self._gone = True  # no kernel now, and none will come unless start_kernel is called
 
     # ------------------------------------------------------------------ state
@@ -267,16 +279,25 @@ class KernelManager(LoggingConfigurable):
         tb: TracebackType | None,
     ) -> None:
         await self._group.close()
+        error, self._close_error = self._close_error, None
+        if error is not None and exc is None:
+            raise error  # the shutdown's own failure, when the block had none of its own
 
     async def _close(self) -> None:
         # Shielded, lock wait included: whoever holds the lock is bounded once the start in
         # flight is cancelled (which shutdown_kernel does first), so this cannot hang.
-        with anyio.CancelScope(shield=True):
-            await self.shutdown_kernel()
-        self._closed = True
-        self._announce()
-        self._events.close()
-        self._tg = None
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.shutdown_kernel()
+        except Exception as exc:
+            # Raised from __aexit__ (unwrapped) unless the block raised; logged either way.
+            self.log.error("Kernel %s: shutting down failed: %r", self.kernel_id, exc)
+            self._close_error = exc
+        finally:
+            self._closed = True
+            self._announce()
+            self._events.close()
+            self._tg = None
 
     def _task_group(self) -> anyio.abc.TaskGroup:
         if self._tg is None:
@@ -310,14 +331,23 @@ class KernelManager(LoggingConfigurable):
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    async def _successor(self, number: int) -> tuple[ConnectionInfo, WaitForExit] | None:
-        """Wait for an incarnation after incarnation *number*: its connection info and exit;
-        ``None`` when none will come (shut down, dead, or the manager closed)."""
+    def _end(self) -> None:
+        """The kernel ended for good (until a new start_kernel): clients stop following."""
+        self._ends += 1
+        self._gone = True
+        self._announce()
+
+    async def _successor(self, number: int, ends: int) -> tuple[ConnectionInfo, WaitForExit] | None:
+        """Wait for an incarnation after incarnation *number* in the same life (*ends*): its
+        connection info and exit; ``None`` when none will come (shut down, dead, failed to
+        start, or the manager closed)."""
         while True:
+            if self._closed or self._ends != ends:
+                return None
             current = self._incarnation
             if current is not None and current.number > number:
                 return current.info, current.wait
-            if self._closed or self._dead or self._gone:
+            if self._dead or self._gone:
                 return None
             await self._changed.wait()
 
@@ -357,11 +387,26 @@ class KernelManager(LoggingConfigurable):
             self._gone = False
             try:
                 await self._start_guarded("starting")
-            except BaseException:
-                self._gone = True
-                self._announce()
+            except BaseException as exc:
+                self._start_failed(exc)
                 raise
             self._emit("started")
+
+    def _start_failed(self, exc: BaseException) -> None:
+        """A start or restart failed, or was cancelled, and left nothing: say how it ended.
+
+        A shutdown that cancelled it has said so already (``shutdown``); a cancelled caller
+        gets ``shutdown`` too; any other failure is ``dead``, with the exit status if the
+        kernel exited.
+        """
+        self._end()
+        if isinstance(exc, KernelStateError):
+            return
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
+            self._emit("shutdown")
+        else:
+            status = exc.exit_status if isinstance(exc, KernelDiedError) else None
+            self._emit("dead", status)
 
     def _new_provisioner(self) -> KernelProvisionerBase:
         """The provisioner the kernel spec asks for, from the factory, given the manager's
@@ -568,8 +613,7 @@ class KernelManager(LoggingConfigurable):
         with anyio.CancelScope(shield=True):
             await self._stop(now=True, restart=False)
         self._dead = True
-        self._gone = True
-        self._announce()
+        self._end()
         self._emit("dead", status)
 
     # ------------------------------------------------------------------ stopping
@@ -656,13 +700,15 @@ class KernelManager(LoggingConfigurable):
                             self._emit("shutdown")
                         return
                     had_process = provisioner.has_process
-                    status = await self._stop(now=now, restart=restart)
-                    if not restart:
-                        self.provisioner = None
-                        self._gone = True
-                        self._announce()
-                    if had_process:
-                        self._emit("shutdown", status)
+                    status = None
+                    try:
+                        status = await self._stop(now=now, restart=restart)
+                    finally:
+                        if not restart:
+                            self.provisioner = None
+                            self._end()
+                        if had_process:
+                            self._emit("shutdown", status)
             finally:
                 self._lock.release()
         finally:
@@ -698,9 +744,8 @@ class KernelManager(LoggingConfigurable):
             self._dead = False
             try:
                 await self._start_guarded("restarting")
-            except BaseException:
-                self._gone = True
-                self._announce()
+            except BaseException as exc:
+                self._start_failed(exc)
                 raise
             self._emit("restarted")
 
@@ -752,11 +797,11 @@ class KernelManager(LoggingConfigurable):
         self._running()
         incarnation = self._incarnation
         assert incarnation is not None
-        number = incarnation.number
+        number, ends = incarnation.number, self._ends
 
         async def wait_for_restart() -> tuple[ConnectionInfo, WaitForExit] | None:
             nonlocal number
-            successor = await self._successor(number)
+            successor = await self._successor(number, ends)
             if successor is not None and self._incarnation is not None:
                 number = self._incarnation.number
             return successor

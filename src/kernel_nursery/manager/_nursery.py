@@ -107,6 +107,10 @@ class KernelNursery(LoggingConfigurable):
         """One kernel's life: its manager's scope, held open until the kernel is shut down."""
         manager_kw, launch_kw = split_manager_kwargs(kwargs)
         km = KernelManager(kernel_name=kernel_name, parent=self, **manager_kw)
+        if km.kernel_id in self._managers or any(
+            other.kernel_id == km.kernel_id for other in self._starting
+        ):
+            raise KernelStateError(f"the nursery already has a kernel with id {km.kernel_id!r}")
         self._starting.add(km)
         try:
             async with km:
