@@ -243,3 +243,17 @@ async def test_run_stopped_by_a_signal(
     assert f"Received {signum.name}; shutting the kernel down." in err
     assert not is_running(kernel_pid)
     assert not list(jupyter_dirs["runtime"].glob("kernel-*"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernel_beyond_loopback_is_warned_once(kernels: Path, backend: str) -> None:
+    """A kernel listening on 0.0.0.0 makes the command print, once on stderr, that its
+    messages travel unencrypted; a loopback kernel prints no such warning."""
+    write_kernel(kernels, "fake", {"argv": [sys.executable, FAKE_KERNEL, "{connection_file}"]})
+    out = cli("run", "--backend", backend, "fake", "1", "--KernelManager.ip=0.0.0.0")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("unencrypted") == 1, out.stderr
+    assert "listens on 0.0.0.0, beyond loopback" in out.stderr
+    loopback = cli("run", "--backend", backend, "fake", "1")
+    assert loopback.returncode == 0, loopback.stderr
+    assert "unencrypted" not in loopback.stderr

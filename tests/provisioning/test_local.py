@@ -644,3 +644,23 @@ async def test_unusable_connection_file_is_refused_creating_nothing(
     assert str(target) in str(info.value)
     assert sorted(p.name for p in area.rglob("*")) == before
     assert not reserved_ports() and not p.has_process and not p.connection_info
+
+
+@pytest.mark.parametrize(
+    ("ip", "warned"),
+    [("0.0.0.0", True), ("127.0.0.1", False)],  # noqa: S104 (binding everywhere is the subject)
+)
+async def test_listening_beyond_loopback_is_warned_once(
+    toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture, ip: str, warned: bool
+) -> None:
+    """A tcp kernel bound beyond loopback gets one warning per launch that its messages are
+    unencrypted; a loopback one gets none."""
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0"), ip=ip) as p:
+        with caplog.at_level(logging.WARNING):
+            await launch(p)
+        await p.wait()
+    records = [r for r in caplog.records if "unencrypted" in r.getMessage()]
+    assert len(records) == (1 if warned else 0)
+    if warned:
+        assert records[0].levelno == logging.WARNING
+        assert f"listens on {ip}, beyond loopback" in records[0].getMessage()

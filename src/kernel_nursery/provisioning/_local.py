@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -286,6 +287,9 @@ class LocalProvisioner(KernelProvisionerBase):
         If this raises, or is cancelled, nothing is left behind: a process that was started is
         killed and reaped, and the connection file and ports are released.
 
+        A tcp kernel that listens beyond loopback (``ip`` ``0.0.0.0`` or any other address)
+        gets one warning in the log per launch: its messages are not encrypted.
+
         Unless :attr:`independent`, the kernel is registered with this process's guardian (see
         the class's description): one small write to a pipe, and at the first launch the start
         of the guardian, which is not waited for.
@@ -385,7 +389,16 @@ class LocalProvisioner(KernelProvisionerBase):
             await self.cleanup(restart=False)  # shielded: kill, reap, release
             raise
         self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
-        return validate_connection_info(self.connection_info)
+        info = validate_connection_info(self.connection_info)
+        if info["transport"] == "tcp" and not _is_loopback(info["ip"]):
+            self.log.warning(
+                "Kernel %s listens on %s, beyond loopback: its messages travel unencrypted, "
+                "signed only with the connection file's key, and anyone on the network path "
+                "can read them.",
+                self.kernel_id,
+                info["ip"],
+            )
+        return info
 
     # ------------------------------------------------------------------ cleanup
 
@@ -526,6 +539,16 @@ def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return f"cannot start kernel: program {program!r} is not executable ({exc.strerror})"
     return f"cannot start kernel {program!r}: {exc.strerror or exc}"
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether a kernel bound to *host* can be reached from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _check_connection_file_target(path: Path) -> None:
