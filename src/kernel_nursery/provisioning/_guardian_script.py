@@ -40,6 +40,9 @@ _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 #: a number is reused only once every other pid has been allocated (pids are handed out in
 #: turn), which takes far longer. Past that, the group is vouched for by members seen in it.
 RECENT = 2.0
+#: Seconds to wait for the processes sent SIGKILL to be gone before the guardian exits (only a
+#: process stuck in the OS kernel takes longer).
+KILL_WAIT = 5.0
 
 
 class Kernel:
@@ -202,11 +205,14 @@ def serve() -> dict[int, Kernel]:
         for due, kernel in dues:
             if due <= now:
                 kernel.snapshot()
-        for fd, _events in events:
+        # Exits first, then lines: a line may close a pidfd whose number a new registration in
+        # the same batch then reuses, and a stale exit event must not be taken for the new one.
+        for fd, _events in sorted(events, key=lambda event: event[0] == 0):
             if fd != 0:
-                kernel = by_fd.pop(fd)
-                poller.unregister(fd)
-                kernel.leader_exited()
+                exited = by_fd.pop(fd, None)
+                if exited is not None:
+                    poller.unregister(fd)
+                    exited.leader_exited()
                 continue
             data = os.read(0, 65536)
             if not data:
@@ -268,9 +274,40 @@ def stop(kernels: list[Kernel], grace: float) -> None:
     # number is still its group's.
     for kernel, group in ours:
         kernel.signal(signal.SIGKILL, group=group)
+    _await_deaths(ours)
     for kernel in kernels:
         kernel.remove_files()
         kernel.close()
+
+
+def _await_deaths(ours: list[tuple[Kernel, bool]]) -> None:
+    """Wait (up to KILL_WAIT seconds) until the processes sent SIGKILL have exited: SIGKILL
+    lands when the process is next scheduled, and whoever sees the guardian gone may look at
+    once. Each is awaited through a pidfd, readable at its exit."""
+    pidfds = []
+    for kernel, group in ours:
+        pids = {kernel.pid}
+        if group and kernel.pgid is not None:
+            pids.update(_group_members(kernel.pgid))
+        for pid in pids:
+            try:
+                pidfds.append(os.pidfd_open(pid))
+            except OSError:
+                pass  # gone already (or not ours to watch)
+    deadline = time.monotonic() + KILL_WAIT
+    waiting = select.poll()
+    for fd in pidfds:
+        waiting.register(fd, _POLL_IN)
+    left = len(pidfds)
+    while left:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        for fd, _events in waiting.poll(remaining * 1000):
+            waiting.unregister(fd)
+            left -= 1
+    for fd in pidfds:
+        os.close(fd)
 
 
 def _readable(fd: int) -> bool:
