@@ -256,20 +256,7 @@ def stop(kernels: list[Kernel], grace: float) -> None:
         if group or kernel.leader_runs():
             kernel.signal(signal.SIGTERM, group=group)
             ours.append((kernel, group))
-    waiting = select.poll()
-    count = 0
-    for kernel, _group in ours:
-        if kernel.pidfd is not None:
-            waiting.register(kernel.pidfd, _POLL_IN)
-            count += 1
-    deadline = time.monotonic() + grace
-    while count:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        for fd, _events in waiting.poll(remaining * 1000):
-            waiting.unregister(fd)
-            count -= 1
+    _await_readable([k.pidfd for k, _group in ours if k.pidfd is not None], grace)
     # A leader exited at most `grace` seconds ago (or still runs): as with RECENT, its group
     # number is still its group's.
     for kernel, group in ours:
@@ -294,11 +281,19 @@ def _await_deaths(ours: list[tuple[Kernel, bool]]) -> None:
                 pidfds.append(os.pidfd_open(pid))
             except OSError:
                 pass  # gone already (or not ours to watch)
-    deadline = time.monotonic() + KILL_WAIT
-    waiting = select.poll()
+    _await_readable(pidfds, KILL_WAIT)
     for fd in pidfds:
+        os.close(fd)
+
+
+def _await_readable(fds: list[int], seconds: float) -> None:
+    """Wait until every one of *fds* (pidfds: readable at their process's exit) is readable,
+    or *seconds* have passed."""
+    deadline = time.monotonic() + seconds
+    waiting = select.poll()
+    for fd in fds:
         waiting.register(fd, _POLL_IN)
-    left = len(pidfds)
+    left = len(fds)
     while left:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -306,8 +301,6 @@ def _await_deaths(ours: list[tuple[Kernel, bool]]) -> None:
         for fd, _events in waiting.poll(remaining * 1000):
             waiting.unregister(fd)
             left -= 1
-    for fd in pidfds:
-        os.close(fd)
 
 
 def _readable(fd: int) -> bool:
