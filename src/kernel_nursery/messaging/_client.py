@@ -67,8 +67,10 @@ _IOPUB_SETTLE_FIRST = 0.02
 _IOPUB_SETTLE_MAX = 0.5
 #: How long wait_for_ready waits for a kernel_info reply before asking again (doubling each
 #: time, up to the second value): asked, not polled, because a request can be lost (see there).
-_READY_RESEND_FIRST = 1.0
-_READY_RESEND_MAX = 4.0
+#: Long enough that a kernel still starting normally gets one request only: requests queued
+#: during ipykernel 7's start-up are suspected of an execute that was never answered in CI.
+_READY_RESEND_FIRST = 10.0
+_READY_RESEND_MAX = 30.0
 #: Reconnection backoff of the client's sockets, in milliseconds (see KernelClient._open).
 _RECONNECT_FIRST_MS = 10
 _RECONNECT_MAX_MS = 1000
@@ -457,7 +459,7 @@ class KernelClient:
         """Wait until the kernel answers on shell and publishes on iopub; return its info.
 
         A kernel that is still starting is given until *timeout*. While it has not answered,
-        ``kernel_info_request`` is sent again after 1 s, then at growing intervals (up to 4 s),
+        ``kernel_info_request`` is sent again after 10 s, then at growing intervals (up to 30 s),
         and the first reply to any of them counts: a request can be lost for good, when the
         shell socket connected to another program's socket that held the kernel's port for a
         moment before the kernel bound it (zmq does not send it again). It is also sent again
