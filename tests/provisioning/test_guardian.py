@@ -482,3 +482,25 @@ async def test_forked_child_does_not_keep_its_parents_guardian(
                 os.kill(child_pid, signal.SIGKILL)
             with anyio.CancelScope(shield=True):
                 await process.wait()
+
+
+async def test_this_process_replaces_its_dead_guardian(
+    fake_spec: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In this very process: when its guardian has died, the next launch says so and starts a
+    new one, which the kernels then rely on."""
+
+    async def launch_and_stop() -> int | None:
+        async with LocalProvisioner(kernel_spec=fake_spec()) as p:
+            kw = await p.pre_launch()
+            await p.launch_kernel(kw.pop("cmd"), **kw)
+            return _guardian.guardian_pid()
+
+    first = await launch_and_stop()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await gone(first)
+    with caplog.at_level("WARNING"):
+        second = await launch_and_stop()
+    assert second is not None and second != first and is_running(second)
+    assert "kernel guardian process" in caplog.text
