@@ -37,7 +37,7 @@ class AsyncSocket:
         self._fd = int(socket.getsockopt(zmq.FD))
         self._woken: anyio.Event | None = None  # set when the descriptor's watcher wakes
         self._watch: anyio.CancelScope | None = None  # the watcher's wait, while it sleeps
-        self._wanted = {zmq.POLLIN: 0, zmq.POLLOUT: 0}  # tasks waiting, per event
+        self._wanted: dict[int, int] = {zmq.POLLIN: 0, zmq.POLLOUT: 0}  # waiters, per event
         self._closed = False
 
     @property
