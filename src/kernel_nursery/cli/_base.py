@@ -128,6 +128,11 @@ class KernelNurseryCommand(JupyterApp):
         """Refuse an option this command does not know (traitlets would only warn)."""
         if argv and argv[0] in self.subcommands:
             return
+        later = [a for a in argv if a in self.subcommands]
+        if later and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+            raise UsageError(
+                f"options go after the subcommand: kernel-nursery {later[0]} [OPTIONS] ..."
+            )
         known = {*_names(self.aliases), *_names(self.flags), "help", "help-all", "version"}
         classes = {c.__name__ for c in self._classes_inc_parents()} | {
             c.__name__ for c in type(self).__mro__

@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
+import anyio
 from traitlets import List, Unicode
 
+from .._errors import KernelNurseryError
 from .._signals import SignalCancel, cancel_on_signals
 from ..kernelspec import KernelSpecManager
+from ..manager import KernelManager
 from ..messaging import KernelClient
 from ._base import EXIT_CODE_RAISED, KernelNurseryCommand
 from ._ctrl_c import CtrlC, handle_ctrl_c
@@ -135,6 +138,8 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
             finally:
                 ctrl_c.stopping()
                 announce_stop(caught)
+            if stdout_closed():
+                await _interrupt_quietly(km)
             await km.shutdown_kernel()
         return _exit_status(caught, ctrl_c, status)
 
@@ -159,6 +164,16 @@ async def _execute_all(kc: KernelClient, sources: list[tuple[str, str]], ctrl_c:
         if result.status == "error" or ctrl_c.interrupted:
             return EXIT_CODE_RAISED
     return 0
+
+
+async def _interrupt_quietly(km: KernelManager) -> None:
+    """Interrupt the code that may still run (its output has nowhere to go), so that the
+    kernel answers the shutdown request at once rather than after ``shutdown_wait_time``."""
+    with anyio.move_on_after(km.shutdown_wait_time):
+        try:
+            await km.interrupt_kernel()
+        except KernelNurseryError:
+            pass  # the kernel is gone already, or cannot be interrupted: shut it down anyway
 
 
 def _exit_status(caught: SignalCancel, ctrl_c: CtrlC, status: int) -> int:

@@ -226,6 +226,13 @@ Usage: kernel-nursery specs [list] [--json]
        kernel-nursery specs remove NAME [NAME ...]
 """
     description = SpecsListApp.description
+    examples = """
+kernel-nursery specs
+kernel-nursery specs --json
+kernel-nursery specs show python3
+kernel-nursery specs install ./my-kernel --sys-prefix
+kernel-nursery specs remove my-kernel
+"""
     subcommands: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
         "list": (SpecsListApp, SpecsListApp.description),
         "show": (SpecsShowApp, SpecsShowApp.description),
