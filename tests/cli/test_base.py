@@ -38,6 +38,7 @@ pytestmark = pytest.mark.timeout(120)
         (["specs", "bogus"], "unknown specs subcommand 'bogus'"),
         (["provisioners", "x"], "provisioners takes no arguments"),
         (["kernels", "--timeout=0"], "--timeout must be positive"),
+        (["specs", "--config", "/no/such.py"], "no config file /no/such.py"),
     ],
 )
 def test_user_errors_are_one_line(args: list[str], message: str) -> None:

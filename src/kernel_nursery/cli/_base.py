@@ -113,6 +113,8 @@ class KernelNurseryCommand(JupyterApp):
         Jupyter's config path, or the file given with ``--config``; a broken file raises."""
         load = _unwrapped(Application.load_config_file)
         if self.config_file:
+            if not os.path.isfile(self.config_file):
+                raise UsageError(f"no config file {self.config_file}")
             directory, filename = os.path.split(self.config_file)
             names, paths = [filename], [directory or "."]
         else:
@@ -121,8 +123,7 @@ class KernelNurseryCommand(JupyterApp):
             try:
                 load(self, filename, path=paths)
             except ConfigFileNotFound:
-                if self.config_file:
-                    raise UsageError(f"no config file {self.config_file}") from None
+                pass
 
     def check_options(self, argv: list[str]) -> None:
         """Refuse an option this command does not know (traitlets would only warn)."""

@@ -27,7 +27,8 @@ class CtrlC:
       the shutdown is bounded anyway.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop_message: str) -> None:
+        self.stop_message = stop_message
         self.count = 0
         self.scope = anyio.CancelScope()
         self._interrupt: Interrupt | None = None
@@ -57,7 +58,7 @@ class CtrlC:
             say("Interrupting the code; press Ctrl-C again to stop the kernel.")
             tg.start_soon(self._call_interrupt, self._interrupt)
             return
-        say("Received SIGINT; shutting the kernel down.")
+        say(self.stop_message)
         self._stopping = True
         self.scope.cancel()
 
@@ -83,13 +84,16 @@ class _Running:
 
 
 @asynccontextmanager
-async def handle_ctrl_c() -> AsyncIterator[CtrlC]:
-    """Receive SIGINT while the block runs and handle it as :class:`CtrlC` says.
+async def handle_ctrl_c(
+    stop_message: str = "Received SIGINT; shutting the kernel down.",
+) -> AsyncIterator[CtrlC]:
+    """Receive SIGINT while the block runs and handle it as :class:`CtrlC` says; when it
+    cancels the block, it says *stop_message* on stderr.
 
     A SIGINT that the process ignores when the block starts (a background job of a
     non-interactive shell) stays ignored. The handler SIGINT had before is put back on exit.
     """
-    ctrl_c = CtrlC()
+    ctrl_c = CtrlC(stop_message)
     previous = signal.getsignal(signal.SIGINT)
     if previous == signal.SIG_IGN:
         with ctrl_c.scope:

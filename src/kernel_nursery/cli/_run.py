@@ -148,7 +148,7 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
         status = 0
         async with (
             cancel_on_signals(signal.SIGTERM, signal.SIGHUP) as caught,
-            handle_ctrl_c() as ctrl_c,
+            handle_ctrl_c("Received SIGINT; leaving the kernel running.") as ctrl_c,
         ):
             kc = KernelClient.from_connection_file(connection_file)
             async with kc:
