@@ -39,6 +39,8 @@ pytestmark = pytest.mark.timeout(120)
         (["provisioners", "x"], "provisioners takes no arguments"),
         (["kernels", "--timeout=0"], "--timeout must be positive"),
         (["specs", "--config", "/no/such.py"], "no config file /no/such.py"),
+        (["run", "1", "--kernel-output", "/no/dir/k.log"], "cannot write --kernel-output"),
+        (["run", "1", "--generate-config"], "--generate-config takes no subcommand"),
     ],
 )
 def test_user_errors_are_one_line(args: list[str], message: str) -> None:
@@ -97,3 +99,11 @@ def test_one_config_file_for_every_subcommand(jupyter_dirs: dict[str, Path], ker
     assert broken.returncode == 2
     assert len(broken.stderr.strip().splitlines()) == 1, broken.stderr
     assert "kernel_nursery_config.py" in broken.stderr
+
+
+def test_generate_config_writes_the_one_file(jupyter_dirs: dict[str, Path]) -> None:
+    """--generate-config writes kernel_nursery_config.py, with every subcommand's settings."""
+    out = cli("--generate-config", "-y")
+    assert out.returncode == 0, out.stderr
+    text = (jupyter_dirs["config"] / "kernel_nursery_config.py").read_text()
+    assert "c.RunApp.files" in text and "c.KernelManager.shutdown_wait_time" in text

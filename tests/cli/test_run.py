@@ -83,8 +83,9 @@ def test_run_files_in_one_kernel(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_run_existing_kernel(anyio_backend: str) -> None:
-    """run --existing FILE runs the code in a running kernel and leaves it running."""
+async def test_run_existing_kernel(anyio_backend: str, tmp_path: Path) -> None:
+    """run --existing FILE runs the code in a running kernel and leaves it running; a file
+    whose kernel is gone, or no file, is a one-line error."""
     async with start_kernel("python3") as km:
         assert km.connection_file is not None
         for code, printed in [("x = 6", ""), ("print(x * 7)", "42\n")]:
@@ -96,8 +97,13 @@ async def test_run_existing_kernel(anyio_backend: str) -> None:
             assert out.returncode == 0, out.stderr
             assert out.stdout == printed
         assert await km.is_alive()
+        dead = tmp_path / "dead.json"
+        dead.write_text(Path(km.connection_file).read_text())
     missing = cli("run", "--existing", "/no/such/kernel.json", "1")
     assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1, missing.stderr
+    gone = cli("run", "--existing", str(dead), "1", "--RunApp.existing_timeout=0.5")
+    assert gone.returncode == 2, gone.stderr
+    assert "did not answer readiness within 0.5 s" in gone.stderr
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

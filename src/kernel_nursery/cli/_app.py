@@ -8,7 +8,7 @@ from ._base import KernelNurseryCommand, exit_on_user_error
 from ._kernels import KernelsApp
 from ._output import install_stderr
 from ._run import RunApp
-from ._specs import ProvisionersApp, SpecsApp
+from ._specs import ProvisionersApp, SpecsApp, SpecsInstallApp
 from ._start import StartApp
 
 __all__ = ["KernelNurseryApp", "main"]
@@ -26,6 +26,14 @@ kernel-nursery start ir
 kernel-nursery specs --json
 kernel-nursery run --help
 """
+    #: Every configurable class, so that --help-all and --generate-config show them all.
+    classes: ClassVar[list[Any]] = [  # type: ignore[misc]
+        *KernelNurseryCommand.classes,
+        RunApp,
+        StartApp,
+        SpecsInstallApp,
+        KernelsApp,
+    ]
     subcommands: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
         "run": (RunApp, RunApp.description.split(". ")[0] + "."),
         "start": (StartApp, StartApp.description.split(". ")[0] + "."),
@@ -37,6 +45,9 @@ kernel-nursery run --help
     def start(self) -> None:
         if self.subapp is not None:
             self.subapp.start()
+            return
+        if self.generate_config:
+            self.write_default_config()
             return
         names = ", ".join(self.subcommands)
         if not self.extra_args:

@@ -92,7 +92,7 @@ class KernelNurseryCommand(JupyterApp):
             self.load_config_file()
             self.update_config(cl_config)
             self.check_config()
-        except UsageError:
+        except (UsageError, BrokenPipeError):
             raise
         except TraitError as exc:
             raise UsageError(_one_line(exc)) from exc
@@ -162,9 +162,23 @@ class KernelNurseryCommand(JupyterApp):
     def check_config(self) -> None:
         """Try every configured value now, so that a bad one is a one-line error before any
         kernel starts, not a traceback from deep inside."""
+        if self.generate_config and self.parent is not None:
+            raise UsageError(
+                "--generate-config takes no subcommand: kernel-nursery --generate-config"
+            )
         for cls in self.classes:
-            if cls.__name__ in self.config and cls is not type(self):
+            if cls.__name__ in self.config and not issubclass(cls, Application):
                 cls(parent=self)
+
+    def check_kernel_output(self) -> None:
+        """A --kernel-output file must be one this command can append to (it is created
+        now, empty, if missing)."""
+        if self.kernel_output in ("stderr", "null"):
+            return
+        try:
+            os.close(os.open(self.kernel_output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        except OSError as exc:
+            self.fail(f"cannot write --kernel-output {self.kernel_output}: {exc.strerror or exc}")
 
     def fail(self, message: str) -> NoReturn:
         raise UsageError(message)

@@ -55,33 +55,45 @@ class CoordinatedStderr:
         self.stream = stream
         self._status_shown = False
         self._line_open = False
+        self._broken = False
 
     def write(self, text: str) -> int:
-        if self._status_shown:
-            self.stream.write(_WIPE)
-            self._status_shown = False
-        if text:
-            self._line_open = not text.endswith("\n")
-        written = self.stream.write(text)
-        self.stream.flush()
+        if self._broken:
+            return len(text)
+        try:
+            if self._status_shown:
+                self.stream.write(_WIPE)
+                self._status_shown = False
+            if text:
+                self._line_open = not text.endswith("\n")
+            written = self.stream.write(text)
+            self.stream.flush()
+        except OSError:
+            # Nobody reads standard error any more: what the command had to say is lost, and
+            # that must not stop it from shutting its kernel down.
+            self._broken = True
+            return len(text)
         return written
 
     def show_status(self, text: str) -> None:
         """Draw the progress line, unless some text has left a line unfinished."""
         if self._line_open:
             return
-        self.stream.write(f"{_WIPE}{text}")
-        self.stream.flush()
+        self.write(f"{_WIPE}{text}")
+        self._line_open = False
         self._status_shown = True
 
     def clear_status(self) -> None:
         if self._status_shown:
-            self.stream.write(_WIPE)
-            self.stream.flush()
-            self._status_shown = False
+            self.write("")
+            self._line_open = False
 
     def flush(self) -> None:
-        self.stream.flush()
+        if not self._broken:
+            try:
+                self.stream.flush()
+            except OSError:
+                self._broken = True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
@@ -90,7 +102,10 @@ class CoordinatedStderr:
 def install_stderr() -> Callable[[], None]:
     """Make ``sys.stderr`` a :class:`CoordinatedStderr`; return what puts the old one back."""
     previous = sys.stderr
-    sys.stderr = cast(TextIO, CoordinatedStderr(previous))
+    # With standard error closed (2>&-), Python has None there, and print(file=None) would
+    # write to standard output: send it all to /dev/null instead.
+    stream = previous if previous is not None else open(os.devnull, "w")
+    sys.stderr = cast(TextIO, CoordinatedStderr(stream))
 
     def restore() -> None:
         sys.stderr = previous

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
-from traitlets import List, Unicode
+from traitlets import Float, List, Unicode
 
 from .._errors import KernelNurseryError
 from .._signals import SignalCancel, cancel_on_signals
@@ -67,6 +67,11 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
         help="Run the code in the kernel already running behind this connection file (left "
         "running afterwards) instead of starting one.",
     )
+    existing_timeout = Float(
+        10.0,
+        config=True,
+        help="With --existing: how long the kernel has to answer before run gives up (exit 2).",
+    )
     aliases: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
         **KernelNurseryCommand.aliases,
         "f": "RunApp.files",
@@ -76,6 +81,7 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
 
     def start(self) -> None:
         kernel_name, sources = self._parse_arguments(list(self.extra_args))
+        self.check_kernel_output()
         if self.existing:
             self.run(lambda: self._run_existing(Path(self.existing), sources))
         self.run(lambda: self._run(kernel_name, sources))
@@ -152,6 +158,7 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
         ):
             kc = KernelClient.from_connection_file(connection_file)
             async with kc:
+                await kc.wait_for_ready(timeout=self.existing_timeout)
                 with until_stdout_closes(), ctrl_c.running(lambda: kc.interrupt(timeout=10)):
                     status = await _execute_all(kc, sources, ctrl_c)
         return _exit_status(caught, ctrl_c, status)

@@ -51,6 +51,7 @@ FILE=$(kernel-nursery start python3 | head -1)   # in the background: ... &
         kernel_name = self.extra_args[0] if self.extra_args else "python3"
         if len(self.extra_args) > 1:
             self.fail(f"start takes at most one kernel name (got {' '.join(self.extra_args)!r})")
+        self.check_kernel_output()
         self.run(lambda: self._serve(kernel_name))
 
     async def _serve(self, kernel_name: str) -> int:
