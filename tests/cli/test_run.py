@@ -14,6 +14,7 @@ import pytest
 
 from kernel_nursery import start_kernel
 
+from ..conftest import FAKE_KERNEL, write_kernel
 from ..helpers.procs import is_running
 from ..helpers.terminal import Terminal
 from .conftest import BACKENDS, cli, command, exit_status, first_line
@@ -195,6 +196,21 @@ def test_second_ctrl_c_stops_the_kernel(
     term.expect("waiting")
     term.type(b"\x03")
     term.expect("survived")
+    term.type(b"\x03")
+    assert term.wait() == 130, term.output
+    assert "Received SIGINT; shutting the kernel down." in term.output
+    assert not list(jupyter_dirs["runtime"].glob("kernel-*"))
+
+
+def test_ctrl_c_while_the_kernel_starts(
+    kernels: Path, jupyter_dirs: dict[str, Path], terminal: list[Terminal]
+) -> None:
+    """Ctrl-C while the kernel is still starting stops it at once: exit 130, nothing left."""
+    argv = [sys.executable, FAKE_KERNEL, "{connection_file}", "--slow-start", "60"]
+    write_kernel(kernels, "slow", {"argv": argv})
+    term = Terminal("run", "slow", "1")
+    terminal.append(term)
+    term.expect("Starting kernel slow")
     term.type(b"\x03")
     assert term.wait() == 130, term.output
     assert "Received SIGINT; shutting the kernel down." in term.output
