@@ -4,13 +4,16 @@ standard streams are that terminal."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import subprocess
 import sys
-import termios
 import time
+
+_TAKE_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 class Terminal:
@@ -18,22 +21,18 @@ class Terminal:
 
     def __init__(self, *args: str) -> None:
         master, slave = os.openpty()
-
-        def take_terminal() -> None:
-            # A new session (start_new_session) without a terminal takes this one.
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
         self._master = master
         self.output = ""
         self._eof = False
         try:
+            # In a new session (start_new_session), the command first takes the terminal as
+            # its controlling terminal, then becomes kernel-nursery (same process).
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kernel_nursery", *args],
+                [sys.executable, "-c", _TAKE_TERMINAL, "-m", "kernel_nursery", *args],
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
                 start_new_session=True,
-                preexec_fn=take_terminal,  # noqa: PLW1509 (the test process has no threads that fork)
             )
         except BaseException:
             os.close(master)

@@ -269,3 +269,5 @@ def exit_on_user_error(fn: Callable[[], None]) -> None:
     except BrokenPipeError:
         close_stdout()
         raise SystemExit(EXIT_CLOSED_PIPE) from None
+    except KeyboardInterrupt:  # Ctrl-C before any kernel was started: nothing to clean up
+        raise SystemExit(128 + signal.SIGINT) from None
