@@ -81,6 +81,7 @@ def test_run_files_in_one_kernel(tmp_path: Path) -> None:
     assert out.returncode == 1, out.stderr
     assert out.stdout == "41\n42\n"
     assert "ValueError: bad file" in out.stderr
+    assert f"stopped after {tmp_path / 'bad.py'}; not run: {tmp_path / 'never.py'}" in out.stderr
 
 
 @pytest.mark.anyio

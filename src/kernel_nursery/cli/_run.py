@@ -104,7 +104,7 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
         if len(args) == 2:
             return args[0], [("code", args[1])]
         if len(args) == 1:
-            if args[0] in KernelSpecManager(parent=self).find_kernel_specs():
+            if args[0].lower() in KernelSpecManager(parent=self).find_kernel_specs():
                 self.fail(
                     f"no code to run: kernel-nursery run {args[0]} CODE "
                     f"(or -f FILE); run '{args[0]}' as code with: kernel-nursery run "
@@ -127,6 +127,12 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
             self.fail(f"cannot read {path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
 
     async def _run(self, kernel_name: str, sources: list[tuple[str, str]]) -> int:
+        """Start the kernel, run the code, shut the kernel down; the exit status.
+
+        However it ends (the code's end, a signal, Ctrl-C, a closed standard output, an
+        error), the kernel manager's block shuts the kernel down on the way out, shielded and
+        bounded by ``shutdown_wait_time``: no process, connection file or port is left.
+        """
         status = 0
         async with (
             cancel_on_signals(signal.SIGTERM, signal.SIGHUP) as caught,
@@ -166,9 +172,12 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
 
 async def _execute_all(kc: KernelClient, sources: list[tuple[str, str]], ctrl_c: CtrlC) -> int:
     """Run each piece of code in turn, printing its output; stop at the first that raises."""
-    for _label, code in sources:
+    for i, (label, code) in enumerate(sources):
         result = await kc.execute(code, output_hook=print_output)
         if result.status == "error" or ctrl_c.interrupted:
+            skipped = [name for name, _ in sources[i + 1 :]]
+            if skipped:
+                say(f"kernel-nursery: stopped after {label}; not run: {', '.join(skipped)}")
             return EXIT_CODE_RAISED
     return 0
 
