@@ -216,3 +216,49 @@ def test_ctrl_c_while_the_kernel_starts(
     assert term.wait() == 130, term.output
     assert "Received SIGINT; shutting the kernel down." in term.output
     assert not list(jupyter_dirs["runtime"].glob("kernel-*"))
+
+
+def test_unknown_provisioner_and_dying_kernel(kernels: Path) -> None:
+    """A kernel whose provisioner is missing, or that dies while starting: one line, exit 2."""
+    remote = {"argv": ["x"], "metadata": {"kernel_provisioner": {"provisioner_name": "remote"}}}
+    write_kernel(kernels, "remote", remote)
+    out = cli("run", "remote", "1")
+    assert out.returncode == 2 and "'remote' is not installed" in out.stderr
+    write_kernel(
+        kernels, "dies", {"argv": [sys.executable, FAKE_KERNEL, "{connection_file}", "--exit", "3"]}
+    )
+    out = cli("run", "dies", "1")
+    assert out.returncode == 2
+    assert "exited with status 3 before it was ready" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_code_that_kills_its_kernel(jupyter_dirs: dict[str, Path]) -> None:
+    """Code that takes its kernel down: one line saying so, exit 1, nothing left behind."""
+    out = cli("run", "import os; os._exit(3)")
+    assert out.returncode == 1, out.stderr
+    assert "kernel-nursery: the kernel died while running the code (exit status 3)" in out.stderr
+    assert not list(jupyter_dirs["runtime"].glob("kernel-*"))
+
+
+def test_config_flags_reach_the_manager(kernels: Path) -> None:
+    """--KernelManager.x=y reaches the manager, as in Jupyter applications."""
+    write_kernel(
+        kernels, "mute", {"argv": [sys.executable, FAKE_KERNEL, "{connection_file}", "--mute"]}
+    )
+    out = cli("run", "mute", "1", "--KernelManager.ready_timeout=0.5")
+    assert out.returncode == 2
+    assert "did not answer within 0.5 s" in out.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernel_beyond_loopback_is_warned_once(fake: str, backend: str) -> None:
+    """A kernel listening on 0.0.0.0 makes the command print, once on stderr, that its
+    messages travel unencrypted; a loopback kernel prints no such warning."""
+    out = cli("run", "--backend", backend, fake, "1", "--KernelManager.ip=0.0.0.0")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("unencrypted") == 1, out.stderr
+    assert "listens on 0.0.0.0, beyond loopback" in out.stderr
+    loopback = cli("run", "--backend", backend, fake, "1")
+    assert loopback.returncode == 0, loopback.stderr
+    assert "unencrypted" not in loopback.stderr

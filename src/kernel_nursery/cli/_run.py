@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import anyio
 from traitlets import Float, List, Unicode
 
-from .._errors import KernelNurseryError
+from .._errors import KernelDiedError, KernelNurseryError
 from .._signals import SignalCancel, cancel_on_signals
 from ..kernelspec import KernelSpecManager
 from ..manager import KernelManager
@@ -100,9 +100,9 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
         if self.existing:
             if len(args) != 1:
                 self.fail("usage: kernel-nursery run --existing CONNECTION_FILE CODE")
-            return "", [("code", args[0])]
+            return "", [("the code", args[0])]
         if len(args) == 2:
-            return args[0], [("code", args[1])]
+            return args[0], [("the code", args[1])]
         if len(args) == 1:
             if args[0].lower() in KernelSpecManager(parent=self).find_kernel_specs():
                 self.fail(
@@ -110,7 +110,7 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
                     f"(or -f FILE); run '{args[0]}' as code with: kernel-nursery run "
                     f"python3 {args[0]}"
                 )
-            return "python3", [("code", args[0])]
+            return "python3", [("the code", args[0])]
         self.fail(
             "usage: kernel-nursery run [KERNEL] CODE   or   run [KERNEL] -f FILE "
             "(kernel-nursery run --help for more)"
@@ -173,7 +173,13 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
 async def _execute_all(kc: KernelClient, sources: list[tuple[str, str]], ctrl_c: CtrlC) -> int:
     """Run each piece of code in turn, printing its output; stop at the first that raises."""
     for i, (label, code) in enumerate(sources):
-        result = await kc.execute(code, output_hook=print_output)
+        try:
+            result = await kc.execute(code, output_hook=print_output)
+        except KernelDiedError as exc:
+            # The code took its kernel down (os._exit, a crash, the OOM killer): its failure.
+            status = "" if exc.exit_status is None else f" (exit status {exc.exit_status})"
+            say(f"kernel-nursery: the kernel died while running {label}{status}")
+            return EXIT_CODE_RAISED
         if result.status == "error" or ctrl_c.interrupted:
             skipped = [name for name, _ in sources[i + 1 :]]
             if skipped:
