@@ -20,20 +20,22 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.mark.anyio
 async def test_kernels_alive_stale_new_invalid(
-    anyio_backend: str, fake: str, jupyter_dirs: dict[str, Path]
+    anyio_backend: str, fake: str, jupyter_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
-    """kernels says which connection files have a live kernel behind them (it answers),
-    which are stale (no answer, and old), new (no answer yet, but young) or invalid;
+    """kernels says which connection files have a live kernel behind them (it echoes a
+    heartbeat), which are stale (no echo, and old), new (no echo yet, but young) or invalid;
     --remove-stale removes only the stale ones and prints them."""
     runtime = jupyter_dirs["runtime"]
     async with start_kernel(fake) as km:
         assert km.connection_file is not None
         alive = Path(km.connection_file)
-        # The live kernel's ports with another key: the kernel drops what it cannot verify.
-        deaf = {**json.loads(alive.read_text()), "key": "another-key"}
+        # ipc endpoints where nothing listens (tcp ports could be taken meanwhile).
+        channels = ["shell", "iopub", "stdin", "hb", "control"]
+        ports = {f"{c}_port": i for i, c in enumerate(channels, 1)}
+        gone = {**ports, "transport": "ipc", "ip": str(tmp_path / "gone"), "key": "k"}
         stale, new, invalid = (runtime / f"kernel-{n}.json" for n in ("stale", "new", "bad"))
-        stale.write_text(json.dumps(deaf))
-        new.write_text(json.dumps(deaf))
+        stale.write_text(json.dumps(gone))
+        new.write_text(json.dumps(gone))
         invalid.write_text("{not json")
         hour_ago = time.time() - 3600
         os.utime(stale, (hour_ago, hour_ago))

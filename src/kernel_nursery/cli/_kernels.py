@@ -19,6 +19,8 @@ from ._specs import table
 
 __all__ = ["KernelsApp"]
 
+#: How many kernels are asked at once.
+_AT_ONCE = 32
 #: A connection file younger than this may belong to a kernel still starting (it has not
 #: bound its ports yet): it is never called stale.
 NEW_FILE_AGE = 60.0
@@ -31,8 +33,9 @@ class KernelsApp(KernelNurseryCommand):
     usage = "Usage: kernel-nursery kernels [--json] [--remove-stale] [--timeout SECONDS]"
     description = (
         "List the kernels whose connection files (kernel-*.json) are in Jupyter's runtime "
-        "directory, asking each whether it is alive (a kernel_info request, answered within "
-        "--timeout). STATE is 'alive', 'stale' (no answer: the kernel is gone, or deaf), 'new' "
+        "directory, asking each whether it is alive (a heartbeat, echoed within --timeout; a "
+        "kernel busy running code echoes too). STATE is 'alive', 'stale' (no echo: the kernel "
+        "is gone, or hangs), 'new' "
         f"(the file is younger than {NEW_FILE_AGE:.0f} s: the kernel may still be starting) or "
         "'invalid' (not a connection file). --remove-stale removes the stale files and prints "
         "each one removed."
@@ -67,10 +70,11 @@ kernel-nursery kernels --remove-stale
         self.run(lambda: self._list(files))
 
     async def _list(self, files: list[Path]) -> int:
+        limiter = anyio.CapacityLimiter(_AT_ONCE)
         rows: dict[Path, dict[str, Any]] = {}
         async with anyio.create_task_group() as tg:
             for path in files:
-                tg.start_soon(self._examine, path, rows)
+                tg.start_soon(self._examine, path, rows, limiter)
         status = 0
         for path in files:
             row = rows[path]
@@ -96,7 +100,9 @@ kernel-nursery kernels --remove-stale
             )
         return status
 
-    async def _examine(self, path: Path, rows: dict[Path, dict[str, Any]]) -> None:
+    async def _examine(
+        self, path: Path, rows: dict[Path, dict[str, Any]], limiter: anyio.CapacityLimiter
+    ) -> None:
         row: dict[str, Any] = {"connection_file": str(path), "kernel_name": "", "state": ""}
         rows[path] = row
         try:
@@ -105,11 +111,18 @@ kernel-nursery kernels --remove-stale
             row["state"] = "invalid"
             return
         row["kernel_name"] = kc.connection_info.get("kernel_name", "")
-        try:
-            async with kc:
-                await kc.kernel_info(timeout=self.timeout)
+        # The heartbeat, not a request on shell: a kernel busy running code for an hour
+        # answers nothing on shell meanwhile, but echoes heartbeats (and must not be called
+        # stale). The limiter bounds the sockets open at once (five per kernel).
+        async with limiter:
+            try:
+                async with kc:
+                    alive = await kc.heartbeat(timeout=self.timeout)
+            except (KernelNurseryError, OSError):
+                alive = False
+        if alive:
             row["state"] = "alive"
-        except (KernelNurseryError, OSError):
+        else:
             row["state"] = "new" if _age(path) < NEW_FILE_AGE else "stale"
 
 
