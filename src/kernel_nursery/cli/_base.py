@@ -196,6 +196,11 @@ class KernelNurseryCommand(JupyterApp):
             self.fail(str(exc))
         except TraitError as exc:
             self.fail(_one_line(exc))
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a file of ours (--kernel-output) that could not be opened
+            where = f"{exc.filename}: " if exc.filename else ""
+            self.fail(f"{where}{exc.strerror or exc}")
         except KeyboardInterrupt:  # Ctrl-C before (or after) the kernel's scope
             status = 128 + signal.SIGINT
         raise SystemExit(status)
