@@ -27,6 +27,7 @@ __all__ = [
     "CoordinatedStderr",
     "alongside",
     "close_stdout",
+    "install_stderr",
     "kernel_output",
     "print_output",
     "progress",
