@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import re
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 
 from kernel_nursery import KernelClient
 
+from ..conftest import FAKE_KERNEL, write_kernel
 from ..helpers.procs import is_running, live_children
 from ..helpers.terminal import Terminal
-from .conftest import command, exit_status, first_line, read_all
+from .conftest import NOISY, command, exit_status, first_line, read_all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,3 +64,19 @@ def test_progress_line_on_a_terminal(fake: str, terminal: list[Terminal]) -> Non
     for piece in term.output.split("\r\x1b[2K"):
         if "Starting kernel" in piece:
             assert re.fullmatch(". Starting kernel fake…", piece), piece
+
+
+@pytest.mark.anyio
+async def test_kernel_that_keeps_dying_is_given_up(anyio_backend: str, kernels: Path) -> None:
+    """A kernel that keeps dying is restarted (its output, each time, still on stderr: the
+    relay outlives restarts) and then given up: exit 1, stdout still the path alone."""
+    argv = ["sh", "-c", NOISY, "sh", sys.executable, FAKE_KERNEL, "{connection_file}"]
+    write_kernel(kernels, "crashy", {"argv": [*argv, "--crash-after", "0.5"]})
+    args = ["--backend", anyio_backend, "--KernelManager.restart_limit=1"]
+    async with command("start", "crashy", *args) as (proc, stdout):
+        status, err = await exit_status(proc)
+        out = await read_all(stdout)
+    assert status == 1, err
+    assert len(out.splitlines()) == 1 and out.strip().endswith(".json")
+    assert err.count("BANNER-OUT") == 2, err
+    assert "Kernel restarted" in err and "Kernel dead (exit status 1)" in err
