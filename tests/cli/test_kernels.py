@@ -39,7 +39,7 @@ async def test_kernels_alive_stale_new_invalid(
         invalid.write_text("{not json")
         hour_ago = time.time() - 3600
         os.utime(stale, (hour_ago, hour_ago))
-        args = ["--backend", anyio_backend, "--timeout", "1"]
+        args = ["--backend", anyio_backend, "--timeout", "3"]
         try:
             listed = await anyio.to_thread.run_sync(lambda: cli("kernels", "--json", *args))
             assert listed.returncode == 0, listed.stderr
