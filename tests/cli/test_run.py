@@ -86,8 +86,9 @@ def test_run_files_in_one_kernel(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_run_existing_kernel(anyio_backend: str, tmp_path: Path) -> None:
-    """run --existing FILE runs the code in a running kernel and leaves it running; a file
-    whose kernel is gone, or no file, is a one-line error."""
+    """run --existing FILE runs the code in a running kernel and leaves it running (a closed
+    pipe interrupts the code there); a file whose kernel is gone, or no file, is a one-line
+    error."""
     async with start_kernel("python3") as km:
         assert km.connection_file is not None
         for code, printed in [("x = 6", ""), ("print(x * 7)", "42\n")]:
@@ -98,6 +99,19 @@ async def test_run_existing_kernel(anyio_backend: str, tmp_path: Path) -> None:
             )
             assert out.returncode == 0, out.stderr
             assert out.stdout == printed
+        # A closed pipe interrupts our code there (the kernel is free for the next request)
+        # and leaves the kernel running.
+        endless = "import itertools\nfor i in itertools.count(): print(i)"
+        head = await anyio.to_thread.run_sync(
+            lambda: first_line_then_close(
+                "run", "--backend", anyio_backend, "--existing", str(km.connection_file), endless
+            )
+        )
+        assert head == 141
+        out = await anyio.to_thread.run_sync(
+            lambda: cli("run", "--existing", str(km.connection_file), "print('free')")
+        )
+        assert out.stdout == "free\n", out.stderr
         assert await km.is_alive()
         dead = tmp_path / "dead.json"
         dead.write_text(Path(km.connection_file).read_text())
@@ -106,6 +120,24 @@ async def test_run_existing_kernel(anyio_backend: str, tmp_path: Path) -> None:
     gone = cli("run", "--existing", str(dead), "1", "--RunApp.existing_timeout=0.5")
     assert gone.returncode == 2, gone.stderr
     assert "did not answer readiness within 0.5 s" in gone.stderr
+
+
+def first_line_then_close(*args: str) -> int:
+    """Run the command, read one line of its stdout, close it (as ``| head -1``); its exit
+    status, once it has written nothing to stderr but the kernel's own banner."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "kernel_nursery", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        status = proc.wait(timeout=60)
+    assert "Traceback" not in err and "Broken" not in err, err
+    return status
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -165,8 +167,13 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
             kc = KernelClient.from_connection_file(connection_file)
             async with kc:
                 await kc.wait_for_ready(timeout=self.existing_timeout)
-                with until_stdout_closes(), ctrl_c.running(lambda: kc.interrupt(timeout=10)):
+                interrupt = partial(kc.interrupt, timeout=self.existing_timeout)
+                with until_stdout_closes(), ctrl_c.running(interrupt):
                     status = await _execute_all(kc, sources, ctrl_c)
+                if stdout_closed():
+                    # Our code may still run there, for nobody: stop it, leave the kernel.
+                    with anyio.move_on_after(self.existing_timeout), suppress(KernelNurseryError):
+                        await interrupt()
         return _exit_status(caught, ctrl_c, status)
 
 
