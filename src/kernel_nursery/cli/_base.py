@@ -176,7 +176,9 @@ class KernelNurseryCommand(JupyterApp):
         if self.kernel_output in ("stderr", "null"):
             return
         try:
-            os.close(os.open(self.kernel_output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+            # O_NONBLOCK: a FIFO nobody reads is an error here, not a hang.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+            os.close(os.open(self.kernel_output, flags, 0o600))
         except OSError as exc:
             self.fail(f"cannot write --kernel-output {self.kernel_output}: {exc.strerror or exc}")
 
