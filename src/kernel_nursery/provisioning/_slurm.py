@@ -521,22 +521,17 @@ class SlurmProvisioner(KernelProvisionerBase):
     def _srun_options(self, *, step: bool, cwd: str | None) -> list[str]:
         options = [f"--job-name={self.job_name or f'kernel-{self.kernel_id}'}"]
         options += ["--nodes=1", "--ntasks=1", "--kill-on-bad-exit=1"]
-        if not step:
-            for flag, value in (
+        more: list[tuple[str, str | None]] = []
+        if not step:  # what a step cannot choose: its allocation's
+            more += [
                 ("--partition", self.partition),
                 ("--time", self.time_limit),
                 ("--account", self.account),
                 ("--qos", self.qos),
-            ):
-                if value:
-                    options.append(f"{flag}={value}")
+            ]
         if self.cpus is not None:
             options.append(f"--cpus-per-task={self.cpus}")
-        more: list[tuple[str, str | None]] = [
-            ("--mem", self.memory),
-            ("--gres", self.gres),
-            ("--chdir", cwd),
-        ]
+        more += [("--mem", self.memory), ("--gres", self.gres), ("--chdir", cwd)]
         for flag, value in more:
             if value:
                 options.append(f"{flag}={value}")
