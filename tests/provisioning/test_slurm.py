@@ -31,6 +31,7 @@ from kernel_nursery import (
     QueueTimeoutError,
     SlurmProvisioner,
 )
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
 
 from ..helpers.engines import need_binaries
 from ..helpers.slurm import SlurmCluster
@@ -348,6 +349,35 @@ async def test_death_of_the_managing_process_ends_the_job(slurm: SlurmCluster) -
             await anyio.wait_readable(pidfd)  # srun's exit: the job has ended with it
     finally:
         os.close(pidfd)
+
+
+async def test_another_provisioner_takes_the_job_over(slurm: SlurmCluster) -> None:
+    """load_provisioner_info gives a second provisioner a handle on a running job: it sees
+    it run, and its kill ends the job, which both notice."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.get_provisioner_info()
+        assert info["job_id"] == p.job_id and info["node"] == "localhost"
+        async with SlurmProvisioner() as other:
+            await other.load_provisioner_info(info)
+            assert other.job_id == p.job_id and other.has_process
+            assert await other.poll() is None
+            await other.kill()
+            with anyio.fail_after(30):
+                assert await other.wait() == UNKNOWN_EXIT_STATUS
+                await p.wait()
+        assert p.job_state == "CANCELLED"
+
+
+async def test_taking_over_an_ended_job_fails(slurm: SlurmCluster) -> None:
+    """A job that has ended cannot be taken over: JobEndedError, nothing left running."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.get_provisioner_info()
+    async with SlurmProvisioner() as other:
+        with pytest.raises(JobEndedError, match="is not running"):
+            await other.load_provisioner_info(info)
+        assert not other.has_process
 
 
 def test_registered_in_the_entry_point_group() -> None:

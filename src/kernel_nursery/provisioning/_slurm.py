@@ -29,7 +29,7 @@ from ..connection import ConnectionInfo, new_key, validate_connection_info
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
 from ._command import format_kernel_cmd
-from ._process import process_start_time
+from ._process import UNKNOWN_EXIT_STATUS, process_start_time
 
 __all__ = ["SlurmProvisioner"]
 
@@ -242,6 +242,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._last_status: int | None = None
         self._guard_token: int | None = None
         self._requested_stop = False
+        self._adopted = False  # watching a job launched by another process (a watcher step)
         #: The job id (a string, as Slurm prints it), once known.
         self.job_id: str | None = None
         #: The step id within the job (``"0"`` for a job of its own).
@@ -274,6 +275,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             return self._last_status if self._last_status is not None else 0
         status = self._process.returncode
         if status is not None:
+            status = UNKNOWN_EXIT_STATUS if self._adopted else status
             self._last_status = status
         return status
 
@@ -291,6 +293,8 @@ class SlurmProvisioner(KernelProvisionerBase):
             while (line := await self._stderr.next()) is not None:
                 self._on_stderr(line)
             status = await process.wait()
+            if self._adopted:
+                status = UNKNOWN_EXIT_STATUS
         if self._process is process:
             self._last_status = status
             self._finish(status)
@@ -410,6 +414,16 @@ class SlurmProvisioner(KernelProvisionerBase):
             self._launching = False
 
     async def _launch(self, cmd: list[str], kwargs: dict[str, Any]) -> ConnectionInfo:
+        command: object = cmd  # checked at run time too: callers are not all type-checked
+        if (
+            not isinstance(command, list | tuple)
+            or not command
+            or not all(isinstance(a, str) for a in command)
+        ):
+            raise LaunchError(
+                f"the kernel command must be a non-empty list of strings, got {command!r:.200}",
+                argv=[str(a) for a in command] if isinstance(command, list | tuple) else [],
+            )
         options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_SRUN}
         env: dict[str, str] = dict(options.pop("env", None) or os.environ)
         cwd = options.pop("cwd", None) or self.cwd or None
@@ -452,6 +466,7 @@ class SlurmProvisioner(KernelProvisionerBase):
                     f"cannot run srun ({srun}): {exc.strerror or exc}", argv=argv[:-1]
                 ) from exc
         self._process = process
+        self._adopted = False
         self._stderr = _Lines(process.stderr)
         self._set_state("SUBMITTED")
         self._guard()
@@ -722,6 +737,119 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._process = None
         self._stderr = _Lines(None)
         self._unguard()
+
+    # ------------------------------------------------------------------ persistence
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """The base info plus the job's ``job_id``, ``step_id``, ``node``, ``job_state`` and
+        ``slurm_conf``. Plain JSON data."""
+        info = await super().get_provisioner_info()
+        info.update(
+            {
+                "job_id": self.job_id,
+                "step_id": self.step_id,
+                "node": self.node,
+                "job_state": self.job_state,
+                "slurm_conf": self.slurm_conf or None,
+            }
+        )
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Take over the kernel job described by *provisioner_info*, from another process:
+        afterwards :meth:`poll`, :meth:`wait`, :meth:`send_signal`, :meth:`kill` and
+        :meth:`cleanup` act on that job.
+
+        The job's end is awaited through a watcher of this process's own: a second job step
+        (``srun --jobid=JOB --overlap``) that does nothing until Slurm ends it with the job. Its
+        exit status is the job's, which only its own ``srun`` learns, so :meth:`poll` and
+        :meth:`wait` report :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`.
+
+        The job still belongs to the ``srun`` of the process that launched it: it ends when
+        that process stops it or dies. Taking over moves the handle, not the ownership.
+
+        Raises:
+            ProvisionerError: this provisioner already runs a kernel, or the kernel is a step
+                of an allocation (its end cannot be told from the allocation's).
+            JobEndedError: the job is no longer running (the watcher could not join it).
+        """
+        if self._process is not None or self._launching:
+            raise ProvisionerError("this provisioner already manages a kernel job")
+        await super().load_provisioner_info(provisioner_info)
+        job_id, step_id = provisioner_info.get("job_id"), provisioner_info.get("step_id")
+        if provisioner_info.get("slurm_conf"):
+            self.slurm_conf = str(provisioner_info["slurm_conf"])
+        if not job_id:
+            return
+        if step_id not in (None, "0"):
+            raise ProvisionerError(
+                f"kernel {self.kernel_id} is step {step_id} of allocation {job_id}; only a "
+                "kernel that is a job of its own can be taken over"
+            )
+        self.job_id, self.step_id = str(job_id), "0"
+        self.node = provisioner_info.get("node")
+        env = dict(os.environ)
+        if self.slurm_conf:
+            env["SLURM_CONF"] = self.slurm_conf
+        argv = [
+            self._tool("srun"),
+            f"--jobid={self.job_id}",
+            "--overlap",
+            "--nodes=1",
+            "--ntasks=1",
+            "--job-name=kernel-watcher",
+            "--",
+            self.python,
+            "-I",
+            "-c",
+            # Says it runs, then waits until Slurm ends the job (or this process goes).
+            "import sys; print('watching', flush=True); sys.stdin.buffer.read()",
+        ]
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        self._process = process
+        self._adopted = True
+        self._stderr = _Lines(process.stderr)
+        self._requested_stop = False
+        self._set_state("RUNNING")
+        try:
+            joined = await _Lines(process.stdout).next() == b"watching"
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._let_go()
+            raise
+        if not joined:  # it could not join: the job has ended
+            with anyio.CancelScope(shield=True):
+                await self._let_go()
+            raise JobEndedError(
+                f"kernel {self.kernel_id}: job {self.job_id} is not running: "
+                f"{' | '.join(self._tail[-2:]) or 'srun exited'}",
+                job_id=self.job_id,
+                state="COMPLETED",
+            )
+
+    async def _let_go(self) -> None:
+        """Stop watching an adopted job, leaving the job alone: the watcher step ends when its
+        input closes. Shielded by the caller, bounded."""
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None:
+            await process.stdin.aclose()
+        with anyio.move_on_after(KILL_WAIT_TIME):
+            await self.wait()
+        if process.returncode is None:
+            self._signal_srun(signal.SIGKILL)
+            with anyio.move_on_after(KILL_WAIT_TIME):
+                await process.wait()
+        await self._reap()
 
     # ------------------------------------------------------------------ the guardian
 
