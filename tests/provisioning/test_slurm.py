@@ -309,6 +309,22 @@ async def test_slurm_missing(slurm: SlurmCluster, tmp_path: Path) -> None:
             await launch(p)
 
 
+async def test_kernel_that_cannot_start_on_the_node(slurm: SlurmCluster) -> None:
+    """A kernel program missing on the node fails the launch with the node's one-line reason;
+    the job is gone."""
+    async with provisioner(slurm, ["/no/such/kernel", "{connection_file}"]) as p:
+        with pytest.raises(LaunchError, match=r"cannot start the kernel on .*/no/such/kernel"):
+            await launch(p)
+        assert not p.has_process
+
+
+async def test_missing_slurm_conf(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """A slurm_conf that is not a file is refused before anything is submitted."""
+    async with provisioner(slurm, slurm_conf=str(tmp_path / "nope.conf")) as p:
+        with pytest.raises(LaunchError, match=r"nope\.conf' is not a file"):
+            await launch(p)
+
+
 DIES = textwrap.dedent(
     """
     import anyio, os, sys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -84,12 +85,19 @@ _ENDINGS: list[tuple[re.Pattern[bytes], JobState, str]] = [
     ),
 ]
 _SRUN_ERROR = re.compile(r"^srun: (?:error|fatal): (.*)$")
+_TASK_REPORT = re.compile(r"^\S+: tasks? [\d,-]+: ")
 # Endings that restart_policy "on-failure" does not restart: doing the same again would burn
 # allocation for nothing (time limit, memory) or go against whoever ended it (scancel,
 # preemption).
 _NOT_RESTARTED_ON_FAILURE: frozenset[str] = frozenset(
     {"TIMEOUT", "CANCELLED", "PREEMPTED", "OUT_OF_MEMORY"}
 )
+
+
+@functools.cache
+def _node_source() -> str:
+    """The node side's source, read once (it travels on srun's command line)."""
+    return _NODE_SCRIPT.read_text()
 
 
 class _Lines:
@@ -435,9 +443,15 @@ class SlurmProvisioner(KernelProvisionerBase):
             for name in ("SLURM_JOB_ID", "SLURM_JOBID"):
                 env.pop(name, None)
         if self.slurm_conf:
+            if not await anyio.Path(self.slurm_conf).is_file():
+                raise LaunchError(
+                    f"cannot submit kernel {self.kernel_id}: SlurmProvisioner.slurm_conf "
+                    f"{self.slurm_conf!r} is not a file",
+                    argv=[srun],
+                )
             env["SLURM_CONF"] = self.slurm_conf
         argv = [srun, *self._srun_options(step=step, cwd=cwd), "--"]
-        argv += [self.python, "-I", "-c", _NODE_SCRIPT.read_text()]
+        argv += [self.python, "-I", "-c", _node_source()]
         info = self.connection_info
         request = {
             "argv": list(cmd),
@@ -570,14 +584,21 @@ class SlurmProvisioner(KernelProvisionerBase):
 
     def _failure(self, argv: list[str]) -> ProvisionerError:
         """The error for an srun that ended before the kernel ran, from its last words."""
-        errors = [m.group(1) for m in map(_SRUN_ERROR.match, self._tail) if m]
+        # srun's own errors, but not its reports on the task (the job did run, then).
+        errors = [
+            m.group(1)
+            for m in map(_SRUN_ERROR.match, self._tail)
+            if m and not _TASK_REPORT.match(m.group(1))
+        ]
         status = self._last_status
         if errors:
             message = "; ".join(dict.fromkeys(errors))
             return JobRejectedError(
                 f"Slurm refused kernel {self.kernel_id}: {message}", job_id=self.job_id
             )
-        tail = " | ".join(self._tail[-3:]) or "no output"
+        ours = [line for line in self._tail if line.startswith("kernel-nursery: ")]
+        tail = ours[-1].removeprefix("kernel-nursery: ") if ours else None
+        tail = tail or " | ".join(self._tail[-3:]) or "no output"
         return LaunchError(
             f"kernel {self.kernel_id}: srun exited with status {status} before the kernel "
             f"ran: {tail}",

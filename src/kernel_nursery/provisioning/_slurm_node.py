@@ -83,7 +83,12 @@ def main() -> int:
         print("kernel-nursery: no launch request on standard input", file=sys.stderr)
         return 2
     ip = setup.get("ip") or _node_address()
-    ports = _free_ports(ip, len(_PORT_NAMES))
+    try:
+        ports = _free_ports(ip, len(_PORT_NAMES))
+    except OSError as exc:
+        node = socket.gethostname()
+        print(f"kernel-nursery: cannot listen on {ip} on {node}: {exc}", file=sys.stderr)
+        return 1
     info: dict[str, object] = dict(zip(_PORT_NAMES, ports, strict=True))
     info.update(
         ip=ip,
@@ -100,7 +105,12 @@ def main() -> int:
     try:
         argv = [arg.replace("{connection_file}", path) for arg in setup["argv"]]
         signal.signal(signal.SIGINT, lambda *_: None)  # a handler, not SIG_IGN: not inherited
-        kernel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+        try:
+            kernel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+        except OSError as exc:
+            node = socket.gethostname()
+            print(f"kernel-nursery: cannot start the kernel on {node}: {exc}", file=sys.stderr)
+            return 127
         signal.signal(signal.SIGTERM, lambda *_: kernel.send_signal(signal.SIGTERM))
         public = {k: v for k, v in info.items() if k != "key"}
         status = {
