@@ -38,7 +38,7 @@ from ..helpers.slurm import SlurmCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
-BINARIES = ("slurmctld", "slurmd", "munged", "srun", "scancel", "squeue", "scontrol")
+BINARIES = ("slurmctld", "slurmd", "munged", "srun", "salloc", "scancel", "squeue", "scontrol")
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
@@ -165,6 +165,23 @@ async def test_restart_submits_a_new_job(slurm: SlurmCluster) -> None:
             result = await kc.execute("print('x' in dir())", timeout=30)
         assert result.stdout.strip() == "False"
         assert len(slurm.queue()) == 1
+
+
+async def test_inside_an_allocation_the_kernel_is_a_step(slurm: SlurmCluster) -> None:
+    """With SLURM_JOB_ID set, the kernel runs as a step of that allocation; interrupt and kill
+    reach the step only, and the allocation outlives the kernel."""
+    granted = slurm.run("salloc", "--no-shell", "--job-name=allocation", "--nodes=1", "-c", "2")
+    job = granted.stderr.split("Granted job allocation ")[1].split()[0]
+    try:
+        async with provisioner(slurm) as p:
+            await launch(p, env={**os.environ, "SLURM_JOB_ID": job})
+            assert p.in_allocation and p.job_id == job and p.step_id == "0"
+            await p.send_signal(signal.SIGINT)  # an idle ipykernel lives on
+            assert await p.poll() is None
+        assert p.job_state == "CANCELLED"
+        assert [j.split()[:2] for j in slurm.queue()] == [[job, "RUNNING"]]
+    finally:
+        slurm.run("scancel", job)
 
 
 # ---------------------------------------------------------------- endings

@@ -255,6 +255,9 @@ class SlurmProvisioner(KernelProvisionerBase):
         self.job_id: str | None = None
         #: The step id within the job (``"0"`` for a job of its own).
         self.step_id: str | None = None
+        #: Whether the kernel is a step of an allocation this process runs in, rather than a
+        #: job of its own.
+        self.in_allocation = False
         #: The node the kernel runs on, once it runs.
         self.node: str | None = None
         #: Where the job stands, as far as this provisioner has seen.
@@ -439,6 +442,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             self.log.debug("SlurmProvisioner ignores launch options %s", sorted(options))
         srun = self._tool("srun")
         step = self.use_allocation and bool(env.get("SLURM_JOB_ID"))
+        self.in_allocation = step
         if not step:
             for name in ("SLURM_JOB_ID", "SLURM_JOBID"):
                 env.pop(name, None)
@@ -669,7 +673,9 @@ class SlurmProvisioner(KernelProvisionerBase):
         if self.job_id is None:
             return False
         target = self.job_id
-        if self.step_id not in (None, "0") and self.step_id is not None:
+        if self.in_allocation:
+            if self.step_id is None:
+                return False  # not running yet: srun withdraws it
             target = f"{self.job_id}.{self.step_id}"
         try:
             scancel = self._tool("scancel")
@@ -771,6 +777,7 @@ class SlurmProvisioner(KernelProvisionerBase):
                 "step_id": self.step_id,
                 "node": self.node,
                 "job_state": self.job_state,
+                "in_allocation": self.in_allocation,
                 "slurm_conf": self.slurm_conf or None,
             }
         )
@@ -802,7 +809,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             self.slurm_conf = str(provisioner_info["slurm_conf"])
         if not job_id:
             return
-        if step_id not in (None, "0"):
+        if provisioner_info.get("in_allocation") or step_id not in (None, "0"):
             raise ProvisionerError(
                 f"kernel {self.kernel_id} is step {step_id} of allocation {job_id}; only a "
                 "kernel that is a job of its own can be taken over"
