@@ -6,6 +6,7 @@ After every test the queue holds no job of ours (an autouse check).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -277,6 +278,34 @@ async def test_cancelled_while_pending_leaves_nothing(slurm: SlurmCluster) -> No
             # Its id came from srun's "queued and waiting" notice: it was pending.
             assert p.job_id is not None and p.job_state == "CANCELLED"
             assert not p.has_process
+            assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
+
+
+async def test_unresponsive_srun_is_escalated(slurm: SlurmCluster) -> None:
+    """A cancelled launch whose srun does not react (stopped, SIGSTOP) still leaves nothing:
+    after the grace period Slurm cancels the job and srun gets SIGKILL."""
+    async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
+        await launch(blocker)
+        async with provisioner(slurm, SLEEPER, cpus=1) as p:
+            pending = anyio.Event()
+            handler = logging.Handler()
+            handler.emit = lambda record: pending.set() if "pending" in record.msg else None  # type: ignore[method-assign]
+            p.log.addHandler(handler)
+            level = p.log.level
+            p.log.setLevel(logging.INFO)
+            try:
+                with anyio.CancelScope() as scope:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(launch, p)
+                        with anyio.fail_after(30):
+                            await pending.wait()  # the provisioner logs the queue's notice
+                        assert p.job_state == "PENDING" and p.pid is not None
+                        os.kill(p.pid, signal.SIGSTOP)
+                        scope.cancel()
+            finally:
+                p.log.setLevel(level)
+                p.log.removeHandler(handler)
+            assert not p.has_process and p.job_state == "CANCELLED"
             assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
 
 

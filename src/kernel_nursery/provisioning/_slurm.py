@@ -667,16 +667,22 @@ class SlurmProvisioner(KernelProvisionerBase):
 
     # ------------------------------------------------------------------ stopping
 
-    async def _scancel(self, *options: str) -> bool:
+    async def _scancel(self, *options: str, by_name: bool = False) -> bool:
         """``scancel [options] JOB[.STEP]``; whether it was sent (a job id is known and
-        scancel succeeded). Bounded by :data:`TOOL_TIMEOUT`."""
+        scancel succeeded). With *by_name* and no job id, the job is named by its default name
+        instead, which holds the kernel id (a name configured by the user may be shared by
+        other jobs: never used so). Bounded by :data:`TOOL_TIMEOUT`."""
         if self.job_id is None:
-            return False
-        target = self.job_id
-        if self.in_allocation:
+            if not (by_name and not self.job_name and not self.in_allocation):
+                return False
+            target = f"--name=kernel-{self.kernel_id}"
+            options = (*options, f"--user={os.getuid()}")
+        elif self.in_allocation:
             if self.step_id is None:
                 return False  # not running yet: srun withdraws it
             target = f"{self.job_id}.{self.step_id}"
+        else:
+            target = self.job_id
         try:
             scancel = self._tool("scancel")
         except LaunchError as exc:
@@ -723,7 +729,9 @@ class SlurmProvisioner(KernelProvisionerBase):
 
             async def escalate() -> None:
                 await anyio.sleep(KILL_WAIT_TIME)
-                await self._scancel()
+                # srun did not end the job: Slurm does it (a job srun had not yet named is
+                # found by its name), then srun goes.
+                await self._scancel(by_name=True)
                 self._signal_srun(signal.SIGKILL)
 
             tg.start_soon(escalate)
