@@ -297,11 +297,11 @@ class SlurmProvisioner(KernelProvisionerBase):
         messages tell how the job ended (:attr:`end_reason`, :attr:`job_state`). Several tasks
         may wait; cancelling one affects only it, and leaves the job running.
         """
-        process = self._process
+        process, lines = self._process, self._stderr  # this job's: a restart replaces them
         if process is None:
             return await self.poll()
         async with self._wait_lock:
-            while (line := await self._stderr.next()) is not None:
+            while (line := await lines.next()) is not None:
                 self._on_stderr(line)
             status = await process.wait()
             if self._adopted:
