@@ -243,6 +243,21 @@ async def test_restart_policy_never_refuses_with_a_typed_error(slurm: SlurmClust
         assert info.value.state == "CANCELLED"
 
 
+async def test_restart_policy_always_submits_again(slurm: SlurmCluster) -> None:
+    """With restart_policy 'always', a job cancelled from outside is submitted again."""
+    async with provisioner(slurm, SLEEPER, restart_policy="always") as p:
+        await launch(p)
+        first = p.job_id
+        assert first is not None
+        assert slurm.run("scancel", first).returncode == 0
+        with anyio.fail_after(30):
+            await p.wait()
+        assert p.job_state == "CANCELLED"
+        await p.cleanup(restart=True)
+        await launch(p)
+        assert p.job_state == "RUNNING" and p.job_id != first
+
+
 @pytest.mark.timeout(180)
 def test_time_limit_is_reported(slurm: SlurmCluster) -> None:
     """A job that reaches its time limit ends with state TIMEOUT and says so, on both backends.

@@ -140,7 +140,10 @@ class SlurmProvisioner(KernelProvisionerBase):
       :attr:`job_state` and :attr:`node`.
     - :meth:`wait` awaits ``srun``'s exit (reading its standard error meanwhile: the kernel's
       output, logged, and Slurm's word on how the job ended, kept in :attr:`end_reason`); it
-      never asks the scheduler anything. :meth:`poll` answers at once.
+      never asks the scheduler anything. :meth:`poll` answers at once. The kernel's output
+      comes through that pipe, so something must await :meth:`wait` while the kernel runs (a
+      manager always does); otherwise a kernel that writes more than a pipe holds (64 KiB)
+      blocks until it is read.
     - :meth:`send_signal` and :meth:`terminate` use ``scancel --signal``, :meth:`kill` uses
       ``scancel``.
     - No job outlives its owner: a failed, timed-out or cancelled launch (also while the job is
