@@ -28,6 +28,7 @@ from ._errors import (
     PortAllocationError,
     ProvisionerConfigError,
     ProvisionerError,
+    TransportEncryptionError,
     UnknownKernelError,
 )
 from ._signals import SignalCancel, cancel_on_signals
@@ -73,6 +74,7 @@ __all__ = [
     "ProvisionerError",
     "Session",
     "SignalCancel",
+    "TransportEncryptionError",
     "UnknownKernelError",
     "__version__",
     "cancel_on_signals",

@@ -19,6 +19,7 @@ from traitlets import Bool, Enum, Unicode
 from .._errors import ConnectionFileError, LaunchError, ProvisionerError
 from ..connection import (
     ConnectionInfo,
+    Transport,
     connection_file_path,
     new_connection_info,
     release_connection_info,
@@ -30,6 +31,7 @@ from ..connection import (
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
 from ._command import format_kernel_cmd
+from ._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
 from ._process import (
     UNKNOWN_EXIT_STATUS,
     AdoptedProcess,
@@ -102,6 +104,18 @@ class LocalProvisioner(KernelProvisionerBase):
         "it for a kernel another process will take over (get_provisioner_info / "
         "load_provisioner_info) or that must outlive its launcher; an inherited JPY_PARENT_PID "
         "is then removed from its environment.",
+    )
+
+    transport_encryption = Enum(
+        list(ENCRYPTION_POLICIES),
+        default_value=ENCRYPTION_POLICIES[0],
+        config=True,
+        help="CurveZMQ encryption of the kernel's channels (keys made at launch, written in "
+        "the connection file as jupyter_client does). 'auto': for a tcp kernel listening "
+        "beyond loopback, unless its spec declares metadata.supported_encryption without "
+        "'curve'. 'required': for every kernel; a spec that rules it out is refused. "
+        "'disabled': never. A kernel that ignores the keys fails readiness at once with "
+        "TransportEncryptionError.",
     )
 
     def __init__(self, **kwargs: Any) -> None:
@@ -218,11 +232,13 @@ class LocalProvisioner(KernelProvisionerBase):
         if self.connection_info:
             info = validate_connection_info(self.connection_info)
         else:
-            info = new_connection_info(
-                transport="ipc" if self.transport == "ipc" else "tcp",
-                ip=self.ip or self._default_ip(),
-                kernel_name=spec.name,
+            transport: Transport = "ipc" if self.transport == "ipc" else "tcp"
+            ip = self.ip or self._default_ip()
+            curve = curve_keys_for_launch(
+                self.transport_encryption, spec=spec, transport=transport, ip=ip
             )
+            info = new_connection_info(transport=transport, ip=ip, kernel_name=spec.name)
+            info = validate_connection_info({**info, **curve})
             self._owns_ports = True
             self.connection_info = dict(info)
         path = (
@@ -390,7 +406,11 @@ class LocalProvisioner(KernelProvisionerBase):
             raise
         self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
         info = validate_connection_info(self.connection_info)
-        if info["transport"] == "tcp" and not _is_loopback(info["ip"]):
+        if (
+            info["transport"] == "tcp"
+            and not _is_loopback(info["ip"])
+            and "curve_publickey" not in info
+        ):
             self.log.warning(
                 "Kernel %s listens on %s, beyond loopback: its messages travel unencrypted, "
                 "signed only with the connection file's key, and anyone on the network path "
