@@ -13,6 +13,9 @@ from kernel_nursery.provisioning._encryption import curve_keys_for_launch
 
 pytestmark = pytest.mark.anyio
 
+#: Every address of the host: beyond loopback.
+ANY = "0.0.0.0"  # noqa: S104 (what the policy must see as reachable from the network)
+
 
 def spec(**metadata: Any) -> KernelSpec:
     return KernelSpec(argv=["k", "{connection_file}"], name="k", metadata=metadata)
@@ -22,13 +25,13 @@ def spec(**metadata: Any) -> KernelSpec:
     ("policy", "transport", "ip", "metadata", "encrypted"),
     [
         ("auto", "tcp", "127.0.0.1", {"supported_encryption": ["curve"]}, False),
-        ("auto", "tcp", "0.0.0.0", {}, True),
+        ("auto", "tcp", ANY, {}, True),
         ("auto", "tcp", "10.1.2.3", {"supported_encryption": ["curve"]}, True),
-        ("auto", "tcp", "0.0.0.0", {"supported_encryption": []}, False),
+        ("auto", "tcp", ANY, {"supported_encryption": []}, False),
         ("auto", "ipc", "/tmp/k", {}, False),
         ("required", "tcp", "127.0.0.1", {}, True),
         ("required", "ipc", "/tmp/k", {"supported_encryption": "curve"}, True),
-        ("disabled", "tcp", "0.0.0.0", {"supported_encryption": ["curve"]}, False),
+        ("disabled", "tcp", ANY, {"supported_encryption": ["curve"]}, False),
     ],
 )
 def test_policy(policy: str, transport: str, ip: str, metadata: Any, encrypted: bool) -> None:
@@ -56,7 +59,7 @@ def test_unknown_policy_is_a_value_error() -> None:
 async def test_kernel_beyond_loopback_is_encrypted_by_default() -> None:
     """A LocalProvisioner listening on 0.0.0.0 writes a Curve key pair in the connection file
     by default; nothing is left after it."""
-    async with LocalProvisioner(kernel_spec=spec(), ip="0.0.0.0") as p:
+    async with LocalProvisioner(kernel_spec=spec(), ip=ANY) as p:
         await p.pre_launch()
         on_disk = json.loads(Path(p.connection_file).read_text())
         assert len(on_disk["curve_publickey"]) == 40
