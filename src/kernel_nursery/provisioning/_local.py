@@ -10,11 +10,12 @@ import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
-from traitlets import Bool, Enum, Unicode
+import zmq
+from traitlets import Bool, Enum, Float, Unicode
 
 from .._errors import ConnectionFileError, LaunchError, ProvisionerError
 from ..connection import (
@@ -22,16 +23,19 @@ from ..connection import (
     Transport,
     connection_file_path,
     new_connection_info,
+    new_key,
     release_connection_info,
     remove_connection_file,
     runtime_dir,
     validate_connection_info,
     write_connection_file,
 )
+from ..kernelspec._spec import KernelSpec
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
 from ._command import format_kernel_cmd
 from ._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
+from ._handshake import Registration, race_exit
 from ._process import (
     UNKNOWN_EXIT_STATUS,
     AdoptedProcess,
@@ -118,8 +122,27 @@ class LocalProvisioner(KernelProvisionerBase):
         "TransportEncryptionError.",
     )
 
+    kernel_handshake = Bool(
+        False,
+        config=True,
+        help="Start tcp kernels whose spec declares kernel_protocol_version 5.5 or later with "
+        "the handshake of JEP 66: the connection file holds a registration_port instead of "
+        "ports, the kernel binds ports of its own choosing and reports them on that socket, so "
+        "no port is chosen by one process and bound by another. Off by default: ipykernel 7.4 "
+        "declares 5.5 but implements no handshake. Kernels whose spec does not declare it get "
+        "ports as usual.",
+    )
+    handshake_timeout = Float(
+        60.0,
+        config=True,
+        help="Seconds a kernel started with the handshake (kernel_handshake) has to register "
+        "its ports before the launch fails with LaunchError.",
+    )
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._registration: Registration | None = None  # open from pre_launch to registration
+        self._registration_info: dict[str, Any] = {}  # what the kernel's connection file held
         self._process: ProcessHandle | None = None
         self._pgid: int | None = None
         self._last_status: int | None = None
@@ -229,7 +252,10 @@ class LocalProvisioner(KernelProvisionerBase):
             self.kernel_id = str(uuid.uuid4())
         kwargs = dict(kwargs)
         extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
-        if self.connection_info:
+        registering = self._open_registration(spec)
+        if registering is not None:
+            info = cast(ConnectionInfo, registering)
+        elif self.connection_info:
             info = validate_connection_info(self.connection_info)
         else:
             transport: Transport = "ipc" if self.transport == "ipc" else "tcp"
@@ -405,6 +431,8 @@ class LocalProvisioner(KernelProvisionerBase):
             await self.cleanup(restart=False)  # shielded: kill, reap, release
             raise
         self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
+        if self._registration is not None:
+            await self._complete_registration(argv)
         info = validate_connection_info(self.connection_info)
         if (
             info["transport"] == "tcp"
@@ -458,6 +486,7 @@ class LocalProvisioner(KernelProvisionerBase):
 
     def _release(self, *, remove_file: bool) -> None:
         """Release ports and remove the connection file; idempotent."""
+        self._close_registration()
         if self._owns_ports and self.connection_info:
             release_connection_info(validate_connection_info(self.connection_info))
             self._owns_ports = False
@@ -465,6 +494,91 @@ class LocalProvisioner(KernelProvisionerBase):
         if remove_file and self._written_file is not None:
             remove_connection_file(self._written_file)
             self._written_file = None
+
+    # ------------------------------------------------------------------ the handshake
+
+    def _open_registration(self, spec: KernelSpec) -> dict[str, Any] | None:
+        """For a kernel to start with the handshake (JEP 66): open its registration socket
+        and return what its connection file holds. ``None`` for the others.
+
+        The key and Curve keys of an earlier launch (a restart) are kept; its ports are not:
+        the kernel chooses new ones.
+
+        Raises:
+            ProvisionerError: the registration socket cannot be bound.
+        """
+        if not (self.kernel_handshake and spec.supports_handshake and self.transport == "tcp"):
+            return None
+        old = dict(self.connection_info or {})
+        ip = self.ip or self._default_ip()
+        curve: dict[str, str] = {
+            k: str(old[k]) for k in ("curve_publickey", "curve_secretkey") if k in old
+        }
+        if not old:
+            curve = curve_keys_for_launch(
+                self.transport_encryption, spec=spec, transport="tcp", ip=ip
+            )
+        key = old.get("key") or new_key()
+        scheme = old.get("signature_scheme") or "hmac-sha256"
+        self._release(remove_file=False)
+        try:
+            self._registration = Registration.open(ip=ip, key=key, signature_scheme=scheme)
+        except zmq.ZMQError as exc:
+            raise ProvisionerError(f"cannot open a registration socket on {ip}: {exc}") from exc
+        self.connection_info = {}
+        self._registration_info = {
+            "transport": "tcp",
+            "ip": ip,
+            "registration_port": self._registration.port,
+            "key": key,
+            "signature_scheme": scheme,
+            "kernel_name": spec.name,
+            **curve,
+        }
+        return dict(self._registration_info)
+
+    async def _complete_registration(self, argv: list[str]) -> None:
+        """Await the launched kernel's registration (bounded by :attr:`handshake_timeout`,
+        and ended by its exit); then its connection info is complete and its file rewritten
+        with the ports. On any failure or cancellation the kernel is stopped and everything
+        released (shielded) before the error propagates.
+
+        Raises:
+            LaunchError: the kernel exited, or did not register in time.
+        """
+        registration, process = self._registration, self._process
+        assert registration is not None
+        assert process is not None
+        ports: dict[str, int] | None = None
+        try:
+            with anyio.move_on_after(self.handshake_timeout) as scope:
+                ports = await race_exit(registration, process.wait)
+            if ports is None:
+                problem = (
+                    f"did not register its ports within {self.handshake_timeout:g} s "
+                    "(LocalProvisioner.handshake_timeout)"
+                    if scope.cancelled_caught
+                    else f"exited with status {process.returncode} before it registered its ports"
+                )
+                raise LaunchError(
+                    f"kernel {argv[0]!r}, started with the handshake its spec declares, "
+                    f"{problem}; set LocalProvisioner.kernel_handshake=False to give it ports",
+                    argv=argv,
+                )
+            info = validate_connection_info({**self._registration_info, **ports})
+            self.connection_info = dict(info)
+            if self._written_file is not None:
+                write_connection_file(info, self._written_file)
+        except BaseException:
+            await self.cleanup(restart=False)
+            raise
+        finally:
+            self._close_registration()
+
+    def _close_registration(self) -> None:
+        registration, self._registration = self._registration, None
+        if registration is not None:
+            registration.close()
 
     # ------------------------------------------------------------------ persistence
 
