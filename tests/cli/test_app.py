@@ -247,9 +247,11 @@ async def test_run_stopped_by_a_signal(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_kernel_beyond_loopback_is_warned_once(kernels: Path, backend: str) -> None:
-    """A kernel listening on 0.0.0.0 makes the command print, once on stderr, that its
-    messages travel unencrypted; a loopback kernel prints no such warning."""
-    write_kernel(kernels, "fake", {"argv": [sys.executable, FAKE_KERNEL, "{connection_file}"]})
+    """A kernel listening on 0.0.0.0 in clear (its spec says it cannot encrypt) makes the
+    command print, once on stderr, that its messages travel unencrypted; a loopback kernel
+    prints no such warning."""
+    argv = [sys.executable, FAKE_KERNEL, "{connection_file}"]
+    write_kernel(kernels, "fake", {"argv": argv, "metadata": {"supported_encryption": []}})
     out = cli("run", "--backend", backend, "fake", "1", "--KernelManager.ip=0.0.0.0")
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("unencrypted") == 1, out.stderr
