@@ -19,7 +19,8 @@ Scenarios:
                (each implementation's supervision on: our supervisor, jupyter_client's restarter)
   encryption   ipykernel in clear and with CurveZMQ (transport_encryption 'disabled' and
                'required'), each repetition both ways: start to ready, the round trip of a small
-               execute (median of EXEC_REPS), and of one printing 1 MB
+               execute (median of EXEC_REPS), and of one printing 1 MB; with, as the raw floor,
+               a 1 MB round trip between two bare pyzmq sockets on loopback, each way
 
 The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
 """
@@ -53,6 +54,33 @@ EXEC_REPS = 30
 
 
 # ====================================================================== workers
+
+
+def zmq_round_trip(curve: bool, size: int = 1_000_000, n: int = 10) -> float:
+    """Median seconds for *size* bytes to go and come back between two bare pyzmq sockets
+    on loopback, in clear or with CurveZMQ: the floor under any encrypted kernel traffic."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    server, client = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    if curve:
+        public, secret = zmq.curve_keypair()
+        server.curve_secretkey, server.curve_publickey, server.curve_server = secret, public, True
+        client.curve_secretkey, client.curve_publickey = secret, public
+        client.curve_serverkey = public
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    client.connect(f"tcp://127.0.0.1:{port}")
+    payload = b"x" * size
+    times = []
+    for _ in range(n + 1):
+        t0 = time.perf_counter()
+        client.send(payload)
+        server.send(server.recv())
+        client.recv()
+        times.append(time.perf_counter() - t0)
+    server.close(linger=0)
+    client.close(linger=0)
+    return statistics.median(times[1:])  # the first includes the connection
 
 
 def rusage() -> tuple[float, int]:
@@ -147,6 +175,8 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                         big = [await timed("print('x' * 1_000_000)") for _ in range(5)]
                         out.setdefault(f"output_1mb_{tag}", []).append(statistics.median(big))
                     await km.shutdown_kernel()
+            out.setdefault("zmq_1mb_clear", []).append(zmq_round_trip(False))
+            out.setdefault("zmq_1mb_curve", []).append(zmq_round_trip(True))
     elif scenario == "idle":
         async with KernelNursery() as nursery:
             async with anyio.create_task_group() as tg:

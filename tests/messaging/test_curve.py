@@ -172,3 +172,28 @@ async def test_restart_keeps_the_keys_and_the_client_follows() -> None:
             result = await kc.execute("print('again')", timeout=60)
             assert result.stdout == "again\n"
         await km.shutdown_kernel()
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.4])
+async def test_start_cancelled_while_the_handshake_is_watched_leaves_nothing(delay: float) -> None:
+    """Cancelling an encrypted start while readiness and the handshake watch run stops the
+    kernel and leaves no process, port, file or socket task (the autouse check)."""
+    argv = [sys.executable, FAKE_KERNEL, "{connection_file}", "--curve", "--slow-start", "2"]
+    spec = KernelSpec(argv=argv, name="fake")
+    async with KernelManager(kernel_spec=spec, transport_encryption="required") as km:
+        with anyio.move_on_after(delay) as scope:
+            await km.start_kernel()
+        assert scope.cancelled_caught
+        assert not km.has_kernel
+
+
+async def test_fake_kernel_with_curve_is_ready_encrypted() -> None:
+    """A kernel that does bind as a CURVE server passes the handshake watch and answers."""
+    argv = [sys.executable, FAKE_KERNEL, "{connection_file}", "--curve"]
+    spec = KernelSpec(argv=argv, name="fake")
+    async with KernelManager(kernel_spec=spec, transport_encryption="required") as km:
+        await km.start_kernel()
+        async with km.client() as kc:
+            assert (await kc.kernel_info(timeout=30)).content["status"] == "ok"
+            assert await kc.heartbeat(timeout=30)
+        await km.shutdown_kernel()

@@ -9,9 +9,17 @@ from pathlib import Path
 
 import anyio
 import pytest
+import zmq
 from traitlets.config import Config
 
-from kernel_nursery import KernelClient, KernelManager, KernelSpec, LaunchError, LocalProvisioner
+from kernel_nursery import (
+    KernelClient,
+    KernelManager,
+    KernelSpec,
+    LaunchError,
+    LocalProvisioner,
+    Session,
+)
 
 from ..conftest import FAKE_KERNEL, TOY_KERNEL
 
@@ -117,3 +125,29 @@ async def test_manager_starts_restarts_and_talks_through_the_handshake(encryptio
             reply = await kc.kernel_info(timeout=60)
             assert reply.content["status"] == "ok"
         await km.shutdown_kernel()
+
+
+async def test_registration_signed_with_another_key_is_ignored() -> None:
+    """A handshake_request forged without the kernel's key (and a frame of garbage) is
+    dropped; the real kernel's registration is the one taken."""
+    async with LocalProvisioner(kernel_spec=spec(), kernel_handshake=True) as p:
+        kw = await p.pre_launch()
+        port = json.loads(Path(p.connection_file).read_text())["registration_port"]
+        forger = Session(key="not the key")
+        bogus = dict(zip(PORTS, range(1001, 1006), strict=True))
+        ctx = zmq.Context.instance()
+        socks = [ctx.socket(zmq.DEALER) for _ in range(2)]
+        try:
+            for sock in socks:
+                sock.linger = 0
+                sock.connect(f"tcp://127.0.0.1:{port}")
+            forged = forger.serialize(forger.new_message("handshake_request", bogus))
+            socks[0].send_multipart([b"", *forged])
+            socks[1].send_multipart([b"", b"garbage"])
+            info = await p.launch_kernel(kw.pop("cmd"), **kw)
+        finally:
+            for sock in socks:
+                sock.close()
+        assert info["shell_port"] != 1001
+        async with KernelClient(info) as kc:
+            await kc.wait_for_ready(timeout=60)
