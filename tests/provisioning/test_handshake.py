@@ -151,3 +151,39 @@ async def test_registration_signed_with_another_key_is_ignored() -> None:
         assert info["shell_port"] != 1001
         async with KernelClient(info) as kc:
             await kc.wait_for_ready(timeout=60)
+
+
+async def test_a_replayed_registration_is_refused_at_the_next_start() -> None:
+    """A registration captured at one start and replayed at the next (a restart keeps the
+    key) is refused as a replay; the launch then times out instead of taking stale ports."""
+    provisioner = LocalProvisioner(
+        kernel_spec=spec(program=TOY_KERNEL), kernel_handshake=True, handshake_timeout=30
+    )
+    ctx = zmq.Context.instance()
+    socks: list[zmq.Socket[bytes]] = []
+
+    def send(frames: list[bytes], path: str) -> None:
+        sock = ctx.socket(zmq.DEALER)
+        socks.append(sock)
+        sock.linger = 0
+        sock.connect(f"tcp://127.0.0.1:{json.loads(Path(path).read_text())['registration_port']}")
+        sock.send_multipart([b"", *frames])
+
+    try:
+        async with provisioner as p:
+            kw = await p.pre_launch()
+            session = Session(key=json.loads(Path(p.connection_file).read_text())["key"])
+            ports = dict(zip(PORTS, range(2001, 2006), strict=True))
+            frames = session.serialize(session.new_message("handshake_request", ports))
+            send(frames, p.connection_file)  # standing in for the kernel
+            info = await p.launch_kernel(kw.pop("cmd"), **kw)
+            assert info["shell_port"] == 2001
+            await p.cleanup(restart=True)
+            p.handshake_timeout = 1.0
+            kw = await p.pre_launch()
+            send(frames, p.connection_file)
+            with pytest.raises(LaunchError, match="did not register"):
+                await p.launch_kernel(kw.pop("cmd"), **kw)
+    finally:
+        for sock in socks:
+            sock.close()

@@ -50,13 +50,16 @@ class Registration:
         self._session = session
 
     @classmethod
-    def open(cls, *, ip: str, key: str, signature_scheme: str) -> Registration:
+    def open(cls, *, ip: str, session: Session) -> Registration:
         """Bind a registration socket on *ip* (tcp), on a port zmq chooses and binds at once.
+
+        *session* checks the requests: give the same one to every registration of a kernel
+        (its restarts keep the key), so that a request captured at one start and replayed at
+        the next is refused as a replay.
 
         Raises:
             zmq.ZMQError: the address cannot be bound.
         """
-        session = Session(key=key, signature_scheme=signature_scheme)
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
         try:
             sock.linger = 0

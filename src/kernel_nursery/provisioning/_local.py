@@ -31,6 +31,7 @@ from ..connection import (
     write_connection_file,
 )
 from ..kernelspec._spec import KernelSpec
+from ..messaging._wire import Session
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
 from ._command import format_kernel_cmd
@@ -143,6 +144,7 @@ class LocalProvisioner(KernelProvisionerBase):
         super().__init__(**kwargs)
         self._registration: Registration | None = None  # open from pre_launch to registration
         self._registration_info: dict[str, Any] = {}  # what the kernel's connection file held
+        self._registration_session: Session | None = None  # kept across restarts (replays)
         self._process: ProcessHandle | None = None
         self._pgid: int | None = None
         self._last_status: int | None = None
@@ -522,7 +524,11 @@ class LocalProvisioner(KernelProvisionerBase):
         scheme = old.get("signature_scheme") or "hmac-sha256"
         self._release(remove_file=False)
         try:
-            self._registration = Registration.open(ip=ip, key=key, signature_scheme=scheme)
+            session = self._registration_session
+            if session is None or session.key != key.encode("utf-8"):
+                session = Session(key=key, signature_scheme=scheme)
+            self._registration = Registration.open(ip=ip, session=session)
+            self._registration_session = session
         except zmq.ZMQError as exc:
             raise ProvisionerError(f"cannot open a registration socket on {ip}: {exc}") from exc
         self.connection_info = {}
