@@ -3,6 +3,8 @@ with jupyter_client, and what a listener on the wire can read."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import sys
 import uuid
@@ -15,6 +17,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 import pytest
+import zmq
 
 from kernel_nursery import (
     KernelClient,
@@ -24,6 +27,7 @@ from kernel_nursery import (
     TransportEncryptionError,
 )
 from kernel_nursery.connection import ConnectionInfo, validate_connection_info
+from kernel_nursery.messaging._socket import AsyncSocket
 
 from ..conftest import FAKE_KERNEL
 
@@ -197,3 +201,40 @@ async def test_fake_kernel_with_curve_is_ready_encrypted() -> None:
             assert (await kc.kernel_info(timeout=30)).content["status"] == "ok"
             assert await kc.heartbeat(timeout=30)
         await km.shutdown_kernel()
+
+
+@pytest.mark.parametrize("policy", ["required", "disabled"])
+async def test_an_eavesdropper_on_iopub_reads_the_code_only_in_clear(policy: str) -> None:
+    """A local program without the connection file subscribes to the kernel's iopub port:
+    in clear it reads the code of an execute (ipykernel broadcasts it); encrypted, nothing."""
+    marker = f"marker-{uuid.uuid4().hex}"
+    async with KernelManager(kernel_name="python3", transport_encryption=policy) as km:
+        await km.start_kernel()
+        raw: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+        raw.linger = 0
+        raw.setsockopt(zmq.SUBSCRIBE, b"")
+        raw.connect(f"tcp://127.0.0.1:{km.connection_info['iopub_port']}")
+        spy = AsyncSocket(raw)
+        heard = bytearray()
+
+        async def listen() -> None:
+            with contextlib.suppress(anyio.ClosedResourceError):
+                while True:
+                    heard.extend(b"".join(await spy.recv_multipart()))
+
+        try:
+            async with km.client() as kc, anyio.create_task_group() as tg:
+                tg.start_soon(listen)
+                with anyio.fail_after(60):
+                    # In clear, until the spy's subscription has landed and it hears the code;
+                    # encrypted, ten tries (its handshake is refused at once).
+                    for attempt in itertools.count():
+                        await kc.execute(f"x = {marker!r}", timeout=60)
+                        if marker.encode() in heard or (policy == "required" and attempt == 9):
+                            break
+                        await anyio.sleep(0.05)  # paced retries, bounded by fail_after
+                tg.cancel_scope.cancel()
+        finally:
+            spy.close()
+        await km.shutdown_kernel()
+    assert (marker.encode() in heard) is (policy == "disabled")
