@@ -22,7 +22,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from .._errors import TransportEncryptionError
-from ..connection import ConnectionInfo
+from ..connection import ConnectionInfo, curve_supported
 from ._socket import AsyncSocket
 
 if TYPE_CHECKING:
@@ -44,9 +44,17 @@ def set_curve_client_options(sock: zmq.Socket[bytes], info: ConnectionInfo) -> N
     """Make *sock* a CURVE client of the kernel of *info*, if *info* has Curve keys.
 
     Must be called before the socket connects; a no-op for a kernel reached in clear.
+
+    Raises:
+        TransportEncryptionError: this libzmq has no CurveZMQ.
     """
     if not is_encrypted(info):
         return
+    if not curve_supported():
+        raise TransportEncryptionError(
+            "the kernel's connection info has CurveZMQ keys, but this libzmq was built "
+            "without CurveZMQ: install pyzmq's wheels (or a libzmq with libsodium)"
+        )
     public = info["curve_publickey"].encode("ascii")
     sock.curve_secretkey = info["curve_secretkey"].encode("ascii")
     sock.curve_publickey = public
