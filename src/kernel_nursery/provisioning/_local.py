@@ -233,7 +233,9 @@ class LocalProvisioner(KernelProvisionerBase):
         Keyword arguments understood here: ``extra_arguments`` (appended to the command) and
         ``env``/``cwd`` (passed on to :meth:`launch_kernel`); any others are passed on as they
         are. When :attr:`connection_info` is already set (a restart, or info given by the
-        manager) it is reused as it is, ports and key included.
+        manager) it is reused as it is, ports and key included. A kernel started with the
+        handshake (:attr:`kernel_handshake`) gets a new registration socket instead, and keeps
+        its key; a new kernel gets Curve keys as :attr:`transport_encryption` says.
 
         Returns the keyword arguments for :meth:`launch_kernel`, with ``cmd``.
 
@@ -342,13 +344,18 @@ class LocalProvisioner(KernelProvisionerBase):
         every environment variable's name and value, must be text that the OS can take (no NUL
         byte, no ``=`` or empty name).
 
+        A kernel started with the handshake (:attr:`kernel_handshake`) is awaited until it
+        registers its ports (at most :attr:`handshake_timeout`); the connection info returned
+        and the connection file then hold them.
+
         Raises:
             LaunchError: the program cannot be run (not found, not executable, bad ``cwd``), an
                 argument, environment variable or ``cwd`` is invalid (the message names it), or
-                the spawn failed in any other way (the original exception is its cause). The
-                connection file and ports are released; an exception that is not an
-                :class:`Exception` (cancellation, ``KeyboardInterrupt``) propagates as itself,
-                after the same release.
+                the spawn failed in any other way (the original exception is its cause), or a
+                kernel started with the handshake exited or did not register in time (it is
+                killed and reaped). The connection file and ports are released; an exception
+                that is not an :class:`Exception` (cancellation, ``KeyboardInterrupt``)
+                propagates as itself, after the same release.
             ProvisionerError: this provisioner already runs a kernel.
         """
         if self._process is not None and self._process.returncode is None:
