@@ -23,6 +23,7 @@ from kernel_nursery import (
     KernelClient,
     KernelManager,
     KernelSpec,
+    KernelSpecManager,
     KernelTimeoutError,
     TransportEncryptionError,
 )
@@ -146,6 +147,20 @@ async def test_kernel_that_ignores_the_keys_fails_fast_with_a_typed_error() -> N
         kernel_spec=spec, transport_encryption="required", ready_timeout=90
     ) as km:
         with pytest.raises(TransportEncryptionError, match="does not support CurveZMQ"):
+            await km.start_kernel()
+        assert not km.has_kernel
+
+
+async def test_xeus_python_which_ignores_the_keys_fails_fast() -> None:
+    """xeus-python (0.19) does not implement CurveZMQ: a required start fails with
+    TransportEncryptionError as soon as it binds, not at ready_timeout."""
+    declared = KernelSpecManager().get_kernel_spec("xpython").supported_encryption
+    if declared and "curve" in declared:
+        pytest.skip("this xeus-python declares CurveZMQ support")
+    async with KernelManager(
+        kernel_name="xpython", transport_encryption="required", ready_timeout=90
+    ) as km:
+        with pytest.raises(TransportEncryptionError):
             await km.start_kernel()
         assert not km.has_kernel
 
