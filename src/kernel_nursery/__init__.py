@@ -32,6 +32,7 @@ from ._errors import (
     ProvisionerConfigError,
     ProvisionerError,
     QueueTimeoutError,
+    TransportEncryptionError,
     UnknownKernelError,
 )
 from ._signals import SignalCancel, cancel_on_signals
@@ -83,6 +84,7 @@ __all__ = [
     "Session",
     "SignalCancel",
     "SlurmProvisioner",
+    "TransportEncryptionError",
     "UnknownKernelError",
     "__version__",
     "cancel_on_signals",

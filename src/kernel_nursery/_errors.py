@@ -32,6 +32,7 @@ __all__ = [
     "ProvisionerConfigError",
     "ProvisionerError",
     "QueueTimeoutError",
+    "TransportEncryptionError",
     "UnknownKernelError",
 ]
 
@@ -195,6 +196,15 @@ class KernelDiedError(KernelNurseryError):
     def __init__(self, message: str, *, exit_status: int | None = None) -> None:
         self.exit_status = exit_status
         super().__init__(message)
+
+
+class TransportEncryptionError(KernelNurseryError):
+    """A kernel's channels cannot be encrypted as asked (CurveZMQ): this libzmq lacks CURVE,
+    the kernel spec says the kernel does not support it, or the kernel answered a client's
+    encrypted handshake in clear (it ignored the connection file's ``curve_*`` keys).
+
+    .. versionadded:: 0.1
+    """
 
 
 class ChannelClosedError(KernelNurseryError):

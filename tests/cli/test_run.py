@@ -284,13 +284,16 @@ def test_config_flags_reach_the_manager(kernels: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_kernel_beyond_loopback_is_warned_once(fake: str, backend: str) -> None:
-    """A kernel listening on 0.0.0.0 makes the command print, once on stderr, that its
-    messages travel unencrypted; a loopback kernel prints no such warning."""
-    out = cli("run", "--backend", backend, fake, "1", "--KernelManager.ip=0.0.0.0")
+def test_kernel_beyond_loopback_is_warned_once(kernels: Path, backend: str) -> None:
+    """A kernel listening on 0.0.0.0 in clear (its spec says it cannot encrypt) makes the
+    command print, once on stderr, that its messages travel unencrypted; a loopback kernel
+    prints no such warning."""
+    argv = [sys.executable, FAKE_KERNEL, "{connection_file}"]
+    write_kernel(kernels, "clear", {"argv": argv, "metadata": {"supported_encryption": []}})
+    out = cli("run", "--backend", backend, "clear", "1", "--KernelManager.ip=0.0.0.0")
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("unencrypted") == 1, out.stderr
     assert "listens on 0.0.0.0, beyond loopback" in out.stderr
-    loopback = cli("run", "--backend", backend, fake, "1")
+    loopback = cli("run", "--backend", backend, "clear", "1")
     assert loopback.returncode == 0, loopback.stderr
     assert "unencrypted" not in loopback.stderr
