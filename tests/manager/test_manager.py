@@ -27,6 +27,7 @@ from kernel_nursery import (
 )
 from kernel_nursery.connection import reserved_ports
 
+from ..conftest import write_kernel
 from ..helpers.kernels import pid_of
 from ..helpers.procs import is_running, live_children, process_group_members
 
@@ -324,7 +325,7 @@ async def test_restart_flag_reaches_every_step(
 async def test_interrupt_follows_the_spec(mode: str) -> None:
     """interrupt_kernel uses SIGINT or interrupt_request as the spec's interrupt_mode says."""
     async with KernelManager(kernel_name="python3") as km:
-        spec = km.kernel_spec
+        spec = await km.get_kernel_spec()
         km._kernel_spec = KernelSpec(**{**spec.__dict__, "interrupt_mode": mode})
         await km.start_kernel()
         started = anyio.Event()
@@ -667,6 +668,47 @@ async def test_factory_configuration_reaches_the_factory(
         async with KernelNursery(config=config) as nursery:
             km = await nursery.start_kernel(kernel_spec=fake_spec())
             assert type(km.provisioner).__name__ == "Provisioner"
+
+
+@pytest.mark.parametrize("through", ["manager", "nursery"])
+async def test_factory_configuration_reaches_the_spec_manager(
+    jupyter_dirs: dict[str, Path], through: str
+) -> None:
+    """A kernel looked up by name is refused when the default provisioner configured on its
+    manager (or nursery) is not installed: the spec manager asks the configured factory."""
+    from kernel_nursery import KernelNursery, KernelProvisionerFactory, NoSuchKernelError
+
+    argv = [sys.executable, "-c", "pass", "{connection_file}"]
+    write_kernel(jupyter_dirs["path"] / "kernels", "plain", {"argv": argv, "display_name": "P"})
+    config = Config({"KernelProvisionerFactory": {"default_provisioner_name": "not-installed"}})
+    if through == "manager":
+        async with KernelManager(kernel_name="plain", config=config) as km:
+            with pytest.raises(NoSuchKernelError, match=r"'not-installed' .*is not installed"):
+                await km.start_kernel()
+    else:
+        async with KernelNursery(config=config) as nursery:
+            with pytest.raises(NoSuchKernelError, match=r"'not-installed' .*is not installed"):
+                await nursery.start_kernel("plain")
+    # The process's shared factory was left as it was.
+    assert KernelProvisionerFactory.instance().default_provisioner_name == "local-provisioner"
+
+
+async def test_kernel_spec_is_looked_up_once_and_never_by_the_property(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """kernel_spec reads no disk (None until looked up); get_kernel_spec looks the spec up in
+    a worker thread once, and later calls return it even when its file is gone."""
+    argv = [sys.executable, "-c", "pass", "{connection_file}"]
+    folder = write_kernel(
+        jupyter_dirs["path"] / "kernels", "plain", {"argv": argv, "display_name": "P"}
+    )
+    km = KernelManager(kernel_name="plain")
+    assert km.kernel_spec is None
+    spec = await km.get_kernel_spec()
+    assert (spec.name, spec.argv) == ("plain", argv)
+    (folder / "kernel.json").unlink()
+    assert await km.get_kernel_spec() is spec
+    assert km.kernel_spec is spec
 
 
 SQUATTER = textwrap.dedent(
