@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,23 @@ def test_custom_provisioner_installed_after_startup(install: Installer) -> None:
     assert type(p).__name__ == "Provisioner"
     assert (p.greeting, p.ip) == ("hi", "127.0.0.1")  # type: ignore[attr-defined]
     assert "greeter" in factory.get_provisioner_entries()
+
+
+def test_entry_points_are_read_again_when_a_package_is_installed(
+    install: Installer, tmp_path: Path
+) -> None:
+    """The scan of entry points is kept while the import path is unchanged, and read again
+    when a package is installed into a directory of it, even one untouched for an hour."""
+    install("first")
+    site = tmp_path / "site"
+    an_hour_ago = time.time() - 3600
+    os.utime(site, (an_hour_ago, an_hour_ago))
+    factory = KernelProvisionerFactory.instance()
+    assert "first" in factory.get_provisioner_entries()
+    assert not factory.is_provisioner_available(spec_for("second"))
+    install("second")
+    assert factory.is_provisioner_available(spec_for("second"))
+    assert KernelProvisionerFactory().provisioners.keys() >= {"first", "second"}
 
 
 @pytest.mark.anyio
