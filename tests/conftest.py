@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from kernel_nursery import KernelProvisionerFactory, KernelSpec
+from kernel_nursery import KernelProvisionerFactory
 from kernel_nursery.connection import reserved_ports
 from kernel_nursery.provisioning import ENTRY_POINT_GROUP
 
+from .helpers.kernels import FAKE_KERNEL, TOY_KERNEL, SpecFactory, spec_maker
 from .helpers.procs import live_children
 
-TOY_KERNEL = str(Path(__file__).parent / "helpers" / "toy_kernel.py")
-FAKE_KERNEL = str(Path(__file__).parent / "helpers" / "fake_kernel.py")
+__all__ = ["FAKE_KERNEL", "TOY_KERNEL", "Installer", "write_kernel"]
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -69,25 +69,15 @@ def nothing_left_behind(jupyter_dirs: dict[str, Path]) -> Iterator[None]:
 
 
 @pytest.fixture
-def toy_spec() -> Callable[..., KernelSpec]:
+def toy_spec() -> SpecFactory:
     """Make a kernel spec that runs the toy kernel with extra arguments."""
-
-    def make(*args: str, **fields: Any) -> KernelSpec:
-        argv = [sys.executable, TOY_KERNEL, "{connection_file}", *args]
-        return KernelSpec(argv=argv, display_name="Toy", language="toy", name="toy", **fields)
-
-    return make
+    return spec_maker(TOY_KERNEL, "toy")
 
 
 @pytest.fixture
-def fake_spec() -> Callable[..., KernelSpec]:
+def fake_spec() -> SpecFactory:
     """Make a kernel spec for the fake (protocol-speaking, misbehaving on demand) kernel."""
-
-    def make(*args: str, **fields: Any) -> KernelSpec:
-        argv = [sys.executable, FAKE_KERNEL, "{connection_file}", *args]
-        return KernelSpec(argv=argv, display_name="Fake", language="fake", name="fake", **fields)
-
-    return make
+    return spec_maker(FAKE_KERNEL, "fake")
 
 
 Installer = Callable[..., None]

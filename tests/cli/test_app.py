@@ -18,7 +18,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from kernel_nursery import KernelClient
 
 from ..conftest import FAKE_KERNEL, write_kernel
-from ..helpers.procs import is_running, live_children
+from ..helpers.procs import exit_status, is_running, live_children
 
 BACKENDS = ["asyncio", "trio"]
 pytestmark = pytest.mark.timeout(120)
@@ -181,21 +181,6 @@ async def first_line(stdout: BufferedByteReceiveStream) -> str:
     """The first line the command prints, once it does."""
     with anyio.fail_after(60):
         return (await stdout.receive_until(b"\n", 10_000)).decode()
-
-
-async def exit_status(proc: anyio.abc.Process) -> tuple[int, str]:
-    """Await the command's exit (the kernel's shutdown is bounded) and read its stderr."""
-    with anyio.fail_after(60):
-        status = await proc.wait()
-    assert proc.stderr is not None
-    err = b""
-    with anyio.fail_after(10):
-        try:
-            while True:
-                err += await proc.stderr.receive()
-        except anyio.EndOfStream:
-            pass
-    return status, err.decode()
 
 
 @pytest.mark.anyio

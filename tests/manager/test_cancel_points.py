@@ -18,6 +18,7 @@ from kernel_nursery import KernelManager, KernelSpec
 from kernel_nursery.connection import PORT_NAMES, reserved_ports
 
 from ..helpers.cancel_points import POINT, CountingProvisioner
+from ..helpers.kernels import SpecFactory
 from ..helpers.procs import is_running, live_children
 
 pytestmark = [
@@ -25,8 +26,6 @@ pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.parametrize("after", [False, True], ids=["before-hook", "after-hook"]),
 ]
-
-SpecFactory = Callable[..., KernelSpec]
 
 
 @pytest.fixture

@@ -28,12 +28,10 @@ from kernel_nursery import (
 from kernel_nursery.connection import reserved_ports
 
 from ..conftest import write_kernel
-from ..helpers.kernels import pid_of
-from ..helpers.procs import is_running, live_children, process_group_members
+from ..helpers.kernels import SpecFactory, pid_of
+from ..helpers.procs import is_running, live_children, process_group_members, zombie_children
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
-
-SpecFactory = Callable[..., KernelSpec]
 
 
 # ---------------------------------------------------------------- the scope
@@ -371,19 +369,6 @@ async def test_configuration_reaches_the_provisioner(fake_spec: SpecFactory) -> 
 # ---------------------------------------------------------------- leaks
 
 
-def zombies() -> int:
-    count = 0
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                stat = Path(f"/proc/{child}/stat").read_bytes()
-            except FileNotFoundError:
-                continue
-            if stat[stat.rindex(b")") + 2 :].split()[0] == b"Z":
-                count += 1
-    return count
-
-
 #: fds a cycle may still be closing (zmq's I/O thread) when they are counted.
 _FD_NOISE = 12
 
@@ -413,7 +398,7 @@ async def test_many_cycles_leak_nothing(
     # a leak of even one fd per cycle would show as 100.
     assert len(os.listdir("/proc/self/fd")) - fds_at_100 < _FD_NOISE
     assert threading.active_count() <= threads  # asyncio (3.11) reaps each child in a thread
-    assert zombies() == 0
+    assert not zombie_children()
     assert not live_children()
     assert not list(jupyter_dirs["runtime"].iterdir())
 

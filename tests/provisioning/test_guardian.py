@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,20 +20,20 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from kernel_nursery import KernelSpec, LocalProvisioner
+from kernel_nursery import LocalProvisioner
 from kernel_nursery.provisioning import _guardian
 from kernel_nursery.provisioning._guardian_script import RECENT
 
 from ..conftest import FAKE_KERNEL, TOY_KERNEL
+from ..helpers.kernels import SpecFactory
 from ..helpers.notify import notifier
-from ..helpers.procs import is_running, live_children, process_group_members
+from ..helpers.procs import is_running, live_children, parent_of, process_group_members
 
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.skipif(not _guardian.SUPPORTED, reason="the guardian needs Linux pidfds"),
 ]
 
-SpecFactory = Callable[..., KernelSpec]
 
 #: Seconds within which a dead manager's kernels must be gone (the guardian's grace is 2 s;
 #: ipykernel looks at its parent every second).
@@ -405,12 +405,7 @@ async def test_one_guardian_for_every_loop_and_thread(
     [guardian] = set(seen)
     assert guardian is not None and is_running(guardian)
     assert guardian not in live_children()  # not counted: it lives as long as this process
-    assert os.getpid() == _parent_of(guardian)
-
-
-def _parent_of(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_bytes()
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
+    assert os.getpid() == parent_of(guardian)
 
 
 # ---------------------------------------------------------------------- fork
@@ -465,7 +460,7 @@ async def test_forked_child_does_not_keep_its_parents_guardian(
                     report = json.loads(await stdout.receive_until(b"\n", 1 << 20))
                     reports[report.pop("who")] = report
             parent, child = reports["parent"], reports["child"]
-            child_pid = _parent_of(child["pid"])
+            child_pid = parent_of(child["pid"])
             assert child["guardian"] not in (None, parent["guardian"])
             process.kill()
             await process.wait()

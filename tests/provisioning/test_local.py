@@ -8,11 +8,11 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import pytest
 
 from kernel_nursery import (
@@ -23,15 +23,14 @@ from kernel_nursery import (
     read_connection_file,
     stop_process,
 )
-from kernel_nursery.connection import reserved_ports
+from kernel_nursery.connection import reserved_ports, runtime_dir
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
 
+from ..helpers.kernels import SpecFactory
 from ..helpers.notify import notifier
 from ..helpers.procs import is_running, process_group_members
 
 pytestmark = pytest.mark.anyio
-
-SpecFactory = Callable[..., KernelSpec]
 
 
 async def launch(p: LocalProvisioner, **kwargs: Any) -> dict[str, Any]:
@@ -213,22 +212,74 @@ async def test_cancelled_block_stops_kernel(toy_spec: SpecFactory) -> None:
         assert not is_running(pid)
 
 
-@pytest.mark.parametrize("delay", [0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05])
-async def test_cancel_during_launch_leaves_nothing(toy_spec: SpecFactory, delay: float) -> None:
-    """Cancelled at any point of pre_launch + launch_kernel, a launch leaves no process, file or
-    port once the provisioner's block is left; a launch_kernel that was cancelled itself
-    leaves no process at all."""
-    p = LocalProvisioner(kernel_spec=toy_spec())
+class _CancellingProvisioner(LocalProvisioner):
+    """Cancels :attr:`scope` at one named point of a launch: inside the worker threads that
+    write the connection file or register the kernel with the guardian (while they run), or
+    between the launch's steps."""
+
+    scope: anyio.CancelScope | None = None
+    point = ""
+
+    def _cancel_from_thread(self, point: str) -> None:
+        if self.point == point and self.scope is not None:
+            anyio.from_thread.run_sync(self.scope.cancel)
+
+    def _write_connection_file(self, info: Any) -> Path:
+        self._cancel_from_thread("writing the connection file")
+        return super()._write_connection_file(info)
+
+    def _guard(self) -> None:
+        self._cancel_from_thread("registering with the guardian")
+        super()._guard()
+
+
+LAUNCH_POINTS = [
+    "before pre_launch",
+    "writing the connection file",
+    "before launch_kernel",
+    "registering with the guardian",
+    "after launch_kernel",
+]
+
+
+@pytest.mark.parametrize("point", LAUNCH_POINTS)
+async def test_cancel_during_launch_leaves_nothing(toy_spec: SpecFactory, point: str) -> None:
+    """Cancelled at each step of pre_launch + launch_kernel (in the worker threads too, which
+    finish their work first), a launch leaves no process, file or port once the provisioner's
+    block is left; a pre_launch or launch_kernel that was cancelled itself leaves none at all."""
+    p = _CancellingProvisioner(kernel_spec=toy_spec())
+    stage = "pre_launch"
     async with p:
-        with anyio.move_on_after(delay):
-            kw = await p.pre_launch()
-            cmd = kw.pop("cmd")
+        with anyio.CancelScope() as scope:
+            p.scope, p.point = scope, point
+            if point == "before pre_launch":
+                scope.cancel()
             try:
+                kw = await p.pre_launch()
+                stage = "launch_kernel"
+                if point == "before launch_kernel":
+                    scope.cancel()
+                cmd = kw.pop("cmd")
                 await p.launch_kernel(cmd, **kw)
+                stage = "running"
+                if point == "after launch_kernel":
+                    scope.cancel()
+                await anyio.sleep_forever()
             except anyio.get_cancelled_exc_class():
-                assert not p.has_process
-                assert not p.connection_info and not reserved_ports()
+                if stage != "running":
+                    assert not p.has_process
+                    assert not p.connection_info and not reserved_ports()
+                    assert not list(runtime_dir().glob("*kernel*"))
                 raise
+        assert scope.cancelled_caught
+        expected = {
+            "before pre_launch": "pre_launch",
+            "writing the connection file": "pre_launch",
+            "before launch_kernel": "launch_kernel",
+            "registering with the guardian": "launch_kernel",
+            "after launch_kernel": "running",
+        }
+        assert stage == expected[point]
     # the autouse fixture checks processes, files and ports
 
 

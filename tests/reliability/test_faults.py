@@ -5,21 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from kernel_nursery import KernelManager, KernelNursery, KernelSpec
+from kernel_nursery import KernelManager, KernelNursery
 from kernel_nursery.connection import reserved_ports
 
-from ..helpers.kernels import pid_of
+from ..helpers.kernels import SpecFactory, pid_of
 from ..helpers.procs import is_running, live_children, process_group_members
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
-
-SpecFactory = Callable[..., KernelSpec]
 
 
 async def test_deaf_control_channel_is_escalated(fake_spec: SpecFactory) -> None:

@@ -45,7 +45,7 @@ class _PortsTaken(KernelDiedError):
 
 
 def _ports_of(info: ConnectionInfo) -> list[int]:
-    return [info[name] for name in PORT_NAMES]  # type: ignore[literal-required]
+    return [info[name] for name in PORT_NAMES]
 
 
 class _Incarnation:

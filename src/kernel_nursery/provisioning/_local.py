@@ -235,6 +235,7 @@ class LocalProvisioner(KernelProvisionerBase):
             # Disk work, in a worker thread. Not abandoned on cancellation: the thread records
             # the file it wrote, and the cancellation, delivered once it returns, removes it.
             path = await anyio.to_thread.run_sync(self._write_connection_file, info)
+            await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             self._release(remove_file=True)
             raise
