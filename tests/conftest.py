@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from kernel_nursery import KernelProvisionerFactory
+from kernel_nursery import KernelProvisionerFactory, KernelSpec
 from kernel_nursery.connection import reserved_ports
 from kernel_nursery.provisioning import ENTRY_POINT_GROUP
 
+from .helpers.cancel_points import CountingProvisioner
 from .helpers.kernels import FAKE_KERNEL, TOY_KERNEL, SpecFactory, spec_maker
 from .helpers.procs import live_children
 
@@ -106,6 +107,20 @@ def install_provisioner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     yield installer
     for module in modules:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def counting_spec(fake_spec: SpecFactory, install_provisioner: Installer) -> SpecFactory:
+    """Make a fake kernel spec whose provisioner is CountingProvisioner, which cancels a scope
+    at an armed hook call (tests/helpers/cancel_points.py)."""
+    source = f"from {CountingProvisioner.__module__} import CountingProvisioner as Provisioner\n"
+    install_provisioner("counting", "Provisioner", source)
+
+    def make(*args: str) -> KernelSpec:
+        metadata = {"kernel_provisioner": {"provisioner_name": "counting"}}
+        return fake_spec(*args, metadata=metadata)
+
+    return make
 
 
 def write_kernel(directory: Path, name: str, spec: dict[str, Any] | str) -> Path:
