@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from traitlets.config import Config, LoggingConfigurable
+from traitlets.config import LoggingConfigurable
 
 from kernel_nursery import (
     KernelProvisionerFactory,
@@ -86,12 +86,6 @@ def test_default_name_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The environment variable sets the default provisioner name."""
     monkeypatch.setenv(DEFAULT_PROVISIONER_ENV, "other")
     assert KernelProvisionerFactory.instance().default_provisioner_name == "other"
-
-
-def test_default_name_from_config() -> None:
-    """Traitlets config sets the default provisioner name, as in a Jupyter config file."""
-    config = Config({"KernelProvisionerFactory": {"default_provisioner_name": "cfg"}})
-    assert KernelProvisionerFactory.instance(config=config).default_provisioner_name == "cfg"
 
 
 def test_unregistered_provisioner(caplog: pytest.LogCaptureFixture) -> None:
@@ -196,11 +190,6 @@ def test_entry_point_that_fails_to_import(install: Installer) -> None:
             "k", spec_for("broken"), None
         )
     assert isinstance(info.value.__cause__, RuntimeError)
-
-
-def test_factory_is_a_singleton() -> None:
-    """instance() returns the same factory until cleared."""
-    assert KernelProvisionerFactory.instance() is KernelProvisionerFactory.instance()
 
 
 @pytest.mark.parametrize(
