@@ -5,12 +5,13 @@ test's backend), driven line by line, then killed with SIGKILL."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -499,3 +500,80 @@ async def test_this_process_replaces_its_dead_guardian(
         second = await launch_and_stop()
     assert second is not None and second != first and is_running(second)
     assert "kernel guardian process" in caplog.text
+
+
+# ---------------------------------------------------------------------- in this process
+
+
+@pytest.fixture
+def fresh_guardian() -> Iterator[None]:
+    """This process's guardian state starts afresh for the test (no guardian running), and the
+    previous state comes back after it; the test's guardian is stopped and reaped."""
+    previous = _guardian._state
+    _guardian._state = _guardian._State()
+    try:
+        yield
+    finally:
+        state = _guardian._state
+        if state.fd is not None:
+            os.close(state.fd)  # end of file: the guardian stops what is left, then exits
+        if state.popen is not None:
+            state.popen.wait(GONE_WITHIN)
+        _guardian._state = previous
+
+
+async def test_a_guardian_that_cannot_start_is_started_at_a_later_launch(
+    fresh_guardian: None,
+    toy_spec: SpecFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the guardian cannot be started, kernels launch anyway, with one warning; a later
+    launch starts it and hands it every kernel still registered (not one stopped meanwhile),
+    and it stops them when this process goes without cleaning up (here: at exit)."""
+    async with notifier() as n, AsyncExitStack() as stack:
+        spec = toy_spec("--notify", str(n.port))  # the real interpreter, before it is hidden
+
+        async def launch() -> LocalProvisioner:
+            p = await stack.enter_async_context(LocalProvisioner(kernel_spec=spec))
+            kw = await p.pre_launch()
+            await p.launch_kernel(kw.pop("cmd"), **kw)
+            await n.ready()
+            return p
+
+        with monkeypatch.context() as m, caplog.at_level(logging.WARNING):
+            m.setattr(sys, "executable", "/nonexistent/python")
+            first, second = await launch(), await launch()
+        assert caplog.text.count("Cannot run the kernel guardian process") == 1
+        assert _guardian.guardian_pid() is None
+        await second.kill()
+        await second.cleanup()  # unregistered while no guardian runs
+        third = await launch()
+        guardian = _guardian.guardian_pid()
+        assert guardian is not None and is_running(guardian)
+        files = [Path(p.connection_file) for p in (first, third)]
+        _guardian._at_exit()  # as at the end of the interpreter: the pipe closes
+        with anyio.fail_after(GONE_WITHIN):
+            assert [await first.wait(), await third.wait()] == [-signal.SIGTERM] * 2
+        await gone(guardian)
+        assert not any(f.exists() for f in files)
+
+
+async def test_an_idle_guardian_is_reaped_at_exit_and_none_starts_after(
+    fresh_guardian: None, toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At interpreter exit an idle guardian exits and is reaped (no zombie); a launch after
+    that (from a daemon thread, say) starts none, and says nothing."""
+    async with LocalProvisioner(kernel_spec=toy_spec()) as p:
+        kw = await p.pre_launch()
+        await p.launch_kernel(kw.pop("cmd"), **kw)
+        popen = _guardian._state.popen
+    assert popen is not None and popen.returncode is None
+    _guardian._at_exit()
+    assert popen.returncode == 0
+    with caplog.at_level(logging.WARNING):
+        async with LocalProvisioner(kernel_spec=toy_spec()) as p:
+            kw = await p.pre_launch()
+            await p.launch_kernel(kw.pop("cmd"), **kw)
+            assert _guardian.guardian_pid() is None
+    assert "guardian" not in caplog.text
