@@ -593,7 +593,7 @@ async def test_start_retries_when_a_port_is_taken(
     install_provisioner("thief", "Provisioner", PORT_THIEF)
     spec = fake_spec(metadata={"kernel_provisioner": {"provisioner_name": "thief"}})
     async with KernelManager(kernel_spec=spec, port_conflict_retries=retries) as km:
-        module = sys.modules[type(km._new_provisioner()).__module__]
+        module = sys.modules[type(await km._new_provisioner()).__module__]
         try:
             if retries:
                 await km.start_kernel()
