@@ -11,6 +11,7 @@ reserved port, no connection file.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from kernel_nursery import KernelProvisionerFactory, KernelSpec
 from kernel_nursery.connection import reserved_ports
-from kernel_nursery.provisioning import ENTRY_POINT_GROUP
+from kernel_nursery.provisioning import ENTRY_POINT_GROUP, _guardian
 
 from .helpers.cancel_points import CountingProvisioner
 from .helpers.kernels import FAKE_KERNEL, TOY_KERNEL, SpecFactory, spec_maker
@@ -121,6 +122,23 @@ def counting_spec(fake_spec: SpecFactory, install_provisioner: Installer) -> Spe
         return fake_spec(*args, metadata=metadata)
 
     return make
+
+
+@pytest.fixture
+def fresh_guardian() -> Iterator[None]:
+    """This process's kernel guardian state starts afresh for the test (no guardian running),
+    and the previous state comes back after it; the test's guardian is stopped and reaped."""
+    previous = _guardian._state
+    _guardian._state = _guardian._State()
+    try:
+        yield
+    finally:
+        state = _guardian._state
+        if state.fd is not None:
+            os.close(state.fd)  # end of file: the guardian stops what is left, then exits
+        if state.popen is not None:
+            state.popen.wait(30)
+        _guardian._state = previous
 
 
 def write_kernel(directory: Path, name: str, spec: dict[str, Any] | str) -> Path:

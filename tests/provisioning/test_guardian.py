@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -503,23 +503,6 @@ async def test_this_process_replaces_its_dead_guardian(
 
 
 # ---------------------------------------------------------------------- in this process
-
-
-@pytest.fixture
-def fresh_guardian() -> Iterator[None]:
-    """This process's guardian state starts afresh for the test (no guardian running), and the
-    previous state comes back after it; the test's guardian is stopped and reaped."""
-    previous = _guardian._state
-    _guardian._state = _guardian._State()
-    try:
-        yield
-    finally:
-        state = _guardian._state
-        if state.fd is not None:
-            os.close(state.fd)  # end of file: the guardian stops what is left, then exits
-        if state.popen is not None:
-            state.popen.wait(GONE_WITHIN)
-        _guardian._state = previous
 
 
 async def test_a_guardian_that_cannot_start_is_started_at_a_later_launch(

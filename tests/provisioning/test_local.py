@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -219,16 +220,22 @@ class _CancellingProvisioner(LocalProvisioner):
 
     scope: anyio.CancelScope | None = None
     point = ""
+    loop_thread = 0
+    guarded_in_a_thread = False
 
     def _cancel_from_thread(self, point: str) -> None:
         if self.point == point and self.scope is not None:
-            anyio.from_thread.run_sync(self.scope.cancel)
+            if threading.get_ident() == self.loop_thread:
+                self.scope.cancel()  # run at once, on the event loop's thread
+            else:
+                anyio.from_thread.run_sync(self.scope.cancel)
 
     def _write_connection_file(self, info: Any) -> Path:
         self._cancel_from_thread("writing the connection file")
         return super()._write_connection_file(info)
 
     def _guard(self) -> None:
+        self.guarded_in_a_thread = threading.get_ident() != self.loop_thread
         self._cancel_from_thread("registering with the guardian")
         super()._guard()
 
@@ -238,20 +245,27 @@ LAUNCH_POINTS = [
     "writing the connection file",
     "before launch_kernel",
     "registering with the guardian",
+    "registering with a guardian that starts",
     "after launch_kernel",
 ]
 
 
 @pytest.mark.parametrize("point", LAUNCH_POINTS)
-async def test_cancel_during_launch_leaves_nothing(toy_spec: SpecFactory, point: str) -> None:
+async def test_cancel_during_launch_leaves_nothing(
+    toy_spec: SpecFactory, point: str, request: pytest.FixtureRequest
+) -> None:
     """Cancelled at each step of pre_launch + launch_kernel (in the worker threads too, which
     finish their work first), a launch leaves no process, file or port once the provisioner's
     block is left; a pre_launch or launch_kernel that was cancelled itself leaves none at all."""
+    starts_guardian = point == "registering with a guardian that starts"
+    if starts_guardian:
+        request.getfixturevalue("fresh_guardian")  # the registration starts it, in a thread
+        point = "registering with the guardian"
     p = _CancellingProvisioner(kernel_spec=toy_spec())
     stage = "pre_launch"
     async with p:
         with anyio.CancelScope() as scope:
-            p.scope, p.point = scope, point
+            p.scope, p.point, p.loop_thread = scope, point, threading.get_ident()
             if point == "before pre_launch":
                 scope.cancel()
             try:
@@ -280,6 +294,8 @@ async def test_cancel_during_launch_leaves_nothing(toy_spec: SpecFactory, point:
             "after launch_kernel": "running",
         }
         assert stage == expected[point]
+        if starts_guardian:
+            assert p.guarded_in_a_thread
     # the autouse fixture checks processes, files and ports
 
 

@@ -344,9 +344,7 @@ class LocalProvisioner(KernelProvisionerBase):
         self._pgid = process.pid if sys.platform != "win32" else None
         self._last_status = None
         try:
-            # Not abandoned on cancellation: the registration is recorded (and undone by
-            # cleanup) even when a cancellation arrives meanwhile; it is delivered after.
-            await anyio.to_thread.run_sync(self._guard)
+            await self._guard_soon()
             await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             await self.cleanup(restart=False)  # shielded: kill, reap, release
@@ -524,20 +522,30 @@ class LocalProvisioner(KernelProvisionerBase):
         if self._process.returncode == UNKNOWN_EXIT_STATUS:
             self.log.info("Kernel %s (pid %s) had already exited", self.kernel_id, pid)
         else:
-            # The start time is read with its pidfd open: it is the kernel's. In a worker
-            # thread, not abandoned on cancellation: the registration is recorded either way,
-            # and undone by cleanup().
-            await anyio.to_thread.run_sync(self._guard)
+            await self._guard_soon()  # the start time is read with its pidfd open: the kernel's
 
     # ------------------------------------------------------------------ the guardian
+
+    async def _guard_soon(self) -> None:
+        """:meth:`_guard`, in a worker thread when it may have to start the guardian (a spawn);
+        at once when the guardian runs (a read in ``/proc`` and a write to a pipe, cheaper than
+        a hand-off to a thread). The thread is not abandoned on cancellation: the registration
+        is recorded either way (and undone by :meth:`cleanup`); the cancellation is delivered
+        once it returns."""
+        if self.independent or not _guardian.SUPPORTED:
+            return
+        if _guardian.guardian_pid() is not None:
+            self._guard()
+        else:
+            await anyio.to_thread.run_sync(self._guard)
 
     def _guard(self) -> None:
         """Register the kernel with this process's guardian, unless it is independent.
 
-        Synchronous, and run in a worker thread: it reads the kernel's start time in ``/proc``
-        and writes one small line to a pipe, but the first registration of the process starts
-        the guardian (a spawn). The token is recorded here, so that whoever awaits this thread
-        cannot lose it, even when cancelled.
+        Synchronous: it reads the kernel's start time in ``/proc`` and writes one small line to
+        a pipe, but the first registration of the process starts the guardian (a spawn), so
+        :meth:`_guard_soon` may run it in a worker thread. The token is recorded here, so that
+        whoever awaits that thread cannot lose it, even when cancelled.
         """
         process = self._process
         if self.independent or process is None or not _guardian.SUPPORTED:
