@@ -8,7 +8,7 @@ import signal
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -678,22 +678,32 @@ async def test_factory_configuration_reaches_the_spec_manager(
     assert KernelProvisionerFactory.instance().default_provisioner_name == "local-provisioner"
 
 
-async def test_kernel_spec_is_looked_up_once_and_never_by_the_property(
+async def test_kernel_spec_is_looked_up_in_a_thread_and_never_by_the_property(
     jupyter_dirs: dict[str, Path],
 ) -> None:
     """kernel_spec reads no disk (None until looked up); get_kernel_spec looks the spec up in
-    a worker thread once, and later calls return it even when its file is gone."""
+    a worker thread, tasks looking it up at once get one and the same spec, and later calls
+    return it even when its file is gone."""
     argv = [sys.executable, "-c", "pass", "{connection_file}"]
     folder = write_kernel(
         jupyter_dirs["path"] / "kernels", "plain", {"argv": argv, "display_name": "P"}
     )
     km = KernelManager(kernel_name="plain")
     assert km.kernel_spec is None
+    specs = []
+    async with anyio.create_task_group() as tg:
+        for _ in range(2):  # two tasks at once: one spec for the manager
+            tg.start_soon(lambda: _append(specs, km.get_kernel_spec()))
     spec = await km.get_kernel_spec()
+    assert specs == [spec, spec] and all(s is spec for s in specs)
     assert (spec.name, spec.argv) == ("plain", argv)
     (folder / "kernel.json").unlink()
     assert await km.get_kernel_spec() is spec
     assert km.kernel_spec is spec
+
+
+async def _append(found: list[Any], coroutine: Awaitable[Any]) -> None:
+    found.append(await coroutine)
 
 
 SQUATTER = textwrap.dedent(
