@@ -333,6 +333,39 @@ async def test_bad_program_is_a_launch_error_leaving_nothing(argv: list[str], me
     assert not p.has_process and not reserved_ports()
 
 
+async def test_a_file_that_is_no_program_is_a_launch_error(tmp_path: Path) -> None:
+    """An executable file the OS cannot run (no format it knows, no #! line) gives a LaunchError
+    with the OS's reason, and leaves no file, port or process."""
+    program = tmp_path / "not-a-program"
+    program.write_bytes(b"\x00\x01garbage\n")
+    program.chmod(0o755)
+    p = LocalProvisioner(kernel_spec=KernelSpec(argv=[str(program)], name="bad"))
+    with pytest.raises(LaunchError, match=r"cannot start kernel '.*not-a-program': Exec format"):
+        await launch(p)
+    assert not p.has_process and not reserved_ports() and not p.connection_info
+
+
+async def test_relaunch_after_the_kernel_exited(
+    toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provisioner whose kernel exited launches again without a cleanup in between (the old
+    process is reaped first), on the same connection info; launch options it does not know are
+    ignored, with a debug message."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
+            first = await launch(p)
+            [pid] = await n.ready()
+            await p.kill()
+            assert await p.wait() == -signal.SIGKILL
+            kw = await p.pre_launch()
+            with caplog.at_level(logging.DEBUG):
+                second = await p.launch_kernel(kw.pop("cmd"), **kw, unknown_option=1)
+            [new_pid] = await n.ready()
+            assert new_pid != pid and p.pid == new_pid and await p.poll() is None
+            assert second == first
+        assert "ignores launch options ['unknown_option']" in caplog.text
+
+
 async def test_missing_cwd_is_a_launch_error(toy_spec: SpecFactory, tmp_path: Path) -> None:
     """A working directory that does not exist is named in the LaunchError."""
     p = LocalProvisioner(kernel_spec=toy_spec())

@@ -633,13 +633,9 @@ def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    """Whether a kernel bound to *host* can be reached from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
+    """Whether a kernel bound to *host* can be reached from this machine only. (A tcp
+    connection info's ``ip`` is always an IP address: validate_connection_info checks it.)"""
+    return ipaddress.ip_address(host).is_loopback
 
 
 def _check_connection_file_target(path: Path) -> None:
