@@ -678,6 +678,21 @@ async def test_factory_configuration_reaches_the_spec_manager(
     assert KernelProvisionerFactory.instance().default_provisioner_name == "local-provisioner"
 
 
+def test_a_manager_and_its_spec_manager_share_one_factory() -> None:
+    """A manager creates provisioners with the factory its spec manager asks: the one of a
+    spec manager it is given, or its own, which it hands to the spec manager it makes."""
+    from kernel_nursery import KernelSpecManager
+
+    config = Config({"KernelProvisionerFactory": {"default_provisioner_name": "z"}})
+    given = KernelSpecManager(config=config)
+    km = KernelManager(kernel_spec_manager=given)
+    assert km.provisioner_factory is given.provisioner_factory
+    assert km.provisioner_factory.default_provisioner_name == "z"
+    km = KernelManager(config=config)
+    assert km.kernel_spec_manager.provisioner_factory is km.provisioner_factory
+    assert km.provisioner_factory.default_provisioner_name == "z"
+
+
 async def test_kernel_spec_is_looked_up_in_a_thread_and_never_by_the_property(
     jupyter_dirs: dict[str, Path],
 ) -> None:

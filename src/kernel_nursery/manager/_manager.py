@@ -144,9 +144,17 @@ class KernelManager(LoggingConfigurable):
     def _kernel_id_default(self) -> str:
         return str(uuid.uuid4())
 
-    kernel_spec_manager = Instance(KernelSpecManager, help="Where kernel specs are looked up.")
+    kernel_spec_manager = Instance(
+        KernelSpecManager,
+        help="Where kernel specs are looked up. Default: a KernelSpecManager child of this "
+        "manager (so configuration given to the manager reaches it), asking this manager's "
+        "provisioner_factory.",
+    )
     provisioner_factory = Instance(
-        KernelProvisionerFactory, help="Where the kernel's provisioner comes from."
+        KernelProvisionerFactory,
+        help="Where the kernel's provisioner comes from. Default: the factory of the "
+        "kernel_spec_manager given to this manager (so the two agree on which kernels can "
+        "start); otherwise KernelProvisionerFactory.for_parent(this manager).",
     )
 
     @default("provisioner_factory")
