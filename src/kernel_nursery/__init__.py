@@ -17,6 +17,9 @@ from ._errors import (
     ConnectionFileError,
     InvalidKernelIdError,
     InvalidSignatureError,
+    JobEndedError,
+    JobError,
+    JobRejectedError,
     KernelDiedError,
     KernelNurseryError,
     KernelSpecError,
@@ -28,6 +31,7 @@ from ._errors import (
     PortAllocationError,
     ProvisionerConfigError,
     ProvisionerError,
+    QueueTimeoutError,
     UnknownKernelError,
 )
 from ._signals import SignalCancel, cancel_on_signals
@@ -40,6 +44,7 @@ from .provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LocalProvisioner,
+    SlurmProvisioner,
     stop_process,
 )
 
@@ -50,6 +55,9 @@ __all__ = [
     "ExecuteResult",
     "InvalidKernelIdError",
     "InvalidSignatureError",
+    "JobEndedError",
+    "JobError",
+    "JobRejectedError",
     "KernelClient",
     "KernelDiedError",
     "KernelEvent",
@@ -71,8 +79,10 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "QueueTimeoutError",
     "Session",
     "SignalCancel",
+    "SlurmProvisioner",
     "UnknownKernelError",
     "__version__",
     "cancel_on_signals",

@@ -17,6 +17,9 @@ __all__ = [
     "ConnectionFileError",
     "InvalidKernelIdError",
     "InvalidSignatureError",
+    "JobEndedError",
+    "JobError",
+    "JobRejectedError",
     "KernelDiedError",
     "KernelNurseryError",
     "KernelSpecError",
@@ -28,6 +31,7 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "QueueTimeoutError",
     "UnknownKernelError",
 ]
 
@@ -122,6 +126,41 @@ class LaunchError(ProvisionerError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class JobError(ProvisionerError):
+    """A batch scheduler (Slurm) did not run, or stopped running, a kernel's job.
+
+    Attributes:
+        job_id: The scheduler's id of the job, when it had one.
+    """
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message)
+
+
+class JobRejectedError(JobError, ValueError):
+    """The scheduler refused the kernel's job (unknown partition or account, a resource request
+    it cannot satisfy); the message is the scheduler's. Nothing is left in the queue."""
+
+
+class QueueTimeoutError(JobError, TimeoutError):
+    """The kernel's job did not start within the provisioner's queue timeout; it was cancelled
+    and nothing is left in the queue."""
+
+
+class JobEndedError(JobError):
+    """The scheduler ended the kernel's job (time limit, ``scancel``, preemption...) and the
+    provisioner's restart policy does not submit it again.
+
+    Attributes:
+        state: The job's final state as the scheduler names it (``TIMEOUT``, ``CANCELLED``...).
+    """
+
+    def __init__(self, message: str, *, job_id: str | None = None, state: str) -> None:
+        self.state = state
+        super().__init__(message, job_id=job_id)
 
 
 class ProvisionerConfigError(KernelNurseryError, ValueError):
