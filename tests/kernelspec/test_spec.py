@@ -1,4 +1,4 @@
-"""Tests for kernel_nursery.kernelspec._spec: reading and checking kernel.json."""
+"""Tests for KernelSpec (kernel_nursery._kernelspec): reading and checking kernel.json."""
 
 from __future__ import annotations
 

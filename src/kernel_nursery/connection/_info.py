@@ -11,12 +11,20 @@ from typing import Literal, NotRequired, TypedDict, cast
 from .._errors import ConnectionFileError
 from ._keys import check_curve_keypair
 
-__all__ = ["PORT_NAMES", "ConnectionInfo", "Transport", "validate_connection_info"]
+__all__ = ["PORT_NAMES", "ConnectionInfo", "PortName", "Transport", "validate_connection_info"]
 
 Transport = Literal["tcp", "ipc"]
 
+#: The key of one of a kernel's five ports in its connection info.
+PortName = Literal["shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"]
 #: The five sockets of a Jupyter kernel, in the order kernel-nursery assigns their ports.
-PORT_NAMES: tuple[str, ...] = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+PORT_NAMES: tuple[PortName, ...] = (
+    "shell_port",
+    "iopub_port",
+    "stdin_port",
+    "control_port",
+    "hb_port",
+)
 
 #: Signature schemes a connection file may name (``hmac-`` + a :mod:`hashlib` algorithm that
 #: Jupyter kernels implement). kernel-nursery writes ``hmac-sha256``.

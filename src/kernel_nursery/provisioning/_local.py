@@ -9,11 +9,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 import zmq
 from traitlets import Bool, Enum, Float, Unicode
 
@@ -239,6 +242,9 @@ class LocalProvisioner(KernelProvisionerBase):
 
         Returns the keyword arguments for :meth:`launch_kernel`, with ``cmd``.
 
+        The connection file is written in a worker thread. Cancelled meanwhile, this lets the
+        thread finish, then removes the file and releases the ports: nothing is left.
+
         Raises:
             ProvisionerError: there is no kernel spec.
             PortAllocationError: no ports could be reserved (nothing is left reserved).
@@ -271,24 +277,13 @@ class LocalProvisioner(KernelProvisionerBase):
             info = validate_connection_info({**info, **curve})
             self._owns_ports = True
             self.connection_info = dict(info)
-        path = (
-            Path(self.connection_file)
-            if self.connection_file
-            else connection_file_path(self.kernel_id)
-        )
         try:
-            if self.connection_file:
-                # Checked before writing: write_connection_file would create the missing
-                # directories, or a temporary file beside a target it cannot replace.
-                _check_connection_file_target(path)
-            self._written_file = write_connection_file(info, path)
-        except OSError as exc:
-            self._release(remove_file=False)
-            raise ConnectionFileError(
-                f"cannot write the connection file: {exc.strerror or exc}", path=path
-            ) from exc
+            # Disk work, in a worker thread. Not abandoned on cancellation: the thread records
+            # the file it wrote, and the cancellation, delivered once it returns, removes it.
+            path = await anyio.to_thread.run_sync(self._write_connection_file, info)
+            await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
-            self._release(remove_file=False)
+            self._release(remove_file=True)
             raise
         self.connection_file = str(path)
         try:
@@ -305,6 +300,30 @@ class LocalProvisioner(KernelProvisionerBase):
         except BaseException:
             self._release(remove_file=True)
             raise
+
+    def _write_connection_file(self, info: ConnectionInfo) -> Path:
+        """Write the connection file where :attr:`connection_file` says (by default in the
+        runtime directory) and record it; runs in a worker thread.
+
+        Raises:
+            ConnectionFileError: it cannot be written (nothing is created then).
+        """
+        path = (
+            Path(self.connection_file)
+            if self.connection_file
+            else connection_file_path(self.kernel_id or "")
+        )
+        try:
+            if self.connection_file:
+                # Checked before writing: write_connection_file would create the missing
+                # directories, or a temporary file beside a target it cannot replace.
+                _check_connection_file_target(path)
+            self._written_file = write_connection_file(info, path)
+        except OSError as exc:
+            raise ConnectionFileError(
+                f"cannot write the connection file: {exc.strerror or exc}", path=path
+            ) from exc
+        return path
 
     def _default_ip(self) -> str:
         if self.transport == "ipc":
@@ -338,7 +357,8 @@ class LocalProvisioner(KernelProvisionerBase):
 
         Unless :attr:`independent`, the kernel is registered with this process's guardian (see
         the class's description): one small write to a pipe, and at the first launch the start
-        of the guardian, which is not waited for.
+        of the guardian, which is not waited for; both in a worker thread, which a cancellation
+        lets finish (the registration is then undone as the kernel is reaped).
 
         *cmd*, ``env`` and ``cwd`` are checked before anything is spawned: every argument, and
         every environment variable's name and value, must be text that the OS can take (no NUL
@@ -364,60 +384,69 @@ class LocalProvisioner(KernelProvisionerBase):
             )
         if self._process is not None:
             await self._reap(restart=True)  # the previous (restarted) kernel's handle
-        command: object = cmd  # checked at run time too: callers are not all type-checked
-        if (
-            not isinstance(command, list | tuple)
-            or not command
-            or not all(isinstance(a, str | os.PathLike) for a in command)
-        ):
+        try:
+            argv = _checked_command(cmd)
+            options = _ProcessOptions.from_kwargs(kwargs, argv, self.log)
+        except LaunchError:
             self._release(remove_file=True)
-            raise LaunchError(
-                f"the kernel command must be a non-empty list of strings, got {command!r}",
-                argv=[str(a) for a in command]
-                if isinstance(command, list | tuple)
-                else [str(command)],
-            )
-        argv = [os.fspath(a) for a in cmd]
-        options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_PROCESS}
-        env = options.pop("env", None)
-        cwd = options.pop("cwd", None)
-        problem = _bad_launch_arguments(argv, env, cwd)
-        if problem is not None:
-            self._release(remove_file=True)
-            raise LaunchError(f"cannot start kernel: {problem}", argv=[str(a) for a in argv])
-        stdin = options.pop("stdin", subprocess.DEVNULL)
-        stdout = options.pop("stdout", None)
-        stderr = options.pop("stderr", None)
-        if options:
-            self.log.debug("LocalProvisioner ignores launch options %s", sorted(options))
-        platform_options: dict[str, Any] = {}
+            raise
+        process = await self._spawn(argv, options)
+        self._process = ChildProcess(process)
+        self._pgid = process.pid if sys.platform != "win32" else None
+        self._last_status = None
+        try:
+            await self._guard_soon()
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            await self.cleanup(restart=False)  # shielded: kill, reap, release
+            raise
+        self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
+        if self._registration is not None:
+            await self._complete_registration(argv)
+        info = validate_connection_info(self.connection_info)
+        self._warn_if_exposed(info)
+        return info
+
+    def _platform_options(self) -> dict[str, Any]:
+        """How the process is started on this platform: a new session (its own process
+        group) on POSIX; a new process group and the interrupt event on Windows."""
+        options: dict[str, Any] = {}
         if sys.platform == "win32":
-            platform_options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
             if self._interrupt_event is not None:
                 startupinfo = subprocess.STARTUPINFO()
                 startupinfo.lpAttributeList = {"handle_list": [self._interrupt_event]}
-                platform_options["startupinfo"] = startupinfo
+                options["startupinfo"] = startupinfo
         else:
-            platform_options["start_new_session"] = True
-        # The spawn is shielded: cancelled inside it, asyncio would kill the child but leave it
-        # unreaped, and we would have no handle to clean up. Spawning is bounded (fork + exec),
-        # and a cancellation that arrived meanwhile is delivered just after, with our handle.
+            options["start_new_session"] = True
+        return options
+
+    async def _spawn(self, argv: list[str], options: _ProcessOptions) -> anyio.abc.Process:
+        """Start the process, shielded; on any failure release the file and ports.
+
+        The spawn is shielded: cancelled inside it, asyncio would kill the child but leave it
+        unreaped, and we would have no handle to clean up. Spawning is bounded (fork + exec),
+        and a cancellation that arrived meanwhile is delivered by the caller, with our handle.
+
+        Raises:
+            LaunchError: the spawn failed (the original exception is its cause).
+        """
         with anyio.CancelScope(shield=True):
             try:
                 process = await anyio.open_process(
                     argv,
-                    stdin=stdin,
-                    stdout=stdout,
-                    stderr=stderr,
-                    cwd=cwd,
-                    env=env,
-                    **platform_options,
+                    stdin=options.stdin,
+                    stdout=options.stdout,
+                    stderr=options.stderr,
+                    cwd=options.cwd,
+                    env=options.env,
+                    **self._platform_options(),
                 )
             except OSError as exc:
                 self._release(remove_file=True)
-                raise LaunchError(_launch_failure(argv, cwd, exc), argv=argv) from exc
+                raise LaunchError(_launch_failure(argv, options.cwd, exc), argv=argv) from exc
             except (ValueError, TypeError) as exc:
-                # What the checks above did not foresee (the platform's own limits).
+                # What the checks before the spawn did not foresee (the platform's own limits).
                 self._release(remove_file=True)
                 raise LaunchError(
                     f"cannot start kernel {argv[0]!r}: invalid launch argument: {exc}", argv=argv
@@ -430,19 +459,11 @@ class LocalProvisioner(KernelProvisionerBase):
             except BaseException:
                 self._release(remove_file=True)
                 raise
-        self._process = ChildProcess(process)
-        self._pgid = process.pid if sys.platform != "win32" else None
-        self._last_status = None
-        self._guard(process_start_time(process.pid))
-        try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except BaseException:
-            await self.cleanup(restart=False)  # shielded: kill, reap, release
-            raise
-        self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
-        if self._registration is not None:
-            await self._complete_registration(argv)
-        info = validate_connection_info(self.connection_info)
+        return process
+
+    def _warn_if_exposed(self, info: ConnectionInfo) -> None:
+        """One warning when a tcp kernel listens beyond loopback in clear: its messages are
+        readable on the network path."""
         if (
             info["transport"] == "tcp"
             and not _is_loopback(info["ip"])
@@ -455,7 +476,6 @@ class LocalProvisioner(KernelProvisionerBase):
                 self.kernel_id,
                 info["ip"],
             )
-        return info
 
     # ------------------------------------------------------------------ cleanup
 
@@ -650,20 +670,38 @@ class LocalProvisioner(KernelProvisionerBase):
         if self._process.returncode == UNKNOWN_EXIT_STATUS:
             self.log.info("Kernel %s (pid %s) had already exited", self.kernel_id, pid)
         else:
-            self._guard(process_start_time(self._process.pid))  # read with its pidfd open
+            await self._guard_soon()  # the start time is read with its pidfd open: the kernel's
 
     # ------------------------------------------------------------------ the guardian
 
-    def _guard(self, start_time: int | None) -> None:
+    async def _guard_soon(self) -> None:
+        """:meth:`_guard`, in a worker thread when it may have to start the guardian (a spawn);
+        at once when the guardian runs (a read in ``/proc`` and a write to a pipe, cheaper than
+        a hand-off to a thread). The thread is not abandoned on cancellation: the registration
+        is recorded either way (and undone by :meth:`cleanup`); the cancellation is delivered
+        once it returns."""
+        if self.independent or not _guardian.SUPPORTED:
+            return
+        if _guardian.guardian_pid() is not None:
+            self._guard()
+        else:
+            await anyio.to_thread.run_sync(self._guard)
+
+    def _guard(self) -> None:
         """Register the kernel with this process's guardian, unless it is independent.
-        Synchronous: one small write to a pipe (the guardian is started at the first)."""
+
+        Synchronous: it reads the kernel's start time in ``/proc`` and writes one small line to
+        a pipe, but the first registration of the process starts the guardian (a spawn), so
+        :meth:`_guard_soon` may run it in a worker thread. The token is recorded here, so that
+        whoever awaits that thread cannot lose it, even when cancelled.
+        """
         process = self._process
         if self.independent or process is None or not _guardian.SUPPORTED:
             return
         self._guard_token = _guardian.register(
             process.pid,
             pgid=self._pgid if process.group_is_ours else None,
-            start_time=start_time,
+            start_time=process_start_time(process.pid),
             connection_file=None if self._written_file is None else str(self._written_file),
             log=self.log,
         )
@@ -673,6 +711,60 @@ class LocalProvisioner(KernelProvisionerBase):
         token, self._guard_token = self._guard_token, None
         if token is not None:
             _guardian.unregister(token, log=self.log)
+
+
+def _checked_command(cmd: object) -> list[str]:
+    """*cmd* as a list of strings, checked at run time too (callers are not all type-checked).
+
+    Raises:
+        LaunchError: it is not a non-empty list of strings and paths.
+    """
+    if (
+        not isinstance(cmd, list | tuple)
+        or not cmd
+        or not all(isinstance(a, str | os.PathLike) for a in cmd)
+    ):
+        raise LaunchError(
+            f"the kernel command must be a non-empty list of strings, got {cmd!r}",
+            argv=[str(a) for a in cmd] if isinstance(cmd, list | tuple) else [str(cmd)],
+        )
+    return [os.fspath(a) for a in cmd]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ProcessOptions:
+    """What ``launch_kernel``'s keywords ask of the process, checked."""
+
+    env: Mapping[str, str] | None
+    cwd: str | bytes | os.PathLike[Any] | None
+    stdin: Any
+    stdout: Any
+    stderr: Any
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], argv: list[str], log: Any) -> _ProcessOptions:
+        """Take the process's options from *kwargs*; others are logged and ignored.
+
+        Raises:
+            LaunchError: an argument of *argv*, ``env`` or ``cwd`` cannot be given to the OS
+                (the message names it).
+        """
+        options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_PROCESS}
+        env = options.pop("env", None)
+        cwd = options.pop("cwd", None)
+        problem = _bad_launch_arguments(argv, env, cwd)
+        if problem is not None:
+            raise LaunchError(f"cannot start kernel: {problem}", argv=argv)
+        made = cls(
+            env=env,
+            cwd=cwd,
+            stdin=options.pop("stdin", subprocess.DEVNULL),
+            stdout=options.pop("stdout", None),
+            stderr=options.pop("stderr", None),
+        )
+        if options:
+            log.debug("LocalProvisioner ignores launch options %s", sorted(options))
+        return made
 
 
 def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:
@@ -689,13 +781,9 @@ def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    """Whether a kernel bound to *host* can be reached from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
+    """Whether a kernel bound to *host* can be reached from this machine only. (A tcp
+    connection info's ``ip`` is always an IP address: validate_connection_info checks it.)"""
+    return ipaddress.ip_address(host).is_loopback
 
 
 def _check_connection_file_target(path: Path) -> None:

@@ -1,4 +1,10 @@
-"""``KernelSpec``: one kernel as described by its ``kernel.json``, read and checked."""
+"""``KernelSpec``: one kernel as described by its ``kernel.json``, read and checked.
+
+Kernel-spec *data*, a layer below :mod:`kernel_nursery.provisioning` (which launches what a
+spec describes). Finding specs on disk (``KernelSpecManager``) needs the provisioner factory and
+sits above provisioning, in :mod:`kernel_nursery.kernelspec`, which is also this module's public
+face.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from .._errors import KernelSpecError
+from ._errors import KernelSpecError
 
 __all__ = ["KernelSpec", "ProvisionerStanza"]
 
