@@ -29,6 +29,16 @@ FORBIDDEN = {
     "_errors": {"provisioning", "kernelspec", "_kernelspec", "manager", "messaging", "connection"},
 }
 
+#: The one sideways edge, by module: the start handshake (JEP 66), which the launcher runs,
+#: signs its messages with messaging's Session over an awaitable socket rather than with a
+#: second signer. Those two modules know nothing of clients, processes or the manager.
+SIDEWAYS = {
+    "kernel_nursery.provisioning": {
+        "kernel_nursery.messaging._wire",
+        "kernel_nursery.messaging._socket",
+    },
+}
+
 
 def module_files() -> dict[str, Path]:
     """Every module of the package by dotted name (a package by its own name)."""
@@ -137,12 +147,33 @@ def test_layers_respect_design() -> None:
     """Provisioning knows nothing of the manager, messaging or spec discovery; messaging
     nothing of processes; kernel-spec data, connection info and errors import no layer above."""
     layers = layer_graph()
+    layers["provisioning"] = layers.get("provisioning", set()) - {"messaging"}  # SIDEWAYS
     wrong = {
         layer: sorted(layers.get(layer, set()) & forbidden)
         for layer, forbidden in FORBIDDEN.items()
         if layers.get(layer, set()) & forbidden
     }
     assert wrong == {}
+
+
+def test_the_sideways_edge_stays_narrow() -> None:
+    """Provisioning uses only messaging's wire format and socket layer (the handshake), and
+    those import nothing above the connection layer."""
+    edges = graph()
+    for source, allowed in SIDEWAYS.items():
+        used = {
+            target
+            for module, targets in edges.items()
+            if module == source or module.startswith(source + ".")
+            for target in targets
+            if target.startswith("kernel_nursery.messaging")
+        }
+        assert used <= allowed, sorted(used - allowed)
+        for module in allowed:
+            above = {
+                t for t in edges[module] if unit(t) not in {"connection", "_errors", "messaging"}
+            }
+            assert not above, (module, sorted(above))
 
 
 def test_the_checker_sees_a_cycle_through_a_package() -> None:

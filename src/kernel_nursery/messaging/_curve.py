@@ -15,7 +15,7 @@ answers it in clear.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 import zmq
@@ -24,10 +24,7 @@ from zmq.utils.monitor import parse_monitor_message
 from .._errors import TransportEncryptionError
 from ..connection import ConnectionInfo, curve_supported
 from ._socket import AsyncSocket
-
-if TYPE_CHECKING:
-    from ._client import KernelClient
-    from ._wire import Message
+from ._wire import Message
 
 __all__ = ["is_encrypted", "set_curve_client_options", "wait_for_ready_encrypted"]
 
@@ -104,8 +101,18 @@ async def _kernel_speaks_curve(info: ConnectionInfo) -> bool:
         sock.close(linger=0)
 
 
+class _ReadinessClient(Protocol):
+    """What :func:`wait_for_ready_encrypted` needs of a :class:`KernelClient` (a protocol, so
+    that this module, which the client imports, does not import the client)."""
+
+    @property
+    def connection_info(self) -> ConnectionInfo: ...
+
+    async def wait_for_ready(self, timeout: float | None = ...) -> Message: ...  # noqa: ASYNC109
+
+
 async def wait_for_ready_encrypted(
-    client: KernelClient,
+    client: _ReadinessClient,
     *,
     timeout: float | None,  # noqa: ASYNC109 (the same timeout as KernelClient.wait_for_ready)
 ) -> Message:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import ipaddress
 
 from .._errors import TransportEncryptionError
+from .._kernelspec import KernelSpec
 from ..connection import curve_supported, new_curve_keypair
-from ..kernelspec._spec import KernelSpec
 
 __all__ = ["ENCRYPTION_POLICIES", "curve_keys_for_launch"]
 

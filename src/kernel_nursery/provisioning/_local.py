@@ -21,6 +21,7 @@ import zmq
 from traitlets import Bool, Enum, Float, Unicode
 
 from .._errors import ConnectionFileError, LaunchError, ProvisionerError
+from .._kernelspec import KernelSpec
 from ..connection import (
     ConnectionInfo,
     Transport,
@@ -33,7 +34,6 @@ from ..connection import (
     validate_connection_info,
     write_connection_file,
 )
-from ..kernelspec._spec import KernelSpec
 from ..messaging._wire import Session
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
