@@ -100,11 +100,3 @@ async def read_all(stream: anyio.abc.ByteReceiveStream | BufferedByteReceiveStre
         except anyio.EndOfStream:
             pass
     return data.decode()
-
-
-async def exit_status(proc: anyio.abc.Process) -> tuple[int, str]:
-    """Await the command's exit (the kernel's shutdown is bounded) and read its stderr."""
-    with anyio.fail_after(60):
-        status = await proc.wait()
-    assert proc.stderr is not None
-    return status, await read_all(proc.stderr)

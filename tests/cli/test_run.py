@@ -15,9 +15,9 @@ import pytest
 from kernel_nursery import start_kernel
 
 from ..conftest import FAKE_KERNEL, write_kernel
-from ..helpers.procs import is_running
+from ..helpers.procs import exit_status, is_running
 from ..helpers.terminal import Terminal
-from .conftest import BACKENDS, cli, command, exit_status, first_line
+from .conftest import BACKENDS, cli, command, first_line
 
 pytestmark = pytest.mark.timeout(120)
 

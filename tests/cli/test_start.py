@@ -13,9 +13,9 @@ import pytest
 from kernel_nursery import KernelClient
 
 from ..conftest import FAKE_KERNEL, write_kernel
-from ..helpers.procs import is_running, live_children
+from ..helpers.procs import exit_status, is_running, live_children
 from ..helpers.terminal import Terminal
-from .conftest import NOISY, command, exit_status, first_line, read_all
+from .conftest import NOISY, command, first_line, read_all
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -36,7 +36,7 @@ class _SpecsCommand(KernelNurseryCommand):
         """Every installed spec, with its provisioner and whether that is installed; a spec
         that cannot be read is named on stderr with its problem and left out."""
         ksm = KernelSpecManager(parent=self)
-        factory = KernelProvisionerFactory.instance(parent=self)
+        factory = ksm.provisioner_factory
         registered = factory.get_provisioner_entries()
         rows: dict[str, dict[str, Any]] = {}
         for name, resource_dir in sorted(ksm.find_kernel_specs().items()):
@@ -262,7 +262,7 @@ class ProvisionersApp(KernelNurseryCommand):
     def start(self) -> None:
         if self.extra_args:
             self.fail(f"provisioners takes no arguments (got {' '.join(self.extra_args)!r})")
-        factory = KernelProvisionerFactory.instance(parent=self)
+        factory = KernelProvisionerFactory.for_parent(self)
         default = factory.default_provisioner_name
         table(
             ["NAME", "OBJECT", "DEFAULT"],
