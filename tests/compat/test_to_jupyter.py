@@ -1,0 +1,311 @@
+"""Tests for kernel_nursery.compat._to_jupyter: our provisioners inside jupyter_client's kernel
+managers, with real kernels.
+
+jupyter_client is asyncio-based, so the async tests here run on asyncio only (the
+``anyio_backend`` fixture below); its blocking ``KernelManager`` runs its own loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from jupyter_client import AsyncKernelManager, KernelManager
+from jupyter_client.provisioning import KernelProvisionerFactory as JupyterFactory
+
+from kernel_nursery import ProvisionerConfigError
+from kernel_nursery.compat import NurseryLocalProvisioner, NurseryProvisioner
+from kernel_nursery.provisioning import _guardian
+
+from ..conftest import FAKE_KERNEL, write_kernel
+from ..helpers.procs import is_running, process_group_members
+
+pytestmark = pytest.mark.anyio
+
+IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+READY = 60
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """jupyter_client runs on asyncio: these tests do too."""
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def fresh_jupyter_factory() -> Any:
+    """jupyter_client's provisioner factory is a singleton too; each test gets its own."""
+    JupyterFactory.clear_instance()
+    yield
+    JupyterFactory.clear_instance()
+
+
+def nursery_kernel(
+    jupyter_dirs: dict[str, Path],
+    name: str,
+    argv: list[str],
+    *,
+    provisioner: str = "kernel-nursery-local",
+    config: dict[str, Any] | None = None,
+    **fields: Any,
+) -> str:
+    """Install kernel *name* whose kernel.json names *provisioner*; return its name."""
+    stanza = {"provisioner_name": provisioner, "config": config or {}}
+    write_kernel(
+        jupyter_dirs["path"] / "kernels",
+        name,
+        {
+            "argv": argv,
+            "display_name": name,
+            "language": fields.pop("language", "python"),
+            "metadata": {"kernel_provisioner": stanza},
+            **fields,
+        },
+    )
+    return name
+
+
+def group_gone(pgid: int) -> bool:
+    return not process_group_members(pgid)
+
+
+async def test_async_kernel_manager_runs_ipykernel(jupyter_dirs: dict[str, Path]) -> None:
+    """AsyncKernelManager starts, runs code in, interrupts, restarts and shuts down ipykernel
+    through kernel-nursery-local; nothing remains."""
+    km = AsyncKernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL))
+    await km.start_kernel()
+    try:
+        provisioner = km.provisioner
+        assert isinstance(provisioner, NurseryLocalProvisioner)
+        pid = provisioner.pid
+        assert pid is not None and os.getpgid(pid) == pid
+        file = Path(km.connection_file)
+        assert json.loads(file.read_text())["shell_port"] == km.shell_port
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=READY)
+            reply = await kc.execute_interactive("x = 6 * 7", timeout=READY)
+            assert reply["content"]["status"] == "ok"
+            # Interrupt: a long sleep ends with KeyboardInterrupt.
+            msg_id = kc.execute("import time; time.sleep(60)")
+            await anyio.sleep(1)  # let the kernel enter the sleep (an interrupt before is lost)
+            await km.interrupt_kernel()
+            with anyio.fail_after(READY):
+                while True:
+                    reply = await kc.get_shell_msg(timeout=READY)
+                    if reply["parent_header"].get("msg_id") == msg_id:
+                        break
+            assert reply["content"]["ename"] == "KeyboardInterrupt"
+            ports = km.get_connection_info()
+            await km.restart_kernel()
+            await kc.wait_for_ready(timeout=READY)
+            assert provisioner.pid not in (None, pid) and not is_running(pid)
+            assert km.get_connection_info() == ports  # same ports, key and file
+            reply = await kc.execute_interactive("print('x' in dir())", timeout=READY)
+            assert reply["content"]["status"] == "ok"
+        finally:
+            kc.stop_channels()
+        pid = provisioner.pid
+        assert pid is not None
+    finally:
+        await km.shutdown_kernel()
+    assert not is_running(pid) and group_gone(pid)
+    assert not file.exists()
+    assert not provisioner.has_process
+
+
+def test_blocking_kernel_manager_runs_ipykernel(jupyter_dirs: dict[str, Path]) -> None:
+    """The blocking KernelManager starts, runs code in, restarts on new ports and kills
+    ipykernel through kernel-nursery-local; nothing remains."""
+    km = KernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL))
+    km.start_kernel()
+    try:
+        provisioner = km.provisioner
+        assert isinstance(provisioner, NurseryLocalProvisioner)
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=READY)
+            reply = kc.execute_interactive("y = 1", timeout=READY)
+            assert reply["content"]["status"] == "ok"
+            old = km.get_connection_info()
+            km.restart_kernel(now=True, newports=True)
+            new = km.get_connection_info()
+            assert new["shell_port"] != old["shell_port"]
+            assert (
+                json.loads(Path(km.connection_file).read_text())["shell_port"] == new["shell_port"]
+            )
+        finally:
+            kc.stop_channels()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=READY)
+            assert kc.execute_interactive("z = 2", timeout=READY)["content"]["status"] == "ok"
+        finally:
+            kc.stop_channels()
+        assert km.is_alive()
+        pid = provisioner.pid
+        assert pid is not None
+    finally:
+        km.shutdown_kernel(now=True)
+    assert not is_running(pid) and group_gone(pid)
+    assert not km.is_alive()
+
+
+async def test_nbclient_executes_a_notebook(jupyter_dirs: dict[str, Path]) -> None:
+    """nbclient executes a notebook (made with nbformat) on ipykernel through
+    kernel-nursery-local, outputs and all."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    name = nursery_kernel(jupyter_dirs, "nk", IPYKERNEL)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import os\nanswer = 6 * 7"),
+        nbformat.v4.new_code_cell("print(answer, os.environ.get('JPY_PARENT_PID') is not None)"),
+    ]
+    nb.metadata["kernelspec"] = {"name": name, "display_name": name, "language": "python"}
+    client = NotebookClient(nb, timeout=READY, kernel_name=name)
+    await client.async_execute()
+    nbformat.validate(nb)
+    assert nb.cells[1].outputs[0]["text"] == "42 True\n"
+
+
+async def test_generic_name_reaches_a_provisioner_of_ours_with_its_config(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """'kernel-nursery' with provisioner_name and config: our LocalProvisioner over ipc, with
+    a fake kernel; shutdown(now=True) sees the kernel gone without polling."""
+    name = nursery_kernel(
+        jupyter_dirs,
+        "fake",
+        [sys.executable, FAKE_KERNEL, "{connection_file}"],
+        provisioner="kernel-nursery",
+        config={"provisioner_name": "local-provisioner", "transport": "ipc"},
+        language="fake",
+    )
+    km = AsyncKernelManager(kernel_name=name, transport="ipc")
+    await km.start_kernel()
+    try:
+        provisioner = km.provisioner
+        assert type(provisioner) is NurseryProvisioner
+        assert km.get_connection_info()["transport"] == "ipc"
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=READY)
+        finally:
+            kc.stop_channels()
+        info = await provisioner.get_provisioner_info()
+        json.dumps(info["kernel_nursery"])  # plain JSON
+        assert info["kernel_nursery"]["provisioner_name"] == "local-provisioner"
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert not provisioner.has_process
+
+
+@pytest.mark.parametrize(
+    ("provisioner", "config", "error"),
+    [
+        ("kernel-nursery-local", {"no_such_trait": 1}, ProvisionerConfigError),
+        ("kernel-nursery-local", {"provisioner_name": "ssh"}, ProvisionerConfigError),
+        ("kernel-nursery-local", {"transport": "udp"}, ProvisionerConfigError),
+        ("kernel-nursery", {"provisioner_name": "no-such-provisioner"}, ModuleNotFoundError),
+    ],
+)
+async def test_bad_config_is_a_clear_error_before_anything_starts(
+    jupyter_dirs: dict[str, Path], provisioner: str, config: dict[str, Any], error: type
+) -> None:
+    """A stanza with a bad config key, value or provisioner name fails start_kernel with a
+    typed error, launching nothing."""
+    name = nursery_kernel(jupyter_dirs, "bad", IPYKERNEL, provisioner=provisioner, config=config)
+    km = AsyncKernelManager(kernel_name=name)
+    with pytest.raises(error):
+        await km.start_kernel()
+    assert km.provisioner is None
+
+
+async def test_required_encryption_is_refused(jupyter_dirs: dict[str, Path]) -> None:
+    """transport_encryption='required' is a ProvisionerError naming the setting; nothing runs."""
+    from kernel_nursery import ProvisionerError
+
+    name = nursery_kernel(jupyter_dirs, "enc", IPYKERNEL)
+    spec_file = jupyter_dirs["path"] / "kernels" / "enc" / "kernel.json"
+    data = json.loads(spec_file.read_text())
+    data["metadata"]["supported_encryption"] = ["curve"]
+    spec_file.write_text(json.dumps(data))
+    km = AsyncKernelManager(kernel_name=name)
+    if not km.has_trait("transport_encryption"):
+        pytest.skip("this jupyter_client has no transport encryption")
+    km.transport_encryption = "required"
+    with pytest.raises(ProvisionerError, match="transport_encryption"):
+        await km.start_kernel()
+
+
+PROGRAM = textwrap.dedent(
+    """
+    import asyncio, sys
+    from jupyter_client import AsyncKernelManager
+    from kernel_nursery.provisioning import _guardian
+
+    async def main():
+        km = AsyncKernelManager(kernel_name=sys.argv[1])
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=60)
+        print(km.provisioner.pid, km.connection_file, _guardian.guardian_pid(), flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.skipif(not _guardian.SUPPORTED, reason="the guardian needs Linux pidfds")
+async def test_kernel_goes_with_a_killed_server(
+    jupyter_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A program running kernels with AsyncKernelManager and kernel-nursery-local is killed
+    (SIGKILL): the kernel's process group and connection file go with it."""
+    from ..provisioning.test_guardian import gone
+
+    name = nursery_kernel(
+        jupyter_dirs,
+        "fake",
+        [sys.executable, FAKE_KERNEL, "{connection_file}", "--grandchild"],
+        language="fake",
+    )
+    script = tmp_path / "server.py"
+    script.write_text(PROGRAM)
+    process = await anyio.open_process(
+        [sys.executable, str(script), name], stdout=-1, stderr=None, start_new_session=True
+    )
+    async with process:
+        try:
+            assert process.stdout is not None
+            with anyio.fail_after(READY):
+                line = b""
+                async for chunk in process.stdout:
+                    line += chunk
+                    if b"\n" in line:
+                        break
+            pid_text, file, guardian_text = line.decode().split()
+            pid, guardian = int(pid_text), int(guardian_text)
+            [grandchild] = process_group_members(pid) - {pid}
+        finally:
+            process.send_signal(signal.SIGKILL)
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+        await gone(guardian)  # it exits once it has stopped the kernel's group
+    assert not is_running(pid) and not is_running(grandchild)
+    assert not Path(file).exists()
