@@ -309,3 +309,18 @@ async def test_kernel_goes_with_a_killed_server(
         await gone(guardian)  # it exits once it has stopped the kernel's group
     assert not is_running(pid) and not is_running(grandchild)
     assert not Path(file).exists()
+
+
+def test_the_library_imports_neither_the_bridge_nor_jupyter_client() -> None:
+    """``import kernel_nursery`` (and its CLI) leaves compat and jupyter_client unimported."""
+    import subprocess
+
+    code = (
+        "import sys, kernel_nursery, kernel_nursery.cli; "
+        "bad = ('jupyter_client', 'kernel_nursery.compat'); "
+        "print([m for m in sys.modules if m.startswith(bad)])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
