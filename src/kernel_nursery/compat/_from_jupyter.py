@@ -52,9 +52,15 @@ class _LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self.loop.run_forever, name="kernel-nursery-jupyter-provisioner", daemon=True
+            target=self._serve, name="kernel-nursery-jupyter-provisioner", daemon=True
         )
         self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         read_fd, write_fd = os.pipe()
