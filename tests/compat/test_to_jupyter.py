@@ -7,6 +7,7 @@ jupyter_client is asyncio-based, so the async tests here run on asyncio only (th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -324,3 +325,27 @@ def test_the_library_imports_neither_the_bridge_nor_jupyter_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("delay", [0, 0.001, 0.01, 0.05])
+async def test_a_cancelled_start_leaves_nothing_the_manager_cannot_stop(
+    jupyter_dirs: dict[str, Path], delay: float
+) -> None:
+    """AsyncKernelManager.start_kernel cancelled at several points: either nothing was started,
+    or the manager holds the kernel and shuts it down; then nothing remains."""
+    import asyncio
+
+    name = nursery_kernel(
+        jupyter_dirs, "fake", [sys.executable, FAKE_KERNEL, "{connection_file}"], language="fake"
+    )
+    km = AsyncKernelManager(kernel_name=name)
+    task = asyncio.ensure_future(km.start_kernel())
+    await asyncio.sleep(delay)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if km.has_kernel:
+        await km.shutdown_kernel(now=True)
+    elif km.provisioner is not None:
+        await km.provisioner.cleanup(restart=False)
+        km.cleanup_connection_file()

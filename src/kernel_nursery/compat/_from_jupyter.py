@@ -13,6 +13,7 @@ from __future__ import annotations
 # backend-specific: jupyter_client's provisioners are asyncio coroutines; under trio they run on
 # an asyncio loop of their own (a thread), under asyncio on the running loop.
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -38,6 +39,7 @@ JUPYTER_GROUP = "jupyter_client.kernel_provisioners"
 CANCEL_WAIT = 5.0
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 
 class _LoopThread:
@@ -89,8 +91,14 @@ class _LoopThread:
                 await anyio.wait_readable(read_fd)
             except BaseException:
                 self.loop.call_soon_threadsafe(cancel)
-                with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT) as bound:
                     await anyio.wait_readable(read_fd)
+                if bound.cancelled_caught:
+                    _log.warning(
+                        "A jupyter_client provisioner's call did not end within %g s of its "
+                        "cancellation (its event loop is blocked); abandoned",
+                        CANCEL_WAIT,
+                    )
                 raise
             return box["task"].result()
         finally:
