@@ -349,3 +349,42 @@ async def test_a_cancelled_start_leaves_nothing_the_manager_cannot_stop(
     elif km.provisioner is not None:
         await km.provisioner.cleanup(restart=False)
         km.cleanup_connection_file()
+
+
+async def test_jupyter_restarter_restarts_a_killed_kernel(jupyter_dirs: dict[str, Path]) -> None:
+    """jupyter_client's restarter (as jupyter_server runs it) sees a kernel killed from outside
+    through our provisioner's poll(), and restarts it through our provisioner."""
+    import asyncio
+
+    from jupyter_client.ioloop import AsyncIOLoopKernelManager
+    from traitlets.config import Config
+
+    name = nursery_kernel(
+        jupyter_dirs, "fake", [sys.executable, FAKE_KERNEL, "{connection_file}"], language="fake"
+    )
+    config = Config({"KernelRestarter": {"time_to_dead": 0.1}})
+    km = AsyncIOLoopKernelManager(kernel_name=name, config=config)
+    await km.start_kernel()
+    try:
+        restarting = asyncio.Event()
+        km.add_restart_callback(restarting.set, "restart")  # the restarter exists once started
+        pid = km.provisioner.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(READY):
+            await restarting.wait()
+            # The restart follows the callback, and jupyter_client signals no end of it.
+            while km.provisioner.pid in (None, pid):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            kc = km.client()
+            kc.start_channels()
+            try:
+                await kc.wait_for_ready(timeout=READY)
+            finally:
+                kc.stop_channels()
+        assert km.provisioner.pid not in (None, pid)
+        assert await km.is_alive()
+    finally:
+        km.stop_restarter()
+        await km.shutdown_kernel(now=True)
+    assert not is_running(pid)
