@@ -20,7 +20,8 @@ Scenarios:
   bridge       jupyter_client's AsyncKernelManager with ipykernel, once with its own
                LocalProvisioner and once with ours through kernel_nursery.compat
                (kernel-nursery-local): start to ready, restart to ready, graceful shutdown,
-               shutdown(now=True), and kill() to wait() returning
+               shutdown(now=True), kill() to wait() returning, and its floor: SIGKILL to the
+               exit seen through a pidfd, no manager involved
 
 The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
 """
@@ -32,6 +33,8 @@ import json
 import os
 import platform
 import resource
+import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -200,7 +203,14 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
     elif scenario == "bridge":
         # The same kernel command either way; only the kernel spec's provisioner differs.
         name = "ipy-nursery" if bridged else "ipy-jupyter"
-        keys = ("start_to_ready", "restart_to_ready", "graceful_shutdown", "now_shutdown", "kill")
+        keys = (
+            "start_to_ready",
+            "restart_to_ready",
+            "graceful_shutdown",
+            "now_shutdown",
+            "kill",
+            "kill_floor",
+        )
         out = {k: [] for k in keys}
         for _ in range(reps):
             km = AsyncKernelManager(kernel_name=name)
@@ -230,6 +240,19 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
             await p.kill()
             await p.wait()
             out["kill"].append(time.perf_counter() - t0)
+            await km.shutdown_kernel(now=True)
+            # The floor: SIGKILL to the kernel's group until its exit, seen through a pidfd
+            # (blocking, no manager, no reaping), for the same kernel started the same way.
+            km = AsyncKernelManager(kernel_name=name)
+            await km.start_kernel()
+            (await ready(km)).stop_channels()
+            pid = km.provisioner.pid
+            pidfd = os.pidfd_open(pid)
+            t0 = time.perf_counter()
+            os.killpg(pid, signal.SIGKILL)
+            select.select([pidfd], [], [])
+            out["kill_floor"].append(time.perf_counter() - t0)
+            os.close(pidfd)
             await km.shutdown_kernel(now=True)
     elif scenario == "many":
         t0 = time.perf_counter()

@@ -87,15 +87,17 @@ async def test_a_killed_kernel_is_noticed_and_restarted(
     anyio_backend: str, fake_spec: Callable[..., KernelSpec]
 ) -> None:
     """A kernel killed from outside is noticed (its exit awaited) and restarted by our
-    supervisor, through jupyter_client's provisioner."""
+    supervisor, through jupyter_client's provisioner; the child it left in its process group
+    is killed with the group."""
     import os
     import signal
 
-    spec = spec_for(fake_spec().argv)
+    spec = spec_for(fake_spec("--grandchild").argv)
     async with KernelManager(kernel_spec=spec) as km:
         await km.start_kernel()
         pid = km.pid
         assert pid is not None
+        [grandchild] = process_group_members(pid) - {pid}
         async with km.events() as events:
             os.kill(pid, signal.SIGKILL)
             with anyio.fail_after(30):
@@ -103,6 +105,7 @@ async def test_a_killed_kernel_is_noticed_and_restarted(
                     if event.kind == "restarted":
                         break
         assert km.pid not in (None, pid)
+        assert not is_running(grandchild)
         await km.shutdown_kernel(now=True)
 
 

@@ -247,21 +247,31 @@ class JupyterProvisioner(KernelProvisionerBase):
         return self._launched
 
     async def poll(self) -> int | None:
+        """``None`` while the kernel runs, else its exit status. A local child's status is read
+        without reaping it (``waitid`` with ``WNOWAIT``): while it is unreaped, its process group
+        number cannot be reused, so :meth:`cleanup` can still kill what it left there."""
         if self._status is not None or not self._launched:
             return self._status if self._status is not None else 0
-        status: int | None = await self._run(self._inner.poll)
+        child = _child(self._inner)
+        status: int | None
+        if child is not None and hasattr(os, "waitid"):
+            status = _child_status(child)
+        else:
+            status = await self._run(self._inner.poll)
         if status is not None:
             self._status = status
         return status
 
     async def wait(self) -> int | None:
         """Await the kernel's exit: through a pidfd when the provisioner runs a local child
-        process, else with the provisioner's own ``wait``. Cancelling it leaves the kernel as
-        it is."""
+        process (reaped later, by :meth:`cleanup`), else with the provisioner's own ``wait``.
+        Cancelling it leaves the kernel as it is."""
         if not self._launched:
             return await self.poll()
-        if self._status is None:
+        if self._status is None and _child(self._inner) is not None:
             await _await_child_exit(self._inner)
+            if await self.poll() is not None:
+                return self._status
         async with self._reap_lock:
             if self._status is None:
                 self._status = await self._run(self._inner.wait)
@@ -352,6 +362,9 @@ class JupyterProvisioner(KernelProvisionerBase):
                         await wait_for_group_exit(pgid)
                 if self._status is None:
                     self.log.error("Kernel %s did not exit after SIGKILL", self.kernel_id)
+                elif _child(self._inner) is not None:
+                    with anyio.move_on_after(KILL_WAIT_TIME):
+                        await self._run(self._inner.wait)  # reaps it (it has exited)
             self._launched = False
             if restart:
                 await self._run(self._inner.cleanup, True)
@@ -409,6 +422,20 @@ def _on_asyncio() -> bool:
 def _child(inner: Any) -> subprocess.Popen[Any] | None:
     process = getattr(inner, "process", None)
     return process if isinstance(process, subprocess.Popen) else None
+
+
+def _child_status(child: subprocess.Popen[Any]) -> int | None:
+    """The child's exit status (negative: the signal that killed it) without reaping it, or
+    ``None`` while it runs."""
+    if child.returncode is not None:
+        return child.returncode
+    try:
+        info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped behind our back: Popen will report it
+        return child.poll()
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
 def _child_group(inner: Any) -> int | None:
