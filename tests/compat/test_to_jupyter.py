@@ -388,3 +388,45 @@ async def test_jupyter_restarter_restarts_a_killed_kernel(jupyter_dirs: dict[str
         km.stop_restarter()
         await km.shutdown_kernel(now=True)
     assert not is_running(pid)
+
+
+GREETER = textwrap.dedent(
+    """
+    from traitlets import Unicode
+    from kernel_nursery import LocalProvisioner
+
+    class Greeter(LocalProvisioner):
+        greeting = Unicode("hello", config=True)
+
+        def _finalize_env(self, env):
+            super()._finalize_env(env)
+            env["GREETING"] = self.greeting
+    """
+)
+
+
+async def test_any_provisioner_of_ours_is_reachable_by_name(
+    jupyter_dirs: dict[str, Path], install_provisioner: Any
+) -> None:
+    """A provisioner registered in our group after installation (as ssh and slurm are) is run
+    under jupyter_client by 'kernel-nursery' with provisioner_name, its config reaching it."""
+    install_provisioner("greeter", "Greeter", GREETER)
+    name = nursery_kernel(
+        jupyter_dirs,
+        "greet",
+        [sys.executable, FAKE_KERNEL, "{connection_file}"],
+        provisioner="kernel-nursery",
+        config={"provisioner_name": "greeter", "greeting": "bonjour"},
+        language="fake",
+    )
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel()
+    try:
+        inner = km.provisioner.inner
+        assert type(inner).__name__ == "Greeter"
+        pid = km.provisioner.pid
+        assert pid is not None
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"GREETING=bonjour" in environ
+    finally:
+        await km.shutdown_kernel(now=True)
