@@ -430,3 +430,32 @@ async def test_any_provisioner_of_ours_is_reachable_by_name(
         assert b"GREETING=bonjour" in environ
     finally:
         await km.shutdown_kernel(now=True)
+
+
+async def test_provisioner_info_hands_a_kernel_over(jupyter_dirs: dict[str, Path]) -> None:
+    """get_provisioner_info / load_provisioner_info: a second provisioner re-attaches to an
+    independent kernel for real (it waits for and kills it); info from elsewhere is refused."""
+    from kernel_nursery import ProvisionerError
+
+    name = nursery_kernel(
+        jupyter_dirs,
+        "fake",
+        [sys.executable, FAKE_KERNEL, "{connection_file}"],
+        config={"independent": True},
+        language="fake",
+    )
+    km = AsyncKernelManager(kernel_name=name)
+    await km.start_kernel()
+    try:
+        info = await km.provisioner.get_provisioner_info()
+        other = NurseryLocalProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec)
+        await other.load_provisioner_info(info)
+        assert other.has_process and await other.poll() is None
+        await other.kill()  # returns once the kernel is gone
+        assert not is_running(info["kernel_nursery"]["info"]["pid"])
+        await other.cleanup()
+        stranger = NurseryLocalProvisioner(kernel_id="x", kernel_spec=km.kernel_spec)
+        with pytest.raises(ProvisionerError, match="kernel-nursery"):
+            await stranger.load_provisioner_info({"kernel_id": "x", "connection_info": {}})
+    finally:
+        await km.shutdown_kernel(now=True)
