@@ -21,6 +21,7 @@ from kernel_nursery import (
     ProvisionerConfigError,
 )
 from kernel_nursery.compat import CANCEL_WAIT, JupyterProvisioner
+from kernel_nursery.provisioning import _guardian
 
 from ..conftest import FAKE_KERNEL
 from ..helpers.procs import is_running, live_children, process_group_members
@@ -202,3 +203,60 @@ async def test_a_provisioner_blocking_its_loop_cannot_block_trio(
         assert km.provisioner is None
         tg.cancel_scope.cancel()
     assert not live_children()
+
+
+PROGRAM = textwrap.dedent(
+    """
+    import sys, anyio
+    from kernel_nursery import KernelManager, KernelSpec
+    from kernel_nursery.provisioning import _guardian
+
+    async def main():
+        stanza = {"provisioner_name": "jupyter:local-provisioner", "config": {}}
+        spec = KernelSpec(
+            argv=sys.argv[2:], name="fake", language="fake",
+            metadata={"kernel_provisioner": stanza},
+        )
+        async with KernelManager(kernel_spec=spec) as km:
+            await km.start_kernel()
+            print(km.pid, km.connection_file, _guardian.guardian_pid(), flush=True)
+            await anyio.sleep_forever()
+
+    anyio.run(main, backend=sys.argv[1])
+    """
+)
+
+
+@pytest.mark.skipif(not _guardian.SUPPORTED, reason="the guardian needs Linux pidfds")
+async def test_kernel_goes_with_a_killed_manager(
+    anyio_backend: str, tmp_path: Path, fake_spec: Callable[..., KernelSpec]
+) -> None:
+    """A program running a kernel through jupyter_client's LocalProvisioner is killed
+    (SIGKILL): our guardian stops the kernel's process group and removes its file."""
+    import signal
+
+    from ..provisioning.test_guardian import gone
+
+    script = tmp_path / "manager.py"
+    script.write_text(PROGRAM)
+    argv = [sys.executable, str(script), anyio_backend, *fake_spec("--grandchild").argv]
+    process = await anyio.open_process(argv, stdout=-1, stderr=None, start_new_session=True)
+    async with process:
+        try:
+            assert process.stdout is not None
+            line = b""
+            with anyio.fail_after(60):
+                async for chunk in process.stdout:
+                    line += chunk
+                    if b"\n" in line:
+                        break
+            pid_text, file, guardian_text = line.decode().split()
+            pid, guardian = int(pid_text), int(guardian_text)
+            [grandchild] = process_group_members(pid) - {pid}
+        finally:
+            process.send_signal(signal.SIGKILL)
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+        await gone(guardian)  # it exits once it has stopped the kernel's group
+    assert not is_running(pid) and not is_running(grandchild)
+    assert not Path(file).exists()

@@ -27,8 +27,8 @@ from traitlets import Dict, Enum, TraitError, Unicode
 
 from .._errors import ProvisionerConfigError, ProvisionerError
 from ..connection import ConnectionInfo, connection_file_path, validate_connection_info
-from ..provisioning import KILL_WAIT_TIME, KernelProvisionerBase
-from ..provisioning._process import wait_for_group_exit
+from ..provisioning import KILL_WAIT_TIME, KernelProvisionerBase, _guardian
+from ..provisioning._process import process_start_time, wait_for_group_exit
 
 __all__ = ["CANCEL_WAIT", "JUPYTER_GROUP", "JupyterProvisioner"]
 
@@ -130,8 +130,9 @@ class JupyterProvisioner(KernelProvisionerBase):
 
     What kernel-nursery adds: when the provisioner runs a local child process
     (``subprocess.Popen``, as jupyter_client's ``LocalProvisioner`` does), :meth:`wait` awaits
-    its exit through a pidfd instead of jupyter_client's 100 ms polls, and :meth:`cleanup` kills
-    what is left in its process group and reaps it.
+    its exit through a pidfd instead of jupyter_client's 100 ms polls, :meth:`cleanup` kills
+    what is left in its process group and reaps it, and the kernel is registered with this
+    process's guardian, so that it does not outlive this process even if it is killed.
 
     .. versionadded:: 0.1
     """
@@ -152,6 +153,7 @@ class JupyterProvisioner(KernelProvisionerBase):
         self._launched = False
         self._status: int | None = None
         self._reap_lock = anyio.Lock()
+        self._guard_token: int | None = None  # the local child's registration with the guardian
 
     def _create(self) -> tuple[Any, Any]:
         from jupyter_client.kernelspec import KernelSpec as JupyterKernelSpec
@@ -316,6 +318,7 @@ class JupyterProvisioner(KernelProvisionerBase):
         try:
             info = await self._run(self._inner.launch_kernel, cmd, **kwargs)
             self._launched = True
+            self._guard()
             self._km._reconcile_connection_info(info)
             ours = _from_jupyter_info(info)
         except BaseException:
@@ -365,6 +368,7 @@ class JupyterProvisioner(KernelProvisionerBase):
                 elif _child(self._inner) is not None:
                     with anyio.move_on_after(KILL_WAIT_TIME):
                         await self._run(self._inner.wait)  # reaps it (it has exited)
+            self._unguard()
             self._launched = False
             if restart:
                 await self._run(self._inner.cleanup, True)
@@ -382,6 +386,26 @@ class JupyterProvisioner(KernelProvisionerBase):
         if self._thread is not None:
             self._thread.close()
             self._thread = None
+
+    def _guard(self) -> None:
+        """A local child is registered with this process's guardian, as our own kernels are:
+        if this process dies without cleaning up, even by SIGKILL, the guardian stops the
+        kernel's process group and removes its connection file."""
+        child = _child(self._inner)
+        if child is None or not _guardian.SUPPORTED or self._guard_token is not None:
+            return
+        self._guard_token = _guardian.register(
+            child.pid,
+            pgid=_child_group(self._inner),
+            start_time=process_start_time(child.pid),
+            connection_file=self.connection_file or None,
+            log=self.log,
+        )
+
+    def _unguard(self) -> None:
+        token, self._guard_token = self._guard_token, None
+        if token is not None:
+            _guardian.unregister(token, log=self.log)
 
     # ------------------------------------------------------------------ persistence
 
