@@ -260,3 +260,21 @@ async def test_kernel_goes_with_a_killed_manager(
         await gone(guardian)  # it exits once it has stopped the kernel's group
     assert not is_running(pid) and not is_running(grandchild)
     assert not Path(file).exists()
+
+
+async def test_kernels_start_and_stop_at_once(
+    anyio_backend: str, fake_spec: Callable[..., KernelSpec]
+) -> None:
+    """Several kernels through jupyter_client's provisioner, started and shut down
+    concurrently in one nursery (under trio, one private loop each); nothing remains."""
+    from kernel_nursery import KernelNursery
+
+    spec = spec_for(fake_spec().argv)
+    async with KernelNursery() as nursery:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(lambda: nursery.start_kernel(kernel_spec=spec))
+        pids = [km.pid for km in nursery.list_kernels()]
+        assert len(set(pids)) == 3 and None not in pids
+        await nursery.shutdown_all()
+    assert not any(is_running(pid) for pid in pids if pid is not None)
