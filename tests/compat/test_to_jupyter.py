@@ -221,6 +221,11 @@ async def test_generic_name_reaches_a_provisioner_of_ours_with_its_config(
         ("kernel-nursery-local", {"provisioner_name": "ssh"}, ProvisionerConfigError),
         ("kernel-nursery-local", {"transport": "udp"}, ProvisionerConfigError),
         ("kernel-nursery", {"provisioner_name": "no-such-provisioner"}, ModuleNotFoundError),
+        (
+            "kernel-nursery",
+            {"provisioner_name": "jupyter:local-provisioner"},
+            ProvisionerConfigError,
+        ),
     ],
 )
 async def test_bad_config_is_a_clear_error_before_anything_starts(

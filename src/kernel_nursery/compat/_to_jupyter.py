@@ -27,6 +27,7 @@ from .._errors import ProvisionerConfigError, ProvisionerError
 from ..connection import PORT_NAMES, ConnectionInfo, validate_connection_info
 from ..kernelspec import KernelSpec
 from ..provisioning import (
+    JUPYTER_PREFIX,
     KILL_WAIT_TIME,
     KernelProvisionerBase,
     KernelProvisionerFactory,
@@ -105,6 +106,11 @@ class NurseryProvisioner(JupyterProvisionerBase):
         spec = self.kernel_spec
         if spec is None:
             raise ProvisionerError(f"{type(self).__name__} needs a kernel_spec")
+        if self.provisioner_name.startswith(JUPYTER_PREFIX):
+            raise ProvisionerConfigError(
+                f"provisioner_name {self.provisioner_name!r} is jupyter_client's own: name it in "
+                "kernel.json directly instead of through kernel-nursery"
+            )
         data = spec.to_dict()
         metadata = dict(data.get("metadata") or {})
         metadata["kernel_provisioner"] = {
