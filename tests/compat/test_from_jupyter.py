@@ -278,3 +278,20 @@ async def test_kernels_start_and_stop_at_once(
         assert len(set(pids)) == 3 and None not in pids
         await nursery.shutdown_all()
     assert not any(is_running(pid) for pid in pids if pid is not None)
+
+
+@pytest.mark.parametrize("delay", [0, 0.01, 0.1])
+async def test_a_cancelled_restart_leaves_nothing(
+    anyio_backend: str, fake_spec: Callable[..., KernelSpec], delay: float
+) -> None:
+    """A restart cancelled at several points (before it began, while stopping, while
+    starting), then the manager's end: no process, file or cached port remains."""
+    spec = spec_for(fake_spec("--slow-start", "0.2").argv)
+    async with KernelManager(kernel_spec=spec) as km:
+        await km.start_kernel()
+        old = km.pid
+        with anyio.move_on_after(delay):
+            await km.restart_kernel()
+            pytest.fail("the restart should have been cancelled")
+    assert old is not None and not is_running(old)
+    assert not live_children()
