@@ -464,3 +464,32 @@ async def test_provisioner_info_hands_a_kernel_over(jupyter_dirs: dict[str, Path
             await stranger.load_provisioner_info({"kernel_id": "x", "connection_info": {}})
     finally:
         await km.shutdown_kernel(now=True)
+
+
+async def test_a_kernel_deaf_to_shutdown_and_sigterm_is_killed(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """A graceful shutdown of a kernel that ignores the request and SIGTERM escalates to
+    SIGKILL on the manager's schedule (our provisioner awaits each grace period) and leaves
+    nothing."""
+    name = nursery_kernel(
+        jupyter_dirs,
+        "deaf",
+        [sys.executable, FAKE_KERNEL, "{connection_file}", "--ignore-shutdown", "--ignore-term"],
+        language="fake",
+        interrupt_mode="message",  # the manager interrupts first: not with SIGINT, here
+    )
+    km = AsyncKernelManager(kernel_name=name, shutdown_wait_time=1.0)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=READY)
+    finally:
+        kc.stop_channels()
+    pid = km.provisioner.pid
+    assert pid is not None
+    with anyio.fail_after(READY):
+        await km.shutdown_kernel()
+    assert not is_running(pid) and group_gone(pid)
+    assert await km.provisioner.poll() == -signal.SIGKILL
