@@ -155,13 +155,16 @@ SLEEPY = textwrap.dedent(
         async def pre_launch(self, **kwargs):
             time.sleep(2)  # blocks its event loop
             return await super().pre_launch(**kwargs)
+
+    NotAProvisioner = object()
     """
 )
 
 
 @pytest.fixture
 def sleepy_provisioner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Install a jupyter_client provisioner whose pre_launch blocks its loop for 2 s."""
+    """Install jupyter_client provisioners: 'sleepy', whose pre_launch blocks its loop for
+    2 s; 'not-one', which is no provisioner; 'broken', whose module does not exist."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "kn_sleepy_provisioner.py").write_text(SLEEPY)
@@ -169,7 +172,10 @@ def sleepy_provisioner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kn-sleepy\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[jupyter_client.kernel_provisioners]\nsleepy = kn_sleepy_provisioner:SleepyProvisioner\n"
+        "[jupyter_client.kernel_provisioners]\n"
+        "sleepy = kn_sleepy_provisioner:SleepyProvisioner\n"
+        "not-one = kn_sleepy_provisioner:NotAProvisioner\n"
+        "broken = kn_no_such_module:Provisioner\n"
     )
     monkeypatch.syspath_prepend(str(site))
     yield "sleepy"
@@ -295,3 +301,46 @@ async def test_a_cancelled_restart_leaves_nothing(
             pytest.fail("the restart should have been cancelled")
     assert old is not None and not is_running(old)
     assert not live_children()
+
+
+@pytest.mark.usefixtures("sleepy_provisioner")
+def test_a_broken_jupyter_provisioner_is_a_clear_error(
+    fake_spec: Callable[..., KernelSpec],
+) -> None:
+    """A jupyter_client entry point that fails to load, or is no provisioner, is a
+    ProvisionerError naming it."""
+    from kernel_nursery import ProvisionerError
+
+    factory = KernelProvisionerFactory.instance()
+    argv = fake_spec().argv
+    with pytest.raises(ProvisionerError, match="'broken' failed to load"):
+        factory.create_provisioner_instance("k", spec_for(argv, "broken"), None)
+    with pytest.raises(ProvisionerError, match=r"'not-one'.*not a jupyter_client"):
+        factory.create_provisioner_instance("k", spec_for(argv, "not-one"), None)
+
+
+async def test_provisioner_info_is_plain_json_and_loads(
+    anyio_backend: str, fake_spec: Callable[..., KernelSpec]
+) -> None:
+    """get_provisioner_info is plain JSON (the key as text); another JupyterProvisioner loads
+    it into jupyter_client's provisioner, key as bytes again."""
+    import json
+
+    spec = spec_for(fake_spec().argv)
+    async with KernelManager(kernel_spec=spec) as km:
+        await km.start_kernel()
+        provisioner = km.provisioner
+        assert isinstance(provisioner, JupyterProvisioner)
+        info = json.loads(json.dumps(await provisioner.get_provisioner_info()))
+        assert info["jupyter"]["pid"] == km.pid
+        other = KernelProvisionerFactory.instance().create_provisioner_instance(
+            km.kernel_id, spec, None
+        )
+        assert isinstance(other, JupyterProvisioner)
+        await other.load_provisioner_info(info)
+        assert other.inner.pid == km.pid
+        assert isinstance(other.inner.connection_info["key"], bytes)
+        assert other.connection_info == km.connection_info
+        assert not other.has_process  # jupyter_client's LocalProvisioner only records the pid
+        await other.cleanup()
+        assert km.connection_file is not None and Path(km.connection_file).exists()
