@@ -220,6 +220,7 @@ async def test_generic_name_reaches_a_provisioner_of_ours_with_its_config(
         ("kernel-nursery-local", {"no_such_trait": 1}, ProvisionerConfigError),
         ("kernel-nursery-local", {"provisioner_name": "ssh"}, ProvisionerConfigError),
         ("kernel-nursery-local", {"transport": "udp"}, ProvisionerConfigError),
+        ("kernel-nursery-local", {"transport_encryption": "required"}, ProvisionerConfigError),
         ("kernel-nursery", {"provisioner_name": "no-such-provisioner"}, ModuleNotFoundError),
         (
             "kernel-nursery",

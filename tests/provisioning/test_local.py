@@ -653,9 +653,10 @@ async def test_unusable_connection_file_is_refused_creating_nothing(
 async def test_listening_beyond_loopback_is_warned_once(
     toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture, ip: str, warned: bool
 ) -> None:
-    """A tcp kernel bound beyond loopback gets one warning per launch that its messages are
-    unencrypted; a loopback one gets none."""
-    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0"), ip=ip) as p:
+    """A tcp kernel bound beyond loopback in clear (its spec says it cannot encrypt) gets one
+    warning per launch that its messages are unencrypted; a loopback one gets none."""
+    spec = toy_spec("--exit", "0", metadata={"supported_encryption": []})
+    async with LocalProvisioner(kernel_spec=spec, ip=ip) as p:
         with caplog.at_level(logging.WARNING):
             await launch(p)
         await p.wait()
@@ -664,3 +665,16 @@ async def test_listening_beyond_loopback_is_warned_once(
     if warned:
         assert records[0].levelno == logging.WARNING
         assert f"listens on {ip}, beyond loopback" in records[0].getMessage()
+
+
+async def test_encrypted_kernel_beyond_loopback_is_not_warned(
+    toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kernel bound beyond loopback with Curve keys (the default there) gets no warning."""
+    anywhere = "0.0.0.0"  # noqa: S104 (binding everywhere is the subject)
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0"), ip=anywhere) as p:
+        with caplog.at_level(logging.WARNING):
+            info = await launch(p)
+        await p.wait()
+    assert "curve_publickey" in info
+    assert not [r for r in caplog.records if "unencrypted" in r.getMessage()]

@@ -490,8 +490,12 @@ async def _await_child_exit(inner: Any) -> None:
 
 
 def _from_jupyter_info(info: Any) -> ConnectionInfo:
-    """jupyter_client's connection info as ours: the key as text, no curve keys."""
-    converted = {k: v for k, v in dict(info).items() if not str(k).startswith("curve_")}
-    key = converted.get("key", b"")
-    converted["key"] = key.decode() if isinstance(key, bytes) else key
+    """jupyter_client's connection info as ours: the key and CurveZMQ keys as text (ours
+    encrypts with the keys too, when the provisioner's kernel manager made some)."""
+    converted = {k: v for k, v in dict(info).items() if v is not None}
+    for name in ("key", "curve_publickey", "curve_secretkey"):
+        value = converted.get(name)
+        if isinstance(value, bytes):
+            converted[name] = value.decode()
+    converted.setdefault("key", "")
     return validate_connection_info(cast("dict[str, Any]", converted))

@@ -126,6 +126,17 @@ class NurseryProvisioner(JupyterProvisionerBase):
         inner = KernelProvisionerFactory.instance().create_provisioner_instance(
             self.kernel_id or "", ours, parent=self
         )
+        if inner.has_trait("transport_encryption"):
+            # jupyter_client's manager compares the connection info we return with the file
+            # and with its own copy, curve keys included, and rewrites the file on a mismatch:
+            # not safe under a kernel that is reading it. Until the keys are carried across,
+            # kernels run in clear through this bridge, as with jupyter_client before 8.9.
+            if config.get("transport_encryption", "disabled") != "disabled":
+                raise ProvisionerConfigError(
+                    "transport_encryption: CurveZMQ is not available through jupyter_client's "
+                    "kernel managers yet; use kernel-nursery's own KernelManager for it"
+                )
+            inner.set_trait("transport_encryption", "disabled")
         km = self.parent
         for name in ("transport", "ip"):
             value = getattr(km, name, None)

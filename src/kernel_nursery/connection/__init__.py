@@ -20,6 +20,7 @@ from ._files import (
     write_connection_file,
 )
 from ._info import PORT_NAMES, ConnectionInfo, Transport, validate_connection_info
+from ._keys import curve_supported, new_curve_keypair
 from ._ports import reserved_ports
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "ConnectionInfo",
     "Transport",
     "connection_file_path",
+    "curve_supported",
     "new_connection_info",
+    "new_curve_keypair",
     "new_key",
     "read_connection_file",
     "release_connection_info",

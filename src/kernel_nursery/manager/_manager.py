@@ -29,6 +29,7 @@ from ..connection._ports import ports_in_use, unhold_ports
 from ..kernelspec import KernelSpec, KernelSpecManager
 from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
+from ..messaging._curve import is_encrypted, wait_for_ready_encrypted
 from ..provisioning import KernelProvisionerBase, KernelProvisionerFactory, stop_process
 from ._events import EventHub, EventKind, KernelEvent
 
@@ -136,6 +137,14 @@ class KernelManager(LoggingConfigurable):
         config=True,
         help="Address (tcp) or path prefix (ipc) for the kernel's sockets, passed to "
         "provisioners that have the trait; empty means the provisioner's default.",
+    )
+    transport_encryption = Enum(
+        ["", "auto", "required", "disabled"],
+        default_value="",
+        config=True,
+        help="CurveZMQ encryption of the kernel's channels, passed to provisioners that have "
+        "the trait (see LocalProvisioner.transport_encryption); empty means the provisioner's "
+        "default ('auto': tcp kernels listening beyond loopback).",
     )
     kernel_id = Unicode(help="The kernel's id; a new UUID when not given.")
 
@@ -418,7 +427,7 @@ class KernelManager(LoggingConfigurable):
         )
         stanza = spec.kernel_provisioner
         from_spec = set(stanza["config"]) if stanza else set()
-        for name in ("transport", "ip"):
+        for name in ("transport", "ip", "transport_encryption"):
             value = getattr(self, name)
             if value and provisioner.has_trait(name) and name not in from_spec:
                 provisioner.set_trait(name, value)
@@ -472,7 +481,7 @@ class KernelManager(LoggingConfigurable):
             await self._launch()
             assert self._client is not None
             try:
-                await self._client.wait_for_ready(timeout=self.ready_timeout)
+                await wait_for_ready_encrypted(self._client, timeout=self.ready_timeout)
             except KernelDiedError as exc:
                 message = (
                     f"kernel {self._display_name()!r} exited with status {exc.exit_status} "
@@ -490,9 +499,13 @@ class KernelManager(LoggingConfigurable):
                     ) from None
                 raise KernelDiedError(message, exit_status=exc.exit_status) from None
             except KernelTimeoutError:
+                hint = ""
+                if is_encrypted(self._client.connection_info):
+                    hint = "; its channels are encrypted (CurveZMQ): a kernel that cannot be "
+                    hint += "reached encrypted never answers"
                 raise KernelTimeoutError(
                     f"kernel {self._display_name()!r} did not answer within "
-                    f"{self.ready_timeout:g} s (KernelManager.ready_timeout)"
+                    f"{self.ready_timeout:g} s (KernelManager.ready_timeout){hint}"
                 ) from None
             # It has bound its ports: no need to hold them against other programs any more.
             info = validate_connection_info(provisioner.connection_info)

@@ -16,6 +16,7 @@ import zmq
 from .._errors import ChannelClosedError, KernelDiedError, KernelTimeoutError, MessageError
 from .._taskgroup import OwnedTaskGroup
 from ..connection import ConnectionInfo, read_connection_file, validate_connection_info
+from ._curve import set_curve_client_options
 from ._socket import AsyncSocket
 from ._wire import Message, Session
 
@@ -53,6 +54,8 @@ _ENDPOINT_KEYS = (
     "hb_port",
     "key",
     "signature_scheme",
+    "curve_publickey",
+    "curve_secretkey",
 )
 
 #: iopub message types that carry the outputs of an execution.
@@ -276,6 +279,7 @@ class KernelClient:
             sock.setsockopt(zmq.IDENTITY, self.session.session_id.encode())
         if kind == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
+        set_curve_client_options(sock, self.connection_info)
         sock.connect(self._url(port_name))
         self._sockets[name] = wrapped = AsyncSocket(sock)
         return wrapped

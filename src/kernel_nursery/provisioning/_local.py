@@ -10,26 +10,33 @@ import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
-from traitlets import Bool, Enum, Unicode
+import zmq
+from traitlets import Bool, Enum, Float, Unicode
 
 from .._errors import ConnectionFileError, LaunchError, ProvisionerError
 from ..connection import (
     ConnectionInfo,
+    Transport,
     connection_file_path,
     new_connection_info,
+    new_key,
     release_connection_info,
     remove_connection_file,
     runtime_dir,
     validate_connection_info,
     write_connection_file,
 )
+from ..kernelspec._spec import KernelSpec
+from ..messaging._wire import Session
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
 from ._command import format_kernel_cmd
+from ._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
+from ._handshake import Registration, race_exit
 from ._process import (
     UNKNOWN_EXIT_STATUS,
     AdoptedProcess,
@@ -104,8 +111,40 @@ class LocalProvisioner(KernelProvisionerBase):
         "is then removed from its environment.",
     )
 
+    transport_encryption = Enum(
+        list(ENCRYPTION_POLICIES),
+        default_value=ENCRYPTION_POLICIES[0],
+        config=True,
+        help="CurveZMQ encryption of the kernel's channels (keys made at launch, written in "
+        "the connection file as jupyter_client does). 'auto': for a tcp kernel listening "
+        "beyond loopback, unless its spec declares metadata.supported_encryption without "
+        "'curve'. 'required': for every kernel; a spec that rules it out is refused. "
+        "'disabled': never. A kernel that ignores the keys fails readiness at once with "
+        "TransportEncryptionError.",
+    )
+
+    kernel_handshake = Bool(
+        False,
+        config=True,
+        help="Start tcp kernels whose spec declares kernel_protocol_version 5.5 or later with "
+        "the handshake of JEP 66: the connection file holds a registration_port instead of "
+        "ports, the kernel binds ports of its own choosing and reports them on that socket, so "
+        "no port is chosen by one process and bound by another. Off by default: ipykernel 7.4 "
+        "declares 5.5 but implements no handshake. Kernels whose spec does not declare it get "
+        "ports as usual.",
+    )
+    handshake_timeout = Float(
+        60.0,
+        config=True,
+        help="Seconds a kernel started with the handshake (kernel_handshake) has to register "
+        "its ports before the launch fails with LaunchError.",
+    )
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._registration: Registration | None = None  # open from pre_launch to registration
+        self._registration_info: dict[str, Any] = {}  # what the kernel's connection file held
+        self._registration_session: Session | None = None  # kept across restarts (replays)
         self._process: ProcessHandle | None = None
         self._pgid: int | None = None
         self._last_status: int | None = None
@@ -194,7 +233,9 @@ class LocalProvisioner(KernelProvisionerBase):
         Keyword arguments understood here: ``extra_arguments`` (appended to the command) and
         ``env``/``cwd`` (passed on to :meth:`launch_kernel`); any others are passed on as they
         are. When :attr:`connection_info` is already set (a restart, or info given by the
-        manager) it is reused as it is, ports and key included.
+        manager) it is reused as it is, ports and key included. A kernel started with the
+        handshake (:attr:`kernel_handshake`) gets a new registration socket instead, and keeps
+        its key; a new kernel gets Curve keys as :attr:`transport_encryption` says.
 
         Returns the keyword arguments for :meth:`launch_kernel`, with ``cmd``.
 
@@ -215,14 +256,19 @@ class LocalProvisioner(KernelProvisionerBase):
             self.kernel_id = str(uuid.uuid4())
         kwargs = dict(kwargs)
         extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
-        if self.connection_info:
+        registering = self._open_registration(spec)
+        if registering is not None:
+            info = cast(ConnectionInfo, registering)
+        elif self.connection_info:
             info = validate_connection_info(self.connection_info)
         else:
-            info = new_connection_info(
-                transport="ipc" if self.transport == "ipc" else "tcp",
-                ip=self.ip or self._default_ip(),
-                kernel_name=spec.name,
+            transport: Transport = "ipc" if self.transport == "ipc" else "tcp"
+            ip = self.ip or self._default_ip()
+            curve = curve_keys_for_launch(
+                self.transport_encryption, spec=spec, transport=transport, ip=ip
             )
+            info = new_connection_info(transport=transport, ip=ip, kernel_name=spec.name)
+            info = validate_connection_info({**info, **curve})
             self._owns_ports = True
             self.connection_info = dict(info)
         path = (
@@ -298,13 +344,18 @@ class LocalProvisioner(KernelProvisionerBase):
         every environment variable's name and value, must be text that the OS can take (no NUL
         byte, no ``=`` or empty name).
 
+        A kernel started with the handshake (:attr:`kernel_handshake`) is awaited until it
+        registers its ports (at most :attr:`handshake_timeout`); the connection info returned
+        and the connection file then hold them.
+
         Raises:
             LaunchError: the program cannot be run (not found, not executable, bad ``cwd``), an
                 argument, environment variable or ``cwd`` is invalid (the message names it), or
-                the spawn failed in any other way (the original exception is its cause). The
-                connection file and ports are released; an exception that is not an
-                :class:`Exception` (cancellation, ``KeyboardInterrupt``) propagates as itself,
-                after the same release.
+                the spawn failed in any other way (the original exception is its cause), or a
+                kernel started with the handshake exited or did not register in time (it is
+                killed and reaped). The connection file and ports are released; an exception
+                that is not an :class:`Exception` (cancellation, ``KeyboardInterrupt``)
+                propagates as itself, after the same release.
             ProvisionerError: this provisioner already runs a kernel.
         """
         if self._process is not None and self._process.returncode is None:
@@ -389,8 +440,14 @@ class LocalProvisioner(KernelProvisionerBase):
             await self.cleanup(restart=False)  # shielded: kill, reap, release
             raise
         self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
+        if self._registration is not None:
+            await self._complete_registration(argv)
         info = validate_connection_info(self.connection_info)
-        if info["transport"] == "tcp" and not _is_loopback(info["ip"]):
+        if (
+            info["transport"] == "tcp"
+            and not _is_loopback(info["ip"])
+            and "curve_publickey" not in info
+        ):
             self.log.warning(
                 "Kernel %s listens on %s, beyond loopback: its messages travel unencrypted, "
                 "signed only with the connection file's key, and anyone on the network path "
@@ -438,6 +495,7 @@ class LocalProvisioner(KernelProvisionerBase):
 
     def _release(self, *, remove_file: bool) -> None:
         """Release ports and remove the connection file; idempotent."""
+        self._close_registration()
         if self._owns_ports and self.connection_info:
             release_connection_info(validate_connection_info(self.connection_info))
             self._owns_ports = False
@@ -445,6 +503,95 @@ class LocalProvisioner(KernelProvisionerBase):
         if remove_file and self._written_file is not None:
             remove_connection_file(self._written_file)
             self._written_file = None
+
+    # ------------------------------------------------------------------ the handshake
+
+    def _open_registration(self, spec: KernelSpec) -> dict[str, Any] | None:
+        """For a kernel to start with the handshake (JEP 66): open its registration socket
+        and return what its connection file holds. ``None`` for the others.
+
+        The key and Curve keys of an earlier launch (a restart) are kept; its ports are not:
+        the kernel chooses new ones.
+
+        Raises:
+            ProvisionerError: the registration socket cannot be bound.
+        """
+        if not (self.kernel_handshake and spec.supports_handshake and self.transport == "tcp"):
+            return None
+        old = dict(self.connection_info or {})
+        ip = self.ip or self._default_ip()
+        curve: dict[str, str] = {
+            k: str(old[k]) for k in ("curve_publickey", "curve_secretkey") if k in old
+        }
+        if not old:
+            curve = curve_keys_for_launch(
+                self.transport_encryption, spec=spec, transport="tcp", ip=ip
+            )
+        key = old.get("key") or new_key()
+        scheme = old.get("signature_scheme") or "hmac-sha256"
+        self._release(remove_file=False)
+        try:
+            session = self._registration_session
+            if session is None or session.key != key.encode("utf-8"):
+                session = Session(key=key, signature_scheme=scheme)
+            self._registration = Registration.open(ip=ip, session=session)
+            self._registration_session = session
+        except zmq.ZMQError as exc:
+            raise ProvisionerError(f"cannot open a registration socket on {ip}: {exc}") from exc
+        self.connection_info = {}
+        self._registration_info = {
+            "transport": "tcp",
+            "ip": ip,
+            "registration_port": self._registration.port,
+            "key": key,
+            "signature_scheme": scheme,
+            "kernel_name": spec.name,
+            **curve,
+        }
+        return dict(self._registration_info)
+
+    async def _complete_registration(self, argv: list[str]) -> None:
+        """Await the launched kernel's registration (bounded by :attr:`handshake_timeout`,
+        and ended by its exit); then its connection info is complete and its file rewritten
+        with the ports. On any failure or cancellation the kernel is stopped and everything
+        released (shielded) before the error propagates.
+
+        Raises:
+            LaunchError: the kernel exited, or did not register in time.
+        """
+        registration, process = self._registration, self._process
+        assert registration is not None
+        assert process is not None
+        ports: dict[str, int] | None = None
+        try:
+            with anyio.move_on_after(self.handshake_timeout) as scope:
+                ports = await race_exit(registration, process.wait)
+            if ports is None:
+                problem = (
+                    f"did not register its ports within {self.handshake_timeout:g} s "
+                    "(LocalProvisioner.handshake_timeout)"
+                    if scope.cancelled_caught
+                    else f"exited with status {process.returncode} before it registered its ports"
+                )
+                raise LaunchError(
+                    f"kernel {argv[0]!r}, started with the handshake its spec declares, "
+                    f"{problem}; set LocalProvisioner.kernel_handshake=False to give it ports",
+                    argv=argv,
+                )
+            info = validate_connection_info({**self._registration_info, **ports})
+            self.connection_info = dict(info)
+            if self._written_file is not None:
+                write_connection_file(info, self._written_file)
+        except BaseException:
+            await self.cleanup(restart=False)
+            raise
+        finally:
+            self._close_registration()
+
+    def _close_registration(self) -> None:
+        registration, self._registration = self._registration, None
+        if registration is not None:
+            registration.close()
 
     # ------------------------------------------------------------------ persistence
 
