@@ -17,6 +17,11 @@ Scenarios:
                peak RSS and open fds of the managing process
   idle         CPU time and context switches of the managing process over 10 s, 20 idle kernels
                (each implementation's supervision on: our supervisor, jupyter_client's restarter)
+  bridge       jupyter_client's AsyncKernelManager with ipykernel, once with its own
+               LocalProvisioner and once with ours through kernel_nursery.compat
+               (kernel-nursery-local): start to ready, restart to ready, graceful shutdown,
+               shutdown(now=True), kill() to wait() returning, and its floor: SIGKILL to the
+               exit seen through a pidfd, no manager involved
   encryption   ipykernel in clear and with CurveZMQ (transport_encryption 'disabled' and
                'required'), each repetition both ways: start to ready, the round trip of a small
                execute (median of EXEC_REPS), and of one printing 1 MB; with, as the raw floor,
@@ -32,6 +37,8 @@ import json
 import os
 import platform
 import resource
+import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,7 +50,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_KERNEL = str(ROOT / "tests" / "helpers" / "fake_kernel.py")
 TRIVIAL = [sys.executable, "-c", "import time; time.sleep(600)", "{connection_file}"]
-IMPLS = ["ours-asyncio", "ours-trio", "jupyter_client"]
+IMPLS = ["ours-asyncio", "ours-trio", "jupyter_client", "jupyter_client+kernel-nursery-local"]
+#: The implementation that is jupyter_client's manager with our provisioner (bridge rows only).
+BRIDGED = IMPLS[3]
+IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 IDLE_SECONDS = 10.0
 IDLE_KERNELS = 20
 #: Idle time before the idle window opens: trio starts processes from worker threads that retire
@@ -190,7 +200,7 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
     return out
 
 
-async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
+async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> dict[str, Any]:
     import asyncio  # jupyter_client is asyncio-only
 
     from jupyter_client import AsyncKernelManager
@@ -246,6 +256,60 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             await km.shutdown_kernel(now=True)
             out["now_shutdown"].append(time.perf_counter() - t0)
+    elif scenario == "bridge":
+        # The same kernel command either way; only the kernel spec's provisioner differs.
+        name = "ipy-nursery" if bridged else "ipy-jupyter"
+        keys = (
+            "start_to_ready",
+            "restart_to_ready",
+            "graceful_shutdown",
+            "now_shutdown",
+            "kill",
+            "kill_floor",
+        )
+        out = {k: [] for k in keys}
+        for _ in range(reps):
+            km = AsyncKernelManager(kernel_name=name)
+            t0 = time.perf_counter()
+            await km.start_kernel()
+            kc = await ready(km)
+            out["start_to_ready"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await km.restart_kernel()
+            await kc.wait_for_ready(timeout=60)
+            out["restart_to_ready"].append(time.perf_counter() - t0)
+            kc.stop_channels()
+            t0 = time.perf_counter()
+            await km.shutdown_kernel()
+            out["graceful_shutdown"].append(time.perf_counter() - t0)
+            km = AsyncKernelManager(kernel_name=name)
+            await km.start_kernel()
+            (await ready(km)).stop_channels()
+            t0 = time.perf_counter()
+            await km.shutdown_kernel(now=True)
+            out["now_shutdown"].append(time.perf_counter() - t0)
+            km = AsyncKernelManager(kernel_name=name)
+            await km.start_kernel()
+            (await ready(km)).stop_channels()
+            p = km.provisioner
+            t0 = time.perf_counter()
+            await p.kill()
+            await p.wait()
+            out["kill"].append(time.perf_counter() - t0)
+            await km.shutdown_kernel(now=True)
+            # The floor: SIGKILL to the kernel's group until its exit, seen through a pidfd
+            # (blocking, no manager, no reaping), for the same kernel started the same way.
+            km = AsyncKernelManager(kernel_name=name)
+            await km.start_kernel()
+            (await ready(km)).stop_channels()
+            pid = km.provisioner.pid
+            pidfd = os.pidfd_open(pid)
+            t0 = time.perf_counter()
+            os.killpg(pid, signal.SIGKILL)
+            select.select([pidfd], [], [])
+            out["kill_floor"].append(time.perf_counter() - t0)
+            os.close(pidfd)
+            await km.shutdown_kernel(now=True)
     elif scenario == "many":
         t0 = time.perf_counter()
         kms = [AsyncKernelManager(kernel_name="fake") for _ in range(n)]
@@ -298,10 +362,10 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
 
 
 def worker(impl: str, scenario: str, reps: int, n: int) -> None:
-    if impl == "jupyter_client":
+    if impl.startswith("jupyter_client"):
         import asyncio
 
-        result = asyncio.run(theirs(scenario, reps, n))
+        result = asyncio.run(theirs(scenario, reps, n, bridged=impl == BRIDGED))
     else:
         import anyio
 
@@ -383,13 +447,16 @@ def main() -> None:
 
     results: dict[str, Any] = {"machine": machine(), "metrics": {}}
     with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
-        for name, argv in (
-            ("fake", [sys.executable, FAKE_KERNEL, "{connection_file}"]),
-            ("trivial", TRIVIAL),
+        nursery = {"kernel_provisioner": {"provisioner_name": "kernel-nursery-local"}}
+        for name, argv, language, metadata in (
+            ("fake", [sys.executable, FAKE_KERNEL, "{connection_file}"], "fake", {}),
+            ("trivial", TRIVIAL, "trivial", {}),
+            ("ipy-jupyter", IPYKERNEL, "python", {}),
+            ("ipy-nursery", IPYKERNEL, "python", nursery),
         ):
             folder = Path(tmp) / "kernels" / name
             folder.mkdir(parents=True)
-            spec = {"argv": argv, "display_name": name, "language": name}
+            spec = {"argv": argv, "display_name": name, "language": language, "metadata": metadata}
             (folder / "kernel.json").write_text(json.dumps(spec))
         env = {**os.environ, "JUPYTER_PATH": tmp, "JUPYTER_RUNTIME_DIR": str(Path(tmp) / "rt")}
         plan: list[tuple[str, str, int]] = (
@@ -400,13 +467,18 @@ def main() -> None:
                 ("ipykernel", "", 0),
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
-            + [("idle", "", 0), ("encryption", "", 0)]
+            + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0)]
         )
         if args.scenarios:
             plan = [step for step in plan if step[0] in args.scenarios.split(",")]
         for scenario, _, n in plan:
             for impl in IMPLS:
                 if scenario == "floor" and impl == "jupyter_client":
+                    continue
+                # The bridge rows compare jupyter_client's manager with itself, provisioners apart.
+                if (impl == BRIDGED or scenario == "bridge") and impl not in IMPLS[2:]:
+                    continue
+                if impl == BRIDGED and scenario != "bridge":
                     continue
                 reps = args.reps if scenario not in ("many", "idle") else 1
                 repeats = args.reps if scenario == "many" else 1
@@ -418,7 +490,15 @@ def main() -> None:
                     name = f"{scenario}-{n}.{key}" if scenario == "many" else f"{scenario}.{key}"
                     results["metrics"].setdefault(name, {})[impl] = summary(values)
                     print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
-    write_outputs(results, Path(args.out))
+    out = Path(args.out)
+    if args.scenarios and (out / "results.json").exists():
+        # Some scenarios re-run alone: keep the other rows, and say which rows are newer.
+        previous = json.loads((out / "results.json").read_text())
+        previous["metrics"].update(results["metrics"])
+        for scenario in args.scenarios.split(","):
+            previous.setdefault("reruns", {})[scenario] = results["machine"]["date"]
+        results = previous
+    write_outputs(results, out)
 
 
 UNITS = {"cpu_s": ("s", 1), "switches": ("", 1), "rss_mb": ("MB", 1), "fds": ("", 1)}
@@ -446,9 +526,12 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         "Median (interquartile range); the ratio is jupyter_client's median divided by ours "
         "(above 1: we are faster or cheaper).",
         "",
-        "| metric | ours, asyncio | ours, trio | jupyter_client | ratio (asyncio) | ratio (trio) |",
-        "|---|---|---|---|---|---|",
+        "| metric | ours, asyncio | ours, trio | jupyter_client | jupyter_client with "
+        "kernel-nursery-local | ratio (asyncio) | ratio (trio) | ratio (kernel-nursery-local) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for scenario, date in sorted(results.get("reruns", {}).items()):
+        lines.insert(1, f"The `{scenario}` rows were measured again on {date}, alone.")
     for metric, by_impl in results["metrics"].items():
         cells = []
         for impl in IMPLS:
@@ -462,7 +545,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
                 cells.append(fmt(metric, s["median"]))
         ratios = []
         base = by_impl.get("jupyter_client")
-        for impl in IMPLS[:2]:
+        for impl in (*IMPLS[:2], BRIDGED):
             s = by_impl.get(impl)
             ratios.append(
                 "—" if not (base and s and s["median"]) else f"{base['median'] / s['median']:.2f}"
@@ -480,10 +563,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     timed = [k for k in results["metrics"] if k.split(".")[-1] not in UNITS]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(timed) + 1.5))
-    height = 0.27
-    colours = {"ours-asyncio": "#3b7dd8", "ours-trio": "#2a9d8f", "jupyter_client": "#e76f51"}
+    colours = {
+        "ours-asyncio": "#3b7dd8",
+        "ours-trio": "#2a9d8f",
+        "jupyter_client": "#e76f51",
+        BRIDGED: "#8e6bbf",
+    }
+    height = 0.8 / len(IMPLS)
     for i, impl in enumerate(IMPLS):
-        ys = [j + (i - 1) * height for j in range(len(timed))]
+        ys = [j + (i - 1.5) * height for j in range(len(timed))]
         xs = [results["metrics"][k].get(impl, {}).get("median", 0) * 1000 for k in timed]
         ax.barh(ys, xs, height=height, label=impl, color=colours[impl])
     ax.set_yticks(range(len(timed)), timed)

@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "kernel_nursery.manager",
     "kernel_nursery.messaging",
     "kernel_nursery.provisioning",
+    "kernel_nursery.compat",
 ]
 
 

@@ -18,7 +18,12 @@ from ._base import (
     stop_process,
 )
 from ._command import format_kernel_cmd
-from ._factory import DEFAULT_PROVISIONER_ENV, ENTRY_POINT_GROUP, KernelProvisionerFactory
+from ._factory import (
+    DEFAULT_PROVISIONER_ENV,
+    ENTRY_POINT_GROUP,
+    JUPYTER_PREFIX,
+    KernelProvisionerFactory,
+)
 from ._local import LocalProvisioner
 from ._process import UNKNOWN_EXIT_STATUS
 from ._slurm import SlurmProvisioner
@@ -28,6 +33,7 @@ __all__ = [
     "DEFAULT_SHUTDOWN_WAIT_TIME",
     "DEFAULT_STABLE_START_TIME",
     "ENTRY_POINT_GROUP",
+    "JUPYTER_PREFIX",
     "KILL_WAIT_TIME",
     "UNKNOWN_EXIT_STATUS",
     "KernelProvisionerBase",

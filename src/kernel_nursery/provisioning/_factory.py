@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -15,7 +16,12 @@ from .._errors import ProvisionerConfigError, ProvisionerError
 from .._kernelspec import KernelSpec, ProvisionerStanza
 from ._base import KernelProvisionerBase
 
-__all__ = ["DEFAULT_PROVISIONER_ENV", "ENTRY_POINT_GROUP", "KernelProvisionerFactory"]
+__all__ = [
+    "DEFAULT_PROVISIONER_ENV",
+    "ENTRY_POINT_GROUP",
+    "JUPYTER_PREFIX",
+    "KernelProvisionerFactory",
+]
 
 #: The entry-point group in which packages register provisioners. It is kernel-nursery's own:
 #: provisioners written for jupyter_client (``jupyter_client.kernel_provisioners``) use its
@@ -24,6 +30,14 @@ ENTRY_POINT_GROUP = "kernel_nursery.provisioners"
 #: Traits of every provisioner that the kernel manager (or traitlets) sets, never a kernel spec:
 #: ``log``, ``parent``, ``config``, ``kernel_id``, ``kernel_spec``, ``connection_info``.
 _INTERNAL_TRAITS = frozenset(KernelProvisionerBase.class_trait_names())
+#: Prefix of the names that stand for jupyter_client's provisioners: ``jupyter:<name>`` is the
+#: provisioner ``<name>`` of jupyter_client's group ``jupyter_client.kernel_provisioners``, run
+#: through :class:`kernel_nursery.compat.JupyterProvisioner`. Only names with the prefix reach
+#: jupyter_client's group: a kernel spec opts in by naming one.
+JUPYTER_PREFIX = "jupyter:"
+_JUPYTER_GROUP = "jupyter_client.kernel_provisioners"
+#: The bridge, above this layer: imported by name, only when a spec names a jupyter: provisioner.
+_BRIDGE_MODULE, _BRIDGE_CLASS = "kernel_nursery.compat", "JupyterProvisioner"
 #: Environment variable that sets :attr:`KernelProvisionerFactory.default_provisioner_name`.
 DEFAULT_PROVISIONER_ENV = "KERNEL_NURSERY_DEFAULT_PROVISIONER"
 
@@ -35,6 +49,12 @@ class KernelProvisionerFactory(SingletonConfigurable):
     Provisioners are found through the entry-point group :data:`ENTRY_POINT_GROUP`. A name that
     is not in :attr:`provisioners` is looked up again in the installed packages' metadata before
     it is declared missing, so a provisioner installed while the program runs is found.
+
+    Names of the form ``jupyter:<name>`` (:data:`JUPYTER_PREFIX`) are jupyter_client's
+    provisioners (its group ``jupyter_client.kernel_provisioners``), run through
+    :class:`kernel_nursery.compat.JupyterProvisioner`: the stanza's ``config`` sets the traits of
+    jupyter_client's provisioner. They are listed with the prefix when jupyter_client is
+    installed.
 
     .. versionadded:: 0.1
     """
@@ -115,6 +135,14 @@ class KernelProvisionerFactory(SingletonConfigurable):
         stanza = self._stanza(kernel_spec)
         name = stanza["provisioner_name"]
         ep = self._entry_point(name)
+        if ep is None and name.startswith(JUPYTER_PREFIX):
+            raise ModuleNotFoundError(
+                f"kernel provisioner {name!r} (needed by kernel "
+                f"{kernel_spec.name or kernel_spec.display_name!r}) is not registered in "
+                f"jupyter_client's entry-point group {_JUPYTER_GROUP!r}; install jupyter_client "
+                "(pip install kernel-nursery[jupyter]) and the package that provides it",
+                name=name,
+            )
         if ep is None:
             raise ModuleNotFoundError(
                 f"kernel provisioner {name!r} (needed by kernel "
@@ -122,6 +150,8 @@ class KernelProvisionerFactory(SingletonConfigurable):
                 f"entry-point group {ENTRY_POINT_GROUP!r}; install the package that provides it",
                 name=name,
             )
+        if name.startswith(JUPYTER_PREFIX):
+            return self._create_jupyter(name, kernel_id, kernel_spec, parent, stanza["config"])
         try:
             cls = ep.load()
         except Exception as exc:
@@ -157,6 +187,26 @@ class KernelProvisionerFactory(SingletonConfigurable):
             raise ProvisionerConfigError(
                 f"kernel provisioner {name!r}: {key}{exc} {where}"
             ) from exc
+
+    def _create_jupyter(
+        self,
+        name: str,
+        kernel_id: str,
+        kernel_spec: KernelSpec,
+        parent: LoggingConfigurable | None,
+        config: dict[str, Any],
+    ) -> KernelProvisionerBase:
+        """The bridge to jupyter_client's provisioner *name* (``jupyter:...``)."""
+        bridge = getattr(importlib.import_module(_BRIDGE_MODULE), _BRIDGE_CLASS)
+        self.log.debug("Creating provisioner %r for kernel %s", name, kernel_id)
+        provisioner: KernelProvisionerBase = bridge(
+            kernel_id=kernel_id,
+            kernel_spec=kernel_spec,
+            parent=parent,
+            jupyter_provisioner_name=name[len(JUPYTER_PREFIX) :],
+            jupyter_config=dict(config),
+        )
+        return provisioner
 
     # ------------------------------------------------------------------ helpers
 
@@ -194,7 +244,7 @@ def _scan() -> dict[str, EntryPoint]:
     global _scanned
     key = _path_state()
     if key is None or _scanned is None or _scanned[0] != key:
-        found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        found = _read_entry_points()
         _scanned = None if key is None else (key, found)
         return found
     return dict(_scanned[1])
@@ -218,3 +268,14 @@ def _path_state() -> tuple[object, ...] | None:
             return None
         state.append((entry, mtime))
     return tuple(state)
+
+
+def _read_entry_points() -> dict[str, EntryPoint]:
+    """Our group's provisioners, and jupyter_client's under :data:`JUPYTER_PREFIX`."""
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for ep in entry_points(group=_JUPYTER_GROUP):
+        # Ours, registered there for jupyter_client, would only come back to us the long way.
+        if not ep.value.startswith("kernel_nursery."):
+            name = JUPYTER_PREFIX + ep.name
+            found.setdefault(name, EntryPoint(name, ep.value, _JUPYTER_GROUP))
+    return found
