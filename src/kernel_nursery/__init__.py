@@ -19,6 +19,7 @@ from ._errors import (
     InvalidSignatureError,
     KernelDiedError,
     KernelNurseryError,
+    KernelReplyError,
     KernelSpecError,
     KernelStateError,
     KernelTimeoutError,
@@ -28,6 +29,7 @@ from ._errors import (
     PortAllocationError,
     ProvisionerConfigError,
     ProvisionerError,
+    SubscriptionOverflowError,
     UnknownKernelError,
 )
 from ._signals import SignalCancel, cancel_on_signals
@@ -35,7 +37,7 @@ from ._version import __version__
 from .connection import ConnectionInfo, read_connection_file, write_connection_file
 from .kernelspec import KernelSpec, KernelSpecManager
 from .manager import KernelEvent, KernelManager, KernelNursery, start_kernel
-from .messaging import ExecuteResult, KernelClient, Message, Session
+from .messaging import Comm, ExecuteResult, ExecuteStream, KernelClient, Message, Reply, Session
 from .provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
@@ -45,9 +47,11 @@ from .provisioning import (
 
 __all__ = [
     "ChannelClosedError",
+    "Comm",
     "ConnectionFileError",
     "ConnectionInfo",
     "ExecuteResult",
+    "ExecuteStream",
     "InvalidKernelIdError",
     "InvalidSignatureError",
     "KernelClient",
@@ -58,6 +62,7 @@ __all__ = [
     "KernelNurseryError",
     "KernelProvisionerBase",
     "KernelProvisionerFactory",
+    "KernelReplyError",
     "KernelSpec",
     "KernelSpecError",
     "KernelSpecManager",
@@ -71,8 +76,10 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "Reply",
     "Session",
     "SignalCancel",
+    "SubscriptionOverflowError",
     "UnknownKernelError",
     "__version__",
     "cancel_on_signals",
