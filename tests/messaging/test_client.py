@@ -762,3 +762,29 @@ async def test_non_ascii_key_with_a_real_kernel() -> None:
                 assert result.stdout == "42\n"
     finally:
         release_connection_info(info)
+
+
+# ---------------------------------------------------------------- iopub_welcome (protocol 5.4)
+
+
+async def test_a_new_client_is_welcomed_on_iopub_before_any_request() -> None:
+    """ipykernel greets each new subscription with iopub_welcome: a second client, whose
+    subscription to everything the kernel has seen already, is greeted on its own topic, so
+    its iopub is known to be connected before it sends anything."""
+    async with running_kernel() as (p, info), KernelClient(info, wait_for_exit=p.wait) as first:
+        await first.wait_for_ready(timeout=60)
+        with first.subscribe_iopub() as seen_by_first:
+            async with KernelClient(info) as second, second.subscribe_iopub() as seen:
+                with anyio.fail_after(30):
+                    greeting = await seen.receive()
+                    while greeting.msg_type != "iopub_welcome":
+                        greeting = await seen.receive()
+                assert second.iopub_welcomed and second._iopub_seen.is_set()
+                # the first client sees the second's welcome too, as not its own
+                welcome = await seen_by_first.receive()
+                while welcome.msg_type != "iopub_welcome":
+                    welcome = await seen_by_first.receive()
+                assert welcome.content["subscription"] == second._welcome_topic.decode()
+                assert welcome.content["subscription"] != first._welcome_topic.decode()
+                result = await second.execute("print('hi')", timeout=30)
+                assert result.stdout == "hi\n"

@@ -1,7 +1,7 @@
 """Fan-out of received messages to subscribers, without letting a slow one hold anyone up.
 
 The client's receive loops hand each message to every interested subscriber *synchronously*
-(``send_nowait`` on a bounded memory stream), so a receive loop never waits for a consumer:
+(appended to a bounded queue), so a receive loop never waits for a consumer:
 a consumer that does not keep up would otherwise stall the kernel's replies for everyone.
 A subscriber whose buffer is full is cut off instead (its stream is closed, and its next
 receive after the buffered messages raises :class:`~kernel_nursery.SubscriptionOverflowError`):
@@ -12,6 +12,7 @@ and memory stays bounded by ``max_buffer`` per subscriber.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, Self, TypeVar
@@ -47,11 +48,12 @@ class Subscription(Generic[T]):
     """
 
     def __init__(self, max_buffer: float, detach: Callable[[Subscription[T]], None]) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[T](
-            check_max_buffer(max_buffer)
-        )
+        self.max_buffer = check_max_buffer(max_buffer)
         self._detach = detach
-        self.max_buffer = max_buffer
+        self._queue: deque[T] = deque()
+        self._wake: anyio.Event | None = None
+        self._ended = False  # the source ends: no more items
+        self._closed = False  # the subscriber closed it
         #: Whether the subscriber fell too far behind and was cut off.
         self.overflowed = False
 
@@ -59,18 +61,22 @@ class Subscription(Generic[T]):
 
     def _offer(self, item: T) -> None:
         """Queue *item* without waiting; cut the subscriber off if its buffer is full."""
-        try:
-            self._send.send_nowait(item)
-        except anyio.WouldBlock:
+        if self._ended:
+            return
+        if len(self._queue) >= self.max_buffer:
             self.overflowed = True
             self._end()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._end()  # the subscriber has gone
+            return
+        self._queue.append(item)
+        if self._wake is not None:
+            self._wake.set()
 
     def _end(self) -> None:
         """No more items: the subscriber's iteration ends once it has taken what is queued."""
-        self._send.close()
+        self._ended = True
         self._detach(self)
+        if self._wake is not None:
+            self._wake.set()
 
     # ------------------------------------------------------------ the subscriber's side
 
@@ -82,15 +88,22 @@ class Subscription(Generic[T]):
             SubscriptionOverflowError: the subscriber was cut off for falling behind.
             anyio.ClosedResourceError: the subscription was closed (its block has ended).
         """
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            if self.overflowed:
-                raise SubscriptionOverflowError(
-                    f"the subscriber fell more than {self.max_buffer} messages behind and was "
-                    "cut off; subscribe again, with a larger max_buffer or a faster consumer"
-                ) from None
-            raise
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._queue:
+                return self._queue.popleft()
+            if self._ended:
+                if self.overflowed:
+                    raise SubscriptionOverflowError(
+                        f"the subscriber fell more than {self.max_buffer} messages behind and "
+                        "was cut off; subscribe again, with a larger max_buffer or a faster "
+                        "consumer"
+                    )
+                raise anyio.EndOfStream
+            if self._wake is None or self._wake.is_set():
+                self._wake = anyio.Event()
+            await self._wake.wait()
 
     def __aiter__(self) -> Self:
         return self
@@ -103,7 +116,8 @@ class Subscription(Generic[T]):
 
     def close(self) -> None:
         """Unsubscribe; queued messages are dropped. Idempotent."""
-        self._receive.close()
+        self._closed = True
+        self._queue.clear()
         self._end()
 
     def __enter__(self) -> Self:
