@@ -774,7 +774,8 @@ async def test_a_new_client_is_welcomed_on_iopub_before_any_request() -> None:
     async with running_kernel() as (p, info), KernelClient(info, wait_for_exit=p.wait) as first:
         await first.wait_for_ready(timeout=60)
         with first.subscribe_iopub() as seen_by_first:
-            async with KernelClient(info) as second, second.subscribe_iopub() as seen:
+            async with KernelClient(info) as second:
+                seen = second.subscribe_iopub()
                 with anyio.fail_after(30):
                     greeting = await seen.receive()
                     while greeting.msg_type != "iopub_welcome":
