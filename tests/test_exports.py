@@ -13,6 +13,7 @@ import kernel_nursery
 
 PUBLIC_MODULES = [
     "kernel_nursery",
+    "kernel_nursery.blocking",
     "kernel_nursery.connection",
     "kernel_nursery.kernelspec",
     "kernel_nursery.manager",
