@@ -514,6 +514,10 @@ class KernelManager(LoggingConfigurable):
                 ) from None
             if self._incarnation is not None:
                 self._incarnation.ready.set()
+            # The manager's own client needs iopub no more (readiness is known, and it only
+            # asks on control): dropping it spares a decode of every message the kernel
+            # publishes for as long as the kernel runs.
+            self._client.close_iopub()
             # It has bound its ports: no need to hold them against other programs any more.
             info = validate_connection_info(provisioner.connection_info)
             unhold_ports(transport=info["transport"], ip=info["ip"], ports=_ports_of(info))

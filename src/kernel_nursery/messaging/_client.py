@@ -210,6 +210,7 @@ class KernelClient:
         #: Whether the kernel greeted our iopub subscription (protocol 5.4's iopub_welcome).
         self.iopub_welcomed = False
         self._welcome_topic = f"kernel-nursery-welcome.{uuid.uuid4().hex}".encode()
+        self._iopub_closed = False
         self._iopub_seen = anyio.Event()
         self._sockets: dict[str, AsyncSocket] = {}
         # A REQ socket carries one beat at a time: concurrent heartbeat() calls take turns.
@@ -266,7 +267,10 @@ class KernelClient:
             # subscriptions it has not seen, so this one reaches the kernel even when other
             # clients subscribe to everything, and a kernel speaking protocol 5.4 answers it
             # with an iopub_welcome addressed to us (see _dispatch_iopub).
-            self._sockets["iopub"].socket.setsockopt(zmq.SUBSCRIBE, self._welcome_topic)
+            iopub = self._sockets["iopub"].socket
+            iopub.setsockopt(zmq.SUBSCRIBE, self._welcome_topic)
+            if self._iopub_closed:
+                self._unsubscribe(iopub)
         except BaseException:
             self._close_sockets()
             raise
@@ -364,6 +368,31 @@ class KernelClient:
         # The new kernel knows nothing of our iopub subscription until it reaches it.
         self._iopub_seen = anyio.Event()
         self._failure = None
+
+    def close_iopub(self) -> None:
+        """Stop receiving iopub messages, for a client that needs only replies (shell, control)
+        and heartbeats: the subscription is dropped, so the kernel sends this client nothing
+        more on iopub and its receive loop has nothing to wake up for. Idempotent.
+
+        Executions, iopub subscriptions and comms need iopub: afterwards they raise
+        :class:`~kernel_nursery.ChannelClosedError`, and subscriptions already open end.
+        :meth:`wait_for_ready` asks the kernel on shell only.
+
+        .. versionadded:: 0.2
+        """
+        if self._iopub_closed:
+            return
+        self._iopub_closed = True
+        sock = self._sockets.get("iopub")
+        if sock is not None and not sock.closed:
+            self._unsubscribe(sock.socket)
+        for sub in list(self._subscribers):
+            sub._end()
+        self._comms.close_all()
+
+    def _unsubscribe(self, sock: zmq.Socket[bytes]) -> None:
+        sock.setsockopt(zmq.UNSUBSCRIBE, b"")
+        sock.setsockopt(zmq.UNSUBSCRIBE, self._welcome_topic)
 
     # ------------------------------------------------------------------ receiving
 
@@ -641,6 +670,8 @@ class KernelClient:
             settle = _IOPUB_SETTLE_FIRST
             while True:
                 reply = await first_reply()
+                if self._iopub_closed:
+                    return reply
                 with anyio.move_on_after(settle):
                     await self._iopub_seen.wait()
                     return reply
@@ -716,6 +747,7 @@ class KernelClient:
             KernelTimeoutError, KernelDiedError, ChannelClosedError: as :meth:`request`.
             Whatever *stdin_handler* raises (the kernel then still waits for its input).
         """
+        self._check_not_closed()
         stream = self._execution(
             code,
             timeout=timeout,
@@ -758,6 +790,7 @@ class KernelClient:
 
         .. versionadded:: 0.2
         """
+        self._check_not_closed()
         return self._execution(
             code,
             timeout=timeout,
@@ -775,6 +808,8 @@ class KernelClient:
     def _check_not_closed(self) -> None:
         if self._closed:
             raise ChannelClosedError("the kernel client was closed")
+        if self._iopub_closed:
+            raise ChannelClosedError("this client's iopub channel was closed (close_iopub)")
 
     def subscribe_iopub(self, *, max_buffer: float = DEFAULT_MAX_BUFFER) -> Subscription[Message]:
         """Every message the kernel publishes on iopub from now on, until the client closes.
