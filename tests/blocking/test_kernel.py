@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from kernel_nursery import KernelTimeoutError, NoSuchKernelError
+from kernel_nursery import KernelStateError, KernelTimeoutError, NoSuchKernelError
 from kernel_nursery.blocking import start_kernel
 
 pytestmark = pytest.mark.timeout(120)
@@ -64,7 +64,8 @@ def test_works_where_an_asyncio_loop_is_already_running() -> None:
 
 def test_an_error_in_the_block_shuts_the_kernel_down() -> None:
     """An exception raised in the block propagates as it is, after the kernel is gone; a
-    timed-out execute raises KernelTimeoutError; a bad kernel name fails cleanly."""
+    timed-out execute raises KernelTimeoutError; a bad kernel name fails cleanly; a kernel
+    used after its block raises KernelStateError."""
     pids: list[int | None] = []
 
     def fail_inside() -> None:
@@ -77,6 +78,10 @@ def test_an_error_in_the_block_shuts_the_kernel_down() -> None:
     with pytest.raises(KeyError, match="mine"):
         fail_inside()
     [pid] = pids
+    with start_kernel("python3") as kernel:
+        pass
+    with pytest.raises(KernelStateError, match="inside its 'with' block"):
+        kernel.execute("1")
     assert pid is not None and pid_gone(pid)
     with pytest.raises(NoSuchKernelError), start_kernel("no-such-kernel"):
         pass

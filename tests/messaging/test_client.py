@@ -789,3 +789,60 @@ async def test_a_new_client_is_welcomed_on_iopub_before_any_request() -> None:
                 assert welcome.content["subscription"] != first._welcome_topic.decode()
                 result = await second.execute("print('hi')", timeout=30)
                 assert result.stdout == "hi\n"
+
+
+async def test_close_iopub_stops_iopub_and_keeps_the_rest() -> None:
+    """close_iopub ends subscriptions and refuses executes, subscriptions and comms with
+    ChannelClosedError; replies on shell, readiness and heartbeats still work."""
+    async with running_kernel() as (p, info), KernelClient(info, wait_for_exit=p.wait) as kc:
+        await kc.wait_for_ready(timeout=60)
+        with kc.subscribe_iopub() as messages:
+            kc.close_iopub()
+            kc.close_iopub()  # idempotent
+            assert [m async for m in messages] == []
+        with pytest.raises(ChannelClosedError, match="close_iopub"):
+            await kc.execute("1")
+        with pytest.raises(ChannelClosedError, match="close_iopub"):
+            kc.subscribe_iopub()
+        with pytest.raises(ChannelClosedError, match="close_iopub"):
+            kc.open_comm("x")
+        assert (await kc.wait_for_ready(timeout=30)).status == "ok"
+        assert (await kc.is_complete("x = 1", timeout=30)).status == "complete"
+        assert await kc.heartbeat(timeout=10)
+
+
+async def test_an_execute_replied_but_never_idle_ends_when_the_client_closes() -> None:
+    """An execute that has its reply but not its idle status is not left waiting when the
+    client closes: it raises ChannelClosedError."""
+    info = new_connection_info()
+    try:
+        kernel = Session(key=info["key"])
+        async with fake_kernel_sockets(info) as (shell, iopub):
+            errors: list[BaseException] = []
+            async with anyio.create_task_group() as tg, KernelClient(info) as kc:
+
+                async def run() -> None:
+                    with pytest.raises(ChannelClosedError) as caught:
+                        await kc.execute("1", timeout=30)
+                    errors.append(caught.value)
+
+                tg.start_soon(run)
+                assert await iopub.recv_multipart() == [b"\x01"]
+                while True:
+                    request = kernel.deserialize(await shell.recv_multipart())
+                    idle = kernel.new_message("status", {"execution_state": "idle"}, parent=request)
+                    if request.msg_type == "kernel_info_request":
+                        await iopub.send_multipart(kernel.serialize(idle))
+                    reply = kernel.new_message(
+                        request.msg_type.replace("request", "reply"),
+                        {"status": "ok"},
+                        parent=request,
+                    )
+                    reply.identities = request.identities
+                    await shell.send_multipart(kernel.serialize(reply))
+                    if request.msg_type == "execute_request":
+                        break
+                await anyio.wait_all_tasks_blocked()
+        assert len(errors) == 1
+    finally:
+        release_connection_info(info)

@@ -204,3 +204,23 @@ async def test_stream_times_out_with_kernel_timeout_error() -> None:
             await drain(kc)
         assert not kc._executions and not kc._pending
         await kc.interrupt(timeout=30)
+
+
+async def test_two_tasks_iterating_one_stream_share_its_outputs() -> None:
+    """Two tasks taking from one stream are both woken as outputs arrive; between them they
+    get each output once, and one of them the result."""
+    code = "import time\nfor i in range(4):\n    print(i, flush=True)\n    time.sleep(0.05)"
+    taken: list[object] = []
+    async with ready_client() as kc, kc.execute_stream(code, timeout=30) as outputs:
+
+        async def take() -> None:
+            async for item in outputs:
+                taken.append(item)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(take)
+                tg.start_soon(take)
+    texts = "".join(o.text for o in taken if isinstance(o, StreamOutput))
+    assert texts == "0\n1\n2\n3\n"
+    assert sum(isinstance(o, ExecuteResult) for o in taken) == 1

@@ -12,6 +12,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from .._errors import KernelStateError
 from ..manager import KernelManager
 from ..manager import start_kernel as _async_start_kernel
 from ..messaging import (
@@ -41,7 +42,9 @@ class BlockingKernel:
     waits for it. If the wait is interrupted (``KeyboardInterrupt``, or any exception raised
     in the waiting thread), the coroutine is cancelled before the exception propagates.
 
-    Use it from one thread at a time, or from several: each call is its own task.
+    Use it from any thread (each call is its own task), but not from the event loop's own
+    (an ``output_hook``, say) and not after the block: both raise
+    :class:`~kernel_nursery.KernelStateError`.
 
     .. versionadded:: 0.2
     """
@@ -62,7 +65,15 @@ class BlockingKernel:
         async def run() -> T:
             return await func(*args, **kwargs)
 
-        return _wait(self._portal.start_task_soon(run))
+        try:
+            future = self._portal.start_task_soon(run)
+        except RuntimeError as exc:
+            # The portal has stopped (the block ended), or this is its own thread.
+            raise KernelStateError(
+                f"this kernel cannot be used here: {exc} (use it inside its 'with' block, "
+                "from any thread but the one its event loop runs in)"
+            ) from None
+        return _wait(future)
 
     # ------------------------------------------------------------ running code
 

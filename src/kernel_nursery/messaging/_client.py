@@ -325,6 +325,8 @@ class KernelClient:
             self._failure = failure
         for pending in self._pending.values():
             pending.fail(failure)
+        for execution in self._executions.values():
+            execution._poke()  # one that has its reply but not its idle status ends too
 
     async def _follow_kernel(self, wait_for_exit: WaitForExit) -> None:
         """Fail the requests when the kernel exits; with ``wait_for_restart``, take on each

@@ -137,6 +137,8 @@ class ExecuteStream:
             raise StopAsyncIteration
         item = await self._next()
         if isinstance(item, ExecuteResult):
+            if self._finished:
+                raise StopAsyncIteration  # another task took the result
             self._finished = True
         return item
 
@@ -163,12 +165,20 @@ class ExecuteStream:
                 return typed_output(self._outputs[self._taken - 1])
             if pending.failure is not None or (pending.reply is not None and self._idle):
                 return ExecuteResult(reply=pending.result(), outputs=self._outputs)
-            self._wake = wake = anyio.Event()
+            failure = self._client._failure
+            if failure is not None:
+                # Replied, but the kernel died (or the client closed) before it was idle.
+                raise failure()
+            # Tasks iterating one stream together share the event, so each is woken.
+            if self._wake is None:
+                self._wake = anyio.Event()
+            wake = self._wake
             try:
                 with self._bounded():
                     await wake.wait()
             finally:
-                self._wake = None
+                if self._wake is wake:
+                    self._wake = None
 
     def _bounded(self) -> AbstractContextManager[None]:
         """A scope that ends at the deadline, where a KernelTimeoutError is raised."""
