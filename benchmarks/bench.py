@@ -20,7 +20,9 @@ Scenarios:
   execute      one execute round trip on one ipykernel (reply and idle status, outputs
                collected), the mean of EXECUTE_ROUNDS per sample: ours collected (execute) and
                streamed (execute_stream), jupyter_client's execute_interactive, and a floor:
-               blocking pyzmq with the same signing and decoding (Session), no event loop
+               blocking pyzmq with the same signing and decoding (Session), no event loop;
+               collect_cpu is the CPU time the client's process spends per round trip
+               (all its threads), which a busy machine disturbs less than wall time
 
 The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
 """
@@ -130,17 +132,18 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
         out["wall"] = [time.perf_counter() - t0]
         out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
     elif scenario == "execute":
-        out = {"collect": [], "stream": [], "floor_pyzmq": []}
+        out = {"collect": [], "collect_cpu": [], "stream": [], "floor_pyzmq": []}
         async with KernelManager(kernel_name="python3") as km:
             await km.start_kernel()
             async with km.client() as kc:
                 for _ in range(EXECUTE_WARMUP):
                     await kc.execute(EXECUTE_CODE)
                 for _ in range(reps):
-                    t0 = time.perf_counter()
+                    t0, cpu0 = time.perf_counter(), rusage()[0]
                     for _ in range(EXECUTE_ROUNDS):
                         result = await kc.execute(EXECUTE_CODE)
                     out["collect"].append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
+                    out["collect_cpu"].append((rusage()[0] - cpu0) / EXECUTE_ROUNDS)
                     assert result.stdout == "1\n", result
                     t0 = time.perf_counter()
                     for _ in range(EXECUTE_ROUNDS):
@@ -238,13 +241,14 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
         outputs: list[Any] = []
         for _ in range(EXECUTE_WARMUP):
             await kc.execute_interactive(EXECUTE_CODE, output_hook=outputs.append, timeout=60)
-        out = {"collect": []}
+        out = {"collect": [], "collect_cpu": []}
         for _ in range(reps):
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), rusage()[0]
             for _ in range(EXECUTE_ROUNDS):
                 outputs = []
                 await kc.execute_interactive(EXECUTE_CODE, output_hook=outputs.append, timeout=60)
             out["collect"].append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
+            out["collect_cpu"].append((rusage()[0] - cpu0) / EXECUTE_ROUNDS)
             assert any(m["msg_type"] == "stream" for m in outputs), outputs
         kc.stop_channels()
         await km.shutdown_kernel(now=True)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from kernel_nursery import ChannelClosedError, KernelClient, KernelStateError
+from kernel_nursery import ChannelClosedError, Comm, KernelClient, KernelDiedError, KernelStateError
 
 from ..helpers.kernels import running_kernel
 
@@ -108,3 +108,25 @@ async def test_closing_the_client_ends_comms_and_acceptors() -> None:
                 assert [c async for c in incoming] == []
         with pytest.raises(ChannelClosedError):
             kc.open_comm("echo")
+
+
+async def test_a_comm_whose_kernel_died_leaves_its_block_quietly() -> None:
+    """When the kernel dies under an open comm, the comm's iteration ends and leaving its
+    block raises nothing of its own: the block's exception, if any, is the one that
+    propagates."""
+    async with running_kernel() as (p, info), KernelClient(info, wait_for_exit=p.wait) as kc:
+        await kc.execute(ECHO_TARGET, timeout=60)
+        comms: list[Comm] = []
+
+        async def die_inside() -> None:
+            async with kc.open_comm("echo") as comm:
+                comms.append(comm)
+                await comm.receive()
+                await p.kill()
+                with pytest.raises(KernelDiedError):
+                    await kc.kernel_info(timeout=10)  # the client has seen the death
+                raise LookupError("mine")
+
+        with pytest.raises(LookupError, match="mine"):
+            await die_inside()
+        assert comms[0].closed

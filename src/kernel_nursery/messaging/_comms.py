@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import anyio
 
-from .._errors import ChannelClosedError, KernelStateError
+from .._errors import ChannelClosedError, KernelNurseryError, KernelStateError
 from ._fanout import Subscription, check_max_buffer
 from ._wire import Message
 
@@ -178,8 +178,10 @@ class Comm:
         with anyio.move_on_after(_CLOSE_BOUND, shield=True):
             try:
                 await self.close()
-            except ChannelClosedError:
-                pass  # the client closed first: nothing can be sent, nothing is left
+            except KernelNurseryError:
+                # The client closed, or the kernel died: nothing can be sent, and nothing is
+                # left to close; the block's own exception, if any, must propagate as it is.
+                pass
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._opened else "new"
