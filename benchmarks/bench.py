@@ -132,7 +132,13 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
         out["wall"] = [time.perf_counter() - t0]
         out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
     elif scenario == "execute":
-        out = {"collect": [], "collect_cpu": [], "stream": [], "floor_pyzmq": []}
+        out: dict[str, list[float]] = {
+            "collect": [],
+            "collect_cpu": [],
+            "stream": [],
+            "stream_cpu": [],
+            "floor_pyzmq": [],
+        }
         async with KernelManager(kernel_name="python3") as km:
             await km.start_kernel()
             async with km.client() as kc:
@@ -145,12 +151,13 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                     out["collect"].append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
                     out["collect_cpu"].append((rusage()[0] - cpu0) / EXECUTE_ROUNDS)
                     assert result.stdout == "1\n", result
-                    t0 = time.perf_counter()
+                    t0, cpu0 = time.perf_counter(), rusage()[0]
                     for _ in range(EXECUTE_ROUNDS):
                         async with kc.execute_stream(EXECUTE_CODE) as stream:
                             async for _ in stream:
                                 pass
                     out["stream"].append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
+                    out["stream_cpu"].append((rusage()[0] - cpu0) / EXECUTE_ROUNDS)
                 out["floor_pyzmq"] = execute_floor(dict(km.connection_info), reps)
     elif scenario == "idle":
         async with KernelNursery() as nursery:
@@ -276,7 +283,7 @@ def execute_floor(info: dict[str, Any], reps: int) -> list[float]:
     from kernel_nursery import Session
 
     session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     shell, iopub = ctx.socket(zmq.DEALER), ctx.socket(zmq.SUB)
     iopub.setsockopt(zmq.SUBSCRIBE, b"")
     shell.connect(f"tcp://{info['ip']}:{info['shell_port']}")
@@ -445,10 +452,14 @@ def main() -> None:
             + [("idle", "", 0)]
         )
         if args.only:
-            plan = [step for step in plan if step[0] in args.only.split(",")]
+            plan_names = args.only.split(",")
+            plan = [step for step in plan if step[0] in plan_names]
             previous = Path(args.out) / "results.json"
             if previous.exists():
-                results["metrics"] = json.loads(previous.read_text())["metrics"]
+                kept = json.loads(previous.read_text())
+                later = {k: v for k, v in kept.get("later", {}).items() if k not in plan_names}
+                later.update(dict.fromkeys(plan_names, results["machine"]))
+                results = {"machine": kept["machine"], "later": later, "metrics": kept["metrics"]}
         for scenario, _, n in plan:
             for impl in IMPLS:
                 if scenario == "floor" and impl == "jupyter_client":
@@ -487,6 +498,12 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         f"{m['os']}, Python {m['python']}; kernel-nursery {m['kernel-nursery']}, jupyter_client "
         f"{m['jupyter_client']}, ipykernel {m['ipykernel']}, anyio {m['anyio']}, trio "
         f"{m['trio']}, pyzmq {m['pyzmq']}.",
+        "",
+        *(
+            f"The {name} rows were measured later, {when['date']} on {when['cpu']} "
+            f"({when['cores']} cores), kernel-nursery {when['kernel-nursery']}."
+            for name, when in results.get("later", {}).items()
+        ),
         "",
         "Median (interquartile range); the ratio is jupyter_client's median divided by ours "
         "(above 1: we are faster or cheaper).",
