@@ -39,7 +39,8 @@ async def ipykernel_client() -> AsyncIterator[KernelClient]:
 
 async def test_open_send_receive_and_close_a_comm() -> None:
     """A comm opened to a kernel target gets its greeting and the echo of each message
-    (buffers too); comm_info lists it; leaving the block closes it in the kernel."""
+    (buffers too); comm_info lists it; leaving the block closes it in the kernel. A comm to a
+    target the kernel lacks is closed by the kernel."""
     async with ipykernel_client() as kc:
         async with kc.open_comm("echo", {"hello": 1}) as comm:
             greeting = await comm.receive()
@@ -57,13 +58,11 @@ async def test_open_send_receive_and_close_a_comm() -> None:
         kept = await kc.execute("print(received)", timeout=30)
         assert kept.stdout == "[{'ping': 2}]\n"
 
-
-async def test_a_comm_to_an_unknown_target_is_closed_by_the_kernel() -> None:
-    """ipykernel closes a comm to a target it does not have: iteration just ends."""
-    async with ipykernel_client() as kc, kc.open_comm("no-such-target") as comm:
-        with anyio.fail_after(30):
-            assert [msg async for msg in comm] == []
-        assert comm.closed and comm.close_message is not None
+        # ipykernel closes a comm to a target it does not have: iteration just ends.
+        async with kc.open_comm("no-such-target") as unknown:
+            with anyio.fail_after(30):
+                assert [msg async for msg in unknown] == []
+            assert unknown.closed and unknown.close_message is not None
 
 
 async def test_accept_a_comm_the_kernel_opens() -> None:

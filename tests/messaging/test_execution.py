@@ -75,17 +75,14 @@ async def test_client_handler_serves_every_execute_and_streams() -> None:
     assert isinstance(items[-1], ExecuteResult) and items[-1].stdout == "B\n"
 
 
-async def test_without_a_handler_the_kernel_is_told_stdin_is_not_allowed() -> None:
-    """With no handler anywhere, input() fails in the kernel at once instead of hanging."""
-    async with ready_client() as kc:
-        result = await kc.execute("input('x')", timeout=30)
-    assert result.error is not None and result.error["ename"] == "StdinNotImplementedError"
-
-
-async def test_cancelled_while_the_kernel_waits_for_input_leaves_a_clean_client() -> None:
-    """Cancelling an execute whose kernel waits for input forgets the request; an interrupt
-    frees the kernel, and the same client runs code again."""
+async def test_refused_wrong_and_cancelled_input_leave_a_clean_client() -> None:
+    """Without a handler, input() fails in the kernel at once; a handler that returns no text
+    is a TypeError; cancelling an execute whose kernel waits for input forgets the request.
+    Each time an interrupt frees the kernel, and the same client runs code again."""
     asked = anyio.Event()
+
+    async def wrong(prompt: str, password: bool) -> str:
+        return 42  # type: ignore[return-value]
 
     async def never(prompt: str, password: bool) -> str:
         asked.set()
@@ -93,30 +90,24 @@ async def test_cancelled_while_the_kernel_waits_for_input_leaves_a_clean_client(
         raise AssertionError
 
     async with ready_client() as kc:
+        refused = await kc.execute("input('x')", timeout=30)
+        assert refused.error is not None and refused.error["ename"] == "StdinNotImplementedError"
+
+        # stop_on_error=False: an interrupt's KeyboardInterrupt would otherwise make ipykernel
+        # abort the requests that reach it soon after.
+        with pytest.raises(TypeError, match="must return text"):
+            await kc.execute("input()", timeout=30, stdin_handler=wrong, stop_on_error=False)
+        await kc.interrupt(timeout=30)
+        assert (await kc.execute("print('free')", timeout=30)).stdout == "free\n"
+
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
-                # stop_on_error=False: the interrupt's KeyboardInterrupt would otherwise make
-                # ipykernel abort the requests that reach it soon after.
                 tg.start_soon(
                     lambda: kc.execute("input()", stdin_handler=never, stop_on_error=False)
                 )
                 await asked.wait()
                 tg.cancel_scope.cancel()
         assert not kc._executions and not kc._pending
-        await kc.interrupt(timeout=30)
-        result = await kc.execute("print('free')", timeout=30)
-    assert result.stdout == "free\n"
-
-
-async def test_handler_returning_no_text_is_a_type_error() -> None:
-    """A handler that returns something other than text raises TypeError from execute."""
-
-    async def wrong(prompt: str, password: bool) -> str:
-        return 42  # type: ignore[return-value]
-
-    async with ready_client() as kc:
-        with pytest.raises(TypeError, match="must return text"):
-            await kc.execute("input()", timeout=30, stdin_handler=wrong, stop_on_error=False)
         await kc.interrupt(timeout=30)
         assert (await kc.execute("print('free')", timeout=30)).stdout == "free\n"
 
@@ -180,19 +171,9 @@ async def test_outputs_arrive_while_the_code_still_runs(kernel: str, tmp_path: P
     assert isinstance(rest[-1], ExecuteResult) and rest[-1].status == "error"
 
 
-async def test_leaving_a_stream_early_forgets_the_request() -> None:
-    """Breaking out of a stream after its first output leaves nothing registered; the client
-    goes on."""
-    async with ready_client() as kc:
-        async with kc.execute_stream("print(1)\nprint(2, flush=True)", timeout=30) as outputs:
-            async for _ in outputs:
-                break
-        assert not kc._executions and not kc._pending
-        assert (await kc.execute("print(3)", timeout=30)).stdout == "3\n"
-
-
-async def test_stream_times_out_with_kernel_timeout_error() -> None:
-    """A stream whose code outlasts its timeout raises KernelTimeoutError while iterated."""
+async def test_leaving_a_stream_early_or_at_its_timeout_forgets_the_request() -> None:
+    """Breaking out of a stream after its first output, or a stream whose code outlasts its
+    timeout (KernelTimeoutError), leaves nothing registered; the client goes on."""
 
     async def drain(kc: KernelClient) -> None:
         async with kc.execute_stream("import time; time.sleep(30)", timeout=0.5) as outputs:
@@ -200,6 +181,12 @@ async def test_stream_times_out_with_kernel_timeout_error() -> None:
                 pass
 
     async with ready_client() as kc:
+        async with kc.execute_stream("print(1)\nprint(2, flush=True)", timeout=30) as outputs:
+            async for _ in outputs:
+                break
+        assert not kc._executions and not kc._pending
+        assert (await kc.execute("print(3)", timeout=30)).stdout == "3\n"
+
         with anyio.fail_after(30), pytest.raises(KernelTimeoutError, match="execute_request"):
             await drain(kc)
         assert not kc._executions and not kc._pending
