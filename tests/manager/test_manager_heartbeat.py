@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
+from traitlets import TraitError
 
 from kernel_nursery import KernelManager, KernelSpec
 
@@ -18,10 +19,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 SpecFactory = Callable[..., KernelSpec]
 
 
-async def test_off_by_default() -> None:
-    """Heartbeat supervision is off unless asked for."""
+async def test_off_by_default_and_checked() -> None:
+    """Heartbeat supervision is off unless asked for; a negative interval or fewer than one
+    miss is refused."""
     km = KernelManager()
     assert km.heartbeat_interval == 0 and not km.heartbeat_restart
+    with pytest.raises(TraitError, match="heartbeat_interval"):
+        KernelManager(heartbeat_interval=-1)
+    with pytest.raises(TraitError, match="heartbeat_misses"):
+        KernelManager(heartbeat_misses=0)
 
 
 async def test_a_hung_kernel_is_reported_then_answers_again(fake_spec: SpecFactory) -> None:

@@ -140,12 +140,14 @@ class KernelManager(LoggingConfigurable):
     )
     heartbeat_interval = Float(
         0.0,
+        min=0.0,
         config=True,
         help="Seconds between heartbeats sent to a running kernel, each of which it has as "
         "long to echo; 0 (the default) turns heartbeat supervision off, with no wake-ups.",
     )
     heartbeat_misses = Integer(
         3,
+        min=1,
         config=True,
         help="How many heartbeats in a row a kernel may miss before it is reported "
         "unresponsive (an 'unresponsive' event), when heartbeat_interval is set.",

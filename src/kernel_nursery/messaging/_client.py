@@ -147,6 +147,14 @@ class KernelClient:
             result = await kc.execute("print(6 * 7)", timeout=10)
             assert result.stdout == "42\\n"
 
+    Besides requests with typed replies (:meth:`kernel_info`, :meth:`complete`,
+    :meth:`inspect`, :meth:`history`, :meth:`is_complete`, :meth:`comm_info`), it runs code
+    collecting its outputs (:meth:`execute`) or streaming them (:meth:`execute_stream`),
+    answers the code's ``input()`` (*stdin_handler*), hands every iopub message to subscribers
+    (:meth:`subscribe_iopub`) and carries comms (:meth:`open_comm`, :meth:`accept_comms`).
+    Its receive loops never wait for a consumer: see :meth:`subscribe_iopub` for how slow ones
+    are bounded.
+
     Every received message is checked (:class:`Session`): one with a bad signature, a replayed
     one, or garbage frames are dropped with a warning in the log, never acted on.
 
