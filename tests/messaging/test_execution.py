@@ -22,6 +22,7 @@ from kernel_nursery.messaging import (
 )
 
 from ..helpers.kernels import running_kernel
+from .test_client import SpecFactory, fake_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -211,3 +212,19 @@ async def test_two_tasks_iterating_one_stream_share_its_outputs() -> None:
     texts = "".join(o.text for o in taken if isinstance(o, StreamOutput))
     assert texts == "0\n1\n2\n3\n"
     assert sum(isinstance(o, ExecuteResult) for o in taken) == 1
+
+
+async def test_executions_cancelled_anywhere_leave_a_clean_client(fake_spec: SpecFactory) -> None:
+    """Collecting or streaming executions cut off after any delay leave nothing registered,
+    and the client runs the next one (the fake kernel answers any request at once)."""
+    async with fake_client(fake_spec()) as (_, kc):
+        for i in range(40):
+            with anyio.move_on_after(i * 0.0005):
+                if i % 2:
+                    await kc.execute("x")
+                else:
+                    async with kc.execute_stream("x") as outputs:
+                        async for _ in outputs:
+                            pass
+            assert not kc._executions and not kc._pending
+        assert (await kc.execute("x", timeout=10)).status == "ok"
