@@ -7,6 +7,7 @@ import signal
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from typing import Any
 
 import anyio
@@ -767,6 +768,9 @@ async def test_non_ascii_key_with_a_real_kernel() -> None:
 # ---------------------------------------------------------------- iopub_welcome (protocol 5.4)
 
 
+@pytest.mark.skipif(
+    int(version("ipykernel").split(".")[0]) < 7, reason="ipykernel < 7 sends no iopub_welcome"
+)
 async def test_a_new_client_is_welcomed_on_iopub_before_any_request() -> None:
     """ipykernel greets each new subscription with iopub_welcome: a second client, whose
     subscription to everything the kernel has seen already, is greeted on its own topic, so
