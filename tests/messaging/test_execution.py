@@ -228,3 +228,16 @@ async def test_executions_cancelled_anywhere_leave_a_clean_client(fake_spec: Spe
                             pass
             assert not kc._executions and not kc._pending
         assert (await kc.execute("x", timeout=10)).status == "ok"
+
+
+async def test_an_output_hook_that_raises_fails_its_execute_only() -> None:
+    """An exception in output_hook is raised by that execute, not in the client's receive
+    loop: the client serves the next request."""
+
+    def broken(msg: object) -> None:
+        raise ZeroDivisionError
+
+    async with ready_client() as kc:
+        with pytest.raises(ZeroDivisionError):
+            await kc.execute("print(1)", timeout=30, output_hook=broken)
+        assert (await kc.execute("print(2)", timeout=30)).stdout == "2\n"

@@ -755,7 +755,8 @@ class KernelClient:
 
         Raises:
             KernelTimeoutError, KernelDiedError, ChannelClosedError: as :meth:`request`.
-            Whatever *stdin_handler* raises (the kernel then still waits for its input).
+            Whatever *stdin_handler* raises (the kernel then still waits for its input), or
+            *output_hook* (which is not called again for this execution).
         """
         self._check_not_closed()
         stream = self._execution(

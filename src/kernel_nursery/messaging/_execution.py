@@ -74,6 +74,7 @@ class ExecuteStream:
         self._wake: anyio.Event | None = None
         self._entered = False
         self._finished = False
+        self._hook_error: Exception | None = None
 
     # ------------------------------------------------------------ fed by the receive loops
 
@@ -81,8 +82,14 @@ class ExecuteStream:
         kind = msg.msg_type
         if kind in OUTPUT_TYPES:
             self._outputs.append(msg)
-            if self._output_hook is not None:
-                self._output_hook(msg)
+            if self._output_hook is not None and self._hook_error is None:
+                try:
+                    self._output_hook(msg)
+                except Exception as exc:
+                    # Raised to the caller (by _next), not in the receive loop, which serves
+                    # every request of the client.
+                    self._hook_error = exc
+                    self._poke()
             if self._want_outputs:
                 self._poke()
         elif kind == "status" and msg.content.get("execution_state") == "idle":
@@ -157,6 +164,9 @@ class ExecuteStream:
         if pending is None:
             raise RuntimeError("use the ExecuteStream in 'async with' before iterating it")
         while True:
+            if self._hook_error is not None:
+                error, self._hook_error = self._hook_error, None
+                raise error
             if self._inputs:
                 await self._answer(self._inputs.popleft())
                 continue
