@@ -26,6 +26,12 @@ Scenarios:
                'required'), each repetition both ways: start to ready, the round trip of a small
                execute (median of EXEC_REPS), and of one printing 1 MB; with, as the raw floor,
                a 1 MB round trip between two bare pyzmq sockets on loopback, each way
+  execute      one execute round trip on one ipykernel (reply and idle status, outputs
+               collected), the mean of EXECUTE_ROUNDS per sample: ours collected (execute) and
+               streamed (execute_stream), jupyter_client's execute_interactive, and a floor:
+               blocking pyzmq with the same signing and decoding (Session), no event loop;
+               collect_cpu is the CPU time the client's process spends per round trip
+               (all its threads), which a busy machine disturbs less than wall time
 
 The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
 """
@@ -61,6 +67,10 @@ IDLE_KERNELS = 20
 IDLE_SETTLE = 12.0
 #: Executes per repetition of the encryption scenario (the median is kept).
 EXEC_REPS = 30
+#: Code of the execute scenario (one stream output), round trips per sample, and warm-up ones.
+EXECUTE_CODE = "print(1)"
+EXECUTE_ROUNDS = 200
+EXECUTE_WARMUP = 50
 
 
 # ====================================================================== workers
@@ -187,6 +197,34 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                     await km.shutdown_kernel()
             out.setdefault("zmq_1mb_clear", []).append(zmq_round_trip(False))
             out.setdefault("zmq_1mb_curve", []).append(zmq_round_trip(True))
+    elif scenario == "execute":
+        out: dict[str, list[float]] = {
+            "collect": [],
+            "collect_cpu": [],
+            "stream": [],
+            "stream_cpu": [],
+            "floor_pyzmq": [],
+        }
+        async with KernelManager(kernel_name="python3") as km:
+            await km.start_kernel()
+            async with km.client() as kc:
+                for _ in range(EXECUTE_WARMUP):
+                    await kc.execute(EXECUTE_CODE)
+                for _ in range(reps):
+                    t0, cpu0 = time.perf_counter(), rusage()[0]
+                    for _ in range(EXECUTE_ROUNDS):
+                        result = await kc.execute(EXECUTE_CODE)
+                    out["collect"].append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
+                    out["collect_cpu"].append((rusage()[0] - cpu0) / EXECUTE_ROUNDS)
+                    assert result.stdout == "1\n", result
+                    t0, cpu0 = time.perf_counter(), rusage()[0]
+                    for _ in range(EXECUTE_ROUNDS):
+                        async with kc.execute_stream(EXECUTE_CODE) as stream:
+                            async for _ in stream:
+                                pass
+                    out["stream"].append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
+                    out["stream_cpu"].append((rusage()[0] - cpu0) / EXECUTE_ROUNDS)
+                out["floor_pyzmq"] = execute_floor(dict(km.connection_info), reps)
     elif scenario == "idle":
         async with KernelNursery() as nursery:
             async with anyio.create_task_group() as tg:
@@ -345,6 +383,24 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
                 out.setdefault(f"output_1mb_{tag}", []).append(statistics.median(big))
                 kc.stop_channels()
                 await km.shutdown_kernel()
+    elif scenario == "execute":
+        km = AsyncKernelManager(kernel_name="python3")
+        await km.start_kernel()
+        kc = await ready(km)
+        outputs: list[Any] = []
+        for _ in range(EXECUTE_WARMUP):
+            await kc.execute_interactive(EXECUTE_CODE, output_hook=outputs.append, timeout=60)
+        out = {"collect": [], "collect_cpu": []}
+        for _ in range(reps):
+            t0, cpu0 = time.perf_counter(), rusage()[0]
+            for _ in range(EXECUTE_ROUNDS):
+                outputs = []
+                await kc.execute_interactive(EXECUTE_CODE, output_hook=outputs.append, timeout=60)
+            out["collect"].append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
+            out["collect_cpu"].append((rusage()[0] - cpu0) / EXECUTE_ROUNDS)
+            assert any(m["msg_type"] == "stream" for m in outputs), outputs
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
     elif scenario == "idle":
         kms = [AsyncIOLoopKernelManager(kernel_name="fake") for _ in range(IDLE_KERNELS)]
         for km in kms:
@@ -359,6 +415,71 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
         await asyncio.gather(*(km.shutdown_kernel(now=True) for km in kms))
         out = {"cpu_s": [cpu1 - cpu0], "switches": [sw1 - sw0]}
     return out
+
+
+def execute_floor(info: dict[str, Any], reps: int) -> list[float]:
+    """The execute round trip over blocking pyzmq sockets: the same messages, signed and
+    checked by the same Session, waited for with zmq.Poller, with no event loop at all."""
+    import zmq
+
+    from kernel_nursery import Session
+
+    session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    shell, iopub = ctx.socket(zmq.DEALER), ctx.socket(zmq.SUB)
+    iopub.setsockopt(zmq.SUBSCRIBE, b"")
+    shell.connect(f"tcp://{info['ip']}:{info['shell_port']}")
+    iopub.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
+    poller = zmq.Poller()
+    poller.register(shell, zmq.POLLIN)
+    poller.register(iopub, zmq.POLLIN)
+
+    def round_trip() -> None:
+        msg = session.new_message(
+            "execute_request",
+            {
+                "code": EXECUTE_CODE,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
+        shell.send_multipart(session.serialize(msg))
+        replied = idle = False
+        outputs = []
+        while not (replied and idle):
+            for sock, _ in poller.poll():
+                got = session.deserialize(sock.recv_multipart())
+                if got.parent_id != msg.msg_id:
+                    continue
+                if sock is shell:
+                    replied = True
+                elif got.msg_type == "status":
+                    idle = got.content["execution_state"] == "idle"
+                else:
+                    outputs.append(got)
+        assert outputs, "no output"
+
+    # iopub's subscription takes a moment to reach the kernel (slow joiner): warm up until a
+    # round trip completes at all, then as many again as the others get.
+    poller_ready = False
+    while not poller_ready:
+        request = session.new_message("kernel_info_request")
+        shell.send_multipart(session.serialize(request))
+        poller_ready = bool(iopub.poll(200))
+    for _ in range(EXECUTE_WARMUP):
+        round_trip()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(EXECUTE_ROUNDS):
+            round_trip()
+        times.append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
+    shell.close(linger=0)
+    iopub.close(linger=0)
+    return times
 
 
 def worker(impl: str, scenario: str, reps: int, n: int) -> None:
@@ -438,7 +559,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     parser.add_argument("--many", default="1,10,50")
-    parser.add_argument("--scenarios", default="", help="comma-separated subset to run")
+    parser.add_argument(
+        "--scenarios",
+        "--only",
+        default="",
+        help="comma-separated scenarios to run; their rows replace those in the existing "
+        "results, the others are kept",
+    )
     args = parser.parse_args()
     if args.worker:
         impl, scenario, reps, n = args.worker
@@ -465,6 +592,7 @@ def main() -> None:
                 ("launch", "launch", 0),
                 ("kill", "kill", 0),
                 ("ipykernel", "", 0),
+                ("execute", "", 0),
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
             + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0)]

@@ -139,3 +139,43 @@ def test_every_example_is_tested() -> None:
         for mine, other in (("_trio.py", "_asyncio.py"), ("_asyncio.py", "_trio.py")):
             if name.endswith(mine):
                 assert name.replace(mine, other) in names, f"{name} has no twin for {other}"
+
+
+@pytest.mark.parametrize("name", ["console_trio.py", "console_asyncio.py"])
+def test_console_example(name: str) -> None:
+    """The console example gets typed answers and feeds input() and getpass()."""
+    out = run_python((EXAMPLES / name).read_text())
+    assert "is_complete: incomplete '    '" in out
+    assert "completes to os: True" in out and "len documented: True" in out
+    assert "output: Ada 7" in out and "last input: import getpass" in out
+
+
+@pytest.mark.parametrize("name", ["streaming_trio.py", "streaming_asyncio.py"])
+def test_streaming_example(name: str) -> None:
+    """The streaming example shows each output as it comes, then the end; the iopub watcher
+    sees the kernel busy and idle."""
+    out = run_python((EXAMPLES / name).read_text())
+    lines = [line for line in out.splitlines() if not line.startswith("kernel is")]
+    assert lines == [
+        "printed: step 0",
+        "printed: step 1",
+        "printed: step 2",
+        "raised: ZeroDivisionError",
+        "finished: error",
+    ]
+    assert "kernel is busy" in out and "kernel is idle" in out
+
+
+@pytest.mark.parametrize("name", ["comms_trio.py", "comms_asyncio.py"])
+def test_comms_example(name: str) -> None:
+    """The comms example talks to a kernel target and follows a comm the kernel opens."""
+    out = run_python((EXAMPLES / name).read_text())
+    assert "double of 1 is 2\ndouble of 21 is 42\n" in out
+    assert "progress opened, total 2\ndone 1\ndone 2\n" in out
+
+
+def test_blocking_example() -> None:
+    """The blocking example runs code with input, interrupts it, and works inside a loop."""
+    out = run_python((EXAMPLES / "blocking.py").read_text())
+    assert "printed: Ada" in out and "interrupted: KeyboardInterrupt" in out
+    assert "inside a running loop: 42" in out

@@ -22,6 +22,7 @@ from ._errors import (
     JobRejectedError,
     KernelDiedError,
     KernelNurseryError,
+    KernelReplyError,
     KernelSpecError,
     KernelStateError,
     KernelTimeoutError,
@@ -32,6 +33,7 @@ from ._errors import (
     ProvisionerConfigError,
     ProvisionerError,
     QueueTimeoutError,
+    SubscriptionOverflowError,
     TransportEncryptionError,
     UnknownKernelError,
 )
@@ -40,7 +42,7 @@ from ._version import __version__
 from .connection import ConnectionInfo, read_connection_file, write_connection_file
 from .kernelspec import KernelSpec, KernelSpecManager
 from .manager import KernelEvent, KernelManager, KernelNursery, start_kernel
-from .messaging import ExecuteResult, KernelClient, Message, Session
+from .messaging import Comm, ExecuteResult, ExecuteStream, KernelClient, Message, Reply, Session
 from .provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
@@ -51,9 +53,11 @@ from .provisioning import (
 
 __all__ = [
     "ChannelClosedError",
+    "Comm",
     "ConnectionFileError",
     "ConnectionInfo",
     "ExecuteResult",
+    "ExecuteStream",
     "InvalidKernelIdError",
     "InvalidSignatureError",
     "JobEndedError",
@@ -67,6 +71,7 @@ __all__ = [
     "KernelNurseryError",
     "KernelProvisionerBase",
     "KernelProvisionerFactory",
+    "KernelReplyError",
     "KernelSpec",
     "KernelSpecError",
     "KernelSpecManager",
@@ -81,9 +86,11 @@ __all__ = [
     "ProvisionerConfigError",
     "ProvisionerError",
     "QueueTimeoutError",
+    "Reply",
     "Session",
     "SignalCancel",
     "SlurmProvisioner",
+    "SubscriptionOverflowError",
     "TransportEncryptionError",
     "UnknownKernelError",
     "__version__",

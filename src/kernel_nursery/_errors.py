@@ -22,6 +22,7 @@ __all__ = [
     "JobRejectedError",
     "KernelDiedError",
     "KernelNurseryError",
+    "KernelReplyError",
     "KernelSpecError",
     "KernelStateError",
     "KernelTimeoutError",
@@ -32,6 +33,7 @@ __all__ = [
     "ProvisionerConfigError",
     "ProvisionerError",
     "QueueTimeoutError",
+    "SubscriptionOverflowError",
     "TransportEncryptionError",
     "UnknownKernelError",
 ]
@@ -209,6 +211,39 @@ class TransportEncryptionError(KernelNurseryError):
 
 class ChannelClosedError(KernelNurseryError):
     """The client (or the channel) was closed while a request was waiting on it."""
+
+
+class KernelReplyError(KernelNurseryError):
+    """The kernel answered a request with an error reply (``status: "error"``), and the caller
+    asked for errors to be raised (``raise_on_error=True``).
+
+    Attributes:
+        msg_type: The reply's message type (``"complete_reply"``...).
+        ename: The exception's name in the kernel (may be empty).
+        evalue: The exception's value in the kernel (may be empty).
+        traceback: The kernel's traceback lines (may be empty).
+    """
+
+    def __init__(self, msg_type: str, ename: str, evalue: str, traceback: list[str]) -> None:
+        self.msg_type, self.ename, self.evalue, self.traceback = msg_type, ename, evalue, traceback
+        super().__init__(f"the kernel answered {msg_type} with an error: {ename}: {evalue:.200}")
+
+    @classmethod
+    def from_content(cls, msg_type: str, content: dict[str, object]) -> KernelReplyError:
+        """The error for an error reply's *content*."""
+        tb = content.get("traceback")
+        return cls(
+            msg_type,
+            str(content.get("ename", "")),
+            str(content.get("evalue", "")),
+            [str(line) for line in tb] if isinstance(tb, list) else [],
+        )
+
+
+class SubscriptionOverflowError(KernelNurseryError):
+    """A subscriber (to iopub, or to a comm) fell behind by more messages than its buffer
+    holds; its subscription ended rather than block the client or lose messages silently.
+    Open a new one, with a larger ``max_buffer`` or a faster consumer."""
 
 
 class KernelStateError(KernelNurseryError, RuntimeError):

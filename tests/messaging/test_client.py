@@ -7,6 +7,7 @@ import signal
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from typing import Any
 
 import anyio
@@ -758,5 +759,92 @@ async def test_non_ascii_key_with_a_real_kernel() -> None:
             async with KernelClient(info, wait_for_exit=p.wait) as kc:
                 result = await kc.execute("print(6 * 7)", timeout=60)
                 assert result.stdout == "42\n"
+    finally:
+        release_connection_info(info)
+
+
+# ---------------------------------------------------------------- iopub_welcome (protocol 5.4)
+
+
+@pytest.mark.skipif(
+    int(version("ipykernel").split(".")[0]) < 7, reason="ipykernel < 7 sends no iopub_welcome"
+)
+async def test_a_new_client_is_welcomed_on_iopub_before_any_request() -> None:
+    """ipykernel greets each new subscription with iopub_welcome: a second client, whose
+    subscription to everything the kernel has seen already, is greeted on its own topic, so
+    its iopub is known to be connected before it sends anything."""
+    async with running_kernel() as (p, info), KernelClient(info, wait_for_exit=p.wait) as first:
+        await first.wait_for_ready(timeout=60)
+        with first.subscribe_iopub() as seen_by_first:
+            async with KernelClient(info) as second:
+                seen = second.subscribe_iopub()
+                with anyio.fail_after(30):
+                    greeting = await seen.receive()
+                    while greeting.msg_type != "iopub_welcome":
+                        greeting = await seen.receive()
+                assert second.iopub_welcomed and second._iopub_seen.is_set()
+                # the first client sees the second's welcome too, as not its own
+                welcome = await seen_by_first.receive()
+                while welcome.msg_type != "iopub_welcome":
+                    welcome = await seen_by_first.receive()
+                assert welcome.content["subscription"] == second._welcome_topic.decode()
+                assert welcome.content["subscription"] != first._welcome_topic.decode()
+                result = await second.execute("print('hi')", timeout=30)
+                assert result.stdout == "hi\n"
+
+
+async def test_close_iopub_stops_iopub_and_keeps_the_rest() -> None:
+    """close_iopub ends subscriptions and refuses executes, subscriptions and comms with
+    ChannelClosedError; replies on shell, readiness and heartbeats still work."""
+    async with running_kernel() as (p, info), KernelClient(info, wait_for_exit=p.wait) as kc:
+        await kc.wait_for_ready(timeout=60)
+        with kc.subscribe_iopub() as messages:
+            kc.close_iopub()
+            kc.close_iopub()  # idempotent
+            assert [m async for m in messages] == []
+        with pytest.raises(ChannelClosedError, match="close_iopub"):
+            await kc.execute("1")
+        with pytest.raises(ChannelClosedError, match="close_iopub"):
+            kc.subscribe_iopub()
+        with pytest.raises(ChannelClosedError, match="close_iopub"):
+            kc.open_comm("x")
+        assert (await kc.wait_for_ready(timeout=30)).status == "ok"
+        assert (await kc.is_complete("x = 1", timeout=30)).status == "complete"
+        assert await kc.heartbeat(timeout=10)
+
+
+async def test_an_execute_replied_but_never_idle_ends_when_the_client_closes() -> None:
+    """An execute that has its reply but not its idle status is not left waiting when the
+    client closes: it raises ChannelClosedError."""
+    info = new_connection_info()
+    try:
+        kernel = Session(key=info["key"])
+        async with fake_kernel_sockets(info) as (shell, iopub):
+            errors: list[BaseException] = []
+            async with anyio.create_task_group() as tg, KernelClient(info) as kc:
+
+                async def run() -> None:
+                    with pytest.raises(ChannelClosedError) as caught:
+                        await kc.execute("1", timeout=30)
+                    errors.append(caught.value)
+
+                tg.start_soon(run)
+                assert await iopub.recv_multipart() == [b"\x01"]
+                while True:
+                    request = kernel.deserialize(await shell.recv_multipart())
+                    idle = kernel.new_message("status", {"execution_state": "idle"}, parent=request)
+                    if request.msg_type == "kernel_info_request":
+                        await iopub.send_multipart(kernel.serialize(idle))
+                    reply = kernel.new_message(
+                        request.msg_type.replace("request", "reply"),
+                        {"status": "ok"},
+                        parent=request,
+                    )
+                    reply.identities = request.identities
+                    await shell.send_multipart(kernel.serialize(reply))
+                    if request.msg_type == "execute_request":
+                        break
+                await anyio.wait_all_tasks_blocked()
+        assert len(errors) == 1
     finally:
         release_connection_info(info)

@@ -14,7 +14,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 __all__ = ["EventKind", "KernelEvent"]
 
-EventKind = Literal["starting", "started", "restarting", "restarted", "dead", "shutdown"]
+EventKind = Literal[
+    "starting", "started", "restarting", "restarted", "dead", "shutdown", "unresponsive"
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +24,12 @@ class KernelEvent:
     """Something that happened to a kernel.
 
     ``kind`` is one of ``starting``, ``started`` (ready to use), ``restarting``, ``restarted``,
-    ``dead`` (it died and will not be restarted) and ``shutdown``.
+    ``dead`` (it died and will not be restarted), ``shutdown``, and ``unresponsive`` (it
+    missed :attr:`KernelManager.heartbeat_misses` heartbeats in a row, when heartbeat
+    supervision is on).
+
+    .. versionchanged:: 0.2
+        The ``unresponsive`` kind.
 
     .. versionadded:: 0.1
     """

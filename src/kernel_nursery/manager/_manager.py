@@ -57,6 +57,7 @@ class _Incarnation:
         self.info = validate_connection_info(provisioner.connection_info)
         self.exited = anyio.Event()
         self.status: int | None = None
+        self.ready = anyio.Event()  # it answered: heartbeat supervision may begin
 
     def exit(self, status: int | None) -> None:
         if not self.exited.is_set():
@@ -146,6 +147,25 @@ class KernelManager(LoggingConfigurable):
         help="CurveZMQ encryption of the kernel's channels, passed to provisioners that have "
         "the trait (see LocalProvisioner.transport_encryption); empty means the provisioner's "
         "default ('auto': tcp kernels listening beyond loopback).",
+    )
+    heartbeat_interval = Float(
+        0.0,
+        min=0.0,
+        config=True,
+        help="Seconds between heartbeats sent to a running kernel, each of which it has as "
+        "long to echo; 0 (the default) turns heartbeat supervision off, with no wake-ups.",
+    )
+    heartbeat_misses = Integer(
+        3,
+        min=1,
+        config=True,
+        help="How many heartbeats in a row a kernel may miss before it is reported "
+        "unresponsive (an 'unresponsive' event), when heartbeat_interval is set.",
+    )
+    heartbeat_restart = Bool(
+        False,
+        config=True,
+        help="Restart (now=True) a kernel reported unresponsive by heartbeat supervision.",
     )
     kernel_id = Unicode(help="The kernel's id; a new UUID when not given.")
 
@@ -539,6 +559,12 @@ class KernelManager(LoggingConfigurable):
                     f"kernel {self._display_name()!r} did not answer within "
                     f"{self.ready_timeout:g} s (KernelManager.ready_timeout){hint}"
                 ) from None
+            if self._incarnation is not None:
+                self._incarnation.ready.set()
+            # The manager's own client needs iopub no more (readiness is known, and it only
+            # asks on control): dropping it spares a decode of every message the kernel
+            # publishes for as long as the kernel runs.
+            self._client.close_iopub()
             # It has bound its ports: no need to hold them against other programs any more.
             info = validate_connection_info(provisioner.connection_info)
             unhold_ports(transport=info["transport"], ip=info["ip"], ports=_ports_of(info))
@@ -584,11 +610,56 @@ class KernelManager(LoggingConfigurable):
         :meth:`_stop`: when the scope around the manager is cancelled, the polite shutdown that
         follows still needs this client to send its ``shutdown_request``.
         """
+        incarnation = self._incarnation
+        assert incarnation is not None
         with anyio.CancelScope() as scope:
             info = validate_connection_info(provisioner.connection_info)
             async with KernelClient(info, wait_for_exit=provisioner.wait) as client:
                 task_status.started((client, scope))
+                if self.heartbeat_interval > 0:
+                    await incarnation.ready.wait()  # a kernel still starting is not hung
+                    await self._watch_heartbeat(client)
                 await anyio.sleep_forever()
+
+    async def _watch_heartbeat(self, client: KernelClient) -> None:
+        """Beat every :attr:`heartbeat_interval`; after :attr:`heartbeat_misses` unanswered
+        beats in a row, emit ``unresponsive`` and, with :attr:`heartbeat_restart`, restart the
+        kernel (from a task of the group, as the restart ends this incarnation's tasks, this
+        one included). Returns once the kernel has exited, or after a restart was asked for.
+
+        Runs in the client's task, so :meth:`_stop` ends it with the incarnation.
+        """
+        interval, misses = self.heartbeat_interval, 0
+        while True:
+            try:
+                echoed = await client.heartbeat(timeout=interval)
+            except KernelNurseryError:
+                return  # the kernel exited: the supervisor reports it
+            if echoed:
+                misses = 0
+                # The heartbeat protocol's own rhythm, not a poll of our state.
+                await anyio.sleep(interval)
+                continue
+            misses += 1
+            if misses < self.heartbeat_misses:
+                continue
+            self.log.warning(
+                "Kernel %s missed %d heartbeats in a row", self.kernel_id, self.heartbeat_misses
+            )
+            self._emit("unresponsive")
+            misses = 0
+            if self.heartbeat_restart:
+                self._task_group().start_soon(self._restart_unresponsive, self._generation)
+                return
+
+    async def _restart_unresponsive(self, generation: int) -> None:
+        """Restart a kernel reported unresponsive, unless another operation came first."""
+        if generation != self._generation or self._closed:
+            return
+        try:
+            await self.restart_kernel(now=True)
+        except KernelNurseryError as exc:
+            self.log.error("Kernel %s could not be restarted: %s", self.kernel_id, exc)
 
     # ------------------------------------------------------------------ supervision
 

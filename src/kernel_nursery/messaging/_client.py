@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -13,7 +13,12 @@ import anyio
 import anyio.abc
 import zmq
 
-from .._errors import ChannelClosedError, KernelDiedError, KernelTimeoutError, MessageError
+from .._errors import (
+    ChannelClosedError,
+    KernelDiedError,
+    KernelTimeoutError,
+    MessageError,
+)
 from .._taskgroup import OwnedTaskGroup
 from ..connection import (
     ConnectionInfo,
@@ -21,14 +26,26 @@ from ..connection import (
     read_connection_file,
     validate_connection_info,
 )
+from ._comms import Comm, CommRouter
 from ._curve import set_curve_client_options
+from ._execution import ExecuteStream, OutputHook, StdinHandler
+from ._fanout import DEFAULT_MAX_BUFFER, Subscription
+from ._outputs import ExecuteResult
+from ._replies import (
+    CommInfoReply,
+    CompleteReply,
+    HistoryReply,
+    InspectReply,
+    IsCompleteReply,
+    KernelInfoReply,
+    Reply,
+)
 from ._socket import AsyncSocket
 from ._wire import Message, Session
 
-__all__ = ["ExecuteResult", "KernelClient"]
+__all__ = ["KernelClient"]
 
 Channel = Literal["shell", "control"]
-OutputHook = Callable[[Message], None]
 #: Makes the exception that requests fail with while the client cannot serve them. A new one
 #: each time: an exception object raised twice carries both tracebacks, and waiters would share.
 _ErrorFactory = Callable[[], Exception]
@@ -47,7 +64,7 @@ _CHANNELS: tuple[tuple[str, int, PortName], ...] = (
     ("hb", zmq.REQ, "hb_port"),
 )
 #: The channels whose messages a receive loop dispatches.
-_RECEIVING = ("shell", "control", "iopub")
+_RECEIVING = ("shell", "control", "iopub", "stdin")
 #: What a restarted kernel must share with the dead one for the client to keep its sockets.
 _ENDPOINT_KEYS = (
     "transport",
@@ -63,10 +80,6 @@ _ENDPOINT_KEYS = (
     "curve_secretkey",
 )
 
-#: iopub message types that carry the outputs of an execution.
-OUTPUT_TYPES = frozenset(
-    {"stream", "display_data", "execute_result", "error", "update_display_data", "clear_output"}
-)
 #: How long wait_for_ready gives iopub to show a first message after a kernel_info reply before
 #: asking again: a SUB socket misses what is published before its subscription reaches the
 #: kernel (the "slow joiner"), so a request's iopub traffic can be lost while it connects. The
@@ -86,70 +99,17 @@ _RECONNECT_MAX_MS = 1000
 _log = logging.getLogger("kernel_nursery.messaging")
 
 
-@dataclass(kw_only=True)
-class ExecuteResult:
-    """What one ``execute_request`` produced: the shell reply and the iopub outputs.
-
-    .. versionadded:: 0.1
-    """
-
-    reply: Message
-    #: stream, display_data, execute_result, error, update_display_data and clear_output
-    #: messages published for this request, in the order they arrived.
-    outputs: list[Message] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        """``"ok"``, ``"error"`` or ``"aborted"``, from the reply."""
-        return str(self.reply.content.get("status", ""))
-
-    @property
-    def execution_count(self) -> int | None:
-        count = self.reply.content.get("execution_count")
-        return count if isinstance(count, int) else None
-
-    def _stream(self, name: str) -> str:
-        return "".join(
-            str(m.content.get("text", ""))
-            for m in self.outputs
-            if m.msg_type == "stream" and m.content.get("name") == name
-        )
-
-    @property
-    def stdout(self) -> str:
-        """Everything the code printed to standard output."""
-        return self._stream("stdout")
-
-    @property
-    def stderr(self) -> str:
-        """Everything the code printed to standard error."""
-        return self._stream("stderr")
-
-    @property
-    def error(self) -> dict[str, Any] | None:
-        """``ename``, ``evalue`` and ``traceback`` when the code raised, else ``None``."""
-        if self.status != "error":
-            return None
-        return {k: self.reply.content.get(k) for k in ("ename", "evalue", "traceback")}
-
-    @property
-    def results(self) -> list[dict[str, Any]]:
-        """The data bundles (mime type → value) of execute_result and display_data outputs."""
-        return [
-            dict(m.content.get("data", {}))
-            for m in self.outputs
-            if m.msg_type in ("execute_result", "display_data")
-        ]
-
-
 class _Pending:
     """A request waiting for its reply."""
 
-    def __init__(self, done: anyio.Event | None = None) -> None:
+    def __init__(
+        self, done: anyio.Event | None = None, notify: Callable[[], None] | None = None
+    ) -> None:
         # Several requests may share one event: the first of them answered wakes the waiter.
         self.done = anyio.Event() if done is None else done
         self.reply: Message | None = None
         self.failure: _ErrorFactory | None = None
+        self._notify = notify
 
     @property
     def settled(self) -> bool:
@@ -159,11 +119,15 @@ class _Pending:
         if not self.settled:
             self.reply = reply
             self.done.set()
+            if self._notify is not None:
+                self._notify()
 
     def fail(self, failure: _ErrorFactory) -> None:
         if not self.settled:
             self.failure = failure
             self.done.set()
+            if self._notify is not None:
+                self._notify()
 
     async def wait(self) -> Message:
         """The reply; or a new exception from the failure factory, if the request failed."""
@@ -191,6 +155,14 @@ class KernelClient:
             result = await kc.execute("print(6 * 7)", timeout=10)
             assert result.stdout == "42\\n"
 
+    Besides requests with typed replies (:meth:`kernel_info`, :meth:`complete`,
+    :meth:`inspect`, :meth:`history`, :meth:`is_complete`, :meth:`comm_info`), it runs code
+    collecting its outputs (:meth:`execute`) or streaming them (:meth:`execute_stream`),
+    answers the code's ``input()`` (*stdin_handler*), hands every iopub message to subscribers
+    (:meth:`subscribe_iopub`) and carries comms (:meth:`open_comm`, :meth:`accept_comms`).
+    Its receive loops never wait for a consumer: see :meth:`subscribe_iopub` for how slow ones
+    are bounded.
+
     Every received message is checked (:class:`Session`): one with a bad signature, a replayed
     one, or garbage frames are dropped with a warning in the log, never acted on.
 
@@ -215,6 +187,10 @@ class KernelClient:
             kernel on in its own task as soon as *wait_for_restart* returns, so a request made
             before that task has run still fails. The wait is cancelled when the client
             closes; an exception raised by either callable propagates from the client's block.
+        stdin_handler: Optional; an async callable ``(prompt, password) -> text`` that answers
+            the kernel's ``input()`` and ``getpass()`` for every :meth:`execute` that gives
+            none of its own. Without any, the kernel is told that stdin is not allowed (the
+            code's ``input()`` raises in the kernel).
 
     Raises:
         ValueError: *wait_for_restart* without *wait_for_exit*.
@@ -229,6 +205,7 @@ class KernelClient:
         session: Session | None = None,
         wait_for_exit: WaitForExit | None = None,
         wait_for_restart: WaitForRestart | None = None,
+        stdin_handler: StdinHandler | None = None,
     ) -> None:
         if wait_for_restart is not None and wait_for_exit is None:
             raise ValueError("wait_for_restart needs wait_for_exit: a restart follows an exit")
@@ -240,7 +217,16 @@ class KernelClient:
         self._wait_for_exit = wait_for_exit
         self._wait_for_restart = wait_for_restart
         self._pending: dict[str, _Pending] = {}
-        self._collectors: dict[str, Callable[[Message], None]] = {}
+        self._stdin_handler = stdin_handler
+        #: Executions in flight, by request id: fed outputs, input requests and idle status.
+        self._executions: dict[str, ExecuteStream] = {}
+        #: Subscribers to the whole iopub stream.
+        self._subscribers: set[Subscription[Message]] = set()
+        self._comms = CommRouter(self._post_shell)
+        #: Whether the kernel greeted our iopub subscription (protocol 5.4's iopub_welcome).
+        self.iopub_welcomed = False
+        self._welcome_topic = f"kernel-nursery-welcome.{uuid.uuid4().hex}".encode()
+        self._iopub_closed = False
         self._iopub_seen = anyio.Event()
         self._sockets: dict[str, AsyncSocket] = {}
         # A REQ socket carries one beat at a time: concurrent heartbeat() calls take turns.
@@ -294,6 +280,14 @@ class KernelClient:
         try:
             for name, kind, port_name in _CHANNELS:
                 self._open(name, kind, port_name)
+            # A topic of our own besides everything (b""): an XPUB passes a kernel only the
+            # subscriptions it has not seen, so this one reaches the kernel even when other
+            # clients subscribe to everything, and a kernel speaking protocol 5.4 answers it
+            # with an iopub_welcome addressed to us (see _dispatch_iopub).
+            iopub = self._sockets["iopub"].socket
+            iopub.setsockopt(zmq.SUBSCRIBE, self._welcome_topic)
+            if self._iopub_closed:
+                self._unsubscribe(iopub)
         except BaseException:
             self._close_sockets()
             raise
@@ -325,6 +319,9 @@ class KernelClient:
     ) -> None:
         self._closed = True
         self._fail_all(lambda: ChannelClosedError("the kernel client was closed"))
+        for sub in list(self._subscribers):
+            sub._end()
+        self._comms.close_all()
         await self._group.close()
 
     def _stop(self) -> None:
@@ -345,6 +342,8 @@ class KernelClient:
             self._failure = failure
         for pending in self._pending.values():
             pending.fail(failure)
+        for execution in self._executions.values():
+            execution._poke()  # one that has its reply but not its idle status ends too
 
     async def _follow_kernel(self, wait_for_exit: WaitForExit) -> None:
         """Fail the requests when the kernel exits; with ``wait_for_restart``, take on each
@@ -389,6 +388,31 @@ class KernelClient:
         self._iopub_seen = anyio.Event()
         self._failure = None
 
+    def close_iopub(self) -> None:
+        """Stop receiving iopub messages, for a client that needs only replies (shell, control)
+        and heartbeats: the subscription is dropped, so the kernel sends this client nothing
+        more on iopub and its receive loop has nothing to wake up for. Idempotent.
+
+        Executions, iopub subscriptions and comms need iopub: afterwards they raise
+        :class:`~kernel_nursery.ChannelClosedError`, and subscriptions already open end.
+        :meth:`wait_for_ready` asks the kernel on shell only.
+
+        .. versionadded:: 0.2
+        """
+        if self._iopub_closed:
+            return
+        self._iopub_closed = True
+        sock = self._sockets.get("iopub")
+        if sock is not None and not sock.closed:
+            self._unsubscribe(sock.socket)
+        for sub in list(self._subscribers):
+            sub._end()
+        self._comms.close_all()
+
+    def _unsubscribe(self, sock: zmq.Socket[bytes]) -> None:
+        sock.setsockopt(zmq.UNSUBSCRIBE, b"")
+        sock.setsockopt(zmq.UNSUBSCRIBE, self._welcome_topic)
+
     # ------------------------------------------------------------------ receiving
 
     async def _receive_loop(self, name: str, sock: AsyncSocket) -> None:
@@ -403,16 +427,39 @@ class KernelClient:
                 _log.warning("Dropped a message on the %s channel: %s", name, exc)
                 continue
             if name == "iopub":
-                self._iopub_seen.set()
-                collector = self._collectors.get(msg.parent_id)
-                if collector is not None:
-                    collector(msg)
+                self._dispatch_iopub(msg)
+            elif name == "stdin":
+                execution = self._executions.get(msg.parent_id)
+                if execution is not None:
+                    execution._feed_stdin(msg)
+                else:
+                    _log.debug("Input request %s matches no execution", msg.msg_id)
             else:
                 pending = self._pending.get(msg.parent_id)
                 if pending is not None:
                     pending.resolve(msg)
                 else:
                     _log.debug("Reply %s on %s matches no request", msg.msg_type, name)
+
+    def _dispatch_iopub(self, msg: Message) -> None:
+        """Hand one iopub message to everyone interested, synchronously (never waiting)."""
+        self._iopub_seen.set()
+        if self._subscribers:
+            for sub in tuple(self._subscribers):
+                sub._offer(msg)
+        kind = msg.msg_type
+        if kind.startswith("comm_"):
+            self._comms.dispatch(msg)
+        elif kind == "iopub_welcome":
+            # The kernel saw a subscription (protocol 5.4), maybe another client's: ours when
+            # it names our own topic. Any iopub message proves that iopub is connected, which
+            # is what readiness and the first execute wait for (_iopub_seen, set above); a
+            # welcome proves it as soon as the subscription lands, before any request.
+            if msg.content.get("subscription") == self._welcome_topic.decode():
+                self.iopub_welcomed = True
+        execution = self._executions.get(msg.parent_id)
+        if execution is not None:
+            execution._feed_iopub(msg)
 
     # ------------------------------------------------------------------ requests
 
@@ -425,9 +472,13 @@ class KernelClient:
         return sock
 
     async def _send(
-        self, channel: Channel, msg: Message, done: anyio.Event | None = None
+        self,
+        channel: Channel,
+        msg: Message,
+        done: anyio.Event | None = None,
+        notify: Callable[[], None] | None = None,
     ) -> _Pending:
-        pending = self._pending[msg.msg_id] = _Pending(done)
+        pending = self._pending[msg.msg_id] = _Pending(done, notify)
         try:
             await self._socket(channel).send_multipart(self.session.serialize(msg))
         except BaseException:
@@ -460,11 +511,150 @@ class KernelClient:
         finally:
             self._pending.pop(msg.msg_id, None)
 
-    async def kernel_info(self, *, timeout: float | None = None) -> Message:
-        """The kernel's ``kernel_info_reply`` (language, protocol version, banner...)."""
-        return await self.request("shell", "kernel_info_request", timeout=timeout)
+    async def _post_shell(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: Mapping[str, Any] | None,
+        buffers: Sequence[bytes],
+    ) -> None:
+        """Send a message on shell that gets no reply (comm messages)."""
+        msg = self.session.new_message(msg_type, content, metadata=metadata, buffers=buffers)
+        await self._socket("shell").send_multipart(self.session.serialize(msg))
 
-    async def wait_for_ready(self, timeout: float | None = 60.0) -> Message:
+    async def _typed(
+        self,
+        msg_type: str,
+        content: Mapping[str, Any] | None,
+        timeout: float | None,
+        raise_on_error: bool,
+    ) -> Reply[Any]:
+        reply: Reply[Any] = Reply(await self.request("shell", msg_type, content, timeout=timeout))
+        if raise_on_error:
+            reply.raise_for_status()
+        return reply
+
+    async def kernel_info(
+        self, *, timeout: float | None = None, raise_on_error: bool = False
+    ) -> Reply[KernelInfoReply]:
+        """The kernel's ``kernel_info_reply``: language, protocol version, banner...
+
+        Like every typed request, an error reply (``status: "error"``) is returned as it is,
+        unless *raise_on_error* asks for :class:`~kernel_nursery.KernelReplyError`.
+
+        Raises:
+            KernelTimeoutError, KernelDiedError, ChannelClosedError: as :meth:`request`.
+            KernelReplyError: the kernel answered with an error, and *raise_on_error* is set.
+
+        .. versionchanged:: 0.2
+            Returns a typed :class:`Reply`; ``reply.content`` is as before.
+        """
+        return await self._typed("kernel_info_request", None, timeout, raise_on_error)
+
+    async def complete(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        *,
+        timeout: float | None = None,
+        raise_on_error: bool = False,
+    ) -> Reply[CompleteReply]:
+        """Completions for *code* at *cursor_pos* (the end of *code* by default).
+
+        Raises: as :meth:`kernel_info`.
+
+        .. versionadded:: 0.2
+        """
+        pos = len(code) if cursor_pos is None else cursor_pos
+        content = {"code": code, "cursor_pos": pos}
+        return await self._typed("complete_request", content, timeout, raise_on_error)
+
+    async def inspect(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        detail_level: int = 0,
+        *,
+        timeout: float | None = None,
+        raise_on_error: bool = False,
+    ) -> Reply[InspectReply]:
+        """Help on the object at *cursor_pos* in *code*; *detail_level* 1 asks for more
+        (the source, in ipykernel).
+
+        Raises: as :meth:`kernel_info`.
+
+        .. versionadded:: 0.2
+        """
+        pos = len(code) if cursor_pos is None else cursor_pos
+        content = {"code": code, "cursor_pos": pos, "detail_level": detail_level}
+        return await self._typed("inspect_request", content, timeout, raise_on_error)
+
+    async def history(
+        self,
+        raw: bool = True,
+        output: bool = False,
+        hist_access_type: Literal["range", "tail", "search"] = "range",
+        *,
+        session: int | None = None,
+        start: int | None = None,
+        stop: int | None = None,
+        n: int | None = None,
+        pattern: str | None = None,
+        unique: bool = False,
+        timeout: float | None = None,
+        raise_on_error: bool = False,
+    ) -> Reply[HistoryReply]:
+        """The kernel's input history (with outputs if *output*).
+
+        ``"range"`` reads lines *start* to *stop* of *session* (0: the current one, negative:
+        counting back); ``"tail"`` the last *n* lines; ``"search"`` the lines matching glob
+        *pattern* (*unique*: without repeats). Options that do not apply are not sent.
+
+        Raises: as :meth:`kernel_info`.
+
+        .. versionadded:: 0.2
+        """
+        content: dict[str, Any] = {
+            "raw": raw,
+            "output": output,
+            "hist_access_type": hist_access_type,
+        }
+        options = {"session": session, "start": start, "stop": stop, "n": n, "pattern": pattern}
+        content.update({k: v for k, v in options.items() if v is not None})
+        if hist_access_type == "search":
+            content["unique"] = unique
+        return await self._typed("history_request", content, timeout, raise_on_error)
+
+    async def is_complete(
+        self, code: str, *, timeout: float | None = None, raise_on_error: bool = False
+    ) -> Reply[IsCompleteReply]:
+        """Whether *code* is ready to run (``complete``) or needs more lines (``incomplete``,
+        with the ``indent`` for the next), as a console decides on Enter.
+
+        Raises: as :meth:`kernel_info`.
+
+        .. versionadded:: 0.2
+        """
+        content = {"code": code}
+        return await self._typed("is_complete_request", content, timeout, raise_on_error)
+
+    async def comm_info(
+        self,
+        target_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        raise_on_error: bool = False,
+    ) -> Reply[CommInfoReply]:
+        """The comms open in the kernel (those to *target_name* only, if given).
+
+        Raises: as :meth:`kernel_info`.
+
+        .. versionadded:: 0.2
+        """
+        content = {} if target_name is None else {"target_name": target_name}
+        return await self._typed("comm_info_request", content, timeout, raise_on_error)
+
+    async def wait_for_ready(self, timeout: float | None = 60.0) -> Reply[KernelInfoReply]:
         """Wait until the kernel answers on shell and publishes on iopub; return its info.
 
         A kernel that is still starting is given until *timeout*. While it has not answered,
@@ -499,12 +689,48 @@ class KernelClient:
             settle = _IOPUB_SETTLE_FIRST
             while True:
                 reply = await first_reply()
+                if self._iopub_closed:
+                    return reply
                 with anyio.move_on_after(settle):
                     await self._iopub_seen.wait()
                     return reply
                 settle = min(settle * 2, _IOPUB_SETTLE_MAX)
 
-        return await _within(timeout, ready(), "readiness")
+        return Reply(await _within(timeout, ready(), "readiness"))
+
+    def _execution(
+        self,
+        code: str,
+        *,
+        timeout: float | None,
+        silent: bool,
+        store_history: bool,
+        user_expressions: Mapping[str, str] | None,
+        stop_on_error: bool,
+        output_hook: OutputHook | None,
+        stdin_handler: StdinHandler | None,
+        want_outputs: bool,
+    ) -> ExecuteStream:
+        handler = stdin_handler if stdin_handler is not None else self._stdin_handler
+        msg = self.session.new_message(
+            "execute_request",
+            {
+                "code": code,
+                "silent": silent,
+                "store_history": store_history,
+                "user_expressions": dict(user_expressions or {}),
+                "allow_stdin": handler is not None,
+                "stop_on_error": stop_on_error,
+            },
+        )
+        return ExecuteStream(
+            self,
+            msg,
+            timeout=timeout,
+            output_hook=output_hook,
+            stdin_handler=handler,
+            want_outputs=want_outputs,
+        )
 
     async def execute(
         self,
@@ -516,58 +742,179 @@ class KernelClient:
         user_expressions: Mapping[str, str] | None = None,
         stop_on_error: bool = True,
         output_hook: OutputHook | None = None,
+        stdin_handler: StdinHandler | None = None,
     ) -> ExecuteResult:
         """Run *code* in the kernel; return the reply and the outputs it published.
 
         Returns once the kernel has replied *and* reported itself idle for this request on
         iopub, so every output is included. A client's first execute (and its first after a
         kernel restart) waits, within *timeout*, until its iopub channel is connected, so that
-        no output is lost. *output_hook*, if
-        given, is called with each output message as it arrives (to stream them).
+        no output is lost. *output_hook*, if given, is called with each output message as it
+        arrives (or use :meth:`execute_stream`).
+
+        *stdin_handler* (or else the client's) answers the code's ``input()`` and
+        ``getpass()``: it is awaited with ``(prompt, password)`` and returns the text to send;
+        without one the kernel is told stdin is not allowed. *timeout* covers the handler's
+        time too.
+
+        Cancelled (or timed out), the client forgets the request and the kernel is not
+        told: it runs the code to its end. If the code was waiting for input, it keeps
+        waiting: interrupt the kernel (:meth:`interrupt`, or the manager's
+        ``interrupt_kernel``) to free it.
 
         Raises:
             KernelTimeoutError, KernelDiedError, ChannelClosedError: as :meth:`request`.
+            Whatever *stdin_handler* raises (the kernel then still waits for its input), or
+            *output_hook* (which is not called again for this execution).
         """
-        msg = self.session.new_message(
-            "execute_request",
-            {
-                "code": code,
-                "silent": silent,
-                "store_history": store_history,
-                "user_expressions": dict(user_expressions or {}),
-                "allow_stdin": False,
-                "stop_on_error": stop_on_error,
-            },
+        self._check_not_closed()
+        stream = self._execution(
+            code,
+            timeout=timeout,
+            silent=silent,
+            store_history=store_history,
+            user_expressions=user_expressions,
+            stop_on_error=stop_on_error,
+            output_hook=output_hook,
+            stdin_handler=stdin_handler,
+            want_outputs=False,
         )
-        outputs: list[Message] = []
-        idle = anyio.Event()
+        async with stream:
+            return await stream.collect()
 
-        def collect(out: Message) -> None:
-            if out.msg_type in OUTPUT_TYPES:
-                outputs.append(out)
-                if output_hook is not None:
-                    output_hook(out)
-            elif out.msg_type == "status" and out.content.get("execution_state") == "idle":
-                idle.set()
+    def execute_stream(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        stop_on_error: bool = True,
+        stdin_handler: StdinHandler | None = None,
+    ) -> ExecuteStream:
+        """Run *code*; iterate its typed outputs as they arrive, then its result.
 
-        async def run() -> Message:
-            if not self._iopub_seen.is_set():
-                # A new client's iopub subscription may not have reached the kernel yet, and
-                # what the kernel publishes before it does is lost: this request's outputs and
-                # its idle status. Make sure iopub is connected first (once per client).
-                await self.wait_for_ready(timeout=None)
-            self._collectors[msg.msg_id] = collect
-            try:
-                pending = await self._send("shell", msg)
-                reply = await pending.wait()
-                await idle.wait()
-                return reply
-            finally:
-                self._collectors.pop(msg.msg_id, None)
-                self._pending.pop(msg.msg_id, None)
+        .. code-block:: python
 
-        reply = await _within(timeout, run(), "execute_request")
-        return ExecuteResult(reply=reply, outputs=outputs)
+            async with kc.execute_stream("print(1)") as outputs:
+                async for out in outputs:
+                    match out:
+                        case StreamOutput(text=text):
+                            print(text, end="")
+                        case ExecuteResult(status=status):
+                            print("done:", status)
+
+        The request is sent when the ``async with`` block begins. Options, timeout,
+        cancellation and stdin are as for :meth:`execute` (which runs the same code).
+
+        .. versionadded:: 0.2
+        """
+        self._check_not_closed()
+        return self._execution(
+            code,
+            timeout=timeout,
+            silent=silent,
+            store_history=store_history,
+            user_expressions=user_expressions,
+            stop_on_error=stop_on_error,
+            output_hook=None,
+            stdin_handler=stdin_handler,
+            want_outputs=True,
+        )
+
+    # ------------------------------------------------------------------ iopub and comms
+
+    def _check_not_closed(self) -> None:
+        if self._closed:
+            raise ChannelClosedError("the kernel client was closed")
+        if self._iopub_closed:
+            raise ChannelClosedError("this client's iopub channel was closed (close_iopub)")
+
+    def subscribe_iopub(self, *, max_buffer: float = DEFAULT_MAX_BUFFER) -> Subscription[Message]:
+        """Every message the kernel publishes on iopub from now on, until the client closes.
+
+        .. code-block:: python
+
+            with kc.subscribe_iopub() as messages:
+                async for msg in messages:
+                    print(msg.msg_type, msg.content)
+
+        Every subscriber gets every message, in order: statuses, outputs of every client's
+        requests, comm traffic, display updates from background threads. The client hands
+        messages over without waiting, so a slow subscriber holds up neither the client nor
+        other subscribers: it may fall up to *max_buffer* messages behind (``math.inf``: no
+        limit, and no bound on memory), and past that its subscription ends with
+        :class:`~kernel_nursery.SubscriptionOverflowError` after the buffered messages.
+        Leaving the ``with`` block unsubscribes.
+
+        Raises:
+            ChannelClosedError: the client was closed.
+            ValueError: *max_buffer* is not a whole number ≥ 1 (or ``math.inf``).
+
+        .. versionadded:: 0.2
+        """
+        self._check_not_closed()
+        sub = Subscription[Message](max_buffer, self._subscribers.discard)
+        self._subscribers.add(sub)
+        return sub
+
+    def open_comm(
+        self,
+        target_name: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        buffers: Sequence[bytes] = (),
+        max_buffer: float = DEFAULT_MAX_BUFFER,
+    ) -> Comm:
+        """A comm to the kernel's target *target_name*, opened (``comm_open`` with *data*)
+        when its ``async with`` block begins and closed when it ends.
+
+        .. code-block:: python
+
+            async with kc.open_comm("echo", {"hello": 1}) as comm:
+                await comm.send({"ping": 1})
+                reply = await comm.receive()
+
+        The kernel's messages to the comm wait in a buffer of *max_buffer* (see
+        :meth:`subscribe_iopub` for what happens past it). A kernel without the target closes
+        the comm at once (ipykernel does): iteration then ends.
+
+        Raises:
+            ChannelClosedError: the client was closed.
+
+        .. versionadded:: 0.2
+        """
+        self._check_not_closed()
+        return self._comms.new(target_name, (data, metadata, buffers), max_buffer=max_buffer)
+
+    def accept_comms(
+        self, target_name: str, *, max_buffer: float = DEFAULT_MAX_BUFFER
+    ) -> Subscription[Comm]:
+        """The comms the kernel opens to *target_name* from now on, as :class:`Comm` objects.
+
+        .. code-block:: python
+
+            with kc.accept_comms("progress") as incoming:
+                async with await incoming.receive() as comm:
+                    print(comm.open_data)
+                    async for msg in comm:
+                        ...
+
+        A comm the kernel opens to a target no one accepts is left alone (another client may
+        serve it). Ends when the ``with`` block ends or the client closes.
+
+        Raises:
+            ChannelClosedError: the client was closed.
+            KernelStateError: this client already accepts comms to *target_name*.
+
+        .. versionadded:: 0.2
+        """
+        self._check_not_closed()
+        return self._comms.accept(target_name, max_buffer=max_buffer)
+
+    # ------------------------------------------------------------------ control
 
     async def interrupt(self, *, timeout: float | None = None) -> Message:
         """Interrupt the kernel with an ``interrupt_request`` on the control channel (what

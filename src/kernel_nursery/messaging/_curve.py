@@ -15,7 +15,7 @@ answers it in clear.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import zmq
@@ -24,7 +24,6 @@ from zmq.utils.monitor import parse_monitor_message
 from .._errors import TransportEncryptionError
 from ..connection import ConnectionInfo, curve_supported
 from ._socket import AsyncSocket
-from ._wire import Message
 
 __all__ = ["is_encrypted", "set_curve_client_options", "wait_for_ready_encrypted"]
 
@@ -101,21 +100,25 @@ async def _kernel_speaks_curve(info: ConnectionInfo) -> bool:
         sock.close(linger=0)
 
 
-class _ReadinessClient(Protocol):
+_Reply_co = TypeVar("_Reply_co", covariant=True)
+_R = TypeVar("_R")
+
+
+class _ReadinessClient(Protocol[_Reply_co]):
     """What :func:`wait_for_ready_encrypted` needs of a :class:`KernelClient` (a protocol, so
     that this module, which the client imports, does not import the client)."""
 
     @property
     def connection_info(self) -> ConnectionInfo: ...
 
-    async def wait_for_ready(self, timeout: float | None = ...) -> Message: ...  # noqa: ASYNC109
+    async def wait_for_ready(self, timeout: float | None = ...) -> _Reply_co: ...  # noqa: ASYNC109
 
 
 async def wait_for_ready_encrypted(
-    client: _ReadinessClient,
+    client: _ReadinessClient[_R],
     *,
     timeout: float | None,  # noqa: ASYNC109 (the same timeout as KernelClient.wait_for_ready)
-) -> Message:
+) -> _R:
     """``client.wait_for_ready(timeout)``, failing fast when the kernel ignored its Curve keys.
 
     For a kernel reached in clear it is just :meth:`KernelClient.wait_for_ready`. For an
@@ -131,7 +134,7 @@ async def wait_for_ready_encrypted(
     if not is_encrypted(info):
         return await client.wait_for_ready(timeout)
     clear: list[bool] = []
-    reply: Message | None = None
+    reply: _R | None = None
     failure: Exception | None = None
 
     async def watch(scope: anyio.CancelScope) -> None:

@@ -1,0 +1,44 @@
+"""The streaming example under asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kernel_nursery import ExecuteResult, KernelClient, start_kernel
+from kernel_nursery.messaging import ErrorOutput, StreamOutput
+
+CODE = """
+import time
+for step in range(3):
+    print(f"step {step}", flush=True)
+    time.sleep(0.1)
+1 / 0
+"""
+
+
+async def watch(kc: KernelClient, subscribed: asyncio.Event) -> None:
+    with kc.subscribe_iopub() as messages:
+        subscribed.set()
+        async for msg in messages:
+            if msg.msg_type == "status":
+                print("kernel is", msg.content["execution_state"])
+
+
+async def main() -> None:
+    async with start_kernel("python3") as km, km.client() as kc:
+        subscribed = asyncio.Event()
+        watcher = asyncio.create_task(watch(kc, subscribed))
+        await subscribed.wait()
+        async with kc.execute_stream(CODE, timeout=30) as outputs:
+            async for out in outputs:
+                match out:
+                    case StreamOutput(text=text):
+                        print("printed:", text.strip())
+                    case ErrorOutput(ename=ename):
+                        print("raised:", ename)
+                    case ExecuteResult(status=status):
+                        print("finished:", status)
+        watcher.cancel()
+
+
+asyncio.run(main())
