@@ -30,6 +30,7 @@ from ..kernelspec import KernelSpec, KernelSpecManager
 from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
 from ..provisioning import KernelProvisionerBase, KernelProvisionerFactory, stop_process
+from ._activity import Activity, TrackedClient
 from ._events import EventHub, EventKind, KernelEvent
 
 __all__ = ["KernelManager", "start_kernel"]
@@ -194,6 +195,7 @@ class KernelManager(LoggingConfigurable):
         # follows restarts only within the life it was made in, never into a later start.
         self._ends = 0
         self._gone = True  # no kernel now, and none will come unless start_kernel is called
+        self._activity = Activity()  # what culling judges by
 
     # ------------------------------------------------------------------ state
 
@@ -253,6 +255,33 @@ class KernelManager(LoggingConfigurable):
         """Whether the kernel died and was not (or could no more) be restarted. A ``dead``
         event says so too, with the exit status."""
         return self._dead
+
+    @property
+    def last_activity(self) -> float:
+        """When the kernel last showed activity, on the event loop's clock
+        (:func:`anyio.current_time`): its start, a message it sent (a busy/idle status, an
+        output, a reply) or a request from a client made by this manager.
+
+        .. versionadded:: 0.3
+        """
+        return self._activity.last
+
+    @property
+    def execution_state(self) -> str:
+        """The kernel's last published status: ``busy``, ``idle``, ``starting``, or
+        ``unknown`` before it published one.
+
+        .. versionadded:: 0.3
+        """
+        return self._activity.state
+
+    @property
+    def connections(self) -> int:
+        """How many clients made by :meth:`client` are open now.
+
+        .. versionadded:: 0.3
+        """
+        return self._activity.connections
 
     async def is_alive(self) -> bool:
         """Whether the kernel process is running. Answers at once."""
@@ -515,6 +544,7 @@ class KernelManager(LoggingConfigurable):
         await provisioner.launch_kernel(cmd, **kw)
         await provisioner.post_launch(**kw)
         self._started_at = anyio.current_time()
+        self._activity.touch()
         self._generation += 1
         number = self._incarnation.number + 1 if self._incarnation is not None else 1
         self._incarnation = _Incarnation(number, provisioner)
@@ -541,7 +571,9 @@ class KernelManager(LoggingConfigurable):
         """
         with anyio.CancelScope() as scope:
             info = validate_connection_info(provisioner.connection_info)
-            async with KernelClient(info, wait_for_exit=provisioner.wait) as client:
+            session = self._activity.session(info)  # it sees every status the kernel publishes
+            client = KernelClient(info, wait_for_exit=provisioner.wait, session=session)
+            async with client:
                 task_status.started((client, scope))
                 await anyio.sleep_forever()
 
@@ -806,8 +838,10 @@ class KernelManager(LoggingConfigurable):
                 number = self._incarnation.number
             return successor
 
-        return KernelClient(
+        kwargs.setdefault("session", self._activity.session(incarnation.info))
+        return TrackedClient(
             incarnation.info,
+            activity=self._activity,
             wait_for_exit=incarnation.wait,
             wait_for_restart=wait_for_restart,
             **kwargs,
