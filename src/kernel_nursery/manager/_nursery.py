@@ -11,7 +11,7 @@ from typing import Any, Self
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
-from traitlets import Bool, Float, TraitError, validate
+from traitlets import Bool, Float, TraitError, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from .._errors import KernelStateError, UnknownKernelError
@@ -82,11 +82,13 @@ class KernelNursery(LoggingConfigurable):
         self._events = EventHub()
         # Culling: one timer for the nursery (the culler task's wait), woken early by _wake.
         self._wake = anyio.Event()
+        self._cull_deadline = math.inf  # when the culler's timer is set to go off
         self._culling: set[KernelManager] = set()
         #: Which ready kernels may be culled at all (a pool spares its warm kernels).
         self._cull_filter: Callable[[KernelManager], bool] = lambda km: True
         #: How many kernels were culled.
         self.culled = 0
+        self._cull_wakeups = 0  # how many times the culler looked (for tests)
 
     async def __aenter__(self) -> Self:
         if self._group.is_open:
@@ -248,8 +250,17 @@ class KernelNursery(LoggingConfigurable):
 
     def _wake_culler(self) -> None:
         """A kernel may have become cullable (it is new, it went idle, its last client
-        closed): the culler looks again at the next deadline."""
-        self._wake.set()
+        closed, it was taken from a pool). Its deadline is its last activity, which is now,
+        plus the timeout: no earlier than the timer's, unless no timer is set; only then does
+        the culler need to look again before its timer goes off."""
+        if self._cull_deadline == math.inf:
+            self._wake.set()
+
+    @observe("cull_idle_timeout", "cull_busy", "cull_connected")
+    def _cull_settings_changed(self, change: Any) -> None:
+        wake = getattr(self, "_wake", None)  # None while __init__ sets the traits
+        if wake is not None:
+            wake.set()  # which kernels may be culled, and when, is to be worked out again
 
     def _cullable(self, km: KernelManager) -> bool:
         return (
@@ -271,6 +282,7 @@ class KernelNursery(LoggingConfigurable):
         """
         while not self._closing:
             self._wake = anyio.Event()
+            self._cull_wakeups += 1
             timeout = self.cull_idle_timeout
             now = anyio.current_time()
             deadline = math.inf
@@ -290,5 +302,6 @@ class KernelNursery(LoggingConfigurable):
                 self._events.emit(event)
                 if self._tg is not None:
                     self._tg.start_soon(self._shutdown, km, False)
+            self._cull_deadline = deadline
             with anyio.CancelScope(deadline=deadline):
                 await self._wake.wait()
