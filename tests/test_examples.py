@@ -139,3 +139,13 @@ def test_every_example_is_tested() -> None:
         for mine, other in (("_trio.py", "_asyncio.py"), ("_asyncio.py", "_trio.py")):
             if name.endswith(mine):
                 assert name.replace(mine, other) in names, f"{name} has no twin for {other}"
+
+
+@pytest.mark.parametrize("name", ["pool_trio.py", "pool_asyncio.py"])
+def test_pool_example(name: str) -> None:
+    """The pool example serves three requests, each on a kernel of its own, and sees an idle
+    kernel culled."""
+    out = run_python((EXAMPLES / name).read_text())
+    assert "'print(6 * 7)' -> 42" in out and "\"print('hi')\" -> hi" in out
+    assert "takes: 3, cold: 1" in out
+    assert "culling after 0.5 s idle\nshutdown\nkernels left: 0" in out

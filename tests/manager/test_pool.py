@@ -290,3 +290,20 @@ async def test_a_pool_of_ipykernels() -> None:
         async with pool.take() as km, km.client() as kc:
             result = await kc.execute("6 * 7", timeout=30)
             assert result.results == [{"text/plain": "42"}]
+
+
+async def test_wait_warm(fake_spec: SpecFactory) -> None:
+    """wait_warm returns once the pool is full, refuses a count it can never reach, and
+    raises when refilling has stopped after a failure."""
+    async with KernelPool(kernel_spec=fake_spec(), size=2) as pool:
+        with anyio.fail_after(60):
+            await pool.wait_warm()
+        assert pool.status.warm == 2
+        await pool.wait_warm(1)
+        with pytest.raises(ValueError, match="never has 3"):
+            await pool.wait_warm(3)
+    with pytest.raises(KernelStateError, match="closed"):
+        await pool.wait_warm()
+    async with KernelPool(kernel_spec=fake_spec("--exit", "1"), size=1) as pool:
+        with anyio.fail_after(60), pytest.raises(KernelStateError, match="failed start"):
+            await pool.wait_warm()

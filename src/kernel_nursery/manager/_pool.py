@@ -149,6 +149,7 @@ class KernelPool(LoggingConfigurable):
         self._nursery: KernelNursery | None = None
         self._closing = False
         self._events: Hub[PoolEvent] = Hub()
+        self._changed = anyio.Event()  # set (then replaced) at each event
         self._counts = {"takes": 0, "cold_takes": 0, "discarded": 0, "failed_starts": 0}
 
     # ------------------------------------------------------------------ scope
@@ -188,6 +189,7 @@ class KernelPool(LoggingConfigurable):
         (starts in flight are cancelled and leave nothing)."""
         self._closing = True
         self._warm.clear()  # the nursery shuts them down next
+        self._changed.set()  # wait_warm() sees the pool closed
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         self._tg = None
@@ -221,6 +223,30 @@ class KernelPool(LoggingConfigurable):
 
     def _emit(self, kind: PoolEventKind, kernel_id: str | None, **fields: Any) -> None:
         self._events.emit(PoolEvent(kind=kind, kernel_id=kernel_id, status=self.status, **fields))
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def wait_warm(self, count: int | None = None) -> None:
+        """Wait until at least *count* kernels (default: :attr:`size`) are warm: a service
+        ready to hand kernels out at once. Returns at once if they are.
+
+        Cancellation leaves the pool as it was.
+
+        Raises:
+            KernelStateError: the pool is not open, or closed meanwhile; or refilling has
+                stopped after a failed start (a take starts its own kernel, and shows why).
+            ValueError: *count* is more than :attr:`size` (it would never happen).
+        """
+        count = self.size if count is None else count
+        if count > self.size:
+            raise ValueError(f"a pool of size {self.size} never has {count} warm kernels")
+        while len(self._warm) < count:
+            self._task_group()
+            if self._paused:
+                raise KernelStateError(
+                    "the pool stopped refilling after a failed start; take a kernel to see why"
+                )
+            await self._changed.wait()
 
     async def _relay_culls(self, nursery: KernelNursery) -> None:
         async with nursery.events() as events:
