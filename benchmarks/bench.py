@@ -17,6 +17,11 @@ Scenarios:
                peak RSS and open fds of the managing process
   idle         CPU time and context switches of the managing process over 10 s, 20 idle kernels
                (each implementation's supervision on: our supervisor, jupyter_client's restarter)
+  first-execute  ipykernel: from asking for a kernel to the first execute's result, cold
+               (start_kernel) and from a warm KernelPool; jupyter_client has no pool, its cold
+               start is in both rows; and the warm take alone
+  pool-100     100 takes in a row (each given back at once) from a KernelPool of 4 ipykernels:
+               time of each take, and how many found no warm kernel (cold takes)
 
 The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
 """
@@ -62,7 +67,14 @@ def open_fds() -> int:
 async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
     import anyio
 
-    from kernel_nursery import KernelManager, KernelNursery, KernelProvisionerFactory, KernelSpec
+    from kernel_nursery import (
+        KernelManager,
+        KernelNursery,
+        KernelPool,
+        KernelProvisionerFactory,
+        KernelSpec,
+        start_kernel,
+    )
 
     trivial = KernelSpec(argv=TRIVIAL, name="trivial")
     fake = KernelSpec(argv=[sys.executable, FAKE_KERNEL, "{connection_file}"], name="fake")
@@ -131,6 +143,33 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
             await anyio.sleep(IDLE_SECONDS)
             cpu1, sw1 = rusage()
         out = {"cpu_s": [cpu1 - cpu0], "switches": [sw1 - sw0]}
+    elif scenario == "first-execute":
+        out = {"cold_start": [], "warm_pool": [], "warm_take": []}
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            async with start_kernel("python3") as km, km.client() as kc:
+                assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
+                out["cold_start"].append(time.perf_counter() - t0)
+        async with KernelPool("python3", size=1) as pool:
+            for _ in range(reps):
+                await pool.wait_warm()
+                t0 = time.perf_counter()
+                async with pool.take() as km:
+                    t1 = time.perf_counter()
+                    async with km.client() as kc:
+                        assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
+                        out["warm_pool"].append(time.perf_counter() - t0)
+                out["warm_take"].append(t1 - t0)
+    elif scenario == "pool":
+        takes = []
+        async with KernelPool("python3", size=4) as pool:
+            await pool.wait_warm()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                async with pool.take():
+                    takes.append(time.perf_counter() - t0)
+            cold = pool.status.cold_takes
+        out = {"take": takes, "cold_takes": [cold]}
     return out
 
 
@@ -216,6 +255,19 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
             km.stop_restarter()
         await asyncio.gather(*(km.shutdown_kernel(now=True) for km in kms))
         out = {"cpu_s": [cpu1 - cpu0], "switches": [sw1 - sw0]}
+    elif scenario == "first-execute":
+        cold = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            km = AsyncKernelManager(kernel_name="python3")
+            await km.start_kernel()
+            kc = await ready(km)
+            reply = await kc.execute_interactive("1 + 1", timeout=60)
+            assert reply["content"]["status"] == "ok"
+            cold.append(time.perf_counter() - t0)
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+        out = {"cold_start": cold, "warm_pool": cold}  # no pool: its cold start, side by side
     return out
 
 
@@ -296,6 +348,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     parser.add_argument("--many", default="1,10,50")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenarios to run; their rows replace those in the existing "
+        "results.json, the others are kept",
+    )
     args = parser.parse_args()
     if args.worker:
         impl, scenario, reps, n = args.worker
@@ -303,6 +361,10 @@ def main() -> None:
         return
 
     results: dict[str, Any] = {"machine": machine(), "metrics": {}}
+    only = set(filter(None, args.only.split(",")))
+    previous = Path(args.out) / "results.json"
+    if only and previous.exists():
+        results["metrics"] = json.loads(previous.read_text())["metrics"]
     with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
         for name, argv in (
             ("fake", [sys.executable, FAKE_KERNEL, "{connection_file}"]),
@@ -321,26 +383,35 @@ def main() -> None:
                 ("ipykernel", "", 0),
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
-            + [("idle", "", 0)]
+            + [("idle", "", 0), ("first-execute", "", 0), ("pool", "", 100)]
         )
         for scenario, _, n in plan:
+            if only and scenario not in only:
+                continue
             for impl in IMPLS:
-                if scenario == "floor" and impl == "jupyter_client":
+                if scenario in ("floor", "pool") and impl == "jupyter_client":
                     continue
-                reps = args.reps if scenario not in ("many", "idle") else 1
+                reps = args.reps if scenario not in ("many", "idle", "pool") else 1
                 repeats = args.reps if scenario == "many" else 1
                 merged: dict[str, list[float]] = {}
                 for _ in range(repeats):
                     for key, values in run_worker(impl, scenario, reps, n, env).items():
                         merged.setdefault(key, []).extend(values)
                 for key, values in merged.items():
-                    name = f"{scenario}-{n}.{key}" if scenario == "many" else f"{scenario}.{key}"
+                    sized = scenario in ("many", "pool")
+                    name = f"{scenario}-{n}.{key}" if sized else f"{scenario}.{key}"
                     results["metrics"].setdefault(name, {})[impl] = summary(values)
                     print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
     write_outputs(results, Path(args.out))
 
 
-UNITS = {"cpu_s": ("s", 1), "switches": ("", 1), "rss_mb": ("MB", 1), "fds": ("", 1)}
+UNITS = {
+    "cpu_s": ("s", 1),
+    "switches": ("", 1),
+    "rss_mb": ("MB", 1),
+    "fds": ("", 1),
+    "cold_takes": ("", 1),
+}
 
 
 def fmt(metric: str, value: float, *, unit: bool = True) -> str:

@@ -180,9 +180,12 @@ class KernelPool(LoggingConfigurable):
     ) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
-            # The pool's tasks end first (starts in flight are cancelled, leaving nothing);
-            # then its nursery shuts every kernel down, shielded.
-            await stack.__aexit__(None, None, None)
+            try:
+                # The pool's tasks end first (starts in flight are cancelled, leaving
+                # nothing); then its nursery shuts every kernel down, shielded.
+                await stack.__aexit__(None, None, None)
+            finally:
+                self._events.close()
 
     def _stop(self) -> None:
         """The pool's block is ending: refuse takes, end the refilling and the watchers
@@ -291,6 +294,8 @@ class KernelPool(LoggingConfigurable):
         cold = km is None
         if km is None:
             km = await self._start_cold()
+            if self._closing:  # ready just as the pool closed: its nursery shuts it down
+                raise KernelStateError("the pool closed while the take waited")
         self._taken.add(km)
         km._activity.touch()  # taken now: its idle time (for culling) starts here
         self._counts["takes"] += 1
