@@ -262,7 +262,8 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
             km = AsyncKernelManager(kernel_name="python3")
             await km.start_kernel()
             kc = await ready(km)
-            reply = await kc.execute_interactive("1 + 1", timeout=60)
+            # Its default output hook prints the result; ours only collects it.
+            reply = await kc.execute_interactive("1 + 1", timeout=60, output_hook=lambda m: None)
             assert reply["content"]["status"] == "ok"
             cold.append(time.perf_counter() - t0)
             kc.stop_channels()
@@ -364,7 +365,11 @@ def main() -> None:
     only = set(filter(None, args.only.split(",")))
     previous = Path(args.out) / "results.json"
     if only and previous.exists():
-        results["metrics"] = json.loads(previous.read_text())["metrics"]
+        # The table's machine stays the full run's; the rerun rows say where they come from.
+        kept = json.loads(previous.read_text())
+        reruns = [r for r in kept.get("reruns", []) if not set(r["scenarios"]) <= only]
+        reruns.append({"scenarios": sorted(only), "machine": results["machine"]})
+        results = {"machine": kept["machine"], "metrics": kept["metrics"], "reruns": reruns}
     with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
         for name, argv in (
             ("fake", [sys.executable, FAKE_KERNEL, "{connection_file}"]),
@@ -432,6 +437,12 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         f"{m['os']}, Python {m['python']}; kernel-nursery {m['kernel-nursery']}, jupyter_client "
         f"{m['jupyter_client']}, ipykernel {m['ipykernel']}, anyio {m['anyio']}, trio "
         f"{m['trio']}, pyzmq {m['pyzmq']}.",
+        "",
+        *(
+            f"Rows {', '.join(r['scenarios'])}: measured {r['machine']['date']} on "
+            f"{r['machine']['cpu'] or 'an unknown CPU'} ({r['machine']['cores']} cores)."
+            for r in results.get("reruns", [])
+        ),
         "",
         "Median (interquartile range); the ratio is jupyter_client's median divided by ours "
         "(above 1: we are faster or cheaper).",

@@ -825,6 +825,9 @@ class KernelManager(LoggingConfigurable):
         :class:`~kernel_nursery.KernelDiedError`, requests made while no kernel runs fail with
         it at once, and requests made once the new kernel runs work. After the kernel is shut
         down for good (or reported dead), its requests fail with ``KernelDiedError``.
+
+        While open, the client counts in :attr:`connections`, and its requests and the
+        kernel's answers in :attr:`last_activity` (unless it is given a ``session`` of its own).
         """
         self._running()
         incarnation = self._incarnation
