@@ -307,3 +307,30 @@ async def test_wait_warm(fake_spec: SpecFactory) -> None:
     async with KernelPool(kernel_spec=fake_spec("--exit", "1"), size=1) as pool:
         with anyio.fail_after(60), pytest.raises(KernelStateError, match="failed start"):
             await pool.wait_warm()
+
+
+async def test_cancelling_the_pool_at_each_step_of_its_refills_leaves_nothing(
+    fake_spec: SpecFactory, install_provisioner: Callable[..., None]
+) -> None:
+    """A pool cancelled at each call into its kernels' provisioners while it fills (two
+    starts at once) ends without an error and leaves no process."""
+    source = f"from {CountingProvisioner.__module__} import CountingProvisioner as Provisioner\n"
+    install_provisioner("counting", "Provisioner", source)
+    spec = fake_spec(metadata={"kernel_provisioner": {"provisioner_name": "counting"}})
+    POINT.arm(None)
+    try:
+        async with KernelPool(kernel_spec=spec, size=2) as pool:
+            await pool.wait_warm()
+            filling = len(POINT.calls)
+    finally:
+        POINT.disarm()
+    for n in range(1, filling + 1):
+        with anyio.fail_after(60), anyio.CancelScope() as scope:
+            POINT.arm(scope, n)
+            try:
+                async with KernelPool(kernel_spec=spec, size=2):
+                    await anyio.sleep_forever()
+            finally:
+                POINT.disarm()
+        assert scope.cancelled_caught
+        assert not live_children(), f"cancelled at call {n}"
