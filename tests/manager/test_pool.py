@@ -256,7 +256,7 @@ async def test_bad_settings_and_use_outside_the_block(
         KernelPool(size=-1)
     with pytest.raises(TraitError, match="refill_concurrency"):
         KernelPool(refill_concurrency=0)
-    with pytest.raises(KernelStateError, match="kernel_id"):
+    with pytest.raises(TypeError, match="kernel_id"):
         KernelPool(kernel_id="k")
     pool = KernelPool(kernel_spec=fake_spec(), size=0, cwd=str(jupyter_dirs["data"]))
     with pytest.raises(KernelStateError, match="async with"):

@@ -90,7 +90,7 @@ class KernelPool(LoggingConfigurable):
 
     Raises:
         TraitError: a setting has a bad value (a negative size, no concurrency).
-        KernelStateError: ``kernel_id`` was given (every kernel of a pool gets its own).
+        TypeError: ``kernel_id`` was given (every kernel of a pool gets its own).
 
     .. versionadded:: 0.3
     """
@@ -134,7 +134,7 @@ class KernelPool(LoggingConfigurable):
         pool_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
         self._nursery_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _NURSERY_KEYS}
         if "kernel_id" in kwargs:
-            raise KernelStateError("a pool's kernels each get their own id: drop kernel_id")
+            raise TypeError("KernelPool() takes no kernel_id: each of its kernels gets its own")
         super().__init__(kernel_name=kernel_name, **pool_kw)
         self._kernel_kw = kwargs
         self._warm: deque[_Warm] = deque()
