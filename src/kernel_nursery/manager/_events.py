@@ -48,7 +48,7 @@ PoolEventKind = Literal[
 class PoolStatus:
     """A snapshot of a :class:`KernelPool`'s counts.
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.2
     """
 
     #: How many kernels the pool keeps warm (its ``size`` setting).
@@ -84,7 +84,7 @@ class PoolEvent:
     did not start; ``error`` says why) and ``culling`` (a taken kernel is about to be shut down
     for being idle).
 
-    .. versionadded:: 0.3
+    .. versionadded:: 0.2
     """
 
     kind: PoolEventKind

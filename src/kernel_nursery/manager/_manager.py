@@ -262,7 +262,7 @@ class KernelManager(LoggingConfigurable):
         (:func:`anyio.current_time`): its start, a message it sent (a busy/idle status, an
         output, a reply) or a request from a client made by this manager.
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.2
         """
         return self._activity.last
 
@@ -271,7 +271,7 @@ class KernelManager(LoggingConfigurable):
         """The kernel's last published status: ``busy``, ``idle``, ``starting``, or
         ``unknown`` before it published one.
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.2
         """
         return self._activity.state
 
@@ -279,7 +279,7 @@ class KernelManager(LoggingConfigurable):
     def connections(self) -> int:
         """How many clients made by :meth:`client` are open now.
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.2
         """
         return self._activity.connections
 

@@ -94,6 +94,8 @@ class KernelNursery(LoggingConfigurable):
         if self._group.is_open:
             raise KernelStateError("this KernelNursery is already open")
         self._closing = False
+        self._events = EventHub()  # a nursery opened again has new subscribers
+        self._wake, self._cull_deadline = anyio.Event(), math.inf
         self._tg = await self._group.open(self._close)
         if self.cull_idle_timeout > 0:
             self._tg.start_soon(self._cull, name="kernel-nursery culler")
@@ -244,7 +246,7 @@ class KernelNursery(LoggingConfigurable):
         kernel is shut down (with ``idle_time``). Used as :meth:`KernelManager.events`; the
         stream ends when the nursery closes.
 
-        .. versionadded:: 0.3
+        .. versionadded:: 0.2
         """
         return self._events.subscribe()
 
