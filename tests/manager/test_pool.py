@@ -334,3 +334,25 @@ async def test_cancelling_the_pool_at_each_step_of_its_refills_leaves_nothing(
                 POINT.disarm()
         assert scope.cancelled_caught
         assert not live_children(), f"cancelled at call {n}"
+
+
+async def test_many_takers_at_once_each_get_their_own(fake_spec: SpecFactory) -> None:
+    """Eight takers at once from a pool of two each get a kernel of their own that answers;
+    every one is shut down when its taker is done, and the pool's end leaves nothing."""
+    kernels: list[KernelManager] = []
+
+    async def taker(pool: KernelPool) -> None:
+        async with pool.take() as km, km.client() as kc:
+            kernels.append(km)
+            await kc.kernel_info(timeout=30)
+
+    async with KernelPool(kernel_spec=fake_spec(), size=2) as pool:
+        await pool.wait_warm()
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(taker, pool)
+        assert len({km.kernel_id for km in kernels}) == 8
+        assert not any(km.has_kernel for km in kernels)
+        status = pool.status
+        assert (status.takes, status.taken) == (8, 0)
+        assert status.cold_takes >= 6
