@@ -356,3 +356,12 @@ async def test_many_takers_at_once_each_get_their_own(fake_spec: SpecFactory) ->
         status = pool.status
         assert (status.takes, status.taken) == (8, 0)
         assert status.cold_takes >= 6
+
+
+async def test_a_larger_size_refills_at_once(fake_spec: SpecFactory) -> None:
+    """Setting a larger size on an open pool starts the refills it needs."""
+    async with KernelPool(kernel_spec=fake_spec(), size=0) as pool:
+        pool.size = 2
+        with anyio.fail_after(60):
+            await pool.wait_warm()
+        assert pool.status.warm == 2

@@ -12,7 +12,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
-from traitlets import Bool, Integer, TraitError, Unicode, validate
+from traitlets import Bool, Integer, TraitError, Unicode, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from .._errors import KernelStateError
@@ -128,6 +128,14 @@ class KernelPool(LoggingConfigurable):
         if value < 1:
             raise TraitError(f"KernelPool.refill_concurrency must be 1 or more, not {value}")
         return value
+
+    @observe("size", "refill_concurrency")
+    def _settings_changed(self, change: Any) -> None:
+        # A larger size (or more concurrency) starts refills at once; with a smaller size,
+        # warm kernels beyond it stay until they are taken.
+        need = getattr(self, "_need", None)  # None while __init__ sets the traits
+        if need is not None:
+            need.set()
 
     def __init__(self, kernel_name: str = "python3", **kwargs: Any) -> None:
         own = set(type(self).class_trait_names()) | {"config", "parent", "log"}
