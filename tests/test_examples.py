@@ -147,5 +147,5 @@ def test_pool_example(name: str) -> None:
     kernel culled."""
     out = run_python((EXAMPLES / name).read_text())
     assert "'print(6 * 7)' -> 42" in out and "\"print('hi')\" -> hi" in out
-    assert "takes: 3, cold: 1" in out
+    assert "takes: 3, found none warm: 1" in out
     assert "culling after 0.5 s idle\nshutdown\nkernels left: 0" in out

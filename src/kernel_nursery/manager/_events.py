@@ -60,8 +60,10 @@ class PoolStatus:
     starting: int
     #: Kernels taken and not yet given back (their takers' scopes have not ended).
     taken: int
-    #: Takes so far, and how many of them found no warm kernel and started their own.
+    #: Takes so far; how many of them found no warm kernel and waited (for a refill in flight
+    #: or for a start of their own); and how many started their own.
     takes: int = 0
+    waited_takes: int = 0
     cold_takes: int = 0
     #: Warm kernels that died (or were restarted, or shut down) before they were taken, and
     #: were discarded.

@@ -149,6 +149,7 @@ class KernelPool(LoggingConfigurable):
         self._taken: set[KernelManager] = set()
         self._starting = 0  # refills in flight
         self._cold_starting = 0  # takes starting their own kernel
+        self._waiting = 0  # takes waiting for a refill in flight
         self._paused = False  # after a failed refill, until a start succeeds
         self._need = anyio.Event()
         self._group = OwnedTaskGroup()
@@ -158,7 +159,13 @@ class KernelPool(LoggingConfigurable):
         self._closing = False
         self._events: Hub[PoolEvent] = Hub()
         self._changed = anyio.Event()  # set (then replaced) at each event
-        self._counts = {"takes": 0, "cold_takes": 0, "discarded": 0, "failed_starts": 0}
+        self._counts = {
+            "takes": 0,
+            "waited_takes": 0,
+            "cold_takes": 0,
+            "discarded": 0,
+            "failed_starts": 0,
+        }
 
     # ------------------------------------------------------------------ scope
 
@@ -272,14 +279,16 @@ class KernelPool(LoggingConfigurable):
         the taker's alone until the block ends, when the kernel is shut down (shielded,
         bounded by the manager's ``shutdown_wait_time``).
 
-        A warm kernel is handed over at once (the pool then starts another in the background);
-        when none is warm, the take starts one itself and waits until it is ready, raising as
-        :meth:`KernelManager.start_kernel` does if it fails.
+        A warm kernel is handed over at once (the pool then starts another in the background).
+        When none is warm, the take waits for a refill in flight if there is one that no
+        other take waits for; otherwise (or when that refill fails) it starts a kernel itself
+        and waits until it is ready, raising as :meth:`KernelManager.start_kernel` does if
+        that fails.
 
         Cancellation: a take cancelled before it hands a kernel over leaves the pool as it
-        was (a warm kernel it was checking stays warm; its own start is cancelled and leaves
-        nothing). If the pool closes while a take waits for its own start, the take raises
-        :class:`KernelStateError`.
+        was (a warm kernel it was checking stays warm, a refill it waited for goes on; its own
+        start is cancelled and leaves nothing). If the pool closes while a take waits, the
+        take raises :class:`KernelStateError`.
 
         Raises:
             KernelStateError: the pool is not open, or it closed while the take waited.
@@ -298,15 +307,30 @@ class KernelPool(LoggingConfigurable):
         self._task_group()
         await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled taker takes nothing
         began = anyio.current_time()
-        km = await self._take_warm()
-        cold = km is None
-        if km is None:
+        waited = cold = False
+        while (km := await self._take_warm()) is None:
+            waited = True
+            if self._starting > self._waiting and not self._paused:
+                # A refill in flight will be warm before a start of our own would be (it
+                # began earlier): wait for it, one taker per refill. Any event wakes us: a
+                # kernel warm, a refill failed (then we start our own), the pool closing.
+                self._waiting += 1
+                try:
+                    await self._changed.wait()
+                finally:
+                    self._waiting -= 1
+                if self._closing:
+                    raise KernelStateError("the pool closed while the take waited")
+                continue
+            cold = True
             km = await self._start_cold()
             if self._closing:  # ready just as the pool closed: its nursery shuts it down
                 raise KernelStateError("the pool closed while the take waited")
+            break
         self._taken.add(km)
         km._activity.touch()  # taken now: its idle time (for culling) starts here
         self._counts["takes"] += 1
+        self._counts["waited_takes"] += waited
         self._counts["cold_takes"] += cold
         self._need.set()
         if self._nursery is not None:
