@@ -24,7 +24,7 @@ async def main() -> None:
             for code in requests:
                 tasks.start_soon(handle, pool, code)
         status = pool.status
-        print(f"takes: {status.takes}, found none warm: {status.waited_takes}")
+        print(f"takes: {status.takes}, found none warm: {status.cold_takes}")
     # the warm kernels (and any start in flight) are gone here
 
     # A nursery that shuts down kernels idle for half a second.

@@ -55,15 +55,13 @@ class PoolStatus:
     size: int
     #: Kernels started, ready, and waiting to be taken.
     warm: int
-    #: Kernels starting now: refills in the background and the own starts of takes that found
-    #: no warm kernel.
+    #: Kernels starting now: refills, and the starts of takes that found no warm kernel.
     starting: int
     #: Kernels taken and not yet given back (their takers' scopes have not ended).
     taken: int
-    #: Takes so far; how many of them found no warm kernel and waited (for a refill in flight
-    #: or for a start of their own); and how many started their own.
+    #: Takes so far, and how many of them found no warm kernel (each then started one, and
+    #: took whichever kernel was ready first: that one or a refill).
     takes: int = 0
-    waited_takes: int = 0
     cold_takes: int = 0
     #: Warm kernels that died (or were restarted, or shut down) before they were taken, and
     #: were discarded.
@@ -78,7 +76,8 @@ class PoolStatus:
 class PoolEvent:
     """Something that happened in a :class:`KernelPool`.
 
-    ``kind`` is one of ``starting`` (a refill, or a take's own start, begins), ``warm`` (a
+    ``kind`` is one of ``starting`` (a refill, or the start of a take that found no warm
+    kernel, begins), ``warm`` (a
     kernel is ready to be taken), ``taken`` (with
     ``take_time``, and ``cold`` when the take found no warm kernel and started its own),
     ``released`` (a taker's scope ended and its kernel was shut down), ``discarded`` (a warm
@@ -96,7 +95,7 @@ class PoolEvent:
     status: PoolStatus
     #: For ``taken``: seconds from the call of ``take()`` to the kernel handed over.
     take_time: float | None = None
-    #: For ``taken``: whether the take started its own kernel (none was warm).
+    #: For ``taken``: whether the take found no warm kernel (it started one, and waited).
     cold: bool = False
     #: For ``start_failed``: the error, as text.
     error: str | None = None

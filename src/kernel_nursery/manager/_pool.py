@@ -59,6 +59,15 @@ class _Warm:
         )
 
 
+class _Ask:
+    """A take that found no warm kernel and started one: whether it still waits, and the
+    error of its start if that failed while it waited."""
+
+    def __init__(self) -> None:
+        self.waiting = True
+        self.error: Exception | None = None
+
+
 class KernelPool(LoggingConfigurable):
     """Keeps :attr:`size` kernels of one spec started and ready, and hands each to one taker.
 
@@ -147,9 +156,8 @@ class KernelPool(LoggingConfigurable):
         self._kernel_kw = kwargs
         self._warm: deque[_Warm] = deque()
         self._taken: set[KernelManager] = set()
-        self._starting = 0  # refills in flight
-        self._cold_starting = 0  # takes starting their own kernel
-        self._waiting = 0  # takes waiting for a refill in flight
+        self._starting = 0  # starts in flight: refills, and those of takes that found none warm
+        self._waiting = 0  # takes waiting for a kernel to be warm
         self._paused = False  # after a failed refill, until a start succeeds
         self._need = anyio.Event()
         self._group = OwnedTaskGroup()
@@ -161,7 +169,6 @@ class KernelPool(LoggingConfigurable):
         self._changed = anyio.Event()  # set (then replaced) at each event
         self._counts = {
             "takes": 0,
-            "waited_takes": 0,
             "cold_takes": 0,
             "discarded": 0,
             "failed_starts": 0,
@@ -227,7 +234,7 @@ class KernelPool(LoggingConfigurable):
         return PoolStatus(
             size=self.size,
             warm=len(self._warm),
-            starting=self._starting + self._cold_starting,
+            starting=self._starting,
             taken=len(self._taken),
             culled=self._nursery.culled if self._nursery is not None else 0,
             **self._counts,
@@ -280,15 +287,16 @@ class KernelPool(LoggingConfigurable):
         bounded by the manager's ``shutdown_wait_time``).
 
         A warm kernel is handed over at once (the pool then starts another in the background).
-        When none is warm, the take waits for a refill in flight if there is one that no
-        other take waits for; otherwise (or when that refill fails) it starts a kernel itself
-        and waits until it is ready, raising as :meth:`KernelManager.start_kernel` does if
-        that fails.
+        When none is warm, the take starts one (in the pool's task group, beyond
+        :attr:`refill_concurrency`) and hands over whichever kernel is ready first, that one
+        or a refill already in flight; the other becomes warm. If the start it made fails
+        while it waits, the take raises that error (as :meth:`KernelManager.start_kernel`
+        raises it).
 
-        Cancellation: a take cancelled before it hands a kernel over leaves the pool as it
-        was (a warm kernel it was checking stays warm, a refill it waited for goes on; its own
-        start is cancelled and leaves nothing). If the pool closes while a take waits, the
-        take raises :class:`KernelStateError`.
+        Cancellation: a take cancelled before it hands a kernel over takes nothing: a warm
+        kernel it was checking stays warm, and a start it made goes on as a refill (its kernel
+        becomes warm). If the pool closes while a take waits, the take raises
+        :class:`KernelStateError`; the starts in flight are cancelled and leave nothing.
 
         Raises:
             KernelStateError: the pool is not open, or it closed while the take waited.
@@ -307,13 +315,20 @@ class KernelPool(LoggingConfigurable):
         self._task_group()
         await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled taker takes nothing
         began = anyio.current_time()
-        waited = cold = False
-        while (km := await self._take_warm()) is None:
-            waited = True
-            if self._starting > self._waiting and not self._paused:
-                # A refill in flight will be warm before a start of our own would be (it
-                # began earlier): wait for it, one taker per refill. Any event wakes us: a
-                # kernel warm, a refill failed (then we start our own), the pool closing.
+        ask: _Ask | None = None
+        try:
+            while (km := await self._take_warm()) is None:
+                if ask is None:
+                    # None warm: start one, in the pool's task group, and take whichever
+                    # kernel is ready first, this one or a refill already in flight; the
+                    # other becomes warm. Any event wakes us to look again.
+                    ask = _Ask()
+                    self._starting += 1
+                    self._emit("starting", None)
+                    self._task_group().start_soon(self._start_one, self._task_group(), ask)
+                elif ask.error is not None:
+                    error, ask.error = ask.error, None
+                    raise error
                 self._waiting += 1
                 try:
                     await self._changed.wait()
@@ -321,16 +336,13 @@ class KernelPool(LoggingConfigurable):
                     self._waiting -= 1
                 if self._closing:
                     raise KernelStateError("the pool closed while the take waited")
-                continue
-            cold = True
-            km = await self._start_cold()
-            if self._closing:  # ready just as the pool closed: its nursery shuts it down
-                raise KernelStateError("the pool closed while the take waited")
-            break
+        finally:
+            if ask is not None:
+                ask.waiting = False  # from now on its start is a refill like any other
+        cold = ask is not None
         self._taken.add(km)
         km._activity.touch()  # taken now: its idle time (for culling) starts here
         self._counts["takes"] += 1
-        self._counts["waited_takes"] += waited
         self._counts["cold_takes"] += cold
         self._need.set()
         if self._nursery is not None:
@@ -356,22 +368,6 @@ class KernelPool(LoggingConfigurable):
             # Not clean: its watcher has an event to act on, or will have one soon (the
             # process has exited and its supervisor is about to say so); it discards it.
         return None
-
-    async def _start_cold(self) -> KernelManager:
-        nursery = self._nursery
-        assert nursery is not None
-        self._cold_starting += 1
-        self._emit("starting", None)
-        try:
-            km = await nursery.start_kernel(self.kernel_name, **self._kernel_kw)
-        except KernelStateError:
-            if self._closing:
-                raise KernelStateError("the pool closed while the take waited") from None
-            raise
-        finally:
-            self._cold_starting -= 1
-        self._resume()
-        return km
 
     async def _release(self, km: KernelManager) -> None:
         try:
@@ -407,7 +403,7 @@ class KernelPool(LoggingConfigurable):
                 tg.start_soon(self._start_one, tg)
             await self._need.wait()
 
-    async def _start_one(self, tg: anyio.abc.TaskGroup) -> None:
+    async def _start_one(self, tg: anyio.abc.TaskGroup, ask: _Ask | None = None) -> None:
         nursery = self._nursery
         assert nursery is not None
         try:
@@ -417,9 +413,14 @@ class KernelPool(LoggingConfigurable):
             self._need.set()
             if self._closing:
                 return
-            # Not retried at once: refilling waits for a start to succeed (a take that found
-            # no warm kernel makes one), so a kernel that cannot start is not started again
-            # and again. The taker of that start sees the error itself.
+            if ask is not None and ask.waiting:
+                # The take that made this start waits for it: the error is that take's.
+                ask.error = exc
+                self._emit("start_failed", None, error=f"{type(exc).__name__}: {exc}")
+                return
+            # Not retried at once: refilling waits for a start to succeed (a take that finds
+            # no warm kernel makes one, and sees its error itself), so a kernel that cannot
+            # start is not started again and again.
             self._paused = True
             self._counts["failed_starts"] += 1
             self.log.error("Kernel pool: a refill failed to start: %s", exc)
