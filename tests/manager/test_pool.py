@@ -429,3 +429,25 @@ async def test_cancelling_or_closing_while_a_take_waits(
                 await anyio.wait_all_tasks_blocked()
                 assert pool._waiting == 1
     assert len(errors) == 1 and "pool closed" in str(errors[0])
+
+
+async def test_takers_of_an_empty_pool_all_get_one(fake_spec: SpecFactory) -> None:
+    """Six takers at once from a pool of size 0 each start a kernel and each get one, even
+    when another take got the kernel a take started (it then starts another)."""
+    kernels: list[KernelManager] = []
+    done = anyio.Event()
+
+    async def taker(pool: KernelPool) -> None:
+        async with pool.take() as km:
+            kernels.append(km)
+            if len(kernels) == 6:
+                done.set()
+            await done.wait()
+
+    async with KernelPool(kernel_spec=fake_spec(), size=0) as pool:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for _ in range(6):
+                    tg.start_soon(taker, pool)
+        assert len({km.kernel_id for km in kernels}) == 6
+        assert pool.status.cold_takes == 6

@@ -60,11 +60,12 @@ class _Warm:
 
 
 class _Ask:
-    """A take that found no warm kernel and started one: whether it still waits, and the
-    error of its start if that failed while it waited."""
+    """A start made by a take that found no warm kernel: whether the take still waits,
+    whether the start is over, and its error if it failed while the take waited."""
 
     def __init__(self) -> None:
         self.waiting = True
+        self.done = False
         self.error: Exception | None = None
 
 
@@ -318,17 +319,21 @@ class KernelPool(LoggingConfigurable):
         ask: _Ask | None = None
         try:
             while (km := await self._take_warm()) is None:
-                if ask is None:
+                if ask is not None and ask.error is not None:
+                    error, ask.error = ask.error, None
+                    raise error
+                if ask is None or ask.done:
                     # None warm: start one, in the pool's task group, and take whichever
                     # kernel is ready first, this one or a refill already in flight; the
-                    # other becomes warm. Any event wakes us to look again.
+                    # other becomes warm. Any event wakes us to look again. Whenever our
+                    # start is over and its kernel went to another take, we make another:
+                    # a waiting take always has a start of its own in flight.
+                    if ask is not None:
+                        ask.waiting = False
                     ask = _Ask()
                     self._starting += 1
                     self._emit("starting", None)
                     self._task_group().start_soon(self._start_one, self._task_group(), ask)
-                elif ask.error is not None:
-                    error, ask.error = ask.error, None
-                    raise error
                 self._waiting += 1
                 try:
                     await self._changed.wait()
@@ -413,6 +418,8 @@ class KernelPool(LoggingConfigurable):
             self._need.set()
             if self._closing:
                 return
+            if ask is not None:
+                ask.done = True
             if ask is not None and ask.waiting:
                 # The take that made this start waits for it: the error is that take's.
                 ask.error = exc
@@ -439,6 +446,8 @@ class KernelPool(LoggingConfigurable):
             if not settled:
                 settled = True
                 self._starting -= 1
+                if ask is not None:
+                    ask.done = True  # before the "warm" event that wakes its take
                 self._need.set()
 
         try:
