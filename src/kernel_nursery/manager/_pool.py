@@ -114,8 +114,8 @@ class KernelPool(LoggingConfigurable):
     refill_concurrency = Integer(
         2,
         config=True,
-        help="At most this many kernels start at once in the background to refill the pool "
-        "(the own starts of takes that find no warm kernel are not counted).",
+        help="At most this many kernels start at once to refill the pool. A take that finds "
+        "no warm kernel starts one beyond this limit (and refills wait while it runs).",
     )
     replace_dead = Bool(
         True,
