@@ -115,7 +115,7 @@ class KernelPool(LoggingConfigurable):
         2,
         config=True,
         help="At most this many kernels start at once to refill the pool. A take that finds "
-        "no warm kernel starts one beyond this limit (and refills wait while it runs).",
+        "no warm kernel starts one beyond this limit.",
     )
     replace_dead = Bool(
         True,
@@ -157,7 +157,8 @@ class KernelPool(LoggingConfigurable):
         self._kernel_kw = kwargs
         self._warm: deque[_Warm] = deque()
         self._taken: set[KernelManager] = set()
-        self._starting = 0  # starts in flight: refills, and those of takes that found none warm
+        self._starting = 0  # refills in flight
+        self._asked = 0  # starts in flight made by takes that found no warm kernel
         self._waiting = 0  # takes waiting for a kernel to be warm
         self._paused = False  # after a failed refill, until a start succeeds
         self._need = anyio.Event()
@@ -235,7 +236,7 @@ class KernelPool(LoggingConfigurable):
         return PoolStatus(
             size=self.size,
             warm=len(self._warm),
-            starting=self._starting,
+            starting=self._starting + self._asked,
             taken=len(self._taken),
             culled=self._nursery.culled if self._nursery is not None else 0,
             **self._counts,
@@ -331,7 +332,7 @@ class KernelPool(LoggingConfigurable):
                     if ask is not None:
                         ask.waiting = False
                     ask = _Ask()
-                    self._starting += 1
+                    self._asked += 1
                     self._emit("starting", None)
                     self._task_group().start_soon(self._start_one, self._task_group(), ask)
                 self._waiting += 1
@@ -400,7 +401,9 @@ class KernelPool(LoggingConfigurable):
             while (
                 tg is not None
                 and not self._paused
-                and len(self._warm) + self._starting < self.size
+                # Starts made by takes count towards the size (their kernels become warm when
+                # their takes get another), not towards the concurrency.
+                and len(self._warm) + self._starting + self._asked < self.size
                 and self._starting < self.refill_concurrency
             ):
                 self._starting += 1
@@ -408,14 +411,21 @@ class KernelPool(LoggingConfigurable):
                 tg.start_soon(self._start_one, tg)
             await self._need.wait()
 
+    def _count_down(self, ask: _Ask | None) -> None:
+        """A start is over: it counts no more as starting, and the refill looks again."""
+        if ask is None:
+            self._starting -= 1
+        else:
+            self._asked -= 1
+        self._need.set()
+
     async def _start_one(self, tg: anyio.abc.TaskGroup, ask: _Ask | None = None) -> None:
         nursery = self._nursery
         assert nursery is not None
         try:
             km = await nursery.start_kernel(self.kernel_name, **self._kernel_kw)
         except Exception as exc:
-            self._starting -= 1
-            self._need.set()
+            self._count_down(ask)
             if self._closing:
                 return
             if ask is not None:
@@ -434,7 +444,7 @@ class KernelPool(LoggingConfigurable):
             self._emit("start_failed", None, error=f"{type(exc).__name__}: {exc}")
             return
         except BaseException:
-            self._starting -= 1
+            self._count_down(ask)
             raise
         incarnation = km._incarnation  # the process that answered: no await since
         self._resume()
@@ -445,10 +455,9 @@ class KernelPool(LoggingConfigurable):
             nonlocal settled
             if not settled:
                 settled = True
-                self._starting -= 1
+                self._count_down(ask)
                 if ask is not None:
                     ask.done = True  # before the "warm" event that wakes its take
-                self._need.set()
 
         try:
             await tg.start(self._hold_warm, km, incarnation, settle)
