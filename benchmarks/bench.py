@@ -369,7 +369,11 @@ def main() -> None:
         # The table's machine stays the full run's; the rerun rows say where they come from.
         kept = json.loads(previous.read_text())
         reruns = [r for r in kept.get("reruns", []) if not set(r["scenarios"]) <= only]
-        reruns.append({"scenarios": sorted(only), "machine": results["machine"]})
+        same = [r for r in reruns if r["machine"] == results["machine"]]
+        if same:  # measured again on the same day and machine: one line says so
+            same[0]["scenarios"] = sorted(set(same[0]["scenarios"]) | only)
+        else:
+            reruns.append({"scenarios": sorted(only), "machine": results["machine"]})
         results = {"machine": kept["machine"], "metrics": kept["metrics"], "reruns": reruns}
     with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
         for name, argv in (
