@@ -23,6 +23,10 @@ Scenarios:
   pool-100     100 takes in a row (each given back at once) from a KernelPool of 4 ipykernels:
                time of each take, and how many found no warm kernel (cold takes: each
                started one and took the first ready, that one or a refill)
+  encryption   ipykernel in clear and with CurveZMQ (transport_encryption 'disabled' and
+               'required'), each repetition both ways: start to ready, the round trip of a small
+               execute (median of EXEC_REPS), and of one printing 1 MB; with, as the raw floor,
+               a 1 MB round trip between two bare pyzmq sockets on loopback, each way
 
 The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
 """
@@ -51,9 +55,38 @@ IDLE_KERNELS = 20
 #: Idle time before the idle window opens: trio starts processes from worker threads that retire
 #: after 10 s without work, a one-off that is start-up's cost, not supervision's.
 IDLE_SETTLE = 12.0
+#: Executes per repetition of the encryption scenario (the median is kept).
+EXEC_REPS = 30
 
 
 # ====================================================================== workers
+
+
+def zmq_round_trip(curve: bool, size: int = 1_000_000, n: int = 10) -> float:
+    """Median seconds for *size* bytes to go and come back between two bare pyzmq sockets
+    on loopback, in clear or with CurveZMQ: the floor under any encrypted kernel traffic."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    server, client = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    if curve:
+        public, secret = zmq.curve_keypair()
+        server.curve_secretkey, server.curve_publickey, server.curve_server = secret, public, True
+        client.curve_secretkey, client.curve_publickey = secret, public
+        client.curve_serverkey = public
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    client.connect(f"tcp://127.0.0.1:{port}")
+    payload = b"x" * size
+    times = []
+    for _ in range(n + 1):
+        t0 = time.perf_counter()
+        client.send(payload)
+        server.send(server.recv())
+        client.recv()
+        times.append(time.perf_counter() - t0)
+    server.close(linger=0)
+    client.close(linger=0)
+    return statistics.median(times[1:])  # the first includes the connection
 
 
 def rusage() -> tuple[float, int]:
@@ -134,6 +167,29 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
             await nursery.shutdown_all()
         out["wall"] = [time.perf_counter() - t0]
         out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    elif scenario == "encryption":
+        out = {}
+        for _ in range(reps):
+            for policy, tag in (("disabled", "clear"), ("required", "curve")):
+                async with KernelManager(kernel_name="python3", transport_encryption=policy) as km:
+                    t0 = time.perf_counter()
+                    await km.start_kernel()
+                    out.setdefault(f"start_to_ready_{tag}", []).append(time.perf_counter() - t0)
+                    async with km.client() as kc:
+                        await kc.execute("pass", timeout=60)  # the first waits for iopub
+
+                        async def timed(code: str, client: Any = kc) -> float:
+                            t0 = time.perf_counter()
+                            await client.execute(code, timeout=60)
+                            return time.perf_counter() - t0
+
+                        small = [await timed("pass") for _ in range(EXEC_REPS)]
+                        out.setdefault(f"execute_{tag}", []).append(statistics.median(small))
+                        big = [await timed("print('x' * 1_000_000)") for _ in range(5)]
+                        out.setdefault(f"output_1mb_{tag}", []).append(statistics.median(big))
+                    await km.shutdown_kernel()
+            out.setdefault("zmq_1mb_clear", []).append(zmq_round_trip(False))
+            out.setdefault("zmq_1mb_curve", []).append(zmq_round_trip(True))
     elif scenario == "idle":
         async with KernelNursery() as nursery:
             async with anyio.create_task_group() as tg:
@@ -243,6 +299,28 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
         await asyncio.gather(*(km.shutdown_kernel() for km in kms))
         out["wall"] = [time.perf_counter() - t0]
         out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    elif scenario == "encryption":
+        out = {}
+        for _ in range(reps):
+            for policy, tag in (("disabled", "clear"), ("required", "curve")):
+                km = AsyncKernelManager(kernel_name="python3", transport_encryption=policy)
+                t0 = time.perf_counter()
+                await km.start_kernel()
+                kc = await ready(km)
+                out.setdefault(f"start_to_ready_{tag}", []).append(time.perf_counter() - t0)
+                await kc.execute_interactive("pass", timeout=60)
+
+                async def timed(code: str, client: Any = kc) -> float:
+                    t0 = time.perf_counter()
+                    await client.execute_interactive(code, timeout=60, output_hook=lambda m: None)
+                    return time.perf_counter() - t0
+
+                small = [await timed("pass") for _ in range(EXEC_REPS)]
+                out.setdefault(f"execute_{tag}", []).append(statistics.median(small))
+                big = [await timed("print('x' * 1_000_000)") for _ in range(5)]
+                out.setdefault(f"output_1mb_{tag}", []).append(statistics.median(big))
+                kc.stop_channels()
+                await km.shutdown_kernel()
     elif scenario == "idle":
         kms = [AsyncIOLoopKernelManager(kernel_name="fake") for _ in range(IDLE_KERNELS)]
         for km in kms:
@@ -356,6 +434,7 @@ def main() -> None:
         help="comma-separated scenarios to run; their rows replace those in the existing "
         "results.json, the others are kept",
     )
+    parser.add_argument("--scenarios", default="", help="comma-separated subset to run")
     args = parser.parse_args()
     if args.worker:
         impl, scenario, reps, n = args.worker
@@ -393,8 +472,11 @@ def main() -> None:
                 ("ipykernel", "", 0),
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
-            + [("idle", "", 0), ("first-execute", "", 0), ("pool", "", 100)]
+            + [("idle", "", 0), ("encryption", "", 0), ("first-execute", "", 0)]
+            + [("pool", "", 100)]
         )
+        if args.scenarios:
+            plan = [step for step in plan if step[0] in args.scenarios.split(",")]
         for scenario, _, n in plan:
             if only and scenario not in only:
                 continue

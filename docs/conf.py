@@ -16,6 +16,7 @@ from kernel_nursery import (
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
+    SlurmProvisioner,
 )
 
 project = "kernel-nursery"
@@ -51,6 +52,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
+    SlurmProvisioner,
 ]
 
 

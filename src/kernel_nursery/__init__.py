@@ -17,6 +17,9 @@ from ._errors import (
     ConnectionFileError,
     InvalidKernelIdError,
     InvalidSignatureError,
+    JobEndedError,
+    JobError,
+    JobRejectedError,
     KernelDiedError,
     KernelNurseryError,
     KernelSpecError,
@@ -28,6 +31,8 @@ from ._errors import (
     PortAllocationError,
     ProvisionerConfigError,
     ProvisionerError,
+    QueueTimeoutError,
+    TransportEncryptionError,
     UnknownKernelError,
 )
 from ._signals import SignalCancel, cancel_on_signals
@@ -48,6 +53,7 @@ from .provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LocalProvisioner,
+    SlurmProvisioner,
     stop_process,
 )
 
@@ -58,6 +64,9 @@ __all__ = [
     "ExecuteResult",
     "InvalidKernelIdError",
     "InvalidSignatureError",
+    "JobEndedError",
+    "JobError",
+    "JobRejectedError",
     "KernelClient",
     "KernelDiedError",
     "KernelEvent",
@@ -82,8 +91,11 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "QueueTimeoutError",
     "Session",
     "SignalCancel",
+    "SlurmProvisioner",
+    "TransportEncryptionError",
     "UnknownKernelError",
     "__version__",
     "cancel_on_signals",

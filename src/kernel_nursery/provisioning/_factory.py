@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from traitlets import TraitError, Unicode, default
 from traitlets.config import LoggingConfigurable, SingletonConfigurable
 
 from .._errors import ProvisionerConfigError, ProvisionerError
+from .._kernelspec import KernelSpec, ProvisionerStanza
 from ._base import KernelProvisionerBase
-
-if TYPE_CHECKING:
-    from ..kernelspec import KernelSpec, ProvisionerStanza
 
 __all__ = ["DEFAULT_PROVISIONER_ENV", "ENTRY_POINT_GROUP", "KernelProvisionerFactory"]
 
@@ -53,6 +53,20 @@ class KernelProvisionerFactory(SingletonConfigurable):
         super().__init__(**kwargs)
         #: Entry points found so far, by provisioner name (this instance's own dict).
         self.provisioners: dict[str, EntryPoint] = _scan()
+
+    @classmethod
+    def for_parent(cls, parent: LoggingConfigurable) -> KernelProvisionerFactory:
+        """The factory that *parent* (a kernel manager, a spec manager, an application) uses.
+
+        When *parent*'s configuration has a ``KernelProvisionerFactory`` section, a new factory
+        configured by it, with *parent* as its parent; otherwise the process's shared
+        :meth:`instance`. Either way, configuration given to *parent* reaches the factory.
+
+        .. versionadded:: 0.2
+        """
+        if cls.__name__ in parent.config:
+            return cls(parent=parent)
+        return cls.instance()
 
     # ------------------------------------------------------------------ queries
 
@@ -161,5 +175,46 @@ class KernelProvisionerFactory(SingletonConfigurable):
         return ep
 
 
+#: The last scan, and the state of the import path it was made in (see _scan).
+_scanned: tuple[tuple[object, ...], dict[str, EntryPoint]] | None = None
+
+
 def _scan() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """The registered provisioners, read again only when the import path may have changed.
+
+    Reading every installed distribution's entry points costs milliseconds to tens of
+    milliseconds, and lookups run on the event loop's thread. Installing or removing a package
+    adds or removes an entry in a directory of :data:`sys.path`, which changes that directory's
+    modification time, so the scan is kept until :data:`sys.path`, or the modification time of
+    one of its directories, changes: a stat per entry instead of a file read per distribution.
+    A directory changed within the last few seconds is not trusted (file systems record times
+    in ticks of a few milliseconds, so a second change within a tick would go unseen): its
+    scan is not kept, as git does with "racily clean" files.
+    """
+    global _scanned
+    key = _path_state()
+    if key is None or _scanned is None or _scanned[0] != key:
+        found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        _scanned = None if key is None else (key, found)
+        return found
+    return dict(_scanned[1])
+
+
+#: Seconds during which a directory's modification time is too recent to be trusted.
+_RACY = 2.0
+
+
+def _path_state() -> tuple[object, ...] | None:
+    """:data:`sys.path` with each directory's modification time; ``None`` when one changed
+    too recently to tell a later change from it."""
+    recent = time.time_ns() - int(_RACY * 1e9)
+    state: list[object] = []
+    for entry in sys.path:
+        try:
+            mtime = os.stat(entry or ".").st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime is not None and mtime >= recent:
+            return None
+        state.append((entry, mtime))
+    return tuple(state)
