@@ -22,6 +22,12 @@ Scenarios:
                (kernel-nursery-local): start to ready, restart to ready, graceful shutdown,
                shutdown(now=True), kill() to wait() returning, and its floor: SIGKILL to the
                exit seen through a pidfd, no manager involved
+  first-execute  ipykernel: from asking for a kernel to the first execute's result, cold
+               (start_kernel) and from a warm KernelPool; jupyter_client has no pool, its cold
+               start is in both rows; and the warm take alone
+  pool-100     100 takes in a row (each given back at once) from a KernelPool of 4 ipykernels:
+               time of each take, and how many found no warm kernel (cold takes: each
+               started one and took the first ready, that one or a refill)
   encryption   ipykernel in clear and with CurveZMQ (transport_encryption 'disabled' and
                'required'), each repetition both ways: start to ready, the round trip of a small
                execute (median of EXEC_REPS), and of one printing 1 MB; with, as the raw floor,
@@ -115,7 +121,14 @@ def open_fds() -> int:
 async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
     import anyio
 
-    from kernel_nursery import KernelManager, KernelNursery, KernelProvisionerFactory, KernelSpec
+    from kernel_nursery import (
+        KernelManager,
+        KernelNursery,
+        KernelPool,
+        KernelProvisionerFactory,
+        KernelSpec,
+        start_kernel,
+    )
 
     trivial = KernelSpec(argv=TRIVIAL, name="trivial")
     fake = KernelSpec(argv=[sys.executable, FAKE_KERNEL, "{connection_file}"], name="fake")
@@ -235,6 +248,33 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
             await anyio.sleep(IDLE_SECONDS)
             cpu1, sw1 = rusage()
         out = {"cpu_s": [cpu1 - cpu0], "switches": [sw1 - sw0]}
+    elif scenario == "first-execute":
+        out = {"cold_start": [], "warm_pool": [], "warm_take": []}
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            async with start_kernel("python3") as km, km.client() as kc:
+                assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
+                out["cold_start"].append(time.perf_counter() - t0)
+        async with KernelPool("python3", size=1) as pool:
+            for _ in range(reps):
+                await pool.wait_warm()
+                t0 = time.perf_counter()
+                async with pool.take() as km:
+                    t1 = time.perf_counter()
+                    async with km.client() as kc:
+                        assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
+                        out["warm_pool"].append(time.perf_counter() - t0)
+                out["warm_take"].append(t1 - t0)
+    elif scenario == "pool":
+        takes = []
+        async with KernelPool("python3", size=4) as pool:
+            await pool.wait_warm()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                async with pool.take():
+                    takes.append(time.perf_counter() - t0)
+            status = pool.status
+        out = {"take": takes, "cold_takes": [status.cold_takes]}
     return out
 
 
@@ -414,6 +454,20 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
             km.stop_restarter()
         await asyncio.gather(*(km.shutdown_kernel(now=True) for km in kms))
         out = {"cpu_s": [cpu1 - cpu0], "switches": [sw1 - sw0]}
+    elif scenario == "first-execute":
+        cold = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            km = AsyncKernelManager(kernel_name="python3")
+            await km.start_kernel()
+            kc = await ready(km)
+            # Its default output hook prints the result; ours only collects it.
+            reply = await kc.execute_interactive("1 + 1", timeout=60, output_hook=lambda m: None)
+            assert reply["content"]["status"] == "ok"
+            cold.append(time.perf_counter() - t0)
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+        out = {"cold_start": cold, "warm_pool": cold}  # no pool: its cold start, side by side
     return out
 
 
@@ -595,27 +649,29 @@ def main() -> None:
                 ("execute", "", 0),
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
-            + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0)]
+            + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("first-execute", "", 0)]
+            + [("pool", "", 100)]
         )
         if args.scenarios:
             plan = [step for step in plan if step[0] in args.scenarios.split(",")]
         for scenario, _, n in plan:
             for impl in IMPLS:
-                if scenario == "floor" and impl == "jupyter_client":
+                if scenario in ("floor", "pool") and impl == "jupyter_client":
                     continue
                 # The bridge rows compare jupyter_client's manager with itself, provisioners apart.
                 if (impl == BRIDGED or scenario == "bridge") and impl not in IMPLS[2:]:
                     continue
                 if impl == BRIDGED and scenario != "bridge":
                     continue
-                reps = args.reps if scenario not in ("many", "idle") else 1
+                reps = args.reps if scenario not in ("many", "idle", "pool") else 1
                 repeats = args.reps if scenario == "many" else 1
                 merged: dict[str, list[float]] = {}
                 for _ in range(repeats):
                     for key, values in run_worker(impl, scenario, reps, n, env).items():
                         merged.setdefault(key, []).extend(values)
                 for key, values in merged.items():
-                    name = f"{scenario}-{n}.{key}" if scenario == "many" else f"{scenario}.{key}"
+                    sized = scenario in ("many", "pool")
+                    name = f"{scenario}-{n}.{key}" if sized else f"{scenario}.{key}"
                     results["metrics"].setdefault(name, {})[impl] = summary(values)
                     print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
     out = Path(args.out)
@@ -629,7 +685,13 @@ def main() -> None:
     write_outputs(results, out)
 
 
-UNITS = {"cpu_s": ("s", 1), "switches": ("", 1), "rss_mb": ("MB", 1), "fds": ("", 1)}
+UNITS = {
+    "cpu_s": ("s", 1),
+    "switches": ("", 1),
+    "rss_mb": ("MB", 1),
+    "fds": ("", 1),
+    "cold_takes": ("", 1),
+}
 
 
 def fmt(metric: str, value: float, *, unit: bool = True) -> str:

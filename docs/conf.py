@@ -11,6 +11,8 @@ from traitlets import HasTraits, TraitType
 import kernel_nursery
 from kernel_nursery import (
     KernelManager,
+    KernelNursery,
+    KernelPool,
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
@@ -45,6 +47,8 @@ highlight_language = "text"
 #: The configurable classes whose traits make the configuration page.
 CONFIGURABLES: list[type[HasTraits]] = [
     KernelManager,
+    KernelNursery,
+    KernelPool,
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,

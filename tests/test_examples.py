@@ -179,3 +179,13 @@ def test_blocking_example() -> None:
     out = run_python((EXAMPLES / "blocking.py").read_text())
     assert "printed: Ada" in out and "interrupted: KeyboardInterrupt" in out
     assert "inside a running loop: 42" in out
+
+
+@pytest.mark.parametrize("name", ["pool_trio.py", "pool_asyncio.py"])
+def test_pool_example(name: str) -> None:
+    """The pool example serves three requests, each on a kernel of its own, and sees an idle
+    kernel culled."""
+    out = run_python((EXAMPLES / name).read_text())
+    assert "'print(6 * 7)' -> 42" in out and "\"print('hi')\" -> hi" in out
+    assert "takes: 3, found none warm: 1" in out
+    assert "culling after 0.5 s idle\nshutdown\nkernels left: 0" in out

@@ -41,7 +41,15 @@ from ._signals import SignalCancel, cancel_on_signals
 from ._version import __version__
 from .connection import ConnectionInfo, read_connection_file, write_connection_file
 from .kernelspec import KernelSpec, KernelSpecManager
-from .manager import KernelEvent, KernelManager, KernelNursery, start_kernel
+from .manager import (
+    KernelEvent,
+    KernelManager,
+    KernelNursery,
+    KernelPool,
+    PoolEvent,
+    PoolStatus,
+    start_kernel,
+)
 from .messaging import Comm, ExecuteResult, ExecuteStream, KernelClient, Message, Reply, Session
 from .provisioning import (
     KernelProvisionerBase,
@@ -69,6 +77,7 @@ __all__ = [
     "KernelManager",
     "KernelNursery",
     "KernelNurseryError",
+    "KernelPool",
     "KernelProvisionerBase",
     "KernelProvisionerFactory",
     "KernelReplyError",
@@ -82,6 +91,8 @@ __all__ = [
     "Message",
     "MessageError",
     "NoSuchKernelError",
+    "PoolEvent",
+    "PoolStatus",
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",

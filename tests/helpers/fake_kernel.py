@@ -14,6 +14,7 @@ It binds the five sockets from the connection file (tcp or ipc), answers kernel_
 --crash-after S     exit with status 1, S seconds after starting
 --grandchild        start a child process that sleeps for an hour (in the kernel's group)
 --slow-start S      wait S seconds before binding its sockets (a kernel slow to get ready)
+--stay-busy         publish busy, never idle, around its replies (a kernel forever at work)
 --curve             bind as a CurveZMQ server when the connection file has Curve keys
                     (without it the keys are ignored: a kernel that cannot encrypt)
 
@@ -144,7 +145,8 @@ def main(argv: list[str]) -> int:
     def reply(sock: zmq.Socket[bytes], request: Msg, msg_type: str, content: Msg) -> None:
         iopub.send_multipart(session.frames("status", {"execution_state": "busy"}, request, []))
         sock.send_multipart(session.frames(msg_type, content, request, request["ids"]))
-        iopub.send_multipart(session.frames("status", {"execution_state": "idle"}, request, []))
+        if "--stay-busy" not in args:
+            iopub.send_multipart(session.frames("status", {"execution_state": "idle"}, request, []))
 
     while True:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000

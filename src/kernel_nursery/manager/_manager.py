@@ -32,6 +32,7 @@ from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
 from ..messaging._curve import is_encrypted, wait_for_ready_encrypted
 from ..provisioning import KernelProvisionerBase, KernelProvisionerFactory, stop_process
+from ._activity import Activity, TrackedClient
 from ._events import EventHub, EventKind, KernelEvent
 
 __all__ = ["KernelManager", "start_kernel"]
@@ -233,6 +234,7 @@ class KernelManager(LoggingConfigurable):
         # follows restarts only within the life it was made in, never into a later start.
         self._ends = 0
         self._gone = True  # no kernel now, and none will come unless start_kernel is called
+        self._activity = Activity()  # what culling judges by
 
     # ------------------------------------------------------------------ state
 
@@ -314,6 +316,33 @@ class KernelManager(LoggingConfigurable):
         """Whether the kernel died and was not (or could no more) be restarted. A ``dead``
         event says so too, with the exit status."""
         return self._dead
+
+    @property
+    def last_activity(self) -> float:
+        """When the kernel last showed activity, on the event loop's clock
+        (:func:`anyio.current_time`): its start, a message it sent (a busy/idle status, an
+        output, a reply) or a request from a client made by this manager.
+
+        .. versionadded:: 0.2
+        """
+        return self._activity.last
+
+    @property
+    def execution_state(self) -> str:
+        """The kernel's last published status: ``busy``, ``idle``, ``starting``, or
+        ``unknown`` before it published one.
+
+        .. versionadded:: 0.2
+        """
+        return self._activity.state
+
+    @property
+    def connections(self) -> int:
+        """How many clients made by :meth:`client` are open now.
+
+        .. versionadded:: 0.2
+        """
+        return self._activity.connections
 
     async def is_alive(self) -> bool:
         """Whether the kernel process is running. Answers at once."""
@@ -586,6 +615,7 @@ class KernelManager(LoggingConfigurable):
         await provisioner.launch_kernel(cmd, **kw)
         await provisioner.post_launch(**kw)
         self._started_at = anyio.current_time()
+        self._activity.touch()
         self._generation += 1
         number = self._incarnation.number + 1 if self._incarnation is not None else 1
         self._incarnation = _Incarnation(number, provisioner)
@@ -614,7 +644,9 @@ class KernelManager(LoggingConfigurable):
         assert incarnation is not None
         with anyio.CancelScope() as scope:
             info = validate_connection_info(provisioner.connection_info)
-            async with KernelClient(info, wait_for_exit=provisioner.wait) as client:
+            session = self._activity.session(info)  # it sees every status the kernel publishes
+            client = KernelClient(info, wait_for_exit=provisioner.wait, session=session)
+            async with client:
                 task_status.started((client, scope))
                 if self.heartbeat_interval > 0:
                     await incarnation.ready.wait()  # a kernel still starting is not hung
@@ -910,6 +942,9 @@ class KernelManager(LoggingConfigurable):
         :class:`~kernel_nursery.KernelDiedError`, requests made while no kernel runs fail with
         it at once, and requests made once the new kernel runs work. After the kernel is shut
         down for good (or reported dead), its requests fail with ``KernelDiedError``.
+
+        While open, the client counts in :attr:`connections`, and its requests and the
+        kernel's answers in :attr:`last_activity` (unless it is given a ``session`` of its own).
         """
         self._running()
         incarnation = self._incarnation
@@ -923,8 +958,10 @@ class KernelManager(LoggingConfigurable):
                 number = self._incarnation.number
             return successor
 
-        return KernelClient(
+        kwargs.setdefault("session", self._activity.session(incarnation.info))
+        return TrackedClient(
             incarnation.info,
+            activity=self._activity,
             wait_for_exit=incarnation.wait,
             wait_for_restart=wait_for_restart,
             **kwargs,

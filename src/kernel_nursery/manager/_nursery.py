@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
+from traitlets import Bool, Float, TraitError, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from .._errors import KernelStateError, UnknownKernelError
 from .._taskgroup import OwnedTaskGroup
+from ._events import EventHub, KernelEvent
 from ._manager import KernelManager, split_manager_kwargs
 
 __all__ = ["KernelNursery"]
@@ -31,8 +37,39 @@ class KernelNursery(LoggingConfigurable):
     stop concurrently when called from several tasks, and leaving the block (however it is
     left) shuts all of them down, concurrently and shielded.
 
+    With :attr:`cull_idle_timeout` set, the nursery shuts down kernels that showed no activity
+    for that long (see :doc:`/pool`): judged from what each manager observes (messages from the
+    kernel, its busy/idle status, requests from the manager's clients), with one timer for the
+    whole nursery, set on the next deadline.
+
     .. versionadded:: 0.1
     """
+
+    cull_idle_timeout = Float(
+        0.0,
+        config=True,
+        help="Shut a kernel down once it has shown no activity (no message from it, no request "
+        "from a client made by its manager) for this many seconds; 0 turns culling off.",
+    )
+    cull_busy = Bool(
+        False,
+        config=True,
+        help="Cull kernels whose last status is busy too (their idle time counts from their "
+        "last message); by default a busy kernel is spared until it is idle again.",
+    )
+    cull_connected = Bool(
+        False,
+        config=True,
+        help="Cull kernels that have open clients (made by their manager's client()) too; by "
+        "default they are spared until their last client closes.",
+    )
+
+    @validate("cull_idle_timeout")
+    def _check_cull_idle_timeout(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if not value >= 0:  # NaN too
+            raise TraitError(f"cull_idle_timeout must be 0 (off) or more seconds, not {value!r}")
+        return value
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -42,12 +79,26 @@ class KernelNursery(LoggingConfigurable):
         self._group = OwnedTaskGroup()
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
+        self._events = EventHub()
+        # Culling: one timer for the nursery (the culler task's wait), woken early by _wake.
+        self._wake = anyio.Event()
+        self._cull_deadline = math.inf  # when the culler's timer is set to go off
+        self._culling: set[KernelManager] = set()
+        #: Which ready kernels may be culled at all (a pool spares its warm kernels).
+        self._cull_filter: Callable[[KernelManager], bool] = lambda km: True
+        #: How many kernels were culled.
+        self.culled = 0
+        self._cull_wakeups = 0  # how many times the culler looked (for tests)
 
     async def __aenter__(self) -> Self:
         if self._group.is_open:
             raise KernelStateError("this KernelNursery is already open")
         self._closing = False
+        self._events = EventHub()  # a nursery opened again has new subscribers
+        self._wake, self._cull_deadline = anyio.Event(), math.inf
         self._tg = await self._group.open(self._close)
+        if self.cull_idle_timeout > 0:
+            self._tg.start_soon(self._cull, name="kernel-nursery culler")
         return self
 
     async def __aexit__(
@@ -62,8 +113,10 @@ class KernelNursery(LoggingConfigurable):
         # From here on new kernels are refused, and starts in progress are cancelled (their
         # managers' shutdown does it): nothing can keep the block from ending.
         self._closing = True
+        self._wake.set()  # the culler sees _closing and ends
         with anyio.CancelScope(shield=True):
             await self._shutdown_many([*self._starting, *self._managers.values()], now=False)
+        self._events.close()
         self._tg = None
 
     async def start_kernel(self, kernel_name: str = "python3", **kwargs: Any) -> KernelManager:
@@ -129,9 +182,13 @@ class KernelNursery(LoggingConfigurable):
                 release = anyio.Event()
                 self._managers[km.kernel_id] = km
                 self._release[km.kernel_id] = release
+                km._activity.listeners.add(self._wake_culler)
+                self._wake_culler()
                 task_status.started(km)
                 await release.wait()
         finally:
+            km._activity.listeners.discard(self._wake_culler)
+            self._culling.discard(km)
             self._starting.discard(km)
             self._managers.pop(km.kernel_id, None)
             self._release.pop(km.kernel_id, None)
@@ -181,3 +238,72 @@ class KernelNursery(LoggingConfigurable):
         release = self._release.pop(km.kernel_id, None)
         if release is not None:
             release.set()
+
+    # ------------------------------------------------------------------ culling and events
+
+    def events(self) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[KernelEvent]]:
+        """Subscribe to the nursery's own events: ``culling``, emitted just before an idle
+        kernel is shut down (with ``idle_time``). Used as :meth:`KernelManager.events`; the
+        stream ends when the nursery closes.
+
+        .. versionadded:: 0.2
+        """
+        return self._events.subscribe()
+
+    def _wake_culler(self) -> None:
+        """A kernel may have become cullable (it is new, it went idle, its last client
+        closed, it was taken from a pool). Its deadline is its last activity, which is now,
+        plus the timeout: no earlier than the timer's, unless no timer is set; only then does
+        the culler need to look again before its timer goes off."""
+        if self._cull_deadline == math.inf:
+            self._wake.set()
+
+    @observe("cull_idle_timeout", "cull_busy", "cull_connected")
+    def _cull_settings_changed(self, change: Any) -> None:
+        wake = getattr(self, "_wake", None)  # None while __init__ sets the traits
+        if wake is not None:
+            wake.set()  # which kernels may be culled, and when, is to be worked out again
+
+    def _cullable(self, km: KernelManager) -> bool:
+        return (
+            km not in self._culling
+            and (self.cull_busy or km.execution_state != "busy")
+            and (self.cull_connected or km.connections == 0)
+            and self._cull_filter(km)
+        )
+
+    async def _cull(self) -> None:
+        """Shut down kernels idle for :attr:`cull_idle_timeout`, for as long as the nursery
+        is open.
+
+        One timer for the whole nursery: the wait below ends at the earliest deadline of the
+        cullable kernels (their last activity plus the timeout), or never when there is none.
+        Activity only moves a kernel's deadline later, so the timer is woken early only when
+        a kernel becomes cullable (:meth:`_wake_culler`); at each wake-up the deadlines are
+        worked out again from what the managers observed, without asking the kernels anything.
+        """
+        while not self._closing:
+            self._wake = anyio.Event()
+            self._cull_wakeups += 1
+            timeout = self.cull_idle_timeout
+            now = anyio.current_time()
+            deadline = math.inf
+            for km in list(self._managers.values()):
+                if not self._cullable(km):
+                    continue
+                due = km.last_activity + timeout
+                if due > now:
+                    deadline = min(deadline, due)
+                    continue
+                self._culling.add(km)
+                self.culled += 1
+                idle = now - km.last_activity
+                self.log.warning("Culling kernel %s: idle for %.3g s", km.kernel_id, idle)
+                event = KernelEvent(kind="culling", kernel_id=km.kernel_id, idle_time=idle)
+                km._events.emit(event)
+                self._events.emit(event)
+                if self._tg is not None:
+                    self._tg.start_soon(self._shutdown, km, False)
+            self._cull_deadline = deadline
+            with anyio.CancelScope(deadline=deadline):
+                await self._wake.wait()
