@@ -28,6 +28,10 @@ from ._errors import (
     PortAllocationError,
     ProvisionerConfigError,
     ProvisionerError,
+    RemoteLaunchError,
+    SSHAuthenticationError,
+    SSHConnectionError,
+    SSHHostKeyError,
     UnknownKernelError,
 )
 from ._signals import SignalCancel, cancel_on_signals
@@ -40,6 +44,7 @@ from .provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LocalProvisioner,
+    SSHProvisioner,
     stop_process,
 )
 
@@ -71,6 +76,11 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "RemoteLaunchError",
+    "SSHAuthenticationError",
+    "SSHConnectionError",
+    "SSHHostKeyError",
+    "SSHProvisioner",
     "Session",
     "SignalCancel",
     "UnknownKernelError",

@@ -1,8 +1,9 @@
 """Kernel provisioners: what starts a kernel, watches it and stops it.
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
-implementation (a local process), and :class:`KernelProvisionerFactory` finds provisioners that
-packages register in the entry-point group ``kernel_nursery.provisioners``. The API is that of
+implementation (a local process), :class:`SSHProvisioner` runs a kernel on another host over
+SSH, and :class:`KernelProvisionerFactory` finds provisioners that packages register in the
+entry-point group ``kernel_nursery.provisioners``. The API is that of
 ``jupyter_client.provisioning``, on anyio.
 """
 
@@ -20,6 +21,7 @@ from ._command import format_kernel_cmd
 from ._factory import DEFAULT_PROVISIONER_ENV, ENTRY_POINT_GROUP, KernelProvisionerFactory
 from ._local import LocalProvisioner
 from ._process import UNKNOWN_EXIT_STATUS
+from ._ssh import SSHProvisioner
 
 __all__ = [
     "DEFAULT_PROVISIONER_ENV",
@@ -32,6 +34,7 @@ __all__ = [
     "KernelProvisionerFactory",
     "KernelProvisionerMeta",
     "LocalProvisioner",
+    "SSHProvisioner",
     "format_kernel_cmd",
     "stop_process",
 ]
