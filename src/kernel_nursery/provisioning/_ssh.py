@@ -168,6 +168,7 @@ class SSHProvisioner(KernelProvisionerBase):
         self._status: int | None = None  # the kernel's exit status, once known
         self._last_status: int | None = None  # kept after cleanup, for poll()
         self._remote_pid: int | None = None
+        self._remote_file: str | None = None
         self._remote_ports: list[int] | None = None
         self._owns_ports = False
         self._workdir: Path | None = None  # holds ssh's log (-E)
@@ -193,6 +194,12 @@ class SSHProvisioner(KernelProvisionerBase):
         """The kernel's process id on the remote host (it leads its process group there), or
         ``None`` before launch and after cleanup."""
         return self._remote_pid if self._process is not None else None
+
+    @property
+    def remote_connection_file(self) -> str | None:
+        """Where the connection file is on the remote host (removed there when the kernel
+        ends), or ``None`` before launch and after cleanup."""
+        return self._remote_file if self._process is not None else None
 
     async def poll(self) -> int | None:
         """``None`` while the kernel runs; its exit status once it is known to have exited (the
@@ -460,6 +467,8 @@ class SSHProvisioner(KernelProvisionerBase):
         if answer.get("event") == "started":
             pid = answer.get("pid")
             self._remote_pid = pid if isinstance(pid, int) else None
+            path = answer.get("connection_file")
+            self._remote_file = path if isinstance(path, str) else None
             return ""
         kind = str(answer.get("kind"))
         message = str(answer.get("message"))

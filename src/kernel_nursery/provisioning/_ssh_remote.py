@@ -80,16 +80,16 @@ def ports_in_use(ip: str, ports: list[int]) -> list[int]:
     return taken
 
 
-def data_dirs() -> list[str]:
+def data_dirs(environ: dict[str, str]) -> list[str]:
     """Jupyter's data directories on this host, in Jupyter's order (JUPYTER_PATH, user,
-    environment, system)."""
-    dirs = [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
-    user = os.environ.get("JUPYTER_DATA_DIR")
+    environment, system), as the kernel's environment *environ* sets them."""
+    dirs = [p for p in environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    user = environ.get("JUPYTER_DATA_DIR")
     if not user:
         if sys.platform == "darwin":
             user = os.path.expanduser("~/Library/Jupyter")
         else:
-            xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+            xdg = environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
             user = os.path.join(xdg, "jupyter")
     dirs.append(user)
     dirs.append(os.path.join(sys.prefix, "share", "jupyter"))
@@ -97,9 +97,9 @@ def data_dirs() -> list[str]:
     return dirs
 
 
-def find_spec(name: str) -> tuple[list[str], str, dict[str, str]] | str:
+def find_spec(name: str, environ: dict[str, str]) -> tuple[list[str], str, dict[str, str]] | str:
     """The argv, resource directory and env of kernel spec *name*, or why it cannot be used."""
-    for base in data_dirs():
+    for base in data_dirs(environ):
         folder = os.path.join(base, "kernels", name)
         path = os.path.join(folder, "kernel.json")
         if not os.path.isfile(path):
@@ -182,16 +182,17 @@ def main() -> int:
         return fail("ports-in-use", ", ".join(map(str, taken)))
 
     env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (config.get("env") or {}).items()})
     resource_dir = ""
     if config.get("argv"):
         argv = [str(a) for a in config["argv"]]
     else:
-        found = find_spec(str(config.get("kernel_name") or ""))
+        found = find_spec(str(config.get("kernel_name") or ""), env)
         if isinstance(found, str):
             return fail("no-kernel", found)
         argv, resource_dir, spec_env = found
         env.update(spec_env)
-    env.update({str(k): str(v) for k, v in (config.get("env") or {}).items()})
+        env.update({str(k): str(v) for k, v in (config.get("env") or {}).items()})
     env["JPY_PARENT_PID"] = str(os.getpid())
 
     folder = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700

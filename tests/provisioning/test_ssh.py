@@ -1,0 +1,396 @@
+"""SSHProvisioner against a real sshd on loopback: the remote side is this machine, reached
+through ssh, so the tests can look at the "remote" processes and files directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from kernel_nursery import (
+    KernelManager,
+    KernelProvisionerFactory,
+    KernelSpec,
+    RemoteLaunchError,
+    SSHAuthenticationError,
+    SSHConnectionError,
+    SSHHostKeyError,
+    SSHProvisioner,
+    stop_process,
+)
+from kernel_nursery.connection import reserved_ports
+from kernel_nursery.provisioning import _ssh
+
+from ..conftest import FAKE_KERNEL
+from ..helpers.sshd import SSHServer, parent_of, wait_gone
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+IPYKERNEL = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+def ssh_spec(server: SSHServer, argv: list[str] | None = None, **config: Any) -> KernelSpec:
+    """A kernel spec whose kernel runs on *server* (by default the fake kernel)."""
+    return KernelSpec(
+        argv=argv or ["python", FAKE_KERNEL, "{connection_file}"],
+        display_name="Remote",
+        language="python",
+        name="remote",
+        metadata={
+            "kernel_provisioner": {
+                "provisioner_name": "ssh",
+                "config": server.provisioner_config(**config),
+            }
+        },
+    )
+
+
+def provisioner(server: SSHServer, argv: list[str] | None = None, **config: Any) -> SSHProvisioner:
+    spec = ssh_spec(server, argv, **config)
+    made = KernelProvisionerFactory.instance().create_provisioner_instance("k1", spec, parent=None)
+    assert isinstance(made, SSHProvisioner)
+    return made
+
+
+async def launch(p: SSHProvisioner) -> dict[str, Any]:
+    kw = await p.pre_launch()
+    return dict(await p.launch_kernel(kw.pop("cmd"), **kw))
+
+
+def running(pid: int | None) -> bool:
+    return pid is not None and bool(wait_gone({pid}, timeout=0))
+
+
+# ---------------------------------------------------------------------- through a manager
+
+
+async def test_ipykernel_executes_interrupts_restarts_and_shuts_down(
+    remote_clean: SSHServer,
+) -> None:
+    """A real ipykernel over ssh runs code for a local client, is interrupted through the
+    channel, restarts on the same local ports and leaves nothing on either side."""
+    async with KernelManager(kernel_spec=ssh_spec(remote_clean, IPYKERNEL)) as km:
+        await km.start_kernel()
+        p = km.provisioner
+        assert isinstance(p, SSHProvisioner)
+        info = km.connection_info
+        assert info["ip"] == "127.0.0.1"
+        remote_pid = p.remote_pid
+        assert remote_pid is not None and p.remote_pid != os.getpid()
+        async with km.client() as kc:
+            result = await kc.execute("import os; print(os.getpid())", timeout=60)
+            assert result.stdout.strip() == str(remote_pid)
+
+            results = []
+
+            async def run_slow() -> None:
+                results.append(await kc.execute("import time; time.sleep(60)", timeout=60))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_slow)
+                # An idle kernel ignores SIGINT: interrupt until the sleep has been reached.
+                with anyio.fail_after(30):
+                    while not results:
+                        await km.interrupt_kernel()
+                        await anyio.sleep(0.5)
+            error = results[0].error
+            assert error is not None and error["ename"] == "KeyboardInterrupt"
+
+        await km.restart_kernel()
+        assert km.connection_info == info  # same local ports, same key
+        assert p.remote_pid != remote_pid
+        assert not running(remote_pid)
+        async with km.client() as kc:
+            result = await kc.execute("print(6 * 7)", timeout=60)
+            assert result.stdout.strip() == "42"
+        await km.restart_kernel(newports=True)
+        assert km.connection_info["shell_port"] != info["shell_port"]
+        last = km.provisioner
+        assert isinstance(last, SSHProvisioner)
+        ssh_pid, remote_pid = last.ssh_pid, last.remote_pid
+    assert not running(ssh_pid) and not running(remote_pid)
+    assert not reserved_ports()
+
+
+async def test_kernel_killed_remotely_is_noticed_and_restarted(remote_clean: SSHServer) -> None:
+    """SIGKILL to the remote kernel is reported through the channel at once, and the manager's
+    restart policy brings a new one up."""
+    async with KernelManager(kernel_spec=ssh_spec(remote_clean)) as km:
+        async with km.events() as events:
+            await km.start_kernel()
+            p = km.provisioner
+            assert isinstance(p, SSHProvisioner)
+            first = p.remote_pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            with anyio.fail_after(30):
+                async for event in events:
+                    if event.kind == "restarted":
+                        break
+            assert isinstance(km.provisioner, SSHProvisioner)
+            assert km.provisioner.remote_pid not in (None, first)
+
+
+# ---------------------------------------------------------------------- the provisioner
+
+
+async def test_connection_file_is_private_and_the_key_never_in_argv(
+    remote_clean: SSHServer,
+) -> None:
+    """The remote connection file has mode 0600 and the key appears in no process's command
+    line; the file is gone after cleanup."""
+    async with provisioner(remote_clean) as p:
+        info = await launch(p)
+        path = p.remote_connection_file
+        assert path is not None
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(Path(path).parent).st_mode) == 0o700
+        key = info["key"].encode()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    assert key not in (entry / "cmdline").read_bytes()
+                except OSError:
+                    pass
+        remote_pid = p.remote_pid
+    assert not Path(path).exists()
+    assert not running(remote_pid)
+
+
+async def test_signals_reach_the_remote_group_and_exit_is_reported(
+    remote_clean: SSHServer,
+) -> None:
+    """SIGTERM travels through the channel to the kernel's group; wait() reports its status,
+    and poll() agrees, for any number of waiters."""
+    async with provisioner(remote_clean) as p:
+        await launch(p)
+        assert await p.poll() is None
+        statuses: list[int | None] = []
+
+        async def waiter() -> None:
+            statuses.append(await p.wait())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            tg.start_soon(waiter)
+            await p.terminate()
+        assert statuses == [-signal.SIGTERM, -signal.SIGTERM]
+        assert await p.poll() == -signal.SIGTERM
+
+
+async def test_remote_kernel_spec_by_name(remote_clean: SSHServer, tmp_path: Path) -> None:
+    """remote_kernel_name runs a kernel spec found on the remote host (in its JUPYTER_PATH)."""
+    folder = tmp_path / "remote-jupyter" / "kernels" / "fakeremote"
+    folder.mkdir(parents=True)
+    spec = {"argv": ["python", FAKE_KERNEL, "{connection_file}"], "display_name": "F"}
+    (folder / "kernel.json").write_text(json.dumps({**spec, "language": "x"}))
+    p = provisioner(
+        remote_clean,
+        remote_kernel_name="fakeremote",
+        remote_env={"JUPYTER_PATH": str(tmp_path / "remote-jupyter")},
+    )
+    async with p:
+        await launch(p)
+        assert running(p.remote_pid)
+        assert await stop_process(p, wait_time=10) is not None
+
+
+async def test_cancelled_launch_leaves_nothing(remote_clean: SSHServer) -> None:
+    """A launch cancelled at any moment leaves no ssh, no remote kernel and no reserved port."""
+    for delay in (0.0, 0.05, 0.2, 0.4, 0.8):
+        p = provisioner(remote_clean)
+        async with p:
+            with anyio.move_on_after(delay):
+                await launch(p)
+        assert not reserved_ports()
+        assert p.ssh_pid is None
+
+
+async def test_cancelled_manager_start_leaves_nothing(remote_clean: SSHServer) -> None:
+    """Cancelling the scope around a manager's start, at several moments, leaves nothing."""
+    for delay in (0.1, 0.5, 1.0):
+        with anyio.move_on_after(delay):
+            async with KernelManager(kernel_spec=ssh_spec(remote_clean)) as km:
+                await km.start_kernel()
+                await anyio.sleep_forever()
+        assert not reserved_ports()
+
+
+# ---------------------------------------------------------------------- faults
+
+
+async def test_sshd_session_killed_counts_as_death_and_remote_kernel_ends(
+    remote_clean: SSHServer,
+) -> None:
+    """Killing the sshd serving the connection ends the kernel on the remote side (its channel
+    closed) and is noticed here as the kernel's death."""
+    async with provisioner(remote_clean) as p:
+        await launch(p)
+        remote_pid = p.remote_pid
+        assert remote_pid is not None
+        launcher = parent_of(remote_pid)
+        assert launcher is not None
+        session = parent_of(launcher)
+        assert session is not None and session in remote_clean.descendants()
+        os.kill(session, signal.SIGKILL)
+        with anyio.fail_after(20):
+            status = await p.wait()
+        assert status is not None
+        assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
+
+
+async def test_hung_connection_counts_as_death(remote_clean: SSHServer) -> None:
+    """A connection whose server stops answering is given up after ServerAliveInterval *
+    ServerAliveCountMax; the kernel ends once the server's session goes."""
+    async with provisioner(remote_clean, server_alive_interval=1, server_alive_count_max=2) as p:
+        await launch(p)
+        remote_pid = p.remote_pid
+        assert remote_pid is not None
+        launcher = parent_of(remote_pid)
+        assert launcher is not None
+        session = parent_of(launcher)
+        assert session is not None
+        os.kill(session, signal.SIGSTOP)
+        try:
+            with anyio.fail_after(30):
+                status = await p.wait()
+            assert status == 255
+        finally:
+            os.kill(session, signal.SIGKILL)
+        assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
+
+
+async def test_local_manager_killed_takes_the_remote_kernel(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """A manager process killed with SIGKILL leaves no kernel on the remote host."""
+    script = tmp_path / "manager.py"
+    spec = ssh_spec(remote_clean)
+    script.write_text(
+        "import anyio, json, sys\n"
+        "from kernel_nursery import KernelManager, KernelSpec\n"
+        f"spec = KernelSpec.from_dict(json.loads({json.dumps(spec.to_dict())!r}), name='r')\n"
+        "async def main():\n"
+        "    async with KernelManager(kernel_spec=spec) as km:\n"
+        "        await km.start_kernel()\n"
+        "        print(km.provisioner.remote_pid, km.provisioner.ssh_pid, flush=True)\n"
+        "        await anyio.sleep_forever()\n"
+        "anyio.run(main)\n"
+    )
+    async with await anyio.open_process(
+        [sys.executable, str(script)], stderr=None, env=dict(os.environ)
+    ) as manager:
+        assert manager.stdout is not None
+        with anyio.fail_after(60):
+            line = b""
+            async for chunk in manager.stdout:
+                line += chunk
+                if b"\n" in line:
+                    break
+        remote_pid, ssh_pid = (int(x) for x in line.split())
+        assert running(remote_pid)
+        manager.kill()
+        await manager.wait()
+    assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, ssh_pid}, 15)
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+async def test_authentication_failure_is_typed(remote_clean: SSHServer, tmp_path: Path) -> None:
+    """A key the server does not accept: SSHAuthenticationError, nothing left."""
+    key = tmp_path / "stranger"
+    await anyio.run_process(
+        [remote_clean.binaries["ssh-keygen"], "-q", "-N", "", "-t", "ed25519", "-f", str(key)]
+    )
+    # -i adds to the config's IdentityFile: a config of our own, with the stranger's key only.
+    config = tmp_path / "config"
+    config.write_text(
+        remote_clean.client_config.read_text().replace(str(remote_clean.identity), str(key))
+    )
+    async with provisioner(remote_clean, ssh_options=["-F", str(config)]) as p:
+        with pytest.raises(SSHAuthenticationError, match="authentication failed"):
+            await launch(p)
+    assert not reserved_ports()
+
+
+async def test_unknown_and_changed_host_keys_are_refused(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """An unknown host key and a changed one are both refused (never accepted silently)."""
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    other = tmp_path / "other"
+    await anyio.run_process(
+        [remote_clean.binaries["ssh-keygen"], "-q", "-N", "", "-t", "ed25519", "-f", str(other)]
+    )
+    changed = tmp_path / "changed_known_hosts"
+    changed.write_text(f"[127.0.0.1]:{remote_clean.port} {other.with_suffix('.pub').read_text()}")
+    for known, words in ((empty, "not in known_hosts"), (changed, "CHANGED")):
+        options = ["-F", str(remote_clean.client_config), "-o", f"UserKnownHostsFile={known}"]
+        async with provisioner(remote_clean, ssh_options=options) as p:
+            with pytest.raises(SSHHostKeyError, match=words):
+                await launch(p)
+        assert known.read_text() == ("" if known == empty else changed.read_text())
+    assert not reserved_ports()
+
+
+async def test_unknown_host_is_typed(remote_clean: SSHServer) -> None:
+    """A host name that does not resolve: SSHConnectionError naming it."""
+    async with provisioner(remote_clean, host="no-such-host.invalid") as p:
+        with pytest.raises(SSHConnectionError, match=r"no-such-host\.invalid"):
+            await launch(p)
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ({"remote_python": "/no/such/python"}, "no-python"),
+        ({"remote_argv": ["/no/such/kernel", "{connection_file}"]}, "no-kernel"),
+        ({"remote_kernel_name": "no-such-kernel"}, "no-kernel"),
+        ({"remote_cwd": "/no/such/directory"}, "no-kernel"),
+    ],
+)
+async def test_remote_launch_failures_are_typed(
+    remote_clean: SSHServer, config: dict[str, Any], reason: str
+) -> None:
+    """What is missing on the remote host is named in one line; nothing is left."""
+    async with provisioner(remote_clean, **config) as p:
+        with pytest.raises(RemoteLaunchError) as caught:
+            await launch(p)
+    assert caught.value.reason == reason
+    assert "\n" not in str(caught.value)
+    assert not reserved_ports()
+
+
+async def test_remote_ports_in_use_are_chosen_again_then_typed(
+    remote_clean: SSHServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remote ports found taken are replaced; when they stay taken, RemoteLaunchError."""
+    import socket
+
+    listeners = []
+    for _ in range(5):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        listeners.append(sock)
+    taken = [s.getsockname()[1] for s in listeners]
+    choices = [taken, taken, taken]
+    monkeypatch.setattr(_ssh, "_choose_remote_ports", lambda: choices.pop())
+    try:
+        async with provisioner(remote_clean) as p:
+            with pytest.raises(RemoteLaunchError) as caught:
+                await launch(p)
+        assert caught.value.reason == "ports-in-use"
+        assert not choices
+    finally:
+        for sock in listeners:
+            sock.close()
