@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from kernel_nursery import (
+    KernelClient,
     KernelManager,
     KernelProvisionerFactory,
     KernelSpec,
@@ -25,8 +26,8 @@ from kernel_nursery import (
     SSHProvisioner,
     stop_process,
 )
-from kernel_nursery.connection import reserved_ports
-from kernel_nursery.provisioning import _ssh
+from kernel_nursery.connection import reserved_ports, validate_connection_info
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh
 
 from ..conftest import FAKE_KERNEL
 from ..helpers.sshd import SSHServer, parent_of, wait_gone
@@ -394,3 +395,82 @@ async def test_remote_ports_in_use_are_chosen_again_then_typed(
     finally:
         for sock in listeners:
             sock.close()
+
+
+# ---------------------------------------------------------------------- taking over
+
+
+async def test_take_over_in_this_process(remote_clean: SSHServer) -> None:
+    """A second provisioner loaded with the first one's info reaches the kernel through ports
+    of its own, and can signal and wait for it."""
+    async with provisioner(remote_clean) as p1:
+        await launch(p1)
+        info = json.loads(json.dumps(await p1.get_provisioner_info()))
+        async with provisioner(remote_clean) as p2:
+            await p2.load_provisioner_info(info)
+            assert p2.remote_pid == p1.remote_pid and p2.kernel_id == p1.kernel_id
+            mine = p2.connection_info
+            assert mine["key"] == p1.connection_info["key"]
+            assert mine["shell_port"] != p1.connection_info["shell_port"]
+            async with KernelClient(validate_connection_info(mine)) as kc:
+                await kc.wait_for_ready(timeout=30)
+            assert await p2.poll() is None
+            await p2.kill()
+            with anyio.fail_after(20):
+                assert await p2.wait() == UNKNOWN_EXIT_STATUS
+                assert await p1.wait() == -signal.SIGKILL
+
+
+async def test_independent_kernel_outlives_its_launcher_and_is_taken_over(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """An independent kernel survives its launching process's SIGKILL; another provisioner
+    takes it over and stops it, leaving nothing behind."""
+    spec = ssh_spec(remote_clean, independent=True)
+    script = tmp_path / "launcher.py"
+    script.write_text(
+        "import anyio, json, sys\n"
+        "from kernel_nursery import KernelProvisionerFactory, KernelSpec\n"
+        f"spec = KernelSpec.from_dict(json.loads({json.dumps(spec.to_dict())!r}), name='r')\n"
+        "async def main():\n"
+        "    f = KernelProvisionerFactory.instance()\n"
+        "    p = f.create_provisioner_instance('k9', spec, parent=None)\n"
+        "    kw = await p.pre_launch()\n"
+        "    await p.launch_kernel(kw.pop('cmd'), **kw)\n"
+        "    print(json.dumps(await p.get_provisioner_info()), flush=True)\n"
+        "    await anyio.sleep_forever()\n"
+        "anyio.run(main)\n"
+    )
+    async with await anyio.open_process([sys.executable, str(script)], stderr=None) as launcher:
+        assert launcher.stdout is not None
+        with anyio.fail_after(60):
+            line = b""
+            async for chunk in launcher.stdout:
+                line += chunk
+                if b"\n" in line:
+                    break
+        launcher.kill()
+        await launcher.wait()
+    info = json.loads(line)
+    remote_pid = info["remote_pid"]
+    assert running(remote_pid)
+    async with provisioner(remote_clean) as p:
+        await p.load_provisioner_info(info)
+        assert await p.poll() is None
+        assert await stop_process(p, wait_time=10) == UNKNOWN_EXIT_STATUS
+    assert not running(remote_pid)
+    assert not Path(info["remote_connection_file"]).exists()
+
+
+async def test_taking_over_a_gone_kernel_adopts_it_as_exited(remote_clean: SSHServer) -> None:
+    """Provisioner info naming a kernel that has exited gives an exited kernel, not an error."""
+    async with provisioner(remote_clean) as p1:
+        await launch(p1)
+        info = await p1.get_provisioner_info()
+        await p1.kill()
+        await p1.wait()
+    async with provisioner(remote_clean) as p2:
+        await p2.load_provisioner_info(info)
+        assert not p2.has_process
+        assert await p2.poll() == UNKNOWN_EXIT_STATUS
+    assert not reserved_ports()

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from traitlets import Dict, Float, Integer, List, Unicode
+from traitlets import Bool, Dict, Float, Integer, List, Unicode
 
 from .._errors import (
     LaunchError,
@@ -39,7 +39,7 @@ from ..connection import (
 )
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
-from ._process import process_start_time
+from ._process import UNKNOWN_EXIT_STATUS, process_start_time
 
 __all__ = ["SSHProvisioner"]
 
@@ -156,6 +156,15 @@ class SSHProvisioner(KernelProvisionerBase):
         "as dead.",
     )
     server_alive_count_max = Integer(3, config=True, help="ssh's ServerAliveCountMax.")
+    independent = Bool(
+        False,
+        config=True,
+        help="Whether the remote kernel may outlive its SSH channel. By default, when the "
+        "channel closes (this process dies, the connection drops) the remote side stops the "
+        "kernel. Set it for a kernel another process will take over (get_provisioner_info / "
+        "load_provisioner_info): the kernel then lives on, without JPY_PARENT_PID, until "
+        "someone stops it.",
+    )
     launch_timeout = Float(
         60.0,
         config=True,
@@ -169,6 +178,7 @@ class SSHProvisioner(KernelProvisionerBase):
         self._last_status: int | None = None  # kept after cleanup, for poll()
         self._remote_pid: int | None = None
         self._remote_file: str | None = None
+        self._remote_start_time: int | None = None
         self._remote_ports: list[int] | None = None
         self._owns_ports = False
         self._workdir: Path | None = None  # holds ssh's log (-E)
@@ -369,6 +379,7 @@ class SSHProvisioner(KernelProvisionerBase):
                 "env": dict(kwargs.get("env") or {}),
                 "cwd": self.remote_cwd or None,
                 "grace": _guardian.GRACE_PERIOD,
+                "independent": self.independent,
             }
             local = validate_connection_info(self.connection_info)
             for _attempt in range(_PORT_ATTEMPTS):
@@ -469,6 +480,8 @@ class SSHProvisioner(KernelProvisionerBase):
             self._remote_pid = pid if isinstance(pid, int) else None
             path = answer.get("connection_file")
             self._remote_file = path if isinstance(path, str) else None
+            start_time = answer.get("start_time")
+            self._remote_start_time = start_time if isinstance(start_time, int) else None
             return ""
         kind = str(answer.get("kind"))
         message = str(answer.get("message"))
@@ -629,6 +642,88 @@ class SSHProvisioner(KernelProvisionerBase):
             self._owns_ports = False
             self.connection_info = {}
         self._remote_ports = None
+
+    # ------------------------------------------------------------------ persistence
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """The base info plus the remote kernel's ``remote_pid``, ``remote_start_time`` (to
+        tell it from a later process with its pid), ``remote_ports`` and ``host``."""
+        info = await super().get_provisioner_info()
+        info.update(
+            {
+                "host": self.host,
+                "remote_pid": self.remote_pid,
+                "remote_start_time": self._remote_start_time if self.remote_pid else None,
+                "remote_ports": list(self._remote_ports or []) or None,
+                "remote_connection_file": self.remote_connection_file,
+            }
+        )
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Take over the remote kernel described by *provisioner_info*, possibly saved by
+        another process (on another machine): this provisioner, configured for the same host,
+        opens a channel of its own to the kernel, through which :meth:`poll`, :meth:`wait`,
+        :meth:`send_signal`, :meth:`kill` and :meth:`cleanup` act on it.
+
+        The kernel's ports are forwarded from new local ports, reserved here:
+        :attr:`connection_info` keeps the key but names those ports. Unless this provisioner
+        is :attr:`independent`, the kernel is then tied to this channel as if launched here.
+        For a hand-over, launch the kernel with ``independent=True``, or the launching side
+        stops it when its own channel closes. A kernel found gone is adopted as exited, with
+        status :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`; its exit status only
+        ever reaches its first launcher. Needs Linux on the remote host (pidfds).
+
+        Raises:
+            ProvisionerError: this provisioner already manages a kernel.
+            SSHConnectionError, RemoteLaunchError: as :meth:`launch_kernel`.
+            ConnectionFileError: the saved connection info is invalid.
+        """
+        if self._process is not None:
+            raise ProvisionerError("this provisioner already manages a kernel process")
+        await super().load_provisioner_info(provisioner_info)
+        pid = provisioner_info.get("remote_pid")
+        ports = provisioner_info.get("remote_ports")
+        if pid is None or not self.connection_info:
+            return
+        saved = validate_connection_info(self.connection_info)
+        fresh = dict(new_connection_info(ip="127.0.0.1", key=saved["key"]))
+        fresh["signature_scheme"] = saved["signature_scheme"]
+        fresh["kernel_name"] = saved.get("kernel_name", "")
+        self.connection_info = fresh
+        self._owns_ports = True
+        request = {
+            "attach": {
+                "pid": int(pid),
+                "start_time": provisioner_info.get("remote_start_time"),
+                "connection_file": provisioner_info.get("remote_connection_file"),
+            },
+            "kernel_id": self.kernel_id,
+            "grace": _guardian.GRACE_PERIOD,
+            "independent": self.independent,
+        }
+        try:
+            self._remote_ports = [int(p) for p in ports] if ports else None
+            if self._remote_ports is None or len(self._remote_ports) != len(PORT_NAMES):
+                raise ProvisionerError("the saved provisioner info has no remote_ports")
+            local = validate_connection_info(self.connection_info)
+            await self._launch_once(local, self._remote_ports, request)
+        except RemoteLaunchError as exc:
+            with anyio.CancelScope(shield=True):
+                await self._reap()
+                self._release()
+            if exc.reason != "no-kernel":
+                raise
+            self.log.info("Kernel %s had already exited: %s", self.kernel_id, exc)
+            self._last_status = UNKNOWN_EXIT_STATUS
+            return
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._reap()
+                self._release()
+            raise
+        self._remote_start_time = provisioner_info.get("remote_start_time")
+        self._remote_file = provisioner_info.get("remote_connection_file")
 
     # ------------------------------------------------------------------ the guardian
 

@@ -48,6 +48,8 @@ import threading
 
 _PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 _KILL_WAIT = 5.0
+# As kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS: the status of a kernel we did not start.
+_UNKNOWN_STATUS = -255
 
 
 def send(event: dict) -> None:  # type: ignore[type-arg]
@@ -133,32 +135,111 @@ def substitute(argv: list[str], fields: dict[str, str]) -> list[str]:
 
 
 class Kernel:
-    """The kernel process and a pipe that becomes readable when it exits."""
+    """The kernel process and a file descriptor that becomes readable when it exits."""
 
-    def __init__(self, popen: subprocess.Popen) -> None:  # type: ignore[type-arg]
-        self.popen = popen
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
         self.status: int | None = None
-        self.read_end, self.write_end = os.pipe()
-        threading.Thread(target=self._wait, daemon=True).start()
+        self.read_end = -1
 
-    def _wait(self) -> None:
-        self.status = self.popen.wait()
-        os.write(self.write_end, b"x")
+    @classmethod
+    def spawn(cls, popen: subprocess.Popen) -> Kernel:  # type: ignore[type-arg]
+        """Our child: a thread awaits its exit status and writes to a pipe."""
+        kernel = cls(popen.pid)
+        kernel.read_end, write_end = os.pipe()
+
+        def wait() -> None:
+            kernel.status = popen.wait()
+            os.write(write_end, b"x")
+
+        threading.Thread(target=wait, daemon=True).start()
+        return kernel
+
+    @classmethod
+    def adopt(cls, pid: int, start_time: int | None) -> Kernel | str:
+        """A kernel started by another launcher: watched through a pidfd (Linux), readable
+        at its exit, whose status only its parent learns."""
+        if not hasattr(os, "pidfd_open"):
+            return "taking a kernel over needs Linux pidfds on the remote host"
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return f"the kernel (pid {pid}) is gone"
+        if start_time is not None and _start_time(pid) != start_time:
+            os.close(pidfd)
+            return f"the kernel (pid {pid}) is gone (its pid now names another process)"
+        kernel = cls(pid)
+        kernel.read_end = pidfd
+        return kernel
+
+    def exited(self) -> None:
+        if self.status is None:
+            self.status = _UNKNOWN_STATUS
 
     def signal_group(self, signum: int) -> None:
+        # The kernel leads its group: while it runs (or has just exited), the number is its.
         try:
-            os.killpg(self.popen.pid, signum)
+            os.killpg(self.pid, signum)
         except OSError:
             if self.status is None:
                 try:
-                    self.popen.send_signal(signum)
+                    os.kill(self.pid, signum)
                 except OSError:
                     pass
 
     def wait(self, seconds: float) -> bool:
         poller = select.poll()
         poller.register(self.read_end, select.POLLIN)
-        return bool(poller.poll(seconds * 1000)) or self.status is not None
+        done = bool(poller.poll(seconds * 1000))
+        if done:
+            self.exited()
+        return done
+
+
+def _start_time(pid: int) -> int | None:
+    """/proc/PID/stat field 22 (Linux), which tells a process from a later one with its pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def attach(reader: Lines, config: dict) -> int:  # type: ignore[type-arg]
+    """Take over a kernel that another launcher started (get/load_provisioner_info)."""
+    try:
+        pid = int(config["attach"]["pid"])
+        start_time = config["attach"].get("start_time")
+    except (KeyError, TypeError, ValueError) as exc:
+        return fail("bad-config", f"unreadable attach request: {exc}")
+    kernel = Kernel.adopt(pid, start_time)
+    if isinstance(kernel, str):
+        return fail("no-kernel", kernel)
+    send({"event": "started", "pid": pid, "start_time": start_time})
+    status = serve(reader, kernel, float(config.get("grace", 2.0)), bool(config.get("independent")))
+    if status is None:
+        return 0
+    # The launcher left the connection file to the kernel: it goes with the kernel.
+    path = config["attach"].get("connection_file")
+    if isinstance(path, str) and path:
+        _unlink(path)
+        folder = os.path.dirname(path)
+        if os.path.basename(folder).startswith("kernel-nursery-"):
+            shutil.rmtree(folder, ignore_errors=True)
+    return 0 if status == _UNKNOWN_STATUS else _exit_code(status)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _exit_code(status: int) -> int:
+    # ssh exits with this status too: the kernel's, or 128 + the signal that killed it.
+    return status if 0 <= status <= 255 else 128 + (-status % 128)
 
 
 def main() -> int:
@@ -170,10 +251,13 @@ def main() -> int:
         return 2
     try:
         config = json.loads(line)
+        if config.get("attach"):
+            return attach(reader, config)
         info = config["connection_info"]
         ports = [int(info[name]) for name in _PORT_NAMES]
         ip = str(info["ip"])
         grace = float(config.get("grace", 2.0))
+        independent = bool(config.get("independent"))
     except (ValueError, KeyError, TypeError) as exc:
         return fail("bad-config", f"unreadable launch request: {exc}")
 
@@ -193,7 +277,10 @@ def main() -> int:
         argv, resource_dir, spec_env = found
         env.update(spec_env)
         env.update({str(k): str(v) for k, v in (config.get("env") or {}).items()})
-    env["JPY_PARENT_PID"] = str(os.getpid())
+    if independent:
+        env.pop("JPY_PARENT_PID", None)
+    else:
+        env["JPY_PARENT_PID"] = str(os.getpid())
 
     folder = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700
     try:
@@ -218,13 +305,24 @@ def main() -> int:
             if cwd is not None and not os.path.isdir(cwd):
                 return fail("no-kernel", f"working directory {cwd} does not exist")
             return fail("no-kernel", f"cannot run {cmd[0]!r}: {exc.strerror or exc}")
-        kernel = Kernel(popen)
-        send({"event": "started", "pid": popen.pid, "connection_file": path})
-        status = serve(reader, kernel, grace)
-        # ssh exits with this status too: the kernel's, or 128 + the signal that killed it.
-        return status if 0 <= status <= 255 else 128 + (-status % 128)
+        kernel = Kernel.spawn(popen)
+        start_time = _start_time(popen.pid)
+        send(
+            {
+                "event": "started",
+                "pid": popen.pid,
+                "start_time": start_time,
+                "connection_file": path,
+            }
+        )
+        status = serve(reader, kernel, grace, independent)
+        if status is None:
+            folder = ""  # the kernel lives on, and may still be reading its connection file
+            return 0
+        return _exit_code(status)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class Lines:
@@ -258,8 +356,9 @@ class Lines:
         return [line.decode() for line in lines]
 
 
-def serve(reader: Lines, kernel: Kernel, grace: float) -> int:
-    """Follow commands until the kernel exits or the channel closes; return its status."""
+def serve(reader: Lines, kernel: Kernel, grace: float, independent: bool) -> int | None:
+    """Follow commands until the kernel exits or the channel closes; return its status.
+    An *independent* kernel is left running when the channel closes: ``None``."""
     poller = select.poll()
     poller.register(reader.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     poller.register(kernel.read_end, select.POLLIN)
@@ -272,6 +371,8 @@ def serve(reader: Lines, kernel: Kernel, grace: float) -> int:
         if reader.fd in events:
             if reader.fill():
                 handle(reader.ready_lines(), kernel)
+            elif independent:
+                return None  # the channel is gone; the kernel lives on, for whoever takes over
             else:
                 # The channel is gone: the kernel must not outlive it.
                 poller.unregister(reader.fd)
@@ -283,7 +384,7 @@ def serve(reader: Lines, kernel: Kernel, grace: float) -> int:
     kernel.wait(_KILL_WAIT)
     # What the kernel left in its group goes with it, as for a local kernel.
     try:
-        os.killpg(kernel.popen.pid, signal.SIGKILL)
+        os.killpg(kernel.pid, signal.SIGKILL)
     except OSError:
         pass
     status = kernel.status if kernel.status is not None else -signal.SIGKILL
