@@ -474,3 +474,42 @@ async def test_taking_over_a_gone_kernel_adopts_it_as_exited(remote_clean: SSHSe
         assert not p2.has_process
         assert await p2.poll() == UNKNOWN_EXIT_STATUS
     assert not reserved_ports()
+
+
+# ---------------------------------------------------------------------- a shared connection
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:*port*."""
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_kernels_at_once_share_one_connection(remote_clean: SSHServer) -> None:
+    """While a kernel runs, the next ones on the host go through its control master; their
+    forwards end with them, and the master with the last of them."""
+    async with provisioner(remote_clean) as first:
+        await launch(first)
+        master = first._master
+        assert master is not None
+        with anyio.fail_after(30):
+            # The master connects beside the first kernel; the test waits for it to say so.
+            while not master.ready():
+                assert master.popen.poll() is None and master.popen.stdout is not None
+                await anyio.wait_readable(master.popen.stdout.fileno())
+        async with provisioner(remote_clean) as second:
+            await launch(second)
+            assert second._master is master and second._forwarded is not None
+            ports = [second.connection_info[name] for name in ("shell_port", "hb_port")]
+            assert all(listening(port) for port in ports)
+            await second.kill()
+            await second.wait()
+            await second.cleanup(restart=True)
+            assert not any(listening(port) for port in ports)  # cancelled in the master
+            await launch(second)  # a restart through the same master, on the same ports
+            assert second._forwarded is not None
+            assert all(listening(port) for port in ports)
+    assert master.popen.poll() is not None
+    assert not master.directory.exists()

@@ -37,7 +37,7 @@ from ..connection import (
     reserved_ports,
     validate_connection_info,
 )
-from . import _guardian
+from . import _guardian, _ssh_master
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
 from ._process import UNKNOWN_EXIT_STATUS, process_start_time
 
@@ -165,6 +165,14 @@ class SSHProvisioner(KernelProvisionerBase):
         "load_provisioner_info): the kernel then lives on, without JPY_PARENT_PID, until "
         "someone stops it.",
     )
+    reuse_connection = Bool(
+        True,
+        config=True,
+        help="Share one SSH connection (an OpenSSH control master with a private socket) "
+        "among the kernels of this process that run on the same host at the same time: the "
+        "first kernel starts it beside its own connection, later ones start faster through "
+        "it. The last kernel to end closes it.",
+    )
     launch_timeout = Float(
         60.0,
         config=True,
@@ -187,6 +195,9 @@ class SSHProvisioner(KernelProvisionerBase):
         self._send_lock = anyio.Lock()
         self._guard_token: int | None = None
         self._reaping = False
+        self._master: _ssh_master.Master | None = None
+        # The forwards made through the master, which outlive the session: cancelled at reap.
+        self._forwarded: tuple[ConnectionInfo, list[int]] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -407,6 +418,7 @@ class SSHProvisioner(KernelProvisionerBase):
             with anyio.CancelScope(shield=True):
                 await self._reap()
                 self._release()
+                await self._leave_master()
             raise
         self.log.debug(
             "Launched kernel %s on %s (remote pid %s) through ssh pid %s",
@@ -425,7 +437,17 @@ class SSHProvisioner(KernelProvisionerBase):
         if self._process is not None:
             await self._reap()
         self._workdir = Path(tempfile.mkdtemp(prefix="kernel-nursery-ssh-"))
-        argv = self._ssh_argv(local, remote_ports)
+        control_path = None
+        if self.reuse_connection:
+            if self._master is not None and self._master.popen.poll() is not None:
+                await self._leave_master()  # it died (a dropped connection): a new one
+            if self._master is None:  # kept across restarts
+                key = (*self._connection_argv(), self.host)
+                self._master = _ssh_master.acquire(key, self._master_argv, self.log)
+            if self._master is not None and self._master.ready():
+                control_path = self._master.control_path
+                self._forwarded = (local, list(remote_ports))
+        argv = self._ssh_argv(local, remote_ports, control_path)
         remote_info = dict(local)
         remote_info.update(dict(zip(PORT_NAMES, remote_ports, strict=True)))
         remote_info["ip"] = "127.0.0.1"
@@ -540,33 +562,52 @@ class SSHProvisioner(KernelProvisionerBase):
             argv=argv,
         )
 
-    def _ssh_argv(self, local: ConnectionInfo, remote_ports: list[int]) -> list[str]:
+    def _connection_argv(self) -> list[str]:
+        """The ssh command up to the host's options: what every connection to it shares
+        (and what identifies a shared master)."""
         argv = [self.ssh_command, "-T", "-x", "-a"]
         options = {
             "BatchMode": "yes",  # never a prompt: it would hang the launch
-            "ExitOnForwardFailure": "yes",
             "ConnectTimeout": str(self.connect_timeout),
             "ServerAliveInterval": str(self.server_alive_interval),
             "ServerAliveCountMax": str(self.server_alive_count_max),
-            # Each kernel's connection is its own: forwards made through a shared master
-            # would outlive the kernel (they belong to the master).
-            "ControlMaster": "no",
-            "ControlPath": "none",
             "PermitLocalCommand": "no",
         }
         for name, value in options.items():
             argv += ["-o", f"{name}={value}"]
-        if self._workdir is not None:
-            argv += ["-E", str(self._workdir / "ssh.log")]
         if self.port:
             argv += ["-p", str(self.port)]
         if self.user:
             argv += ["-l", self.user]
         if self.identity_file:
             argv += ["-i", self.identity_file]
-        argv += list(self.ssh_options)
+        return argv + list(self.ssh_options)
+
+    def _master_argv(self, control_path: str) -> list[str]:
+        return [
+            *self._connection_argv(),
+            *("-o", "ControlMaster=yes", "-o", f"ControlPath={control_path}"),
+            *("-o", "ControlPersist=no"),
+            *("--", self.host, _ssh_master.MASTER_COMMAND),
+        ]
+
+    def _forwards(self, local: ConnectionInfo, remote_ports: list[int]) -> list[str]:
+        argv = []
         for name, remote in zip(PORT_NAMES, remote_ports, strict=True):
             argv += ["-L", f"127.0.0.1:{local[name]}:127.0.0.1:{remote}"]  # type: ignore[literal-required]
+        return argv
+
+    def _ssh_argv(
+        self, local: ConnectionInfo, remote_ports: list[int], control_path: str | None = None
+    ) -> list[str]:
+        argv = self._connection_argv()
+        # Without a master of ours, the kernel's connection is its own: the user's own master,
+        # if the config names one, would keep our forwards after the kernel's end.
+        argv += ["-o", "ControlMaster=no", "-o", f"ControlPath={control_path or 'none'}"]
+        argv += ["-o", "ExitOnForwardFailure=yes"]
+        if self._workdir is not None:
+            argv += ["-E", str(self._workdir / "ssh.log")]
+        argv += self._forwards(local, remote_ports)
         python = shlex.quote(self.remote_python)
         argv += ["--", self.host, f"exec {python} -I -S -c {shlex.quote(_BOOT)}"]
         return argv
@@ -611,6 +652,7 @@ class SSHProvisioner(KernelProvisionerBase):
             await self._reap()
             if not restart:
                 self._release()
+                await self._leave_master()
 
     async def _reap(self) -> None:
         process = self._process
@@ -632,9 +674,41 @@ class SSHProvisioner(KernelProvisionerBase):
             self._process = None
             self._reaping = False
             self._unguard()
+            await self._cancel_forwards()
             if self._workdir is not None:
                 shutil.rmtree(self._workdir, ignore_errors=True)
                 self._workdir = None
+
+    async def _cancel_forwards(self) -> None:
+        """Cancel the forwards made through the master, which outlive the session that asked
+        for them. Shielded by the caller; bounded."""
+        forwarded, self._forwarded = self._forwarded, None
+        master = self._master
+        if forwarded is None or master is None or not master.ready():
+            return
+        argv = [
+            *self._connection_argv(),
+            *("-o", f"ControlPath={master.control_path}", "-O", "cancel"),
+            *self._forwards(*forwarded),
+            *("--", self.host),
+        ]
+        with anyio.move_on_after(KILL_WAIT_TIME):
+            done = await anyio.run_process(
+                argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            if done.returncode:
+                self.log.warning(
+                    "Kernel %s: cancelling its port forwards failed: %s",
+                    self.kernel_id,
+                    done.stderr.decode(errors="replace").strip(),
+                )
+
+    async def _leave_master(self) -> None:
+        """Give the shared connection back (the last user closes it). Shielded by the
+        caller; bounded."""
+        master, self._master = self._master, None
+        if master is not None:
+            await _ssh_master.release(master, self.log)
 
     def _release(self) -> None:
         if self._owns_ports and self.connection_info:
@@ -712,6 +786,7 @@ class SSHProvisioner(KernelProvisionerBase):
             with anyio.CancelScope(shield=True):
                 await self._reap()
                 self._release()
+                await self._leave_master()
             if exc.reason != "no-kernel":
                 raise
             self.log.info("Kernel %s had already exited: %s", self.kernel_id, exc)
@@ -721,6 +796,7 @@ class SSHProvisioner(KernelProvisionerBase):
             with anyio.CancelScope(shield=True):
                 await self._reap()
                 self._release()
+                await self._leave_master()
             raise
         self._remote_start_time = provisioner_info.get("remote_start_time")
         self._remote_file = provisioner_info.get("remote_connection_file")
