@@ -268,26 +268,33 @@ async def test_hung_connection_counts_as_death(remote_clean: SSHServer) -> None:
         assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
 
 
-async def test_local_manager_killed_takes_the_remote_kernel(
+async def test_local_manager_killed_takes_the_remote_kernels(
     remote_clean: SSHServer, tmp_path: Path
 ) -> None:
-    """A manager process killed with SIGKILL leaves no kernel on the remote host."""
+    """A manager process killed with SIGKILL leaves no kernel on the remote host, whether the
+    kernel had a connection of its own or shared the control master."""
     script = tmp_path / "manager.py"
     spec = ssh_spec(remote_clean)
     script.write_text(
-        "import anyio, json, sys\n"
+        "import anyio, json, sys, select\n"
         "from kernel_nursery import KernelManager, KernelSpec\n"
         f"spec = KernelSpec.from_dict(json.loads({json.dumps(spec.to_dict())!r}), name='r')\n"
         "async def main():\n"
-        "    async with KernelManager(kernel_spec=spec) as km:\n"
-        "        await km.start_kernel()\n"
-        "        print(km.provisioner.remote_pid, km.provisioner.ssh_pid, flush=True)\n"
+        "    a, b = KernelManager(kernel_spec=spec), KernelManager(kernel_spec=spec)\n"
+        "    async with a, b:\n"
+        "        await a.start_kernel()\n"
+        "        master = a.provisioner._master\n"
+        "        while not master.ready():\n"
+        "            await anyio.wait_readable(master.popen.stdout.fileno())\n"
+        "        await b.start_kernel()\n"
+        "        assert b.provisioner._forwarded is not None\n"
+        "        pids = [a.provisioner.remote_pid, b.provisioner.remote_pid,\n"
+        "                a.provisioner.ssh_pid, b.provisioner.ssh_pid, master.popen.pid]\n"
+        "        print(*pids, flush=True)\n"
         "        await anyio.sleep_forever()\n"
         "anyio.run(main)\n"
     )
-    async with await anyio.open_process(
-        [sys.executable, str(script)], stderr=None, env=dict(os.environ)
-    ) as manager:
+    async with await anyio.open_process([sys.executable, str(script)], stderr=None) as manager:
         assert manager.stdout is not None
         with anyio.fail_after(60):
             line = b""
@@ -295,11 +302,11 @@ async def test_local_manager_killed_takes_the_remote_kernel(
                 line += chunk
                 if b"\n" in line:
                     break
-        remote_pid, ssh_pid = (int(x) for x in line.split())
-        assert running(remote_pid)
+        pids = {int(x) for x in line.split()}
+        assert len(pids) == 5 and all(running(pid) for pid in pids)
         manager.kill()
         await manager.wait()
-    assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, ssh_pid}, 15)
+    assert not await anyio.to_thread.run_sync(wait_gone, pids, 15)
 
 
 # ---------------------------------------------------------------------- bad input
