@@ -14,6 +14,7 @@ from kernel_nursery import (
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
+    SSHProvisioner,
 )
 
 project = "kernel-nursery"
@@ -47,6 +48,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
+    SSHProvisioner,
 ]
 
 
