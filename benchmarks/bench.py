@@ -17,6 +17,8 @@ Scenarios:
                peak RSS and open fds of the managing process
   idle         CPU time and context switches of the managing process over 10 s, 20 idle kernels
                (each implementation's supervision on: our supervisor, jupyter_client's restarter)
+  ssh, ssh-floor  remote kernels over SSH against a throwaway sshd on loopback, with a raw
+               floor (benchmarks/ssh_bench.py; skipped where sshd is not installed)
 
 The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
 """
@@ -64,6 +66,10 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
 
     from kernel_nursery import KernelManager, KernelNursery, KernelProvisionerFactory, KernelSpec
 
+    if scenario.startswith("ssh"):
+        import ssh_bench
+
+        return await ssh_bench.ours(scenario, reps)
     trivial = KernelSpec(argv=TRIVIAL, name="trivial")
     fake = KernelSpec(argv=[sys.executable, FAKE_KERNEL, "{connection_file}"], name="fake")
     out: dict[str, Any] = {}
@@ -140,6 +146,10 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
     from jupyter_client import AsyncKernelManager
     from jupyter_client.ioloop import AsyncIOLoopKernelManager
 
+    if scenario.startswith("ssh"):
+        import ssh_bench
+
+        return await ssh_bench.theirs(scenario, reps)
     out: dict[str, Any] = {}
 
     async def ready(km: Any) -> Any:
@@ -296,13 +306,25 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     parser.add_argument("--many", default="1,10,50")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenarios (e.g. ssh); "
+        "their rows replace theirs in the existing results",
+    )
     args = parser.parse_args()
     if args.worker:
         impl, scenario, reps, n = args.worker
         worker(impl, scenario, int(reps), int(n))
         return
 
+    import ssh_bench
+
     results: dict[str, Any] = {"machine": machine(), "metrics": {}}
+    only = {name for name in args.only.split(",") if name}
+    if only and (Path(args.out) / "results.json").exists():
+        results = json.loads((Path(args.out) / "results.json").read_text())
+    sshd = None
     with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
         for name, argv in (
             ("fake", [sys.executable, FAKE_KERNEL, "{connection_file}"]),
@@ -323,10 +345,21 @@ def main() -> None:
             + [("many", "", int(n)) for n in args.many.split(",")]
             + [("idle", "", 0)]
         )
+        if ssh_bench.available():
+            plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
+            sshd, ssh_env = ssh_bench.start(Path(tmp) / "sshd", Path(tmp))
+            env.update(ssh_env)
+        if only:
+            plan = [step for step in plan if step[0] in only or step[0].split("-")[0] in only]
         for scenario, _, n in plan:
             for impl in IMPLS:
-                if scenario == "floor" and impl == "jupyter_client":
+                if scenario in ("floor", "ssh-floor") and impl != "ours-asyncio":
                     continue
+                if scenario == "ssh" and impl == "jupyter_client":
+                    continue  # sshpyk runs a remote kernel spec: compared in ssh-ipykernel
+                if scenario == "ssh-ipykernel" and impl == "jupyter_client":
+                    if not ssh_bench.sshpyk_available():
+                        continue
                 reps = args.reps if scenario not in ("many", "idle") else 1
                 repeats = args.reps if scenario == "many" else 1
                 merged: dict[str, list[float]] = {}
@@ -337,6 +370,8 @@ def main() -> None:
                     name = f"{scenario}-{n}.{key}" if scenario == "many" else f"{scenario}.{key}"
                     results["metrics"].setdefault(name, {})[impl] = summary(values)
                     print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
+        if sshd is not None:
+            ssh_bench.stop(sshd)
     write_outputs(results, Path(args.out))
 
 

@@ -203,6 +203,16 @@ async def test_remote_kernel_spec_by_name(remote_clean: SSHServer, tmp_path: Pat
         assert await stop_process(p, wait_time=10) is not None
 
 
+async def test_remote_kernel_spec_of_the_remote_environment(remote_clean: SSHServer) -> None:
+    """remote_kernel_name finds the specs of the remote Python's own environment (its
+    virtual environment's share/jupyter), as Jupyter there would."""
+    p = provisioner(remote_clean, remote_kernel_name="python3")
+    async with p:
+        info = await launch(p)
+        async with KernelClient(validate_connection_info(info)) as kc:
+            await kc.wait_for_ready(timeout=60)
+
+
 async def test_cancelled_launch_leaves_nothing(remote_clean: SSHServer) -> None:
     """A launch cancelled at any moment leaves no ssh, no remote kernel and no reserved port."""
     for delay in (0.0, 0.05, 0.2, 0.4, 0.8):

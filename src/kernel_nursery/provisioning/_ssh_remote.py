@@ -94,9 +94,20 @@ def data_dirs(environ: dict[str, str]) -> list[str]:
             xdg = environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
             user = os.path.join(xdg, "jupyter")
     dirs.append(user)
-    dirs.append(os.path.join(sys.prefix, "share", "jupyter"))
+    dirs.append(os.path.join(env_prefix(), "share", "jupyter"))
     dirs.extend(["/usr/local/share/jupyter", "/usr/share/jupyter"])
     return dirs
+
+
+def env_prefix() -> str:
+    """This Python's environment, as ``sys.prefix`` would say without ``-S``: a virtual
+    environment is found by its pyvenv.cfg (beside the interpreter, or one level up), which
+    the site module, disabled here, would have read."""
+    exe_dir = os.path.dirname(os.path.abspath(sys.executable))
+    for folder in (exe_dir, os.path.dirname(exe_dir)):
+        if os.path.isfile(os.path.join(folder, "pyvenv.cfg")):
+            return folder
+    return sys.prefix
 
 
 def find_spec(name: str, environ: dict[str, str]) -> tuple[list[str], str, dict[str, str]] | str:
@@ -288,7 +299,7 @@ def main() -> int:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2)
-        fields = {"connection_file": path, "resource_dir": resource_dir, "prefix": sys.prefix}
+        fields = {"connection_file": path, "resource_dir": resource_dir, "prefix": env_prefix()}
         cmd = substitute(argv, fields)
         cwd = config.get("cwd") or None
         try:
