@@ -290,17 +290,18 @@ async def test_local_manager_killed_takes_the_remote_kernels(
         "from kernel_nursery import KernelManager, KernelSpec\n"
         f"spec = KernelSpec.from_dict(json.loads({json.dumps(spec.to_dict())!r}), name='r')\n"
         "async def main():\n"
-        "    a, b = KernelManager(kernel_spec=spec), KernelManager(kernel_spec=spec)\n"
-        "    async with a, b:\n"
+        "    a, b, c = (KernelManager(kernel_spec=spec) for _ in range(3))\n"
+        "    async with a, b, c:\n"
         "        await a.start_kernel()\n"
-        "        master = a.provisioner._master\n"
-        "        while not master.ready():\n"
-        "            await anyio.wait_readable(master.popen.stdout.fileno())\n"
         "        await b.start_kernel()\n"
-        "        assert b.provisioner._forwarded is not None\n"
-        "        pids = [a.provisioner.remote_pid, b.provisioner.remote_pid,\n"
-        "                a.provisioner.ssh_pid, b.provisioner.ssh_pid, master.popen.pid]\n"
-        "        print(*pids, flush=True)\n"
+        "        hub = b.provisioner._master\n"
+        "        while not hub.ready():\n"
+        "            await anyio.wait_readable(hub.popen.stdout.fileno())\n"
+        "        await c.start_kernel()\n"
+        "        assert c.provisioner._forwarded is not None\n"
+        "        pids = [p.remote_pid for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
+        "        pids += [p.ssh_pid for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
+        "        print(*pids, hub.popen.pid, flush=True)\n"
         "        await anyio.sleep_forever()\n"
         "anyio.run(main)\n"
     )
@@ -313,7 +314,7 @@ async def test_local_manager_killed_takes_the_remote_kernels(
                 if b"\n" in line:
                     break
         pids = {int(x) for x in line.split()}
-        assert len(pids) == 5 and all(running(pid) for pid in pids)
+        assert len(pids) == 7 and all(running(pid) for pid in pids)
         manager.kill()
         await manager.wait()
     assert not await anyio.to_thread.run_sync(wait_gone, pids, 15)
@@ -505,28 +506,37 @@ def listening(port: int) -> bool:
 
 
 async def test_kernels_at_once_share_one_connection(remote_clean: SSHServer) -> None:
-    """While a kernel runs, the next ones on the host go through its control master; their
-    forwards end with them, and the master with the last of them."""
+    """A lone kernel has its own connection; a second one on the host starts a control master
+    beside its own, and the next ones go through it; their forwards end with them, and the
+    master with the last of them."""
     async with provisioner(remote_clean) as first:
         await launch(first)
-        master = first._master
-        assert master is not None
-        with anyio.fail_after(30):
-            # The master connects beside the first kernel; the test waits for it to say so.
-            while not master.ready():
-                assert master.popen.poll() is None and master.popen.stdout is not None
-                await anyio.wait_readable(master.popen.stdout.fileno())
+        hub = first._master
+        assert hub is not None
+        assert hub.popen is None  # a lone kernel pays for no master
         async with provisioner(remote_clean) as second:
             await launch(second)
-            assert second._master is master and second._forwarded is not None
-            ports = [second.connection_info[name] for name in ("shell_port", "hb_port")]
-            assert all(listening(port) for port in ports)
-            await second.kill()
-            await second.wait()
-            await second.cleanup(restart=True)
-            assert not any(listening(port) for port in ports)  # cancelled in the master
-            await launch(second)  # a restart through the same master, on the same ports
-            assert second._forwarded is not None
-            assert all(listening(port) for port in ports)
-    assert master.popen.poll() is not None
-    assert not master.directory.exists()
+            assert second._master is hub
+            assert second._forwarded is None  # its own connection, the master beside it
+            master = hub.popen
+            assert master is not None
+            assert master.stdout is not None
+            with anyio.fail_after(30):
+                while not hub.ready():
+                    assert master.poll() is None
+                    await anyio.wait_readable(master.stdout.fileno())
+            async with provisioner(remote_clean) as third:
+                await launch(third)
+                assert third._forwarded is not None
+                ports = [third.connection_info[name] for name in ("shell_port", "hb_port")]
+                assert all(listening(port) for port in ports)
+                await third.kill()
+                await third.wait()
+                await third.cleanup(restart=True)
+                assert not any(listening(port) for port in ports)  # cancelled in the master
+                await launch(third)  # a restart through the same master, on the same ports
+                assert third._forwarded is not None
+                assert all(listening(port) for port in ports)
+    assert master.poll() is not None
+    assert hub.directory is not None
+    assert not hub.directory.exists()

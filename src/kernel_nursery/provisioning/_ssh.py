@@ -170,7 +170,7 @@ class SSHProvisioner(KernelProvisionerBase):
         config=True,
         help="Share one SSH connection (an OpenSSH control master with a private socket) "
         "among the kernels of this process that run on the same host at the same time: the "
-        "first kernel starts it beside its own connection, later ones start faster through "
+        "second kernel starts it beside its own connection, later ones start faster through "
         "it. The last kernel to end closes it.",
     )
     launch_timeout = Float(
@@ -439,12 +439,12 @@ class SSHProvisioner(KernelProvisionerBase):
         self._workdir = Path(tempfile.mkdtemp(prefix="kernel-nursery-ssh-"))
         control_path = None
         if self.reuse_connection:
-            if self._master is not None and self._master.popen.poll() is not None:
+            if self._master is not None and self._master.popen and not self._master.alive():
                 await self._leave_master()  # it died (a dropped connection): a new one
             if self._master is None:  # kept across restarts
                 key = (*self._connection_argv(), self.host)
                 self._master = _ssh_master.acquire(key, self._master_argv, self.log)
-            if self._master is not None and self._master.ready():
+            if self._master.ready():
                 control_path = self._master.control_path
                 self._forwarded = (local, list(remote_ports))
         argv = self._ssh_argv(local, remote_ports, control_path)

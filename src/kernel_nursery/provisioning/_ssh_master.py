@@ -3,9 +3,10 @@ process that run there at the same time.
 
 Authenticating a new SSH connection takes a few round trips and some cryptography (half a
 second on loopback); a session multiplexed over an existing connection takes one round trip.
-So the first kernel on a destination starts a *master* (``ssh -M``, with a control socket in a
-private temporary directory) beside its own direct connection, without waiting for it; kernels
-started while the master lives and is ready run their sessions through it.
+So when a second kernel on a destination starts while the first runs, a *master* (``ssh -M``,
+with a control socket in a private temporary directory) is started beside its own direct
+connection, without waiting for it; kernels started while the master lives and is ready run
+their sessions through it. A lone kernel never pays for a master it would not use.
 
 The master's owner is the set of kernels using it: each launch takes a reference, each reap
 gives it back, and the last one closes it (its standard input closes, its remote ``cat`` ends,
@@ -50,86 +51,90 @@ MASTER_COMMAND = "echo kernel-nursery-ready; exec cat >/dev/null"
 
 
 class Master:
-    """One control master: its process, socket and users."""
+    """The kernels of this process on one destination, and their control master once there
+    are two of them."""
 
-    def __init__(self, key: tuple[str, ...], directory: Path, popen: subprocess.Popen[bytes]):
+    def __init__(self, key: tuple[str, ...]):
         self.key = key
-        self.directory = directory
-        self.popen = popen
         self.users = 0
+        self.directory: Path | None = None
+        self.popen: subprocess.Popen[bytes] | None = None
         self._ready = False
         self._output = b""
         self.guard_token: int | None = None
-        assert popen.stdout is not None
-        os.set_blocking(popen.stdout.fileno(), False)
 
     @property
     def control_path(self) -> str:
+        assert self.directory is not None
         return str(self.directory / "control")
 
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
     def ready(self) -> bool:
-        """Whether sessions can go through it now: it said so and still runs. Never waits
-        (one non-blocking read, the first times)."""
-        if self.popen.poll() is not None:
+        """Whether sessions can go through the master now: it said so and still runs. Never
+        waits (one non-blocking read, the first times)."""
+        popen = self.popen
+        if popen is None or popen.poll() is not None:
             return False
-        if not self._ready and self.popen.stdout is not None:
+        if not self._ready and popen.stdout is not None:
             try:
-                self._output += os.read(self.popen.stdout.fileno(), 4096)
+                self._output += os.read(popen.stdout.fileno(), 4096)
             except (BlockingIOError, OSError):
                 pass
             self._ready = b"kernel-nursery-ready\n" in self._output
         return self._ready
+
+    def _spawn(self, master_argv: Callable[[str], list[str]], log: Log) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="kn-ssh-"))  # short: a socket path
+        try:
+            popen = subprocess.Popen(
+                master_argv(str(directory / "control")),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            log.warning("Cannot start an ssh control master: %s", exc)
+            return
+        assert popen.stdout is not None
+        os.set_blocking(popen.stdout.fileno(), False)
+        self.directory, self.popen, self._ready, self._output = directory, popen, False, b""
+        if _guardian.SUPPORTED:
+            self.guard_token = _guardian.register(
+                popen.pid,
+                pgid=popen.pid,
+                start_time=process_start_time(popen.pid),
+                connection_file=None,
+                log=log,
+            )
 
 
 _lock = threading.Lock()
 _masters: dict[tuple[str, ...], Master] = {}
 
 
-def acquire(
-    key: tuple[str, ...], master_argv: Callable[[str], list[str]], log: Log
-) -> Master | None:
-    """A reference to the master for *key* (started now if there is none, or if the last one
-    died). ``master_argv(control_path)`` is the command that starts one. ``None`` when it
-    cannot be started (the kernel then connects directly). Synchronous and quick: a spawn,
-    never awaited."""
+def acquire(key: tuple[str, ...], master_argv: Callable[[str], list[str]], log: Log) -> Master:
+    """A reference to the kernels of destination *key*. From the second user on, a master is
+    started if none runs (``master_argv(control_path)`` is its command); a dead one is not
+    replaced while users hold it (it is closed with the last). Synchronous and quick: at most
+    a spawn, never awaited."""
     with _lock:
         master = _masters.get(key)
-        if master is not None and master.popen.poll() is not None:
-            del _masters[key]  # died: its users still hold it and reap it
-            master = None
-        if master is None:
-            directory = Path(tempfile.mkdtemp(prefix="kn-ssh-"))  # short: a socket path
-            argv = master_argv(str(directory / "control"))
-            try:
-                popen = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                shutil.rmtree(directory, ignore_errors=True)
-                log.warning("Cannot start an ssh control master: %s", exc)
-                return None
-            master = Master(key, directory, popen)
-            if _guardian.SUPPORTED:
-                master.guard_token = _guardian.register(
-                    popen.pid,
-                    pgid=popen.pid,
-                    start_time=process_start_time(popen.pid),
-                    connection_file=None,
-                    log=log,
-                )
-            _masters[key] = master
+        if master is None or (master.popen is not None and not master.alive()):
+            master = _masters[key] = Master(key)  # (a dead one goes with its last user)
         master.users += 1
+        if master.users >= 2 and master.popen is None:
+            master._spawn(master_argv, log)
         return master
 
 
 async def release(master: Master, log: Log) -> None:
-    """Give a reference back; the last one closes the master (bounded: SIGKILL after
-    :data:`KILL_WAIT_TIME`). The caller shields it."""
+    """Give a reference back; the last one closes the master, if one was started (bounded:
+    SIGKILL after :data:`KILL_WAIT_TIME`). The caller shields it."""
     with _lock:
         master.users -= 1
         if master.users > 0:
@@ -137,6 +142,8 @@ async def release(master: Master, log: Log) -> None:
         if _masters.get(master.key) is master:
             del _masters[master.key]
     popen = master.popen
+    if popen is None:
+        return
     if popen.stdin is not None:
         try:
             popen.stdin.close()  # the remote cat ends, the session ends, the master exits
@@ -158,4 +165,5 @@ async def release(master: Master, log: Log) -> None:
     token, master.guard_token = master.guard_token, None
     if token is not None:
         _guardian.unregister(token, log=log)
-    shutil.rmtree(master.directory, ignore_errors=True)
+    if master.directory is not None:
+        shutil.rmtree(master.directory, ignore_errors=True)
