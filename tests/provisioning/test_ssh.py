@@ -19,6 +19,8 @@ from kernel_nursery import (
     KernelManager,
     KernelProvisionerFactory,
     KernelSpec,
+    LaunchError,
+    ProvisionerError,
     RemoteLaunchError,
     SSHAuthenticationError,
     SSHConnectionError,
@@ -540,3 +542,27 @@ async def test_kernels_at_once_share_one_connection(remote_clean: SSHServer) -> 
     assert master.poll() is not None
     assert hub.directory is not None
     assert not hub.directory.exists()
+
+
+# ---------------------------------------------------------------------- without a server
+
+
+async def test_no_host_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """A spec without a host, or with one that ssh would read as an option, is refused with
+    a one-line error; nothing is reserved."""
+    for host in ("", "-oProxyCommand=touch"):
+        spec = KernelSpec(argv=["python"], name="r")
+        async with SSHProvisioner(kernel_spec=spec, host=host) as p:
+            with pytest.raises(ProvisionerError, match="host"):
+                await p.pre_launch()
+    assert not reserved_ports()
+
+
+async def test_missing_ssh_client_is_a_launch_error() -> None:
+    """An ssh_command that cannot be run: LaunchError naming it, nothing reserved."""
+    spec = KernelSpec(argv=["python"], name="r")
+    async with SSHProvisioner(kernel_spec=spec, host="h", ssh_command="/no/such/ssh") as p:
+        with pytest.raises(LaunchError, match="/no/such/ssh"):
+            await launch(p)
+    assert not reserved_ports()
+    assert p.ssh_pid is None

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,12 @@ class SSHProvisioner(KernelProvisionerBase):
         kwargs = dict(kwargs)
         extra_arguments = [str(a) for a in kwargs.pop("extra_arguments", None) or ()]
         given_env = kwargs.pop("env", None)
+        if given_env is not None and not isinstance(given_env, Mapping):
+            raise LaunchError(
+                "cannot start kernel: env must be a mapping of names to values, "
+                f"not {type(given_env).__name__}",
+                argv=[],
+            )
         kwargs.pop("cwd", None)
         if self.remote_kernel_name:
             cmd: list[str] = []
@@ -340,7 +347,13 @@ class SSHProvisioner(KernelProvisionerBase):
         result = await super().pre_launch(cmd=cmd, env={}, **kwargs)
         env = dict(result["env"])
         if given_env is not None:
-            env.update({k: v for k, v in dict(given_env).items() if _FORWARDED_ENV.match(k)})
+            env.update(
+                {
+                    k: v
+                    for k, v in given_env.items()
+                    if isinstance(k, str) and isinstance(v, str) and _FORWARDED_ENV.match(k)
+                }
+            )
         env.update(self.remote_env)
         result["env"] = env
         if self.connection_info:
