@@ -17,6 +17,7 @@ import pytest
 from kernel_nursery import (
     KernelClient,
     KernelManager,
+    KernelNursery,
     KernelProvisionerFactory,
     KernelSpec,
     LaunchError,
@@ -566,3 +567,49 @@ async def test_missing_ssh_client_is_a_launch_error() -> None:
             await launch(p)
     assert not reserved_ports()
     assert p.ssh_pid is None
+
+
+async def test_master_connection_lost_counts_as_death_of_its_kernels(
+    remote_clean: SSHServer,
+) -> None:
+    """When the shared connection drops, the kernels through it are dead on both sides, and
+    the next launch connects again."""
+    async with provisioner(remote_clean) as first, provisioner(remote_clean) as second:
+        await launch(first)
+        await launch(second)
+        hub = second._master
+        assert hub is not None
+        assert hub.popen is not None
+        assert hub.popen.stdout is not None
+        with anyio.fail_after(30):
+            while not hub.ready():
+                await anyio.wait_readable(hub.popen.stdout.fileno())
+        async with provisioner(remote_clean) as third:
+            await launch(third)
+            assert third._forwarded is not None
+            remote_pid = third.remote_pid
+            assert remote_pid is not None
+            launcher = parent_of(remote_pid)
+            assert launcher is not None
+            session = parent_of(launcher)
+            assert session is not None
+            os.kill(session, signal.SIGKILL)  # the master's connection, on the server side
+            with anyio.fail_after(30):
+                assert await third.wait() is not None
+            assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
+            await third.cleanup(restart=True)
+            await launch(third)  # connects again
+            assert running(third.remote_pid)
+        assert await first.poll() is None  # a kernel with a connection of its own lives on
+
+
+async def test_many_kernels_started_at_once_on_one_host(remote_clean: SSHServer) -> None:
+    """Kernels started concurrently on one host all come up and all go, master or not."""
+    async with KernelNursery() as nursery:
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(lambda: nursery.start_kernel(kernel_spec=ssh_spec(remote_clean)))
+        pids = [getattr(km.provisioner, "remote_pid", None) for km in nursery.list_kernels()]
+        assert len(pids) == 4
+        assert all(running(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
