@@ -613,3 +613,16 @@ async def test_many_kernels_started_at_once_on_one_host(remote_clean: SSHServer)
         assert len(pids) == 4
         assert all(running(pid) for pid in pids)
     assert not any(running(pid) for pid in pids)
+
+
+async def test_user_config_remote_command_does_not_replace_the_launcher(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """A host whose ssh config sets RemoteCommand (and a tty) still runs our launcher."""
+    config = tmp_path / "config"
+    config.write_text(
+        remote_clean.client_config.read_text() + "  RemoteCommand echo hello\n  RequestTTY yes\n"
+    )
+    async with provisioner(remote_clean, ssh_options=["-F", str(config)]) as p:
+        await launch(p)
+        assert running(p.remote_pid)

@@ -585,6 +585,9 @@ class SSHProvisioner(KernelProvisionerBase):
             "ServerAliveInterval": str(self.server_alive_interval),
             "ServerAliveCountMax": str(self.server_alive_count_max),
             "PermitLocalCommand": "no",
+            # A RemoteCommand in the user's config would replace the launcher (ssh refuses
+            # both); our command is what runs.
+            "RemoteCommand": "none",
         }
         for name, value in options.items():
             argv += ["-o", f"{name}={value}"]
