@@ -29,7 +29,7 @@ from kernel_nursery import (
     SSHProvisioner,
     stop_process,
 )
-from kernel_nursery.connection import reserved_ports, validate_connection_info
+from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_connection_info
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh
 
 from ..conftest import FAKE_KERNEL
@@ -152,6 +152,10 @@ async def test_connection_file_is_private_and_the_key_never_in_argv(
     line; the file is gone after cleanup."""
     async with provisioner(remote_clean) as p:
         info = await launch(p)
+        with pytest.raises(ProvisionerError, match="still running"):
+            await p.launch_kernel(["python"])
+        with pytest.raises(ProvisionerError, match="already manages"):
+            await p.load_provisioner_info(await p.get_provisioner_info())
         path = p.remote_connection_file
         assert path is not None
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -378,6 +382,7 @@ async def test_unknown_host_is_typed(remote_clean: SSHServer) -> None:
         ({"remote_argv": ["/no/such/kernel", "{connection_file}"]}, "no-kernel"),
         ({"remote_kernel_name": "no-such-kernel"}, "no-kernel"),
         ({"remote_cwd": "/no/such/directory"}, "no-kernel"),
+        ({"remote_python": "/bin/false"}, "bad-config"),
     ],
 )
 async def test_remote_launch_failures_are_typed(
@@ -626,3 +631,69 @@ async def test_user_config_remote_command_does_not_replace_the_launcher(
     async with provisioner(remote_clean, ssh_options=["-F", str(config)]) as p:
         await launch(p)
         assert running(p.remote_pid)
+
+
+async def test_what_is_sent_and_how_ssh_is_called_without_a_server() -> None:
+    """Only the spec's env, remote_env and the caller's JPY_/KERNEL_ variables go to the remote
+    kernel; the connection options become ssh arguments; bad calls are typed."""
+    spec = KernelSpec(argv=["python", "k.py", "{connection_file}"], name="r", env={"A": "1"})
+    p = SSHProvisioner(
+        kernel_spec=spec,
+        host="h",
+        user="u",
+        port=2222,
+        identity_file="/id",
+        remote_env={"B": "2"},
+        ssh_command="/no/such/ssh",
+    )
+    async with p:
+        assert await p.poll() == 0 and await p.wait() == 0
+        await p.send_signal(signal.SIGINT)  # no kernel: nothing to do
+        with pytest.raises(ProvisionerError, match="unknown signal"):
+            await p.send_signal(12345)
+        with pytest.raises(LaunchError, match="mapping"):
+            await p.pre_launch(env=["PATH"])
+        env = {"PATH": "/local/bin", "KERNEL_USERNAME": "me", "JPY_SESSION_NAME": "n.ipynb"}
+        kw = await p.pre_launch(env=env, extra_arguments=["--x"])
+        assert kw["cmd"] == ["python", "k.py", "{connection_file}", "--x"]
+        assert kw["env"] == {
+            "A": "1",
+            "B": "2",
+            "KERNEL_USERNAME": "me",
+            "JPY_SESSION_NAME": "n.ipynb",
+        }
+        argv = p._ssh_argv(validate_connection_info(p.connection_info), [1, 2, 3, 4, 5])
+        assert argv[0] == "/no/such/ssh"
+        for pair in (["-p", "2222"], ["-l", "u"], ["-i", "/id"], ["--", "h"]):
+            assert any(argv[i : i + 2] == pair for i in range(len(argv)))
+        assert "StrictHostKeyChecking" not in " ".join(argv)  # the user's config decides
+        with pytest.raises(LaunchError, match="/no/such/ssh"):
+            await p.launch_kernel(kw.pop("cmd"), **kw)
+    assert not reserved_ports()
+    with pytest.raises(ProvisionerError, match="kernel_spec"):
+        await SSHProvisioner(host="h").pre_launch()
+
+
+async def test_provisioner_info_without_what_a_takeover_needs() -> None:
+    """Info without a remote pid restores the state only; without remote ports it is refused,
+    and nothing stays reserved."""
+    spec = KernelSpec(argv=["python"], name="r")
+    info = {"kernel_id": "k", "connection_info": {}, "remote_pid": None}
+    p = SSHProvisioner(kernel_spec=spec, host="h")
+    await p.load_provisioner_info(info)
+    assert not p.has_process and p.kernel_id == "k"
+    full = {
+        "kernel_id": "k",
+        "remote_pid": 12345,
+        "connection_info": {
+            "transport": "tcp",
+            "ip": "127.0.0.1",
+            **{name: 1000 + i for i, name in enumerate(PORT_NAMES)},
+            "key": "k" * 64,
+            "signature_scheme": "hmac-sha256",
+            "kernel_name": "",
+        },
+    }
+    with pytest.raises(ProvisionerError, match="remote_ports"):
+        await SSHProvisioner(kernel_spec=spec, host="h").load_provisioner_info(full)
+    assert not reserved_ports()
