@@ -93,17 +93,21 @@ async def test_ipykernel_executes_interrupts_restarts_and_shuts_down(
             assert result.stdout.strip() == str(remote_pid)
 
             results = []
+            sleeping = anyio.Event()
+
+            def seen(message: Any) -> None:
+                if "sleeping" in str(message.content.get("text", "")):
+                    sleeping.set()
 
             async def run_slow() -> None:
-                results.append(await kc.execute("import time; time.sleep(60)", timeout=60))
+                code = "import time; print('sleeping', flush=True); time.sleep(60)"
+                results.append(await kc.execute(code, timeout=60, output_hook=seen))
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run_slow)
-                # An idle kernel ignores SIGINT: interrupt until the sleep has been reached.
                 with anyio.fail_after(30):
-                    while not results:
-                        await km.interrupt_kernel()
-                        await anyio.sleep(0.5)
+                    await sleeping.wait()  # in the user's code: SIGINT interrupts the sleep
+                    await km.interrupt_kernel()
             error = results[0].error
             assert error is not None and error["ename"] == "KeyboardInterrupt"
 
