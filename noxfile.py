@@ -87,3 +87,4 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against jupyter_client, in one run; results go to docs/benchmarks/."""
     install_groups(session, "bench")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+    session.run("python", "benchmarks/slurm_bench.py")  # says so and stops without Slurm

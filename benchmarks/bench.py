@@ -19,6 +19,15 @@ Scenarios:
                (each implementation's supervision on: our supervisor, jupyter_client's restarter)
   ssh, ssh-floor  remote kernels over SSH against a throwaway sshd on loopback, with a raw
                floor (benchmarks/ssh_bench.py; skipped where sshd is not installed)
+  bridge       jupyter_client's AsyncKernelManager with ipykernel, once with its own
+               LocalProvisioner and once with ours through kernel_nursery.compat
+               (kernel-nursery-local): start to ready, restart to ready, graceful shutdown,
+               shutdown(now=True), kill() to wait() returning, and its floor: SIGKILL to the
+               exit seen through a pidfd, no manager involved
+  encryption   ipykernel in clear and with CurveZMQ (transport_encryption 'disabled' and
+               'required'), each repetition both ways: start to ready, the round trip of a small
+               execute (median of EXEC_REPS), and of one printing 1 MB; with, as the raw floor,
+               a 1 MB round trip between two bare pyzmq sockets on loopback, each way
 
 The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
 """
@@ -30,6 +39,8 @@ import json
 import os
 import platform
 import resource
+import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,15 +52,47 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_KERNEL = str(ROOT / "tests" / "helpers" / "fake_kernel.py")
 TRIVIAL = [sys.executable, "-c", "import time; time.sleep(600)", "{connection_file}"]
-IMPLS = ["ours-asyncio", "ours-trio", "jupyter_client"]
+IMPLS = ["ours-asyncio", "ours-trio", "jupyter_client", "jupyter_client+kernel-nursery-local"]
+#: The implementation that is jupyter_client's manager with our provisioner (bridge rows only).
+BRIDGED = IMPLS[3]
+IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 IDLE_SECONDS = 10.0
 IDLE_KERNELS = 20
 #: Idle time before the idle window opens: trio starts processes from worker threads that retire
 #: after 10 s without work, a one-off that is start-up's cost, not supervision's.
 IDLE_SETTLE = 12.0
+#: Executes per repetition of the encryption scenario (the median is kept).
+EXEC_REPS = 30
 
 
 # ====================================================================== workers
+
+
+def zmq_round_trip(curve: bool, size: int = 1_000_000, n: int = 10) -> float:
+    """Median seconds for *size* bytes to go and come back between two bare pyzmq sockets
+    on loopback, in clear or with CurveZMQ: the floor under any encrypted kernel traffic."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    server, client = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    if curve:
+        public, secret = zmq.curve_keypair()
+        server.curve_secretkey, server.curve_publickey, server.curve_server = secret, public, True
+        client.curve_secretkey, client.curve_publickey = secret, public
+        client.curve_serverkey = public
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    client.connect(f"tcp://127.0.0.1:{port}")
+    payload = b"x" * size
+    times = []
+    for _ in range(n + 1):
+        t0 = time.perf_counter()
+        client.send(payload)
+        server.send(server.recv())
+        client.recv()
+        times.append(time.perf_counter() - t0)
+    server.close(linger=0)
+    client.close(linger=0)
+    return statistics.median(times[1:])  # the first includes the connection
 
 
 def rusage() -> tuple[float, int]:
@@ -127,6 +170,29 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
             await nursery.shutdown_all()
         out["wall"] = [time.perf_counter() - t0]
         out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    elif scenario == "encryption":
+        out = {}
+        for _ in range(reps):
+            for policy, tag in (("disabled", "clear"), ("required", "curve")):
+                async with KernelManager(kernel_name="python3", transport_encryption=policy) as km:
+                    t0 = time.perf_counter()
+                    await km.start_kernel()
+                    out.setdefault(f"start_to_ready_{tag}", []).append(time.perf_counter() - t0)
+                    async with km.client() as kc:
+                        await kc.execute("pass", timeout=60)  # the first waits for iopub
+
+                        async def timed(code: str, client: Any = kc) -> float:
+                            t0 = time.perf_counter()
+                            await client.execute(code, timeout=60)
+                            return time.perf_counter() - t0
+
+                        small = [await timed("pass") for _ in range(EXEC_REPS)]
+                        out.setdefault(f"execute_{tag}", []).append(statistics.median(small))
+                        big = [await timed("print('x' * 1_000_000)") for _ in range(5)]
+                        out.setdefault(f"output_1mb_{tag}", []).append(statistics.median(big))
+                    await km.shutdown_kernel()
+            out.setdefault("zmq_1mb_clear", []).append(zmq_round_trip(False))
+            out.setdefault("zmq_1mb_curve", []).append(zmq_round_trip(True))
     elif scenario == "idle":
         async with KernelNursery() as nursery:
             async with anyio.create_task_group() as tg:
@@ -140,7 +206,7 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
     return out
 
 
-async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
+async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> dict[str, Any]:
     import asyncio  # jupyter_client is asyncio-only
 
     from jupyter_client import AsyncKernelManager
@@ -200,6 +266,60 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             await km.shutdown_kernel(now=True)
             out["now_shutdown"].append(time.perf_counter() - t0)
+    elif scenario == "bridge":
+        # The same kernel command either way; only the kernel spec's provisioner differs.
+        name = "ipy-nursery" if bridged else "ipy-jupyter"
+        keys = (
+            "start_to_ready",
+            "restart_to_ready",
+            "graceful_shutdown",
+            "now_shutdown",
+            "kill",
+            "kill_floor",
+        )
+        out = {k: [] for k in keys}
+        for _ in range(reps):
+            km = AsyncKernelManager(kernel_name=name)
+            t0 = time.perf_counter()
+            await km.start_kernel()
+            kc = await ready(km)
+            out["start_to_ready"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await km.restart_kernel()
+            await kc.wait_for_ready(timeout=60)
+            out["restart_to_ready"].append(time.perf_counter() - t0)
+            kc.stop_channels()
+            t0 = time.perf_counter()
+            await km.shutdown_kernel()
+            out["graceful_shutdown"].append(time.perf_counter() - t0)
+            km = AsyncKernelManager(kernel_name=name)
+            await km.start_kernel()
+            (await ready(km)).stop_channels()
+            t0 = time.perf_counter()
+            await km.shutdown_kernel(now=True)
+            out["now_shutdown"].append(time.perf_counter() - t0)
+            km = AsyncKernelManager(kernel_name=name)
+            await km.start_kernel()
+            (await ready(km)).stop_channels()
+            p = km.provisioner
+            t0 = time.perf_counter()
+            await p.kill()
+            await p.wait()
+            out["kill"].append(time.perf_counter() - t0)
+            await km.shutdown_kernel(now=True)
+            # The floor: SIGKILL to the kernel's group until its exit, seen through a pidfd
+            # (blocking, no manager, no reaping), for the same kernel started the same way.
+            km = AsyncKernelManager(kernel_name=name)
+            await km.start_kernel()
+            (await ready(km)).stop_channels()
+            pid = km.provisioner.pid
+            pidfd = os.pidfd_open(pid)
+            t0 = time.perf_counter()
+            os.killpg(pid, signal.SIGKILL)
+            select.select([pidfd], [], [])
+            out["kill_floor"].append(time.perf_counter() - t0)
+            os.close(pidfd)
+            await km.shutdown_kernel(now=True)
     elif scenario == "many":
         t0 = time.perf_counter()
         kms = [AsyncKernelManager(kernel_name="fake") for _ in range(n)]
@@ -213,6 +333,28 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
         await asyncio.gather(*(km.shutdown_kernel() for km in kms))
         out["wall"] = [time.perf_counter() - t0]
         out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    elif scenario == "encryption":
+        out = {}
+        for _ in range(reps):
+            for policy, tag in (("disabled", "clear"), ("required", "curve")):
+                km = AsyncKernelManager(kernel_name="python3", transport_encryption=policy)
+                t0 = time.perf_counter()
+                await km.start_kernel()
+                kc = await ready(km)
+                out.setdefault(f"start_to_ready_{tag}", []).append(time.perf_counter() - t0)
+                await kc.execute_interactive("pass", timeout=60)
+
+                async def timed(code: str, client: Any = kc) -> float:
+                    t0 = time.perf_counter()
+                    await client.execute_interactive(code, timeout=60, output_hook=lambda m: None)
+                    return time.perf_counter() - t0
+
+                small = [await timed("pass") for _ in range(EXEC_REPS)]
+                out.setdefault(f"execute_{tag}", []).append(statistics.median(small))
+                big = [await timed("print('x' * 1_000_000)") for _ in range(5)]
+                out.setdefault(f"output_1mb_{tag}", []).append(statistics.median(big))
+                kc.stop_channels()
+                await km.shutdown_kernel()
     elif scenario == "idle":
         kms = [AsyncIOLoopKernelManager(kernel_name="fake") for _ in range(IDLE_KERNELS)]
         for km in kms:
@@ -230,10 +372,10 @@ async def theirs(scenario: str, reps: int, n: int) -> dict[str, Any]:
 
 
 def worker(impl: str, scenario: str, reps: int, n: int) -> None:
-    if impl == "jupyter_client":
+    if impl.startswith("jupyter_client"):
         import asyncio
 
-        result = asyncio.run(theirs(scenario, reps, n))
+        result = asyncio.run(theirs(scenario, reps, n, bridged=impl == BRIDGED))
     else:
         import anyio
 
@@ -306,12 +448,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     parser.add_argument("--many", default="1,10,50")
-    parser.add_argument(
-        "--only",
-        default="",
-        help="comma-separated scenarios (e.g. ssh); "
-        "their rows replace theirs in the existing results",
-    )
+    parser.add_argument("--scenarios", default="", help="comma-separated subset to run")
     args = parser.parse_args()
     if args.worker:
         impl, scenario, reps, n = args.worker
@@ -321,18 +458,18 @@ def main() -> None:
     import ssh_bench
 
     results: dict[str, Any] = {"machine": machine(), "metrics": {}}
-    only = {name for name in args.only.split(",") if name}
-    if only and (Path(args.out) / "results.json").exists():
-        results = json.loads((Path(args.out) / "results.json").read_text())
     sshd = None
     with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
-        for name, argv in (
-            ("fake", [sys.executable, FAKE_KERNEL, "{connection_file}"]),
-            ("trivial", TRIVIAL),
+        nursery = {"kernel_provisioner": {"provisioner_name": "kernel-nursery-local"}}
+        for name, argv, language, metadata in (
+            ("fake", [sys.executable, FAKE_KERNEL, "{connection_file}"], "fake", {}),
+            ("trivial", TRIVIAL, "trivial", {}),
+            ("ipy-jupyter", IPYKERNEL, "python", {}),
+            ("ipy-nursery", IPYKERNEL, "python", nursery),
         ):
             folder = Path(tmp) / "kernels" / name
             folder.mkdir(parents=True)
-            spec = {"argv": argv, "display_name": name, "language": name}
+            spec = {"argv": argv, "display_name": name, "language": language, "metadata": metadata}
             (folder / "kernel.json").write_text(json.dumps(spec))
         env = {**os.environ, "JUPYTER_PATH": tmp, "JUPYTER_RUNTIME_DIR": str(Path(tmp) / "rt")}
         plan: list[tuple[str, str, int]] = (
@@ -343,14 +480,15 @@ def main() -> None:
                 ("ipykernel", "", 0),
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
-            + [("idle", "", 0)]
+            + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0)]
         )
         if ssh_bench.available():
             plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
+        if args.scenarios:
+            plan = [step for step in plan if step[0] in args.scenarios.split(",")]
+        if any(step[0].startswith("ssh") for step in plan):
             sshd, ssh_env = ssh_bench.start(Path(tmp) / "sshd", Path(tmp))
             env.update(ssh_env)
-        if only:
-            plan = [step for step in plan if step[0] in only]
         for scenario, _, n in plan:
             for impl in IMPLS:
                 if scenario in ("floor", "ssh-floor") and impl != "ours-asyncio":
@@ -360,6 +498,11 @@ def main() -> None:
                 if scenario == "ssh-ipykernel" and impl == "jupyter_client":
                     if not ssh_bench.sshpyk_available():
                         continue
+                # The bridge rows compare jupyter_client's manager with itself, provisioners apart.
+                if (impl == BRIDGED or scenario == "bridge") and impl not in IMPLS[2:]:
+                    continue
+                if impl == BRIDGED and scenario != "bridge":
+                    continue
                 reps = args.reps if scenario not in ("many", "idle") else 1
                 repeats = args.reps if scenario == "many" else 1
                 merged: dict[str, list[float]] = {}
@@ -379,7 +522,15 @@ def main() -> None:
                     print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
         if sshd is not None:
             ssh_bench.stop(sshd)
-    write_outputs(results, Path(args.out))
+    out = Path(args.out)
+    if args.scenarios and (out / "results.json").exists():
+        # Some scenarios re-run alone: keep the other rows, and say which rows are newer.
+        previous = json.loads((out / "results.json").read_text())
+        previous["metrics"].update(results["metrics"])
+        for scenario in args.scenarios.split(","):
+            previous.setdefault("reruns", {})[scenario] = results["machine"]["date"]
+        results = previous
+    write_outputs(results, out)
 
 
 UNITS = {"cpu_s": ("s", 1), "switches": ("", 1), "rss_mb": ("MB", 1), "fds": ("", 1)}
@@ -407,9 +558,12 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         "Median (interquartile range); the ratio is jupyter_client's median divided by ours "
         "(above 1: we are faster or cheaper).",
         "",
-        "| metric | ours, asyncio | ours, trio | jupyter_client | ratio (asyncio) | ratio (trio) |",
-        "|---|---|---|---|---|---|",
+        "| metric | ours, asyncio | ours, trio | jupyter_client | jupyter_client with "
+        "kernel-nursery-local | ratio (asyncio) | ratio (trio) | ratio (kernel-nursery-local) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for scenario, date in sorted(results.get("reruns", {}).items()):
+        lines.insert(1, f"The `{scenario}` rows were measured again on {date}, alone.")
     for metric, by_impl in results["metrics"].items():
         cells = []
         for impl in IMPLS:
@@ -423,7 +577,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
                 cells.append(fmt(metric, s["median"]))
         ratios = []
         base = by_impl.get("jupyter_client")
-        for impl in IMPLS[:2]:
+        for impl in (*IMPLS[:2], BRIDGED):
             s = by_impl.get(impl)
             ratios.append(
                 "—" if not (base and s and s["median"]) else f"{base['median'] / s['median']:.2f}"
@@ -441,10 +595,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     timed = [k for k in results["metrics"] if k.split(".")[-1] not in UNITS]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(timed) + 1.5))
-    height = 0.27
-    colours = {"ours-asyncio": "#3b7dd8", "ours-trio": "#2a9d8f", "jupyter_client": "#e76f51"}
+    colours = {
+        "ours-asyncio": "#3b7dd8",
+        "ours-trio": "#2a9d8f",
+        "jupyter_client": "#e76f51",
+        BRIDGED: "#8e6bbf",
+    }
+    height = 0.8 / len(IMPLS)
     for i, impl in enumerate(IMPLS):
-        ys = [j + (i - 1) * height for j in range(len(timed))]
+        ys = [j + (i - 1.5) * height for j in range(len(timed))]
         xs = [results["metrics"][k].get(impl, {}).get("median", 0) * 1000 for k in timed]
         ax.barh(ys, xs, height=height, label=impl, color=colours[impl])
     ax.set_yticks(range(len(timed)), timed)

@@ -1,6 +1,6 @@
 """Remote kernels over SSH, against a throwaway sshd on loopback (the tests' own).
 
-    python benchmarks/bench.py --only ssh,ssh-floor,ssh-ipykernel   # these rows alone
+    python benchmarks/bench.py --scenarios ssh,ssh-floor,ssh-ipykernel   # these rows alone
 
 (`nox -s bench` runs them too.)
 

@@ -14,6 +14,7 @@ from kernel_nursery import (
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
+    SlurmProvisioner,
     SSHProvisioner,
 )
 
@@ -49,6 +50,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     KernelSpecManager,
     LocalProvisioner,
     SSHProvisioner,
+    SlurmProvisioner,
 ]
 
 

@@ -11,6 +11,7 @@ reserved port, no connection file.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,12 +21,13 @@ import pytest
 
 from kernel_nursery import KernelProvisionerFactory, KernelSpec
 from kernel_nursery.connection import reserved_ports
-from kernel_nursery.provisioning import ENTRY_POINT_GROUP
+from kernel_nursery.provisioning import ENTRY_POINT_GROUP, _guardian
 
+from .helpers.cancel_points import CountingProvisioner
+from .helpers.kernels import FAKE_KERNEL, TOY_KERNEL, SpecFactory, spec_maker
 from .helpers.procs import live_children
 
-TOY_KERNEL = str(Path(__file__).parent / "helpers" / "toy_kernel.py")
-FAKE_KERNEL = str(Path(__file__).parent / "helpers" / "fake_kernel.py")
+__all__ = ["FAKE_KERNEL", "TOY_KERNEL", "Installer", "write_kernel"]
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -69,25 +71,15 @@ def nothing_left_behind(jupyter_dirs: dict[str, Path]) -> Iterator[None]:
 
 
 @pytest.fixture
-def toy_spec() -> Callable[..., KernelSpec]:
+def toy_spec() -> SpecFactory:
     """Make a kernel spec that runs the toy kernel with extra arguments."""
-
-    def make(*args: str, **fields: Any) -> KernelSpec:
-        argv = [sys.executable, TOY_KERNEL, "{connection_file}", *args]
-        return KernelSpec(argv=argv, display_name="Toy", language="toy", name="toy", **fields)
-
-    return make
+    return spec_maker(TOY_KERNEL, "toy")
 
 
 @pytest.fixture
-def fake_spec() -> Callable[..., KernelSpec]:
+def fake_spec() -> SpecFactory:
     """Make a kernel spec for the fake (protocol-speaking, misbehaving on demand) kernel."""
-
-    def make(*args: str, **fields: Any) -> KernelSpec:
-        argv = [sys.executable, FAKE_KERNEL, "{connection_file}", *args]
-        return KernelSpec(argv=argv, display_name="Fake", language="fake", name="fake", **fields)
-
-    return make
+    return spec_maker(FAKE_KERNEL, "fake")
 
 
 Installer = Callable[..., None]
@@ -116,6 +108,37 @@ def install_provisioner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     yield installer
     for module in modules:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def counting_spec(fake_spec: SpecFactory, install_provisioner: Installer) -> SpecFactory:
+    """Make a fake kernel spec whose provisioner is CountingProvisioner, which cancels a scope
+    at an armed hook call (tests/helpers/cancel_points.py)."""
+    source = f"from {CountingProvisioner.__module__} import CountingProvisioner as Provisioner\n"
+    install_provisioner("counting", "Provisioner", source)
+
+    def make(*args: str) -> KernelSpec:
+        metadata = {"kernel_provisioner": {"provisioner_name": "counting"}}
+        return fake_spec(*args, metadata=metadata)
+
+    return make
+
+
+@pytest.fixture
+def fresh_guardian() -> Iterator[None]:
+    """This process's kernel guardian state starts afresh for the test (no guardian running),
+    and the previous state comes back after it; the test's guardian is stopped and reaped."""
+    previous = _guardian._state
+    _guardian._state = _guardian._State()
+    try:
+        yield
+    finally:
+        state = _guardian._state
+        if state.fd is not None:
+            os.close(state.fd)  # end of file: the guardian stops what is left, then exits
+        if state.popen is not None:
+            state.popen.wait(30)
+        _guardian._state = previous
 
 
 def write_kernel(directory: Path, name: str, spec: dict[str, Any] | str) -> Path:

@@ -22,7 +22,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from kernel_nursery import KernelStateError, SignalCancel, cancel_on_signals
 
 from .conftest import FAKE_KERNEL
-from .helpers.procs import is_running
+from .helpers.procs import exit_status, is_running
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -221,21 +221,6 @@ async def kernel_up(stdout: BufferedByteReceiveStream) -> tuple[int, Path]:
     assert is_running(int(pid))
     assert Path(connection_file).exists()
     return int(pid), Path(connection_file)
-
-
-async def exit_status(proc: anyio.abc.Process) -> tuple[int, str]:
-    """Await the program's exit (the cleanup is bounded) and read what it logged."""
-    with anyio.fail_after(60):
-        status = await proc.wait()
-    assert proc.stderr is not None
-    err = b""
-    with anyio.fail_after(10):
-        try:
-            while True:
-                err += await proc.stderr.receive()
-        except anyio.EndOfStream:
-            pass
-    return status, err.decode()
 
 
 @pytest.mark.anyio

@@ -17,6 +17,9 @@ __all__ = [
     "ConnectionFileError",
     "InvalidKernelIdError",
     "InvalidSignatureError",
+    "JobEndedError",
+    "JobError",
+    "JobRejectedError",
     "KernelDiedError",
     "KernelNurseryError",
     "KernelSpecError",
@@ -28,10 +31,12 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "QueueTimeoutError",
     "RemoteLaunchError",
     "SSHAuthenticationError",
     "SSHConnectionError",
     "SSHHostKeyError",
+    "TransportEncryptionError",
     "UnknownKernelError",
 ]
 
@@ -180,6 +185,41 @@ class RemoteLaunchError(LaunchError):
         super().__init__(message, argv=argv)
 
 
+class JobError(ProvisionerError):
+    """A batch scheduler (Slurm) did not run, or stopped running, a kernel's job.
+
+    Attributes:
+        job_id: The scheduler's id of the job, when it had one.
+    """
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message)
+
+
+class JobRejectedError(JobError, ValueError):
+    """The scheduler refused the kernel's job (unknown partition or account, a resource request
+    it cannot satisfy); the message is the scheduler's. Nothing is left in the queue."""
+
+
+class QueueTimeoutError(JobError, TimeoutError):
+    """The kernel's job did not start within the provisioner's queue timeout; it was cancelled
+    and nothing is left in the queue."""
+
+
+class JobEndedError(JobError):
+    """The scheduler ended the kernel's job (time limit, ``scancel``, preemption...) and the
+    provisioner's restart policy does not submit it again.
+
+    Attributes:
+        state: The job's final state as the scheduler names it (``TIMEOUT``, ``CANCELLED``...).
+    """
+
+    def __init__(self, message: str, *, job_id: str | None = None, state: str) -> None:
+        self.state = state
+        super().__init__(message, job_id=job_id)
+
+
 class ProvisionerConfigError(KernelNurseryError, ValueError):
     """The ``config`` of a ``kernel_provisioner`` stanza does not fit the provisioner class
     (an unknown trait, or a value the trait rejects)."""
@@ -212,6 +252,15 @@ class KernelDiedError(KernelNurseryError):
     def __init__(self, message: str, *, exit_status: int | None = None) -> None:
         self.exit_status = exit_status
         super().__init__(message)
+
+
+class TransportEncryptionError(KernelNurseryError):
+    """A kernel's channels cannot be encrypted as asked (CurveZMQ): this libzmq lacks CURVE,
+    the kernel spec says the kernel does not support it, or the kernel answered a client's
+    encrypted handshake in clear (it ignored the connection file's ``curve_*`` keys).
+
+    .. versionadded:: 0.1
+    """
 
 
 class ChannelClosedError(KernelNurseryError):

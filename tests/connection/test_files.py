@@ -11,6 +11,7 @@ import pytest
 
 from kernel_nursery import ConnectionFileError
 from kernel_nursery.connection import (
+    PORT_NAMES,
     connection_file_path,
     new_connection_info,
     new_key,
@@ -96,7 +97,7 @@ def test_default_path_is_in_runtime_dir(jupyter_dirs: dict[str, Path]) -> None:
 def test_new_info_reserves_until_released() -> None:
     """Five distinct ports are reserved at creation and released by release_connection_info."""
     info = new_connection_info()
-    ports = {info[k] for k in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")}  # type: ignore[literal-required]
+    ports = {info[k] for k in PORT_NAMES}
     assert len(ports) == 5
     assert {("tcp", p) for p in ports} <= reserved_ports()
     assert info["signature_scheme"] == "hmac-sha256"

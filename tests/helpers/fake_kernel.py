@@ -14,6 +14,12 @@ It binds the five sockets from the connection file (tcp or ipc), answers kernel_
 --crash-after S     exit with status 1, S seconds after starting
 --grandchild        start a child process that sleeps for an hour (in the kernel's group)
 --slow-start S      wait S seconds before binding its sockets (a kernel slow to get ready)
+--curve             bind as a CurveZMQ server when the connection file has Curve keys
+                    (without it the keys are ignored: a kernel that cannot encrypt)
+
+When the connection file holds ``registration_port`` (the start handshake of JEP 66), it binds
+its sockets on ports of its own choosing and reports them in a signed handshake_request to that
+port, then waits for the handshake_reply (exiting with status 3 if none comes within 30 s).
 
 A message signed with another key is dropped, as a real kernel drops it (in a port race the
 client of another process may reach this kernel).
@@ -77,6 +83,20 @@ class Session:
         return [*ids, b"<IDS|MSG>", self._sign(parts), *parts]
 
 
+def register(ctx: zmq.Context[zmq.Socket[bytes]], session: Session, info: Msg) -> bool:
+    """Report the bound ports on the registration socket; whether the launcher answered."""
+    req = ctx.socket(zmq.REQ)
+    req.linger = 0
+    req.connect(f"tcp://{info['ip']}:{info['registration_port']}")
+    ports = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+    content = {name: info[name] for name in ports}
+    req.send_multipart(session.frames("handshake_request", content, {"header": {}}, []))
+    answered = bool(req.poll(30_000))
+    reply = session.parse(req.recv_multipart()) if answered else None
+    req.close()
+    return reply is not None and reply["header"]["msg_type"] == "handshake_reply"
+
+
 def main(argv: list[str]) -> int:
     args = argv[2:]
     if "--exit" in args:
@@ -94,11 +114,18 @@ def main(argv: list[str]) -> int:
         info = json.load(f)
     session = Session(info["key"])
     ctx = zmq.Context()
+    registering = "registration_port" in info
 
     def bind(kind: int, port_name: str) -> zmq.Socket[bytes]:
         sock = ctx.socket(kind)
         sock.linger = 0
-        if info.get("transport", "tcp") == "ipc":
+        if "--curve" in args and "curve_secretkey" in info:
+            sock.curve_secretkey = info["curve_secretkey"].encode()
+            sock.curve_publickey = info["curve_publickey"].encode()
+            sock.curve_server = True
+        if registering:
+            info[port_name] = sock.bind_to_random_port(f"tcp://{info['ip']}")
+        elif info.get("transport", "tcp") == "ipc":
             sock.bind(f"ipc://{info['ip']}-{info[port_name]}")
         else:
             sock.bind(f"tcp://{info['ip']}:{info[port_name]}")
@@ -107,6 +134,8 @@ def main(argv: list[str]) -> int:
     shell, control = bind(zmq.ROUTER, "shell_port"), bind(zmq.ROUTER, "control_port")
     iopub, hb = bind(zmq.PUB, "iopub_port"), bind(zmq.REP, "hb_port")
     stdin = bind(zmq.ROUTER, "stdin_port")  # kept: a collected socket would unbind the port
+    if registering and not register(ctx, session, info):
+        return 3
     mute = "--mute" in args
     poller = zmq.Poller()
     for sock in (shell, control, hb, stdin):

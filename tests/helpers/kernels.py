@@ -1,12 +1,34 @@
-"""Running real kernels (ipykernel, xeus-python) for tests."""
+"""Kernels for tests: specs for the toy and fake kernels, and running real ones (ipykernel,
+xeus-python)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
-from kernel_nursery import KernelManager, KernelSpecManager, LocalProvisioner
+from kernel_nursery import KernelManager, KernelSpec, KernelSpecManager, LocalProvisioner
 from kernel_nursery.connection import ConnectionInfo
+
+#: A process that stands in for a kernel without speaking Jupyter's protocol (toy_kernel.py).
+TOY_KERNEL = str(Path(__file__).parent / "toy_kernel.py")
+#: A minimal Jupyter kernel that misbehaves on demand (fake_kernel.py).
+FAKE_KERNEL = str(Path(__file__).parent / "fake_kernel.py")
+
+#: Makes a kernel spec from the kernel's extra arguments and KernelSpec fields.
+SpecFactory = Callable[..., KernelSpec]
+
+
+def spec_maker(program: str, name: str) -> SpecFactory:
+    """A :data:`SpecFactory` for the kernel script *program*, named *name*."""
+
+    def make(*args: str, **fields: Any) -> KernelSpec:
+        argv = [sys.executable, program, "{connection_file}", *args]
+        return KernelSpec(argv=argv, display_name=name.title(), language=name, name=name, **fields)
+
+    return make
 
 
 @asynccontextmanager

@@ -1,28 +1,44 @@
-"""Looking at processes through /proc, the way the leak checks need to."""
+"""Looking at processes through /proc, the way the leak checks need to, and awaiting a
+program's exit."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import anyio
+import anyio.abc
+
 from kernel_nursery.provisioning._guardian import guardian_pid
+
+
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` from field 3 (the state) on, or ``None`` when the
+    process is gone. The command name (field 2) may hold spaces and ')', so the split starts
+    after the last ')'. (Written apart from the package's own parser: a cross-check.)"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat[stat.rindex(b")") + 2 :].split()
 
 
 def is_running(pid: int) -> bool:
     """Whether *pid* exists and is not a zombie (a zombie has exited; it only awaits reaping,
     and this machine's init may not reap orphans promptly)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    state = stat[stat.rindex(b")") + 2 :].split()[0]
-    return state not in (b"Z", b"X")
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in (b"Z", b"X")
 
 
-def live_children(pid: int | None = None) -> set[int]:
-    """The running (non-zombie) children of *pid* (default: this process, whose kernel
-    guardian, meant to live as long as the process, is not counted)."""
-    own = pid is None
+def parent_of(pid: int) -> int:
+    """The parent process of *pid*, which must exist."""
+    fields = stat_fields(pid)
+    assert fields is not None, f"process {pid} is gone"
+    return int(fields[1])
+
+
+def children_of(pid: int | None = None) -> set[int]:
+    """Every child of *pid* (default: this process), zombies included."""
     pid = os.getpid() if pid is None else pid
     children: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -31,9 +47,21 @@ def live_children(pid: int | None = None) -> set[int]:
         except FileNotFoundError:
             continue
         children.update(int(c) for c in text.split())
-    if own:
+    return children
+
+
+def live_children(pid: int | None = None) -> set[int]:
+    """The running (non-zombie) children of *pid* (default: this process, whose kernel
+    guardian, meant to live as long as the process, is not counted)."""
+    children = children_of(pid)
+    if pid is None:
         children.discard(guardian_pid() or 0)
     return {c for c in children if is_running(c)}
+
+
+def zombie_children() -> set[int]:
+    """This process's children that have exited and were not reaped."""
+    return {c for c in children_of() if (stat_fields(c) or [b""])[0] == b"Z"}
 
 
 def process_group_members(pgid: int) -> set[int]:
@@ -42,11 +70,22 @@ def process_group_members(pgid: int) -> set[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        fields = stat_fields(int(entry.name))
+        if fields is not None and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             members.add(int(entry.name))
     return members
+
+
+async def exit_status(proc: anyio.abc.Process) -> tuple[int, str]:
+    """Await a program's exit (its cleanup is bounded) and read what it wrote on stderr."""
+    with anyio.fail_after(60):
+        status = await proc.wait()
+    assert proc.stderr is not None
+    err = b""
+    with anyio.fail_after(10):
+        try:
+            while True:
+                err += await proc.stderr.receive()
+        except anyio.EndOfStream:
+            pass
+    return status, err.decode()

@@ -8,8 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from traitlets.config import Config, LoggingConfigurable
 
-from kernel_nursery import KernelSpecError, KernelSpecManager, NoSuchKernelError
+from kernel_nursery import (
+    KernelProvisionerFactory,
+    KernelSpecError,
+    KernelSpecManager,
+    NoSuchKernelError,
+)
 
 from ..conftest import write_kernel
 
@@ -222,3 +228,24 @@ def test_deeply_nested_kernel_json_is_a_spec_error(
     with pytest.raises(KernelSpecError, match="nested too deeply") as info:
         ksm.get_kernel_spec("deep")
     assert info.value.path == str(tmp_path / "deep" / "kernel.json")
+
+
+@pytest.mark.parametrize("through", ["config", "parent"])
+def test_configured_factory_decides_what_is_listed(tmp_path: Path, through: str) -> None:
+    """Factory configuration given to the spec manager, or to its parent (an application),
+    decides which kernels can be started; the process's shared factory is left as it was."""
+    write_kernel(tmp_path, "plain", spec("p"))
+    config = Config({"KernelProvisionerFactory": {"default_provisioner_name": "not-installed"}})
+    kw: dict[str, object] = {"kernel_dirs": [str(tmp_path)], "ensure_native_kernel": False}
+    if through == "config":
+        ksm = KernelSpecManager(config=config, **kw)
+    else:
+        ksm = KernelSpecManager(parent=LoggingConfigurable(config=config), **kw)
+    assert ksm.provisioner_factory.default_provisioner_name == "not-installed"
+    assert ksm.get_all_specs() == {}
+    with pytest.raises(NoSuchKernelError, match=r"'not-installed' .*is not installed"):
+        ksm.get_kernel_spec("plain")
+    assert KernelProvisionerFactory.instance().default_provisioner_name == "local-provisioner"
+    unconfigured = KernelSpecManager(**kw)
+    assert unconfigured.provisioner_factory is KernelProvisionerFactory.instance()
+    assert list(unconfigured.get_all_specs()) == ["plain"]

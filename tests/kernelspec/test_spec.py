@@ -1,4 +1,4 @@
-"""Tests for kernel_nursery.kernelspec._spec: reading and checking kernel.json."""
+"""Tests for KernelSpec (kernel_nursery._kernelspec): reading and checking kernel.json."""
 
 from __future__ import annotations
 
@@ -198,3 +198,65 @@ def test_in_memory_data_that_is_not_json(data: dict[str, Any], field: str, messa
         KernelSpec.from_dict(data)
     assert info.value.field == field
     assert len(str(info.value)) < 200
+
+
+def test_protocol_version_and_encryption_are_read_and_kept() -> None:
+    """kernel_protocol_version and metadata.supported_encryption (as ipykernel writes them)
+    are read, exposed and written back."""
+    data = {**FULL, "kernel_protocol_version": "5.5"}
+    data["metadata"] = {**FULL["metadata"], "supported_encryption": ["Curve"]}
+    spec = KernelSpec.from_dict(data)
+    assert spec.kernel_protocol_version == "5.5"
+    assert spec.protocol_version_info == (5, 5)
+    assert spec.supports_handshake
+    assert spec.supported_encryption == frozenset({"curve"})
+    assert KernelSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_fields_unset_mean_unknown() -> None:
+    """A spec that says nothing declares no handshake and no encryption either way."""
+    spec = KernelSpec.from_dict(FULL)
+    assert spec.kernel_protocol_version == ""
+    assert spec.protocol_version_info is None
+    assert not spec.supports_handshake
+    assert spec.supported_encryption is None
+    assert "kernel_protocol_version" not in spec.to_dict()
+
+
+@pytest.mark.parametrize(("version", "handshake"), [("5.4", False), ("5.5.1", True), ("6.0", True)])
+def test_handshake_follows_the_protocol_version(version: str, handshake: bool) -> None:
+    """The start handshake (JEP 66) is declared from protocol version 5.5 on."""
+    assert KernelSpec.from_dict(
+        {**FULL, "kernel_protocol_version": version}
+    ).supports_handshake is (handshake)
+
+
+def test_a_single_scheme_name_and_an_empty_list() -> None:
+    """supported_encryption may be one name (as jupyter_client accepts); [] supports none."""
+    one = KernelSpec.from_dict({**FULL, "metadata": {"supported_encryption": "curve"}})
+    assert one.supported_encryption == frozenset({"curve"})
+    none = KernelSpec.from_dict({**FULL, "metadata": {"supported_encryption": []}})
+    assert none.supported_encryption == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"kernel_protocol_version": 5.5}, "kernel_protocol_version"),
+        ({"kernel_protocol_version": "five"}, "kernel_protocol_version"),
+        ({"kernel_protocol_version": "5"}, "kernel_protocol_version"),
+        ({"metadata": {"supported_encryption": {"curve": True}}}, "metadata.supported_encryption"),
+        ({"metadata": {"supported_encryption": ["curve", 1]}}, "metadata.supported_encryption"),
+    ],
+)
+def test_bad_new_fields_are_named(changes: dict[str, Any], field: str) -> None:
+    """A malformed protocol version or encryption list is a KernelSpecError naming the field."""
+    with pytest.raises(KernelSpecError) as caught:
+        KernelSpec.from_dict({**FULL, **changes})
+    assert caught.value.field == field
+
+
+def test_bad_protocol_version_in_code_is_refused() -> None:
+    """A spec built in code checks its protocol version too."""
+    with pytest.raises(KernelSpecError, match="kernel_protocol_version"):
+        KernelSpec(argv=["k"], kernel_protocol_version="x")

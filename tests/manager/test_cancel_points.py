@@ -14,10 +14,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kernel_nursery import KernelManager, KernelSpec
+from kernel_nursery import KernelManager
 from kernel_nursery.connection import PORT_NAMES, reserved_ports
 
-from ..helpers.cancel_points import POINT, CountingProvisioner
+from ..helpers.cancel_points import POINT
+from ..helpers.kernels import SpecFactory
 from ..helpers.procs import is_running, live_children
 
 pytestmark = [
@@ -25,23 +26,6 @@ pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.parametrize("after", [False, True], ids=["before-hook", "after-hook"]),
 ]
-
-SpecFactory = Callable[..., KernelSpec]
-
-
-@pytest.fixture
-def counting_spec(
-    fake_spec: SpecFactory, install_provisioner: Callable[..., None]
-) -> Callable[..., KernelSpec]:
-    """Make a fake kernel spec whose provisioner is CountingProvisioner."""
-    source = f"from {CountingProvisioner.__module__} import CountingProvisioner as Provisioner\n"
-    install_provisioner("counting", "Provisioner", source)
-
-    def make(*args: str) -> KernelSpec:
-        metadata = {"kernel_provisioner": {"provisioner_name": "counting"}}
-        return fake_spec(*args, metadata=metadata)
-
-    return make
 
 
 async def count_calls(operation: Callable[[], Awaitable[None]]) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
 
 import anyio
 import pytest
@@ -12,17 +11,14 @@ import pytest
 from kernel_nursery import (
     KernelDiedError,
     KernelNursery,
-    KernelSpec,
     KernelStateError,
     UnknownKernelError,
 )
 
-from ..helpers.kernels import pid_of
+from ..helpers.kernels import SpecFactory, pid_of
 from ..helpers.procs import is_running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
-
-SpecFactory = Callable[..., KernelSpec]
 
 
 async def test_many_kernels_start_concurrently_and_all_stop(fake_spec: SpecFactory) -> None:

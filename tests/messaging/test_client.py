@@ -32,13 +32,11 @@ from kernel_nursery.connection import (
 )
 from kernel_nursery.messaging._socket import AsyncSocket
 
-from ..helpers.kernels import running_kernel
+from ..helpers.kernels import SpecFactory, running_kernel
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 KERNELS = ["python3", "xpython"]
-
-SpecFactory = Callable[..., KernelSpec]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

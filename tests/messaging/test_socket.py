@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import zmq
 
@@ -47,15 +49,73 @@ async def test_many_waiters_on_one_socket(pair: tuple[AsyncSocket, AsyncSocket])
     async def receive() -> None:
         got.append(await dealer.recv_multipart())
 
-    async with anyio.create_task_group() as tg:
-        for _ in range(3):
-            tg.start_soon(receive)
-        await anyio.wait_all_tasks_blocked()
-        await dealer.send_multipart([b"hello"])
-        ident, _ = await router.recv_multipart()
-        for i in range(3):
-            await router.send_multipart([ident, str(i).encode()])
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(receive)
+            await anyio.wait_all_tasks_blocked()
+            await dealer.send_multipart([b"hello"])
+            ident, _ = await router.recv_multipart()
+            for i in range(3):
+                await router.send_multipart([ident, str(i).encode()])
     assert sorted(m[0] for m in got) == [b"0", b"1", b"2"]
+
+
+async def test_a_receive_elsewhere_does_not_strand_a_waiter(
+    pair: tuple[AsyncSocket, AsyncSocket],
+) -> None:
+    """A task receiving one of two queued messages wakes the waiter for the other.
+
+    zmq's descriptor signals a change once: the receive that takes the first message consumes
+    that signal, and a waiter sleeping on the descriptor would never learn of the second one.
+    """
+    router, dealer = pair
+    await dealer.send_multipart([b"hello"])
+    ident, _ = await router.recv_multipart()
+    got: list[list[bytes]] = []
+
+    async def receive() -> None:
+        got.append(await dealer.recv_multipart())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receive)
+            await anyio.wait_all_tasks_blocked()  # the waiter sleeps on the descriptor
+            await router.send_multipart([ident, b"1"])
+            await router.send_multipart([ident, b"2"])
+            # Without a checkpoint, so the waiter cannot run: let both messages arrive, then
+            # take the first one here. (If they arrive late, the test is merely weaker.)
+            time.sleep(0.2)  # noqa: ASYNC251 - blocking on purpose: the event loop must not run
+            got.append(await dealer.recv_multipart())
+    assert sorted(m[0] for m in got) == [b"1", b"2"]
+
+
+async def test_many_tasks_send_and_receive_at_once(
+    pair: tuple[AsyncSocket, AsyncSocket],
+) -> None:
+    """Ten receivers and ten senders on one socket pair: every message reaches someone."""
+    router, dealer = pair
+    await dealer.send_multipart([b"hello"])
+    ident, _ = await router.recv_multipart()
+    got: list[bytes] = []
+
+    async def receive(n: int) -> None:
+        for _ in range(n):
+            got.append((await dealer.recv_multipart())[0])
+
+    async def send(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            await router.send_multipart([ident, str(i).encode()])
+            if i % 3 == 0:
+                await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(receive, 50)
+            for k in range(10):
+                tg.start_soon(send, k * 50, 50)
+    assert sorted(int(m) for m in got) == list(range(500))
 
 
 async def test_close_wakes_waiters(pair: tuple[AsyncSocket, AsyncSocket]) -> None:

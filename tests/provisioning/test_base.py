@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from abc import ABCMeta
 from typing import Any
 
 import pytest
-from traitlets import Float, HasTraits, MetaHasTraits
+from traitlets import Float, HasTraits
 from traitlets.config import LoggingConfigurable
 
 from kernel_nursery import (
@@ -20,7 +19,6 @@ from kernel_nursery.connection import ConnectionInfo
 from kernel_nursery.provisioning import (
     DEFAULT_SHUTDOWN_WAIT_TIME,
     DEFAULT_STABLE_START_TIME,
-    KernelProvisionerMeta,
 )
 
 pytestmark = pytest.mark.anyio
@@ -58,16 +56,6 @@ class Minimal(KernelProvisionerBase):
 class Manager(LoggingConfigurable):
     shutdown_wait_time = Float(1.5)
     stable_start_time = Float(2.5)
-
-
-def test_metaclass_combines_abc_and_traits() -> None:
-    """The metaclass is both ABCMeta and MetaHasTraits; the base is abstract."""
-    assert issubclass(KernelProvisionerMeta, ABCMeta)
-    assert issubclass(KernelProvisionerMeta, MetaHasTraits)
-    assert isinstance(KernelProvisionerBase, KernelProvisionerMeta)
-    assert issubclass(KernelProvisionerBase, LoggingConfigurable)
-    with pytest.raises(TypeError, match="abstract"):
-        KernelProvisionerBase()  # type: ignore[abstract]
 
 
 def test_abstract_methods_are_the_reference_ones() -> None:

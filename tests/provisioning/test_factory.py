@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from traitlets.config import Config, LoggingConfigurable
+from traitlets.config import LoggingConfigurable
 
 from kernel_nursery import (
     KernelProvisionerFactory,
@@ -86,12 +88,6 @@ def test_default_name_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert KernelProvisionerFactory.instance().default_provisioner_name == "other"
 
 
-def test_default_name_from_config() -> None:
-    """Traitlets config sets the default provisioner name, as in a Jupyter config file."""
-    config = Config({"KernelProvisionerFactory": {"default_provisioner_name": "cfg"}})
-    assert KernelProvisionerFactory.instance(config=config).default_provisioner_name == "cfg"
-
-
 def test_unregistered_provisioner(caplog: pytest.LogCaptureFixture) -> None:
     """Not registered: unavailable (with a warning); ModuleNotFoundError names it and the group."""
     factory = KernelProvisionerFactory.instance()
@@ -116,6 +112,23 @@ def test_custom_provisioner_installed_after_startup(install: Installer) -> None:
     assert type(p).__name__ == "Provisioner"
     assert (p.greeting, p.ip) == ("hi", "127.0.0.1")  # type: ignore[attr-defined]
     assert "greeter" in factory.get_provisioner_entries()
+
+
+def test_entry_points_are_read_again_when_a_package_is_installed(
+    install: Installer, tmp_path: Path
+) -> None:
+    """The scan of entry points is kept while the import path is unchanged, and read again
+    when a package is installed into a directory of it, even one untouched for an hour."""
+    install("first")
+    site = tmp_path / "site"
+    an_hour_ago = time.time() - 3600
+    os.utime(site, (an_hour_ago, an_hour_ago))
+    factory = KernelProvisionerFactory.instance()
+    assert "first" in factory.get_provisioner_entries()
+    assert not factory.is_provisioner_available(spec_for("second"))
+    install("second")
+    assert factory.is_provisioner_available(spec_for("second"))
+    assert KernelProvisionerFactory().provisioners.keys() >= {"first", "second"}
 
 
 @pytest.mark.anyio
@@ -177,11 +190,6 @@ def test_entry_point_that_fails_to_import(install: Installer) -> None:
             "k", spec_for("broken"), None
         )
     assert isinstance(info.value.__cause__, RuntimeError)
-
-
-def test_factory_is_a_singleton() -> None:
-    """instance() returns the same factory until cleared."""
-    assert KernelProvisionerFactory.instance() is KernelProvisionerFactory.instance()
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,13 @@ test's backend), driven line by line, then killed with SIGKILL."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +21,20 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from kernel_nursery import KernelSpec, LocalProvisioner
+from kernel_nursery import LocalProvisioner
 from kernel_nursery.provisioning import _guardian
 from kernel_nursery.provisioning._guardian_script import RECENT
 
 from ..conftest import FAKE_KERNEL, TOY_KERNEL
+from ..helpers.kernels import SpecFactory
 from ..helpers.notify import notifier
-from ..helpers.procs import is_running, live_children, process_group_members
+from ..helpers.procs import is_running, live_children, parent_of, process_group_members
 
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.skipif(not _guardian.SUPPORTED, reason="the guardian needs Linux pidfds"),
 ]
 
-SpecFactory = Callable[..., KernelSpec]
 
 #: Seconds within which a dead manager's kernels must be gone (the guardian's grace is 2 s;
 #: ipykernel looks at its parent every second).
@@ -405,12 +406,7 @@ async def test_one_guardian_for_every_loop_and_thread(
     [guardian] = set(seen)
     assert guardian is not None and is_running(guardian)
     assert guardian not in live_children()  # not counted: it lives as long as this process
-    assert os.getpid() == _parent_of(guardian)
-
-
-def _parent_of(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_bytes()
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
+    assert os.getpid() == parent_of(guardian)
 
 
 # ---------------------------------------------------------------------- fork
@@ -465,7 +461,7 @@ async def test_forked_child_does_not_keep_its_parents_guardian(
                     report = json.loads(await stdout.receive_until(b"\n", 1 << 20))
                     reports[report.pop("who")] = report
             parent, child = reports["parent"], reports["child"]
-            child_pid = _parent_of(child["pid"])
+            child_pid = parent_of(child["pid"])
             assert child["guardian"] not in (None, parent["guardian"])
             process.kill()
             await process.wait()
@@ -504,3 +500,63 @@ async def test_this_process_replaces_its_dead_guardian(
         second = await launch_and_stop()
     assert second is not None and second != first and is_running(second)
     assert "kernel guardian process" in caplog.text
+
+
+# ---------------------------------------------------------------------- in this process
+
+
+async def test_a_guardian_that_cannot_start_is_started_at_a_later_launch(
+    fresh_guardian: None,
+    toy_spec: SpecFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the guardian cannot be started, kernels launch anyway, with one warning; a later
+    launch starts it and hands it every kernel still registered (not one stopped meanwhile),
+    and it stops them when this process goes without cleaning up (here: at exit)."""
+    async with notifier() as n, AsyncExitStack() as stack:
+        spec = toy_spec("--notify", str(n.port))  # the real interpreter, before it is hidden
+
+        async def launch() -> LocalProvisioner:
+            p = await stack.enter_async_context(LocalProvisioner(kernel_spec=spec))
+            kw = await p.pre_launch()
+            await p.launch_kernel(kw.pop("cmd"), **kw)
+            await n.ready()
+            return p
+
+        with monkeypatch.context() as m, caplog.at_level(logging.WARNING):
+            m.setattr(sys, "executable", "/nonexistent/python")
+            first, second = await launch(), await launch()
+        assert caplog.text.count("Cannot run the kernel guardian process") == 1
+        assert _guardian.guardian_pid() is None
+        await second.kill()
+        await second.cleanup()  # unregistered while no guardian runs
+        third = await launch()
+        guardian = _guardian.guardian_pid()
+        assert guardian is not None and is_running(guardian)
+        files = [Path(p.connection_file) for p in (first, third)]
+        _guardian._at_exit()  # as at the end of the interpreter: the pipe closes
+        with anyio.fail_after(GONE_WITHIN):
+            assert [await first.wait(), await third.wait()] == [-signal.SIGTERM] * 2
+        await gone(guardian)
+        assert not any(f.exists() for f in files)
+
+
+async def test_an_idle_guardian_is_reaped_at_exit_and_none_starts_after(
+    fresh_guardian: None, toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At interpreter exit an idle guardian exits and is reaped (no zombie); a launch after
+    that (from a daemon thread, say) starts none, and says nothing."""
+    async with LocalProvisioner(kernel_spec=toy_spec()) as p:
+        kw = await p.pre_launch()
+        await p.launch_kernel(kw.pop("cmd"), **kw)
+        popen = _guardian._state.popen
+    assert popen is not None and popen.returncode is None
+    _guardian._at_exit()
+    assert popen.returncode == 0
+    with caplog.at_level(logging.WARNING):
+        async with LocalProvisioner(kernel_spec=toy_spec()) as p:
+            kw = await p.pre_launch()
+            await p.launch_kernel(kw.pop("cmd"), **kw)
+            assert _guardian.guardian_pid() is None
+    assert "guardian" not in caplog.text

@@ -8,11 +8,12 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable
+import threading
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import pytest
 
 from kernel_nursery import (
@@ -23,15 +24,14 @@ from kernel_nursery import (
     read_connection_file,
     stop_process,
 )
-from kernel_nursery.connection import reserved_ports
+from kernel_nursery.connection import reserved_ports, runtime_dir
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
 
+from ..helpers.kernels import SpecFactory
 from ..helpers.notify import notifier
 from ..helpers.procs import is_running, process_group_members
 
 pytestmark = pytest.mark.anyio
-
-SpecFactory = Callable[..., KernelSpec]
 
 
 async def launch(p: LocalProvisioner, **kwargs: Any) -> dict[str, Any]:
@@ -213,22 +213,89 @@ async def test_cancelled_block_stops_kernel(toy_spec: SpecFactory) -> None:
         assert not is_running(pid)
 
 
-@pytest.mark.parametrize("delay", [0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05])
-async def test_cancel_during_launch_leaves_nothing(toy_spec: SpecFactory, delay: float) -> None:
-    """Cancelled at any point of pre_launch + launch_kernel, a launch leaves no process, file or
-    port once the provisioner's block is left; a launch_kernel that was cancelled itself
-    leaves no process at all."""
-    p = LocalProvisioner(kernel_spec=toy_spec())
+class _CancellingProvisioner(LocalProvisioner):
+    """Cancels :attr:`scope` at one named point of a launch: inside the worker threads that
+    write the connection file or register the kernel with the guardian (while they run), or
+    between the launch's steps."""
+
+    scope: anyio.CancelScope | None = None
+    point = ""
+    loop_thread = 0
+    guarded_in_a_thread = False
+
+    def _cancel_from_thread(self, point: str) -> None:
+        if self.point == point and self.scope is not None:
+            if threading.get_ident() == self.loop_thread:
+                self.scope.cancel()  # run at once, on the event loop's thread
+            else:
+                anyio.from_thread.run_sync(self.scope.cancel)
+
+    def _write_connection_file(self, info: Any) -> Path:
+        self._cancel_from_thread("writing the connection file")
+        return super()._write_connection_file(info)
+
+    def _guard(self) -> None:
+        self.guarded_in_a_thread = threading.get_ident() != self.loop_thread
+        self._cancel_from_thread("registering with the guardian")
+        super()._guard()
+
+
+LAUNCH_POINTS = [
+    "before pre_launch",
+    "writing the connection file",
+    "before launch_kernel",
+    "registering with the guardian",
+    "registering with a guardian that starts",
+    "after launch_kernel",
+]
+
+
+@pytest.mark.parametrize("point", LAUNCH_POINTS)
+async def test_cancel_during_launch_leaves_nothing(
+    toy_spec: SpecFactory, point: str, request: pytest.FixtureRequest
+) -> None:
+    """Cancelled at each step of pre_launch + launch_kernel (in the worker threads too, which
+    finish their work first), a launch leaves no process, file or port once the provisioner's
+    block is left; a pre_launch or launch_kernel that was cancelled itself leaves none at all."""
+    starts_guardian = point == "registering with a guardian that starts"
+    if starts_guardian:
+        request.getfixturevalue("fresh_guardian")  # the registration starts it, in a thread
+        point = "registering with the guardian"
+    p = _CancellingProvisioner(kernel_spec=toy_spec())
+    stage = "pre_launch"
     async with p:
-        with anyio.move_on_after(delay):
-            kw = await p.pre_launch()
-            cmd = kw.pop("cmd")
+        with anyio.CancelScope() as scope:
+            p.scope, p.point, p.loop_thread = scope, point, threading.get_ident()
+            if point == "before pre_launch":
+                scope.cancel()
             try:
+                kw = await p.pre_launch()
+                stage = "launch_kernel"
+                if point == "before launch_kernel":
+                    scope.cancel()
+                cmd = kw.pop("cmd")
                 await p.launch_kernel(cmd, **kw)
+                stage = "running"
+                if point == "after launch_kernel":
+                    scope.cancel()
+                await anyio.sleep_forever()
             except anyio.get_cancelled_exc_class():
-                assert not p.has_process
-                assert not p.connection_info and not reserved_ports()
+                if stage != "running":
+                    assert not p.has_process
+                    assert not p.connection_info and not reserved_ports()
+                    assert not list(runtime_dir().glob("*kernel*"))
                 raise
+        assert scope.cancelled_caught
+        expected = {
+            "before pre_launch": "pre_launch",
+            "writing the connection file": "pre_launch",
+            "before launch_kernel": "launch_kernel",
+            "registering with the guardian": "launch_kernel",
+            "after launch_kernel": "running",
+        }
+        assert stage == expected[point]
+        if starts_guardian:
+            assert p.guarded_in_a_thread
     # the autouse fixture checks processes, files and ports
 
 
@@ -264,6 +331,39 @@ async def test_bad_program_is_a_launch_error_leaving_nothing(argv: list[str], me
     assert info.value.argv[0] == argv[0]
     assert isinstance(info.value, OSError)
     assert not p.has_process and not reserved_ports()
+
+
+async def test_a_file_that_is_no_program_is_a_launch_error(tmp_path: Path) -> None:
+    """An executable file the OS cannot run (no format it knows, no #! line) gives a LaunchError
+    with the OS's reason, and leaves no file, port or process."""
+    program = tmp_path / "not-a-program"
+    program.write_bytes(b"\x00\x01garbage\n")
+    program.chmod(0o755)
+    p = LocalProvisioner(kernel_spec=KernelSpec(argv=[str(program)], name="bad"))
+    with pytest.raises(LaunchError, match=r"cannot start kernel '.*not-a-program': Exec format"):
+        await launch(p)
+    assert not p.has_process and not reserved_ports() and not p.connection_info
+
+
+async def test_relaunch_after_the_kernel_exited(
+    toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provisioner whose kernel exited launches again without a cleanup in between (the old
+    process is reaped first), on the same connection info; launch options it does not know are
+    ignored, with a debug message."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
+            first = await launch(p)
+            [pid] = await n.ready()
+            await p.kill()
+            assert await p.wait() == -signal.SIGKILL
+            kw = await p.pre_launch()
+            with caplog.at_level(logging.DEBUG):
+                second = await p.launch_kernel(kw.pop("cmd"), **kw, unknown_option=1)
+            [new_pid] = await n.ready()
+            assert new_pid != pid and p.pid == new_pid and await p.poll() is None
+            assert second == first
+        assert "ignores launch options ['unknown_option']" in caplog.text
 
 
 async def test_missing_cwd_is_a_launch_error(toy_spec: SpecFactory, tmp_path: Path) -> None:
@@ -653,9 +753,10 @@ async def test_unusable_connection_file_is_refused_creating_nothing(
 async def test_listening_beyond_loopback_is_warned_once(
     toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture, ip: str, warned: bool
 ) -> None:
-    """A tcp kernel bound beyond loopback gets one warning per launch that its messages are
-    unencrypted; a loopback one gets none."""
-    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0"), ip=ip) as p:
+    """A tcp kernel bound beyond loopback in clear (its spec says it cannot encrypt) gets one
+    warning per launch that its messages are unencrypted; a loopback one gets none."""
+    spec = toy_spec("--exit", "0", metadata={"supported_encryption": []})
+    async with LocalProvisioner(kernel_spec=spec, ip=ip) as p:
         with caplog.at_level(logging.WARNING):
             await launch(p)
         await p.wait()
@@ -664,3 +765,16 @@ async def test_listening_beyond_loopback_is_warned_once(
     if warned:
         assert records[0].levelno == logging.WARNING
         assert f"listens on {ip}, beyond loopback" in records[0].getMessage()
+
+
+async def test_encrypted_kernel_beyond_loopback_is_not_warned(
+    toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kernel bound beyond loopback with Curve keys (the default there) gets no warning."""
+    anywhere = "0.0.0.0"  # noqa: S104 (binding everywhere is the subject)
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0"), ip=anywhere) as p:
+        with caplog.at_level(logging.WARNING):
+            info = await launch(p)
+        await p.wait()
+    assert "curve_publickey" in info
+    assert not [r for r in caplog.records if "unencrypted" in r.getMessage()]

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
 
 import pytest
 import trio
 import trio.testing
 
-from kernel_nursery import KernelSpec, LocalProvisioner
+from kernel_nursery import LocalProvisioner
 
+from ..helpers.kernels import SpecFactory
 from ..helpers.notify import notifier
 
 
 @pytest.mark.trio
 async def test_poll_never_yields_and_wait_is_a_checkpoint(
-    toy_spec: Callable[..., KernelSpec],
+    toy_spec: SpecFactory,
 ) -> None:
     """poll() answers without a checkpoint (it cannot block); wait() is a real checkpoint."""
     async with notifier() as n:

@@ -4,7 +4,6 @@ agreement with the operating system's, and nothing at all once the manager is cl
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -12,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel_nursery import KernelManager, KernelSpec
+from kernel_nursery import KernelManager
 from kernel_nursery.connection import reserved_ports
 
-from ..helpers.kernels import pid_of
+from ..helpers.kernels import SpecFactory, pid_of
 from ..helpers.procs import is_running, live_children
 
 STRESS = bool(os.environ.get("KERNEL_NURSERY_STRESS"))
@@ -32,7 +31,7 @@ OPERATIONS = ["start", "restart", "restart-newports", "shutdown", "shutdown-now"
 )
 @given(operation=st.sampled_from(OPERATIONS), delay=st.floats(0, 0.25))
 async def test_cancel_any_operation_at_any_time(
-    fake_spec: Callable[..., KernelSpec],
+    fake_spec: SpecFactory,
     jupyter_dirs: dict[str, Path],
     operation: str,
     delay: float,

@@ -5,21 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from kernel_nursery import KernelManager, KernelNursery, KernelSpec
+from kernel_nursery import KernelManager, KernelNursery
 from kernel_nursery.connection import reserved_ports
 
-from ..helpers.kernels import pid_of
+from ..helpers.cancel_points import POINT
+from ..helpers.kernels import SpecFactory, pid_of
 from ..helpers.procs import is_running, live_children, process_group_members
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
-
-SpecFactory = Callable[..., KernelSpec]
 
 
 async def test_deaf_control_channel_is_escalated(fake_spec: SpecFactory) -> None:
@@ -66,24 +64,28 @@ async def test_grandchildren_of_a_crashed_kernel_are_gone_after_its_restart(
         assert not process_group_members(first)
 
 
-@pytest.mark.parametrize("delay", [0.02, 0.1, 0.3])
-async def test_cancelled_while_ten_start_and_ten_stop(fake_spec: SpecFactory, delay: float) -> None:
-    """The scope around a nursery is cancelled while ten kernels start and ten shut down:
-    every process, connection file and port is gone afterwards."""
-    with anyio.move_on_after(30):  # a bound for the test itself
+@pytest.mark.parametrize("at", [1, 20, 45, 70])
+async def test_cancelled_while_ten_start_and_ten_stop(counting_spec: SpecFactory, at: int) -> None:
+    """The scope around a nursery is cancelled at the *at*-th provisioner hook call made while
+    ten kernels start and ten shut down: every process, connection file and port is gone
+    afterwards."""
+    with anyio.fail_after(60):  # a bound for the test itself
         with anyio.CancelScope() as scope:
-            async with KernelNursery() as nursery:
-                async with anyio.create_task_group() as tg:
-                    for _ in range(10):
-                        tg.start_soon(lambda: nursery.start_kernel(kernel_spec=fake_spec()))
-                running = nursery.list_kernels()
-                async with anyio.create_task_group() as tg:
-                    for _ in range(10):
-                        tg.start_soon(lambda: nursery.start_kernel(kernel_spec=fake_spec()))
-                    for km in running:
-                        tg.start_soon(nursery.shutdown_kernel, km.kernel_id)
-                    await anyio.sleep(delay)
-                    scope.cancel()
+            try:
+                async with KernelNursery() as nursery:
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(10):
+                            tg.start_soon(lambda: nursery.start_kernel(kernel_spec=counting_spec()))
+                    running = nursery.list_kernels()
+                    POINT.arm(scope, at)
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(10):
+                            tg.start_soon(lambda: nursery.start_kernel(kernel_spec=counting_spec()))
+                        for km in running:
+                            tg.start_soon(nursery.shutdown_kernel, km.kernel_id)
+            finally:
+                calls = POINT.disarm()
+    assert scope.cancelled_caught, f"not cancelled: {len(calls)} hook calls were made"
     assert not live_children()
     assert not reserved_ports()
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from kernel_nursery import KernelNursery, KernelSpec
+from kernel_nursery import KernelNursery
 from kernel_nursery.connection import reserved_ports
 
+from ..helpers.kernels import SpecFactory
 from ..helpers.procs import live_children
 
 STRESS = bool(os.environ.get("KERNEL_NURSERY_STRESS"))
@@ -25,7 +25,7 @@ FD_NOISE = 12
 @pytest.mark.anyio
 @pytest.mark.timeout(600)
 async def test_hundred_concurrent_kernels_leave_nothing(
-    fake_spec: Callable[..., KernelSpec], jupyter_dirs: dict[str, Path]
+    fake_spec: SpecFactory, jupyter_dirs: dict[str, Path]
 ) -> None:
     """100 kernels started and shut down concurrently: fds, threads, children, ports and runtime
     files return to where they were."""

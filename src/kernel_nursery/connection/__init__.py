@@ -19,15 +19,19 @@ from ._files import (
     runtime_dir,
     write_connection_file,
 )
-from ._info import PORT_NAMES, ConnectionInfo, Transport, validate_connection_info
+from ._info import PORT_NAMES, ConnectionInfo, PortName, Transport, validate_connection_info
+from ._keys import curve_supported, new_curve_keypair
 from ._ports import reserved_ports
 
 __all__ = [
     "PORT_NAMES",
     "ConnectionInfo",
+    "PortName",
     "Transport",
     "connection_file_path",
+    "curve_supported",
     "new_connection_info",
+    "new_curve_keypair",
     "new_key",
     "read_connection_file",
     "release_connection_info",

@@ -82,7 +82,7 @@ def new_connection_info(
         PortAllocationError: no ports could be reserved on *ip*.
     """
     ports = reserve_ports(transport=transport, ip=ip, count=len(PORT_NAMES))
-    info = {
+    info: dict[str, object] = {
         "transport": transport,
         "ip": ip,
         **dict(zip(PORT_NAMES, ports, strict=True)),
@@ -98,7 +98,7 @@ def release_connection_info(info: ConnectionInfo) -> None:
 
     Safe to call more than once, and for info whose ports this process never reserved.
     """
-    ports = [info[name] for name in PORT_NAMES]  # type: ignore[literal-required]
+    ports = [info[name] for name in PORT_NAMES]
     release_ports(transport=info["transport"], ip=info["ip"], ports=ports)
     if info["transport"] == "ipc":
         for port in ports:

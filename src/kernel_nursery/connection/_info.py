@@ -9,13 +9,22 @@ from collections.abc import Mapping
 from typing import Literal, NotRequired, TypedDict, cast
 
 from .._errors import ConnectionFileError
+from ._keys import check_curve_keypair
 
-__all__ = ["PORT_NAMES", "ConnectionInfo", "Transport", "validate_connection_info"]
+__all__ = ["PORT_NAMES", "ConnectionInfo", "PortName", "Transport", "validate_connection_info"]
 
 Transport = Literal["tcp", "ipc"]
 
+#: The key of one of a kernel's five ports in its connection info.
+PortName = Literal["shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"]
 #: The five sockets of a Jupyter kernel, in the order kernel-nursery assigns their ports.
-PORT_NAMES: tuple[str, ...] = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+PORT_NAMES: tuple[PortName, ...] = (
+    "shell_port",
+    "iopub_port",
+    "stdin_port",
+    "control_port",
+    "hb_port",
+)
 
 #: Signature schemes a connection file may name (``hmac-`` + a :mod:`hashlib` algorithm that
 #: Jupyter kernels implement). kernel-nursery writes ``hmac-sha256``.
@@ -46,6 +55,11 @@ class ConnectionInfo(TypedDict):
     key: str
     signature_scheme: str
     kernel_name: NotRequired[str]
+    #: The kernel's CurveZMQ key pair (Z85 text), present together or not at all: with them
+    #: the kernel binds as a CURVE server and clients connect encrypted (as jupyter_client 8.9+
+    #: and ipykernel 7.3+ do). Like ``key``, secret: anyone who reads them can connect.
+    curve_publickey: NotRequired[str]
+    curve_secretkey: NotRequired[str]
 
 
 def _fail(
@@ -143,4 +157,21 @@ def validate_connection_info(
                 f"must be a string, got {reprlib.repr(kernel_name)}", path=path, field="kernel_name"
             )
         info["kernel_name"] = kernel_name
+    public, secret = data.get("curve_publickey"), data.get("curve_secretkey")
+    if public is not None or secret is not None:
+        if public is None or secret is None:
+            missing = "curve_secretkey" if secret is None else "curve_publickey"
+            raise _fail(
+                "is missing: the two CurveZMQ keys come together or not at all",
+                path=path,
+                field=missing,
+            )
+        # A file written by jupyter_client's older code paths may hold bytes.
+        public = public.decode("ascii", "replace") if isinstance(public, bytes) else public
+        secret = secret.decode("ascii", "replace") if isinstance(secret, bytes) else secret
+        problem = check_curve_keypair(public, secret)
+        if problem is not None:
+            raise _fail(problem, path=path)
+        info["curve_publickey"] = public
+        info["curve_secretkey"] = secret
     return cast(ConnectionInfo, info)

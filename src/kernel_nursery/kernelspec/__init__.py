@@ -6,8 +6,8 @@ Jupyter's data directories. The file format is Jupyter's, unchanged.
 
 from __future__ import annotations
 
+from .._kernelspec import KernelSpec, ProvisionerStanza
 from ._manager import NATIVE_KERNEL_NAME, KernelSpecManager
-from ._spec import KernelSpec, ProvisionerStanza
 
 __all__ = ["NATIVE_KERNEL_NAME", "KernelSpec", "KernelSpecManager", "ProvisionerStanza"]
 

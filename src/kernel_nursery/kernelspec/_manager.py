@@ -1,4 +1,9 @@
-"""``KernelSpecManager``: finding kernel specs where Jupyter puts them."""
+"""``KernelSpecManager``: finding kernel specs where Jupyter puts them.
+
+Discovery sits above :mod:`kernel_nursery.provisioning` (it asks the provisioner factory which
+kernels can be started); the spec data it returns, :class:`~kernel_nursery.kernelspec.KernelSpec`,
+sits below it (``kernel_nursery._kernelspec``).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_path
-from traitlets import Bool, List, Set, Unicode, default
+from traitlets import Bool, Instance, List, Set, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .._errors import KernelSpecError, NoSuchKernelError
+from .._kernelspec import KernelSpec
 from ..provisioning import KernelProvisionerFactory
-from ._spec import KernelSpec
 
 __all__ = ["NATIVE_KERNEL_NAME", "KernelSpecManager"]
 
@@ -37,6 +42,10 @@ class KernelSpecManager(LoggingConfigurable):
 
     Kernels whose provisioner is not installed are left out (see
     :meth:`~kernel_nursery.provisioning.KernelProvisionerFactory.is_provisioner_available`).
+
+    Its methods read directories and files: they are synchronous, and async code calls them in
+    a worker thread (:meth:`~kernel_nursery.KernelManager.start_kernel` does), where they can
+    be abandoned on cancellation since they create nothing.
 
     .. versionadded:: 0.1
     """
@@ -63,6 +72,17 @@ class KernelSpecManager(LoggingConfigurable):
         config=True,
         help="When not empty, only the kernels named here are listed or can be started.",
     )
+
+    provisioner_factory = Instance(
+        KernelProvisionerFactory,
+        help="The factory asked whether a kernel's provisioner is installed. Default: "
+        "KernelProvisionerFactory.for_parent(this manager), so that configuration given to "
+        "this manager (or its parent) reaches it.",
+    )
+
+    @default("provisioner_factory")
+    def _provisioner_factory_default(self) -> KernelProvisionerFactory:
+        return KernelProvisionerFactory.for_parent(self)
 
     def find_kernel_specs(self) -> dict[str, str]:
         """Every kernel name → its resource directory (kernel.json files are not read here).
@@ -99,15 +119,17 @@ class KernelSpecManager(LoggingConfigurable):
         if resource_dir is None:
             raise NoSuchKernelError(kernel_name, list(specs))
         spec = self._load(name, resource_dir)
-        if require_provisioner and not KernelProvisionerFactory.instance().is_provisioner_available(
-            spec
-        ):
+        if require_provisioner and not self.provisioner_factory.is_provisioner_available(spec):
             stanza = spec.kernel_provisioner
-            provisioner = stanza["provisioner_name"] if stanza else "the default provisioner"
+            provisioner = (
+                repr(stanza["provisioner_name"])
+                if stanza
+                else f"{self.provisioner_factory.default_provisioner_name!r} (the default)"
+            )
             raise NoSuchKernelError(
                 kernel_name,
                 [n for n in specs if n != name],
-                reason=f"its provisioner {provisioner!r} is not installed",
+                reason=f"its provisioner {provisioner} is not installed",
             )
         return spec
 
@@ -118,7 +140,7 @@ class KernelSpecManager(LoggingConfigurable):
         unavailable provisioner are left out, with a warning in the log.
         """
         result: dict[str, dict[str, Any]] = {}
-        factory = KernelProvisionerFactory.instance()
+        factory = self.provisioner_factory
         for name, resource_dir in self.find_kernel_specs().items():
             try:
                 spec = self._load(name, resource_dir)

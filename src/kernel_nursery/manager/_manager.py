@@ -12,6 +12,7 @@ from typing import Any, Self
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 from traitlets import Bool, Enum, Float, Instance, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -29,6 +30,7 @@ from ..connection._ports import ports_in_use, unhold_ports
 from ..kernelspec import KernelSpec, KernelSpecManager
 from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
+from ..messaging._curve import is_encrypted, wait_for_ready_encrypted
 from ..provisioning import KernelProvisionerBase, KernelProvisionerFactory, stop_process
 from ._events import EventHub, EventKind, KernelEvent
 
@@ -44,7 +46,7 @@ class _PortsTaken(KernelDiedError):
 
 
 def _ports_of(info: ConnectionInfo) -> list[int]:
-    return [info[name] for name in PORT_NAMES]  # type: ignore[literal-required]
+    return [info[name] for name in PORT_NAMES]
 
 
 class _Incarnation:
@@ -137,28 +139,45 @@ class KernelManager(LoggingConfigurable):
         help="Address (tcp) or path prefix (ipc) for the kernel's sockets, passed to "
         "provisioners that have the trait; empty means the provisioner's default.",
     )
+    transport_encryption = Enum(
+        ["", "auto", "required", "disabled"],
+        default_value="",
+        config=True,
+        help="CurveZMQ encryption of the kernel's channels, passed to provisioners that have "
+        "the trait (see LocalProvisioner.transport_encryption); empty means the provisioner's "
+        "default ('auto': tcp kernels listening beyond loopback).",
+    )
     kernel_id = Unicode(help="The kernel's id; a new UUID when not given.")
 
     @default("kernel_id")
     def _kernel_id_default(self) -> str:
         return str(uuid.uuid4())
 
-    kernel_spec_manager = Instance(KernelSpecManager, help="Where kernel specs are looked up.")
+    kernel_spec_manager = Instance(
+        KernelSpecManager,
+        help="Where kernel specs are looked up. Default: a KernelSpecManager child of this "
+        "manager (so configuration given to the manager reaches it), asking this manager's "
+        "provisioner_factory.",
+    )
     provisioner_factory = Instance(
-        KernelProvisionerFactory, help="Where the kernel's provisioner comes from."
+        KernelProvisionerFactory,
+        help="Where the kernel's provisioner comes from. Default: the factory of the "
+        "kernel_spec_manager given to this manager (so the two agree on which kernels can "
+        "start); otherwise KernelProvisionerFactory.for_parent(this manager).",
     )
 
     @default("provisioner_factory")
     def _provisioner_factory_default(self) -> KernelProvisionerFactory:
-        # Configuration given to this manager (or its parents) for the factory must reach it:
-        # then the manager has a factory of its own; otherwise it shares the process's.
-        if "KernelProvisionerFactory" in self.config:
-            return KernelProvisionerFactory(parent=self)
-        return KernelProvisionerFactory.instance()
+        # The spec manager given to this manager decides which kernels exist: the same factory
+        # must create them. Otherwise configuration given to this manager (or its parents)
+        # for the factory reaches it (a factory of its own), or it shares the process's.
+        if self.trait_has_value("kernel_spec_manager"):
+            return self.kernel_spec_manager.provisioner_factory
+        return KernelProvisionerFactory.for_parent(self)
 
     @default("kernel_spec_manager")
     def _kernel_spec_manager_default(self) -> KernelSpecManager:
-        return KernelSpecManager(parent=self)
+        return KernelSpecManager(parent=self, provisioner_factory=self.provisioner_factory)
 
     def __init__(self, *, kernel_spec: KernelSpec | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -198,14 +217,36 @@ class KernelManager(LoggingConfigurable):
     # ------------------------------------------------------------------ state
 
     @property
-    def kernel_spec(self) -> KernelSpec:
-        """The kernel's spec, looked up by :attr:`kernel_name` unless one was given.
+    def kernel_spec(self) -> KernelSpec | None:
+        """The kernel's spec: the one given to the manager, or the one looked up by
+        :attr:`kernel_name` (by :meth:`get_kernel_spec` or the first start); ``None`` before.
+        Never reads the disk.
+
+        .. versionchanged:: 0.2
+           No longer looks the spec up (which read the disk on the event loop's thread); use
+           :meth:`get_kernel_spec`.
+        """
+        return self._kernel_spec
+
+    async def get_kernel_spec(self) -> KernelSpec:
+        """The kernel's spec, looked up by :attr:`kernel_name` unless one was given or was
+        looked up before (then it is returned at once).
+
+        The lookup reads directories and files, so it runs in a worker thread. Cancelled, it
+        abandons that thread, which finishes its reads and creates nothing; the manager is left
+        as it was.
 
         Raises:
             NoSuchKernelError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
+
+        .. versionadded:: 0.2
         """
         if self._kernel_spec is None:
-            self._kernel_spec = self.kernel_spec_manager.get_kernel_spec(self.kernel_name)
+            spec = await anyio.to_thread.run_sync(
+                self.kernel_spec_manager.get_kernel_spec, self.kernel_name, abandon_on_cancel=True
+            )
+            if self._kernel_spec is None:  # another task may have looked it up meanwhile
+                self._kernel_spec = spec
         return self._kernel_spec
 
     @property
@@ -408,17 +449,17 @@ class KernelManager(LoggingConfigurable):
             status = exc.exit_status if isinstance(exc, KernelDiedError) else None
             self._emit("dead", status)
 
-    def _new_provisioner(self) -> KernelProvisionerBase:
+    async def _new_provisioner(self) -> KernelProvisionerBase:
         """The provisioner the kernel spec asks for, from the factory, given the manager's
         transport and ip where it has those traits and the spec's own config does not set them.
         """
-        spec = self.kernel_spec
+        spec = await self.get_kernel_spec()
         provisioner = self.provisioner_factory.create_provisioner_instance(
             self.kernel_id, spec, parent=self
         )
         stanza = spec.kernel_provisioner
         from_spec = set(stanza["config"]) if stanza else set()
-        for name in ("transport", "ip"):
+        for name in ("transport", "ip", "transport_encryption"):
             value = getattr(self, name)
             if value and provisioner.has_trait(name) and name not in from_spec:
                 provisioner.set_trait(name, value)
@@ -439,7 +480,7 @@ class KernelManager(LoggingConfigurable):
             try:
                 for attempt in range(self.port_conflict_retries + 1):
                     if self.provisioner is None:
-                        self.provisioner = self._new_provisioner()  # new ports, new file
+                        self.provisioner = await self._new_provisioner()  # new ports, new file
                     try:
                         await self._start_incarnation()
                         break
@@ -472,7 +513,7 @@ class KernelManager(LoggingConfigurable):
             await self._launch()
             assert self._client is not None
             try:
-                await self._client.wait_for_ready(timeout=self.ready_timeout)
+                await wait_for_ready_encrypted(self._client, timeout=self.ready_timeout)
             except KernelDiedError as exc:
                 message = (
                     f"kernel {self._display_name()!r} exited with status {exc.exit_status} "
@@ -490,9 +531,13 @@ class KernelManager(LoggingConfigurable):
                     ) from None
                 raise KernelDiedError(message, exit_status=exc.exit_status) from None
             except KernelTimeoutError:
+                hint = ""
+                if is_encrypted(self._client.connection_info):
+                    hint = "; its channels are encrypted (CurveZMQ): a kernel that cannot be "
+                    hint += "reached encrypted never answers"
                 raise KernelTimeoutError(
                     f"kernel {self._display_name()!r} did not answer within "
-                    f"{self.ready_timeout:g} s (KernelManager.ready_timeout)"
+                    f"{self.ready_timeout:g} s (KernelManager.ready_timeout){hint}"
                 ) from None
             # It has bound its ports: no need to hold them against other programs any more.
             info = validate_connection_info(provisioner.connection_info)
@@ -759,7 +804,8 @@ class KernelManager(LoggingConfigurable):
             KernelStateError: no kernel is running.
         """
         provisioner = self._running()
-        if self.kernel_spec.interrupt_mode == "message":
+        spec = self._kernel_spec  # known: it was needed to start the kernel
+        if spec is not None and spec.interrupt_mode == "message":
             if self._client is None:
                 raise KernelStateError("the kernel is not running")
             await self._client.interrupt(timeout=self.shutdown_wait_time)

@@ -15,7 +15,13 @@ import zmq
 
 from .._errors import ChannelClosedError, KernelDiedError, KernelTimeoutError, MessageError
 from .._taskgroup import OwnedTaskGroup
-from ..connection import ConnectionInfo, read_connection_file, validate_connection_info
+from ..connection import (
+    ConnectionInfo,
+    PortName,
+    read_connection_file,
+    validate_connection_info,
+)
+from ._curve import set_curve_client_options
 from ._socket import AsyncSocket
 from ._wire import Message, Session
 
@@ -33,7 +39,7 @@ WaitForExit = Callable[[], Awaitable[int | None]]
 WaitForRestart = Callable[[], Awaitable[tuple[ConnectionInfo, WaitForExit] | None]]
 
 #: The client's sockets: channel, zmq socket type, connection-info key of its port.
-_CHANNELS = (
+_CHANNELS: tuple[tuple[str, int, PortName], ...] = (
     ("shell", zmq.DEALER, "shell_port"),
     ("control", zmq.DEALER, "control_port"),
     ("iopub", zmq.SUB, "iopub_port"),
@@ -53,6 +59,8 @@ _ENDPOINT_KEYS = (
     "hb_port",
     "key",
     "signature_scheme",
+    "curve_publickey",
+    "curve_secretkey",
 )
 
 #: iopub message types that carry the outputs of an execution.
@@ -254,15 +262,15 @@ class KernelClient:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _url(self, port_name: str) -> str:
+    def _url(self, port_name: PortName) -> str:
         info = self.connection_info
-        port = info[port_name]  # type: ignore[literal-required]
+        port = info[port_name]
         if info["transport"] == "ipc":
             return f"ipc://{info['ip']}-{port}"
         ip = f"[{info['ip']}]" if ":" in info["ip"] else info["ip"]
         return f"tcp://{ip}:{port}"
 
-    def _open(self, name: str, kind: int, port_name: str) -> AsyncSocket:
+    def _open(self, name: str, kind: int, port_name: PortName) -> AsyncSocket:
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(kind)
         sock.linger = 0
         # A client usually connects before a starting kernel has bound its ports; zmq then
@@ -276,6 +284,7 @@ class KernelClient:
             sock.setsockopt(zmq.IDENTITY, self.session.session_id.encode())
         if kind == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
+        set_curve_client_options(sock, self.connection_info)
         sock.connect(self._url(port_name))
         self._sockets[name] = wrapped = AsyncSocket(sock)
         return wrapped

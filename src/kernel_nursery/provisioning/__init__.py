@@ -2,9 +2,10 @@
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
 implementation (a local process), :class:`SSHProvisioner` runs a kernel on another host over
-SSH, and :class:`KernelProvisionerFactory` finds provisioners that packages register in the
-entry-point group ``kernel_nursery.provisioners``. The API is that of
-``jupyter_client.provisioning``, on anyio.
+SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
+:class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
+group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
+anyio.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ from ._base import (
     stop_process,
 )
 from ._command import format_kernel_cmd
-from ._factory import DEFAULT_PROVISIONER_ENV, ENTRY_POINT_GROUP, KernelProvisionerFactory
+from ._factory import (
+    DEFAULT_PROVISIONER_ENV,
+    ENTRY_POINT_GROUP,
+    JUPYTER_PREFIX,
+    KernelProvisionerFactory,
+)
 from ._local import LocalProvisioner
 from ._process import UNKNOWN_EXIT_STATUS
+from ._slurm import SlurmProvisioner
 from ._ssh import SSHProvisioner
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "DEFAULT_SHUTDOWN_WAIT_TIME",
     "DEFAULT_STABLE_START_TIME",
     "ENTRY_POINT_GROUP",
+    "JUPYTER_PREFIX",
     "KILL_WAIT_TIME",
     "UNKNOWN_EXIT_STATUS",
     "KernelProvisionerBase",
@@ -35,6 +43,7 @@ __all__ = [
     "KernelProvisionerMeta",
     "LocalProvisioner",
     "SSHProvisioner",
+    "SlurmProvisioner",
     "format_kernel_cmd",
     "stop_process",
 ]

@@ -16,6 +16,7 @@ from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
 from .._errors import LaunchError
+from .._kernelspec import KernelSpec
 from ..connection import ConnectionInfo, validate_connection_info
 
 __all__ = [
@@ -70,9 +71,7 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
     #: The id of the kernel this provisioner runs (a UUID string, given by the manager).
     kernel_id = Unicode(None, allow_none=True, help="The kernel's id.")
     #: The kernel's specification.
-    kernel_spec = Instance(
-        "kernel_nursery.kernelspec.KernelSpec", allow_none=True, help="The kernel's specification."
-    )
+    kernel_spec = Instance(KernelSpec, allow_none=True, help="The kernel's specification.")
     #: The connection info of the running kernel (empty until :meth:`launch_kernel`); each
     #: provisioner has its own dict.
     connection_info = Dict(help="The kernel's connection info; empty until launch.")

@@ -329,7 +329,10 @@ def _raise_fd_limit() -> None:
 
 def _stat_fields(pid: int) -> list[bytes] | None:
     """``/proc/PID/stat`` from field 3 (the state) on; ``None`` when gone. The command name
-    (field 2) may contain spaces or ')', so the split starts after the last ')'."""
+    (field 2) may contain spaces or ')', so the split starts after the last ')'.
+
+    The same parsing as ``_process._stat_fields``, on purpose: this script runs alone
+    (``python -I -S``) and cannot import the package."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()

@@ -9,27 +9,37 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
-from traitlets import Bool, Enum, Unicode
+import anyio.to_thread
+import zmq
+from traitlets import Bool, Enum, Float, Unicode
 
 from .._errors import ConnectionFileError, LaunchError, ProvisionerError
+from .._kernelspec import KernelSpec
 from ..connection import (
     ConnectionInfo,
+    Transport,
     connection_file_path,
     new_connection_info,
+    new_key,
     release_connection_info,
     remove_connection_file,
     runtime_dir,
     validate_connection_info,
     write_connection_file,
 )
+from ..messaging._wire import Session
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
 from ._command import format_kernel_cmd
+from ._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
+from ._handshake import Registration, race_exit
 from ._process import (
     UNKNOWN_EXIT_STATUS,
     AdoptedProcess,
@@ -104,8 +114,40 @@ class LocalProvisioner(KernelProvisionerBase):
         "is then removed from its environment.",
     )
 
+    transport_encryption = Enum(
+        list(ENCRYPTION_POLICIES),
+        default_value=ENCRYPTION_POLICIES[0],
+        config=True,
+        help="CurveZMQ encryption of the kernel's channels (keys made at launch, written in "
+        "the connection file as jupyter_client does). 'auto': for a tcp kernel listening "
+        "beyond loopback, unless its spec declares metadata.supported_encryption without "
+        "'curve'. 'required': for every kernel; a spec that rules it out is refused. "
+        "'disabled': never. A kernel that ignores the keys fails readiness at once with "
+        "TransportEncryptionError.",
+    )
+
+    kernel_handshake = Bool(
+        False,
+        config=True,
+        help="Start tcp kernels whose spec declares kernel_protocol_version 5.5 or later with "
+        "the handshake of JEP 66: the connection file holds a registration_port instead of "
+        "ports, the kernel binds ports of its own choosing and reports them on that socket, so "
+        "no port is chosen by one process and bound by another. Off by default: ipykernel 7.4 "
+        "declares 5.5 but implements no handshake. Kernels whose spec does not declare it get "
+        "ports as usual.",
+    )
+    handshake_timeout = Float(
+        60.0,
+        config=True,
+        help="Seconds a kernel started with the handshake (kernel_handshake) has to register "
+        "its ports before the launch fails with LaunchError.",
+    )
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._registration: Registration | None = None  # open from pre_launch to registration
+        self._registration_info: dict[str, Any] = {}  # what the kernel's connection file held
+        self._registration_session: Session | None = None  # kept across restarts (replays)
         self._process: ProcessHandle | None = None
         self._pgid: int | None = None
         self._last_status: int | None = None
@@ -194,9 +236,14 @@ class LocalProvisioner(KernelProvisionerBase):
         Keyword arguments understood here: ``extra_arguments`` (appended to the command) and
         ``env``/``cwd`` (passed on to :meth:`launch_kernel`); any others are passed on as they
         are. When :attr:`connection_info` is already set (a restart, or info given by the
-        manager) it is reused as it is, ports and key included.
+        manager) it is reused as it is, ports and key included. A kernel started with the
+        handshake (:attr:`kernel_handshake`) gets a new registration socket instead, and keeps
+        its key; a new kernel gets Curve keys as :attr:`transport_encryption` says.
 
         Returns the keyword arguments for :meth:`launch_kernel`, with ``cmd``.
+
+        The connection file is written in a worker thread. Cancelled meanwhile, this lets the
+        thread finish, then removes the file and releases the ports: nothing is left.
 
         Raises:
             ProvisionerError: there is no kernel spec.
@@ -215,34 +262,28 @@ class LocalProvisioner(KernelProvisionerBase):
             self.kernel_id = str(uuid.uuid4())
         kwargs = dict(kwargs)
         extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
-        if self.connection_info:
+        registering = self._open_registration(spec)
+        if registering is not None:
+            info = cast(ConnectionInfo, registering)
+        elif self.connection_info:
             info = validate_connection_info(self.connection_info)
         else:
-            info = new_connection_info(
-                transport="ipc" if self.transport == "ipc" else "tcp",
-                ip=self.ip or self._default_ip(),
-                kernel_name=spec.name,
+            transport: Transport = "ipc" if self.transport == "ipc" else "tcp"
+            ip = self.ip or self._default_ip()
+            curve = curve_keys_for_launch(
+                self.transport_encryption, spec=spec, transport=transport, ip=ip
             )
+            info = new_connection_info(transport=transport, ip=ip, kernel_name=spec.name)
+            info = validate_connection_info({**info, **curve})
             self._owns_ports = True
             self.connection_info = dict(info)
-        path = (
-            Path(self.connection_file)
-            if self.connection_file
-            else connection_file_path(self.kernel_id)
-        )
         try:
-            if self.connection_file:
-                # Checked before writing: write_connection_file would create the missing
-                # directories, or a temporary file beside a target it cannot replace.
-                _check_connection_file_target(path)
-            self._written_file = write_connection_file(info, path)
-        except OSError as exc:
-            self._release(remove_file=False)
-            raise ConnectionFileError(
-                f"cannot write the connection file: {exc.strerror or exc}", path=path
-            ) from exc
+            # Disk work, in a worker thread. Not abandoned on cancellation: the thread records
+            # the file it wrote, and the cancellation, delivered once it returns, removes it.
+            path = await anyio.to_thread.run_sync(self._write_connection_file, info)
+            await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
-            self._release(remove_file=False)
+            self._release(remove_file=True)
             raise
         self.connection_file = str(path)
         try:
@@ -259,6 +300,30 @@ class LocalProvisioner(KernelProvisionerBase):
         except BaseException:
             self._release(remove_file=True)
             raise
+
+    def _write_connection_file(self, info: ConnectionInfo) -> Path:
+        """Write the connection file where :attr:`connection_file` says (by default in the
+        runtime directory) and record it; runs in a worker thread.
+
+        Raises:
+            ConnectionFileError: it cannot be written (nothing is created then).
+        """
+        path = (
+            Path(self.connection_file)
+            if self.connection_file
+            else connection_file_path(self.kernel_id or "")
+        )
+        try:
+            if self.connection_file:
+                # Checked before writing: write_connection_file would create the missing
+                # directories, or a temporary file beside a target it cannot replace.
+                _check_connection_file_target(path)
+            self._written_file = write_connection_file(info, path)
+        except OSError as exc:
+            raise ConnectionFileError(
+                f"cannot write the connection file: {exc.strerror or exc}", path=path
+            ) from exc
+        return path
 
     def _default_ip(self) -> str:
         if self.transport == "ipc":
@@ -292,19 +357,25 @@ class LocalProvisioner(KernelProvisionerBase):
 
         Unless :attr:`independent`, the kernel is registered with this process's guardian (see
         the class's description): one small write to a pipe, and at the first launch the start
-        of the guardian, which is not waited for.
+        of the guardian, which is not waited for; both in a worker thread, which a cancellation
+        lets finish (the registration is then undone as the kernel is reaped).
 
         *cmd*, ``env`` and ``cwd`` are checked before anything is spawned: every argument, and
         every environment variable's name and value, must be text that the OS can take (no NUL
         byte, no ``=`` or empty name).
 
+        A kernel started with the handshake (:attr:`kernel_handshake`) is awaited until it
+        registers its ports (at most :attr:`handshake_timeout`); the connection info returned
+        and the connection file then hold them.
+
         Raises:
             LaunchError: the program cannot be run (not found, not executable, bad ``cwd``), an
                 argument, environment variable or ``cwd`` is invalid (the message names it), or
-                the spawn failed in any other way (the original exception is its cause). The
-                connection file and ports are released; an exception that is not an
-                :class:`Exception` (cancellation, ``KeyboardInterrupt``) propagates as itself,
-                after the same release.
+                the spawn failed in any other way (the original exception is its cause), or a
+                kernel started with the handshake exited or did not register in time (it is
+                killed and reaped). The connection file and ports are released; an exception
+                that is not an :class:`Exception` (cancellation, ``KeyboardInterrupt``)
+                propagates as itself, after the same release.
             ProvisionerError: this provisioner already runs a kernel.
         """
         if self._process is not None and self._process.returncode is None:
@@ -313,60 +384,69 @@ class LocalProvisioner(KernelProvisionerBase):
             )
         if self._process is not None:
             await self._reap(restart=True)  # the previous (restarted) kernel's handle
-        command: object = cmd  # checked at run time too: callers are not all type-checked
-        if (
-            not isinstance(command, list | tuple)
-            or not command
-            or not all(isinstance(a, str | os.PathLike) for a in command)
-        ):
+        try:
+            argv = _checked_command(cmd)
+            options = _ProcessOptions.from_kwargs(kwargs, argv, self.log)
+        except LaunchError:
             self._release(remove_file=True)
-            raise LaunchError(
-                f"the kernel command must be a non-empty list of strings, got {command!r}",
-                argv=[str(a) for a in command]
-                if isinstance(command, list | tuple)
-                else [str(command)],
-            )
-        argv = [os.fspath(a) for a in cmd]
-        options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_PROCESS}
-        env = options.pop("env", None)
-        cwd = options.pop("cwd", None)
-        problem = _bad_launch_arguments(argv, env, cwd)
-        if problem is not None:
-            self._release(remove_file=True)
-            raise LaunchError(f"cannot start kernel: {problem}", argv=[str(a) for a in argv])
-        stdin = options.pop("stdin", subprocess.DEVNULL)
-        stdout = options.pop("stdout", None)
-        stderr = options.pop("stderr", None)
-        if options:
-            self.log.debug("LocalProvisioner ignores launch options %s", sorted(options))
-        platform_options: dict[str, Any] = {}
+            raise
+        process = await self._spawn(argv, options)
+        self._process = ChildProcess(process)
+        self._pgid = process.pid if sys.platform != "win32" else None
+        self._last_status = None
+        try:
+            await self._guard_soon()
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            await self.cleanup(restart=False)  # shielded: kill, reap, release
+            raise
+        self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
+        if self._registration is not None:
+            await self._complete_registration(argv)
+        info = validate_connection_info(self.connection_info)
+        self._warn_if_exposed(info)
+        return info
+
+    def _platform_options(self) -> dict[str, Any]:
+        """How the process is started on this platform: a new session (its own process
+        group) on POSIX; a new process group and the interrupt event on Windows."""
+        options: dict[str, Any] = {}
         if sys.platform == "win32":
-            platform_options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
             if self._interrupt_event is not None:
                 startupinfo = subprocess.STARTUPINFO()
                 startupinfo.lpAttributeList = {"handle_list": [self._interrupt_event]}
-                platform_options["startupinfo"] = startupinfo
+                options["startupinfo"] = startupinfo
         else:
-            platform_options["start_new_session"] = True
-        # The spawn is shielded: cancelled inside it, asyncio would kill the child but leave it
-        # unreaped, and we would have no handle to clean up. Spawning is bounded (fork + exec),
-        # and a cancellation that arrived meanwhile is delivered just after, with our handle.
+            options["start_new_session"] = True
+        return options
+
+    async def _spawn(self, argv: list[str], options: _ProcessOptions) -> anyio.abc.Process:
+        """Start the process, shielded; on any failure release the file and ports.
+
+        The spawn is shielded: cancelled inside it, asyncio would kill the child but leave it
+        unreaped, and we would have no handle to clean up. Spawning is bounded (fork + exec),
+        and a cancellation that arrived meanwhile is delivered by the caller, with our handle.
+
+        Raises:
+            LaunchError: the spawn failed (the original exception is its cause).
+        """
         with anyio.CancelScope(shield=True):
             try:
                 process = await anyio.open_process(
                     argv,
-                    stdin=stdin,
-                    stdout=stdout,
-                    stderr=stderr,
-                    cwd=cwd,
-                    env=env,
-                    **platform_options,
+                    stdin=options.stdin,
+                    stdout=options.stdout,
+                    stderr=options.stderr,
+                    cwd=options.cwd,
+                    env=options.env,
+                    **self._platform_options(),
                 )
             except OSError as exc:
                 self._release(remove_file=True)
-                raise LaunchError(_launch_failure(argv, cwd, exc), argv=argv) from exc
+                raise LaunchError(_launch_failure(argv, options.cwd, exc), argv=argv) from exc
             except (ValueError, TypeError) as exc:
-                # What the checks above did not foresee (the platform's own limits).
+                # What the checks before the spawn did not foresee (the platform's own limits).
                 self._release(remove_file=True)
                 raise LaunchError(
                     f"cannot start kernel {argv[0]!r}: invalid launch argument: {exc}", argv=argv
@@ -379,18 +459,16 @@ class LocalProvisioner(KernelProvisionerBase):
             except BaseException:
                 self._release(remove_file=True)
                 raise
-        self._process = ChildProcess(process)
-        self._pgid = process.pid if sys.platform != "win32" else None
-        self._last_status = None
-        self._guard(process_start_time(process.pid))
-        try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        except BaseException:
-            await self.cleanup(restart=False)  # shielded: kill, reap, release
-            raise
-        self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
-        info = validate_connection_info(self.connection_info)
-        if info["transport"] == "tcp" and not _is_loopback(info["ip"]):
+        return process
+
+    def _warn_if_exposed(self, info: ConnectionInfo) -> None:
+        """One warning when a tcp kernel listens beyond loopback in clear: its messages are
+        readable on the network path."""
+        if (
+            info["transport"] == "tcp"
+            and not _is_loopback(info["ip"])
+            and "curve_publickey" not in info
+        ):
             self.log.warning(
                 "Kernel %s listens on %s, beyond loopback: its messages travel unencrypted, "
                 "signed only with the connection file's key, and anyone on the network path "
@@ -398,7 +476,6 @@ class LocalProvisioner(KernelProvisionerBase):
                 self.kernel_id,
                 info["ip"],
             )
-        return info
 
     # ------------------------------------------------------------------ cleanup
 
@@ -438,6 +515,7 @@ class LocalProvisioner(KernelProvisionerBase):
 
     def _release(self, *, remove_file: bool) -> None:
         """Release ports and remove the connection file; idempotent."""
+        self._close_registration()
         if self._owns_ports and self.connection_info:
             release_connection_info(validate_connection_info(self.connection_info))
             self._owns_ports = False
@@ -445,6 +523,95 @@ class LocalProvisioner(KernelProvisionerBase):
         if remove_file and self._written_file is not None:
             remove_connection_file(self._written_file)
             self._written_file = None
+
+    # ------------------------------------------------------------------ the handshake
+
+    def _open_registration(self, spec: KernelSpec) -> dict[str, Any] | None:
+        """For a kernel to start with the handshake (JEP 66): open its registration socket
+        and return what its connection file holds. ``None`` for the others.
+
+        The key and Curve keys of an earlier launch (a restart) are kept; its ports are not:
+        the kernel chooses new ones.
+
+        Raises:
+            ProvisionerError: the registration socket cannot be bound.
+        """
+        if not (self.kernel_handshake and spec.supports_handshake and self.transport == "tcp"):
+            return None
+        old = dict(self.connection_info or {})
+        ip = self.ip or self._default_ip()
+        curve: dict[str, str] = {
+            k: str(old[k]) for k in ("curve_publickey", "curve_secretkey") if k in old
+        }
+        if not old:
+            curve = curve_keys_for_launch(
+                self.transport_encryption, spec=spec, transport="tcp", ip=ip
+            )
+        key = old.get("key") or new_key()
+        scheme = old.get("signature_scheme") or "hmac-sha256"
+        self._release(remove_file=False)
+        try:
+            session = self._registration_session
+            if session is None or session.key != key.encode("utf-8"):
+                session = Session(key=key, signature_scheme=scheme)
+            self._registration = Registration.open(ip=ip, session=session)
+            self._registration_session = session
+        except zmq.ZMQError as exc:
+            raise ProvisionerError(f"cannot open a registration socket on {ip}: {exc}") from exc
+        self.connection_info = {}
+        self._registration_info = {
+            "transport": "tcp",
+            "ip": ip,
+            "registration_port": self._registration.port,
+            "key": key,
+            "signature_scheme": scheme,
+            "kernel_name": spec.name,
+            **curve,
+        }
+        return dict(self._registration_info)
+
+    async def _complete_registration(self, argv: list[str]) -> None:
+        """Await the launched kernel's registration (bounded by :attr:`handshake_timeout`,
+        and ended by its exit); then its connection info is complete and its file rewritten
+        with the ports. On any failure or cancellation the kernel is stopped and everything
+        released (shielded) before the error propagates.
+
+        Raises:
+            LaunchError: the kernel exited, or did not register in time.
+        """
+        registration, process = self._registration, self._process
+        assert registration is not None
+        assert process is not None
+        ports: dict[str, int] | None = None
+        try:
+            with anyio.move_on_after(self.handshake_timeout) as scope:
+                ports = await race_exit(registration, process.wait)
+            if ports is None:
+                problem = (
+                    f"did not register its ports within {self.handshake_timeout:g} s "
+                    "(LocalProvisioner.handshake_timeout)"
+                    if scope.cancelled_caught
+                    else f"exited with status {process.returncode} before it registered its ports"
+                )
+                raise LaunchError(
+                    f"kernel {argv[0]!r}, started with the handshake its spec declares, "
+                    f"{problem}; set LocalProvisioner.kernel_handshake=False to give it ports",
+                    argv=argv,
+                )
+            info = validate_connection_info({**self._registration_info, **ports})
+            self.connection_info = dict(info)
+            if self._written_file is not None:
+                write_connection_file(info, self._written_file)
+        except BaseException:
+            await self.cleanup(restart=False)
+            raise
+        finally:
+            self._close_registration()
+
+    def _close_registration(self) -> None:
+        registration, self._registration = self._registration, None
+        if registration is not None:
+            registration.close()
 
     # ------------------------------------------------------------------ persistence
 
@@ -503,20 +670,38 @@ class LocalProvisioner(KernelProvisionerBase):
         if self._process.returncode == UNKNOWN_EXIT_STATUS:
             self.log.info("Kernel %s (pid %s) had already exited", self.kernel_id, pid)
         else:
-            self._guard(process_start_time(self._process.pid))  # read with its pidfd open
+            await self._guard_soon()  # the start time is read with its pidfd open: the kernel's
 
     # ------------------------------------------------------------------ the guardian
 
-    def _guard(self, start_time: int | None) -> None:
+    async def _guard_soon(self) -> None:
+        """:meth:`_guard`, in a worker thread when it may have to start the guardian (a spawn);
+        at once when the guardian runs (a read in ``/proc`` and a write to a pipe, cheaper than
+        a hand-off to a thread). The thread is not abandoned on cancellation: the registration
+        is recorded either way (and undone by :meth:`cleanup`); the cancellation is delivered
+        once it returns."""
+        if self.independent or not _guardian.SUPPORTED:
+            return
+        if _guardian.guardian_pid() is not None:
+            self._guard()
+        else:
+            await anyio.to_thread.run_sync(self._guard)
+
+    def _guard(self) -> None:
         """Register the kernel with this process's guardian, unless it is independent.
-        Synchronous: one small write to a pipe (the guardian is started at the first)."""
+
+        Synchronous: it reads the kernel's start time in ``/proc`` and writes one small line to
+        a pipe, but the first registration of the process starts the guardian (a spawn), so
+        :meth:`_guard_soon` may run it in a worker thread. The token is recorded here, so that
+        whoever awaits that thread cannot lose it, even when cancelled.
+        """
         process = self._process
         if self.independent or process is None or not _guardian.SUPPORTED:
             return
         self._guard_token = _guardian.register(
             process.pid,
             pgid=self._pgid if process.group_is_ours else None,
-            start_time=start_time,
+            start_time=process_start_time(process.pid),
             connection_file=None if self._written_file is None else str(self._written_file),
             log=self.log,
         )
@@ -526,6 +711,60 @@ class LocalProvisioner(KernelProvisionerBase):
         token, self._guard_token = self._guard_token, None
         if token is not None:
             _guardian.unregister(token, log=self.log)
+
+
+def _checked_command(cmd: object) -> list[str]:
+    """*cmd* as a list of strings, checked at run time too (callers are not all type-checked).
+
+    Raises:
+        LaunchError: it is not a non-empty list of strings and paths.
+    """
+    if (
+        not isinstance(cmd, list | tuple)
+        or not cmd
+        or not all(isinstance(a, str | os.PathLike) for a in cmd)
+    ):
+        raise LaunchError(
+            f"the kernel command must be a non-empty list of strings, got {cmd!r}",
+            argv=[str(a) for a in cmd] if isinstance(cmd, list | tuple) else [str(cmd)],
+        )
+    return [os.fspath(a) for a in cmd]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ProcessOptions:
+    """What ``launch_kernel``'s keywords ask of the process, checked."""
+
+    env: Mapping[str, str] | None
+    cwd: str | bytes | os.PathLike[Any] | None
+    stdin: Any
+    stdout: Any
+    stderr: Any
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], argv: list[str], log: Any) -> _ProcessOptions:
+        """Take the process's options from *kwargs*; others are logged and ignored.
+
+        Raises:
+            LaunchError: an argument of *argv*, ``env`` or ``cwd`` cannot be given to the OS
+                (the message names it).
+        """
+        options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_PROCESS}
+        env = options.pop("env", None)
+        cwd = options.pop("cwd", None)
+        problem = _bad_launch_arguments(argv, env, cwd)
+        if problem is not None:
+            raise LaunchError(f"cannot start kernel: {problem}", argv=argv)
+        made = cls(
+            env=env,
+            cwd=cwd,
+            stdin=options.pop("stdin", subprocess.DEVNULL),
+            stdout=options.pop("stdout", None),
+            stderr=options.pop("stderr", None),
+        )
+        if options:
+            log.debug("LocalProvisioner ignores launch options %s", sorted(options))
+        return made
 
 
 def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:
@@ -542,13 +781,9 @@ def _launch_failure(argv: list[str], cwd: object, exc: OSError) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    """Whether a kernel bound to *host* can be reached from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
+    """Whether a kernel bound to *host* can be reached from this machine only. (A tcp
+    connection info's ``ip`` is always an IP address: validate_connection_info checks it.)"""
+    return ipaddress.ip_address(host).is_loopback
 
 
 def _check_connection_file_target(path: Path) -> None:

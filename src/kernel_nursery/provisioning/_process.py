@@ -14,6 +14,7 @@ from typing import Protocol
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 __all__ = [
     "UNKNOWN_EXIT_STATUS",
@@ -170,8 +171,9 @@ async def wait_for_group_exit(pgid: int) -> None:
     Used after the group was sent SIGKILL: the signal is delivered asynchronously, and members
     other than the kernel are not our children, so they cannot be awaited with ``waitpid``. On
     Linux each remaining member is found in ``/proc`` and awaited through a pidfd (readable at
-    its exit); nothing polls. Elsewhere this returns at once (the signal has been sent; that is
-    all a portable program can do). Callers bound it with a cancel scope.
+    its exit); nothing polls. The scan of ``/proc`` runs in a worker thread, which a
+    cancellation abandons (it only reads). Elsewhere this returns at once (the signal has been
+    sent; that is all a portable program can do). Callers bound it with a cancel scope.
     """
     if not hasattr(os, "pidfd_open"):
         return
@@ -181,7 +183,10 @@ async def wait_for_group_exit(pgid: int) -> None:
         return
     except PermissionError:
         pass  # a member we may not signal: look closer
-    for pid in _group_members(pgid):
+    # Reading /proc costs a file per process of the machine: in a worker thread, abandoned
+    # if cancelled (it only reads).
+    members = await anyio.to_thread.run_sync(_group_members, pgid, abandon_on_cancel=True)
+    for pid in members:
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:

@@ -610,7 +610,7 @@ class SSHProvisioner(KernelProvisionerBase):
     def _forwards(self, local: ConnectionInfo, remote_ports: list[int]) -> list[str]:
         argv = []
         for name, remote in zip(PORT_NAMES, remote_ports, strict=True):
-            argv += ["-L", f"127.0.0.1:{local[name]}:127.0.0.1:{remote}"]  # type: ignore[literal-required]
+            argv += ["-L", f"127.0.0.1:{local[name]}:127.0.0.1:{remote}"]
         return argv
 
     def _ssh_argv(

@@ -1,21 +1,32 @@
-"""``KernelSpec``: one kernel as described by its ``kernel.json``, read and checked."""
+"""``KernelSpec``: one kernel as described by its ``kernel.json``, read and checked.
+
+Kernel-spec *data*, a layer below :mod:`kernel_nursery.provisioning` (which launches what a
+spec describes). Finding specs on disk (``KernelSpecManager``) needs the provisioner factory and
+sits above provisioning, in :mod:`kernel_nursery.kernelspec`, which is also this module's public
+face.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from .._errors import KernelSpecError
+from ._errors import KernelSpecError
 
 __all__ = ["KernelSpec", "ProvisionerStanza"]
 
 InterruptMode = Literal["signal", "message"]
 
 _TOO_DEEP = "nested too deeply (deeper than Python's recursion limit)"
+#: A message protocol version as kernel.json gives it: "5.5", "5.3.1".
+_PROTOCOL_VERSION = re.compile(r"[0-9]{1,4}(\.[0-9]{1,4}){1,2}")
+#: The protocol version from which a kernel supports the start handshake (JEP 66).
+HANDSHAKE_PROTOCOL_VERSION = (5, 5)
 
 
 class ProvisionerStanza(TypedDict):
@@ -60,6 +71,11 @@ class KernelSpec:
     resource_dir: str = ""
     #: The kernel name (the directory's name, lowercased); empty for a spec built in memory.
     name: str = ""
+    #: The version of the message protocol the kernel speaks (kernel.json's
+    #: ``kernel_protocol_version``, ``"5.5"``); empty when the spec does not say.
+    #:
+    #: .. versionadded:: 0.1
+    kernel_protocol_version: str = ""
 
     def __post_init__(self) -> None:
         # A spec built in code gets the checks of the fields that a launch hands to the
@@ -68,6 +84,44 @@ class KernelSpec:
             return KernelSpecError(message, field=fld)
 
         _check_command(self.argv, self.env, fail)
+        _check_protocol_version(self.kernel_protocol_version, fail)
+
+    @property
+    def protocol_version_info(self) -> tuple[int, ...] | None:
+        """:attr:`kernel_protocol_version` as numbers (``(5, 5)``), or ``None`` when unset.
+
+        .. versionadded:: 0.1
+        """
+        if not self.kernel_protocol_version:
+            return None
+        return tuple(int(part) for part in self.kernel_protocol_version.split("."))
+
+    @property
+    def supports_handshake(self) -> bool:
+        """Whether the spec declares the start handshake of JEP 66 (the kernel binds its own
+        ports and reports them on a registration socket): protocol version 5.5 or later.
+
+        .. versionadded:: 0.1
+        """
+        version = self.protocol_version_info
+        return version is not None and version[:2] >= HANDSHAKE_PROTOCOL_VERSION
+
+    @property
+    def supported_encryption(self) -> frozenset[str] | None:
+        """The transport encryption schemes the kernel declares (``metadata.
+        supported_encryption``, lowercased: ``{"curve"}``), or ``None`` when the spec does
+        not say. An empty set means the kernel supports none.
+
+        Raises:
+            KernelSpecError: the metadata of a spec built in code is malformed.
+
+        .. versionadded:: 0.1
+        """
+
+        def fail(message: str, fld: str | None = None) -> KernelSpecError:
+            return KernelSpecError(message, field=fld)
+
+        return _check_encryption(self.metadata.get("supported_encryption"), fail)
 
     @property
     def kernel_provisioner(self) -> ProvisionerStanza | None:
@@ -137,6 +191,9 @@ class KernelSpec:
         stanza = metadata.get("kernel_provisioner")
         if stanza is not None:
             metadata["kernel_provisioner"] = _check_stanza(stanza, fail)
+        _check_encryption(metadata.get("supported_encryption"), fail)
+        version = data.get("kernel_protocol_version", "")
+        _check_protocol_version(version, fail)
         return cls(
             argv=list(argv),
             display_name=strings["display_name"] or name,
@@ -146,6 +203,7 @@ class KernelSpec:
             metadata=metadata,
             resource_dir=os.fspath(resource_dir),
             name=name,
+            kernel_protocol_version=version,
         )
 
     @classmethod
@@ -174,7 +232,7 @@ class KernelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The kernel.json form of this spec (a fresh, JSON-serialisable dict)."""
-        return {
+        data = {
             "argv": list(self.argv),
             "display_name": self.display_name,
             "language": self.language,
@@ -182,6 +240,9 @@ class KernelSpec:
             "env": dict(self.env),
             "metadata": json.loads(json.dumps(self.metadata)),
         }
+        if self.kernel_protocol_version:
+            data["kernel_protocol_version"] = self.kernel_protocol_version
+        return data
 
 
 def _check_command(argv: object, env: object, fail: Any) -> None:
@@ -227,3 +288,26 @@ def _check_stanza(stanza: object, fail: Any) -> ProvisionerStanza:
     if not isinstance(config, dict):
         raise fail(f"must be an object, got {type(config).__name__}", f"{where}.config")
     return {"provisioner_name": name, "config": config}
+
+
+def _check_protocol_version(version: object, fail: Any) -> None:
+    """``kernel_protocol_version`` is empty or a dotted version of two or three numbers."""
+    where = "kernel_protocol_version"
+    if not isinstance(version, str):
+        raise fail(f"must be a string such as '5.5', got {reprlib.repr(version)}", where)
+    if version and not _PROTOCOL_VERSION.fullmatch(version):
+        raise fail(f"must be a version such as '5.5', got {reprlib.repr(version)}", where)
+
+
+def _check_encryption(value: object, fail: Any) -> frozenset[str] | None:
+    """``metadata.supported_encryption``: absent, a scheme name, or a list of them (as
+    jupyter_client accepts); the schemes, lowercased."""
+    where = "metadata.supported_encryption"
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise fail(
+            f"must be a list of scheme names such as ['curve'], got {reprlib.repr(value)}", where
+        )
+    return frozenset(item.strip().lower() for item in items)

@@ -1,0 +1,160 @@
+"""CurveZMQ on the client's side: the socket options, and telling a kernel that ignored them.
+
+A connection file with ``curve_publickey``/``curve_secretkey`` describes a kernel whose five
+sockets are CURVE servers. Our sockets connect to it as CURVE clients: they know the kernel's
+public key (so they talk to that kernel and no impostor on its port), and every byte is
+encrypted. As jupyter_client does, the client reuses the connection file's pair as its own
+(the kernel authenticates nobody: whoever has the file may connect, as with the HMAC key).
+
+A kernel that does not implement CurveZMQ ignores the keys and binds its sockets in clear.
+zmq then refuses the encrypted handshake: no message ever passes, and readiness would wait for
+its whole timeout. :func:`wait_for_ready_encrypted` watches the shell connection's handshake
+and fails at once, with a :class:`~kernel_nursery.TransportEncryptionError`, when the kernel
+answers it in clear.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import anyio
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from .._errors import TransportEncryptionError
+from ..connection import ConnectionInfo, curve_supported
+from ._socket import AsyncSocket
+from ._wire import Message
+
+__all__ = ["is_encrypted", "set_curve_client_options", "wait_for_ready_encrypted"]
+
+#: What zmq reports when the two ends of a connection speak different security mechanisms.
+_MECHANISM_MISMATCH = zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+
+
+def is_encrypted(info: ConnectionInfo) -> bool:
+    """Whether *info* describes a kernel reached with CurveZMQ."""
+    return "curve_publickey" in info and "curve_secretkey" in info
+
+
+def set_curve_client_options(sock: zmq.Socket[bytes], info: ConnectionInfo) -> None:
+    """Make *sock* a CURVE client of the kernel of *info*, if *info* has Curve keys.
+
+    Must be called before the socket connects; a no-op for a kernel reached in clear.
+
+    Raises:
+        TransportEncryptionError: this libzmq has no CurveZMQ.
+    """
+    if not is_encrypted(info):
+        return
+    if not curve_supported():
+        raise TransportEncryptionError(
+            "the kernel's connection info has CurveZMQ keys, but this libzmq was built "
+            "without CurveZMQ: install pyzmq's wheels (or a libzmq with libsodium)"
+        )
+    public = info["curve_publickey"].encode("ascii")
+    sock.curve_secretkey = info["curve_secretkey"].encode("ascii")
+    sock.curve_publickey = public
+    sock.curve_serverkey = public  # the kernel's: authenticates the server we reach
+
+
+def _shell_url(info: ConnectionInfo) -> str:
+    if info["transport"] == "ipc":
+        return f"ipc://{info['ip']}-{info['shell_port']}"
+    ip = f"[{info['ip']}]" if ":" in info["ip"] else info["ip"]
+    return f"tcp://{ip}:{info['shell_port']}"
+
+
+async def _kernel_speaks_curve(info: ConnectionInfo) -> bool:
+    """Connect one CURVE socket to the kernel's shell port and return how its first
+    handshake ends: ``True`` when it succeeds, ``False`` when the other end uses no encryption.
+
+    Other failures (nothing listening yet, another program briefly on the port) are left to
+    zmq's reconnection, and the wait goes on; the caller bounds it. Cancelled, it closes its
+    sockets and leaves nothing.
+    """
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    monitor: AsyncSocket | None = None
+    try:
+        sock.linger = 0
+        sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        if ":" in info["ip"]:
+            sock.ipv6 = True
+        set_curve_client_options(sock, info)
+        monitor = AsyncSocket(
+            sock.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            )
+        )
+        sock.connect(_shell_url(info))
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return True
+            if event["value"] == _MECHANISM_MISMATCH:
+                return False
+    finally:
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close()
+        sock.close(linger=0)
+
+
+class _ReadinessClient(Protocol):
+    """What :func:`wait_for_ready_encrypted` needs of a :class:`KernelClient` (a protocol, so
+    that this module, which the client imports, does not import the client)."""
+
+    @property
+    def connection_info(self) -> ConnectionInfo: ...
+
+    async def wait_for_ready(self, timeout: float | None = ...) -> Message: ...  # noqa: ASYNC109
+
+
+async def wait_for_ready_encrypted(
+    client: _ReadinessClient,
+    *,
+    timeout: float | None,  # noqa: ASYNC109 (the same timeout as KernelClient.wait_for_ready)
+) -> Message:
+    """``client.wait_for_ready(timeout)``, failing fast when the kernel ignored its Curve keys.
+
+    For a kernel reached in clear it is just :meth:`KernelClient.wait_for_ready`. For an
+    encrypted one, the first handshake on the shell port is watched alongside: if the kernel
+    answers it in clear (it does not implement CurveZMQ), the wait ends at once.
+
+    Raises:
+        TransportEncryptionError: the kernel (or, in a rare port race, another program on its
+            shell port) does not speak CurveZMQ.
+        KernelTimeoutError, KernelDiedError: as :meth:`KernelClient.wait_for_ready`.
+    """
+    info = client.connection_info
+    if not is_encrypted(info):
+        return await client.wait_for_ready(timeout)
+    clear: list[bool] = []
+    reply: Message | None = None
+    failure: Exception | None = None
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        if not await _kernel_speaks_curve(info):
+            clear.append(True)
+            scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        try:
+            reply = await client.wait_for_ready(timeout)
+        except Exception as exc:
+            # Raised below, by itself: a task group would wrap it in an ExceptionGroup.
+            failure = exc
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    if clear:
+        raise TransportEncryptionError(
+            "the kernel answered an encrypted connection in clear: it does not support "
+            "CurveZMQ (its connection file's curve_* keys were ignored); start it with "
+            "transport_encryption='disabled', or use a kernel whose spec declares "
+            "metadata.supported_encryption ['curve']"
+        )
+    assert reply is not None
+    return reply

@@ -1,0 +1,911 @@
+"""``SlurmProvisioner``: the kernel as a Slurm job, held by a foreground ``srun``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
+
+from .._errors import (
+    JobEndedError,
+    JobRejectedError,
+    LaunchError,
+    ProvisionerError,
+    QueueTimeoutError,
+)
+from ..connection import ConnectionInfo, new_key, validate_connection_info
+from . import _guardian
+from ._base import KILL_WAIT_TIME, KernelProvisionerBase
+from ._command import format_kernel_cmd
+from ._process import UNKNOWN_EXIT_STATUS, process_start_time
+
+__all__ = ["SlurmProvisioner"]
+
+_NODE_SCRIPT = Path(__file__).with_name("_slurm_node.py")
+#: Seconds a Slurm command (``scancel``) may take before it is given up (the controller is
+#: unreachable): every clean-up path is bounded.
+TOOL_TIMEOUT = 10.0
+#: Longest line read from ``srun`` at once; longer output is passed on in pieces.
+_LINE_LIMIT = 65536
+#: Keywords that managers pass along and that are not for ``srun``.
+_NOT_FOR_SRUN = frozenset({"extra_arguments", "kernel_id", "kernel_name", "cmd"})
+
+JobState = Literal[
+    "NEW",
+    "SUBMITTED",
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "OUT_OF_MEMORY",
+]
+
+# What srun and slurmstepd write to srun's standard error, and what it tells us.
+_QUEUED = re.compile(rb"srun: job (\d+) queued and waiting for resources")
+_ALLOCATED = re.compile(rb"srun: job (\d+) has been allocated resources")
+_STEP_WAIT = re.compile(rb"srun: Job (\d+) step creation temporarily disabled")
+_ENDINGS: list[tuple[re.Pattern[bytes], JobState, str]] = [
+    (
+        re.compile(rb"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT"),
+        "TIMEOUT",
+        "its time limit was reached",
+    ),
+    (
+        re.compile(rb"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+ DUE TO PREEMPTION"),
+        "PREEMPTED",
+        "it was preempted",
+    ),
+    (re.compile(rb"DUE TO NODE FAILURE|[Nn]ode failure"), "NODE_FAIL", "its node failed"),
+    (
+        re.compile(rb"oom[-_]kill|OUT_OF_MEMORY|[Oo]ut [Oo]f [Mm]emory"),
+        "OUT_OF_MEMORY",
+        "it ran out of memory",
+    ),
+    (
+        re.compile(rb"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+ \*\*\*"),
+        "CANCELLED",
+        "it was cancelled (scancel)",
+    ),
+]
+_SRUN_ERROR = re.compile(r"^srun: (?:error|fatal): (.*)$")
+_TASK_REPORT = re.compile(r"^\S+: tasks? [\d,-]+: ")
+# Endings that restart_policy "on-failure" does not restart: doing the same again would burn
+# allocation for nothing (time limit, memory) or go against whoever ended it (scancel,
+# preemption).
+_NOT_RESTARTED_ON_FAILURE: frozenset[str] = frozenset(
+    {"TIMEOUT", "CANCELLED", "PREEMPTED", "OUT_OF_MEMORY"}
+)
+
+
+@functools.cache
+def _node_source() -> str:
+    """The node side's source, read once (it travels on srun's command line)."""
+    return _NODE_SCRIPT.read_text()
+
+
+class _Lines:
+    """Lines from a byte stream, safe to cancel between and during reads (nothing is lost)."""
+
+    def __init__(self, stream: anyio.abc.ByteReceiveStream | None) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self.eof = stream is None
+
+    async def next(self) -> bytes | None:
+        """The next line without its newline, or ``None`` at the end of the stream."""
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0 or len(self._buffer) >= _LINE_LIMIT or (self.eof and self._buffer):
+                cut = end if end >= 0 else min(len(self._buffer), _LINE_LIMIT)
+                line = bytes(self._buffer[:cut])
+                del self._buffer[: cut + 1 if end >= 0 else cut]
+                return line
+            if self.eof or self._stream is None:
+                return None
+            try:
+                self._buffer += await self._stream.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self.eof = True
+
+
+class SlurmProvisioner(KernelProvisionerBase):
+    """Runs the kernel as a Slurm job: a foreground ``srun`` on this machine holds the job, and
+    its exit is the job's end.
+
+    - :meth:`pre_launch` builds the kernel's command (:attr:`kernel_command`, by default the
+      spec's ``argv``) and a fresh message-signing key; no port is reserved here, since the
+      kernel binds on its node.
+    - :meth:`launch_kernel` runs ``srun`` with the configured resources (a job of its own, or a
+      step of the allocation this process runs in), hands the node side its launch request on
+      ``srun``'s standard input (the key never leaves that pipe), and waits, up to
+      :attr:`queue_timeout`, for the one line the node side writes when the kernel runs: its
+      node, job id and ports. Queue progress (pending, running on node X) is logged and kept in
+      :attr:`job_state` and :attr:`node`.
+    - :meth:`wait` awaits ``srun``'s exit (reading its standard error meanwhile: the kernel's
+      output, logged, and Slurm's word on how the job ended, kept in :attr:`end_reason`); it
+      never asks the scheduler anything. :meth:`poll` answers at once. The kernel's output
+      comes through that pipe, so something must await :meth:`wait` while the kernel runs (a
+      manager always does); otherwise a kernel that writes more than a pipe holds (64 KiB)
+      blocks until it is read.
+    - :meth:`send_signal` and :meth:`terminate` use ``scancel --signal``, :meth:`kill` uses
+      ``scancel``.
+    - No job outlives its owner: a failed, timed-out or cancelled launch (also while the job is
+      pending) and :meth:`cleanup` end ``srun``, which withdraws a pending job and ends a
+      running one; if this process dies, ``srun`` is stopped by this process's guardian and, as
+      the node side sees its standard input close, the kernel stops too.
+    - :attr:`restart_policy` decides whether a job that Slurm ended may be submitted again.
+
+    Transport: the kernel binds :attr:`ip` on its node (loopback by default, which reaches it
+    only when the node is this machine). A kernel on another node must bind an address this
+    machine can reach, and its messages then cross the cluster network unencrypted, signed
+    only; kernel-nursery does not encrypt them yet (CurveZMQ) nor tunnel them: use a network
+    you trust, or a tunnel of your own.
+
+    .. versionadded:: 0.1
+    """
+
+    partition = Unicode("", config=True, help="The partition (srun --partition); default Slurm's.")
+    time_limit = Unicode(
+        "",
+        config=True,
+        help="The job's time limit (srun --time, e.g. '1:00:00' or '30'); default the partition's.",
+    )
+    cpus = Integer(
+        None, allow_none=True, config=True, help="CPUs for the kernel (srun --cpus-per-task)."
+    )
+    memory = Unicode("", config=True, help="Memory for the kernel (srun --mem, e.g. '4G').")
+    gres = Unicode("", config=True, help="Generic resources, e.g. GPUs (srun --gres, 'gpu:1').")
+    account = Unicode("", config=True, help="The account charged (srun --account).")
+    qos = Unicode("", config=True, help="The quality of service (srun --qos).")
+    job_name = Unicode(
+        "", config=True, help="The job's name (srun --job-name); default kernel-<kernel id>."
+    )
+    extra_options = List(
+        Unicode(),
+        config=True,
+        help="More srun options, as separate arguments (e.g. ['--constraint=skylake']). srun "
+        "accepts nearly all of sbatch's options.",
+    )
+    kernel_command = List(
+        Unicode(),
+        config=True,
+        help="The command run on the node; default the kernel spec's argv. '{connection_file}' "
+        "is replaced by the connection file written on the node.",
+    )
+    env = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="More environment variables for the kernel (srun passes this process's "
+        "environment and the kernel spec's env on).",
+    )
+    cwd = Unicode(
+        "", config=True, help="The kernel's working directory on the node (srun --chdir)."
+    )
+    queue_timeout = Float(
+        300.0,
+        allow_none=True,
+        config=True,
+        help="Seconds from submission until the kernel must run on its node (pending in the "
+        "queue included); then the job is cancelled and the launch fails with "
+        "QueueTimeoutError. None waits as long as the queue takes.",
+    )
+    slurm_conf = Unicode(
+        "",
+        config=True,
+        help="The slurm.conf the Slurm commands use (SLURM_CONF); default as the environment says.",
+    )
+    slurm_bin_dir = Unicode(
+        "", config=True, help="Where srun and scancel are; default found on PATH."
+    )
+    python = Unicode(
+        sys.executable,
+        config=True,
+        help="The Python interpreter that runs the small launcher on the node (standard "
+        "library only); default this one, which suits a shared software tree.",
+    )
+    ip = Unicode(
+        "127.0.0.1",
+        config=True,
+        help="The address the kernel binds on its node; empty: the node's own address. The "
+        "default, loopback, reaches the kernel only when the node is this machine; beyond it "
+        "messages travel unencrypted (see the class's description).",
+    )
+    use_allocation = Bool(
+        True,
+        config=True,
+        help="Inside a Slurm allocation (SLURM_JOB_ID set), start the kernel as a job step of "
+        "it rather than as a job of its own.",
+    )
+    restart_policy = Enum(
+        ["on-failure", "always", "never"],
+        default_value="on-failure",
+        config=True,
+        help="Whether a kernel whose job ended without being asked may be restarted (a new "
+        "job, a new wait in the queue): 'on-failure' (the default) when the kernel crashed or "
+        "its node failed, but not when Slurm ended the job for its time limit or memory, "
+        "preemption or an outside scancel, which would happen again or undo someone's "
+        "decision; 'always'; 'never'. Restarts asked for (restart_kernel) always happen.",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._process: anyio.abc.Process | None = None
+        self._stderr = _Lines(None)
+        self._wait_lock = anyio.Lock()
+        self._launching = False
+        self._last_status: int | None = None
+        self._guard_token: int | None = None
+        self._requested_stop = False
+        self._adopted = False  # watching a job launched by another process (a watcher step)
+        #: The job id (a string, as Slurm prints it), once known.
+        self.job_id: str | None = None
+        #: The step id within the job (``"0"`` for a job of its own).
+        self.step_id: str | None = None
+        #: Whether the kernel is a step of an allocation this process runs in, rather than a
+        #: job of its own.
+        self.in_allocation = False
+        #: The node the kernel runs on, once it runs.
+        self.node: str | None = None
+        #: Where the job stands, as far as this provisioner has seen.
+        self.job_state: JobState = "NEW"
+        #: How the last job ended, in words, when Slurm ended it (time limit, scancel...).
+        self.end_reason: str | None = None
+        self._ended: JobState | None = None  # the state Slurm reported at the end, if it did
+        self._tail: list[str] = []  # the last lines of srun's standard error
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def has_process(self) -> bool:
+        return self._process is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The local ``srun``'s process id, or ``None``."""
+        return None if self._process is None else self._process.pid
+
+    async def poll(self) -> int | None:
+        """``None`` while the job runs; ``srun``'s exit status once it has ended (the kernel's
+        exit status, 128 + N for a kernel killed by signal N); ``0`` when none was launched.
+        Never waits, never asks Slurm."""
+        if self._process is None:
+            return self._last_status if self._last_status is not None else 0
+        status = self._process.returncode
+        if status is not None:
+            status = UNKNOWN_EXIT_STATUS if self._adopted else status
+            self._last_status = status
+        return status
+
+    async def wait(self) -> int | None:
+        """Wait for the job to end and return its status (as :meth:`poll`).
+
+        Reads ``srun``'s standard error meanwhile: the kernel's output is logged, Slurm's
+        messages tell how the job ended (:attr:`end_reason`, :attr:`job_state`). Several tasks
+        may wait; cancelling one affects only it, and leaves the job running.
+        """
+        process, lines = self._process, self._stderr  # this job's: a restart replaces them
+        if process is None:
+            return await self.poll()
+        async with self._wait_lock:
+            while (line := await lines.next()) is not None:
+                self._on_stderr(line)
+            status = await process.wait()
+            if self._adopted:
+                status = UNKNOWN_EXIT_STATUS
+        if self._process is process:
+            self._last_status = status
+            self._finish(status)
+        return status
+
+    # ------------------------------------------------------------------ signals
+
+    async def send_signal(self, signum: int) -> None:
+        """Send *signum* to every process of the kernel's job step, through ``scancel
+        --signal`` (``SIGKILL`` cancels the job). Nothing happens when no job runs."""
+        if signum == signal.SIGKILL:
+            await self.kill()
+            return
+        if signum in (signal.SIGTERM, signal.SIGHUP):
+            self._requested_stop = True
+        if self._process is None or self._process.returncode is not None:
+            return
+        name = signal.Signals(signum).name.removeprefix("SIG")
+        if not await self._scancel(f"--signal={name}"):
+            # No job id yet (still pending), or the controller did not answer: srun itself
+            # passes SIGTERM on, or withdraws a job still in the queue.
+            if signum == signal.SIGTERM:
+                self._signal_srun(signal.SIGTERM)
+
+    async def terminate(self, restart: bool = False) -> None:
+        """``scancel --signal=TERM``: the kernel may catch it and clean up."""
+        self._requested_stop = True
+        await self.send_signal(signal.SIGTERM)
+
+    async def kill(self, restart: bool = False) -> None:
+        """``scancel`` the job (the step, inside an allocation): Slurm ends every process of it.
+        If Slurm cannot be reached, ``srun`` is told to end the job itself (SIGTERM)."""
+        self._requested_stop = True
+        if self._process is None or self._process.returncode is not None:
+            return
+        if not await self._scancel():
+            self._signal_srun(signal.SIGTERM)
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """The kernel was asked to exit: its job's end is expected, not a failure."""
+        self._requested_stop = True
+
+    # ------------------------------------------------------------------ launch
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Build the kernel's command and environment and make the message-signing key.
+
+        After a job that ended without being asked to (an automatic restart), applies
+        :attr:`restart_policy`.
+
+        Raises:
+            ProvisionerError: there is no kernel spec.
+            JobEndedError: :attr:`restart_policy` does not allow submitting the kernel again
+                after the way its last job ended.
+        """
+        spec = self.kernel_spec
+        if spec is None:
+            raise ProvisionerError("SlurmProvisioner needs a kernel_spec to launch a kernel")
+        self._check_restart()
+        if not self.kernel_id:
+            self.kernel_id = str(uuid.uuid4())
+        kwargs = dict(kwargs)
+        extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
+        argv = list(self.kernel_command) or list(spec.argv)
+        cmd = format_kernel_cmd(
+            argv,
+            substitutions={"resource_dir": spec.resource_dir, "prefix": sys.prefix},
+            extra_arguments=extra_arguments,
+        )
+        if not self.connection_info:
+            self.connection_info = {"key": new_key(), "signature_scheme": "hmac-sha256"}
+        result = await super().pre_launch(cmd=cmd, **kwargs)
+        result["env"].update(self.env)
+        return result
+
+    def _check_restart(self) -> None:
+        ended, reason = self._ended, self.end_reason
+        if self.job_state == "NEW" or self._requested_stop:
+            return
+        policy = self.restart_policy
+        if policy == "always":
+            return
+        if policy == "never" or (ended is not None and ended in _NOT_RESTARTED_ON_FAILURE):
+            raise JobEndedError(
+                f"kernel {self.kernel_id}: job {self.job_id} ended because "
+                f"{reason or 'the kernel exited'}; not submitted again "
+                f"(SlurmProvisioner.restart_policy={policy!r})",
+                job_id=self.job_id,
+                state=ended or "FAILED",
+            )
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> ConnectionInfo:
+        """Submit the kernel with ``srun`` and return its connection info once it runs.
+
+        Waits through the queue, up to :attr:`queue_timeout`. If this raises, or is cancelled
+        (also while the job is pending), the job is withdrawn or ended and ``srun`` reaped
+        before it returns: nothing is left in the queue.
+
+        Raises:
+            LaunchError: ``srun`` cannot be run (Slurm is not installed, not on PATH), or the
+                node side failed before the kernel ran (the message has its last words).
+            JobRejectedError: Slurm refused the job (unknown partition or account, a resource
+                request no node can satisfy...): the message is Slurm's.
+            QueueTimeoutError: the job did not start within :attr:`queue_timeout`.
+            ProvisionerError: this provisioner already runs a kernel.
+        """
+        if self._launching or (self._process is not None and self._process.returncode is None):
+            raise ProvisionerError(
+                f"kernel {self.kernel_id} is still running; stop it before launching again"
+            )
+        if self._process is not None:
+            await self._reap()  # the previous job's srun (a restart)
+        self._launching = True
+        try:
+            return await self._launch(cmd, kwargs)
+        finally:
+            self._launching = False
+
+    async def _launch(self, cmd: list[str], kwargs: dict[str, Any]) -> ConnectionInfo:
+        command: object = cmd  # checked at run time too: callers are not all type-checked
+        if (
+            not isinstance(command, list | tuple)
+            or not command
+            or not all(isinstance(a, str) for a in command)
+        ):
+            raise LaunchError(
+                f"the kernel command must be a non-empty list of strings, got {command!r:.200}",
+                argv=[str(a) for a in command] if isinstance(command, list | tuple) else [],
+            )
+        options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_SRUN}
+        env: dict[str, str] = dict(options.pop("env", None) or os.environ)
+        cwd = options.pop("cwd", None) or self.cwd or None
+        if options:
+            self.log.debug("SlurmProvisioner ignores launch options %s", sorted(options))
+        srun = self._tool("srun")
+        step = self.use_allocation and bool(env.get("SLURM_JOB_ID"))
+        self.in_allocation = step
+        if not step:
+            for name in ("SLURM_JOB_ID", "SLURM_JOBID"):
+                env.pop(name, None)
+        if self.slurm_conf:
+            if not await anyio.Path(self.slurm_conf).is_file():
+                raise LaunchError(
+                    f"cannot submit kernel {self.kernel_id}: SlurmProvisioner.slurm_conf "
+                    f"{self.slurm_conf!r} is not a file",
+                    argv=[srun],
+                )
+            env["SLURM_CONF"] = self.slurm_conf
+        argv = [srun, *self._srun_options(step=step, cwd=cwd), "--"]
+        argv += [self.python, "-I", "-c", _node_source()]
+        info = self.connection_info
+        request = {
+            "argv": list(cmd),
+            "key": info.get("key", ""),
+            "signature_scheme": info.get("signature_scheme", "hmac-sha256"),
+            "ip": self.ip,
+            "kernel_id": self.kernel_id,
+            "kernel_name": self.kernel_spec.name if self.kernel_spec else "",
+        }
+        self.job_id = self.step_id = self.node = self.end_reason = None
+        self._ended = None
+        self._tail = []
+        self._requested_stop = False
+        with anyio.CancelScope(shield=True):  # see LocalProvisioner: a spawn is not cancelled
+            try:
+                process = await anyio.open_process(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise LaunchError(
+                    f"cannot run srun ({srun}): {exc.strerror or exc}", argv=argv[:-1]
+                ) from exc
+        self._process = process
+        self._adopted = False
+        self._stderr = _Lines(process.stderr)
+        self._set_state("SUBMITTED")
+        self._guard()
+        try:
+            assert process.stdin is not None
+            await process.stdin.send(json.dumps(request).encode() + b"\n")
+            status = await self._await_running(process)
+            connection = dict(status.get("connection") or {})
+            connection["key"] = request["key"]
+            connection["signature_scheme"] = request["signature_scheme"]
+            self.connection_info = dict(validate_connection_info(connection))
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._abort()
+                if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
+                    raise self._failure(argv) from None
+            raise
+        if status.get("job_id"):
+            self.job_id = str(status["job_id"])
+        self.step_id = str(status.get("step_id") or "0")
+        self.node = str(status.get("node") or "") or None
+        self._set_state("RUNNING")
+        return validate_connection_info(self.connection_info)
+
+    async def _await_running(self, process: anyio.abc.Process) -> dict[str, Any]:
+        """Read srun's output until the node side reports the kernel running.
+
+        Raises:
+            QueueTimeoutError: not within :attr:`queue_timeout`.
+            JobRejectedError, LaunchError: srun ended first.
+        """
+        stdout = _Lines(process.stdout)
+        status: dict[str, Any] | None = None
+        with anyio.move_on_after(
+            self.queue_timeout if self.queue_timeout is not None else float("inf")
+        ) as timeout:
+            async with anyio.create_task_group() as tg:
+
+                async def follow_stderr() -> None:
+                    while (line := await self._stderr.next()) is not None:
+                        self._on_stderr(line)
+
+                tg.start_soon(follow_stderr)
+                while (line := await stdout.next()) is not None:
+                    try:
+                        message = json.loads(line)
+                    except ValueError:
+                        self.log.info(
+                            "kernel %s: %s", self.kernel_id, line.decode(errors="replace")
+                        )
+                        continue
+                    if isinstance(message, dict) and message.get("event") == "running":
+                        status = message
+                        break
+                tg.cancel_scope.cancel()
+        if timeout.cancelled_caught:
+            where = f"job {self.job_id}" if self.job_id else "the job"
+            raise QueueTimeoutError(
+                f"kernel {self.kernel_id}: {where} did not start within "
+                f"{self.queue_timeout:g} s (SlurmProvisioner.queue_timeout); it was cancelled",
+                job_id=self.job_id,
+            )
+        if status is None:
+            raise anyio.BrokenResourceError  # srun ended first: _failure says why
+        return status
+
+    def _srun_options(self, *, step: bool, cwd: str | None) -> list[str]:
+        options = [f"--job-name={self.job_name or f'kernel-{self.kernel_id}'}"]
+        options += ["--nodes=1", "--ntasks=1", "--kill-on-bad-exit=1"]
+        more: list[tuple[str, str | None]] = []
+        if not step:  # what a step cannot choose: its allocation's
+            more += [
+                ("--partition", self.partition),
+                ("--time", self.time_limit),
+                ("--account", self.account),
+                ("--qos", self.qos),
+            ]
+        if self.cpus is not None:
+            options.append(f"--cpus-per-task={self.cpus}")
+        more += [("--mem", self.memory), ("--gres", self.gres), ("--chdir", cwd)]
+        for flag, value in more:
+            if value:
+                options.append(f"{flag}={value}")
+        return options + list(self.extra_options)
+
+    def _tool(self, name: str) -> str:
+        if self.slurm_bin_dir:
+            path: str | None = str(Path(self.slurm_bin_dir) / name)
+            if not os.access(str(path), os.X_OK):
+                path = None
+        else:
+            path = shutil.which(name)
+        if path is None:
+            where = self.slurm_bin_dir or "PATH"
+            raise LaunchError(
+                f"cannot submit kernel {self.kernel_id}: Slurm's {name} is not in {where} "
+                "(install Slurm's client commands, or set SlurmProvisioner.slurm_bin_dir)",
+                argv=[name],
+            )
+        return path
+
+    def _failure(self, argv: list[str]) -> ProvisionerError:
+        """The error for an srun that ended before the kernel ran, from its last words."""
+        # srun's own errors, but not its reports on the task (the job did run, then).
+        errors = [
+            m.group(1)
+            for m in map(_SRUN_ERROR.match, self._tail)
+            if m and not _TASK_REPORT.match(m.group(1))
+        ]
+        status = self._last_status
+        if errors:
+            message = "; ".join(dict.fromkeys(errors))
+            return JobRejectedError(
+                f"Slurm refused kernel {self.kernel_id}: {message}", job_id=self.job_id
+            )
+        ours = [line for line in self._tail if line.startswith("kernel-nursery: ")]
+        tail = ours[-1].removeprefix("kernel-nursery: ") if ours else None
+        tail = tail or " | ".join(self._tail[-3:]) or "no output"
+        return LaunchError(
+            f"kernel {self.kernel_id}: srun exited with status {status} before the kernel "
+            f"ran: {tail}",
+            argv=argv[:-1],
+        )
+
+    # ------------------------------------------------------------------ srun's messages
+
+    def _on_stderr(self, line: bytes) -> None:
+        text = line.decode(errors="replace").rstrip()
+        self._tail = [*self._tail[-19:], text]
+        if m := _QUEUED.search(line):
+            self.job_id = m.group(1).decode()
+            self._set_state("PENDING")
+            return
+        if m := _ALLOCATED.search(line):
+            self.job_id = m.group(1).decode()
+            self.log.info("Kernel %s: job %s has been allocated", self.kernel_id, self.job_id)
+            return
+        if m := _STEP_WAIT.search(line):
+            self.job_id = m.group(1).decode()
+            self._set_state("PENDING")
+            return
+        if not line.startswith((b"srun:", b"slurmstepd")):
+            self.log.info("kernel %s: %s", self.kernel_id, text)  # the kernel's own output
+            return
+        for pattern, state, words in _ENDINGS:
+            if pattern.search(line):
+                if self._ended is None or state != "CANCELLED":
+                    self._ended, self.end_reason = state, words
+                break
+        self.log.info("Kernel %s: %s", self.kernel_id, text)
+
+    def _set_state(self, state: JobState) -> None:
+        if state == self.job_state:
+            return
+        self.job_state = state
+        if state == "PENDING":
+            self.log.info("Kernel %s: job %s is pending in the queue", self.kernel_id, self.job_id)
+        elif state == "RUNNING":
+            self.log.info(
+                "Kernel %s: job %s is running on node %s", self.kernel_id, self.job_id, self.node
+            )
+        else:
+            self.log.debug("Kernel %s: job %s is %s", self.kernel_id, self.job_id, state)
+
+    def _finish(self, status: int) -> None:
+        """srun has exited with *status*: record how the job ended."""
+        if self.job_state not in ("SUBMITTED", "PENDING", "RUNNING"):
+            return  # recorded already
+        if self._ended == "CANCELLED" and self._requested_stop:
+            self._ended = self.end_reason = None  # our own scancel
+        if self._ended is not None:
+            self._set_state(self._ended)
+            self.log.warning(
+                "Kernel %s: job %s ended because %s", self.kernel_id, self.job_id, self.end_reason
+            )
+        elif self.job_state != "RUNNING" or self._requested_stop:
+            self._set_state("CANCELLED" if status else "COMPLETED")
+        else:
+            self._set_state("COMPLETED" if status == 0 else "FAILED")
+
+    # ------------------------------------------------------------------ stopping
+
+    async def _scancel(self, *options: str, by_name: bool = False) -> bool:
+        """``scancel [options] JOB[.STEP]``; whether it was sent (a job id is known and
+        scancel succeeded). With *by_name* and no job id, the job is named by its default name
+        instead, which holds the kernel id (a name configured by the user may be shared by
+        other jobs: never used so). Bounded by :data:`TOOL_TIMEOUT`."""
+        if self.job_id is None:
+            if not (by_name and not self.job_name and not self.in_allocation):
+                return False
+            target = f"--name=kernel-{self.kernel_id}"
+            options = (*options, f"--user={os.getuid()}")
+        elif self.in_allocation:
+            if self.step_id is None:
+                return False  # not running yet: srun withdraws it
+            target = f"{self.job_id}.{self.step_id}"
+        else:
+            target = self.job_id
+        try:
+            scancel = self._tool("scancel")
+        except LaunchError as exc:
+            self.log.warning("%s", exc)
+            return False
+        env = dict(os.environ)
+        if self.slurm_conf:
+            env["SLURM_CONF"] = self.slurm_conf
+        with anyio.move_on_after(TOOL_TIMEOUT):
+            try:
+                result = await anyio.run_process(
+                    [scancel, *options, target], env=env, check=False, stdin=subprocess.DEVNULL
+                )
+            except OSError as exc:
+                self.log.warning("Cannot run %s: %s", scancel, exc)
+                return False
+            if result.returncode == 0:
+                return True
+            self.log.warning(
+                "scancel %s failed: %s", target, result.stderr.decode(errors="replace").strip()
+            )
+            return False
+        self.log.warning("scancel %s did not answer within %g s", target, TOOL_TIMEOUT)
+        return False
+
+    def _signal_srun(self, signum: int) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    async def _abort(self) -> None:
+        """A launch failed or was cancelled: end srun (which withdraws a pending job or ends a
+        running one), escalating, and reap it. Shielded by the caller, bounded."""
+        process = self._process
+        if process is None:
+            return
+        self._requested_stop = True
+        self._signal_srun(signal.SIGTERM)
+        async with anyio.create_task_group() as tg:
+
+            async def escalate() -> None:
+                await anyio.sleep(KILL_WAIT_TIME)
+                # srun did not end the job: Slurm does it (a job srun had not yet named is
+                # found by its name), then srun goes.
+                await self._scancel(by_name=True)
+                self._signal_srun(signal.SIGKILL)
+
+            tg.start_soon(escalate)
+            with anyio.move_on_after(2 * KILL_WAIT_TIME):
+                await self.wait()
+            tg.cancel_scope.cancel()
+        await self._reap()
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Make sure the job is gone, then reap ``srun``. Shielded and bounded: a job still
+        running is cancelled (``scancel``; if that fails, ``srun`` is told to end it). With
+        *restart* the key is kept for the next launch."""
+        with anyio.CancelScope(shield=True):
+            process = self._process
+            if process is not None and process.returncode is None:
+                await self.kill(restart)
+                with anyio.move_on_after(KILL_WAIT_TIME):
+                    await self.wait()
+                if process.returncode is None:
+                    self._signal_srun(signal.SIGKILL)
+                    with anyio.move_on_after(KILL_WAIT_TIME):
+                        await process.wait()
+            await self._reap()
+            if not restart:
+                self.connection_info = {}
+
+    async def _reap(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.returncode is None:
+            self.log.error("Kernel %s: srun (pid %s) did not exit", self.kernel_id, process.pid)
+        else:
+            self._last_status = process.returncode
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                await stream.aclose()
+        self._process = None
+        self._stderr = _Lines(None)
+        self._unguard()
+
+    # ------------------------------------------------------------------ persistence
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """The base info plus the job's ``job_id``, ``step_id``, ``node``, ``job_state`` and
+        ``slurm_conf``. Plain JSON data."""
+        info = await super().get_provisioner_info()
+        info.update(
+            {
+                "job_id": self.job_id,
+                "step_id": self.step_id,
+                "node": self.node,
+                "job_state": self.job_state,
+                "in_allocation": self.in_allocation,
+                "slurm_conf": self.slurm_conf or None,
+            }
+        )
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Take over the kernel job described by *provisioner_info*, from another process:
+        afterwards :meth:`poll`, :meth:`wait`, :meth:`send_signal`, :meth:`kill` and
+        :meth:`cleanup` act on that job.
+
+        The job's end is awaited through a watcher of this process's own: a second job step
+        (``srun --jobid=JOB --overlap``) that does nothing until Slurm ends it with the job. Its
+        exit status is the job's, which only its own ``srun`` learns, so :meth:`poll` and
+        :meth:`wait` report :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`.
+
+        The job still belongs to the ``srun`` of the process that launched it: it ends when
+        that process stops it or dies. Taking over moves the handle, not the ownership.
+
+        Raises:
+            ProvisionerError: this provisioner already runs a kernel, or the kernel is a step
+                of an allocation (its end cannot be told from the allocation's).
+            JobEndedError: the job is no longer running (the watcher could not join it).
+        """
+        if self._process is not None or self._launching:
+            raise ProvisionerError("this provisioner already manages a kernel job")
+        await super().load_provisioner_info(provisioner_info)
+        job_id, step_id = provisioner_info.get("job_id"), provisioner_info.get("step_id")
+        if provisioner_info.get("slurm_conf"):
+            self.slurm_conf = str(provisioner_info["slurm_conf"])
+        if not job_id:
+            return
+        if provisioner_info.get("in_allocation") or step_id not in (None, "0"):
+            raise ProvisionerError(
+                f"kernel {self.kernel_id} is step {step_id} of allocation {job_id}; only a "
+                "kernel that is a job of its own can be taken over"
+            )
+        self.job_id, self.step_id = str(job_id), "0"
+        self.node = provisioner_info.get("node")
+        env = dict(os.environ)
+        if self.slurm_conf:
+            env["SLURM_CONF"] = self.slurm_conf
+        argv = [
+            self._tool("srun"),
+            f"--jobid={self.job_id}",
+            "--overlap",
+            "--nodes=1",
+            "--ntasks=1",
+            "--job-name=kernel-watcher",
+            "--",
+            self.python,
+            "-I",
+            "-c",
+            # Says it runs, then waits until Slurm ends the job (or this process goes).
+            "import sys; print('watching', flush=True); sys.stdin.buffer.read()",
+        ]
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        self._process = process
+        self._adopted = True
+        self._stderr = _Lines(process.stderr)
+        self._requested_stop = False
+        self._set_state("RUNNING")
+        try:
+            joined = await _Lines(process.stdout).next() == b"watching"
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._let_go()
+            raise
+        if not joined:  # it could not join: the job has ended
+            with anyio.CancelScope(shield=True):
+                await self._let_go()
+            raise JobEndedError(
+                f"kernel {self.kernel_id}: job {self.job_id} is not running: "
+                f"{' | '.join(self._tail[-2:]) or 'srun exited'}",
+                job_id=self.job_id,
+                state="COMPLETED",
+            )
+
+    async def _let_go(self) -> None:
+        """Stop watching an adopted job, leaving the job alone: the watcher step ends when its
+        input closes. Shielded by the caller, bounded."""
+        process = self._process
+        if process is None:
+            return
+        if process.stdin is not None:
+            await process.stdin.aclose()
+        with anyio.move_on_after(KILL_WAIT_TIME):
+            await self.wait()
+        if process.returncode is None:
+            self._signal_srun(signal.SIGKILL)
+            with anyio.move_on_after(KILL_WAIT_TIME):
+                await process.wait()
+        await self._reap()
+
+    # ------------------------------------------------------------------ the guardian
+
+    def _guard(self) -> None:
+        """If this process dies, its guardian stops srun (SIGTERM: srun ends the job)."""
+        process = self._process
+        if process is None or not _guardian.SUPPORTED:
+            return
+        self._guard_token = _guardian.register(
+            process.pid,
+            pgid=process.pid,
+            start_time=process_start_time(process.pid),
+            connection_file=None,
+            log=self.log,
+        )
+
+    def _unguard(self) -> None:
+        token, self._guard_token = self._guard_token, None
+        if token is not None:
+            _guardian.unregister(token, log=self.log)

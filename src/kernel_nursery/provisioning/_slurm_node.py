@@ -1,0 +1,146 @@
+"""The node side of a Slurm kernel: the job's task, which starts the kernel on the compute node.
+
+:class:`~kernel_nursery.provisioning.SlurmProvisioner` runs this file's source as
+``python -c <source>`` through ``srun``, so nothing of kernel-nursery needs to be installed where
+the job runs (only a Python 3 interpreter). It is never imported by the package. Standard library
+only.
+
+The conversation, over the ``srun`` step's standard streams (nothing is written to a shared file
+system, nothing polls):
+
+1. standard input, first line: a JSON object from the submitting side, with the kernel's
+   ``argv`` (``{connection_file}`` still in it), the message-signing ``key`` and
+   ``signature_scheme``, the ``ip`` to bind (empty: the node's own address), ``kernel_id`` and
+   ``kernel_name``. The key travels on this pipe only: never on a command line, in the job's
+   environment or on a shared disk.
+2. this script picks five free ports on the node, writes the connection file (mode 0600) in a
+   private directory of the node's temporary directory, and starts the kernel as its child
+   (the kernel's standard output goes to standard error: standard output is for status only);
+3. standard output, one line: ``{"event": "running", ...}`` with the node, the job and step ids,
+   and the connection info less the key, which the submitting side already has;
+4. it then watches standard input: end of file means the submitting side has gone (``srun``
+   closes the task's input when its own ends), and the kernel is stopped (SIGTERM, SIGKILL after
+   a grace period). Slurm's own signals (``scancel --signal``) reach the kernel directly, as
+   every process of the step; this script passes SIGTERM on too and ignores SIGINT (the
+   interrupt is the kernel's);
+5. when the kernel exits, the connection file and its directory are removed and this script
+   exits with the kernel's status (128 + N for a kernel killed by signal N, as a shell does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+
+#: Seconds the kernel gets between SIGTERM and SIGKILL once the submitting side has gone.
+GRACE = 5.0
+_PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+def _node_address() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def _free_ports(ip: str, count: int) -> list[int]:
+    """*count* distinct ports free on *ip* now (the sockets are held until all are found)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.bind((ip, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _stop(kernel: subprocess.Popen[bytes]) -> None:
+    """The submitting side has gone: end the kernel, politely first."""
+    try:
+        kernel.terminate()
+        kernel.wait(GRACE)
+    except subprocess.TimeoutExpired:
+        kernel.kill()
+    except OSError:
+        pass
+
+
+def main() -> int:
+    setup = json.loads(sys.stdin.buffer.readline() or b"null")
+    if not isinstance(setup, dict):
+        print("kernel-nursery: no launch request on standard input", file=sys.stderr)
+        return 2
+    ip = setup.get("ip") or _node_address()
+    try:
+        ports = _free_ports(ip, len(_PORT_NAMES))
+    except OSError as exc:
+        node = socket.gethostname()
+        print(f"kernel-nursery: cannot listen on {ip} on {node}: {exc}", file=sys.stderr)
+        return 1
+    info: dict[str, object] = dict(zip(_PORT_NAMES, ports, strict=True))
+    info.update(
+        ip=ip,
+        transport="tcp",
+        key=setup["key"],
+        signature_scheme=setup["signature_scheme"],
+        kernel_name=setup.get("kernel_name", ""),
+    )
+    directory = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700
+    path = os.path.join(directory, f"kernel-{setup['kernel_id']}.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f, indent=1)
+    try:
+        argv = [arg.replace("{connection_file}", path) for arg in setup["argv"]]
+        signal.signal(signal.SIGINT, lambda *_: None)  # a handler, not SIG_IGN: not inherited
+        try:
+            kernel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+        except OSError as exc:
+            node = socket.gethostname()
+            print(f"kernel-nursery: cannot start the kernel on {node}: {exc}", file=sys.stderr)
+            return 127
+        signal.signal(signal.SIGTERM, lambda *_: kernel.send_signal(signal.SIGTERM))
+        public = {k: v for k, v in info.items() if k != "key"}
+        status = {
+            "event": "running",
+            "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+            "job_id": os.environ.get("SLURM_JOB_ID"),
+            "step_id": os.environ.get("SLURM_STEP_ID"),
+            "pid": kernel.pid,
+            "connection": public,
+        }
+        sys.stdout.write(json.dumps(status) + "\n")
+        sys.stdout.flush()
+
+        def watch_input() -> None:
+            while sys.stdin.buffer.read(65536):
+                pass
+            _stop(kernel)
+
+        threading.Thread(target=watch_input, daemon=True).start()
+        while True:
+            try:
+                code = kernel.wait()
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries already
+                continue
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.stdout.flush()
+    os._exit(main())  # not sys.exit: the input watcher may still be reading

@@ -1,0 +1,466 @@
+"""Tests for kernel_nursery.provisioning._slurm: SlurmProvisioner on a real single-node Slurm
+cluster of the session's own (tests/helpers/slurm.py), with real ipykernels.
+
+After every test the queue holds no job of ours (an autouse check).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from kernel_nursery import (
+    JobEndedError,
+    JobRejectedError,
+    KernelDiedError,
+    KernelManager,
+    KernelSpec,
+    LaunchError,
+    QueueTimeoutError,
+    SlurmProvisioner,
+)
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
+
+from ..helpers.engines import need_binaries
+from ..helpers.slurm import SlurmCluster
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+BINARIES = ("slurmctld", "slurmd", "munged", "srun", "salloc", "scancel", "squeue", "scontrol")
+IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[SlurmCluster]:
+    """A single-node Slurm cluster for the session (munged, slurmctld, slurmd), stopped after.
+
+    Its directory is not under pytest's temporary directory: munged wants every directory
+    above its socket searchable by all users, and pytest's are private (0700).
+    """
+    binaries = need_binaries("slurm", *BINARIES)
+    if os.geteuid() != 0:
+        pytest.skip("slurm: the test cluster's daemons run as root (SlurmUser=root)")
+    root = Path(tempfile.mkdtemp(prefix="kn-slurm-"))
+    try:
+        root.chmod(0o755)
+        cluster = SlurmCluster(root=root, binaries=binaries)
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def queue_left_empty(slurm: SlurmCluster) -> Iterator[None]:
+    """Fail a test that leaves a job of ours in the queue (one completing is on its way out)."""
+    yield
+    leftover = [job for job in slurm.queue() if " COMPLETING " not in job]
+    if leftover:
+        slurm.run("scancel", "--user", str(os.getuid()))
+    assert not leftover, f"test left jobs in the Slurm queue: {leftover}"
+
+
+def spec(slurm: SlurmCluster, argv: list[str] | None = None, **config: Any) -> KernelSpec:
+    """A kernel spec run by the 'slurm' provisioner on the test cluster."""
+    stanza = {"provisioner_name": "slurm", "config": {"slurm_conf": str(slurm.conf), **config}}
+    return KernelSpec(
+        argv=argv or IPYKERNEL,
+        display_name="Python on Slurm",
+        language="python",
+        name="slurm-python",
+        metadata={"kernel_provisioner": stanza},
+    )
+
+
+def provisioner(
+    slurm: SlurmCluster, argv: list[str] | None = None, **config: Any
+) -> SlurmProvisioner:
+    """A SlurmProvisioner for the test cluster, without a manager."""
+    config.setdefault("slurm_conf", str(slurm.conf))
+    return SlurmProvisioner(kernel_spec=spec(slurm, argv), **config)
+
+
+async def launch(p: SlurmProvisioner, **kwargs: Any) -> dict[str, Any]:
+    """The manager's launch sequence: pre_launch, launch_kernel, post_launch."""
+    kw = await p.pre_launch(**kwargs)
+    cmd = kw.pop("cmd")
+    info = await p.launch_kernel(cmd, **kw)
+    await p.post_launch(**kw)
+    return dict(info)
+
+
+# ---------------------------------------------------------------- a kernel's life
+
+
+async def test_start_execute_and_shutdown(slurm: SlurmCluster) -> None:
+    """A manager starts ipykernel as a job on the node, runs code in it, and shutting down
+    ends the job."""
+    async with KernelManager(kernel_spec=spec(slurm)) as km:
+        await km.start_kernel()
+        p = km.provisioner
+        assert isinstance(p, SlurmProvisioner)
+        assert p.job_state == "RUNNING" and p.node == "localhost" and p.job_id
+        assert [job.split()[:2] for job in slurm.queue()] == [[p.job_id, "RUNNING"]]
+        async with km.client() as kc:
+            result = await kc.execute("import os; print(os.environ['SLURM_JOB_ID'])", timeout=30)
+        assert result.stdout.strip() == p.job_id
+        await km.shutdown_kernel()
+        assert p.job_state in ("COMPLETED", "CANCELLED")
+        assert p.end_reason is None
+
+
+async def test_interrupt_reaches_the_kernel(slurm: SlurmCluster) -> None:
+    """interrupt_kernel (scancel --signal=INT) interrupts running code; the kernel lives on."""
+    async with KernelManager(kernel_spec=spec(slurm)) as km:
+        await km.start_kernel()
+        started = anyio.Event()
+        results: list[Any] = []
+
+        def hook(msg: Any) -> None:
+            if "started" in msg.content.get("text", ""):
+                started.set()
+
+        async with km.client() as kc, anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                code = "print('started', flush=True)\nimport time\ntime.sleep(60)"
+                results.append(await kc.execute(code, timeout=60, output_hook=hook))
+
+            tg.start_soon(run)
+            with anyio.fail_after(30):
+                await started.wait()
+            await km.interrupt_kernel()
+        assert results[0].error["ename"] == "KeyboardInterrupt"
+        assert await km.is_alive()
+
+
+async def test_restart_submits_a_new_job(slurm: SlurmCluster) -> None:
+    """restart_kernel ends the job and submits another; the client follows it."""
+    async with KernelManager(kernel_spec=spec(slurm)) as km:
+        await km.start_kernel()
+        p = km.provisioner
+        assert isinstance(p, SlurmProvisioner)
+        first = p.job_id
+        async with km.client() as kc:
+            await kc.execute("x = 1", timeout=30)
+            await km.restart_kernel()
+            assert isinstance(km.provisioner, SlurmProvisioner)
+            assert km.provisioner.job_id not in (None, first)
+            result = await kc.execute("print('x' in dir())", timeout=30)
+        assert result.stdout.strip() == "False"
+        assert len(slurm.queue()) == 1
+
+
+async def test_inside_an_allocation_the_kernel_is_a_step(slurm: SlurmCluster) -> None:
+    """With SLURM_JOB_ID set, the kernel runs as a step of that allocation; interrupt and kill
+    reach the step only, and the allocation outlives the kernel."""
+    granted = slurm.run("salloc", "--no-shell", "--job-name=allocation", "--nodes=1", "-c", "2")
+    job = granted.stderr.split("Granted job allocation ")[1].split()[0]
+    try:
+        async with provisioner(slurm) as p:
+            await launch(p, env={**os.environ, "SLURM_JOB_ID": job})
+            assert p.in_allocation and p.job_id == job and p.step_id == "0"
+            await p.send_signal(signal.SIGINT)  # an idle ipykernel lives on
+            assert await p.poll() is None
+        assert p.job_state == "CANCELLED"
+        assert [j.split()[:2] for j in slurm.queue()] == [[job, "RUNNING"]]
+    finally:
+        slurm.run("scancel", job)
+
+
+# ---------------------------------------------------------------- endings
+
+
+async def test_scancel_from_outside_is_reported_and_not_restarted(slurm: SlurmCluster) -> None:
+    """A job cancelled by someone else ends the kernel: reported with its reason, and under
+    the default restart policy the manager declares it dead instead of resubmitting it."""
+    async with KernelManager(kernel_spec=spec(slurm)) as km:
+        async with km.events() as events:
+            await km.start_kernel()
+            p = km.provisioner
+            assert isinstance(p, SlurmProvisioner) and p.job_id
+            assert slurm.run("scancel", p.job_id).returncode == 0
+            with anyio.fail_after(30):
+                async for event in events:
+                    if event.kind == "dead":
+                        break
+        assert km.dead
+        assert p.job_state == "CANCELLED"
+        assert p.end_reason == "it was cancelled (scancel)"
+
+
+async def test_crash_is_restarted_by_default(slurm: SlurmCluster) -> None:
+    """A kernel that dies inside its job (not Slurm's doing) is submitted again."""
+    async with KernelManager(kernel_spec=spec(slurm)) as km:
+        async with km.events() as events:
+            await km.start_kernel()
+            p = km.provisioner
+            assert isinstance(p, SlurmProvisioner)
+            first = p.job_id
+            async with km.client() as kc:
+                await kc.execute("import os", timeout=30)
+                with pytest.raises(KernelDiedError, match="status 3"):
+                    await kc.execute("os._exit(3)", timeout=30)
+            with anyio.fail_after(60):
+                async for event in events:
+                    if event.kind == "restarted":
+                        break
+        assert isinstance(km.provisioner, SlurmProvisioner)
+        assert km.provisioner.job_id != first
+        assert km.provisioner.job_state == "RUNNING"
+
+
+async def test_restart_policy_never_refuses_with_a_typed_error(slurm: SlurmCluster) -> None:
+    """With restart_policy 'never', a launch after a job that ended by itself raises
+    JobEndedError and submits nothing."""
+    async with provisioner(slurm, SLEEPER, restart_policy="never") as p:
+        await launch(p)
+        assert p.job_id
+        assert slurm.run("scancel", p.job_id).returncode == 0
+        with anyio.fail_after(30):
+            await p.wait()
+        assert p.job_state == "CANCELLED"
+        await p.cleanup(restart=True)
+        with pytest.raises(JobEndedError, match="restart_policy='never'") as info:
+            await launch(p)
+        assert info.value.state == "CANCELLED"
+
+
+async def test_restart_policy_always_submits_again(slurm: SlurmCluster) -> None:
+    """With restart_policy 'always', a job cancelled from outside is submitted again."""
+    async with provisioner(slurm, SLEEPER, restart_policy="always") as p:
+        await launch(p)
+        first = p.job_id
+        assert first is not None
+        assert slurm.run("scancel", first).returncode == 0
+        with anyio.fail_after(30):
+            await p.wait()
+        assert p.job_state == "CANCELLED"
+        await p.cleanup(restart=True)
+        await launch(p)
+        assert p.job_state == "RUNNING" and p.job_id != first
+
+
+@pytest.mark.timeout(180)
+def test_time_limit_is_reported(slurm: SlurmCluster) -> None:
+    """A job that reaches its time limit ends with state TIMEOUT and says so, on both backends.
+
+    Slow by nature: Slurm's smallest limit is one minute and slurmctld looks for jobs over it
+    every 30 s, so this takes 60 to 90 s. The two backends run side by side (each in a thread
+    of its own, one job each on the two-CPU node) to pay that once.
+    """
+
+    async def reach_time_limit() -> tuple[str, str | None]:
+        async with provisioner(slurm, SLEEPER, time_limit="1", cpus=1) as p:
+            await launch(p)
+            with anyio.fail_after(150):
+                await p.wait()
+            return p.job_state, p.end_reason
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(anyio.run, reach_time_limit, backend=b) for b in ("asyncio", "trio")]
+        results = [run.result() for run in runs]
+    assert results == [("TIMEOUT", "its time limit was reached")] * 2
+
+
+# ---------------------------------------------------------------- never a leaked job
+
+
+async def test_cancelled_while_pending_leaves_nothing(slurm: SlurmCluster) -> None:
+    """A launch cancelled while its job waits in the queue withdraws the job."""
+    async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
+        await launch(blocker)
+        async with provisioner(slurm, SLEEPER, cpus=1) as p:
+            with anyio.move_on_after(3):
+                await launch(p)
+            # Its id came from srun's "queued and waiting" notice: it was pending.
+            assert p.job_id is not None and p.job_state == "CANCELLED"
+            assert not p.has_process
+            assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
+
+
+async def test_unresponsive_srun_is_escalated(slurm: SlurmCluster) -> None:
+    """A cancelled launch whose srun does not react (stopped, SIGSTOP) still leaves nothing:
+    after the grace period Slurm cancels the job and srun gets SIGKILL."""
+    async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
+        await launch(blocker)
+        async with provisioner(slurm, SLEEPER, cpus=1) as p:
+            pending = anyio.Event()
+            handler = logging.Handler()
+            handler.emit = lambda record: pending.set() if "pending" in record.msg else None  # type: ignore[method-assign]
+            p.log.addHandler(handler)
+            level = p.log.level
+            p.log.setLevel(logging.INFO)
+            try:
+                with anyio.CancelScope() as scope:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(launch, p)
+                        with anyio.fail_after(30):
+                            await pending.wait()  # the provisioner logs the queue's notice
+                        assert p.job_state == "PENDING" and p.pid is not None
+                        os.kill(p.pid, signal.SIGSTOP)
+                        scope.cancel()
+            finally:
+                p.log.setLevel(level)
+                p.log.removeHandler(handler)
+            assert not p.has_process and p.job_state == "CANCELLED"
+            assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
+
+
+async def test_cancelled_while_running_leaves_nothing(slurm: SlurmCluster) -> None:
+    """A scope cancelled while the kernel runs ends its job on the way out."""
+    with anyio.CancelScope() as scope:
+        async with provisioner(slurm) as p:
+            await launch(p)
+            assert p.job_state == "RUNNING"
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert not p.has_process and p.job_state == "CANCELLED"
+
+
+async def test_queue_timeout(slurm: SlurmCluster) -> None:
+    """A job still pending after queue_timeout is withdrawn and the launch raises
+    QueueTimeoutError."""
+    async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
+        await launch(blocker)
+        async with provisioner(slurm, SLEEPER, queue_timeout=1.0) as p:
+            with pytest.raises(QueueTimeoutError, match="did not start within 1 s") as info:
+                await launch(p)
+            assert info.value.job_id is not None
+            assert not p.has_process
+            assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
+
+
+async def test_rejected_submission(slurm: SlurmCluster) -> None:
+    """An unknown partition is refused by Slurm: JobRejectedError with Slurm's words."""
+    async with provisioner(slurm, partition="no-such-partition") as p:
+        with pytest.raises(JobRejectedError, match=r"(?i)invalid partition"):
+            await launch(p)
+        assert not p.has_process
+
+
+async def test_invalid_resource_request(slurm: SlurmCluster) -> None:
+    """A resource request no node has (memory) is refused with Slurm's words."""
+    async with provisioner(slurm, memory="999999G") as p:
+        with pytest.raises(JobRejectedError, match="Memory specification"):
+            await launch(p)
+
+
+async def test_slurm_missing(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """Without srun where it is looked for, the launch fails with a one-line LaunchError."""
+    async with provisioner(slurm, slurm_bin_dir=str(tmp_path)) as p:
+        with pytest.raises(LaunchError, match="Slurm's srun is not in"):
+            await launch(p)
+
+
+async def test_kernel_that_cannot_start_on_the_node(slurm: SlurmCluster) -> None:
+    """A kernel program missing on the node fails the launch with the node's one-line reason;
+    the job is gone."""
+    async with provisioner(slurm, ["/no/such/kernel", "{connection_file}"]) as p:
+        with pytest.raises(LaunchError, match=r"cannot start the kernel on .*/no/such/kernel"):
+            await launch(p)
+        assert not p.has_process
+
+
+async def test_missing_slurm_conf(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """A slurm_conf that is not a file is refused before anything is submitted."""
+    async with provisioner(slurm, slurm_conf=str(tmp_path / "nope.conf")) as p:
+        with pytest.raises(LaunchError, match=r"nope\.conf' is not a file"):
+            await launch(p)
+
+
+DIES = textwrap.dedent(
+    """
+    import anyio, os, sys
+    from kernel_nursery import KernelSpec, SlurmProvisioner
+
+    async def main():
+        spec = KernelSpec(argv={argv!r}, name="sleeper", language="python")
+        p = SlurmProvisioner(kernel_spec=spec, slurm_conf={conf!r})
+        kw = await p.pre_launch()
+        await p.launch_kernel(kw.pop("cmd"), **kw)
+        print(p.pid, p.job_id, flush=True)
+        await anyio.sleep_forever()
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_death_of_the_managing_process_ends_the_job(slurm: SlurmCluster) -> None:
+    """A process killed outright (SIGKILL) leaves no job: its guardian stops srun, which ends
+    the job."""
+    code = DIES.format(argv=SLEEPER, conf=str(slurm.conf))
+    async with await anyio.open_process(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as process:
+        assert process.stdout is not None
+        with anyio.fail_after(60):
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive()
+        srun_pid, job_id = line.split()
+        assert [job.split()[0] for job in slurm.queue()] == [job_id.decode()]
+        pidfd = os.pidfd_open(int(srun_pid))
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    try:
+        with anyio.fail_after(30):
+            await anyio.wait_readable(pidfd)  # srun's exit: the job has ended with it
+    finally:
+        os.close(pidfd)
+
+
+async def test_another_provisioner_takes_the_job_over(slurm: SlurmCluster) -> None:
+    """load_provisioner_info gives a second provisioner a handle on a running job: it sees
+    it run, and its kill ends the job, which both notice."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.get_provisioner_info()
+        assert info["job_id"] == p.job_id and info["node"] == "localhost"
+        async with SlurmProvisioner() as other:
+            await other.load_provisioner_info(info)
+            assert other.job_id == p.job_id and other.has_process
+            assert await other.poll() is None
+            await other.kill()
+            with anyio.fail_after(30):
+                assert await other.wait() == UNKNOWN_EXIT_STATUS
+                await p.wait()
+        assert p.job_state == "CANCELLED"
+
+
+async def test_taking_over_an_ended_job_fails(slurm: SlurmCluster) -> None:
+    """A job that has ended cannot be taken over: JobEndedError, nothing left running."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.get_provisioner_info()
+    async with SlurmProvisioner() as other:
+        with pytest.raises(JobEndedError, match="is not running"):
+            await other.load_provisioner_info(info)
+        assert not other.has_process
+
+
+def test_registered_in_the_entry_point_group() -> None:
+    """The factory finds SlurmProvisioner under the name 'slurm'."""
+    from kernel_nursery import KernelProvisionerFactory
+
+    assert KernelProvisionerFactory.instance().is_provisioner_available(
+        KernelSpec(argv=["x"], metadata={"kernel_provisioner": {"provisioner_name": "slurm"}})
+    )
