@@ -17,6 +17,8 @@ Scenarios:
                peak RSS and open fds of the managing process
   idle         CPU time and context switches of the managing process over 10 s, 20 idle kernels
                (each implementation's supervision on: our supervisor, jupyter_client's restarter)
+  ssh, ssh-floor  remote kernels over SSH against a throwaway sshd on loopback, with a raw
+               floor (benchmarks/ssh_bench.py; skipped where sshd is not installed)
   bridge       jupyter_client's AsyncKernelManager with ipykernel, once with its own
                LocalProvisioner and once with ours through kernel_nursery.compat
                (kernel-nursery-local): start to ready, restart to ready, graceful shutdown,
@@ -130,6 +132,10 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
         start_kernel,
     )
 
+    if scenario.startswith("ssh"):
+        import ssh_bench
+
+        return await ssh_bench.ours(scenario, reps)
     trivial = KernelSpec(argv=TRIVIAL, name="trivial")
     fake = KernelSpec(argv=[sys.executable, FAKE_KERNEL, "{connection_file}"], name="fake")
     out: dict[str, Any] = {}
@@ -284,6 +290,10 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
     from jupyter_client import AsyncKernelManager
     from jupyter_client.ioloop import AsyncIOLoopKernelManager
 
+    if scenario.startswith("ssh"):
+        import ssh_bench
+
+        return await ssh_bench.theirs(scenario, reps)
     out: dict[str, Any] = {}
 
     async def ready(km: Any) -> Any:
@@ -626,7 +636,10 @@ def main() -> None:
         worker(impl, scenario, int(reps), int(n))
         return
 
+    import ssh_bench
+
     results: dict[str, Any] = {"machine": machine(), "metrics": {}}
+    sshd = None
     with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
         nursery = {"kernel_provisioner": {"provisioner_name": "kernel-nursery-local"}}
         for name, argv, language, metadata in (
@@ -652,12 +665,24 @@ def main() -> None:
             + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("first-execute", "", 0)]
             + [("pool", "", 100)]
         )
+        if ssh_bench.available():
+            plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
         if args.scenarios:
             plan = [step for step in plan if step[0] in args.scenarios.split(",")]
+        if any(step[0].startswith("ssh") for step in plan):
+            sshd, ssh_env = ssh_bench.start(Path(tmp) / "sshd", Path(tmp))
+            env.update(ssh_env)
         for scenario, _, n in plan:
             for impl in IMPLS:
-                if scenario in ("floor", "pool") and impl == "jupyter_client":
+                if scenario in ("floor", "ssh-floor") and impl != "ours-asyncio":
                     continue
+                if scenario == "pool" and impl == "jupyter_client":
+                    continue
+                if scenario == "ssh" and impl == "jupyter_client":
+                    continue  # sshpyk runs a remote kernel spec: compared in ssh-ipykernel
+                if scenario == "ssh-ipykernel" and impl == "jupyter_client":
+                    if not ssh_bench.sshpyk_available():
+                        continue
                 # The bridge rows compare jupyter_client's manager with itself, provisioners apart.
                 if (impl == BRIDGED or scenario == "bridge") and impl not in IMPLS[2:]:
                     continue
@@ -667,13 +692,22 @@ def main() -> None:
                 repeats = args.reps if scenario == "many" else 1
                 merged: dict[str, list[float]] = {}
                 for _ in range(repeats):
-                    for key, values in run_worker(impl, scenario, reps, n, env).items():
+                    try:
+                        measured = run_worker(impl, scenario, reps, n, env)
+                    except RuntimeError as exc:
+                        if not scenario.startswith("ssh"):
+                            raise
+                        print(f"{scenario} {impl}: failed, left out: {exc}", flush=True)
+                        measured = {}
+                    for key, values in measured.items():
                         merged.setdefault(key, []).extend(values)
                 for key, values in merged.items():
                     sized = scenario in ("many", "pool")
                     name = f"{scenario}-{n}.{key}" if sized else f"{scenario}.{key}"
                     results["metrics"].setdefault(name, {})[impl] = summary(values)
                     print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
+        if sshd is not None:
+            ssh_bench.stop(sshd)
     out = Path(args.out)
     if args.scenarios and (out / "results.json").exists():
         # Some scenarios re-run alone: keep the other rows, and say which rows are newer.

@@ -17,6 +17,7 @@ from kernel_nursery import (
     KernelSpecManager,
     LocalProvisioner,
     SlurmProvisioner,
+    SSHProvisioner,
 )
 
 project = "kernel-nursery"
@@ -52,6 +53,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
+    SSHProvisioner,
     SlurmProvisioner,
 ]
 

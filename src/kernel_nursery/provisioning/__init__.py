@@ -1,7 +1,8 @@
 """Kernel provisioners: what starts a kernel, watches it and stops it.
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
-implementation (a local process), :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
+implementation (a local process), :class:`SSHProvisioner` runs a kernel on another host over
+SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
 group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
 anyio.
@@ -27,6 +28,7 @@ from ._factory import (
 from ._local import LocalProvisioner
 from ._process import UNKNOWN_EXIT_STATUS
 from ._slurm import SlurmProvisioner
+from ._ssh import SSHProvisioner
 
 __all__ = [
     "DEFAULT_PROVISIONER_ENV",
@@ -40,6 +42,7 @@ __all__ = [
     "KernelProvisionerFactory",
     "KernelProvisionerMeta",
     "LocalProvisioner",
+    "SSHProvisioner",
     "SlurmProvisioner",
     "format_kernel_cmd",
     "stop_process",

@@ -1,0 +1,703 @@
+"""SSHProvisioner against a real sshd on loopback: the remote side is this machine, reached
+through ssh, so the tests can look at the "remote" processes and files directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from kernel_nursery import (
+    KernelClient,
+    KernelManager,
+    KernelNursery,
+    KernelProvisionerFactory,
+    KernelSpec,
+    LaunchError,
+    ProvisionerError,
+    RemoteLaunchError,
+    SSHAuthenticationError,
+    SSHConnectionError,
+    SSHHostKeyError,
+    SSHProvisioner,
+    stop_process,
+)
+from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_connection_info
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh
+
+from ..conftest import FAKE_KERNEL
+from ..helpers.sshd import SSHServer, parent_of, wait_gone
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+IPYKERNEL = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+def ssh_spec(server: SSHServer, argv: list[str] | None = None, **config: Any) -> KernelSpec:
+    """A kernel spec whose kernel runs on *server* (by default the fake kernel)."""
+    return KernelSpec(
+        argv=argv or ["python", FAKE_KERNEL, "{connection_file}"],
+        display_name="Remote",
+        language="python",
+        name="remote",
+        metadata={
+            "kernel_provisioner": {
+                "provisioner_name": "ssh",
+                "config": server.provisioner_config(**config),
+            }
+        },
+    )
+
+
+def provisioner(server: SSHServer, argv: list[str] | None = None, **config: Any) -> SSHProvisioner:
+    spec = ssh_spec(server, argv, **config)
+    made = KernelProvisionerFactory.instance().create_provisioner_instance("k1", spec, parent=None)
+    assert isinstance(made, SSHProvisioner)
+    return made
+
+
+async def launch(p: SSHProvisioner) -> dict[str, Any]:
+    kw = await p.pre_launch()
+    return dict(await p.launch_kernel(kw.pop("cmd"), **kw))
+
+
+def running(pid: int | None) -> bool:
+    return pid is not None and bool(wait_gone({pid}, timeout=0))
+
+
+# ---------------------------------------------------------------------- through a manager
+
+
+async def test_ipykernel_executes_interrupts_restarts_and_shuts_down(
+    remote_clean: SSHServer,
+) -> None:
+    """A real ipykernel over ssh runs code for a local client, is interrupted through the
+    channel, restarts on the same local ports and leaves nothing on either side."""
+    async with KernelManager(kernel_spec=ssh_spec(remote_clean, IPYKERNEL)) as km:
+        await km.start_kernel()
+        p = km.provisioner
+        assert isinstance(p, SSHProvisioner)
+        info = km.connection_info
+        assert info["ip"] == "127.0.0.1"
+        remote_pid = p.remote_pid
+        assert remote_pid is not None and p.remote_pid != os.getpid()
+        async with km.client() as kc:
+            result = await kc.execute("import os; print(os.getpid())", timeout=60)
+            assert result.stdout.strip() == str(remote_pid)
+
+            results = []
+            sleeping = anyio.Event()
+
+            def seen(message: Any) -> None:
+                if "sleeping" in str(message.content.get("text", "")):
+                    sleeping.set()
+
+            async def run_slow() -> None:
+                code = "import time; print('sleeping', flush=True); time.sleep(60)"
+                results.append(await kc.execute(code, timeout=60, output_hook=seen))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_slow)
+                with anyio.fail_after(30):
+                    await sleeping.wait()  # in the user's code: SIGINT interrupts the sleep
+                    await km.interrupt_kernel()
+            error = results[0].error
+            assert error is not None and error["ename"] == "KeyboardInterrupt"
+
+        await km.restart_kernel()
+        assert km.connection_info == info  # same local ports, same key
+        assert p.remote_pid != remote_pid
+        assert not running(remote_pid)
+        async with km.client() as kc:
+            result = await kc.execute("print(6 * 7)", timeout=60)
+            assert result.stdout.strip() == "42"
+        await km.restart_kernel(newports=True)
+        assert km.connection_info["shell_port"] != info["shell_port"]
+        last = km.provisioner
+        assert isinstance(last, SSHProvisioner)
+        ssh_pid, remote_pid = last.ssh_pid, last.remote_pid
+    assert not running(ssh_pid) and not running(remote_pid)
+    assert not reserved_ports()
+
+
+async def test_kernel_killed_remotely_is_noticed_and_restarted(remote_clean: SSHServer) -> None:
+    """SIGKILL to the remote kernel is reported through the channel at once, and the manager's
+    restart policy brings a new one up."""
+    async with KernelManager(kernel_spec=ssh_spec(remote_clean)) as km:
+        async with km.events() as events:
+            await km.start_kernel()
+            p = km.provisioner
+            assert isinstance(p, SSHProvisioner)
+            first = p.remote_pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            with anyio.fail_after(30):
+                async for event in events:
+                    if event.kind == "restarted":
+                        break
+            assert isinstance(km.provisioner, SSHProvisioner)
+            assert km.provisioner.remote_pid not in (None, first)
+
+
+# ---------------------------------------------------------------------- the provisioner
+
+
+async def test_connection_file_is_private_and_the_key_never_in_argv(
+    remote_clean: SSHServer,
+) -> None:
+    """The remote connection file has mode 0600 and the key appears in no process's command
+    line; the file is gone after cleanup."""
+    async with provisioner(remote_clean) as p:
+        info = await launch(p)
+        with pytest.raises(ProvisionerError, match="still running"):
+            await p.launch_kernel(["python"])
+        with pytest.raises(ProvisionerError, match="already manages"):
+            await p.load_provisioner_info(await p.get_provisioner_info())
+        path = p.remote_connection_file
+        assert path is not None
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(Path(path).parent).st_mode) == 0o700
+        key = info["key"].encode()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    assert key not in (entry / "cmdline").read_bytes()
+                except OSError:
+                    pass
+        remote_pid = p.remote_pid
+    assert not Path(path).exists()
+    assert not running(remote_pid)
+
+
+async def test_signals_reach_the_remote_group_and_exit_is_reported(
+    remote_clean: SSHServer,
+) -> None:
+    """SIGTERM travels through the channel to the kernel's group; wait() reports its status,
+    and poll() agrees, for any number of waiters."""
+    async with provisioner(remote_clean) as p:
+        await launch(p)
+        assert await p.poll() is None
+        statuses: list[int | None] = []
+
+        async def waiter() -> None:
+            statuses.append(await p.wait())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            tg.start_soon(waiter)
+            await p.terminate()
+        assert statuses == [-signal.SIGTERM, -signal.SIGTERM]
+        assert await p.poll() == -signal.SIGTERM
+
+
+async def test_remote_kernel_spec_by_name(remote_clean: SSHServer, tmp_path: Path) -> None:
+    """remote_kernel_name runs a kernel spec found on the remote host (in its JUPYTER_PATH)."""
+    folder = tmp_path / "remote-jupyter" / "kernels" / "fakeremote"
+    folder.mkdir(parents=True)
+    spec = {"argv": ["python", FAKE_KERNEL, "{connection_file}"], "display_name": "F"}
+    (folder / "kernel.json").write_text(json.dumps({**spec, "language": "x"}))
+    p = provisioner(
+        remote_clean,
+        remote_kernel_name="fakeremote",
+        remote_env={"JUPYTER_PATH": str(tmp_path / "remote-jupyter")},
+    )
+    async with p:
+        await launch(p)
+        assert running(p.remote_pid)
+        assert await stop_process(p, wait_time=10) is not None
+
+
+async def test_remote_kernel_spec_of_the_remote_environment(remote_clean: SSHServer) -> None:
+    """remote_kernel_name finds the specs of the remote Python's own environment (its
+    virtual environment's share/jupyter), as Jupyter there would."""
+    p = provisioner(remote_clean, remote_kernel_name="python3")
+    async with p:
+        info = await launch(p)
+        async with KernelClient(validate_connection_info(info)) as kc:
+            await kc.wait_for_ready(timeout=60)
+
+
+async def test_cancelled_launch_leaves_nothing(remote_clean: SSHServer) -> None:
+    """A launch cancelled at any moment leaves no ssh, no remote kernel and no reserved port."""
+    for delay in (0.0, 0.05, 0.2, 0.4, 0.8):
+        p = provisioner(remote_clean)
+        async with p:
+            with anyio.move_on_after(delay):
+                await launch(p)
+        assert not reserved_ports()
+        assert p.ssh_pid is None
+
+
+async def test_cancelled_manager_start_leaves_nothing(remote_clean: SSHServer) -> None:
+    """Cancelling the scope around a manager's start, at several moments, leaves nothing."""
+    for delay in (0.1, 0.5, 1.0):
+        with anyio.move_on_after(delay):
+            async with KernelManager(kernel_spec=ssh_spec(remote_clean)) as km:
+                await km.start_kernel()
+                await anyio.sleep_forever()
+        assert not reserved_ports()
+
+
+# ---------------------------------------------------------------------- faults
+
+
+async def test_sshd_session_killed_counts_as_death_and_remote_kernel_ends(
+    remote_clean: SSHServer,
+) -> None:
+    """Killing the sshd serving the connection ends the kernel on the remote side (its channel
+    closed) and is noticed here as the kernel's death."""
+    async with provisioner(remote_clean) as p:
+        await launch(p)
+        remote_pid = p.remote_pid
+        assert remote_pid is not None
+        launcher = parent_of(remote_pid)
+        assert launcher is not None
+        session = parent_of(launcher)
+        assert session is not None and session in remote_clean.descendants()
+        os.kill(session, signal.SIGKILL)
+        with anyio.fail_after(20):
+            status = await p.wait()
+        assert status is not None
+        assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
+
+
+async def test_hung_connection_counts_as_death(remote_clean: SSHServer) -> None:
+    """A connection whose server stops answering is given up after ServerAliveInterval *
+    ServerAliveCountMax; the kernel ends once the server's session goes."""
+    async with provisioner(remote_clean, server_alive_interval=1, server_alive_count_max=2) as p:
+        await launch(p)
+        remote_pid = p.remote_pid
+        assert remote_pid is not None
+        launcher = parent_of(remote_pid)
+        assert launcher is not None
+        session = parent_of(launcher)
+        assert session is not None
+        os.kill(session, signal.SIGSTOP)
+        try:
+            with anyio.fail_after(30):
+                status = await p.wait()
+            assert status == 255
+        finally:
+            os.kill(session, signal.SIGKILL)
+        assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
+
+
+async def test_local_manager_killed_takes_the_remote_kernels(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """A manager process killed with SIGKILL leaves no kernel on the remote host, whether the
+    kernel had a connection of its own or shared the control master."""
+    script = tmp_path / "manager.py"
+    spec = ssh_spec(remote_clean)
+    script.write_text(
+        "import anyio, json, sys, select\n"
+        "from kernel_nursery import KernelManager, KernelSpec\n"
+        f"spec = KernelSpec.from_dict(json.loads({json.dumps(spec.to_dict())!r}), name='r')\n"
+        "async def main():\n"
+        "    a, b, c = (KernelManager(kernel_spec=spec) for _ in range(3))\n"
+        "    async with a, b, c:\n"
+        "        await a.start_kernel()\n"
+        "        await b.start_kernel()\n"
+        "        hub = b.provisioner._master\n"
+        "        while not hub.ready():\n"
+        "            await anyio.wait_readable(hub.popen.stdout.fileno())\n"
+        "        await c.start_kernel()\n"
+        "        assert c.provisioner._forwarded is not None\n"
+        "        pids = [p.remote_pid for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
+        "        pids += [p.ssh_pid for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
+        "        print(*pids, hub.popen.pid, flush=True)\n"
+        "        await anyio.sleep_forever()\n"
+        "anyio.run(main)\n"
+    )
+    async with await anyio.open_process([sys.executable, str(script)], stderr=None) as manager:
+        assert manager.stdout is not None
+        with anyio.fail_after(60):
+            line = b""
+            async for chunk in manager.stdout:
+                line += chunk
+                if b"\n" in line:
+                    break
+        pids = {int(x) for x in line.split()}
+        assert len(pids) == 7 and all(running(pid) for pid in pids)
+        manager.kill()
+        await manager.wait()
+    assert not await anyio.to_thread.run_sync(wait_gone, pids, 15)
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+async def test_authentication_failure_is_typed(remote_clean: SSHServer, tmp_path: Path) -> None:
+    """A key the server does not accept: SSHAuthenticationError, nothing left."""
+    key = tmp_path / "stranger"
+    await anyio.run_process(
+        [remote_clean.binaries["ssh-keygen"], "-q", "-N", "", "-t", "ed25519", "-f", str(key)]
+    )
+    # -i adds to the config's IdentityFile: a config of our own, with the stranger's key only.
+    config = tmp_path / "config"
+    config.write_text(
+        remote_clean.client_config.read_text().replace(str(remote_clean.identity), str(key))
+    )
+    async with provisioner(remote_clean, ssh_options=["-F", str(config)]) as p:
+        with pytest.raises(SSHAuthenticationError, match="authentication failed"):
+            await launch(p)
+    assert not reserved_ports()
+
+
+async def test_unknown_and_changed_host_keys_are_refused(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """An unknown host key and a changed one are both refused (never accepted silently)."""
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    other = tmp_path / "other"
+    await anyio.run_process(
+        [remote_clean.binaries["ssh-keygen"], "-q", "-N", "", "-t", "ed25519", "-f", str(other)]
+    )
+    changed = tmp_path / "changed_known_hosts"
+    changed.write_text(f"[127.0.0.1]:{remote_clean.port} {other.with_suffix('.pub').read_text()}")
+    for known, words in ((empty, "not in known_hosts"), (changed, "CHANGED")):
+        options = ["-F", str(remote_clean.client_config), "-o", f"UserKnownHostsFile={known}"]
+        async with provisioner(remote_clean, ssh_options=options) as p:
+            with pytest.raises(SSHHostKeyError, match=words):
+                await launch(p)
+        assert known.read_text() == ("" if known == empty else changed.read_text())
+    assert not reserved_ports()
+
+
+async def test_unknown_host_is_typed(remote_clean: SSHServer) -> None:
+    """A host name that does not resolve: SSHConnectionError naming it."""
+    async with provisioner(remote_clean, host="no-such-host.invalid") as p:
+        with pytest.raises(SSHConnectionError, match=r"no-such-host\.invalid"):
+            await launch(p)
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ({"remote_python": "/no/such/python"}, "no-python"),
+        ({"remote_argv": ["/no/such/kernel", "{connection_file}"]}, "no-kernel"),
+        ({"remote_kernel_name": "no-such-kernel"}, "no-kernel"),
+        ({"remote_cwd": "/no/such/directory"}, "no-kernel"),
+        ({"remote_python": "/bin/false"}, "bad-config"),
+    ],
+)
+async def test_remote_launch_failures_are_typed(
+    remote_clean: SSHServer, config: dict[str, Any], reason: str
+) -> None:
+    """What is missing on the remote host is named in one line; nothing is left."""
+    async with provisioner(remote_clean, **config) as p:
+        with pytest.raises(RemoteLaunchError) as caught:
+            await launch(p)
+    assert caught.value.reason == reason
+    assert "\n" not in str(caught.value)
+    assert not reserved_ports()
+
+
+async def test_remote_ports_in_use_are_chosen_again_then_typed(
+    remote_clean: SSHServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remote ports found taken are replaced; when they stay taken, RemoteLaunchError."""
+    import socket
+
+    listeners = []
+    for _ in range(5):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        listeners.append(sock)
+    taken = [s.getsockname()[1] for s in listeners]
+    choices = [taken, taken, taken]
+    monkeypatch.setattr(_ssh, "_choose_remote_ports", lambda: choices.pop())
+    try:
+        async with provisioner(remote_clean) as p:
+            with pytest.raises(RemoteLaunchError) as caught:
+                await launch(p)
+        assert caught.value.reason == "ports-in-use"
+        assert not choices
+    finally:
+        for sock in listeners:
+            sock.close()
+
+
+# ---------------------------------------------------------------------- taking over
+
+
+async def test_take_over_in_this_process(remote_clean: SSHServer) -> None:
+    """A second provisioner loaded with the first one's info reaches the kernel through ports
+    of its own, and can signal and wait for it."""
+    async with provisioner(remote_clean) as p1:
+        await launch(p1)
+        info = json.loads(json.dumps(await p1.get_provisioner_info()))
+        async with provisioner(remote_clean) as p2:
+            await p2.load_provisioner_info(info)
+            assert p2.remote_pid == p1.remote_pid and p2.kernel_id == p1.kernel_id
+            mine = p2.connection_info
+            assert mine["key"] == p1.connection_info["key"]
+            assert mine["shell_port"] != p1.connection_info["shell_port"]
+            async with KernelClient(validate_connection_info(mine)) as kc:
+                await kc.wait_for_ready(timeout=30)
+            assert await p2.poll() is None
+            await p2.kill()
+            with anyio.fail_after(20):
+                assert await p2.wait() == UNKNOWN_EXIT_STATUS
+                assert await p1.wait() == -signal.SIGKILL
+
+
+async def test_independent_kernel_outlives_its_launcher_and_is_taken_over(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """An independent kernel survives its launching process's SIGKILL; another provisioner
+    takes it over and stops it, leaving nothing behind."""
+    spec = ssh_spec(remote_clean, independent=True)
+    script = tmp_path / "launcher.py"
+    script.write_text(
+        "import anyio, json, sys\n"
+        "from kernel_nursery import KernelProvisionerFactory, KernelSpec\n"
+        f"spec = KernelSpec.from_dict(json.loads({json.dumps(spec.to_dict())!r}), name='r')\n"
+        "async def main():\n"
+        "    f = KernelProvisionerFactory.instance()\n"
+        "    p = f.create_provisioner_instance('k9', spec, parent=None)\n"
+        "    kw = await p.pre_launch()\n"
+        "    await p.launch_kernel(kw.pop('cmd'), **kw)\n"
+        "    print(json.dumps(await p.get_provisioner_info()), flush=True)\n"
+        "    await anyio.sleep_forever()\n"
+        "anyio.run(main)\n"
+    )
+    async with await anyio.open_process([sys.executable, str(script)], stderr=None) as launcher:
+        assert launcher.stdout is not None
+        with anyio.fail_after(60):
+            line = b""
+            async for chunk in launcher.stdout:
+                line += chunk
+                if b"\n" in line:
+                    break
+        launcher.kill()
+        await launcher.wait()
+    info = json.loads(line)
+    remote_pid = info["remote_pid"]
+    assert running(remote_pid)
+    async with provisioner(remote_clean) as p:
+        await p.load_provisioner_info(info)
+        assert await p.poll() is None
+        assert await stop_process(p, wait_time=10) == UNKNOWN_EXIT_STATUS
+    assert not running(remote_pid)
+    assert not Path(info["remote_connection_file"]).exists()
+
+
+async def test_taking_over_a_gone_kernel_adopts_it_as_exited(remote_clean: SSHServer) -> None:
+    """Provisioner info naming a kernel that has exited gives an exited kernel, not an error."""
+    async with provisioner(remote_clean) as p1:
+        await launch(p1)
+        info = await p1.get_provisioner_info()
+        await p1.kill()
+        await p1.wait()
+    async with provisioner(remote_clean) as p2:
+        await p2.load_provisioner_info(info)
+        assert not p2.has_process
+        assert await p2.poll() == UNKNOWN_EXIT_STATUS
+    assert not reserved_ports()
+
+
+# ---------------------------------------------------------------------- a shared connection
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:*port*."""
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_kernels_at_once_share_one_connection(remote_clean: SSHServer) -> None:
+    """A lone kernel has its own connection; a second one on the host starts a control master
+    beside its own, and the next ones go through it; their forwards end with them, and the
+    master with the last of them."""
+    async with provisioner(remote_clean) as first:
+        await launch(first)
+        hub = first._master
+        assert hub is not None
+        assert hub.popen is None  # a lone kernel pays for no master
+        async with provisioner(remote_clean) as second:
+            await launch(second)
+            assert second._master is hub
+            assert second._forwarded is None  # its own connection, the master beside it
+            master = hub.popen
+            assert master is not None
+            assert master.stdout is not None
+            with anyio.fail_after(30):
+                while not hub.ready():
+                    assert master.poll() is None
+                    await anyio.wait_readable(master.stdout.fileno())
+            async with provisioner(remote_clean) as third:
+                await launch(third)
+                assert third._forwarded is not None
+                ports = [third.connection_info[name] for name in ("shell_port", "hb_port")]
+                assert all(listening(port) for port in ports)
+                await third.kill()
+                await third.wait()
+                await third.cleanup(restart=True)
+                assert not any(listening(port) for port in ports)  # cancelled in the master
+                await launch(third)  # a restart through the same master, on the same ports
+                assert third._forwarded is not None
+                assert all(listening(port) for port in ports)
+    assert master.poll() is not None
+    assert hub.directory is not None
+    assert not hub.directory.exists()
+
+
+# ---------------------------------------------------------------------- without a server
+
+
+async def test_no_host_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """A spec without a host, or with one that ssh would read as an option, is refused with
+    a one-line error; nothing is reserved."""
+    for host in ("", "-oProxyCommand=touch"):
+        spec = KernelSpec(argv=["python"], name="r")
+        async with SSHProvisioner(kernel_spec=spec, host=host) as p:
+            with pytest.raises(ProvisionerError, match="host"):
+                await p.pre_launch()
+    assert not reserved_ports()
+
+
+async def test_missing_ssh_client_is_a_launch_error() -> None:
+    """An ssh_command that cannot be run: LaunchError naming it, nothing reserved."""
+    spec = KernelSpec(argv=["python"], name="r")
+    async with SSHProvisioner(kernel_spec=spec, host="h", ssh_command="/no/such/ssh") as p:
+        with pytest.raises(LaunchError, match="/no/such/ssh"):
+            await launch(p)
+    assert not reserved_ports()
+    assert p.ssh_pid is None
+
+
+async def test_master_connection_lost_counts_as_death_of_its_kernels(
+    remote_clean: SSHServer,
+) -> None:
+    """When the shared connection drops, the kernels through it are dead on both sides, and
+    the next launch connects again."""
+    async with provisioner(remote_clean) as first, provisioner(remote_clean) as second:
+        await launch(first)
+        await launch(second)
+        hub = second._master
+        assert hub is not None
+        assert hub.popen is not None
+        assert hub.popen.stdout is not None
+        with anyio.fail_after(30):
+            while not hub.ready():
+                await anyio.wait_readable(hub.popen.stdout.fileno())
+        async with provisioner(remote_clean) as third:
+            await launch(third)
+            assert third._forwarded is not None
+            remote_pid = third.remote_pid
+            assert remote_pid is not None
+            launcher = parent_of(remote_pid)
+            assert launcher is not None
+            session = parent_of(launcher)
+            assert session is not None
+            os.kill(session, signal.SIGKILL)  # the master's connection, on the server side
+            with anyio.fail_after(30):
+                assert await third.wait() is not None
+            assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
+            await third.cleanup(restart=True)
+            await launch(third)  # connects again
+            assert running(third.remote_pid)
+        assert await first.poll() is None  # a kernel with a connection of its own lives on
+
+
+async def test_many_kernels_started_at_once_on_one_host(remote_clean: SSHServer) -> None:
+    """Kernels started concurrently on one host all come up and all go, master or not."""
+    async with KernelNursery() as nursery:
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(lambda: nursery.start_kernel(kernel_spec=ssh_spec(remote_clean)))
+        pids = [getattr(km.provisioner, "remote_pid", None) for km in nursery.list_kernels()]
+        assert len(pids) == 4
+        assert all(running(pid) for pid in pids)
+    assert not any(running(pid) for pid in pids)
+
+
+async def test_user_config_remote_command_does_not_replace_the_launcher(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """A host whose ssh config sets RemoteCommand (and a tty) still runs our launcher."""
+    config = tmp_path / "config"
+    config.write_text(
+        remote_clean.client_config.read_text() + "  RemoteCommand echo hello\n  RequestTTY yes\n"
+    )
+    async with provisioner(remote_clean, ssh_options=["-F", str(config)]) as p:
+        await launch(p)
+        assert running(p.remote_pid)
+
+
+async def test_what_is_sent_and_how_ssh_is_called_without_a_server() -> None:
+    """Only the spec's env, remote_env and the caller's JPY_/KERNEL_ variables go to the remote
+    kernel; the connection options become ssh arguments; bad calls are typed."""
+    spec = KernelSpec(argv=["python", "k.py", "{connection_file}"], name="r", env={"A": "1"})
+    p = SSHProvisioner(
+        kernel_spec=spec,
+        host="h",
+        user="u",
+        port=2222,
+        identity_file="/id",
+        remote_env={"B": "2"},
+        ssh_command="/no/such/ssh",
+    )
+    async with p:
+        assert await p.poll() == 0 and await p.wait() == 0
+        await p.send_signal(signal.SIGINT)  # no kernel: nothing to do
+        with pytest.raises(ProvisionerError, match="unknown signal"):
+            await p.send_signal(12345)
+        with pytest.raises(LaunchError, match="mapping"):
+            await p.pre_launch(env=["PATH"])
+        env = {"PATH": "/local/bin", "KERNEL_USERNAME": "me", "JPY_SESSION_NAME": "n.ipynb"}
+        kw = await p.pre_launch(env=env, extra_arguments=["--x"])
+        assert kw["cmd"] == ["python", "k.py", "{connection_file}", "--x"]
+        assert kw["env"] == {
+            "A": "1",
+            "B": "2",
+            "KERNEL_USERNAME": "me",
+            "JPY_SESSION_NAME": "n.ipynb",
+        }
+        argv = p._ssh_argv(validate_connection_info(p.connection_info), [1, 2, 3, 4, 5])
+        assert argv[0] == "/no/such/ssh"
+        for pair in (["-p", "2222"], ["-l", "u"], ["-i", "/id"], ["--", "h"]):
+            assert any(argv[i : i + 2] == pair for i in range(len(argv)))
+        assert "StrictHostKeyChecking" not in " ".join(argv)  # the user's config decides
+        with pytest.raises(LaunchError, match="/no/such/ssh"):
+            await p.launch_kernel(kw.pop("cmd"), **kw)
+    assert not reserved_ports()
+    with pytest.raises(ProvisionerError, match="kernel_spec"):
+        await SSHProvisioner(host="h").pre_launch()
+
+
+async def test_provisioner_info_without_what_a_takeover_needs() -> None:
+    """Info without a remote pid restores the state only; without remote ports it is refused,
+    and nothing stays reserved."""
+    spec = KernelSpec(argv=["python"], name="r")
+    info = {"kernel_id": "k", "connection_info": {}, "remote_pid": None}
+    p = SSHProvisioner(kernel_spec=spec, host="h")
+    await p.load_provisioner_info(info)
+    assert not p.has_process and p.kernel_id == "k"
+    full = {
+        "kernel_id": "k",
+        "remote_pid": 12345,
+        "connection_info": {
+            "transport": "tcp",
+            "ip": "127.0.0.1",
+            **{name: 1000 + i for i, name in enumerate(PORT_NAMES)},
+            "key": "k" * 64,
+            "signature_scheme": "hmac-sha256",
+            "kernel_name": "",
+        },
+    }
+    with pytest.raises(ProvisionerError, match="remote_ports"):
+        await SSHProvisioner(kernel_spec=spec, host="h").load_provisioner_info(full)
+    assert not reserved_ports()
