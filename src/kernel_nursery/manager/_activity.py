@@ -3,8 +3,10 @@ busy/idle status, and how many of the manager's clients are open. What culling j
 
 Nothing here polls: the clients the manager makes sign and check every message with a
 :class:`Session`, and the one given to them here notes each message as it passes, in the task
-that sends or receives it. The manager's own client is subscribed to iopub for the kernel's whole
-life, so every busy/idle status the kernel publishes (whoever's request caused it) is seen.
+that sends or receives it. The manager's own client drops its iopub subscription once the kernel
+is ready (it would decode every message the kernel publishes), so busy/idle statuses are seen
+through the clients of :meth:`KernelManager.client`: work given to the kernel by a client made
+otherwise (from the connection file) is not seen.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ class Activity:
                 self.state = state
                 if state == "idle":
                     self._notify()
+
+    def answered(self) -> None:
+        """The kernel has just answered the manager (it is ready): it is idle, whatever status
+        was seen last (the ``idle`` after a request may arrive after the subscription ends)."""
+        self.touch()
+        if self.state != "idle":
+            self.state = "idle"
+            self._notify()
 
     def session(self, info: ConnectionInfo) -> Session:
         """A session for a client of the kernel at *info* that reports to this activity."""

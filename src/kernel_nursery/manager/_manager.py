@@ -594,6 +594,9 @@ class KernelManager(LoggingConfigurable):
             # asks on control): dropping it spares a decode of every message the kernel
             # publishes for as long as the kernel runs.
             self._client.close_iopub()
+            # So the last status it saw may be the "busy" of its own kernel_info request, whose
+            # "idle" it will never see: having answered, the kernel is idle.
+            self._activity.answered()
             # It has bound its ports: no need to hold them against other programs any more.
             info = validate_connection_info(provisioner.connection_info)
             unhold_ports(transport=info["transport"], ip=info["ip"], ports=_ports_of(info))
