@@ -268,6 +268,40 @@ async def test_sshd_session_killed_counts_as_death_and_remote_kernel_ends(
         assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
 
 
+async def test_remote_launcher_terminated_takes_its_kernel_and_file(
+    remote_clean: SSHServer,
+) -> None:
+    """SIGTERM to the remote launcher (a host shutting down, an administrator) ends the
+    kernel's group and removes the connection file, as a closed channel does; the exit is
+    reported here."""
+    async with provisioner(remote_clean) as p:
+        await launch(p)
+        remote_pid, path = p.remote_pid, p.remote_connection_file
+        assert remote_pid is not None and path is not None
+        launcher = parent_of(remote_pid)
+        assert launcher is not None
+        os.kill(launcher, signal.SIGTERM)
+        with anyio.fail_after(20):
+            status = await p.wait()
+        assert status == -signal.SIGTERM
+        assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
+        assert not Path(path).parent.exists()
+
+
+async def test_remote_kernel_starts_with_default_signal_handling(remote_clean: SSHServer) -> None:
+    """The remote kernel starts with SIGINT and SIGHUP not ignored, as a local one: a Python
+    kernel without a handler of its own gets KeyboardInterrupt on interrupt."""
+    check = (
+        "import signal, sys; sys.exit("
+        "10 * (signal.getsignal(signal.SIGINT) is not signal.default_int_handler)"
+        " + (signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL))"
+    )
+    async with provisioner(remote_clean, remote_argv=["python", "-c", check]) as p:
+        await launch(p)
+        with anyio.fail_after(30):
+            assert await p.wait() == 0
+
+
 async def test_hung_connection_counts_as_death(remote_clean: SSHServer) -> None:
     """A connection whose server stops answering is given up after ServerAliveInterval *
     ServerAliveCountMax; the kernel ends once the server's session goes."""
