@@ -224,6 +224,29 @@ async def test_remote_kernel_spec_of_the_remote_environment(remote_clean: SSHSer
             await kc.wait_for_ready(timeout=60)
 
 
+async def test_two_launches_at_once_start_one_kernel(remote_clean: SSHServer) -> None:
+    """A second launch_kernel while the first is under way is refused, so one ssh (and one
+    remote kernel) runs, and cleanup leaves nothing."""
+    async with provisioner(remote_clean) as p:
+        kw = await p.pre_launch()
+        cmd = kw.pop("cmd")
+        outcomes: list[str] = []
+
+        async def launch_once() -> None:
+            try:
+                await p.launch_kernel(cmd, **kw)
+                outcomes.append("launched")
+            except ProvisionerError as exc:
+                outcomes.append("refused" if "still running" in str(exc) else str(exc))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(launch_once)
+            tg.start_soon(launch_once)
+        assert sorted(outcomes) == ["launched", "refused"]
+        assert await p.poll() is None
+    assert not reserved_ports()
+
+
 async def test_cancelled_launch_leaves_nothing(remote_clean: SSHServer) -> None:
     """A launch cancelled at any moment leaves no ssh, no remote kernel and no reserved port."""
     for delay in (0.0, 0.05, 0.2, 0.4, 0.8):

@@ -196,6 +196,7 @@ class SSHProvisioner(KernelProvisionerBase):
         self._send_lock = anyio.Lock()
         self._guard_token: int | None = None
         self._reaping = False
+        self._launching = False
         self._master: _ssh_master.Master | None = None
         # The forwards made through the master, which outlive the session: cancelled at reap.
         self._forwarded: tuple[ConnectionInfo, list[int]] | None = None
@@ -389,10 +390,29 @@ class SSHProvisioner(KernelProvisionerBase):
             LaunchError: the ``ssh`` client cannot be run.
             ProvisionerError: this provisioner already runs a kernel.
         """
-        if self._process is not None and self._status is None and await self.poll() is None:
+        if self._launching or (
+            self._process is not None and self._status is None and await self.poll() is None
+        ):
             raise ProvisionerError(
                 f"kernel {self.kernel_id} is still running; stop it before launching again"
             )
+        # Set before the first await: a second launch meanwhile would otherwise start a second
+        # ssh, and the first would be left without an owner.
+        self._launching = True
+        try:
+            await self._launch(cmd, kwargs)
+        finally:
+            self._launching = False
+        self.log.debug(
+            "Launched kernel %s on %s (remote pid %s) through ssh pid %s",
+            self.kernel_id,
+            self.host,
+            self._remote_pid,
+            self.ssh_pid,
+        )
+        return validate_connection_info(self.connection_info)
+
+    async def _launch(self, cmd: list[str], kwargs: dict[str, Any]) -> None:
         if self._process is not None:
             await self._reap()  # the previous (restarted) kernel's handle
         try:
@@ -433,14 +453,6 @@ class SSHProvisioner(KernelProvisionerBase):
                 self._release()
                 await self._leave_master()
             raise
-        self.log.debug(
-            "Launched kernel %s on %s (remote pid %s) through ssh pid %s",
-            self.kernel_id,
-            self.host,
-            self._remote_pid,
-            self.ssh_pid,
-        )
-        return local
 
     async def _launch_once(
         self, local: ConnectionInfo, remote_ports: list[int], request: dict[str, Any]
@@ -769,8 +781,15 @@ class SSHProvisioner(KernelProvisionerBase):
             SSHConnectionError, RemoteLaunchError: as :meth:`launch_kernel`.
             ConnectionFileError: the saved connection info is invalid.
         """
-        if self._process is not None:
+        if self._process is not None or self._launching:
             raise ProvisionerError("this provisioner already manages a kernel process")
+        self._launching = True  # as launch_kernel: one at a time
+        try:
+            await self._load(provisioner_info)
+        finally:
+            self._launching = False
+
+    async def _load(self, provisioner_info: dict[str, Any]) -> None:
         await super().load_provisioner_info(provisioner_info)
         pid = provisioner_info.get("remote_pid")
         ports = provisioner_info.get("remote_ports")
