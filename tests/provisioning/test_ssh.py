@@ -625,6 +625,24 @@ async def test_no_host_is_refused_before_anything_runs(tmp_path: Path) -> None:
     assert not reserved_ports()
 
 
+async def test_host_or_user_a_shell_would_read_is_refused() -> None:
+    """A host or user holding shell syntax (ssh puts them into the user's ProxyCommand and
+    Match exec, %h and %r) is refused with a one-line error before ssh runs."""
+    spec = KernelSpec(argv=["python"], name="r")
+    for config in (
+        {"host": "kn-sshd$(touch pwned)"},
+        {"host": "kn-sshd;id"},
+        {"host": "kn-sshd\nid"},
+        {"host": "kn-sshd", "user": "me`id`"},
+        {"host": "kn-sshd", "user": "me id"},
+    ):
+        async with SSHProvisioner(kernel_spec=spec, **config) as p:
+            with pytest.raises(ProvisionerError, match="invalid ssh") as raised:
+                await p.pre_launch()
+            assert "\n" not in str(raised.value)
+    assert not reserved_ports()
+
+
 async def test_missing_ssh_client_is_a_launch_error() -> None:
     """An ssh_command that cannot be run: LaunchError naming it, nothing reserved."""
     spec = KernelSpec(argv=["python"], name="r")

@@ -64,6 +64,10 @@ _PORT_ATTEMPTS = 3
 # Environment variables of the caller's ``env`` that are passed on to the remote kernel: those
 # Jupyter servers set for their kernels. The rest of the local environment stays here.
 _FORWARDED_ENV = re.compile(r"^(JPY_|KERNEL_)")
+# What a host or user name may not hold: ssh substitutes them into the user's ProxyCommand,
+# LocalCommand and Match exec (%h, %r...), which a shell runs, and OpenSSH before 9.6 did not
+# check them. A quote, a shell metacharacter, white space or a control character.
+_UNSAFE_NAME = re.compile(r"[\x00-\x20\x7f'`\"$\\;&<>|(){}]")
 # Keywords that pre_launch() produces or managers pass along and that are not for ssh.
 _NOT_FOR_SSH = frozenset({"extra_arguments", "kernel_id", "kernel_name", "cmd"})
 
@@ -316,7 +320,8 @@ class SSHProvisioner(KernelProvisionerBase):
         use :attr:`remote_cwd`.
 
         Raises:
-            ProvisionerError: there is no kernel spec or no :attr:`host`.
+            ProvisionerError: there is no kernel spec or no :attr:`host`, or :attr:`host` or
+                :attr:`user` holds a shell metacharacter, a quote or white space.
             PortAllocationError: no local ports could be reserved.
         """
         spec = self.kernel_spec
@@ -327,8 +332,10 @@ class SSHProvisioner(KernelProvisionerBase):
                 "SSHProvisioner needs a host: set 'host' in the kernel spec's "
                 "kernel_provisioner config"
             )
-        if self.host.startswith("-"):
+        if self.host.startswith("-") or _UNSAFE_NAME.search(self.host):
             raise ProvisionerError(f"invalid ssh host {self.host!r}")
+        if self.user.startswith("-") or _UNSAFE_NAME.search(self.user):
+            raise ProvisionerError(f"invalid ssh user {self.user!r}")
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
         kwargs = dict(kwargs)
