@@ -363,6 +363,21 @@ async def test_invalid_resource_request(slurm: SlurmCluster) -> None:
             await launch(p)
 
 
+async def test_what_no_os_takes_is_a_launch_error(slurm: SlurmCluster) -> None:
+    """A NUL byte in the kernel's environment, command or working directory, or '=' in a
+    variable's name: LaunchError naming it, before anything is submitted."""
+    for config, named in (
+        ({"env": {"A": "x\0y"}}, "environment variable 'A'"),
+        ({"env": {"A=B": "x"}}, "contains '='"),
+        ({"kernel_command": [sys.executable, "-c", "\0"]}, "argument 2"),
+        ({"cwd": "/tmp/\0"}, "cwd"),
+    ):
+        async with provisioner(slurm, SLEEPER, **config) as p:
+            with pytest.raises(LaunchError, match=named) as raised:
+                await launch(p)
+            assert "\n" not in str(raised.value) and not p.has_process
+
+
 async def test_slurm_missing(slurm: SlurmCluster, tmp_path: Path) -> None:
     """Without srun where it is looked for, the launch fails with a one-line LaunchError."""
     async with provisioner(slurm, slurm_bin_dir=str(tmp_path)) as p:

@@ -458,6 +458,23 @@ async def test_remote_launch_failures_are_typed(
     assert not reserved_ports()
 
 
+async def test_what_no_os_takes_is_a_launch_error(remote_clean: SSHServer) -> None:
+    """A NUL byte in the remote environment, command or working directory, or '=' in a
+    variable's name: LaunchError naming it (not the remote launcher's traceback), nothing
+    left."""
+    for config, named in (
+        ({"remote_env": {"A": "x\0y"}}, "environment variable 'A'"),
+        ({"remote_env": {"A=B": "x"}}, "contains '='"),
+        ({"remote_argv": ["python", "-c", "\0"]}, "argument 2"),
+        ({"remote_cwd": "/tmp/\0"}, "cwd"),
+    ):
+        async with provisioner(remote_clean, **config) as p:
+            with pytest.raises(LaunchError, match=named) as raised:
+                await launch(p)
+            assert "\n" not in str(raised.value) and p.ssh_pid is None
+    assert not reserved_ports()
+
+
 async def test_remote_ports_in_use_are_chosen_again_then_typed(
     remote_clean: SSHServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -40,6 +40,7 @@ from ..connection import (
 )
 from . import _guardian, _ssh_master
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
+from ._local import _bad_launch_arguments
 from ._process import UNKNOWN_EXIT_STATUS, process_start_time
 
 __all__ = ["SSHProvisioner"]
@@ -391,6 +392,8 @@ class SSHProvisioner(KernelProvisionerBase):
             SSHHostKeyError: the host key is unknown or changed.
             SSHAuthenticationError: authentication failed.
             SSHConnectionError: the host is unknown or unreachable, or ssh failed otherwise.
+            LaunchError: an argument of the kernel command, an environment variable or
+                :attr:`remote_cwd` holds what no OS takes (a NUL byte, '=' in a name).
             RemoteLaunchError: the remote Python or kernel is missing, the remote working
                 directory does not exist, remote ports stayed taken, or the remote side did not
                 answer within :attr:`launch_timeout`.
@@ -423,6 +426,11 @@ class SSHProvisioner(KernelProvisionerBase):
         if self._process is not None:
             await self._reap()  # the previous (restarted) kernel's handle
         try:
+            # What the remote OS would refuse (a NUL byte, '=' in a variable's name) is refused
+            # here, naming it, rather than as a traceback of the remote launcher.
+            problem = _bad_launch_arguments(list(cmd), kwargs.get("env"), self.remote_cwd or None)
+            if problem is not None:
+                raise LaunchError(f"cannot start kernel on {self.host}: {problem}", argv=list(cmd))
             request = {
                 "kernel_id": self.kernel_id,
                 "argv": list(cmd) or None,
