@@ -21,6 +21,7 @@ from kernel_nursery import (
     KernelProvisionerFactory,
     KernelSpec,
     LaunchError,
+    ProvisionerConfigError,
     ProvisionerError,
     RemoteLaunchError,
     SSHAuthenticationError,
@@ -658,6 +659,23 @@ async def test_host_or_user_a_shell_would_read_is_refused() -> None:
                 await p.pre_launch()
             assert "\n" not in str(raised.value)
     assert not reserved_ports()
+
+
+def test_out_of_range_numbers_are_config_errors() -> None:
+    """A port or timeout ssh would refuse (with no reason in its log) is refused when the
+    provisioner is made from the kernel spec, naming the key."""
+    factory = KernelProvisionerFactory.instance()
+    for key, value in (
+        ("port", 70000),
+        ("port", -1),
+        ("connect_timeout", 0),
+        ("server_alive_interval", -5),
+        ("server_alive_count_max", 0),
+    ):
+        stanza = {"provisioner_name": "ssh", "config": {"host": "kn-sshd", key: value}}
+        spec = KernelSpec(argv=["python"], name="r", metadata={"kernel_provisioner": stanza})
+        with pytest.raises(ProvisionerConfigError, match=key):
+            factory.create_provisioner_instance("k1", spec, parent=None)
 
 
 async def test_missing_ssh_client_is_a_launch_error() -> None:

@@ -119,7 +119,9 @@ class SSHProvisioner(KernelProvisionerBase):
         help="The remote host: a name, an address, or an alias from the ssh configuration.",
     )
     user = Unicode("", config=True, help="The remote user (default: as ssh decides).")
-    port = Integer(0, config=True, help="The SSH port (0: as ssh decides, normally 22).")
+    port = Integer(
+        0, min=0, max=65535, config=True, help="The SSH port (0: as ssh decides, normally 22)."
+    )
     identity_file = Unicode("", config=True, help="A private key file for ssh -i.")
     ssh_options = List(
         Unicode(),
@@ -153,15 +155,18 @@ class SSHProvisioner(KernelProvisionerBase):
         help="Environment variables for the remote kernel, on top of the remote login's "
         "environment and the spec's env.",
     )
-    connect_timeout = Integer(10, config=True, help="Seconds for ssh to connect (ConnectTimeout).")
+    connect_timeout = Integer(
+        10, min=1, config=True, help="Seconds for ssh to connect (ConnectTimeout)."
+    )
     server_alive_interval = Integer(
         5,
+        min=0,
         config=True,
         help="Seconds between keep-alive probes (ServerAliveInterval); after "
         "server_alive_count_max unanswered ones the connection counts as lost and the kernel "
-        "as dead.",
+        "as dead. 0: no probes (a hung connection is then never noticed).",
     )
-    server_alive_count_max = Integer(3, config=True, help="ssh's ServerAliveCountMax.")
+    server_alive_count_max = Integer(3, min=1, config=True, help="ssh's ServerAliveCountMax.")
     independent = Bool(
         False,
         config=True,
