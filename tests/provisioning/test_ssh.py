@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -678,14 +679,19 @@ def test_out_of_range_numbers_are_config_errors() -> None:
             factory.create_provisioner_instance("k1", spec, parent=None)
 
 
-async def test_missing_ssh_client_is_a_launch_error() -> None:
-    """An ssh_command that cannot be run: LaunchError naming it, nothing reserved."""
+async def test_missing_ssh_client_is_a_launch_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ssh_command that cannot be run: LaunchError naming it, nothing reserved, no
+    temporary directory left."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     spec = KernelSpec(argv=["python"], name="r")
     async with SSHProvisioner(kernel_spec=spec, host="h", ssh_command="/no/such/ssh") as p:
         with pytest.raises(LaunchError, match="/no/such/ssh"):
             await launch(p)
     assert not reserved_ports()
     assert p.ssh_pid is None
+    assert not list(tmp_path.iterdir())
 
 
 async def test_master_connection_lost_counts_as_death_of_its_kernels(

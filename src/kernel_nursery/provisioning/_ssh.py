@@ -705,6 +705,7 @@ class SSHProvisioner(KernelProvisionerBase):
     async def _reap(self) -> None:
         process = self._process
         if process is None:
+            self._remove_workdir()  # made before an ssh that could not be run
             return
         self._reaping = True
         with anyio.CancelScope(shield=True):
@@ -723,9 +724,12 @@ class SSHProvisioner(KernelProvisionerBase):
             self._reaping = False
             self._unguard()
             await self._cancel_forwards()
-            if self._workdir is not None:
-                shutil.rmtree(self._workdir, ignore_errors=True)
-                self._workdir = None
+            self._remove_workdir()
+
+    def _remove_workdir(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     async def _cancel_forwards(self) -> None:
         """Cancel the forwards made through the master, which outlive the session that asked
