@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -311,6 +312,25 @@ async def test_remote_launcher_terminated_takes_its_kernel_and_file(
         assert status == -signal.SIGTERM
         assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
         assert not Path(path).parent.exists()
+
+
+async def test_remote_launcher_killed_takes_its_kernel(remote_clean: SSHServer) -> None:
+    """SIGKILL to the remote launcher (the OOM killer) takes the kernel with it (Linux), so the
+    channel closes and the kernel's end is noticed here, rather than an orphan holding the
+    channel open."""
+    async with provisioner(remote_clean) as p:
+        await launch(p)
+        remote_pid, path = p.remote_pid, p.remote_connection_file
+        assert remote_pid is not None and path is not None
+        launcher = parent_of(remote_pid)
+        assert launcher is not None
+        os.kill(launcher, signal.SIGKILL)
+        try:
+            with anyio.fail_after(20):
+                assert await p.wait() is not None
+            assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid}, 15)
+        finally:
+            shutil.rmtree(Path(path).parent, ignore_errors=True)  # SIGKILL: nobody removed it
 
 
 async def test_remote_kernel_starts_with_default_signal_handling(remote_clean: SSHServer) -> None:

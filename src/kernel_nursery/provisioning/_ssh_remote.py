@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 
 _PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 _KILL_WAIT = 5.0
@@ -210,6 +211,26 @@ class Kernel:
         return done
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, what the kernel's child process runs before exec so that it gets SIGKILL if
+    this script dies without stopping it (SIGKILL, a crash): the kernel holds the channel's
+    standard error, and would otherwise keep the channel open, its owner waiting, and itself
+    running. ``None`` elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
 def _start_time(pid: int) -> int | None:
     """/proc/PID/stat field 22 (Linux), which tells a process from a later one with its pid."""
     try:
@@ -345,6 +366,7 @@ def main() -> int:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=None if independent else _die_with_parent(),
             )
         except OSError as exc:
             if cwd is not None and not os.path.isdir(cwd):
