@@ -372,7 +372,7 @@ async def test_local_manager_killed_takes_the_remote_kernels(
     remote_clean: SSHServer, tmp_path: Path
 ) -> None:
     """A manager process killed with SIGKILL leaves no kernel on the remote host, whether the
-    kernel had a connection of its own or shared the control master."""
+    kernel had a connection of its own or shared the control master, and no ssh log here."""
     script = tmp_path / "manager.py"
     spec = ssh_spec(remote_clean)
     script.write_text(
@@ -392,22 +392,30 @@ async def test_local_manager_killed_takes_the_remote_kernels(
         "        pids = [p.remote_pid for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
         "        pids += [p.ssh_pid for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
         "        print(*pids, hub.popen.pid, flush=True)\n"
+        "        from kernel_nursery.provisioning._guardian import guardian_pid\n"
+        "        logs = [p._log_file for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
+        "        print(guardian_pid(), *logs, flush=True)\n"
         "        await anyio.sleep_forever()\n"
         "anyio.run(main)\n"
     )
     async with await anyio.open_process([sys.executable, str(script)], stderr=None) as manager:
         assert manager.stdout is not None
         with anyio.fail_after(60):
-            line = b""
+            output = b""
             async for chunk in manager.stdout:
-                line += chunk
-                if b"\n" in line:
+                output += chunk
+                if output.count(b"\n") == 2:
                     break
+        line, more = output.decode().splitlines()
         pids = {int(x) for x in line.split()}
         assert len(pids) == 7 and all(running(pid) for pid in pids)
+        guardian, *logs = more.split()
+        assert all(Path(log).exists() for log in logs)
         manager.kill()
         await manager.wait()
-    assert not await anyio.to_thread.run_sync(wait_gone, pids, 15)
+    # The guardian exits once it has stopped them and removed their files.
+    assert not await anyio.to_thread.run_sync(wait_gone, {*pids, int(guardian)}, 15)
+    assert not [log for log in logs if Path(log).exists()]
 
 
 # ---------------------------------------------------------------------- bad input

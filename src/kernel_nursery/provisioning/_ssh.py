@@ -8,7 +8,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -200,7 +199,7 @@ class SSHProvisioner(KernelProvisionerBase):
         self._remote_start_time: int | None = None
         self._remote_ports: list[int] | None = None
         self._owns_ports = False
-        self._workdir: Path | None = None  # holds ssh's log (-E)
+        self._log_file: Path | None = None  # ssh's log (-E), a private temporary file
         self._stdout = b""
         self._read_lock = anyio.Lock()
         self._send_lock = anyio.Lock()
@@ -481,7 +480,9 @@ class SSHProvisioner(KernelProvisionerBase):
         Returns ``""`` when the kernel started, or the taken ports as reported."""
         if self._process is not None:
             await self._reap()
-        self._workdir = Path(tempfile.mkdtemp(prefix="kernel-nursery-ssh-"))
+        fd, log_file = tempfile.mkstemp(prefix="kernel-nursery-ssh-", suffix=".log")  # 0600
+        os.close(fd)
+        self._log_file = Path(log_file)
         control_path = None
         if self.reuse_connection:
             if self._master is not None and self._master.popen and not self._master.alive():
@@ -653,8 +654,8 @@ class SSHProvisioner(KernelProvisionerBase):
         # if the config names one, would keep our forwards after the kernel's end.
         argv += ["-o", "ControlMaster=no", "-o", f"ControlPath={control_path or 'none'}"]
         argv += ["-o", "ExitOnForwardFailure=yes"]
-        if self._workdir is not None:
-            argv += ["-E", str(self._workdir / "ssh.log")]
+        if self._log_file is not None:
+            argv += ["-E", str(self._log_file)]
         argv += self._forwards(local, remote_ports)
         python = shlex.quote(self.remote_python)
         argv += ["--", self.host, f"exec {python} -I -S -c {shlex.quote(_BOOT)}"]
@@ -682,10 +683,10 @@ class SSHProvisioner(KernelProvisionerBase):
             self.log.debug("Kernel %s: remote said %r", self.kernel_id, line[:200])
 
     def _log_text(self) -> str:
-        if self._workdir is None:
+        if self._log_file is None:
             return ""
         try:
-            return (self._workdir / "ssh.log").read_text(errors="replace")
+            return self._log_file.read_text(errors="replace")
         except OSError:
             return ""
 
@@ -705,7 +706,7 @@ class SSHProvisioner(KernelProvisionerBase):
     async def _reap(self) -> None:
         process = self._process
         if process is None:
-            self._remove_workdir()  # made before an ssh that could not be run
+            self._remove_log()  # made before an ssh that could not be run
             return
         self._reaping = True
         with anyio.CancelScope(shield=True):
@@ -724,12 +725,12 @@ class SSHProvisioner(KernelProvisionerBase):
             self._reaping = False
             self._unguard()
             await self._cancel_forwards()
-            self._remove_workdir()
+            self._remove_log()
 
-    def _remove_workdir(self) -> None:
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
+    def _remove_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.unlink(missing_ok=True)
+            self._log_file = None
 
     async def _cancel_forwards(self) -> None:
         """Cancel the forwards made through the master, which outlive the session that asked
@@ -864,14 +865,15 @@ class SSHProvisioner(KernelProvisionerBase):
 
     def _guard(self, process: anyio.abc.Process) -> None:
         """Register the ssh process with the guardian: if this process dies without cleaning
-        up, the guardian ends ssh (the remote side then stops the kernel)."""
+        up, the guardian ends ssh (the remote side then stops the kernel) and removes ssh's
+        log file, as it removes a local kernel's connection file."""
         if not _guardian.SUPPORTED:
             return
         self._guard_token = _guardian.register(
             process.pid,
             pgid=process.pid,
             start_time=process_start_time(process.pid),
-            connection_file=None,
+            connection_file=None if self._log_file is None else str(self._log_file),
             log=self.log,
         )
 
