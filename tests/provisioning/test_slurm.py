@@ -283,6 +283,42 @@ def test_time_limit_is_reported(slurm: SlurmCluster) -> None:
 # ---------------------------------------------------------------- never a leaked job
 
 
+async def test_kernel_deaf_to_sigterm_leaves_no_connection_file(slurm: SlurmCluster) -> None:
+    """A kernel that ignores SIGTERM is killed by Slurm after KillWait, with the node side:
+    its connection file (the key) on the node is removed all the same."""
+    code = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('connection file', sys.argv[1], file=sys.stderr, flush=True); time.sleep(600)"
+    )
+    async with provisioner(slurm, [sys.executable, "-c", code, "{connection_file}"]) as p:
+        printed = anyio.Event()
+        where: list[str] = []
+
+        def seen(record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if "connection file " in text:
+                where.append(text.rsplit(" ", 1)[-1])
+                printed.set()
+
+        handler = logging.Handler()
+        handler.emit = seen  # type: ignore[method-assign]
+        p.log.addHandler(handler)
+        level = p.log.level
+        p.log.setLevel(logging.INFO)
+        try:
+            await launch(p)
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(p.wait)  # reads the kernel's output, returns at the job's end
+                    await printed.wait()
+                    assert Path(where[0]).exists()
+                    await p.kill()  # scancel: SIGTERM, ignored; SIGKILL after KillWait
+        finally:
+            p.log.setLevel(level)
+            p.log.removeHandler(handler)
+        assert not Path(where[0]).exists()
+
+
 async def test_cancelled_while_pending_leaves_nothing(slurm: SlurmCluster) -> None:
     """A launch cancelled while its job waits in the queue withdraws the job."""
     async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
@@ -361,6 +397,21 @@ async def test_invalid_resource_request(slurm: SlurmCluster) -> None:
     async with provisioner(slurm, memory="999999G") as p:
         with pytest.raises(JobRejectedError, match="Memory specification"):
             await launch(p)
+
+
+async def test_what_no_os_takes_is_a_launch_error(slurm: SlurmCluster) -> None:
+    """A NUL byte in the kernel's environment, command or working directory, or '=' in a
+    variable's name: LaunchError naming it, before anything is submitted."""
+    for config, named in (
+        ({"env": {"A": "x\0y"}}, "environment variable 'A'"),
+        ({"env": {"A=B": "x"}}, "contains '='"),
+        ({"kernel_command": [sys.executable, "-c", "\0"]}, "argument 2"),
+        ({"cwd": "/tmp/\0"}, "cwd"),
+    ):
+        async with provisioner(slurm, SLEEPER, **config) as p:
+            with pytest.raises(LaunchError, match=named) as raised:
+                await launch(p)
+            assert "\n" not in str(raised.value) and not p.has_process
 
 
 async def test_slurm_missing(slurm: SlurmCluster, tmp_path: Path) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from kernel_nursery import (
     KernelProvisionerFactory,
     KernelSpec,
     LaunchError,
+    ProvisionerConfigError,
     ProvisionerError,
     RemoteLaunchError,
     SSHAuthenticationError,
@@ -224,6 +227,29 @@ async def test_remote_kernel_spec_of_the_remote_environment(remote_clean: SSHSer
             await kc.wait_for_ready(timeout=60)
 
 
+async def test_two_launches_at_once_start_one_kernel(remote_clean: SSHServer) -> None:
+    """A second launch_kernel while the first is under way is refused, so one ssh (and one
+    remote kernel) runs, and cleanup leaves nothing."""
+    async with provisioner(remote_clean) as p:
+        kw = await p.pre_launch()
+        cmd = kw.pop("cmd")
+        outcomes: list[str] = []
+
+        async def launch_once() -> None:
+            try:
+                await p.launch_kernel(cmd, **kw)
+                outcomes.append("launched")
+            except ProvisionerError as exc:
+                outcomes.append("refused" if "still running" in str(exc) else str(exc))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(launch_once)
+            tg.start_soon(launch_once)
+        assert sorted(outcomes) == ["launched", "refused"]
+        assert await p.poll() is None
+    assert not reserved_ports()
+
+
 async def test_cancelled_launch_leaves_nothing(remote_clean: SSHServer) -> None:
     """A launch cancelled at any moment leaves no ssh, no remote kernel and no reserved port."""
     for delay in (0.0, 0.05, 0.2, 0.4, 0.8):
@@ -268,6 +294,59 @@ async def test_sshd_session_killed_counts_as_death_and_remote_kernel_ends(
         assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
 
 
+async def test_remote_launcher_terminated_takes_its_kernel_and_file(
+    remote_clean: SSHServer,
+) -> None:
+    """SIGTERM to the remote launcher (a host shutting down, an administrator) ends the
+    kernel's group and removes the connection file, as a closed channel does; the exit is
+    reported here."""
+    async with provisioner(remote_clean) as p:
+        await launch(p)
+        remote_pid, path = p.remote_pid, p.remote_connection_file
+        assert remote_pid is not None and path is not None
+        launcher = parent_of(remote_pid)
+        assert launcher is not None
+        os.kill(launcher, signal.SIGTERM)
+        with anyio.fail_after(20):
+            status = await p.wait()
+        assert status == -signal.SIGTERM
+        assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid, launcher}, 15)
+        assert not Path(path).parent.exists()
+
+
+async def test_remote_launcher_killed_takes_its_kernel(remote_clean: SSHServer) -> None:
+    """SIGKILL to the remote launcher (the OOM killer) takes the kernel with it (Linux), so the
+    channel closes and the kernel's end is noticed here, rather than an orphan holding the
+    channel open."""
+    async with provisioner(remote_clean) as p:
+        await launch(p)
+        remote_pid, path = p.remote_pid, p.remote_connection_file
+        assert remote_pid is not None and path is not None
+        launcher = parent_of(remote_pid)
+        assert launcher is not None
+        os.kill(launcher, signal.SIGKILL)
+        try:
+            with anyio.fail_after(20):
+                assert await p.wait() is not None
+            assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid}, 15)
+        finally:
+            shutil.rmtree(Path(path).parent, ignore_errors=True)  # SIGKILL: nobody removed it
+
+
+async def test_remote_kernel_starts_with_default_signal_handling(remote_clean: SSHServer) -> None:
+    """The remote kernel starts with SIGINT and SIGHUP not ignored, as a local one: a Python
+    kernel without a handler of its own gets KeyboardInterrupt on interrupt."""
+    check = (
+        "import signal, sys; sys.exit("
+        "10 * (signal.getsignal(signal.SIGINT) is not signal.default_int_handler)"
+        " + (signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL))"
+    )
+    async with provisioner(remote_clean, remote_argv=["python", "-c", check]) as p:
+        await launch(p)
+        with anyio.fail_after(30):
+            assert await p.wait() == 0
+
+
 async def test_hung_connection_counts_as_death(remote_clean: SSHServer) -> None:
     """A connection whose server stops answering is given up after ServerAliveInterval *
     ServerAliveCountMax; the kernel ends once the server's session goes."""
@@ -293,7 +372,7 @@ async def test_local_manager_killed_takes_the_remote_kernels(
     remote_clean: SSHServer, tmp_path: Path
 ) -> None:
     """A manager process killed with SIGKILL leaves no kernel on the remote host, whether the
-    kernel had a connection of its own or shared the control master."""
+    kernel had a connection of its own or shared the control master, and no ssh log here."""
     script = tmp_path / "manager.py"
     spec = ssh_spec(remote_clean)
     script.write_text(
@@ -313,22 +392,30 @@ async def test_local_manager_killed_takes_the_remote_kernels(
         "        pids = [p.remote_pid for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
         "        pids += [p.ssh_pid for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
         "        print(*pids, hub.popen.pid, flush=True)\n"
+        "        from kernel_nursery.provisioning._guardian import guardian_pid\n"
+        "        logs = [p._log_file for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
+        "        print(guardian_pid(), *logs, flush=True)\n"
         "        await anyio.sleep_forever()\n"
         "anyio.run(main)\n"
     )
     async with await anyio.open_process([sys.executable, str(script)], stderr=None) as manager:
         assert manager.stdout is not None
         with anyio.fail_after(60):
-            line = b""
+            output = b""
             async for chunk in manager.stdout:
-                line += chunk
-                if b"\n" in line:
+                output += chunk
+                if output.count(b"\n") == 2:
                     break
+        line, more = output.decode().splitlines()
         pids = {int(x) for x in line.split()}
         assert len(pids) == 7 and all(running(pid) for pid in pids)
+        guardian, *logs = more.split()
+        assert all(Path(log).exists() for log in logs)
         manager.kill()
         await manager.wait()
-    assert not await anyio.to_thread.run_sync(wait_gone, pids, 15)
+    # The guardian exits once it has stopped them and removed their files.
+    assert not await anyio.to_thread.run_sync(wait_gone, {*pids, int(guardian)}, 15)
+    assert not [log for log in logs if Path(log).exists()]
 
 
 # ---------------------------------------------------------------------- bad input
@@ -398,6 +485,23 @@ async def test_remote_launch_failures_are_typed(
             await launch(p)
     assert caught.value.reason == reason
     assert "\n" not in str(caught.value)
+    assert not reserved_ports()
+
+
+async def test_what_no_os_takes_is_a_launch_error(remote_clean: SSHServer) -> None:
+    """A NUL byte in the remote environment, command or working directory, or '=' in a
+    variable's name: LaunchError naming it (not the remote launcher's traceback), nothing
+    left."""
+    for config, named in (
+        ({"remote_env": {"A": "x\0y"}}, "environment variable 'A'"),
+        ({"remote_env": {"A=B": "x"}}, "contains '='"),
+        ({"remote_argv": ["python", "-c", "\0"]}, "argument 2"),
+        ({"remote_cwd": "/tmp/\0"}, "cwd"),
+    ):
+        async with provisioner(remote_clean, **config) as p:
+            with pytest.raises(LaunchError, match=named) as raised:
+                await launch(p)
+            assert "\n" not in str(raised.value) and p.ssh_pid is None
     assert not reserved_ports()
 
 
@@ -568,14 +672,54 @@ async def test_no_host_is_refused_before_anything_runs(tmp_path: Path) -> None:
     assert not reserved_ports()
 
 
-async def test_missing_ssh_client_is_a_launch_error() -> None:
-    """An ssh_command that cannot be run: LaunchError naming it, nothing reserved."""
+async def test_host_or_user_a_shell_would_read_is_refused() -> None:
+    """A host or user holding shell syntax (ssh puts them into the user's ProxyCommand and
+    Match exec, %h and %r) is refused with a one-line error before ssh runs."""
+    spec = KernelSpec(argv=["python"], name="r")
+    for config in (
+        {"host": "kn-sshd$(touch pwned)"},
+        {"host": "kn-sshd;id"},
+        {"host": "kn-sshd\nid"},
+        {"host": "kn-sshd", "user": "me`id`"},
+        {"host": "kn-sshd", "user": "me id"},
+    ):
+        async with SSHProvisioner(kernel_spec=spec, **config) as p:
+            with pytest.raises(ProvisionerError, match="invalid ssh") as raised:
+                await p.pre_launch()
+            assert "\n" not in str(raised.value)
+    assert not reserved_ports()
+
+
+def test_out_of_range_numbers_are_config_errors() -> None:
+    """A port or timeout ssh would refuse (with no reason in its log) is refused when the
+    provisioner is made from the kernel spec, naming the key."""
+    factory = KernelProvisionerFactory.instance()
+    for key, value in (
+        ("port", 70000),
+        ("port", -1),
+        ("connect_timeout", 0),
+        ("server_alive_interval", -5),
+        ("server_alive_count_max", 0),
+    ):
+        stanza = {"provisioner_name": "ssh", "config": {"host": "kn-sshd", key: value}}
+        spec = KernelSpec(argv=["python"], name="r", metadata={"kernel_provisioner": stanza})
+        with pytest.raises(ProvisionerConfigError, match=key):
+            factory.create_provisioner_instance("k1", spec, parent=None)
+
+
+async def test_missing_ssh_client_is_a_launch_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ssh_command that cannot be run: LaunchError naming it, nothing reserved, no
+    temporary directory left."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     spec = KernelSpec(argv=["python"], name="r")
     async with SSHProvisioner(kernel_spec=spec, host="h", ssh_command="/no/such/ssh") as p:
         with pytest.raises(LaunchError, match="/no/such/ssh"):
             await launch(p)
     assert not reserved_ports()
     assert p.ssh_pid is None
+    assert not list(tmp_path.iterdir())
 
 
 async def test_master_connection_lost_counts_as_death_of_its_kernels(

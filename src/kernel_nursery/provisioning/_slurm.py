@@ -30,6 +30,7 @@ from ..connection import ConnectionInfo, new_key, validate_connection_info
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
 from ._command import format_kernel_cmd
+from ._local import _bad_launch_arguments
 from ._process import UNKNOWN_EXIT_STATUS, process_start_time
 
 __all__ = ["SlurmProvisioner"]
@@ -408,8 +409,10 @@ class SlurmProvisioner(KernelProvisionerBase):
         before it returns: nothing is left in the queue.
 
         Raises:
-            LaunchError: ``srun`` cannot be run (Slurm is not installed, not on PATH), or the
-                node side failed before the kernel ran (the message has its last words).
+            LaunchError: ``srun`` cannot be run (Slurm is not installed, not on PATH), an
+                argument of the kernel command, an environment variable or the working
+                directory holds what no OS takes (a NUL byte, '=' in a name), or the node side
+                failed before the kernel ran (the message has its last words).
             JobRejectedError: Slurm refused the job (unknown partition or account, a resource
                 request no node can satisfy...): the message is Slurm's.
             QueueTimeoutError: the job did not start within :attr:`queue_timeout`.
@@ -443,6 +446,9 @@ class SlurmProvisioner(KernelProvisionerBase):
         cwd = options.pop("cwd", None) or self.cwd or None
         if options:
             self.log.debug("SlurmProvisioner ignores launch options %s", sorted(options))
+        problem = _bad_launch_arguments(list(command), env, cwd)
+        if problem is not None:  # else a bare ValueError from the spawn
+            raise LaunchError(f"cannot submit kernel {self.kernel_id}: {problem}", argv=list(cmd))
         srun = self._tool("srun")
         step = self.use_allocation and bool(env.get("SLURM_JOB_ID"))
         self.in_allocation = step

@@ -66,8 +66,10 @@ def _free_ports(ip: str, count: int) -> list[int]:
             s.close()
 
 
-def _stop(kernel: subprocess.Popen[bytes]) -> None:
-    """The submitting side has gone: end the kernel, politely first."""
+def _stop(kernel: subprocess.Popen[bytes], directory: str) -> None:
+    """The submitting side has gone: end the kernel, politely first. Its connection file goes
+    first (Slurm may kill this script before the kernel ends)."""
+    shutil.rmtree(directory, ignore_errors=True)
     try:
         kernel.terminate()
         kernel.wait(GRACE)
@@ -111,7 +113,14 @@ def main() -> int:
             node = socket.gethostname()
             print(f"kernel-nursery: cannot start the kernel on {node}: {exc}", file=sys.stderr)
             return 127
-        signal.signal(signal.SIGTERM, lambda *_: kernel.send_signal(signal.SIGTERM))
+
+        def on_term(signum: int, frame: object) -> None:
+            # Slurm may follow with SIGKILL (after KillWait) before the ``finally`` below
+            # runs: the key goes now. The kernel read its connection file when it started.
+            shutil.rmtree(directory, ignore_errors=True)
+            kernel.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_term)
         public = {k: v for k, v in info.items() if k != "key"}
         status = {
             "event": "running",
@@ -127,7 +136,7 @@ def main() -> int:
         def watch_input() -> None:
             while sys.stdin.buffer.read(65536):
                 pass
-            _stop(kernel)
+            _stop(kernel, directory)
 
         threading.Thread(target=watch_input, daemon=True).start()
         while True:

@@ -8,7 +8,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -40,6 +39,7 @@ from ..connection import (
 )
 from . import _guardian, _ssh_master
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
+from ._local import _bad_launch_arguments
 from ._process import UNKNOWN_EXIT_STATUS, process_start_time
 
 __all__ = ["SSHProvisioner"]
@@ -64,6 +64,10 @@ _PORT_ATTEMPTS = 3
 # Environment variables of the caller's ``env`` that are passed on to the remote kernel: those
 # Jupyter servers set for their kernels. The rest of the local environment stays here.
 _FORWARDED_ENV = re.compile(r"^(JPY_|KERNEL_)")
+# What a host or user name may not hold: ssh substitutes them into the user's ProxyCommand,
+# LocalCommand and Match exec (%h, %r...), which a shell runs, and OpenSSH before 9.6 did not
+# check them. A quote, a shell metacharacter, white space or a control character.
+_UNSAFE_NAME = re.compile(r"[\x00-\x20\x7f'`\"$\\;&<>|(){}]")
 # Keywords that pre_launch() produces or managers pass along and that are not for ssh.
 _NOT_FOR_SSH = frozenset({"extra_arguments", "kernel_id", "kernel_name", "cmd"})
 
@@ -114,7 +118,9 @@ class SSHProvisioner(KernelProvisionerBase):
         help="The remote host: a name, an address, or an alias from the ssh configuration.",
     )
     user = Unicode("", config=True, help="The remote user (default: as ssh decides).")
-    port = Integer(0, config=True, help="The SSH port (0: as ssh decides, normally 22).")
+    port = Integer(
+        0, min=0, max=65535, config=True, help="The SSH port (0: as ssh decides, normally 22)."
+    )
     identity_file = Unicode("", config=True, help="A private key file for ssh -i.")
     ssh_options = List(
         Unicode(),
@@ -148,15 +154,18 @@ class SSHProvisioner(KernelProvisionerBase):
         help="Environment variables for the remote kernel, on top of the remote login's "
         "environment and the spec's env.",
     )
-    connect_timeout = Integer(10, config=True, help="Seconds for ssh to connect (ConnectTimeout).")
+    connect_timeout = Integer(
+        10, min=1, config=True, help="Seconds for ssh to connect (ConnectTimeout)."
+    )
     server_alive_interval = Integer(
         5,
+        min=0,
         config=True,
         help="Seconds between keep-alive probes (ServerAliveInterval); after "
         "server_alive_count_max unanswered ones the connection counts as lost and the kernel "
-        "as dead.",
+        "as dead. 0: no probes (a hung connection is then never noticed).",
     )
-    server_alive_count_max = Integer(3, config=True, help="ssh's ServerAliveCountMax.")
+    server_alive_count_max = Integer(3, min=1, config=True, help="ssh's ServerAliveCountMax.")
     independent = Bool(
         False,
         config=True,
@@ -190,12 +199,13 @@ class SSHProvisioner(KernelProvisionerBase):
         self._remote_start_time: int | None = None
         self._remote_ports: list[int] | None = None
         self._owns_ports = False
-        self._workdir: Path | None = None  # holds ssh's log (-E)
+        self._log_file: Path | None = None  # ssh's log (-E), a private temporary file
         self._stdout = b""
         self._read_lock = anyio.Lock()
         self._send_lock = anyio.Lock()
         self._guard_token: int | None = None
         self._reaping = False
+        self._launching = False
         self._master: _ssh_master.Master | None = None
         # The forwards made through the master, which outlive the session: cancelled at reap.
         self._forwarded: tuple[ConnectionInfo, list[int]] | None = None
@@ -315,7 +325,8 @@ class SSHProvisioner(KernelProvisionerBase):
         use :attr:`remote_cwd`.
 
         Raises:
-            ProvisionerError: there is no kernel spec or no :attr:`host`.
+            ProvisionerError: there is no kernel spec or no :attr:`host`, or :attr:`host` or
+                :attr:`user` holds a shell metacharacter, a quote or white space.
             PortAllocationError: no local ports could be reserved.
         """
         spec = self.kernel_spec
@@ -326,8 +337,10 @@ class SSHProvisioner(KernelProvisionerBase):
                 "SSHProvisioner needs a host: set 'host' in the kernel spec's "
                 "kernel_provisioner config"
             )
-        if self.host.startswith("-"):
+        if self.host.startswith("-") or _UNSAFE_NAME.search(self.host):
             raise ProvisionerError(f"invalid ssh host {self.host!r}")
+        if self.user.startswith("-") or _UNSAFE_NAME.search(self.user):
+            raise ProvisionerError(f"invalid ssh user {self.user!r}")
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
         kwargs = dict(kwargs)
@@ -383,19 +396,45 @@ class SSHProvisioner(KernelProvisionerBase):
             SSHHostKeyError: the host key is unknown or changed.
             SSHAuthenticationError: authentication failed.
             SSHConnectionError: the host is unknown or unreachable, or ssh failed otherwise.
+            LaunchError: an argument of the kernel command, an environment variable or
+                :attr:`remote_cwd` holds what no OS takes (a NUL byte, '=' in a name).
             RemoteLaunchError: the remote Python or kernel is missing, the remote working
                 directory does not exist, remote ports stayed taken, or the remote side did not
                 answer within :attr:`launch_timeout`.
             LaunchError: the ``ssh`` client cannot be run.
             ProvisionerError: this provisioner already runs a kernel.
         """
-        if self._process is not None and self._status is None and await self.poll() is None:
+        if self._launching or (
+            self._process is not None and self._status is None and await self.poll() is None
+        ):
             raise ProvisionerError(
                 f"kernel {self.kernel_id} is still running; stop it before launching again"
             )
+        # Set before the first await: a second launch meanwhile would otherwise start a second
+        # ssh, and the first would be left without an owner.
+        self._launching = True
+        try:
+            await self._launch(cmd, kwargs)
+        finally:
+            self._launching = False
+        self.log.debug(
+            "Launched kernel %s on %s (remote pid %s) through ssh pid %s",
+            self.kernel_id,
+            self.host,
+            self._remote_pid,
+            self.ssh_pid,
+        )
+        return validate_connection_info(self.connection_info)
+
+    async def _launch(self, cmd: list[str], kwargs: dict[str, Any]) -> None:
         if self._process is not None:
             await self._reap()  # the previous (restarted) kernel's handle
         try:
+            # What the remote OS would refuse (a NUL byte, '=' in a variable's name) is refused
+            # here, naming it, rather than as a traceback of the remote launcher.
+            problem = _bad_launch_arguments(list(cmd), kwargs.get("env"), self.remote_cwd or None)
+            if problem is not None:
+                raise LaunchError(f"cannot start kernel on {self.host}: {problem}", argv=list(cmd))
             request = {
                 "kernel_id": self.kernel_id,
                 "argv": list(cmd) or None,
@@ -433,14 +472,6 @@ class SSHProvisioner(KernelProvisionerBase):
                 self._release()
                 await self._leave_master()
             raise
-        self.log.debug(
-            "Launched kernel %s on %s (remote pid %s) through ssh pid %s",
-            self.kernel_id,
-            self.host,
-            self._remote_pid,
-            self.ssh_pid,
-        )
-        return local
 
     async def _launch_once(
         self, local: ConnectionInfo, remote_ports: list[int], request: dict[str, Any]
@@ -449,7 +480,9 @@ class SSHProvisioner(KernelProvisionerBase):
         Returns ``""`` when the kernel started, or the taken ports as reported."""
         if self._process is not None:
             await self._reap()
-        self._workdir = Path(tempfile.mkdtemp(prefix="kernel-nursery-ssh-"))
+        fd, log_file = tempfile.mkstemp(prefix="kernel-nursery-ssh-", suffix=".log")  # 0600
+        os.close(fd)
+        self._log_file = Path(log_file)
         control_path = None
         if self.reuse_connection:
             if self._master is not None and self._master.popen and not self._master.alive():
@@ -621,8 +654,8 @@ class SSHProvisioner(KernelProvisionerBase):
         # if the config names one, would keep our forwards after the kernel's end.
         argv += ["-o", "ControlMaster=no", "-o", f"ControlPath={control_path or 'none'}"]
         argv += ["-o", "ExitOnForwardFailure=yes"]
-        if self._workdir is not None:
-            argv += ["-E", str(self._workdir / "ssh.log")]
+        if self._log_file is not None:
+            argv += ["-E", str(self._log_file)]
         argv += self._forwards(local, remote_ports)
         python = shlex.quote(self.remote_python)
         argv += ["--", self.host, f"exec {python} -I -S -c {shlex.quote(_BOOT)}"]
@@ -650,10 +683,10 @@ class SSHProvisioner(KernelProvisionerBase):
             self.log.debug("Kernel %s: remote said %r", self.kernel_id, line[:200])
 
     def _log_text(self) -> str:
-        if self._workdir is None:
+        if self._log_file is None:
             return ""
         try:
-            return (self._workdir / "ssh.log").read_text(errors="replace")
+            return self._log_file.read_text(errors="replace")
         except OSError:
             return ""
 
@@ -673,6 +706,7 @@ class SSHProvisioner(KernelProvisionerBase):
     async def _reap(self) -> None:
         process = self._process
         if process is None:
+            self._remove_log()  # made before an ssh that could not be run
             return
         self._reaping = True
         with anyio.CancelScope(shield=True):
@@ -691,9 +725,12 @@ class SSHProvisioner(KernelProvisionerBase):
             self._reaping = False
             self._unguard()
             await self._cancel_forwards()
-            if self._workdir is not None:
-                shutil.rmtree(self._workdir, ignore_errors=True)
-                self._workdir = None
+            self._remove_log()
+
+    def _remove_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.unlink(missing_ok=True)
+            self._log_file = None
 
     async def _cancel_forwards(self) -> None:
         """Cancel the forwards made through the master, which outlive the session that asked
@@ -769,8 +806,15 @@ class SSHProvisioner(KernelProvisionerBase):
             SSHConnectionError, RemoteLaunchError: as :meth:`launch_kernel`.
             ConnectionFileError: the saved connection info is invalid.
         """
-        if self._process is not None:
+        if self._process is not None or self._launching:
             raise ProvisionerError("this provisioner already manages a kernel process")
+        self._launching = True  # as launch_kernel: one at a time
+        try:
+            await self._load(provisioner_info)
+        finally:
+            self._launching = False
+
+    async def _load(self, provisioner_info: dict[str, Any]) -> None:
         await super().load_provisioner_info(provisioner_info)
         pid = provisioner_info.get("remote_pid")
         ports = provisioner_info.get("remote_ports")
@@ -821,14 +865,15 @@ class SSHProvisioner(KernelProvisionerBase):
 
     def _guard(self, process: anyio.abc.Process) -> None:
         """Register the ssh process with the guardian: if this process dies without cleaning
-        up, the guardian ends ssh (the remote side then stops the kernel)."""
+        up, the guardian ends ssh (the remote side then stops the kernel) and removes ssh's
+        log file, as it removes a local kernel's connection file."""
         if not _guardian.SUPPORTED:
             return
         self._guard_token = _guardian.register(
             process.pid,
             pgid=process.pid,
             start_time=process_start_time(process.pid),
-            connection_file=None,
+            connection_file=None if self._log_file is None else str(self._log_file),
             log=self.log,
         )
 

@@ -18,6 +18,9 @@ Standard input, after the source, carries JSON lines from the local side:
 
 End of file on standard input means the local side is gone (its process ended, or the
 connection dropped): the kernel's process group gets SIGTERM, ``grace`` seconds, then SIGKILL.
+SIGTERM to this script (the remote host shutting down, an administrator) does the same, so the
+kernel and its connection file go with it. SIGINT and SIGHUP are caught and ignored here, but
+the kernel starts with them as they were.
 
 Standard output carries JSON lines to the local side: ``{"event": "started", "pid": ...}``
 once the kernel runs, ``{"event": "exit", "status": ...}`` when it has exited, or
@@ -45,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 
 _PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 _KILL_WAIT = 5.0
@@ -207,6 +211,26 @@ class Kernel:
         return done
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, what the kernel's child process runs before exec so that it gets SIGKILL if
+    this script dies without stopping it (SIGKILL, a crash): the kernel holds the channel's
+    standard error, and would otherwise keep the channel open, its owner waiting, and itself
+    running. ``None`` elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
 def _start_time(pid: int) -> int | None:
     """/proc/PID/stat field 22 (Linux), which tells a process from a later one with its pid."""
     try:
@@ -253,9 +277,40 @@ def _exit_code(status: int) -> int:
     return status if 0 <= status <= 255 else 128 + (-status % 128)
 
 
-def main() -> int:
+def _ignore(signum: int, frame: object) -> None:
+    """A handler that does nothing. Not SIG_IGN: an ignored signal stays ignored across exec,
+    and the kernel must start with SIGINT and SIGHUP as they were (a Python kernel without a
+    handler of its own then raises KeyboardInterrupt on interrupt)."""
+
+
+#: Readable once SIGTERM has come (the remote system shutting down, an administrator's kill):
+#: :func:`serve` then ends the kernel as when the channel closes. -1 until :func:`main` sets it.
+_TERMINATED = -1
+
+
+def _catch_signals() -> None:
+    global _TERMINATED
     for signum in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)  # the local side decides, through the channel
+        signal.signal(signum, _ignore)  # the local side decides, through the channel
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    os.set_blocking(read_end, False)
+    signal.set_wakeup_fd(write_end)  # the number of each caught signal, written there
+    signal.signal(signal.SIGTERM, _ignore)
+    _TERMINATED = read_end
+
+
+def _terminated() -> bool:
+    """Whether SIGTERM came (SIGINT and SIGHUP, written to the same pipe, do not count)."""
+    try:
+        data = os.read(_TERMINATED, 512)
+    except OSError:
+        return False
+    return bytes([signal.SIGTERM]) in data
+
+
+def main() -> int:
+    _catch_signals()
     reader = Lines(0)
     line = reader.next_line()
     if line is None:
@@ -311,6 +366,7 @@ def main() -> int:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=None if independent else _die_with_parent(),
             )
         except OSError as exc:
             if cwd is not None and not os.path.isdir(cwd):
@@ -373,19 +429,23 @@ def serve(reader: Lines, kernel: Kernel, grace: float, independent: bool) -> int
     poller = select.poll()
     poller.register(reader.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     poller.register(kernel.read_end, select.POLLIN)
+    if _TERMINATED >= 0:
+        poller.register(_TERMINATED, select.POLLIN)
     # Commands that came with the launch request, in the same read.
     handle(reader.ready_lines(), kernel)
     while True:
         events = dict(poller.poll())
         if kernel.read_end in events:
             break
-        if reader.fd in events:
-            if reader.fill():
+        gone = _TERMINATED in events and _terminated()  # this script is asked to end
+        if gone or reader.fd in events:
+            if not gone and reader.fill():
                 handle(reader.ready_lines(), kernel)
             elif independent:
                 return None  # the channel is gone; the kernel lives on, for whoever takes over
             else:
-                # The channel is gone: the kernel must not outlive it.
+                # The channel is gone (or this script was told to end, SIGTERM): the kernel
+                # must not outlive it.
                 poller.unregister(reader.fd)
                 kernel.signal_group(signal.SIGTERM)
                 if not kernel.wait(grace):
