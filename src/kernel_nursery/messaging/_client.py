@@ -755,7 +755,8 @@ class KernelClient:
         *stdin_handler* (or else the client's) answers the code's ``input()`` and
         ``getpass()``: it is awaited with ``(prompt, password)`` and returns the text to send;
         without one the kernel is told stdin is not allowed. *timeout* covers the handler's
-        time too.
+        time too. If the kernel stops waiting for the answer (it was interrupted, or it died),
+        the handler is cancelled and the execution ends as the kernel says.
 
         Cancelled (or timed out), the client forgets the request and the kernel is not
         told: it runs the code to its end. If the code was waiting for input, it keeps
