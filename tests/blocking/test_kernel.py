@@ -123,3 +123,39 @@ def test_keyboard_interrupt_during_an_execute_leaves_nothing(backend: str) -> No
     assert "interrupted" in out, err
     assert proc.returncode == 0
     assert pid_gone(pid)
+
+
+BLOCKED_INPUT_SCRIPT = """
+import sys
+from kernel_nursery.blocking import start_kernel
+try:
+    with start_kernel("python3", backend=sys.argv[1]) as kernel:
+        kernel.execute("print('asking', flush=True); input('x? ')",
+                       stdin_handler=lambda prompt, _: print(prompt, flush=True) or input())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keyboard_interrupt_while_the_stdin_handler_blocks(backend: str) -> None:
+    """Ctrl-C while the stdin handler blocks in input() (its standard input never answers)
+    ends the block at once with the kernel gone; the handler's thread does not hold up the
+    block's end nor the interpreter's exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED_INPUT_SCRIPT, backend],
+        stdin=subprocess.PIPE,  # never written to, never closed until the end: input() blocks
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "x? \n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        out = proc.stdout.read()
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert "interrupted" in out
