@@ -274,6 +274,22 @@ def test_input_without_a_terminal_is_refused() -> None:
     assert "StdinNotImplementedError" in done.stderr
 
 
+def test_code_from_a_closed_stdin_is_a_usage_error() -> None:
+    """run -f - with standard input closed (0<&-) says so in one line, exit 2."""
+    closed_stdin = ["sh", "-c", 'exec "$@" 0<&-', "sh"]
+    done = subprocess.run(
+        [*closed_stdin, sys.executable, "-m", "kernel_nursery", "run", "-f", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "kernel-nursery: cannot read -: standard input is closed"
+    ], done.stderr
+
+
 def test_ctrl_c_while_the_kernel_starts(
     kernels: Path, jupyter_dirs: dict[str, Path], terminal: list[Terminal]
 ) -> None:

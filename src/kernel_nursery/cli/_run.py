@@ -122,6 +122,8 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
     def _read(self, path: str) -> str:
         try:
             if path == "-":
+                if sys.stdin is None:  # started with standard input closed (0<&-)
+                    self.fail("cannot read -: standard input is closed")
                 return sys.stdin.read()
             return Path(path).read_text(encoding="utf-8")
         except OSError as exc:
