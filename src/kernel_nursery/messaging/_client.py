@@ -368,6 +368,9 @@ class KernelClient:
                 " make them again then"
             )
         self._fail_all(lambda: KernelDiedError(message, exit_status=status))
+        # A comm's other end lived in that process: it is gone, restart or not. (Acceptors
+        # stay: a kernel that replaces it may open comms of its own.)
+        self._comms.end_comms()
 
     def _take_over(self, info: ConnectionInfo) -> None:
         """Serve the kernel that replaced the dead one, at *info*.
