@@ -290,6 +290,22 @@ def test_code_from_a_closed_stdin_is_a_usage_error() -> None:
     ], done.stderr
 
 
+def test_closed_stdout_drops_the_output() -> None:
+    """run with standard output closed (>&-) runs the code and drops its output, as Python's
+    print() does then: exit 0, no traceback."""
+    closed_stdout = ["sh", "-c", 'exec "$@" >&-', "sh"]
+    done = subprocess.run(
+        [*closed_stdout, sys.executable, "-m", "kernel_nursery", "run", "print(1)"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_ctrl_c_while_the_kernel_starts(
     kernels: Path, jupyter_dirs: dict[str, Path], terminal: list[Terminal]
 ) -> None:
