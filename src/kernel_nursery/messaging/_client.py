@@ -31,6 +31,8 @@ from ._curve import set_curve_client_options
 from ._execution import ExecuteStream, OutputHook, StdinHandler
 from ._fanout import DEFAULT_MAX_BUFFER, Subscription
 from ._outputs import ExecuteResult
+from ._pending import ErrorFactory as _ErrorFactory
+from ._pending import Pending as _Pending
 from ._replies import (
     CommInfoReply,
     CompleteReply,
@@ -46,9 +48,6 @@ from ._wire import Message, Session
 __all__ = ["KernelClient"]
 
 Channel = Literal["shell", "control"]
-#: Makes the exception that requests fail with while the client cannot serve them. A new one
-#: each time: an exception object raised twice carries both tracebacks, and waiters would share.
-_ErrorFactory = Callable[[], Exception]
 #: Returns the exit status once the kernel process has exited (a provisioner's ``wait``).
 WaitForExit = Callable[[], Awaitable[int | None]]
 #: Returns ``(connection_info, wait_for_exit)`` of the kernel that replaced a dead one, or
@@ -97,48 +96,6 @@ _RECONNECT_FIRST_MS = 10
 _RECONNECT_MAX_MS = 1000
 
 _log = logging.getLogger("kernel_nursery.messaging")
-
-
-class _Pending:
-    """A request waiting for its reply."""
-
-    def __init__(
-        self, done: anyio.Event | None = None, notify: Callable[[], None] | None = None
-    ) -> None:
-        # Several requests may share one event: the first of them answered wakes the waiter.
-        self.done = anyio.Event() if done is None else done
-        self.reply: Message | None = None
-        self.failure: _ErrorFactory | None = None
-        self._notify = notify
-
-    @property
-    def settled(self) -> bool:
-        return self.reply is not None or self.failure is not None
-
-    def resolve(self, reply: Message) -> None:
-        if not self.settled:
-            self.reply = reply
-            self.done.set()
-            if self._notify is not None:
-                self._notify()
-
-    def fail(self, failure: _ErrorFactory) -> None:
-        if not self.settled:
-            self.failure = failure
-            self.done.set()
-            if self._notify is not None:
-                self._notify()
-
-    async def wait(self) -> Message:
-        """The reply; or a new exception from the failure factory, if the request failed."""
-        await self.done.wait()
-        return self.result()
-
-    def result(self) -> Message:
-        if self.failure is not None:
-            raise self.failure()
-        assert self.reply is not None
-        return self.reply
 
 
 class KernelClient:

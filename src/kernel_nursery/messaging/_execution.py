@@ -14,16 +14,39 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Literal, Protocol, Self
 
 import anyio
 
 from .._errors import KernelTimeoutError
 from ._outputs import OUTPUT_TYPES, ExecuteResult, Output, typed_output
-from ._wire import Message
+from ._pending import ErrorFactory, Pending
+from ._socket import AsyncSocket
+from ._wire import Message, Session
 
-if TYPE_CHECKING:
-    from ._client import KernelClient, _Pending
+
+class _Client(Protocol):
+    """What an execution uses of its :class:`KernelClient` (a protocol, so that this module,
+    which the client imports, does not import the client)."""
+
+    session: Session
+    _iopub_seen: anyio.Event
+    _executions: dict[str, ExecuteStream]
+    _pending: dict[str, Pending]
+    _failure: ErrorFactory | None
+
+    async def wait_for_ready(self, timeout: float | None = ...) -> object: ...  # noqa: ASYNC109
+
+    async def _send(
+        self,
+        channel: Literal["shell", "control"],
+        msg: Message,
+        done: anyio.Event | None = None,
+        notify: Callable[[], None] | None = None,
+    ) -> Pending: ...
+
+    def _socket(self, name: str) -> AsyncSocket: ...
+
 
 __all__ = ["ExecuteStream", "OutputHook", "StdinHandler"]
 
@@ -51,7 +74,7 @@ class ExecuteStream:
 
     def __init__(
         self,
-        client: KernelClient,
+        client: _Client,
         msg: Message,
         *,
         timeout: float | None,
@@ -70,7 +93,7 @@ class ExecuteStream:
         self._taken = 0
         self._inputs: deque[Message] = deque()
         self._idle = False
-        self._pending: _Pending | None = None
+        self._pending: Pending | None = None
         self._wake: anyio.Event | None = None
         self._entered = False
         self._finished = False
