@@ -159,3 +159,36 @@ def test_keyboard_interrupt_while_the_stdin_handler_blocks(backend: str) -> None
         proc.kill()
         proc.communicate()
     assert "interrupted" in out
+
+
+EARLY_INTERRUPT_SCRIPT = """
+import os, signal, sys, threading
+from kernel_nursery.blocking import start_kernel
+try:
+    threading.Timer(float(sys.argv[2]), os.kill, (os.getpid(), signal.SIGINT)).start()
+    with start_kernel("python3", backend=sys.argv[1]) as kernel:
+        print(kernel.manager.pid, flush=True)
+        threading.Event().wait(60)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keyboard_interrupt_while_the_event_loop_starts(backend: str) -> None:
+    """Ctrl-C however early in the block's start (while its event loop thread starts, while
+    the kernel starts) ends it with KeyboardInterrupt, at once and leaving no kernel; it
+    hung forever when it came before the loop ran."""
+    for delay in ("0.005", "0.02", "0.05", "0.1"):
+        done = subprocess.run(
+            [sys.executable, "-c", EARLY_INTERRUPT_SCRIPT, backend, delay],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.split()
+        assert lines[-1] == "interrupted", done.stderr
+        if len(lines) == 2:
+            assert pid_gone(int(lines[0]))

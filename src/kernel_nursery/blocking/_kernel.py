@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -258,6 +259,39 @@ class _Release:
 
 
 @contextmanager
+def _portal(backend: str, backend_options: dict[str, Any] | None) -> Iterator[BlockingPortal]:
+    """anyio's ``start_blocking_portal``, safe from a ``KeyboardInterrupt`` while its loop
+    starts: anyio's, interrupted then, waits forever for a loop thread nobody stops.
+
+    The portal is entered in a thread of its own (a ``KeyboardInterrupt`` is raised only in
+    the main thread); an interrupt meanwhile is held until the loop runs (a bounded wait),
+    then raised inside the portal's block, which stops the loop.
+    """
+    portal_cm = start_blocking_portal(backend, backend_options, name="kernel-nursery")
+    entered: Future[BlockingPortal] = Future()
+
+    def enter() -> None:
+        try:
+            entered.set_result(portal_cm.__enter__())
+        except BaseException as exc:  # the loop could not start: raised by the waiter
+            entered.set_exception(exc)
+
+    threading.Thread(target=enter, name="kernel-nursery portal start", daemon=True).start()
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            portal = entered.result()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    with ExitStack() as stack:
+        stack.push(portal_cm.__exit__)
+        if interrupted is not None:
+            raise interrupted
+        yield portal
+
+
+@contextmanager
 def start_kernel(
     kernel_name: str = "python3",
     *,
@@ -297,7 +331,7 @@ def start_kernel(
 
     .. versionadded:: 0.2
     """
-    with start_blocking_portal(backend, backend_options, name="kernel-nursery") as portal:
+    with _portal(backend, backend_options) as portal:
         held, (km, kc, release) = portal.start_task(_hold, kernel_name, kwargs, ready_timeout)
         now = True
         try:
