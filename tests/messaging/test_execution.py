@@ -155,6 +155,20 @@ async def test_a_hanging_handler_is_cancelled_when_the_kernel_stops_waiting() ->
     assert cancelled == ["a", "b"]
 
 
+async def test_a_nan_timeout_is_refused_before_anything_is_sent() -> None:
+    """A NaN timeout is a ValueError raised before the request goes out: nothing is left
+    pending, and no coroutine is left unawaited (a RuntimeWarning, an error here)."""
+    async with ready_client() as kc:
+        with pytest.raises(ValueError, match="NaN"):
+            await kc.execute("1", timeout=float("nan"))
+        with pytest.raises(ValueError, match="NaN"):
+            kc.execute_stream("1", timeout=float("nan"))
+        with pytest.raises(ValueError, match="NaN"):
+            await kc.kernel_info(timeout=float("nan"))
+        assert not kc._pending and not kc._executions
+        assert (await kc.execute("print('fine')", timeout=30)).stdout == "fine\n"
+
+
 # ---------------------------------------------------------------- outputs as they arrive
 
 RICH = """\

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -464,6 +465,7 @@ class KernelClient:
             KernelDiedError: the kernel died first (when the client can see its process).
             ChannelClosedError: the client was closed first.
         """
+        _check_timeout(timeout)
         msg = self.session.new_message(msg_type, content)
         pending = await self._send(channel, msg)
         try:
@@ -671,6 +673,7 @@ class KernelClient:
         stdin_handler: StdinHandler | None,
         want_outputs: bool,
     ) -> ExecuteStream:
+        _check_timeout(timeout)
         handler = stdin_handler if stdin_handler is not None else self._stdin_handler
         msg = self.session.new_message(
             "execute_request",
@@ -953,6 +956,13 @@ class KernelClient:
         # The sleep is the heartbeat protocol's own rhythm, not a poll of our state.
         while await self.heartbeat(timeout):  # noqa: ASYNC110
             await anyio.sleep(interval)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    """Refuse a NaN timeout before anything is sent (a deadline scope refuses it only later,
+    once the request is out)."""
+    if timeout is not None and math.isnan(timeout):
+        raise ValueError("timeout must be a number of seconds, or None; not NaN")
 
 
 async def _within(timeout: float | None, awaitable: Awaitable[Message], what: str) -> Message:
