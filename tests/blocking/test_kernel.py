@@ -123,3 +123,72 @@ def test_keyboard_interrupt_during_an_execute_leaves_nothing(backend: str) -> No
     assert "interrupted" in out, err
     assert proc.returncode == 0
     assert pid_gone(pid)
+
+
+BLOCKED_INPUT_SCRIPT = """
+import sys
+from kernel_nursery.blocking import start_kernel
+try:
+    with start_kernel("python3", backend=sys.argv[1]) as kernel:
+        kernel.execute("print('asking', flush=True); input('x? ')",
+                       stdin_handler=lambda prompt, _: print(prompt, flush=True) or input())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keyboard_interrupt_while_the_stdin_handler_blocks(backend: str) -> None:
+    """Ctrl-C while the stdin handler blocks in input() (its standard input never answers)
+    ends the block at once with the kernel gone; the handler's thread does not hold up the
+    block's end nor the interpreter's exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED_INPUT_SCRIPT, backend],
+        stdin=subprocess.PIPE,  # never written to, never closed until the end: input() blocks
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "x? \n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        out = proc.stdout.read()
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert "interrupted" in out
+
+
+EARLY_INTERRUPT_SCRIPT = """
+import os, signal, sys, threading
+from kernel_nursery.blocking import start_kernel
+try:
+    threading.Timer(float(sys.argv[2]), os.kill, (os.getpid(), signal.SIGINT)).start()
+    with start_kernel("python3", backend=sys.argv[1]) as kernel:
+        print(kernel.manager.pid, flush=True)
+        threading.Event().wait(60)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keyboard_interrupt_while_the_event_loop_starts(backend: str) -> None:
+    """Ctrl-C however early in the block's start (while its event loop thread starts, while
+    the kernel starts) ends it with KeyboardInterrupt, at once and leaving no kernel; it
+    hung forever when it came before the loop ran."""
+    for delay in ("0.005", "0.02", "0.05", "0.1"):
+        done = subprocess.run(
+            [sys.executable, "-c", EARLY_INTERRUPT_SCRIPT, backend, delay],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.split()
+        assert lines[-1] == "interrupted", done.stderr
+        if len(lines) == 2:
+            assert pid_gone(int(lines[0]))

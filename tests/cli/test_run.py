@@ -235,6 +235,77 @@ def test_second_ctrl_c_stops_the_kernel(
     assert not list(jupyter_dirs["runtime"].glob("kernel-*"))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_reads_the_terminal(
+    backend: str, jupyter_dirs: dict[str, Path], terminal: list[Terminal]
+) -> None:
+    """On a terminal, input() in the code shows its prompt and reads a line typed there, and
+    getpass() reads one without echoing it; Ctrl-C while the code waits for a password
+    interrupts it (exit 130) and puts the terminal's echo back."""
+    code = (
+        "import getpass\n"
+        "name = input('name? ')\n"
+        "pw = getpass.getpass('pw? ')\n"
+        "print('hello', name, pw[::-1])\n"
+        "getpass.getpass('again? ')\n"
+    )
+    term = Terminal("run", "--backend", backend, code)
+    terminal.append(term)
+    term.expect("name? ")
+    term.type(b"Ada\n")
+    term.expect("pw? ")
+    term.type(b"secret\n")
+    term.expect("hello Ada terces")
+    term.expect("again? ")
+    assert not term.echoes()
+    term.type(b"\x03")
+    assert term.wait() == 130, term.output
+    assert term.echoes()
+    assert "Ada" in term.output and "secret" not in term.output  # the password was not echoed
+    assert "KeyboardInterrupt" in term.output
+    assert not list(jupyter_dirs["runtime"].glob("kernel-*"))
+
+
+def test_input_without_a_terminal_is_refused() -> None:
+    """Without a terminal on standard input, the kernel is told stdin is not allowed: input()
+    raises there at once (exit 1), nothing waits."""
+    done = cli("run", "input('name? ')", timeout=90)
+    assert done.returncode == 1, done.stderr
+    assert "StdinNotImplementedError" in done.stderr
+
+
+def test_code_from_a_closed_stdin_is_a_usage_error() -> None:
+    """run -f - with standard input closed (0<&-) says so in one line, exit 2."""
+    closed_stdin = ["sh", "-c", 'exec "$@" 0<&-', "sh"]
+    done = subprocess.run(
+        [*closed_stdin, sys.executable, "-m", "kernel_nursery", "run", "-f", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "kernel-nursery: cannot read -: standard input is closed"
+    ], done.stderr
+
+
+def test_closed_stdout_drops_the_output() -> None:
+    """run with standard output closed (>&-) runs the code and drops its output, as Python's
+    print() does then: exit 0, no traceback."""
+    closed_stdout = ["sh", "-c", 'exec "$@" >&-', "sh"]
+    done = subprocess.run(
+        [*closed_stdout, sys.executable, "-m", "kernel_nursery", "run", "print(1)"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_ctrl_c_while_the_kernel_starts(
     kernels: Path, jupyter_dirs: dict[str, Path], terminal: list[Terminal]
 ) -> None:

@@ -66,6 +66,13 @@ class Terminal:
                 raise AssertionError(f"{text!r} never came; the terminal shows:\n{self.output}")
             self._read(deadline)
 
+    def echoes(self) -> bool:
+        """Whether the terminal echoes what is typed (a program reading a password turns
+        that off, and must turn it back on)."""
+        import termios
+
+        return bool(termios.tcgetattr(self._master)[3] & termios.ECHO)
+
     def type(self, data: bytes) -> None:
         """Type *data* on the terminal (``b"\\x03"`` is Ctrl-C)."""
         os.write(self._master, data)

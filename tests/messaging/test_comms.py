@@ -122,6 +122,9 @@ async def test_a_comm_whose_kernel_died_leaves_its_block_quietly() -> None:
                 comms.append(comm)
                 await comm.receive()
                 await p.kill()
+                with anyio.fail_after(30):
+                    assert [m async for m in comm] == []  # ends, rather than waiting forever
+                assert comm.closed
                 with pytest.raises(KernelDiedError):
                     await kc.kernel_info(timeout=10)  # the client has seen the death
                 raise LookupError("mine")

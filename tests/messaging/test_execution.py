@@ -3,14 +3,15 @@ real kernels."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
 
-from kernel_nursery import ExecuteResult, KernelClient, KernelTimeoutError
+from kernel_nursery import ExecuteResult, KernelClient, KernelDiedError, KernelTimeoutError
 from kernel_nursery.messaging import (
     ClearOutput,
     DisplayDataOutput,
@@ -111,6 +112,61 @@ async def test_refused_wrong_and_cancelled_input_leave_a_clean_client() -> None:
         assert not kc._executions and not kc._pending
         await kc.interrupt(timeout=30)
         assert (await kc.execute("print('free')", timeout=30)).stdout == "free\n"
+
+
+async def test_a_hanging_handler_is_cancelled_when_the_kernel_stops_waiting() -> None:
+    """A handler still awaiting its answer is cancelled when the kernel is interrupted (the
+    execute ends with its KeyboardInterrupt) or dies (KernelDiedError), never left hanging."""
+    asked = anyio.Event()
+    cancelled: list[str] = []
+
+    async def hang(prompt: str, password: bool) -> str:
+        asked.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.append(prompt)
+        raise AssertionError
+
+    async def when_asked(action: Callable[[], Awaitable[object]]) -> None:
+        await asked.wait()
+        await action()
+
+    async with ready_client() as kc:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(when_asked, partial(kc.interrupt, timeout=30))
+                result = await kc.execute("input('a')", stdin_handler=hang, stop_on_error=False)
+        assert result.error is not None and result.error["ename"] == "KeyboardInterrupt"
+        assert cancelled == ["a"]
+        assert (await kc.execute("print('free')", timeout=30)).stdout == "free\n"
+
+    asked = anyio.Event()
+    async with (
+        running_kernel() as (p, info),
+        KernelClient(info, wait_for_exit=p.wait) as kc,
+    ):
+        await kc.wait_for_ready(timeout=60)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(when_asked, p.kill)
+                with pytest.raises(KernelDiedError):
+                    await kc.execute("input('b')", stdin_handler=hang)
+    assert cancelled == ["a", "b"]
+
+
+async def test_a_nan_timeout_is_refused_before_anything_is_sent() -> None:
+    """A NaN timeout is a ValueError raised before the request goes out: nothing is left
+    pending, and no coroutine is left unawaited (a RuntimeWarning, an error here)."""
+    async with ready_client() as kc:
+        with pytest.raises(ValueError, match="NaN"):
+            await kc.execute("1", timeout=float("nan"))
+        with pytest.raises(ValueError, match="NaN"):
+            kc.execute_stream("1", timeout=float("nan"))
+        with pytest.raises(ValueError, match="NaN"):
+            await kc.kernel_info(timeout=float("nan"))
+        assert not kc._pending and not kc._executions
+        assert (await kc.execute("print('fine')", timeout=30)).stdout == "fine\n"
 
 
 # ---------------------------------------------------------------- outputs as they arrive

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._errors import KernelStateError
@@ -62,6 +63,9 @@ class BlockingKernel:
         return self._portal
 
     def _call(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        return _wait(self._start(func, *args, **kwargs))
+
+    def _start(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> Future[T]:
         async def run() -> T:
             return await func(*args, **kwargs)
 
@@ -73,7 +77,7 @@ class BlockingKernel:
                 f"this kernel cannot be used here: {exc} (use it inside its 'with' block, "
                 "from any thread but the one its event loop runs in)"
             ) from None
-        return _wait(future)
+        return future
 
     # ------------------------------------------------------------ running code
 
@@ -93,16 +97,26 @@ class BlockingKernel:
 
         *output_hook* is called in the event loop's thread, as each output arrives: keep it
         short. *stdin_handler* is an ordinary function ``(prompt, password) -> text``, called
-        in a worker thread, so it may block (``lambda prompt, _: input(prompt)``).
+        in the thread that called ``execute`` (which waits anyway), so it may block
+        (``lambda prompt, _: input(prompt)``), and Ctrl-C interrupts it there as it would
+        any ``input()``: the ``KeyboardInterrupt`` propagates, the execute is cancelled.
         """
         handler = None
+        calls: queue.SimpleQueue[_InputCall | None] | None = None
         if stdin_handler is not None:
-            sync_handler = stdin_handler
+            calls = queue.SimpleQueue()
 
             async def handler(prompt: str, password: bool) -> str:
-                return await anyio.to_thread.run_sync(sync_handler, prompt, password)
+                assert calls is not None
+                call = _InputCall(prompt, password)
+                calls.put(call)
+                try:
+                    await call.answered.wait()
+                finally:
+                    call.moot = not call.answered.is_set()
+                return call.answer
 
-        return self._call(
+        future = self._start(
             self.client.execute,
             code,
             timeout=timeout,
@@ -113,6 +127,20 @@ class BlockingKernel:
             output_hook=output_hook,
             stdin_handler=handler,
         )
+        if calls is None or stdin_handler is None:
+            return _wait(future)
+        future.add_done_callback(lambda _: calls.put(None))
+        try:
+            while (call := calls.get()) is not None:
+                if call.moot:
+                    continue  # the kernel stopped waiting before this thread got to it
+                call.answer = stdin_handler(call.prompt, call.password)
+                # Harmless if the kernel stopped waiting meanwhile (nobody awaits it then).
+                self._portal.call(call.answered.set)
+        except BaseException:
+            future.cancel()
+            raise
+        return _wait(future)
 
     def kernel_info(self, *, timeout: float | None = None) -> Reply[KernelInfoReply]:
         """The kernel's ``kernel_info_reply`` (:meth:`KernelClient.kernel_info`)."""
@@ -158,6 +186,17 @@ class BlockingKernel:
     def is_alive(self) -> bool:
         """Whether the kernel process is running."""
         return self._call(self.manager.is_alive)
+
+
+class _InputCall:
+    """An input request handed from the event loop to the thread that waits for the execute."""
+
+    def __init__(self, prompt: str, password: bool) -> None:
+        self.prompt = prompt
+        self.password = password
+        self.answer = ""
+        self.answered = anyio.Event()
+        self.moot = False
 
 
 def _wait(future: Future[T]) -> T:
@@ -220,6 +259,39 @@ class _Release:
 
 
 @contextmanager
+def _portal(backend: str, backend_options: dict[str, Any] | None) -> Iterator[BlockingPortal]:
+    """anyio's ``start_blocking_portal``, safe from a ``KeyboardInterrupt`` while its loop
+    starts: anyio's, interrupted then, waits forever for a loop thread nobody stops.
+
+    The portal is entered in a thread of its own (a ``KeyboardInterrupt`` is raised only in
+    the main thread); an interrupt meanwhile is held until the loop runs (a bounded wait),
+    then raised inside the portal's block, which stops the loop.
+    """
+    portal_cm = start_blocking_portal(backend, backend_options, name="kernel-nursery")
+    entered: Future[BlockingPortal] = Future()
+
+    def enter() -> None:
+        try:
+            entered.set_result(portal_cm.__enter__())
+        except BaseException as exc:  # the loop could not start: raised by the waiter
+            entered.set_exception(exc)
+
+    threading.Thread(target=enter, name="kernel-nursery portal start", daemon=True).start()
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            portal = entered.result()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    with ExitStack() as stack:
+        stack.push(portal_cm.__exit__)
+        if interrupted is not None:
+            raise interrupted
+        yield portal
+
+
+@contextmanager
 def start_kernel(
     kernel_name: str = "python3",
     *,
@@ -259,7 +331,7 @@ def start_kernel(
 
     .. versionadded:: 0.2
     """
-    with start_blocking_portal(backend, backend_options, name="kernel-nursery") as portal:
+    with _portal(backend, backend_options) as portal:
         held, (km, kc, release) = portal.start_task(_hold, kernel_name, kwargs, ready_timeout)
         now = True
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, ClassVar
 
 from ._base import KernelNurseryCommand, exit_on_user_error
@@ -61,7 +63,13 @@ kernel-nursery run --help
 def main(argv: list[str] | None = None) -> None:
     """The console script's entry point."""
     restore = install_stderr()
+    stdout = sys.stdout
+    if stdout is None:
+        # Started with standard output closed (>&-): what would go there is dropped, as
+        # Python's print() does then, rather than failing once the kernel runs.
+        sys.stdout = open(os.devnull, "w")
     try:
         exit_on_user_error(lambda: KernelNurseryApp.launch_instance(argv=argv))
     finally:
         restore()
+        sys.stdout = stdout

@@ -19,6 +19,7 @@ from ..manager import KernelManager
 from ..messaging import KernelClient
 from ._base import EXIT_CODE_RAISED, KernelNurseryCommand
 from ._ctrl_c import CtrlC, handle_ctrl_c
+from ._input import terminal_stdin
 from ._output import (
     EXIT_CLOSED_PIPE,
     kernel_output,
@@ -121,6 +122,8 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
     def _read(self, path: str) -> str:
         try:
             if path == "-":
+                if sys.stdin is None:  # started with standard input closed (0<&-)
+                    self.fail("cannot read -: standard input is closed")
                 return sys.stdin.read()
             return Path(path).read_text(encoding="utf-8")
         except OSError as exc:
@@ -179,9 +182,10 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
 
 async def _execute_all(kc: KernelClient, sources: list[tuple[str, str]], ctrl_c: CtrlC) -> int:
     """Run each piece of code in turn, printing its output; stop at the first that raises."""
+    stdin_handler = terminal_stdin()
     for i, (label, code) in enumerate(sources):
         try:
-            result = await kc.execute(code, output_hook=print_output)
+            result = await kc.execute(code, output_hook=print_output, stdin_handler=stdin_handler)
         except KernelDiedError as exc:
             # The code took its kernel down (os._exit, a crash, the OOM killer): its failure.
             status = "" if exc.exit_status is None else f" (exit status {exc.exit_status})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -325,6 +326,9 @@ class KernelClient:
                 " make them again then"
             )
         self._fail_all(lambda: KernelDiedError(message, exit_status=status))
+        # A comm's other end lived in that process: it is gone, restart or not. (Acceptors
+        # stay: a kernel that replaces it may open comms of its own.)
+        self._comms.end_comms()
 
     def _take_over(self, info: ConnectionInfo) -> None:
         """Serve the kernel that replaced the dead one, at *info*.
@@ -461,6 +465,7 @@ class KernelClient:
             KernelDiedError: the kernel died first (when the client can see its process).
             ChannelClosedError: the client was closed first.
         """
+        _check_timeout(timeout)
         msg = self.session.new_message(msg_type, content)
         pending = await self._send(channel, msg)
         try:
@@ -668,6 +673,7 @@ class KernelClient:
         stdin_handler: StdinHandler | None,
         want_outputs: bool,
     ) -> ExecuteStream:
+        _check_timeout(timeout)
         handler = stdin_handler if stdin_handler is not None else self._stdin_handler
         msg = self.session.new_message(
             "execute_request",
@@ -712,7 +718,8 @@ class KernelClient:
         *stdin_handler* (or else the client's) answers the code's ``input()`` and
         ``getpass()``: it is awaited with ``(prompt, password)`` and returns the text to send;
         without one the kernel is told stdin is not allowed. *timeout* covers the handler's
-        time too.
+        time too. If the kernel stops waiting for the answer (it was interrupted, or it died),
+        the handler is cancelled and the execution ends as the kernel says.
 
         Cancelled (or timed out), the client forgets the request and the kernel is not
         told: it runs the code to its end. If the code was waiting for input, it keeps
@@ -949,6 +956,13 @@ class KernelClient:
         # The sleep is the heartbeat protocol's own rhythm, not a poll of our state.
         while await self.heartbeat(timeout):  # noqa: ASYNC110
             await anyio.sleep(interval)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    """Refuse a NaN timeout before anything is sent (a deadline scope refuses it only later,
+    once the request is out)."""
+    if timeout is not None and math.isnan(timeout):
+        raise ValueError("timeout must be a number of seconds, or None; not NaN")
 
 
 async def _within(timeout: float | None, awaitable: Awaitable[Message], what: str) -> Message:

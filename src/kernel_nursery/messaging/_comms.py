@@ -36,7 +36,8 @@ class Comm:
 
     Receive the kernel's ``comm_msg`` messages with :meth:`receive` or ``async for``
     (``msg.content["data"]`` and ``msg.buffers``); iteration ends when the kernel closes the
-    comm or the client closes. Use it as an async context manager to have it closed when the
+    comm, when the kernel exits (its end of the comm is gone, even if a new kernel replaces it),
+    or when the client closes. Use it as an async context manager to have it closed when the
     block ends; the ``comm_close`` is then sent shielded, bounded to a few seconds.
 
     .. versionadded:: 0.2
@@ -253,6 +254,12 @@ class CommRouter:
             )
             self._comms[comm_id] = comm
             acceptor._offer(comm)
+
+    def end_comms(self) -> None:
+        """The kernel exited: every comm ends (its iteration stops); acceptors stay."""
+        for comm in list(self._comms.values()):
+            comm._end()
+        self._comms.clear()
 
     def close_all(self) -> None:
         """The client closes: every comm and acceptor ends."""

@@ -98,6 +98,7 @@ class ExecuteStream:
         self._entered = False
         self._finished = False
         self._hook_error: Exception | None = None
+        self._answering: anyio.CancelScope | None = None
 
     # ------------------------------------------------------------ fed by the receive loops
 
@@ -125,6 +126,10 @@ class ExecuteStream:
             self._poke()
 
     def _poke(self) -> None:
+        if self._answering is not None and self._input_moot():
+            # The kernel replied (interrupted while it waited for input) or died: nobody
+            # waits for the handler's answer any more.
+            self._answering.cancel()
         if self._wake is not None:
             self._wake.set()
 
@@ -213,6 +218,13 @@ class ExecuteStream:
                 if self._wake is wake:
                     self._wake = None
 
+    def _input_moot(self) -> bool:
+        """Whether the kernel no longer waits for an answer: it replied, or it is gone."""
+        pending = self._pending
+        if pending is not None and (pending.reply is not None or pending.failure is not None):
+            return True
+        return self._client._failure is not None
+
     def _bounded(self) -> AbstractContextManager[None]:
         """A scope that ends at the deadline, where a KernelTimeoutError is raised."""
         return _deadline(self._deadline, self._timeout)
@@ -221,8 +233,17 @@ class ExecuteStream:
         handler = self._stdin_handler
         if handler is None:
             return  # the kernel was told stdin is not allowed; it should not have asked
+        if self._input_moot():
+            return
         content = request.content
-        value = await handler(str(content.get("prompt", "")), bool(content.get("password")))
+        with anyio.CancelScope() as answering:
+            self._answering = answering
+            try:
+                value = await handler(str(content.get("prompt", "")), bool(content.get("password")))
+            finally:
+                self._answering = None
+        if answering.cancel_called:
+            return  # the kernel stopped waiting (see _poke): its reply or failure comes next
         if not isinstance(value, str):
             raise TypeError(f"the stdin handler must return text, not {type(value).__name__}")
         session = self._client.session
