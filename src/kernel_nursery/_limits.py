@@ -31,10 +31,12 @@ __all__ = ["raise_open_file_limit"]
 
 _log = logging.getLogger("kernel_nursery")
 
-try:
+if sys.platform != "win32":  # Windows has no rlimits
     import resource
-except ImportError:  # Windows: no rlimits
-    resource = None  # type: ignore[assignment]
+
+    _INFINITY = resource.RLIM_INFINITY
+else:
+    _INFINITY = -1
 
 #: Descriptors one start needs at its peak besides those the kernel keeps once ready: the
 #: ports held until the kernel binds them (5), the spawn's pipes and /dev/null (3), the
@@ -47,7 +49,7 @@ _EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 
 def open_file_limits() -> tuple[int, int] | None:
     """The soft and hard ``RLIMIT_NOFILE`` of this process, or ``None`` where there are none."""
-    if resource is None:
+    if sys.platform == "win32":
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return soft, hard
@@ -67,20 +69,21 @@ def raise_open_file_limit() -> tuple[int, int]:
 
     .. versionadded:: 0.2
     """
-    limits = open_file_limits()
-    if limits is None or resource is None:
+    if sys.platform == "win32":
         return -1, -1
-    soft, hard = limits
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard
-    if sys.platform == "darwin" and (hard == resource.RLIM_INFINITY or hard > 10240):
+    if sys.platform == "darwin" and (hard == _INFINITY or hard > 10240):
         target = 10240  # macOS refuses an unlimited soft limit (OPEN_MAX)
-    if soft != resource.RLIM_INFINITY and (target == resource.RLIM_INFINITY or target > soft):
+    if soft != _INFINITY and (target == _INFINITY or target > soft):
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:
             _log.debug("Could not raise the open file limit from %d to %d: %s", soft, target, exc)
             return soft, soft
-        _log.debug("Raised the soft limit on open files from %d to %d (the hard limit)", soft, target)
+        _log.debug(
+            "Raised the soft limit on open files from %d to %d (the hard limit)", soft, target
+        )
         return soft, target
     _log.debug("The soft limit on open files is %d, already the hard limit", soft)
     return soft, soft
@@ -100,7 +103,10 @@ def _how_to_raise(soft: int, hard: int) -> str:
             f"raise it (up to the hard limit, {hard}) with 'ulimit -n {hard}' before starting "
             "the process, or kernel_nursery.raise_open_file_limit() in it"
         )
-    return f"it is the hard limit already: ask for a higher one ('ulimit -Hn', as root), or use fewer kernels per process"
+    return (
+        "it is the hard limit already: ask for a higher one ('ulimit -Hn', as root), "
+        "or use fewer kernels per process"
+    )
 
 
 def _open_files_error(what: str, *, number: int = errno.EMFILE) -> ResourceLimitError:
@@ -165,7 +171,7 @@ async def claim_descriptors(what: str, *, keep: int) -> Callable[[], None]:
     need = START_PEAK + keep
     claims = _claims.setdefault(threading.get_ident(), _Claims())
     limits = open_file_limits()
-    while limits is not None and resource is not None and limits[0] != resource.RLIM_INFINITY:
+    while limits is not None and limits[0] != _INFINITY:
         try:
             used = _open_descriptors()
         except OSError as exc:

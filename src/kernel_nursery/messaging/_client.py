@@ -19,6 +19,7 @@ from .._errors import (
     KernelTimeoutError,
     MessageError,
 )
+from .._limits import limit_error
 from .._taskgroup import OwnedTaskGroup
 from ..connection import (
     ConnectionInfo,
@@ -194,6 +195,8 @@ class KernelClient:
 
     Raises:
         ValueError: *wait_for_restart* without *wait_for_exit*.
+        ResourceLimitError: on entering, this process has no descriptors left for the
+            client's sockets (nothing is left open).
 
     .. versionadded:: 0.1
     """
@@ -288,8 +291,11 @@ class KernelClient:
             iopub.setsockopt(zmq.SUBSCRIBE, self._welcome_topic)
             if self._iopub_closed:
                 self._unsubscribe(iopub)
-        except BaseException:
+        except BaseException as exc:
             self._close_sockets()
+            error = limit_error(exc, "cannot open a kernel client's sockets")
+            if error is not None:
+                raise error from exc
             raise
 
     def _start_receiving(self, tg: anyio.abc.TaskGroup) -> None:
