@@ -40,8 +40,9 @@ else:
 
 #: Descriptors one start needs at its peak besides those the kernel keeps once ready: the
 #: ports held until the kernel binds them (5), the spawn's pipes and /dev/null (3), the
-#: connection file (1), with a margin.
-START_PEAK = 12
+#: connection file (1), the client's sockets until the kernel is ready (8 beyond control's
+#: two), with a margin.
+START_PEAK = 20
 
 #: errno values that mean "a limit of this process or of the system is reached".
 _EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOMEM}
@@ -238,6 +239,30 @@ def limit_error(exc: BaseException, what: str) -> ResourceLimitError | None:
             errno=number,
         )
     return _open_files_error(what, number=number)
+
+
+def check_free_descriptors(what: str, need: int) -> None:
+    """Refuse at once when fewer than *need* descriptors are free (Linux; elsewhere nothing is
+    checked). zmq sockets take one for their mailbox when made and one for their connection
+    later, in zmq's I/O thread, which retries a connection it has no descriptor for instead of
+    failing: checked first, a client never waits for a kernel it cannot reach.
+
+    Raises:
+        ResourceLimitError: fewer than *need* descriptors are free.
+    """
+    limits = open_file_limits()
+    if limits is None or limits[0] == _INFINITY:
+        return
+    try:
+        used = _open_descriptors()
+    except OSError as exc:
+        if exc.errno in _EXHAUSTED:
+            raise _open_files_error(what, number=exc.errno) from exc
+        raise
+    if used is not None and used + need > limits[0]:
+        raise _open_files_error(
+            f"{what}: {max(limits[0] - used, 0)} descriptors are free, {need} needed"
+        )
 
 
 def at_open_file_limit(margin: int = 8) -> bool:

@@ -44,8 +44,10 @@ __all__ = ["KernelManager", "start_kernel"]
 _KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
-#: Descriptors a running kernel keeps in this process (its manager's client, its process).
-_KEPT_DESCRIPTORS = 12
+#: Descriptors a running kernel keeps in this process: its manager's client (two per zmq
+#: socket: control, with heartbeat supervision hb too) and its process; more while a start's
+#: client is whole (counted in the start's peak).
+_KEPT_DESCRIPTORS = 6
 
 
 class _PortsTaken(KernelDiedError):
@@ -603,6 +605,10 @@ class KernelManager(LoggingConfigurable):
             # asks on control): dropping it spares a decode of every message the kernel
             # publishes for as long as the kernel runs.
             self._client.close_iopub()
+            # Nor the sockets it does not use until asked (only control serves shutdowns and
+            # interrupts): two descriptors per socket, the kernels one process can supervise.
+            unused = ["shell", "stdin", "iopub"] + (["hb"] if self.heartbeat_interval <= 0 else [])
+            self._client._release_channels(unused)
             # It has bound its ports: no need to hold them against other programs any more.
             info = validate_connection_info(provisioner.connection_info)
             unhold_ports(transport=info["transport"], ip=info["ip"], ports=_ports_of(info))
