@@ -12,8 +12,9 @@ import anyio
 import pytest
 
 import kernel_nursery
-from kernel_nursery import ResourceLimitError, raise_open_file_limit
+from kernel_nursery import KernelManager, ResourceLimitError, raise_open_file_limit
 
+from .helpers.kernels import SpecFactory
 from .helpers.procs import is_running
 
 MANY_KERNELS = str(Path(__file__).parent / "helpers" / "many_kernels.py")
@@ -89,3 +90,17 @@ def test_resource_limit_error_is_an_os_error() -> None:
     assert isinstance(exc, kernel_nursery.KernelNurseryError)
     assert isinstance(exc, OSError)
     assert (exc.errno, exc.limit, str(exc)) == (24, "open files", "out")
+
+
+@pytest.mark.anyio
+async def test_manager_channels_open_again_on_demand(fake_spec: SpecFactory) -> None:
+    """Once its kernel is ready a manager keeps only control open: shell opens again when
+    asked for, and a shutdown is still asked for politely on control."""
+    async with KernelManager(kernel_spec=fake_spec(), shutdown_wait_time=10) as km:
+        await km.start_kernel()
+        await km.wait_for_ready(timeout=30)  # on shell, opened again for it
+        await km.wait_for_ready(timeout=30)  # and kept open
+        async with km.events() as events:
+            await km.shutdown_kernel()
+            event = await events.receive()
+    assert (event.kind, event.exit_status) == ("shutdown", 0)  # it exited on the request

@@ -136,12 +136,13 @@ class _Claims:
 
     def __init__(self) -> None:
         self.count = 0
-        self.changed = anyio.Event()
+        self.changed: anyio.Event | None = None
 
     def release(self, need: int) -> None:
         self.count -= need
         changed, self.changed = self.changed, anyio.Event()
-        changed.set()
+        if changed is not None:
+            changed.set()
 
 
 #: Per thread, since each event loop runs in one (the blocking face runs loops in threads).
@@ -171,6 +172,9 @@ async def claim_descriptors(what: str, *, keep: int) -> Callable[[], None]:
     """
     need = START_PEAK + keep
     claims = _claims.setdefault(threading.get_ident(), _Claims())
+    if not claims.count:
+        # Nobody waits: an event of this event loop (the thread may have run another before).
+        claims.changed = anyio.Event()
     limits = open_file_limits()
     while limits is not None and limits[0] != _INFINITY:
         try:
@@ -190,6 +194,7 @@ async def claim_descriptors(what: str, *, keep: int) -> Callable[[], None]:
         if not claims.count:
             free = max(limits[0] - used, 0)
             raise _open_files_error(f"{what}: {free} descriptors are free, {need} needed")
+        assert claims.changed is not None
         await claims.changed.wait()
     claims.count += need
     released = False

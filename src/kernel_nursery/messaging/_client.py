@@ -234,6 +234,7 @@ class KernelClient:
         self._sockets: dict[str, AsyncSocket] = {}
         #: Channels whose sockets were released, opened again when a request needs them.
         self._on_demand: set[str] = set()
+        self._reopened = ""  # the suffix of the DEALER sockets' identity (see _release_channels)
         # A REQ socket carries one beat at a time: concurrent heartbeat() calls take turns.
         self._hb_lock = anyio.Lock()
         self._group = OwnedTaskGroup()
@@ -272,7 +273,7 @@ class KernelClient:
             sock.ipv6 = True
         if kind == zmq.DEALER:
             # shell and stdin share an identity, so the kernel can route input requests to us.
-            sock.setsockopt(zmq.IDENTITY, self.session.session_id.encode())
+            sock.setsockopt(zmq.IDENTITY, (self.session.session_id + self._reopened).encode())
         if kind == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
         set_curve_client_options(sock, self.connection_info)
@@ -426,6 +427,9 @@ class KernelClient:
 
         Synchronous: no task sees the client half-trimmed.
         """
+        # Sockets opened again get an identity of their own: the kernel's ROUTER ignores a
+        # new connection under an identity it still holds, until it has seen the old one go.
+        self._reopened = f".{uuid.uuid4().hex[:8]}"
         for name in names:
             if name == "iopub" and not self._iopub_closed:
                 continue
