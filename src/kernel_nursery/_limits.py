@@ -99,6 +99,11 @@ def _open_descriptors() -> int | None:
 
 
 def _how_to_raise(soft: int, hard: int) -> str:
+    if hard == _INFINITY:
+        return (
+            "raise it (the hard limit is unlimited) with 'ulimit -n' before starting the "
+            "process, or kernel_nursery.raise_open_file_limit() in it"
+        )
     if soft < hard:
         return (
             f"raise it (up to the hard limit, {hard}) with 'ulimit -n {hard}' before starting "
