@@ -34,6 +34,7 @@ from ._errors import (
     ProvisionerError,
     QueueTimeoutError,
     RemoteLaunchError,
+    ResourceLimitError,
     SSHAuthenticationError,
     SSHConnectionError,
     SSHHostKeyError,
@@ -41,6 +42,7 @@ from ._errors import (
     TransportEncryptionError,
     UnknownKernelError,
 )
+from ._limits import raise_open_file_limit
 from ._signals import SignalCancel, cancel_on_signals
 from ._version import __version__
 from .connection import ConnectionInfo, read_connection_file, write_connection_file
@@ -104,6 +106,7 @@ __all__ = [
     "QueueTimeoutError",
     "RemoteLaunchError",
     "Reply",
+    "ResourceLimitError",
     "SSHAuthenticationError",
     "SSHConnectionError",
     "SSHHostKeyError",
@@ -116,6 +119,7 @@ __all__ = [
     "UnknownKernelError",
     "__version__",
     "cancel_on_signals",
+    "raise_open_file_limit",
     "read_connection_file",
     "start_kernel",
     "stop_process",

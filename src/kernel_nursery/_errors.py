@@ -34,6 +34,7 @@ __all__ = [
     "ProvisionerError",
     "QueueTimeoutError",
     "RemoteLaunchError",
+    "ResourceLimitError",
     "SSHAuthenticationError",
     "SSHConnectionError",
     "SSHHostKeyError",
@@ -112,6 +113,30 @@ class ConnectionFileError(_LocatedError):
 
 class PortAllocationError(KernelNurseryError, OSError):
     """No free ports (or ipc endpoints) could be reserved for a kernel."""
+
+
+class ResourceLimitError(KernelNurseryError, OSError):
+    """This process reached one of its limits (open files, memory) while starting a kernel.
+
+    Raised at once, before the kernel's ``ready_timeout`` runs out, and leaving nothing of that
+    kernel behind (no process, connection file or held port); kernels already running are not
+    disturbed. The message says which limit and how to raise it (for open files: ``ulimit -n``,
+    or :func:`~kernel_nursery.raise_open_file_limit`).
+
+    Attributes:
+        limit: ``"open files"`` or ``"memory"``.
+        errno: The OS's error number (``EMFILE``, ``ENFILE``, ``ENOMEM``).
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, message: str, *, limit: str, errno: int) -> None:
+        self.limit = limit
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class ProvisionerError(KernelNurseryError):

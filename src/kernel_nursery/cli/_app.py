@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any, ClassVar
 
+from .._limits import raise_open_file_limit
 from ._base import KernelNurseryCommand, exit_on_user_error
 from ._kernels import KernelsApp
 from ._output import install_stderr
@@ -46,6 +47,12 @@ kernel-nursery run --help
 
     def start(self) -> None:
         if self.subapp is not None:
+            # As servers do: the hard limit, not the often-small soft one, bounds the kernels.
+            old, new = raise_open_file_limit()
+            if new != old:
+                self.subapp.log.debug("Raised the soft limit on open files from %d to %d", old, new)
+            else:
+                self.subapp.log.debug("Soft limit on open files: %d (the hard limit)", new)
             self.subapp.start()
             return
         if self.generate_config:

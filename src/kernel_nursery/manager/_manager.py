@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
@@ -24,6 +25,7 @@ from .._errors import (
     KernelStateError,
     KernelTimeoutError,
 )
+from .._limits import at_open_file_limit, claim_descriptors, limit_error
 from .._taskgroup import OwnedTaskGroup
 from ..connection import PORT_NAMES, ConnectionInfo, validate_connection_info
 from ..connection._ports import ports_in_use, unhold_ports
@@ -40,6 +42,12 @@ __all__ = ["KernelManager", "start_kernel"]
 
 #: What a kernel id may be: it names the connection file, so no separator, no leading dot.
 _KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+#: Descriptors a running kernel keeps in this process: its manager's client (two per zmq
+#: socket: control, with heartbeat supervision hb too) and its process; more while a start's
+#: client is whole (counted in the start's peak).
+_KEPT_DESCRIPTORS = 6
 
 
 class _PortsTaken(KernelDiedError):
@@ -558,7 +566,10 @@ class KernelManager(LoggingConfigurable):
         """
         provisioner = self.provisioner
         assert provisioner is not None
+        what = f"cannot start kernel {self._display_name()!r}"
+        release: Callable[[], None] | None = None
         try:
+            release = await claim_descriptors(what, keep=_KEPT_DESCRIPTORS)
             await self._launch()
             assert self._client is not None
             try:
@@ -597,14 +608,30 @@ class KernelManager(LoggingConfigurable):
             # So the last status it saw may be the "busy" of its own kernel_info request, whose
             # "idle" it will never see: having answered, the kernel is idle.
             self._activity.answered()
+            # Nor the sockets it does not use until asked (only control serves shutdowns and
+            # interrupts): two descriptors per socket, the kernels one process can supervise.
+            unused = ["shell", "stdin", "iopub"] + (["hb"] if self.heartbeat_interval <= 0 else [])
+            self._client._release_channels(unused)
             # It has bound its ports: no need to hold them against other programs any more.
             info = validate_connection_info(provisioner.connection_info)
             unhold_ports(transport=info["transport"], ip=info["ip"], ports=_ports_of(info))
-        except BaseException:
+        except BaseException as exc:
+            # Out of descriptors (or memory) wherever the start opened one: the connection
+            # file, the held ports, the spawn, the guardian, the client. A client that zmq
+            # could not connect for want of descriptors never reaches its kernel: a timeout
+            # at the limit says so. Judged before the stop below frees descriptors.
+            error = limit_error(exc, what)
+            if error is None and isinstance(exc, KernelTimeoutError) and at_open_file_limit():
+                error = limit_error(OSError(errno.EMFILE, "Too many open files"), what)
             with anyio.CancelScope(shield=True):
                 await self._stop(now=True, restart=False)
                 self.provisioner = None
+            if error is not None:
+                raise error from exc
             raise
+        finally:
+            if release is not None:
+                release()
 
     def _display_name(self) -> str:
         spec = self._kernel_spec

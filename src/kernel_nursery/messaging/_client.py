@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -20,6 +20,7 @@ from .._errors import (
     KernelTimeoutError,
     MessageError,
 )
+from .._limits import check_free_descriptors, limit_error
 from .._taskgroup import OwnedTaskGroup
 from ..connection import (
     ConnectionInfo,
@@ -152,6 +153,8 @@ class KernelClient:
 
     Raises:
         ValueError: *wait_for_restart* without *wait_for_exit*.
+        ResourceLimitError: on entering, this process has no descriptors left for the
+            client's sockets (nothing is left open).
 
     .. versionadded:: 0.1
     """
@@ -187,6 +190,9 @@ class KernelClient:
         self._iopub_closed = False
         self._iopub_seen = anyio.Event()
         self._sockets: dict[str, AsyncSocket] = {}
+        #: Channels whose sockets were released, opened again when a request needs them.
+        self._on_demand: set[str] = set()
+        self._reopened = ""  # the suffix of the DEALER sockets' identity (see _release_channels)
         # A REQ socket carries one beat at a time: concurrent heartbeat() calls take turns.
         self._hb_lock = anyio.Lock()
         self._group = OwnedTaskGroup()
@@ -225,7 +231,7 @@ class KernelClient:
             sock.ipv6 = True
         if kind == zmq.DEALER:
             # shell and stdin share an identity, so the kernel can route input requests to us.
-            sock.setsockopt(zmq.IDENTITY, self.session.session_id.encode())
+            sock.setsockopt(zmq.IDENTITY, (self.session.session_id + self._reopened).encode())
         if kind == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
         set_curve_client_options(sock, self.connection_info)
@@ -235,6 +241,7 @@ class KernelClient:
 
     def _open_all(self) -> None:
         """Open every channel's socket on :attr:`connection_info`; none is left open on error."""
+        check_free_descriptors("cannot open a kernel client", 2 * len(_CHANNELS))
         try:
             for name, kind, port_name in _CHANNELS:
                 self._open(name, kind, port_name)
@@ -246,8 +253,11 @@ class KernelClient:
             iopub.setsockopt(zmq.SUBSCRIBE, self._welcome_topic)
             if self._iopub_closed:
                 self._unsubscribe(iopub)
-        except BaseException:
+        except BaseException as exc:
             self._close_sockets()
+            error = limit_error(exc, "cannot open a kernel client's sockets")
+            if error is not None:
+                raise error from exc
             raise
 
     def _start_receiving(self, tg: anyio.abc.TaskGroup) -> None:
@@ -370,6 +380,43 @@ class KernelClient:
             sub._end()
         self._comms.close_all()
 
+    def _release_channels(self, names: Collection[str]) -> None:
+        """Close the sockets of channels *names* (shell, stdin, hb) until a request needs one:
+        it is opened again on first use. A client kept for its control channel (a kernel
+        manager's own) then holds only the descriptors it uses. iopub is closed here only
+        once :meth:`close_iopub` has been called, and never reopened.
+
+        Synchronous: no task sees the client half-trimmed.
+        """
+        # Sockets opened again get an identity of their own: the kernel's ROUTER ignores a
+        # new connection under an identity it still holds, until it has seen the old one go.
+        self._reopened = f".{uuid.uuid4().hex[:8]}"
+        for name in names:
+            if name == "iopub" and not self._iopub_closed:
+                continue
+            if name != "iopub":
+                self._on_demand.add(name)
+            sock = self._sockets.pop(name, None)
+            if sock is not None:
+                sock.close()  # its receive loop, if any, ends
+
+    def _reopen(self, name: str) -> AsyncSocket:
+        """Open channel *name*'s socket again (see :meth:`_release_channels`), with its
+        receive loop."""
+        assert self._tg is not None
+        kind, port_name = next((k, p) for n, k, p in _CHANNELS if n == name)
+        check_free_descriptors(f"cannot open a kernel client's {name} channel", 2)
+        try:
+            sock = self._open(name, kind, port_name)
+        except zmq.ZMQError as exc:
+            error = limit_error(exc, f"cannot open a kernel client's {name} channel")
+            if error is not None:
+                raise error from exc
+            raise
+        if name in _RECEIVING:
+            self._tg.start_soon(self._receive_loop, name, sock, name=f"kernel-client {name} loop")
+        return sock
+
     def _unsubscribe(self, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.UNSUBSCRIBE, b"")
         sock.setsockopt(zmq.UNSUBSCRIBE, self._welcome_topic)
@@ -428,6 +475,8 @@ class KernelClient:
         if self._failure is not None:
             raise self._failure()
         sock = self._sockets.get(name)
+        if sock is None and name in self._on_demand and self._tg is not None and not self._closed:
+            sock = self._reopen(name)
         if sock is None:
             raise ChannelClosedError("the kernel client is not open (use 'async with')")
         return sock

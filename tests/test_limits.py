@@ -1,0 +1,106 @@
+"""Tests for kernel_nursery._limits: running out of descriptors, and raising the limit."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import kernel_nursery
+from kernel_nursery import KernelManager, ResourceLimitError, raise_open_file_limit
+
+from .helpers.kernels import SpecFactory
+from .helpers.procs import is_running
+
+MANY_KERNELS = str(Path(__file__).parent / "helpers" / "many_kernels.py")
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="counts descriptors in /proc/self/fd"
+)
+
+
+async def run_many(backend: str, *, limit: int, count: int, ready_timeout: float) -> dict[str, Any]:
+    """Run many_kernels.py in a process of its own; its report."""
+    done = await anyio.run_process(
+        [sys.executable, MANY_KERNELS, backend, str(limit), str(count), str(ready_timeout)],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+@linux_only
+@pytest.mark.anyio
+@pytest.mark.timeout(180)
+async def test_out_of_descriptors_is_a_fast_typed_error(
+    anyio_backend: str, jupyter_dirs: dict[str, Path]
+) -> None:
+    """Under a 128 soft limit, starts beyond what fits fail fast with ResourceLimitError,
+    leaving nothing, and the kernels that started still answer."""
+    report = await run_many(anyio_backend, limit=128, count=60, ready_timeout=60)
+    failures, pids = report["failures"], report["pids"]
+    assert failures, "all 60 kernels fit: the test no longer tests running out"
+    assert len(pids) >= 10
+    assert {f["type"] for f in failures} == {"ResourceLimitError"}
+    assert all("ulimit -n" in f["message"] for f in failures)
+    assert max(f["seconds"] for f in failures) < 30  # ready_timeout is 60
+    assert report["connection_files"] == len(pids)  # none left by the failed starts
+    assert report["answered"] == 5
+    assert report["fds_after"] - report["fds_before"] < 16  # no kernel's descriptors remain
+    assert not any(is_running(pid) for pid in pids)
+    assert not list(jupyter_dirs["runtime"].glob("kernel-*.json"))
+
+
+@linux_only
+@pytest.mark.anyio
+@pytest.mark.timeout(180)
+async def test_forty_kernels_fit_under_256_open_files(anyio_backend: str) -> None:
+    """A kernel costs its manager few descriptors: 40 start at once under a 256 soft limit
+    (at five sockets per manager, about 20 did)."""
+    report = await run_many(anyio_backend, limit=256, count=40, ready_timeout=60)
+    assert report["failures"] == []
+    assert len(report["pids"]) == 40
+    assert (report["fds_running"] - report["fds_before"]) / 40 <= 4
+
+
+def test_raise_open_file_limit_reports_what_it_did() -> None:
+    """raise_open_file_limit lifts the soft limit to the hard one and says from what."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, 512)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        old, new = raise_open_file_limit()
+        assert old == lowered
+        assert new == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert new == hard or hard == resource.RLIM_INFINITY
+        assert raise_open_file_limit() == (new, new)  # nothing more to raise
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_resource_limit_error_is_an_os_error() -> None:
+    """ResourceLimitError is a KernelNurseryError and an OSError carrying its errno."""
+    exc = ResourceLimitError("out", limit="open files", errno=24)
+    assert isinstance(exc, kernel_nursery.KernelNurseryError)
+    assert isinstance(exc, OSError)
+    assert (exc.errno, exc.limit, str(exc)) == (24, "open files", "out")
+
+
+@pytest.mark.anyio
+async def test_manager_channels_open_again_on_demand(fake_spec: SpecFactory) -> None:
+    """Once its kernel is ready a manager keeps only control open: shell opens again when
+    asked for, and a shutdown is still asked for politely on control."""
+    async with KernelManager(kernel_spec=fake_spec(), shutdown_wait_time=10) as km:
+        await km.start_kernel()
+        await km.wait_for_ready(timeout=30)  # on shell, opened again for it
+        await km.wait_for_ready(timeout=30)  # and kept open
+        async with km.events() as events:
+            await km.shutdown_kernel()
+            event = await events.receive()
+    assert (event.kind, event.exit_status) == ("shutdown", 0)  # it exited on the request
