@@ -348,44 +348,62 @@ class JupyterProvisioner(KernelProvisionerBase):
     async def cleanup(self, restart: bool = False) -> None:
         """Kill what is left of the kernel (its process group, for a local child), reap it,
         then the provisioner's ``cleanup``; unless *restart*, the connection file is removed
-        and the private loop (under trio) stopped. Shielded; each wait bounded."""
+        and the private loop (under trio) stopped. Shielded; each wait bounded, each call to
+        the provisioner too (:data:`CANCEL_WAIT` for a hang): one that raises or hangs still
+        leaves no file, thread, zombie or guardian registration behind, and what it raised
+        propagates afterwards."""
         with anyio.CancelScope(shield=True):
-            if self._launched:
-                pgid = _child_group(self._inner)
-                if pgid is not None:
-                    try:
-                        os.killpg(pgid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
-                elif await self.poll() is None:
-                    await self.kill(restart)
-                with anyio.move_on_after(KILL_WAIT_TIME):
-                    await self.wait()
-                    if pgid is not None:
-                        await wait_for_group_exit(pgid)
-                if self._status is None:
-                    self.log.error("Kernel %s did not exit after SIGKILL", self.kernel_id)
-                elif _child(self._inner) is not None:
-                    with anyio.move_on_after(KILL_WAIT_TIME):
-                        await self._run(self._inner.wait)  # reaps it (it has exited)
-            self._unguard()
-            self._launched = False
-            if restart:
-                await self._run(self._inner.cleanup, True)
+            try:
+                if self._launched:
+                    await self._kill_and_reap(restart)
+            finally:
+                self._unguard()
+                self._launched = False
+                if restart:
+                    with anyio.move_on_after(CANCEL_WAIT):
+                        await self._run(self._inner.cleanup, True)
+                else:
+                    await self._release()
+
+    async def _kill_and_reap(self, restart: bool) -> None:
+        pgid = _child_group(self._inner)
+        child = _child(self._inner)
+        try:
+            if pgid is not None:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             else:
-                await self._release()
+                with anyio.move_on_after(CANCEL_WAIT):
+                    if await self.poll() is None:
+                        await self.kill(restart)
+            with anyio.move_on_after(KILL_WAIT_TIME):
+                await self.wait()
+                if pgid is not None:
+                    await wait_for_group_exit(pgid)
+            if self._status is None:
+                self.log.error("Kernel %s did not exit after SIGKILL", self.kernel_id)
+            elif child is not None:
+                with anyio.move_on_after(KILL_WAIT_TIME):
+                    await self._run(self._inner.wait)  # reaps it (it has exited)
+        finally:
+            if child is not None and child.returncode is None and self._status is not None:
+                child.poll()  # their wait failed or hung: reap the exited child ourselves
 
     async def _release(self) -> None:
         """The provisioner's ``cleanup(restart=False)`` (bounded), the connection file removed;
-        the private loop stopped."""
-        with anyio.move_on_after(CANCEL_WAIT):
-            await self._run(self._inner.cleanup, False)
-        self._km.cleanup_connection_file()
-        self._km.cleanup_ipc_files()
-        self.connection_info = {}
-        if self._thread is not None:
-            self._thread.close()
-            self._thread = None
+        the private loop stopped (those two even when the provisioner's ``cleanup`` raises)."""
+        try:
+            with anyio.move_on_after(CANCEL_WAIT):
+                await self._run(self._inner.cleanup, False)
+        finally:
+            self._km.cleanup_connection_file()
+            self._km.cleanup_ipc_files()
+            self.connection_info = {}
+            if self._thread is not None:
+                self._thread.close()
+                self._thread = None
 
     def _guard(self) -> None:
         """A local child is registered with this process's guardian, as our own kernels are:
