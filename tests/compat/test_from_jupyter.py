@@ -3,6 +3,7 @@ manager (``jupyter:<name>``), with real kernels, on both backends."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import textwrap
 import time
@@ -148,8 +149,10 @@ def test_jupyter_provisioners_are_listed_with_the_prefix() -> None:
 
 SLEEPY = textwrap.dedent(
     """
+    import asyncio
     import time
     from jupyter_client.provisioning import LocalProvisioner
+    from traitlets import Unicode
 
     class SleepyProvisioner(LocalProvisioner):
         async def pre_launch(self, **kwargs):
@@ -157,6 +160,24 @@ SLEEPY = textwrap.dedent(
             return await super().pre_launch(**kwargs)
 
     NotAProvisioner = object()
+
+    class HostileProvisioner(LocalProvisioner):
+        # Raises in, or hangs (awaits forever) in, the methods its traits name.
+        fail = Unicode("")
+        hang = Unicode("")
+
+        async def poll(self):
+            if self.fail == "poll":
+                raise RuntimeError("hostile poll")
+            return await super().poll()
+
+        async def cleanup(self, restart=False):
+            name = "cleanup-restart" if restart else "cleanup"
+            if name == self.hang:
+                await asyncio.Event().wait()
+            await super().cleanup(restart)  # its own ports released: then it raises
+            if name == self.fail:
+                raise RuntimeError(f"hostile {name}")
     """
 )
 
@@ -164,7 +185,8 @@ SLEEPY = textwrap.dedent(
 @pytest.fixture
 def sleepy_provisioner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Install jupyter_client provisioners: 'sleepy', whose pre_launch blocks its loop for
-    2 s; 'not-one', which is no provisioner; 'broken', whose module does not exist."""
+    2 s; 'not-one', which is no provisioner; 'broken', whose module does not exist; 'hostile',
+    which raises or hangs where its config says."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "kn_sleepy_provisioner.py").write_text(SLEEPY)
@@ -175,6 +197,7 @@ def sleepy_provisioner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         "[jupyter_client.kernel_provisioners]\n"
         "sleepy = kn_sleepy_provisioner:SleepyProvisioner\n"
         "not-one = kn_sleepy_provisioner:NotAProvisioner\n"
+        "hostile = kn_sleepy_provisioner:HostileProvisioner\n"
         "broken = kn_no_such_module:Provisioner\n"
     )
     monkeypatch.syspath_prepend(str(site))
@@ -209,6 +232,44 @@ async def test_a_provisioner_blocking_its_loop_cannot_block_trio(
         assert km.provisioner is None
         tg.cancel_scope.cancel()
     assert not live_children()
+
+
+@pytest.mark.usefixtures("sleepy_provisioner")
+@pytest.mark.parametrize(
+    ("misbehaviour", "where"),
+    [("fail", "cleanup"), ("fail", "poll"), ("hang", "cleanup-restart")],
+)
+async def test_a_provisioner_raising_or_hanging_in_cleanup_leaves_nothing(
+    anyio_backend: str, fake_spec: Callable[..., KernelSpec], misbehaviour: str, where: str
+) -> None:
+    """A jupyter_client provisioner whose cleanup (or the poll its wait uses to reap)
+    raises, or whose cleanup for a restart never returns: the restart and the manager's end
+    are bounded; no connection file, zombie, or private loop thread remains, and what it
+    raised is what the manager's end raises."""
+    import threading
+
+    from ..helpers.procs import zombie_children
+
+    spec = spec_for(fake_spec().argv, "hostile", **{misbehaviour: where})
+    with anyio.fail_after(4 * CANCEL_WAIT):
+        with pytest.raises(RuntimeError, match="hostile") if misbehaviour == "fail" else _no():
+            async with KernelManager(kernel_spec=spec) as km:
+                await km.start_kernel()
+                if where == "cleanup-restart":
+                    await km.restart_kernel()
+                file = km.connection_file
+                assert file is not None
+    assert not Path(file).exists()
+    assert not live_children() and not zombie_children()
+    for thread in threading.enumerate():
+        if thread.name == "kernel-nursery-jupyter-provisioner":
+            await anyio.to_thread.run_sync(thread.join, 10)
+            assert not thread.is_alive()
+
+
+@contextlib.contextmanager
+def _no() -> Iterator[None]:
+    yield
 
 
 PROGRAM = textwrap.dedent(

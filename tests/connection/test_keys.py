@@ -59,10 +59,14 @@ def test_bytes_keys_become_text() -> None:
         ({"curve_publickey": 1, "curve_secretkey": 2}, "must be a string"),
         ({"curve_publickey": "short", "curve_secretkey": "short"}, "Z85 text"),
         ({"curve_publickey": "~" * 40, "curve_secretkey": "~" * 40}, "Z85 text"),
+        # Z85 digits, but groups worth more than 4 bytes: libzmq would raise an untyped error.
+        ({"curve_publickey": "#" * 40, "curve_secretkey": "#" * 40}, "Z85 text"),
+        ({"curve_publickey": new_curve_keypair()[0], "curve_secretkey": "#" * 40}, "Z85 text"),
     ],
 )
 def test_bad_keys_are_refused(changes: dict[str, Any], message: str) -> None:
-    """Half a pair, or a key that is not Z85 Curve key text, is a ConnectionFileError."""
+    """Half a pair, or a key that is not Z85 Curve key text (bad characters, length, or
+    digits that decode to more than 32 bytes), is a ConnectionFileError."""
     with pytest.raises(ConnectionFileError, match=message):
         validate_connection_info(good(**changes))
 

@@ -316,6 +316,46 @@ async def test_restart_flag_reaches_every_step(
     assert ("terminate", False) in calls and ("cleanup", False) in calls
 
 
+RAISING_HOOK = textwrap.dedent(
+    """
+    from kernel_nursery import LocalProvisioner
+
+    class Provisioner(LocalProvisioner):
+        async def shutdown_requested(self, restart=False):
+            raise RuntimeError("hostile shutdown_requested")
+    """
+)
+
+
+async def test_a_provisioner_hook_that_raises_does_not_hang_the_close(
+    install_provisioner: Callable[..., None],
+) -> None:
+    """A provisioner whose shutdown_requested raises: the manager's close still ends (its
+    client's tasks with it), the kernel is killed and its file and ports released, and the
+    error is what the close raises."""
+    install_provisioner("raising", "Provisioner", RAISING_HOOK)
+    # ipykernel: with it, the client's tasks outlived the failed stop and the close hung.
+    spec = KernelSpec(
+        argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        name="ipy",
+        language="python",
+        metadata={"kernel_provisioner": {"provisioner_name": "raising"}},
+    )
+    started: list[Any] = []
+
+    async def run() -> None:
+        async with KernelManager(kernel_spec=spec) as km:
+            await km.start_kernel()
+            started.extend((km.pid, km.connection_file))
+
+    with anyio.fail_after(30), pytest.raises(RuntimeError, match="hostile"):
+        await run()
+    pid, file = started
+    assert pid is not None and not is_running(pid) and not zombie_children()
+    assert file is not None and not Path(file).exists()
+    assert not reserved_ports()
+
+
 # ---------------------------------------------------------------- interrupts and config
 
 

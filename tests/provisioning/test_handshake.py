@@ -153,6 +153,28 @@ async def test_registration_signed_with_another_key_is_ignored() -> None:
             await kc.wait_for_ready(timeout=60)
 
 
+async def test_an_oversized_message_to_the_registration_socket_is_not_taken_in(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A message of 4 MiB sent to the registration port is refused by zmq before it reaches
+    us (never buffered whole, never deserialized); the kernel still registers."""
+    async with LocalProvisioner(kernel_spec=spec(), kernel_handshake=True) as p:
+        kw = await p.pre_launch()
+        port = json.loads(Path(p.connection_file).read_text())["registration_port"]
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        try:
+            sock.linger = 0
+            sock.connect(f"tcp://127.0.0.1:{port}")
+            sock.send_multipart([b"", b"x" * (4 << 20)])
+            with caplog.at_level("WARNING", logger="kernel_nursery.provisioning"):
+                info = await p.launch_kernel(kw.pop("cmd"), **kw)
+        finally:
+            sock.close()
+        assert not [r for r in caplog.records if "registration socket" in r.getMessage()]
+        async with KernelClient(info) as kc:
+            await kc.wait_for_ready(timeout=60)
+
+
 async def test_a_replayed_registration_is_refused_at_the_next_start() -> None:
     """A registration captured at one start and replayed at the next (a restart keeps the
     key) is refused as a replay; the launch then times out instead of taking stale ports."""

@@ -15,10 +15,11 @@ from .._errors import TransportEncryptionError
 
 __all__ = ["check_curve_keypair", "curve_supported", "new_curve_keypair"]
 
-#: The 85 characters of Z85 (ZeroMQ RFC 32), the text form of a Curve key.
-_Z85 = frozenset(
+#: The 85 characters of Z85 (ZeroMQ RFC 32), the text form of a Curve key, in digit order.
+_Z85_DIGITS = (
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 )
+_Z85 = frozenset(_Z85_DIGITS)
 #: A 32-byte key in Z85: 5 characters per 4 bytes.
 _KEY_LENGTH = 40
 
@@ -51,10 +52,22 @@ def check_curve_keypair(public: object, secret: object) -> str | None:
     for name, key in (("curve_publickey", public), ("curve_secretkey", secret)):
         if not isinstance(key, str):
             return f"{name} must be a string, got {type(key).__name__}"
-        if len(key) != _KEY_LENGTH or not set(key) <= _Z85:
+        if len(key) != _KEY_LENGTH or not set(key) <= _Z85 or not _z85_decodes(key):
             return f"{name} must be a Curve key in Z85 text ({_KEY_LENGTH} characters)"
     assert isinstance(public, str)
     assert isinstance(secret, str)
     if curve_supported() and zmq.curve_public(secret.encode("ascii")) != public.encode("ascii"):
         return "curve_publickey is not the public key of curve_secretkey"
     return None
+
+
+def _z85_decodes(text: str) -> bool:
+    """Whether each 5-character group of *text* (Z85 digits) stands for a number that fits
+    in 4 bytes; libzmq refuses the others ("#####" is 85**5 - 1), with an untyped error."""
+    for start in range(0, len(text), 5):
+        value = 0
+        for char in text[start : start + 5]:
+            value = value * 85 + _Z85_DIGITS.index(char)
+        if value > 0xFFFFFFFF:
+            return False
+    return True

@@ -808,26 +808,31 @@ class KernelManager(LoggingConfigurable):
             self._supervisor_scope.cancel()
             self._supervisor_scope = None
         with anyio.CancelScope(shield=True):
-            status = await provisioner.poll() if provisioner.has_process else None
-            if provisioner.has_process and status is None:
-                wait_time = provisioner.get_shutdown_wait_time()
-                requested = False
-                if not now:
-                    requested = await self._request_shutdown(restart, wait_time)
-                    await provisioner.shutdown_requested(restart=restart)
-                status = await stop_process(
-                    provisioner,
-                    restart=restart,
-                    wait_time=wait_time,
-                    shutdown_requested=requested,
-                    now=now,
-                )
-            if self._incarnation is not None:
-                self._incarnation.exit(status)
-            if self._client_scope is not None:
-                self._client_scope.cancel()
-            self._client = self._client_scope = None
-            await provisioner.cleanup(restart=restart)
+            status: int | None = None
+            try:
+                status = await provisioner.poll() if provisioner.has_process else None
+                if provisioner.has_process and status is None:
+                    wait_time = provisioner.get_shutdown_wait_time()
+                    requested = False
+                    if not now:
+                        requested = await self._request_shutdown(restart, wait_time)
+                        await provisioner.shutdown_requested(restart=restart)
+                    status = await stop_process(
+                        provisioner,
+                        restart=restart,
+                        wait_time=wait_time,
+                        shutdown_requested=requested,
+                        now=now,
+                    )
+            finally:
+                # Even when a provisioner's hook raised: the client's tasks end (or the
+                # manager's close would wait for them forever) and cleanup kills and releases.
+                if self._incarnation is not None:
+                    self._incarnation.exit(status)
+                if self._client_scope is not None:
+                    self._client_scope.cancel()
+                self._client = self._client_scope = None
+                await provisioner.cleanup(restart=restart)
         return status
 
     async def _request_shutdown(self, restart: bool, wait_time: float) -> bool:

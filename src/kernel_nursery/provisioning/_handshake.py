@@ -36,6 +36,9 @@ __all__ = ["Registration", "race_exit"]
 
 _log = logging.getLogger("kernel_nursery.provisioning")
 
+#: The largest message part the registration socket takes (a handshake_request is < 1 KiB).
+MAX_REGISTRATION_SIZE = 64 * 1024
+
 
 class Registration:
     """One registration socket, open from :meth:`open` until :meth:`close` (idempotent).
@@ -63,6 +66,9 @@ class Registration:
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
         try:
             sock.linger = 0
+            # Whoever reaches the port may send to it: zmq drops (and disconnects) a message
+            # larger than any handshake_request, before it is buffered whole in our memory.
+            sock.maxmsgsize = MAX_REGISTRATION_SIZE
             if ":" in ip:
                 sock.ipv6 = True
             host = f"[{ip}]" if ":" in ip else ip
