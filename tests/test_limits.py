@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import resource
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import anyio
 import pytest
 
 import kernel_nursery
-from kernel_nursery import KernelManager, ResourceLimitError, raise_open_file_limit
+from kernel_nursery import KernelManager, ResourceLimitError, _limits, raise_open_file_limit
 
 from .helpers.kernels import SpecFactory
 from .helpers.procs import is_running
@@ -104,3 +106,86 @@ async def test_manager_channels_open_again_on_demand(fake_spec: SpecFactory) -> 
             await km.shutdown_kernel()
             event = await events.receive()
     assert (event.kind, event.exit_status) == ("shutdown", 0)  # it exited on the request
+
+
+def test_limit_errors_are_found_through_causes_and_groups() -> None:
+    """EMFILE, ENFILE or ENOMEM anywhere in an error's causes, contexts or group members
+    becomes a ResourceLimitError naming the limit and what to do; anything else is left alone."""
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    try:
+        try:
+            raise emfile
+        except OSError as exc:
+            raise RuntimeError("spawn failed") from exc
+    except RuntimeError as wrapped:
+        error = _limits.limit_error(BaseExceptionGroup("starts", [wrapped]), "start")
+    assert error is not None and error.limit == "open files" and error.errno == errno.EMFILE
+    assert "open files" in str(error) and "\n" not in str(error)
+    enfile = _limits.limit_error(OSError(errno.ENFILE, "table full"), "start")
+    assert enfile is not None and "fs.file-max" in str(enfile)
+    enomem = _limits.limit_error(OSError(errno.ENOMEM, "no memory"), "start")
+    assert enomem is not None and enomem.limit == "memory"
+    assert _limits.limit_error(OSError(errno.ENOENT, "missing"), "start") is None
+    assert _limits.limit_error(enomem, "start") is None  # already typed: left as it is
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "advice"),
+    [
+        (256, resource.RLIM_INFINITY, "the hard limit is unlimited"),
+        (256, 4096, "ulimit -n 4096"),
+        (4096, 4096, "it is the hard limit already"),
+    ],
+)
+def test_the_open_files_error_says_how_to_raise_the_limit(
+    monkeypatch: pytest.MonkeyPatch, soft: int, hard: int, advice: str
+) -> None:
+    """The message names the soft limit and the way to raise it that applies."""
+    monkeypatch.setattr(_limits, "open_file_limits", lambda: (soft, hard))
+    error = _limits._open_files_error("starting kernel k")
+    assert f"limit of {soft} open files" in str(error) and advice in str(error)
+
+
+async def test_a_start_that_cannot_fit_is_refused_at_once(anyio_backend: str) -> None:
+    """With no start under way, a claim larger than the free descriptors fails at once, and
+    nothing stays claimed; a claim that fits is held until released."""
+    soft = _limits.open_file_limits()
+    assert soft is not None
+    with pytest.raises(ResourceLimitError, match="descriptors are free"):
+        await _limits.claim_descriptors("starting kernel k", keep=soft[0])
+    assert _limits._claimed() == 0
+    release = await _limits.claim_descriptors("starting kernel k", keep=2)
+    assert _limits._claimed() == _limits.START_PEAK + 2
+    release()
+    release()  # idempotent
+    assert _limits._claimed() == 0
+    with pytest.raises(ResourceLimitError):
+        _limits.check_free_descriptors("a client", soft[0])
+    _limits.check_free_descriptors("a client", 1)
+    assert _limits.at_open_file_limit(margin=soft[0] + 1)
+    assert not _limits.at_open_file_limit(margin=1)
+
+
+async def test_a_start_waits_for_the_descriptors_of_starts_under_way(anyio_backend: str) -> None:
+    """A claim that fits only once another start's claim is released waits for that release,
+    and then holds its own."""
+    limits = _limits.open_file_limits()
+    used = _limits._open_descriptors()
+    assert limits is not None and used is not None
+    first = await _limits.claim_descriptors("first", keep=2)
+    # Fits beside nothing, not beside the first claim (10 descriptors to spare for noise).
+    keep = limits[0] - used - _limits.START_PEAK - 10
+    got: list[Callable[[], None]] = []
+
+    async def second() -> None:
+        got.append(await _limits.claim_descriptors("second", keep=keep))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(second)
+            await anyio.wait_all_tasks_blocked()
+            assert not got  # waiting for the first start
+            first()
+    assert _limits._claimed() == _limits.START_PEAK + keep
+    got[0]()
+    assert _limits._claimed() == 0
