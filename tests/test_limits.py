@@ -189,3 +189,20 @@ async def test_a_start_waits_for_the_descriptors_of_starts_under_way(anyio_backe
     assert _limits._claimed() == _limits.START_PEAK + keep
     got[0]()
     assert _limits._claimed() == 0
+
+
+def test_no_limits_or_no_descriptor_left_to_count_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the OS has no limits nothing is checked; where counting the open descriptors
+    itself fails for want of one, that is the typed error (and the limit counts as reached)."""
+    monkeypatch.setattr(_limits, "open_file_limits", lambda: None)
+    _limits.check_free_descriptors("a client", 10**9)  # nothing to check against
+    assert str(_limits._open_files_error("a client")) == "a client: too many open files"
+
+    def no_descriptor_left() -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(_limits, "open_file_limits", lambda: (256, 4096))
+    monkeypatch.setattr(_limits, "_open_descriptors", no_descriptor_left)
+    with pytest.raises(ResourceLimitError, match="limit of 256 open files"):
+        _limits.check_free_descriptors("a client", 1)
+    assert _limits.at_open_file_limit()
