@@ -74,3 +74,12 @@ async def test_required_refusal_leaves_nothing() -> None:
     ) as p:
         with pytest.raises(TransportEncryptionError):
             await p.pre_launch()
+
+
+def test_loopback_is_told_by_name_or_address() -> None:
+    """'localhost' and loopback addresses count as loopback; other names and addresses do not
+    (a name other than localhost is not resolved: it may point anywhere)."""
+    from kernel_nursery.provisioning._encryption import _is_loopback
+
+    assert _is_loopback("localhost") and _is_loopback("127.0.0.5") and _is_loopback("::1")
+    assert not _is_loopback("10.1.2.3") and not _is_loopback("gpu1.example.org")
