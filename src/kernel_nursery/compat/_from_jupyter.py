@@ -10,9 +10,9 @@ thread of its own, with cancellation carried across.
 
 from __future__ import annotations
 
-# backend-specific: jupyter_client's provisioners are asyncio coroutines; under trio they run on
-# an asyncio loop of their own (a thread), under asyncio on the running loop.
-import asyncio
+# jupyter_client's provisioners are asyncio coroutines; under trio they run on an asyncio loop
+# of their own (a thread), under asyncio on the running loop.
+import asyncio  # backend-specific: jupyter_client's provisioners are asyncio code
 import logging
 import os
 import signal
