@@ -101,7 +101,6 @@ async def _kernel_speaks_curve(info: ConnectionInfo) -> bool:
 
 
 _Reply_co = TypeVar("_Reply_co", covariant=True)
-_R = TypeVar("_R")
 
 
 class _ReadinessClient(Protocol[_Reply_co]):
@@ -115,10 +114,10 @@ class _ReadinessClient(Protocol[_Reply_co]):
 
 
 async def wait_for_ready_encrypted(
-    client: _ReadinessClient[_R],
+    client: _ReadinessClient[_Reply_co],
     *,
     timeout: float | None,  # noqa: ASYNC109 (the same timeout as KernelClient.wait_for_ready)
-) -> _R:
+) -> _Reply_co:
     """``client.wait_for_ready(timeout)``, failing fast when the kernel ignored its Curve keys.
 
     For a kernel reached in clear it is just :meth:`KernelClient.wait_for_ready`. For an
@@ -134,7 +133,7 @@ async def wait_for_ready_encrypted(
     if not is_encrypted(info):
         return await client.wait_for_ready(timeout)
     clear: list[bool] = []
-    reply: _R | None = None
+    reply: _Reply_co | None = None
     failure: Exception | None = None
 
     async def watch(scope: anyio.CancelScope) -> None:
