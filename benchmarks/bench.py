@@ -755,7 +755,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for scenario, date in sorted(results.get("reruns", {}).items()):
-        lines.insert(1, f"The `{scenario}` rows were measured again on {date}, alone.")
+        lines.insert(1, f"The `{scenario}` rows were measured again on {date}, separately.")
     for metric, by_impl in results["metrics"].items():
         cells = []
         for impl in IMPLS:
