@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import sys
 import textwrap
 import threading
@@ -588,6 +590,25 @@ async def test_shutdown_for_restart_then_start_reuses_ports(
         await km.shutdown_kernel(restart=True)
     assert not reserved_ports()
     assert not list(jupyter_dirs["runtime"].glob("kernel-*"))
+
+
+async def test_ports_kept_for_a_restart_are_held_while_the_kernel_is_down(
+    fake_spec: SpecFactory,
+) -> None:
+    """Between shutdown_kernel(restart=True) and the next start, the kernel's tcp ports refuse
+    the plain bind another kernel-nursery process probes with (so it cannot take them, even for
+    a moment, and make the restarting kernel's bind fail); the next kernel still binds them."""
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        info = km.connection_info
+        await km.shutdown_kernel(restart=True)
+        for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+            with socket.socket() as probe, pytest.raises(OSError, match="in use") as refused:
+                probe.bind((info["ip"], info[name]))
+            assert refused.value.errno == errno.EADDRINUSE, name
+        await km.start_kernel()
+        assert km.connection_info == info
+        assert await km.is_alive()
 
 
 async def test_pid_and_connection_file(fake_spec: SpecFactory) -> None:

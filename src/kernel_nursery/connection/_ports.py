@@ -23,9 +23,10 @@ listening. Another kernel-nursery process tests its candidates with a plain bind
 socket refuses, so it chooses other ports; the kernel itself binds with ``SO_REUSEADDR``, as
 libzmq (and the listeners of Java, Go, Rust and Node) do on Unix, which the hold allows. A
 kernel that binds without ``SO_REUSEADDR`` would be refused its own port while it is held.
-Other programs can still take a port between our choice and the kernel's bind (the race is
-inherent to Jupyter's design, in which the kernel binds its own ports): the kernel manager
-then starts the kernel again on new ports.
+While a kernel is down between two incarnations that reuse its ports (a restart), they are held
+again (:func:`hold_ports`). Other programs can still take a port between our choice and the
+kernel's bind (the race is inherent to Jupyter's design, in which the kernel binds its own
+ports): the kernel manager then starts the kernel again on new ports.
 """
 
 from __future__ import annotations
@@ -43,7 +44,14 @@ from collections.abc import Iterable
 from .._errors import PortAllocationError
 from ._info import Transport
 
-__all__ = ["ports_in_use", "release_ports", "reserve_ports", "reserved_ports", "unhold_ports"]
+__all__ = [
+    "hold_ports",
+    "ports_in_use",
+    "release_ports",
+    "reserve_ports",
+    "reserved_ports",
+    "unhold_ports",
+]
 
 # tcp ports are keyed by number alone: a port taken on 127.0.0.1 is also unusable on 0.0.0.0.
 # ipc endpoints are keyed by their path prefix and number.
@@ -102,6 +110,30 @@ def unhold_ports(*, transport: Transport, ip: str, ports: Iterable[int]) -> None
             holder = _held.pop(port, None) if transport == "tcp" else None
             if holder is not None:
                 holder.close()
+
+
+def hold_ports(*, transport: Transport, ip: str, ports: Iterable[int]) -> None:
+    """Hold reserved tcp ports at the OS level again, as :func:`reserve_ports` did, while
+    their kernel is down and a restart will reuse them: once the kernel has died, nothing
+    listens on them, and without a hold another kernel-nursery process could choose one (its
+    probing bind alone, for a moment, is enough to make the restarting kernel's bind fail).
+
+    Ports not reserved here, or held already, are skipped, as is ipc; a port that another
+    program took in the meantime cannot be held and is skipped too (the restart then meets
+    the conflict and the kernel manager starts the kernel on new ports).
+    """
+    if transport != "tcp":
+        return
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    except ValueError:
+        return
+    with _lock:
+        for port in ports:
+            if ("tcp", port) in _reserved and port not in _held:
+                holder = _hold(family, ip, port)
+                if holder is not None:
+                    _held[port] = holder
 
 
 def release_ports(*, transport: Transport, ip: str, ports: Iterable[int]) -> None:

@@ -23,6 +23,7 @@ from traitlets import Bool, Enum, Float, Unicode
 from .._errors import ConnectionFileError, LaunchError, ProvisionerError
 from .._kernelspec import KernelSpec
 from ..connection import (
+    PORT_NAMES,
     ConnectionInfo,
     Transport,
     connection_file_path,
@@ -34,6 +35,7 @@ from ..connection import (
     validate_connection_info,
     write_connection_file,
 )
+from ..connection._ports import hold_ports
 from ..messaging._wire import Session
 from . import _guardian
 from ._base import KILL_WAIT_TIME, KernelProvisionerBase
@@ -486,12 +488,20 @@ class LocalProvisioner(KernelProvisionerBase):
         still runs, and processes it left behind), and the kernel is reaped, waiting at most
         :data:`~kernel_nursery.provisioning.KILL_WAIT_TIME`. Unless *restart*, the connection
         file is removed and the ports are released; with *restart* they are kept for the next
-        launch. Runs shielded from cancellation, so it always completes.
+        launch, and held against other kernel-nursery processes until it has bound them. Runs
+        shielded from cancellation, so it always completes.
         """
         with anyio.CancelScope(shield=True):
             await self._reap(restart)
             if not restart:
                 self._release(remove_file=True)
+            elif self._owns_ports and self.connection_info:
+                info = validate_connection_info(self.connection_info)
+                hold_ports(
+                    transport=info["transport"],
+                    ip=info["ip"],
+                    ports=[info[name] for name in PORT_NAMES],
+                )
 
     async def _reap(self, restart: bool) -> None:
         """SIGKILL what is left of the kernel's group, then await the kernel and the group."""
