@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,16 +39,24 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(autouse=True)
-def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """Point Jupyter's runtime, data and config directories at a fresh temporary folder."""
-    dirs = {name: tmp_path / "jupyter" / name for name in ("runtime", "data", "config", "path")}
+def jupyter_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
+    """Point Jupyter's runtime, data and config directories at fresh temporary folders.
+
+    The runtime directory is a short one of its own, removed after the test: pytest's
+    temporary folders (deeper still under pytest-xdist) leave no room for ipc endpoints, whose
+    paths must fit in a Unix socket address (107 bytes).
+    """
+    dirs = {name: tmp_path / "jupyter" / name for name in ("data", "config", "path")}
+    short = Path(tempfile.mkdtemp(prefix="kn-"))
+    dirs["runtime"] = short / "runtime"  # not created: the code under test does that
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(dirs["runtime"]))
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(dirs["data"]))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(dirs["config"]))
     monkeypatch.setenv("JUPYTER_PATH", str(dirs["path"]))
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     monkeypatch.delenv("KERNEL_NURSERY_DEFAULT_PROVISIONER", raising=False)
-    return dirs
+    yield dirs
+    shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
