@@ -6,6 +6,8 @@ allowed to download one.
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -24,12 +26,22 @@ def install_groups(session: nox.Session, *groups: str, editable: bool = True) ->
     session.install(*(["-e", "."] if editable else ["."]), *requirements)
 
 
+#: Test workers (pytest-xdist): the suite is built to pass beside another copy of itself, and
+#: its tests mostly wait on kernels starting and stopping. Two at least, so that the suite itself
+#: keeps proving that; at most four, since each can start its own Slurm cluster and sshd.
+WORKERS = max(2, min(4, os.cpu_count() or 1))
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite on asyncio and trio, with branch coverage and its floor."""
+    """The test suite on asyncio and trio, with branch coverage and its floor.
+
+    Runs in :data:`WORKERS` processes; ``nox -s tests -- -n 0 tests/x`` runs in one.
+    """
     install_groups(session, "test")
     session.run("coverage", "erase")
-    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    workers = ["-n", str(WORKERS), "--dist", "worksteal"]
+    session.run("coverage", "run", "-m", "pytest", *workers, *session.posargs)
     session.run("coverage", "combine", success_codes=[0, 1])
     session.run("coverage", "report")
 
