@@ -11,7 +11,8 @@ It binds the five sockets from the connection file (tcp or ipc), answers kernel_
 --mute-control      answer on shell, never on control (alive, but deaf to shutdown requests)
 --ignore-shutdown   reply to shutdown_request but keep running
 --ignore-term       ignore SIGTERM
---crash-after S     exit with status 1, S seconds after starting
+--crash-after S     exit with status 1, S seconds after its first kernel_info reply (once
+                    ready: on a loaded machine, a time from its start could run out first)
 --grandchild        start a child process that sleeps for an hour (in the kernel's group)
 --slow-start S      wait S seconds before binding its sockets (a kernel slow to get ready)
 --stay-busy         publish busy, never idle, around its replies (a kernel forever at work)
@@ -107,8 +108,7 @@ def main(argv: list[str]) -> int:
     if "--grandchild" in args:
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     deadline = None
-    if "--crash-after" in args:
-        deadline = time.monotonic() + float(args[args.index("--crash-after") + 1])
+    crash_after = float(args[args.index("--crash-after") + 1]) if "--crash-after" in args else None
     if "--slow-start" in args:
         time.sleep(float(args[args.index("--slow-start") + 1]))
     with open(argv[1], encoding="utf-8") as f:
@@ -170,6 +170,8 @@ def main(argv: list[str]) -> int:
                 "language_info": {"name": "fake"},
             }
             reply(shell, request, "kernel_info_reply", info_reply)
+            if crash_after is not None and deadline is None:
+                deadline = time.monotonic() + crash_after
         if control in ready and "--mute-control" in args:
             control.recv_multipart()
         elif control in ready:
