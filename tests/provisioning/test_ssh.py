@@ -372,8 +372,11 @@ async def test_local_manager_killed_takes_the_remote_kernels(
     remote_clean: SSHServer, tmp_path: Path
 ) -> None:
     """A manager process killed with SIGKILL leaves no kernel on the remote host, whether the
-    kernel had a connection of its own or shared the control master, and no ssh log here."""
+    kernel had a connection of its own or shared the control master, and nothing in its
+    temporary directory (ssh logs, the master's socket directory) nor the remote files."""
     script = tmp_path / "manager.py"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     spec = ssh_spec(remote_clean)
     script.write_text(
         "import anyio, json, sys, select\n"
@@ -395,27 +398,36 @@ async def test_local_manager_killed_takes_the_remote_kernels(
         "        from kernel_nursery.provisioning._guardian import guardian_pid\n"
         "        logs = [p._log_file for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
         "        print(guardian_pid(), *logs, flush=True)\n"
+        "        files = [p.remote_connection_file for p in (a.provisioner, b.provisioner)]\n"
+        "        print(*files, c.provisioner.remote_connection_file, flush=True)\n"
         "        await anyio.sleep_forever()\n"
         "anyio.run(main)\n"
     )
-    async with await anyio.open_process([sys.executable, str(script)], stderr=None) as manager:
+    env = {**os.environ, "TMPDIR": str(temporary)}
+    async with await anyio.open_process(
+        [sys.executable, str(script)], stderr=None, env=env
+    ) as manager:
         assert manager.stdout is not None
         with anyio.fail_after(60):
             output = b""
             async for chunk in manager.stdout:
                 output += chunk
-                if output.count(b"\n") == 2:
+                if output.count(b"\n") == 3:
                     break
-        line, more = output.decode().splitlines()
+        line, more, remote = output.decode().splitlines()
+        assert sorted(p.name[:7] for p in temporary.iterdir()) == ["kernel-"] * 3 + ["kn-ssh-"]
         pids = {int(x) for x in line.split()}
         assert len(pids) == 7 and all(running(pid) for pid in pids)
+        # The remote launchers remove the remote files as they end.
+        launchers = {ppid for x in line.split()[:3] if (ppid := parent_of(int(x))) is not None}
         guardian, *logs = more.split()
         assert all(Path(log).exists() for log in logs)
         manager.kill()
         await manager.wait()
     # The guardian exits once it has stopped them and removed their files.
-    assert not await anyio.to_thread.run_sync(wait_gone, {*pids, int(guardian)}, 15)
-    assert not [log for log in logs if Path(log).exists()]
+    assert not await anyio.to_thread.run_sync(wait_gone, {*pids, *launchers, int(guardian)}, 15)
+    assert not list(temporary.iterdir())
+    assert not [path for path in remote.split() if Path(path).parent.exists()]
 
 
 # ---------------------------------------------------------------------- bad input
