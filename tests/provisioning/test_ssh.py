@@ -314,23 +314,26 @@ async def test_remote_launcher_terminated_takes_its_kernel_and_file(
         assert not Path(path).parent.exists()
 
 
-async def test_remote_launcher_killed_takes_its_kernel(remote_clean: SSHServer) -> None:
+async def test_remote_launcher_killed_takes_its_kernel_and_file(remote_clean: SSHServer) -> None:
     """SIGKILL to the remote launcher (the OOM killer) takes the kernel with it (Linux), so the
     channel closes and the kernel's end is noticed here, rather than an orphan holding the
-    channel open."""
+    channel open; the connection file's directory goes too."""
     async with provisioner(remote_clean) as p:
         await launch(p)
         remote_pid, path = p.remote_pid, p.remote_connection_file
         assert remote_pid is not None and path is not None
         launcher = parent_of(remote_pid)
         assert launcher is not None
+        # What the launcher started: the kernel, and what removes the files after it.
+        started = {pid for pid in remote_clean.descendants() if parent_of(pid) == launcher}
         os.kill(launcher, signal.SIGKILL)
         try:
             with anyio.fail_after(20):
                 assert await p.wait() is not None
-            assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid}, 15)
+            assert not await anyio.to_thread.run_sync(wait_gone, started, 15)
+            assert not Path(path).parent.exists()
         finally:
-            shutil.rmtree(Path(path).parent, ignore_errors=True)  # SIGKILL: nobody removed it
+            shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
 async def test_remote_kernel_starts_with_default_signal_handling(remote_clean: SSHServer) -> None:

@@ -12,7 +12,8 @@ Standard input, after the source, carries JSON lines from the local side:
     ``{resource_dir}`` and ``{prefix}`` substituted here, ``python``/``python3`` meaning this
     interpreter), or ``null`` with ``kernel_name`` naming a kernel spec installed on this host.
     ``connection_info`` holds the key; it is written to a file of mode 0600 in a fresh private
-    directory, removed at the end.
+    directory, removed at the end (by a small watchdog process if this script is killed
+    outright, unless the kernel is ``independent`` and so outlives it).
 ``{"op": "signal", "name": "SIGINT"}``
     send that signal to the kernel's process group (by name: numbers differ between systems).
 
@@ -348,7 +349,9 @@ def main() -> int:
     else:
         env["JPY_PARENT_PID"] = str(os.getpid())
 
-    folder = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700
+    # Mode 0700. Unless the kernel may outlive this script, a watchdog removes it should this
+    # script die without doing so (SIGKILL).
+    folder = tempfile.mkdtemp(prefix="kernel-nursery-") if independent else _watched_folder()
     try:
         path = os.path.join(folder, f"kernel-{config.get('kernel_id') or 'ssh'}.json")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -390,6 +393,64 @@ def main() -> int:
     finally:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _watched_folder() -> str:
+    """A new private temporary directory, made by a watchdog process that removes it once this
+    script has ended, however it ended: the watchdog waits for the end of file on a pipe whose
+    write end only this script holds (not inherited by the kernel: pipes are close-on-exec).
+    It runs in a session of its own, with nothing of the channel open, so it neither holds the
+    channel open nor is signalled with this script's group. Where it cannot be started, the
+    directory is made here, unwatched."""
+    try:
+        paths_in, paths_out = os.pipe()
+        watch_in, watch_out = os.pipe()
+    except OSError:
+        return tempfile.mkdtemp(prefix="kernel-nursery-")
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid == 0:  # the watchdog
+        try:
+            os.setsid()
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(paths_in)
+            os.close(watch_out)
+            folder = tempfile.mkdtemp(prefix="kernel-nursery-")
+            os.write(paths_out, folder.encode() + b"\n")
+            os.close(paths_out)
+            while os.read(watch_in, 512):
+                pass
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os._exit(0)
+    os.close(paths_out)
+    os.close(watch_in)
+    answer = b""
+    if pid > 0:
+        while not answer.endswith(b"\n"):
+            chunk = os.read(paths_in, 4096)
+            if not chunk:
+                break
+            answer += chunk
+    os.close(paths_in)
+    if not answer.endswith(b"\n"):
+        os.close(watch_out)
+        return tempfile.mkdtemp(prefix="kernel-nursery-")
+    # Held until this process ends; the watchdog is not awaited (it is not ours to reap
+    # once this script has gone, and ends at once then).
+    _WATCHDOG.append(watch_out)
+    return answer[:-1].decode()
+
+
+#: The write end of the watchdog's pipe, held for the life of this script.
+_WATCHDOG: list[int] = []
 
 
 class Lines:
