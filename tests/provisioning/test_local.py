@@ -746,6 +746,24 @@ async def test_unusable_connection_file_is_refused_creating_nothing(
     assert not reserved_ports() and not p.has_process and not p.connection_info
 
 
+async def test_kernel_id_that_is_no_file_name_is_refused_creating_nothing(
+    toy_spec: SpecFactory,
+) -> None:
+    """A kernel id that would put the connection file elsewhere (a path separator) or name it
+    oddly (a comma, white space, a newline) is a one-line InvalidKernelIdError; nothing is
+    written and no port is reserved."""
+    from kernel_nursery import InvalidKernelIdError
+
+    before = sorted(runtime_dir().iterdir()) if runtime_dir().exists() else []
+    for kernel_id in ("../escaped", "a/b", "a,b", "a b", "a\nb"):
+        p = LocalProvisioner(kernel_spec=toy_spec(), kernel_id=kernel_id)
+        with pytest.raises(InvalidKernelIdError) as raised:
+            await launch(p)
+        assert "\n" not in str(raised.value)
+        assert not reserved_ports() and not p.has_process and not p.connection_info
+    assert (sorted(runtime_dir().iterdir()) if runtime_dir().exists() else []) == before
+
+
 @pytest.mark.parametrize(
     ("ip", "warned"),
     [("0.0.0.0", True), ("127.0.0.1", False)],  # noqa: S104 (binding everywhere is the subject)

@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 from kernel_nursery import (
+    InvalidKernelIdError,
     KernelClient,
     KernelManager,
     KernelNursery,
@@ -685,6 +686,20 @@ async def test_no_host_is_refused_before_anything_runs(tmp_path: Path) -> None:
             with pytest.raises(ProvisionerError, match="host"):
                 await p.pre_launch()
     assert not reserved_ports()
+
+
+async def test_kernel_id_that_is_no_file_name_is_refused() -> None:
+    """A kernel id with a path separator, a comma, white space or a newline (it names the
+    remote connection file) is refused with a one-line InvalidKernelIdError before anything
+    is reserved or run."""
+    spec = KernelSpec(argv=["python"], name="r")
+    for kernel_id in ("a/b", "../../x", "a,b", "a b", "a\nb", "-a"):
+        async with SSHProvisioner(kernel_spec=spec, host="kn-sshd", kernel_id=kernel_id) as p:
+            with pytest.raises(InvalidKernelIdError) as raised:
+                await p.pre_launch()
+            assert "\n" not in str(raised.value)
+            assert not reserved_ports()
+            assert p.ssh_pid is None
 
 
 async def test_host_or_user_a_shell_would_read_is_refused() -> None:

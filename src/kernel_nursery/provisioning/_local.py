@@ -36,7 +36,7 @@ from ..connection import (
 )
 from ..messaging._wire import Session
 from . import _guardian
-from ._base import KILL_WAIT_TIME, KernelProvisionerBase
+from ._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from ._command import format_kernel_cmd
 from ._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
 from ._handshake import Registration, race_exit
@@ -247,6 +247,8 @@ class LocalProvisioner(KernelProvisionerBase):
 
         Raises:
             ProvisionerError: there is no kernel spec.
+            InvalidKernelIdError: the kernel id holds what a file name must not (it names the
+                connection file): a ``/``, a comma, white space...
             PortAllocationError: no ports could be reserved (nothing is left reserved).
             ConnectionFileError: the connection file cannot be written: a configured
                 :attr:`connection_file` must be in an existing directory this process may write
@@ -260,6 +262,7 @@ class LocalProvisioner(KernelProvisionerBase):
             raise ProvisionerError("LocalProvisioner needs a kernel_spec to launch a kernel")
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
+        check_kernel_id(self.kernel_id)  # it names files, here or remotely
         kwargs = dict(kwargs)
         extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
         registering = self._open_registration(spec)

@@ -38,7 +38,7 @@ from ..connection import (
     validate_connection_info,
 )
 from . import _guardian, _ssh_master
-from ._base import KILL_WAIT_TIME, KernelProvisionerBase
+from ._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from ._local import _bad_launch_arguments
 from ._process import UNKNOWN_EXIT_STATUS, process_start_time
 
@@ -327,6 +327,8 @@ class SSHProvisioner(KernelProvisionerBase):
         Raises:
             ProvisionerError: there is no kernel spec or no :attr:`host`, or :attr:`host` or
                 :attr:`user` holds a shell metacharacter, a quote or white space.
+            InvalidKernelIdError: the kernel id holds what a file name must not (it names the
+                remote connection file): a ``/``, a comma, white space...
             PortAllocationError: no local ports could be reserved.
         """
         spec = self.kernel_spec
@@ -343,6 +345,7 @@ class SSHProvisioner(KernelProvisionerBase):
             raise ProvisionerError(f"invalid ssh user {self.user!r}")
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
+        check_kernel_id(self.kernel_id)  # it names files, here or remotely
         kwargs = dict(kwargs)
         extra_arguments = [str(a) for a in kwargs.pop("extra_arguments", None) or ()]
         given_env = kwargs.pop("env", None)
