@@ -8,8 +8,8 @@ managing process holds. Each line it reads is a JSON array:
     a kernel was launched (or adopted) and ran when the line was written, at ``written_at``
     (``time.monotonic()``, a clock shared by every process); ``pgid``, ``start_time``,
     ``connection_file`` and ``directory`` (a private temporary directory of the process's, as
-    an ssh control master's, removed with what it holds) may be ``null``. The kernel is identified by a pidfd opened when the
-    line is read, checked against ``start_time``.
+    an ssh control master's, removed with what it holds) may be ``null``. The kernel is
+    identified by a pidfd opened when the line is read, checked against ``start_time``.
 ``["unregister", token]``
     the managing process stopped and reaped that kernel itself: forget it.
 
