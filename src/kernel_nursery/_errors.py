@@ -32,6 +32,7 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "ProvisionerInfoError",
     "QueueTimeoutError",
     "RemoteLaunchError",
     "ResourceLimitError",
@@ -141,6 +142,16 @@ class ResourceLimitError(KernelNurseryError, OSError):
 
 class ProvisionerError(KernelNurseryError):
     """A provisioner could not do what was asked of it (launch, re-attach, signal)."""
+
+
+class ProvisionerInfoError(ProvisionerError, ValueError):
+    """Provisioner info given to ``load_provisioner_info`` does not describe a kernel this
+    process may take over: a process id or group that is not a number above 1, that names this
+    process or its own group, or a process that cannot be told to be the kernel (its group or
+    start time differs from the info's). Nothing is signalled and nothing is taken over.
+
+    .. versionadded:: 0.2
+    """
 
 
 class LaunchError(ProvisionerError, OSError):

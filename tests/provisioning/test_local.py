@@ -549,6 +549,62 @@ async def test_reattach_to_a_reused_pid_sees_an_exited_kernel(toy_spec: SpecFact
             assert await p1.poll() is None and is_running(pid)
 
 
+async def test_take_over_refuses_info_that_cannot_be_the_kernel(toy_spec: SpecFactory) -> None:
+    """Info naming what cannot be the kernel (not a pid above 1, this process, its parent or
+    group, another group than the kernel's, no start time and no connection file to tell the
+    kernel by) is a one-line ProvisionerInfoError: nothing is taken over or signalled."""
+    from kernel_nursery import ProvisionerInfoError
+
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+            await launch(p1)
+            [pid] = await n.ready()
+            good = json.loads(json.dumps(await p1.get_provisioner_info()))
+            bad: list[dict[str, Any]] = [
+                {"pid": str(pid)},
+                {"pid": True},
+                {"pid": -5},
+                {"pid": 0},
+                {"pid": 1},
+                {"pid": 2.5},
+                {"pid": os.getpid(), "start_time": None},
+                {"pid": os.getppid(), "start_time": None},
+                {"pgid": os.getpgrp()},
+                {"pgid": pid + 1},
+                {"pgid": "x"},
+                {"start_time": "yesterday"},
+                {"start_time": None, "connection_file": None},
+                {"start_time": None, "connection_file": "/elsewhere/kernel-k.json"},
+                {"connection_file": 7},
+            ]
+            for change in bad:
+                p2 = LocalProvisioner()
+                with pytest.raises(ProvisionerInfoError) as raised:
+                    await p2.load_provisioner_info({**good, **change})
+                assert "\n" not in str(raised.value)
+                assert not p2.has_process and not p2.connection_info, change
+                await p2.cleanup()
+            assert await p1.poll() is None and is_running(pid)
+
+
+async def test_take_over_without_start_time_by_the_command_line(toy_spec: SpecFactory) -> None:
+    """Info without a start time (as jupyter_client saves it) is taken over when the process's
+    command line names the connection file, as a kernel's does."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+            await launch(p1)
+            [pid] = await n.ready()
+            info = await p1.get_provisioner_info()
+            del info["start_time"]
+            p2 = LocalProvisioner()
+            await p2.load_provisioner_info(info)
+            assert p2.pid == pid and await p2.poll() is None
+            await p2.kill()
+            assert await p1.wait() == -signal.SIGKILL
+            assert await p2.wait() == UNKNOWN_EXIT_STATUS
+            await p2.cleanup()
+
+
 async def test_reattach_to_a_gone_kernel() -> None:
     """Info about a process that no longer exists loads as an exited kernel."""
     result = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])

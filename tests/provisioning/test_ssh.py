@@ -3,6 +3,7 @@ through ssh, so the tests can look at the "remote" processes and files directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from kernel_nursery import (
     LaunchError,
     ProvisionerConfigError,
     ProvisionerError,
+    ProvisionerInfoError,
     RemoteLaunchError,
     SSHAuthenticationError,
     SSHConnectionError,
@@ -626,6 +628,30 @@ async def test_taking_over_a_gone_kernel_adopts_it_as_exited(remote_clean: SSHSe
     assert not reserved_ports()
 
 
+async def test_taking_over_what_is_no_kernel_is_refused_remotely(remote_clean: SSHServer) -> None:
+    """Info naming a running process that leads no process group of its own (no kernel does:
+    they are started in a session of their own) is refused by the remote side with a
+    RemoteLaunchError; the process is not signalled, nothing stays reserved."""
+    async with provisioner(remote_clean) as p1:
+        await launch(p1)
+        info = await p1.get_provisioner_info()
+        await p1.kill()
+        await p1.wait()
+    async with await anyio.open_process(["sleep", "600"]) as bystander:
+        start = _ssh.process_start_time(bystander.pid)
+        info.update(remote_pid=bystander.pid, remote_start_time=start)
+        try:
+            async with provisioner(remote_clean) as p2:
+                with pytest.raises(RemoteLaunchError, match="process group") as raised:
+                    await p2.load_provisioner_info(info)
+                assert raised.value.reason == "bad-config" and not p2.has_process
+            assert bystander.returncode is None and running(bystander.pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                bystander.kill()
+    assert not reserved_ports()
+
+
 # ---------------------------------------------------------------------- a shared connection
 
 
@@ -863,6 +889,7 @@ async def test_provisioner_info_without_what_a_takeover_needs() -> None:
     full = {
         "kernel_id": "k",
         "remote_pid": 12345,
+        "remote_start_time": 1,
         "connection_info": {
             "transport": "tcp",
             "ip": "127.0.0.1",
@@ -874,4 +901,17 @@ async def test_provisioner_info_without_what_a_takeover_needs() -> None:
     }
     with pytest.raises(ProvisionerError, match="remote_ports"):
         await SSHProvisioner(kernel_spec=spec, host="h").load_provisioner_info(full)
+    assert not reserved_ports()
+    for change in (
+        {"remote_pid": 1},
+        {"remote_pid": -1},
+        {"remote_pid": "12345"},
+        {"remote_pid": True},
+        {"remote_start_time": None},
+        {"remote_start_time": "1"},
+    ):
+        p = SSHProvisioner(kernel_spec=spec, host="h")
+        with pytest.raises(ProvisionerInfoError) as raised:
+            await p.load_provisioner_info({**full, **change})
+        assert "\n" not in str(raised.value) and not p.has_process
     assert not reserved_ports()

@@ -172,18 +172,30 @@ class Kernel:
         return kernel
 
     @classmethod
-    def adopt(cls, pid: int, start_time: int | None) -> Kernel | str:
+    def adopt(cls, pid: int, start_time: int | None) -> Kernel | tuple[str, str]:
         """A kernel started by another launcher: watched through a pidfd (Linux), readable
-        at its exit, whose status only its parent learns."""
+        at its exit, whose status only its parent learns. Else (error kind, message)."""
         if not hasattr(os, "pidfd_open"):
-            return "taking a kernel over needs Linux pidfds on the remote host"
+            return "no-kernel", "taking a kernel over needs Linux pidfds on the remote host"
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
-            return f"the kernel (pid {pid}) is gone"
+            return "no-kernel", f"the kernel (pid {pid}) is gone"
         if start_time is not None and _start_time(pid) != start_time:
             os.close(pidfd)
-            return f"the kernel (pid {pid}) is gone (its pid now names another process)"
+            return (
+                "no-kernel",
+                f"the kernel (pid {pid}) is gone (its pid now names another process)",
+            )
+        try:
+            # Its group is what gets signalled: the kernel leads one (as launched here), and
+            # is neither this script nor what runs it.
+            leads = os.getpgid(pid) == pid and pid not in (os.getpid(), os.getppid())
+        except OSError:
+            leads = True  # gone just now: nothing will be signalled
+        if not leads:
+            os.close(pidfd)
+            return "bad-config", f"pid {pid} does not lead a process group of its own: no kernel"
         kernel = cls(pid)
         kernel.read_end = pidfd
         return kernel
@@ -250,8 +262,8 @@ def attach(reader: Lines, config: dict) -> int:  # type: ignore[type-arg]
     except (KeyError, TypeError, ValueError) as exc:
         return fail("bad-config", f"unreadable attach request: {exc}")
     kernel = Kernel.adopt(pid, start_time)
-    if isinstance(kernel, str):
-        return fail("no-kernel", kernel)
+    if isinstance(kernel, tuple):
+        return fail(*kernel)
     send({"event": "started", "pid": pid, "start_time": start_time})
     status = serve(reader, kernel, float(config.get("grace", 2.0)), bool(config.get("independent")))
     if status is None:
