@@ -15,6 +15,7 @@ from __future__ import annotations
 from ._errors import (
     ChannelClosedError,
     ConnectionFileError,
+    EncryptedHandshakeError,
     InvalidKernelIdError,
     InvalidSignatureError,
     JobEndedError,
@@ -72,6 +73,7 @@ __all__ = [
     "Comm",
     "ConnectionFileError",
     "ConnectionInfo",
+    "EncryptedHandshakeError",
     "ExecuteResult",
     "ExecuteStream",
     "InvalidKernelIdError",

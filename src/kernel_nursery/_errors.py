@@ -15,6 +15,7 @@ import os
 __all__ = [
     "ChannelClosedError",
     "ConnectionFileError",
+    "EncryptedHandshakeError",
     "InvalidKernelIdError",
     "InvalidSignatureError",
     "JobEndedError",
@@ -298,6 +299,16 @@ class TransportEncryptionError(KernelNurseryError):
     encrypted handshake in clear (it ignored the connection file's ``curve_*`` keys).
 
     .. versionadded:: 0.1
+    """
+
+
+class EncryptedHandshakeError(TransportEncryptionError, KernelTimeoutError):
+    """The kernel did not answer in time over its encrypted (CurveZMQ) connection, and every
+    encrypted handshake with it failed: most likely the connection info's ``curve_publickey``
+    is not the key the kernel serves with (a stale or rewritten connection file). Also a
+    :class:`KernelTimeoutError`, which is what it replaces.
+
+    .. versionadded:: 0.2
     """
 
 
