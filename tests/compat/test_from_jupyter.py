@@ -26,7 +26,12 @@ from kernel_nursery.compat import CANCEL_WAIT, JupyterProvisioner
 from kernel_nursery.provisioning import _guardian
 
 from ..conftest import FAKE_KERNEL
-from ..helpers.procs import is_running, live_children, process_group_members
+from ..helpers.procs import (
+    is_running,
+    killed_manager_leaves_nothing,
+    live_children,
+    process_group_members,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -339,33 +344,10 @@ async def test_kernel_goes_with_a_killed_manager(
 ) -> None:
     """A program running a kernel through jupyter_client's LocalProvisioner is killed
     (SIGKILL): our guardian stops the kernel's process group and removes its file."""
-    import signal
-
-    from ..provisioning.test_guardian import gone
-
     script = tmp_path / "manager.py"
     script.write_text(PROGRAM)
     argv = [sys.executable, str(script), anyio_backend, *fake_spec("--grandchild").argv]
-    process = await anyio.open_process(argv, stdout=-1, stderr=None, start_new_session=True)
-    async with process:
-        try:
-            assert process.stdout is not None
-            line = b""
-            with anyio.fail_after(60):
-                async for chunk in process.stdout:
-                    line += chunk
-                    if b"\n" in line:
-                        break
-            pid_text, file, guardian_text = line.decode().split()
-            pid, guardian = int(pid_text), int(guardian_text)
-            [grandchild] = process_group_members(pid) - {pid}
-        finally:
-            process.send_signal(signal.SIGKILL)
-            with anyio.CancelScope(shield=True):
-                await process.wait()
-        await gone(guardian)  # it exits once it has stopped the kernel's group
-    assert not is_running(pid) and not is_running(grandchild)
-    assert not Path(file).exists()
+    await killed_manager_leaves_nothing(argv, ready_within=60)
 
 
 async def test_kernels_start_and_stop_at_once(

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +38,7 @@ from kernel_nursery import (
 )
 from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_connection_info
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh
+from kernel_nursery.provisioning._process import process_start_time
 
 from ..conftest import FAKE_KERNEL
 from ..helpers.sshd import SSHServer, parent_of, wait_gone
@@ -72,6 +74,18 @@ def provisioner(server: SSHServer, argv: list[str] | None = None, **config: Any)
 async def launch(p: SSHProvisioner) -> dict[str, Any]:
     kw = await p.pre_launch()
     return dict(await p.launch_kernel(kw.pop("cmd"), **kw))
+
+
+def remote_chain(p: SSHProvisioner) -> tuple[int, int, int]:
+    """The remote kernel's pid, its launcher's (the kernel's parent) and that of the sshd
+    session that runs the launcher: the processes "on the remote side" of *p*'s kernel."""
+    remote_pid = p.remote_pid
+    assert remote_pid is not None
+    launcher = parent_of(remote_pid)
+    assert launcher is not None
+    session = parent_of(launcher)
+    assert session is not None
+    return remote_pid, launcher, session
 
 
 def running(pid: int | None) -> bool:
@@ -284,12 +298,8 @@ async def test_sshd_session_killed_counts_as_death_and_remote_kernel_ends(
     closed) and is noticed here as the kernel's death."""
     async with provisioner(remote_clean) as p:
         await launch(p)
-        remote_pid = p.remote_pid
-        assert remote_pid is not None
-        launcher = parent_of(remote_pid)
-        assert launcher is not None
-        session = parent_of(launcher)
-        assert session is not None and session in remote_clean.descendants()
+        remote_pid, launcher, session = remote_chain(p)
+        assert session in remote_clean.descendants()
         os.kill(session, signal.SIGKILL)
         with anyio.fail_after(20):
             status = await p.wait()
@@ -305,10 +315,9 @@ async def test_remote_launcher_terminated_takes_its_kernel_and_file(
     reported here."""
     async with provisioner(remote_clean) as p:
         await launch(p)
-        remote_pid, path = p.remote_pid, p.remote_connection_file
-        assert remote_pid is not None and path is not None
-        launcher = parent_of(remote_pid)
-        assert launcher is not None
+        remote_pid, launcher, _session = remote_chain(p)
+        path = p.remote_connection_file
+        assert path is not None
         os.kill(launcher, signal.SIGTERM)
         with anyio.fail_after(20):
             status = await p.wait()
@@ -323,10 +332,9 @@ async def test_remote_launcher_killed_takes_its_kernel_and_file(remote_clean: SS
     channel open; the connection file's directory goes too."""
     async with provisioner(remote_clean) as p:
         await launch(p)
-        remote_pid, path = p.remote_pid, p.remote_connection_file
-        assert remote_pid is not None and path is not None
-        launcher = parent_of(remote_pid)
-        assert launcher is not None
+        _remote_pid, launcher, _session = remote_chain(p)
+        path = p.remote_connection_file
+        assert path is not None
         # What the launcher started: the kernel, and what removes the files after it.
         started = {pid for pid in remote_clean.descendants() if parent_of(pid) == launcher}
         os.kill(launcher, signal.SIGKILL)
@@ -358,12 +366,7 @@ async def test_hung_connection_counts_as_death(remote_clean: SSHServer) -> None:
     ServerAliveCountMax; the kernel ends once the server's session goes."""
     async with provisioner(remote_clean, server_alive_interval=1, server_alive_count_max=2) as p:
         await launch(p)
-        remote_pid = p.remote_pid
-        assert remote_pid is not None
-        launcher = parent_of(remote_pid)
-        assert launcher is not None
-        session = parent_of(launcher)
-        assert session is not None
+        remote_pid, launcher, session = remote_chain(p)
         os.kill(session, signal.SIGSTOP)
         try:
             with anyio.fail_after(30):
@@ -638,7 +641,7 @@ async def test_taking_over_what_is_no_kernel_is_refused_remotely(remote_clean: S
         await p1.kill()
         await p1.wait()
     async with await anyio.open_process(["sleep", "600"]) as bystander:
-        start = _ssh.process_start_time(bystander.pid)
+        start = process_start_time(bystander.pid)
         info.update(remote_pid=bystander.pid, remote_start_time=start)
         try:
             async with provisioner(remote_clean) as p2:
@@ -653,6 +656,19 @@ async def test_taking_over_what_is_no_kernel_is_refused_remotely(remote_clean: S
 
 
 # ---------------------------------------------------------------------- a shared connection
+
+
+async def master_ready(p: SSHProvisioner) -> subprocess.Popen[bytes]:
+    """Wait until the control master that *p*'s kernel shares says it is up; its process."""
+    hub = p._master
+    assert hub is not None
+    master = hub.popen
+    assert master is not None and master.stdout is not None
+    with anyio.fail_after(30):
+        while not hub.ready():
+            assert master.poll() is None
+            await anyio.wait_readable(master.stdout.fileno())
+    return master
 
 
 def listening(port: int) -> bool:
@@ -676,13 +692,7 @@ async def test_kernels_at_once_share_one_connection(remote_clean: SSHServer) -> 
             await launch(second)
             assert second._master is hub
             assert second._forwarded is None  # its own connection, the master beside it
-            master = hub.popen
-            assert master is not None
-            assert master.stdout is not None
-            with anyio.fail_after(30):
-                while not hub.ready():
-                    assert master.poll() is None
-                    await anyio.wait_readable(master.stdout.fileno())
+            master = await master_ready(second)
             async with provisioner(remote_clean) as third:
                 await launch(third)
                 assert third._forwarded is not None
@@ -786,22 +796,11 @@ async def test_master_connection_lost_counts_as_death_of_its_kernels(
     async with provisioner(remote_clean) as first, provisioner(remote_clean) as second:
         await launch(first)
         await launch(second)
-        hub = second._master
-        assert hub is not None
-        assert hub.popen is not None
-        assert hub.popen.stdout is not None
-        with anyio.fail_after(30):
-            while not hub.ready():
-                await anyio.wait_readable(hub.popen.stdout.fileno())
+        await master_ready(second)
         async with provisioner(remote_clean) as third:
             await launch(third)
             assert third._forwarded is not None
-            remote_pid = third.remote_pid
-            assert remote_pid is not None
-            launcher = parent_of(remote_pid)
-            assert launcher is not None
-            session = parent_of(launcher)
-            assert session is not None
+            remote_pid, launcher, session = remote_chain(third)
             os.kill(session, signal.SIGKILL)  # the master's connection, on the server side
             with anyio.fail_after(30):
                 assert await third.wait() is not None
