@@ -567,6 +567,7 @@ async def test_take_over_refuses_info_that_cannot_be_the_kernel(toy_spec: SpecFa
                 {"pid": 0},
                 {"pid": 1},
                 {"pid": 2.5},
+                {"pid": 2**40},
                 {"pid": os.getpid(), "start_time": None},
                 {"pid": os.getppid(), "start_time": None},
                 {"pgid": os.getpgrp()},

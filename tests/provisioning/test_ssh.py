@@ -906,6 +906,7 @@ async def test_provisioner_info_without_what_a_takeover_needs() -> None:
         {"remote_pid": -1},
         {"remote_pid": "12345"},
         {"remote_pid": True},
+        {"remote_pid": 2**40},
         {"remote_start_time": None},
         {"remote_start_time": "1"},
     ):

@@ -125,7 +125,12 @@ class _LoopThread:
                         CANCEL_WAIT,
                     )
                 raise
-            return box["task"].result()
+            task = box["task"]
+            if task.cancelled():  # not by us: the loop was stopped under it (aclose)
+                raise ProvisionerError(
+                    "a jupyter_client provisioner's call was abandoned: its event loop stopped"
+                )
+            return task.result()
         finally:
             with lock:
                 closed = True

@@ -909,7 +909,7 @@ def _info_number(info: dict[str, Any], name: str) -> int | None:
     value = info.get(name)
     if value is None:
         return None
-    if type(value) is not int or value <= 1:
+    if type(value) is not int or not 1 < value < 2**31:
         raise ProvisionerInfoError(
             f"cannot take over a kernel: {name} {value!r:.40} is not a process id above 1"
         )
@@ -933,8 +933,6 @@ def _not_the_kernel(
         return None  # exited just now: nothing will be signalled
     if pgid is not None and actual != pgid:
         return f"it is in process group {actual}, not {pgid} as the info says"
-    if actual == os.getpgrp():
-        return "it is in this process's own process group"
     if start_time is not None:
         return None  # checked at adoption: the process the info was saved for
     try:

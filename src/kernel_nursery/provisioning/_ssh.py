@@ -827,7 +827,7 @@ class SSHProvisioner(KernelProvisionerBase):
         if pid is not None:
             # The remote side signals the group the pid leads: it must be the kernel's, told
             # by its start time (as the remote launcher reported it; Linux, as pidfds).
-            if type(pid) is not int or pid <= 1:
+            if type(pid) is not int or not 1 < pid < 2**31:
                 raise ProvisionerInfoError(
                     f"cannot take over a kernel on {self.host}: remote_pid {pid!r:.40} is not "
                     "a process id above 1"
