@@ -509,6 +509,20 @@ async def test_remote_launch_failures_are_typed(
     assert not reserved_ports()
 
 
+async def test_kernel_id_that_is_no_file_name_is_refused_remotely_too(
+    remote_clean: SSHServer,
+) -> None:
+    """A kernel id changed after pre_launch (which checks it) to one that is no file name is
+    refused by the remote side before it writes anything: RemoteLaunchError, nothing left."""
+    async with provisioner(remote_clean) as p:
+        kw = await p.pre_launch()
+        p.kernel_id = "../../x"
+        with pytest.raises(RemoteLaunchError, match="invalid kernel id") as raised:
+            await p.launch_kernel(kw.pop("cmd"), **kw)
+        assert raised.value.reason == "bad-config" and not p.has_process
+    assert not reserved_ports()
+
+
 async def test_what_no_os_takes_is_a_launch_error(remote_clean: SSHServer) -> None:
     """A NUL byte in the remote environment, command or working directory, or '=' in a
     variable's name: LaunchError naming it (not the remote launcher's traceback), nothing

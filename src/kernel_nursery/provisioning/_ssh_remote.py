@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -52,6 +53,8 @@ import threading
 from collections.abc import Callable
 
 _PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+# As kernel_nursery.provisioning._base._KERNEL_ID: what may name a connection file.
+_KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 _KILL_WAIT = 5.0
 # As kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS: the status of a kernel we did not start.
 _UNKNOWN_STATUS = -255
@@ -337,8 +340,11 @@ def main() -> int:
         ip = str(info["ip"])
         grace = float(config.get("grace", 2.0))
         independent = bool(config.get("independent"))
+        kernel_id = str(config.get("kernel_id") or "ssh")
     except (ValueError, KeyError, TypeError) as exc:
         return fail("bad-config", f"unreadable launch request: {exc}")
+    if not _KERNEL_ID.match(kernel_id):  # it names the connection file (the local side checks)
+        return fail("bad-config", f"invalid kernel id {kernel_id!r:.80}")
 
     taken = ports_in_use(ip, ports)
     if taken:
@@ -365,7 +371,7 @@ def main() -> int:
     # script die without doing so (SIGKILL).
     folder = tempfile.mkdtemp(prefix="kernel-nursery-") if independent else _watched_folder()
     try:
-        path = os.path.join(folder, f"kernel-{config.get('kernel_id') or 'ssh'}.json")
+        path = os.path.join(folder, f"kernel-{kernel_id}.json")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2)
