@@ -149,7 +149,8 @@ class ProvisionerInfoError(ProvisionerError, ValueError):
     """Provisioner info given to ``load_provisioner_info`` does not describe a kernel this
     process may take over: a process id or group that is not a number above 1, that names this
     process or its own group, or a process that cannot be told to be the kernel (its group or
-    start time differs from the info's). Nothing is signalled and nothing is taken over.
+    start time differs from the info's), or a connection file that is not the kernel's (cleanup
+    would remove it). Nothing is signalled, removed or taken over.
 
     .. versionadded:: 0.2
     """

@@ -549,11 +549,17 @@ async def test_reattach_to_a_reused_pid_sees_an_exited_kernel(toy_spec: SpecFact
             assert await p1.poll() is None and is_running(pid)
 
 
-async def test_take_over_refuses_info_that_cannot_be_the_kernel(toy_spec: SpecFactory) -> None:
+async def test_take_over_refuses_info_that_cannot_be_the_kernel(
+    toy_spec: SpecFactory, tmp_path: Path
+) -> None:
     """Info naming what cannot be the kernel (not a pid above 1, this process, its parent or
     group, another group than the kernel's, no start time and no connection file to tell the
-    kernel by) is a one-line ProvisionerInfoError: nothing is taken over or signalled."""
+    kernel by), or a connection file that is not the kernel's (cleanup would remove it), is a
+    one-line ProvisionerInfoError: nothing is taken over, signalled or removed."""
     from kernel_nursery import ProvisionerInfoError
+
+    bystander = tmp_path / "precious.json"
+    bystander.write_text('{"key": "not the kernel\'s"}')
 
     async with notifier() as n:
         async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
@@ -577,6 +583,8 @@ async def test_take_over_refuses_info_that_cannot_be_the_kernel(toy_spec: SpecFa
                 {"start_time": None, "connection_file": None},
                 {"start_time": None, "connection_file": "/elsewhere/kernel-k.json"},
                 {"connection_file": 7},
+                {"connection_file": str(bystander)},
+                {"connection_file": str(bystander.parent)},
             ]
             for change in bad:
                 p2 = LocalProvisioner()
@@ -586,6 +594,7 @@ async def test_take_over_refuses_info_that_cannot_be_the_kernel(toy_spec: SpecFa
                 assert not p2.has_process and not p2.connection_info, change
                 await p2.cleanup()
             assert await p1.poll() is None and is_running(pid)
+            assert bystander.exists() and Path(p1.connection_file).exists()
 
 
 async def test_take_over_without_start_time_by_the_command_line(toy_spec: SpecFactory) -> None:

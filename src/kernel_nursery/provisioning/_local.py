@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import uuid
@@ -653,7 +655,8 @@ class LocalProvisioner(KernelProvisionerBase):
         group the info names, and be the process the info describes: the same start time
         (``start_time``), or, in info without one (as jupyter_client saves it), a command line
         naming the connection file. A pid found naming another process by its start time is
-        taken as the kernel's exit (stale info); other mismatches are refused.
+        taken as the kernel's exit (stale info); other mismatches are refused. The connection
+        file named, which cleanup removes, must be gone already or hold the info's key.
 
         Raises:
             ProvisionerError: this provisioner already manages a process, or the platform has no
@@ -673,6 +676,7 @@ class LocalProvisioner(KernelProvisionerBase):
                 "non-negative integer"
             )
         connection_file = provisioner_info.get("connection_file")
+        owned = False
         if connection_file is not None and not isinstance(connection_file, str):
             raise ProvisionerInfoError(
                 f"cannot take over a kernel: connection_file {connection_file!r:.40} is not a path"
@@ -689,6 +693,11 @@ class LocalProvisioner(KernelProvisionerBase):
                 problem = _not_the_kernel(pid, pgid, start_time, connection_file)
                 if problem is not None:
                     raise ProvisionerInfoError(f"cannot take over pid {pid}: {problem}")
+            if connection_file:
+                # Cleanup removes it: it must be the kernel's, not any file the info names.
+                saved = provisioner_info.get("connection_info") or {}
+                key = saved.get("key") if isinstance(saved, dict) else None
+                owned = _kernel_file(connection_file, key)
             await super().load_provisioner_info(provisioner_info)
         except BaseException:
             if process is not None:
@@ -697,7 +706,7 @@ class LocalProvisioner(KernelProvisionerBase):
             raise
         if connection_file:
             self.connection_file = connection_file
-            self._written_file = Path(connection_file)
+            self._written_file = Path(connection_file) if owned else None
         if process is None:
             return
         self._process = process
@@ -946,3 +955,39 @@ def _not_the_kernel(
         "the info has no start_time, and the process's command line does not name the "
         "connection file: it cannot be told from another process that got the kernel's pid"
     )
+
+
+def _kernel_file(path: str, key: object) -> bool:
+    """Whether the connection file *path* named by take-over info is there to be removed at
+    cleanup: ``False`` when it is gone already. Read without blocking (a FIFO named there
+    cannot hang us) and at most 64 KiB: cheap, as any connection file read.
+
+    Raises:
+        ProvisionerInfoError: something else is there: not a regular file, not JSON, or not
+            holding the key of the info's connection info.
+    """
+    try:
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ProvisionerInfoError(
+            f"cannot take over a kernel: its connection file {path} cannot be read "
+            f"({exc.strerror or exc})"
+        ) from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        data = os.read(fd, 65536) if regular else b""
+    finally:
+        os.close(fd)
+    try:
+        found = json.loads(data) if regular else None
+    except ValueError:
+        found = None
+    if not (isinstance(found, dict) and isinstance(key, str) and found.get("key") == key):
+        raise ProvisionerInfoError(
+            f"cannot take over a kernel: {path} is not its connection file (not a regular "
+            "JSON file holding the info's key): it would be removed at cleanup"
+        )
+    return True
