@@ -590,6 +590,25 @@ async def test_take_over_in_this_process(remote_clean: SSHServer) -> None:
                 assert await p1.wait() == -signal.SIGKILL
 
 
+async def test_take_over_removes_no_file_but_the_kernels(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """Info whose remote_connection_file names another file (outside a launcher's private
+    directory, even one holding the key) does not get it removed when the kernel ends."""
+    bystander = tmp_path / "kernel-precious.json"
+    async with provisioner(remote_clean) as p1:
+        await launch(p1)
+        info = await p1.get_provisioner_info()
+        bystander.write_text(json.dumps({"key": p1.connection_info["key"]}))
+        info["remote_connection_file"] = str(bystander)
+        async with provisioner(remote_clean) as p2:
+            await p2.load_provisioner_info(info)
+            await p2.kill()
+            with anyio.fail_after(20):
+                assert await p2.wait() == UNKNOWN_EXIT_STATUS
+        assert bystander.exists()
+
+
 async def test_independent_kernel_outlives_its_launcher_and_is_taken_over(
     remote_clean: SSHServer, tmp_path: Path
 ) -> None:

@@ -853,6 +853,7 @@ class SSHProvisioner(KernelProvisionerBase):
                 "pid": pid,
                 "start_time": start_time,
                 "connection_file": provisioner_info.get("remote_connection_file"),
+                "key": saved["key"],  # whose file it must be, to be removed at the end
             },
             "kernel_id": self.kernel_id,
             "grace": _guardian.GRACE_PERIOD,

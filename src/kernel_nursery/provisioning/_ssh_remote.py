@@ -46,6 +46,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -271,14 +272,37 @@ def attach(reader: Lines, config: dict) -> int:  # type: ignore[type-arg]
     status = serve(reader, kernel, float(config.get("grace", 2.0)), bool(config.get("independent")))
     if status is None:
         return 0
-    # The launcher left the connection file to the kernel: it goes with the kernel.
+    # The launcher left the connection file to the kernel: it goes with the kernel, if it is
+    # the kernel's (a launcher's private directory, the key of the kernel taken over), not
+    # any file the request names.
     path = config["attach"].get("connection_file")
-    if isinstance(path, str) and path:
+    if isinstance(path, str) and path and _holds_key(path, config["attach"].get("key")):
         _unlink(path)
         folder = os.path.dirname(path)
         if os.path.basename(folder).startswith("kernel-nursery-"):
             shutil.rmtree(folder, ignore_errors=True)
     return 0 if status == _UNKNOWN_STATUS else _exit_code(status)
+
+
+def _holds_key(path: str, key: object) -> bool:
+    """Whether *path* is a connection file written by a launcher (in its private directory)
+    holding *key*. Read without blocking, at most 64 KiB."""
+    if not isinstance(key, str) or not os.path.basename(os.path.dirname(path)).startswith(
+        "kernel-nursery-"
+    ):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        data = os.read(fd, 65536) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        found = json.loads(data)
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)
+    return isinstance(found, dict) and found.get("key") == key
 
 
 def _unlink(path: str) -> None:
