@@ -15,6 +15,7 @@ import os
 __all__ = [
     "ChannelClosedError",
     "ConnectionFileError",
+    "EncryptedHandshakeError",
     "InvalidKernelIdError",
     "InvalidSignatureError",
     "JobEndedError",
@@ -32,6 +33,7 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "ProvisionerInfoError",
     "QueueTimeoutError",
     "RemoteLaunchError",
     "ResourceLimitError",
@@ -141,6 +143,17 @@ class ResourceLimitError(KernelNurseryError, OSError):
 
 class ProvisionerError(KernelNurseryError):
     """A provisioner could not do what was asked of it (launch, re-attach, signal)."""
+
+
+class ProvisionerInfoError(ProvisionerError, ValueError):
+    """Provisioner info given to ``load_provisioner_info`` does not describe a kernel this
+    process may take over: a process id or group that is not a number above 1, that names this
+    process or its own group, or a process that cannot be told to be the kernel (its group or
+    start time differs from the info's), or a connection file that is not the kernel's (cleanup
+    would remove it). Nothing is signalled, removed or taken over.
+
+    .. versionadded:: 0.2
+    """
 
 
 class LaunchError(ProvisionerError, OSError):
@@ -287,6 +300,16 @@ class TransportEncryptionError(KernelNurseryError):
     encrypted handshake in clear (it ignored the connection file's ``curve_*`` keys).
 
     .. versionadded:: 0.1
+    """
+
+
+class EncryptedHandshakeError(TransportEncryptionError, KernelTimeoutError):
+    """The kernel did not answer in time over its encrypted (CurveZMQ) connection, and every
+    encrypted handshake with it failed: most likely the connection info's ``curve_publickey``
+    is not the key the kernel serves with (a stale or rewritten connection file). Also a
+    :class:`KernelTimeoutError`, which is what it replaces.
+
+    .. versionadded:: 0.2
     """
 
 

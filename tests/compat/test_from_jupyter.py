@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,12 @@ from kernel_nursery.compat import CANCEL_WAIT, JupyterProvisioner
 from kernel_nursery.provisioning import _guardian
 
 from ..conftest import FAKE_KERNEL
-from ..helpers.procs import is_running, live_children, process_group_members
+from ..helpers.procs import (
+    is_running,
+    killed_manager_leaves_nothing,
+    live_children,
+    process_group_members,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -166,6 +172,7 @@ SLEEPY = textwrap.dedent(
         # Raises in, or hangs (awaits forever) in, the methods its traits name.
         fail = Unicode("")
         hang = Unicode("")
+        stubborn = Unicode("")
 
         async def poll(self):
             if self.fail == "poll":
@@ -177,6 +184,11 @@ SLEEPY = textwrap.dedent(
             if name == self.hang:
                 await asyncio.Event().wait()
             await super().cleanup(restart)  # its own ports released: then it raises
+            while name == self.stubborn:  # or will not end, nor be cancelled
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    pass
             if name == self.fail:
                 raise RuntimeError(f"hostile {name}")
     """
@@ -252,8 +264,6 @@ async def test_a_provisioner_raising_or_hanging_in_cleanup_leaves_nothing(
     raises, or whose cleanup for a restart never returns: the restart and the manager's end
     are bounded; no connection file, zombie, or private loop thread remains, and what it
     raised is what the manager's end raises."""
-    import threading
-
     from ..helpers.procs import zombie_children
 
     spec = spec_for(fake_spec().argv, "hostile", **{misbehaviour: where})
@@ -267,10 +277,44 @@ async def test_a_provisioner_raising_or_hanging_in_cleanup_leaves_nothing(
                 assert file is not None
     assert not Path(file).exists()
     assert not live_children() and not zombie_children()
-    for thread in threading.enumerate():
-        if thread.name == "kernel-nursery-jupyter-provisioner":
-            await anyio.to_thread.run_sync(thread.join, 10)
-            assert not thread.is_alive()
+    assert not loop_threads()
+
+
+def loop_threads() -> list[threading.Thread]:
+    """The private loop threads of jupyter_client provisioners (under trio) still running."""
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread.name == "kernel-nursery-jupyter-provisioner" and thread.is_alive()
+    ]
+
+
+async def test_no_loop_thread_is_left_when_the_manager_ends(
+    anyio_backend: str, fake_spec: Callable[..., KernelSpec]
+) -> None:
+    """Once a manager of a jupyter_client provisioner has ended, no thread of its is left:
+    the private loop (under trio) is stopped and its thread joined."""
+    spec = spec_for(fake_spec().argv)
+    for _ in range(3):
+        async with KernelManager(kernel_spec=spec) as km:
+            await km.start_kernel()
+        assert not loop_threads()
+
+
+@pytest.mark.trio
+async def test_a_cleanup_that_will_not_be_cancelled_is_bounded_once(
+    sleepy_provisioner: str, fake_spec: Callable[..., KernelSpec]
+) -> None:
+    """Under trio, a jupyter_client provisioner whose cleanup ignores cancellation holds the
+    cleanup CANCEL_WAIT seconds, not that again to unwind; its loop thread is still joined."""
+    spec = spec_for(fake_spec().argv, "hostile", stubborn="cleanup")
+    made = KernelProvisionerFactory.instance().create_provisioner_instance("k", spec, None)
+    kw = await made.pre_launch()
+    await made.launch_kernel(kw.pop("cmd"), **kw)
+    start = time.monotonic()
+    await made.cleanup()
+    assert time.monotonic() - start < CANCEL_WAIT + 3
+    assert not loop_threads() and not live_children()
 
 
 @contextlib.contextmanager
@@ -306,33 +350,10 @@ async def test_kernel_goes_with_a_killed_manager(
 ) -> None:
     """A program running a kernel through jupyter_client's LocalProvisioner is killed
     (SIGKILL): our guardian stops the kernel's process group and removes its file."""
-    import signal
-
-    from ..provisioning.test_guardian import gone
-
     script = tmp_path / "manager.py"
     script.write_text(PROGRAM)
     argv = [sys.executable, str(script), anyio_backend, *fake_spec("--grandchild").argv]
-    process = await anyio.open_process(argv, stdout=-1, stderr=None, start_new_session=True)
-    async with process:
-        try:
-            assert process.stdout is not None
-            line = b""
-            with anyio.fail_after(60):
-                async for chunk in process.stdout:
-                    line += chunk
-                    if b"\n" in line:
-                        break
-            pid_text, file, guardian_text = line.decode().split()
-            pid, guardian = int(pid_text), int(guardian_text)
-            [grandchild] = process_group_members(pid) - {pid}
-        finally:
-            process.send_signal(signal.SIGKILL)
-            with anyio.CancelScope(shield=True):
-                await process.wait()
-        await gone(guardian)  # it exits once it has stopped the kernel's group
-    assert not is_running(pid) and not is_running(grandchild)
-    assert not Path(file).exists()
+    await killed_manager_leaves_nothing(argv, ready_within=60)
 
 
 async def test_kernels_start_and_stop_at_once(

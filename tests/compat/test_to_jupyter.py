@@ -26,7 +26,7 @@ from kernel_nursery.compat import NurseryLocalProvisioner, NurseryProvisioner
 from kernel_nursery.provisioning import _guardian
 
 from ..conftest import FAKE_KERNEL, write_kernel
-from ..helpers.procs import is_running, process_group_members
+from ..helpers.procs import is_running, killed_manager_leaves_nothing, process_group_members
 
 pytestmark = pytest.mark.anyio
 
@@ -284,8 +284,6 @@ async def test_kernel_goes_with_a_killed_server(
 ) -> None:
     """A program running kernels with AsyncKernelManager and kernel-nursery-local is killed
     (SIGKILL): the kernel's process group and connection file go with it."""
-    from ..provisioning.test_guardian import gone
-
     name = nursery_kernel(
         jupyter_dirs,
         "fake",
@@ -294,28 +292,7 @@ async def test_kernel_goes_with_a_killed_server(
     )
     script = tmp_path / "server.py"
     script.write_text(PROGRAM)
-    process = await anyio.open_process(
-        [sys.executable, str(script), name], stdout=-1, stderr=None, start_new_session=True
-    )
-    async with process:
-        try:
-            assert process.stdout is not None
-            with anyio.fail_after(READY):
-                line = b""
-                async for chunk in process.stdout:
-                    line += chunk
-                    if b"\n" in line:
-                        break
-            pid_text, file, guardian_text = line.decode().split()
-            pid, guardian = int(pid_text), int(guardian_text)
-            [grandchild] = process_group_members(pid) - {pid}
-        finally:
-            process.send_signal(signal.SIGKILL)
-            with anyio.CancelScope(shield=True):
-                await process.wait()
-        await gone(guardian)  # it exits once it has stopped the kernel's group
-    assert not is_running(pid) and not is_running(grandchild)
-    assert not Path(file).exists()
+    await killed_manager_leaves_nothing([sys.executable, str(script), name], ready_within=READY)
 
 
 def test_the_library_imports_neither_the_bridge_nor_jupyter_client() -> None:

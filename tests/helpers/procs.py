@@ -4,6 +4,7 @@ program's exit."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import anyio
@@ -89,3 +90,48 @@ async def exit_status(proc: anyio.abc.Process) -> tuple[int, str]:
         except anyio.EndOfStream:
             pass
     return status, err.decode()
+
+
+#: Seconds within which a dead manager's kernels must be gone (the guardian's grace is 2 s;
+#: ipykernel looks at its parent every second).
+GONE_WITHIN = 15
+
+
+async def gone(pid: int) -> None:
+    """Wait until process *pid* (any process, not only a child) has exited: its pidfd
+    becomes readable. Fails after GONE_WITHIN seconds."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with anyio.fail_after(GONE_WITHIN):
+            await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+async def killed_manager_leaves_nothing(argv: list[str], *, ready_within: float) -> None:
+    """Run *argv*, a program that starts a kernel with a grandchild in its process group and
+    prints ``PID CONNECTION_FILE GUARDIAN_PID`` once it runs; kill it with SIGKILL; check
+    that its guardian then stops the kernel's whole group and removes the connection file."""
+    process = await anyio.open_process(argv, stdout=-1, stderr=None, start_new_session=True)
+    async with process:
+        try:
+            assert process.stdout is not None
+            line = b""
+            with anyio.fail_after(ready_within):
+                async for chunk in process.stdout:
+                    line += chunk
+                    if b"\n" in line:
+                        break
+            pid_text, file, guardian_text = line.decode().split()
+            pid, guardian = int(pid_text), int(guardian_text)
+            [grandchild] = process_group_members(pid) - {pid}
+        finally:
+            process.send_signal(signal.SIGKILL)
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+        await gone(guardian)  # it exits once it has stopped the kernel's group
+    assert not is_running(pid) and not is_running(grandchild)
+    assert not Path(file).exists()

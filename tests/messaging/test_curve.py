@@ -178,6 +178,33 @@ async def test_our_client_without_the_keys_gets_nothing_from_an_encrypted_kernel
         await km.shutdown_kernel()
 
 
+async def test_a_wrong_server_key_times_out_saying_so(anyio_backend: str) -> None:
+    """A client whose idea of the kernel's public key is wrong (a stale connection file) fails
+    every encrypted handshake: readiness times out with EncryptedHandshakeError, a
+    KernelTimeoutError whose one line names the encrypted connection and the key mismatch."""
+    from kernel_nursery import EncryptedHandshakeError
+    from kernel_nursery.messaging._curve import wait_for_ready_encrypted
+
+    argv = [sys.executable, FAKE_KERNEL, "{connection_file}", "--curve"]
+    spec = KernelSpec(argv=argv, name="fake")
+    async with KernelManager(kernel_spec=spec, transport_encryption="required") as km:
+        await km.start_kernel()
+        public, secret = zmq.curve_keypair()
+        wrong = {
+            **km.connection_info,
+            "curve_publickey": public.decode(),
+            "curve_secretkey": secret.decode(),
+        }
+        async with KernelClient(validate_connection_info(wrong)) as kc:
+            with pytest.raises(EncryptedHandshakeError) as raised:
+                await wait_for_ready_encrypted(kc, timeout=2)
+        message = str(raised.value)
+        assert "encrypted" in message and "curve_publickey" in message and "\n" not in message
+        assert isinstance(raised.value, KernelTimeoutError)
+        assert isinstance(raised.value, TransportEncryptionError)
+        await km.shutdown_kernel()
+
+
 async def test_restart_keeps_the_keys_and_the_client_follows() -> None:
     """A restarted encrypted kernel keeps its key pair, and a client made before the restart
     runs code in the new kernel."""

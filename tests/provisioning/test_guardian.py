@@ -28,7 +28,14 @@ from kernel_nursery.provisioning._guardian_script import RECENT
 from ..conftest import FAKE_KERNEL, TOY_KERNEL
 from ..helpers.kernels import SpecFactory
 from ..helpers.notify import notifier
-from ..helpers.procs import is_running, live_children, parent_of, process_group_members
+from ..helpers.procs import (
+    GONE_WITHIN,
+    gone,
+    is_running,
+    live_children,
+    parent_of,
+    process_group_members,
+)
 
 pytestmark = [
     pytest.mark.anyio,
@@ -36,9 +43,6 @@ pytestmark = [
 ]
 
 
-#: Seconds within which a dead manager's kernels must be gone (the guardian's grace is 2 s;
-#: ipykernel looks at its parent every second).
-GONE_WITHIN = 15
 #: Seconds a managing program gets to answer a command (starting ipykernel included).
 REPLY_WITHIN = 60
 
@@ -162,20 +166,6 @@ async def managing_program(tmp_path: Path, backend: str) -> AsyncIterator[Manage
                 process.kill()
             with anyio.CancelScope(shield=True):
                 await process.wait()
-
-
-async def gone(pid: int) -> None:
-    """Wait until process *pid* (any process, not only a child) has exited: its pidfd
-    becomes readable. Fails after GONE_WITHIN seconds."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        with anyio.fail_after(GONE_WITHIN):
-            await anyio.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
 
 
 def environ_of(pid: int) -> dict[str, str]:

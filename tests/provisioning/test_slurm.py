@@ -515,3 +515,15 @@ def test_registered_in_the_entry_point_group() -> None:
     assert KernelProvisionerFactory.instance().is_provisioner_available(
         KernelSpec(argv=["x"], metadata={"kernel_provisioner": {"provisioner_name": "slurm"}})
     )
+
+
+async def test_kernel_id_that_is_no_file_name_is_refused() -> None:
+    """A kernel id with a path separator, a comma or white space (it names the connection file
+    on the node) is a one-line InvalidKernelIdError before anything is submitted."""
+    from kernel_nursery import InvalidKernelIdError
+
+    for kernel_id in ("../x", "a/b", "a,b", "a b", "a\nb"):
+        p = SlurmProvisioner(kernel_spec=KernelSpec(argv=["x"], name="k"), kernel_id=kernel_id)
+        with pytest.raises(InvalidKernelIdError) as raised:
+            await p.pre_launch()
+        assert "\n" not in str(raised.value) and not p.has_process

@@ -3,11 +3,13 @@ through ssh, so the tests can look at the "remote" processes and files directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +19,7 @@ import anyio
 import pytest
 
 from kernel_nursery import (
+    InvalidKernelIdError,
     KernelClient,
     KernelManager,
     KernelNursery,
@@ -25,6 +28,7 @@ from kernel_nursery import (
     LaunchError,
     ProvisionerConfigError,
     ProvisionerError,
+    ProvisionerInfoError,
     RemoteLaunchError,
     SSHAuthenticationError,
     SSHConnectionError,
@@ -34,6 +38,7 @@ from kernel_nursery import (
 )
 from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_connection_info
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh
+from kernel_nursery.provisioning._process import process_start_time
 
 from ..conftest import FAKE_KERNEL
 from ..helpers.sshd import SSHServer, parent_of, wait_gone
@@ -69,6 +74,18 @@ def provisioner(server: SSHServer, argv: list[str] | None = None, **config: Any)
 async def launch(p: SSHProvisioner) -> dict[str, Any]:
     kw = await p.pre_launch()
     return dict(await p.launch_kernel(kw.pop("cmd"), **kw))
+
+
+def remote_chain(p: SSHProvisioner) -> tuple[int, int, int]:
+    """The remote kernel's pid, its launcher's (the kernel's parent) and that of the sshd
+    session that runs the launcher: the processes "on the remote side" of *p*'s kernel."""
+    remote_pid = p.remote_pid
+    assert remote_pid is not None
+    launcher = parent_of(remote_pid)
+    assert launcher is not None
+    session = parent_of(launcher)
+    assert session is not None
+    return remote_pid, launcher, session
 
 
 def running(pid: int | None) -> bool:
@@ -281,12 +298,8 @@ async def test_sshd_session_killed_counts_as_death_and_remote_kernel_ends(
     closed) and is noticed here as the kernel's death."""
     async with provisioner(remote_clean) as p:
         await launch(p)
-        remote_pid = p.remote_pid
-        assert remote_pid is not None
-        launcher = parent_of(remote_pid)
-        assert launcher is not None
-        session = parent_of(launcher)
-        assert session is not None and session in remote_clean.descendants()
+        remote_pid, launcher, session = remote_chain(p)
+        assert session in remote_clean.descendants()
         os.kill(session, signal.SIGKILL)
         with anyio.fail_after(20):
             status = await p.wait()
@@ -302,10 +315,9 @@ async def test_remote_launcher_terminated_takes_its_kernel_and_file(
     reported here."""
     async with provisioner(remote_clean) as p:
         await launch(p)
-        remote_pid, path = p.remote_pid, p.remote_connection_file
-        assert remote_pid is not None and path is not None
-        launcher = parent_of(remote_pid)
-        assert launcher is not None
+        remote_pid, launcher, _session = remote_chain(p)
+        path = p.remote_connection_file
+        assert path is not None
         os.kill(launcher, signal.SIGTERM)
         with anyio.fail_after(20):
             status = await p.wait()
@@ -314,23 +326,25 @@ async def test_remote_launcher_terminated_takes_its_kernel_and_file(
         assert not Path(path).parent.exists()
 
 
-async def test_remote_launcher_killed_takes_its_kernel(remote_clean: SSHServer) -> None:
+async def test_remote_launcher_killed_takes_its_kernel_and_file(remote_clean: SSHServer) -> None:
     """SIGKILL to the remote launcher (the OOM killer) takes the kernel with it (Linux), so the
     channel closes and the kernel's end is noticed here, rather than an orphan holding the
-    channel open."""
+    channel open; the connection file's directory goes too."""
     async with provisioner(remote_clean) as p:
         await launch(p)
-        remote_pid, path = p.remote_pid, p.remote_connection_file
-        assert remote_pid is not None and path is not None
-        launcher = parent_of(remote_pid)
-        assert launcher is not None
+        _remote_pid, launcher, _session = remote_chain(p)
+        path = p.remote_connection_file
+        assert path is not None
+        # What the launcher started: the kernel, and what removes the files after it.
+        started = {pid for pid in remote_clean.descendants() if parent_of(pid) == launcher}
         os.kill(launcher, signal.SIGKILL)
         try:
             with anyio.fail_after(20):
                 assert await p.wait() is not None
-            assert not await anyio.to_thread.run_sync(wait_gone, {remote_pid}, 15)
+            assert not await anyio.to_thread.run_sync(wait_gone, started, 15)
+            assert not Path(path).parent.exists()
         finally:
-            shutil.rmtree(Path(path).parent, ignore_errors=True)  # SIGKILL: nobody removed it
+            shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
 async def test_remote_kernel_starts_with_default_signal_handling(remote_clean: SSHServer) -> None:
@@ -352,12 +366,7 @@ async def test_hung_connection_counts_as_death(remote_clean: SSHServer) -> None:
     ServerAliveCountMax; the kernel ends once the server's session goes."""
     async with provisioner(remote_clean, server_alive_interval=1, server_alive_count_max=2) as p:
         await launch(p)
-        remote_pid = p.remote_pid
-        assert remote_pid is not None
-        launcher = parent_of(remote_pid)
-        assert launcher is not None
-        session = parent_of(launcher)
-        assert session is not None
+        remote_pid, launcher, session = remote_chain(p)
         os.kill(session, signal.SIGSTOP)
         try:
             with anyio.fail_after(30):
@@ -372,8 +381,11 @@ async def test_local_manager_killed_takes_the_remote_kernels(
     remote_clean: SSHServer, tmp_path: Path
 ) -> None:
     """A manager process killed with SIGKILL leaves no kernel on the remote host, whether the
-    kernel had a connection of its own or shared the control master, and no ssh log here."""
+    kernel had a connection of its own or shared the control master, and nothing in its
+    temporary directory (ssh logs, the master's socket directory) nor the remote files."""
     script = tmp_path / "manager.py"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     spec = ssh_spec(remote_clean)
     script.write_text(
         "import anyio, json, sys, select\n"
@@ -395,27 +407,36 @@ async def test_local_manager_killed_takes_the_remote_kernels(
         "        from kernel_nursery.provisioning._guardian import guardian_pid\n"
         "        logs = [p._log_file for p in (a.provisioner, b.provisioner, c.provisioner)]\n"
         "        print(guardian_pid(), *logs, flush=True)\n"
+        "        files = [p.remote_connection_file for p in (a.provisioner, b.provisioner)]\n"
+        "        print(*files, c.provisioner.remote_connection_file, flush=True)\n"
         "        await anyio.sleep_forever()\n"
         "anyio.run(main)\n"
     )
-    async with await anyio.open_process([sys.executable, str(script)], stderr=None) as manager:
+    env = {**os.environ, "TMPDIR": str(temporary)}
+    async with await anyio.open_process(
+        [sys.executable, str(script)], stderr=None, env=env
+    ) as manager:
         assert manager.stdout is not None
         with anyio.fail_after(60):
             output = b""
             async for chunk in manager.stdout:
                 output += chunk
-                if output.count(b"\n") == 2:
+                if output.count(b"\n") == 3:
                     break
-        line, more = output.decode().splitlines()
+        line, more, remote = output.decode().splitlines()
+        assert sorted(p.name[:7] for p in temporary.iterdir()) == ["kernel-"] * 3 + ["kn-ssh-"]
         pids = {int(x) for x in line.split()}
         assert len(pids) == 7 and all(running(pid) for pid in pids)
+        # The remote launchers remove the remote files as they end.
+        launchers = {ppid for x in line.split()[:3] if (ppid := parent_of(int(x))) is not None}
         guardian, *logs = more.split()
         assert all(Path(log).exists() for log in logs)
         manager.kill()
         await manager.wait()
     # The guardian exits once it has stopped them and removed their files.
-    assert not await anyio.to_thread.run_sync(wait_gone, {*pids, int(guardian)}, 15)
-    assert not [log for log in logs if Path(log).exists()]
+    assert not await anyio.to_thread.run_sync(wait_gone, {*pids, *launchers, int(guardian)}, 15)
+    assert not list(temporary.iterdir())
+    assert not [path for path in remote.split() if Path(path).parent.exists()]
 
 
 # ---------------------------------------------------------------------- bad input
@@ -488,6 +509,20 @@ async def test_remote_launch_failures_are_typed(
     assert not reserved_ports()
 
 
+async def test_kernel_id_that_is_no_file_name_is_refused_remotely_too(
+    remote_clean: SSHServer,
+) -> None:
+    """A kernel id changed after pre_launch (which checks it) to one that is no file name is
+    refused by the remote side before it writes anything: RemoteLaunchError, nothing left."""
+    async with provisioner(remote_clean) as p:
+        kw = await p.pre_launch()
+        p.kernel_id = "../../x"
+        with pytest.raises(RemoteLaunchError, match="invalid kernel id") as raised:
+            await p.launch_kernel(kw.pop("cmd"), **kw)
+        assert raised.value.reason == "bad-config" and not p.has_process
+    assert not reserved_ports()
+
+
 async def test_what_no_os_takes_is_a_launch_error(remote_clean: SSHServer) -> None:
     """A NUL byte in the remote environment, command or working directory, or '=' in a
     variable's name: LaunchError naming it (not the remote launcher's traceback), nothing
@@ -555,6 +590,25 @@ async def test_take_over_in_this_process(remote_clean: SSHServer) -> None:
                 assert await p1.wait() == -signal.SIGKILL
 
 
+async def test_take_over_removes_no_file_but_the_kernels(
+    remote_clean: SSHServer, tmp_path: Path
+) -> None:
+    """Info whose remote_connection_file names another file (outside a launcher's private
+    directory, even one holding the key) does not get it removed when the kernel ends."""
+    bystander = tmp_path / "kernel-precious.json"
+    async with provisioner(remote_clean) as p1:
+        await launch(p1)
+        info = await p1.get_provisioner_info()
+        bystander.write_text(json.dumps({"key": p1.connection_info["key"]}))
+        info["remote_connection_file"] = str(bystander)
+        async with provisioner(remote_clean) as p2:
+            await p2.load_provisioner_info(info)
+            await p2.kill()
+            with anyio.fail_after(20):
+                assert await p2.wait() == UNKNOWN_EXIT_STATUS
+        assert bystander.exists()
+
+
 async def test_independent_kernel_outlives_its_launcher_and_is_taken_over(
     remote_clean: SSHServer, tmp_path: Path
 ) -> None:
@@ -610,7 +664,44 @@ async def test_taking_over_a_gone_kernel_adopts_it_as_exited(remote_clean: SSHSe
     assert not reserved_ports()
 
 
+async def test_taking_over_what_is_no_kernel_is_refused_remotely(remote_clean: SSHServer) -> None:
+    """Info naming a running process that leads no process group of its own (no kernel does:
+    they are started in a session of their own) is refused by the remote side with a
+    RemoteLaunchError; the process is not signalled, nothing stays reserved."""
+    async with provisioner(remote_clean) as p1:
+        await launch(p1)
+        info = await p1.get_provisioner_info()
+        await p1.kill()
+        await p1.wait()
+    async with await anyio.open_process(["sleep", "600"]) as bystander:
+        start = process_start_time(bystander.pid)
+        info.update(remote_pid=bystander.pid, remote_start_time=start)
+        try:
+            async with provisioner(remote_clean) as p2:
+                with pytest.raises(RemoteLaunchError, match="process group") as raised:
+                    await p2.load_provisioner_info(info)
+                assert raised.value.reason == "bad-config" and not p2.has_process
+            assert bystander.returncode is None and running(bystander.pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                bystander.kill()
+    assert not reserved_ports()
+
+
 # ---------------------------------------------------------------------- a shared connection
+
+
+async def master_ready(p: SSHProvisioner) -> subprocess.Popen[bytes]:
+    """Wait until the control master that *p*'s kernel shares says it is up; its process."""
+    hub = p._master
+    assert hub is not None
+    master = hub.popen
+    assert master is not None and master.stdout is not None
+    with anyio.fail_after(30):
+        while not hub.ready():
+            assert master.poll() is None
+            await anyio.wait_readable(master.stdout.fileno())
+    return master
 
 
 def listening(port: int) -> bool:
@@ -634,13 +725,7 @@ async def test_kernels_at_once_share_one_connection(remote_clean: SSHServer) -> 
             await launch(second)
             assert second._master is hub
             assert second._forwarded is None  # its own connection, the master beside it
-            master = hub.popen
-            assert master is not None
-            assert master.stdout is not None
-            with anyio.fail_after(30):
-                while not hub.ready():
-                    assert master.poll() is None
-                    await anyio.wait_readable(master.stdout.fileno())
+            master = await master_ready(second)
             async with provisioner(remote_clean) as third:
                 await launch(third)
                 assert third._forwarded is not None
@@ -670,6 +755,20 @@ async def test_no_host_is_refused_before_anything_runs(tmp_path: Path) -> None:
             with pytest.raises(ProvisionerError, match="host"):
                 await p.pre_launch()
     assert not reserved_ports()
+
+
+async def test_kernel_id_that_is_no_file_name_is_refused() -> None:
+    """A kernel id with a path separator, a comma, white space or a newline (it names the
+    remote connection file) is refused with a one-line InvalidKernelIdError before anything
+    is reserved or run."""
+    spec = KernelSpec(argv=["python"], name="r")
+    for kernel_id in ("a/b", "../../x", "a,b", "a b", "a\nb", "-a"):
+        async with SSHProvisioner(kernel_spec=spec, host="kn-sshd", kernel_id=kernel_id) as p:
+            with pytest.raises(InvalidKernelIdError) as raised:
+                await p.pre_launch()
+            assert "\n" not in str(raised.value)
+            assert not reserved_ports()
+            assert p.ssh_pid is None
 
 
 async def test_host_or_user_a_shell_would_read_is_refused() -> None:
@@ -730,22 +829,11 @@ async def test_master_connection_lost_counts_as_death_of_its_kernels(
     async with provisioner(remote_clean) as first, provisioner(remote_clean) as second:
         await launch(first)
         await launch(second)
-        hub = second._master
-        assert hub is not None
-        assert hub.popen is not None
-        assert hub.popen.stdout is not None
-        with anyio.fail_after(30):
-            while not hub.ready():
-                await anyio.wait_readable(hub.popen.stdout.fileno())
+        await master_ready(second)
         async with provisioner(remote_clean) as third:
             await launch(third)
             assert third._forwarded is not None
-            remote_pid = third.remote_pid
-            assert remote_pid is not None
-            launcher = parent_of(remote_pid)
-            assert launcher is not None
-            session = parent_of(launcher)
-            assert session is not None
+            remote_pid, launcher, session = remote_chain(third)
             os.kill(session, signal.SIGKILL)  # the master's connection, on the server side
             with anyio.fail_after(30):
                 assert await third.wait() is not None
@@ -833,6 +921,7 @@ async def test_provisioner_info_without_what_a_takeover_needs() -> None:
     full = {
         "kernel_id": "k",
         "remote_pid": 12345,
+        "remote_start_time": 1,
         "connection_info": {
             "transport": "tcp",
             "ip": "127.0.0.1",
@@ -844,4 +933,18 @@ async def test_provisioner_info_without_what_a_takeover_needs() -> None:
     }
     with pytest.raises(ProvisionerError, match="remote_ports"):
         await SSHProvisioner(kernel_spec=spec, host="h").load_provisioner_info(full)
+    assert not reserved_ports()
+    for change in (
+        {"remote_pid": 1},
+        {"remote_pid": -1},
+        {"remote_pid": "12345"},
+        {"remote_pid": True},
+        {"remote_pid": 2**40},
+        {"remote_start_time": None},
+        {"remote_start_time": "1"},
+    ):
+        p = SSHProvisioner(kernel_spec=spec, host="h")
+        with pytest.raises(ProvisionerInfoError) as raised:
+            await p.load_provisioner_info({**full, **change})
+        assert "\n" not in str(raised.value) and not p.has_process
     assert not reserved_ports()

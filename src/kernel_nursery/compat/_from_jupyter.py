@@ -37,6 +37,11 @@ JUPYTER_GROUP = "jupyter_client.kernel_provisioners"
 #: Seconds a cancelled call gets, on the provisioner's own loop, to finish unwinding before we
 #: stop waiting for it (a provisioner that blocks its loop cannot hold ours longer than this).
 CANCEL_WAIT = 5.0
+#: Seconds a stopping private loop gives the calls left on it (abandoned at their deadline,
+#: then cancelled) to unwind before it is closed without them.
+_LEFTOVER_WAIT = 1.0
+#: Seconds to join the private loop's thread once it has said it ends (it has only to return).
+_JOIN_WAIT = 1.0
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -48,11 +53,14 @@ class _LoopThread:
     :meth:`run` runs a coroutine there and awaits it from our side without a thread of ours:
     the task's end writes a byte to a pipe, which our side awaits with
     :func:`anyio.wait_readable`. Cancelling :meth:`run` cancels the task there and waits (bounded
-    by :data:`CANCEL_WAIT`, shielded) for it to unwind.
+    by :data:`CANCEL_WAIT`, or by the *deadline* given, shielded) for it to unwind.
+    :meth:`aclose` stops the loop and joins the thread, bounded the same way.
     """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        # Written by the thread as it ends: what aclose() awaits before joining it.
+        self._ended_r, self._ended_w = os.pipe()
         self._thread = threading.Thread(
             target=self._serve, name="kernel-nursery-jupyter-provisioner", daemon=True
         )
@@ -61,10 +69,24 @@ class _LoopThread:
     def _serve(self) -> None:
         try:
             self.loop.run_forever()
+            # What the provisioner left on its loop (a call abandoned at its deadline) is
+            # cancelled and given a short while to unwind; one that will not is dropped.
+            left = asyncio.all_tasks(self.loop)
+            for task in left:
+                task.cancel()
+            if left:
+                self.loop.run_until_complete(asyncio.wait(left, timeout=_LEFTOVER_WAIT))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         finally:
             self.loop.close()
+            try:
+                os.write(self._ended_w, b".")
+            except OSError:
+                pass  # nobody waits any more
+            finally:
+                os.close(self._ended_w)
 
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    async def run(self, coro: Coroutine[Any, Any, T], *, deadline: float | None = None) -> T:
         read_fd, write_fd = os.pipe()
         lock = threading.Lock()
         closed = False
@@ -91,26 +113,56 @@ class _LoopThread:
                 await anyio.wait_readable(read_fd)
             except BaseException:
                 self.loop.call_soon_threadsafe(cancel)
-                with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT) as bound:
+                wait = CANCEL_WAIT
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - anyio.current_time()))
+                with anyio.CancelScope(shield=True), anyio.move_on_after(wait) as bound:
                     await anyio.wait_readable(read_fd)
-                if bound.cancelled_caught:
+                if bound.cancelled_caught and deadline is None:
                     _log.warning(
                         "A jupyter_client provisioner's call did not end within %g s of its "
                         "cancellation (its event loop is blocked); abandoned",
                         CANCEL_WAIT,
                     )
                 raise
-            return box["task"].result()
+            task = box["task"]
+            if task.cancelled():  # not by us: the loop was stopped under it (aclose)
+                raise ProvisionerError(
+                    "a jupyter_client provisioner's call was abandoned: its event loop stopped"
+                )
+            return task.result()
         finally:
             with lock:
                 closed = True
                 os.close(read_fd)
                 os.close(write_fd)
 
-    def close(self) -> None:
-        """Stop the loop (the thread then ends); what still runs there is abandoned."""
-        if not self.loop.is_closed():
+    async def aclose(self) -> None:
+        """Stop the loop and join the thread, waiting at most :data:`CANCEL_WAIT` seconds
+        (shielded): a loop blocked by the provisioner's code is abandoned (a warning says so),
+        with the task it runs. What is left on the loop is cancelled first."""
+        if not self._thread.is_alive():
+            os.close(self._ended_r)
+            return
+        try:
             self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:
+            pass  # closed already: the thread is ending
+        ended = False
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT):
+                await anyio.wait_readable(self._ended_r)
+                ended = True
+        finally:
+            os.close(self._ended_r)
+        if ended:
+            self._thread.join(_JOIN_WAIT)  # it has said it ends: it has only to return
+        else:
+            _log.warning(
+                "A jupyter_client provisioner's event loop did not stop within %g s (it is "
+                "blocked); its thread is abandoned",
+                CANCEL_WAIT,
+            )
 
 
 class JupyterProvisioner(KernelProvisionerBase):
@@ -225,6 +277,25 @@ class JupyterProvisioner(KernelProvisionerBase):
             return await fn(*args, **kwargs)
 
         return await self._thread.run(call())
+
+    async def _run_within(
+        self, seconds: float, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> None:
+        """``await fn(*args, **kwargs)`` as :meth:`_run`, for cleanup: the call and, when it is
+        cut short, its unwinding on the private loop take *seconds* at most together (a call
+        still running then is abandoned there, and dropped when the loop stops)."""
+        deadline = anyio.current_time() + seconds
+        with anyio.move_on_after(seconds):
+            if _on_asyncio():
+                await fn(*args, **kwargs)
+                return
+            if self._thread is None:
+                self._thread = _LoopThread()
+
+            async def call() -> Any:
+                return await fn(*args, **kwargs)
+
+            await self._thread.run(call(), deadline=deadline)
 
     @property
     def inner(self) -> Any:
@@ -360,8 +431,7 @@ class JupyterProvisioner(KernelProvisionerBase):
                 self._unguard()
                 self._launched = False
                 if restart:
-                    with anyio.move_on_after(CANCEL_WAIT):
-                        await self._run(self._inner.cleanup, True)
+                    await self._run_within(CANCEL_WAIT, self._inner.cleanup, True)
                 else:
                     await self._release()
 
@@ -385,8 +455,8 @@ class JupyterProvisioner(KernelProvisionerBase):
             if self._status is None:
                 self.log.error("Kernel %s did not exit after SIGKILL", self.kernel_id)
             elif child is not None:
-                with anyio.move_on_after(KILL_WAIT_TIME):
-                    await self._run(self._inner.wait)  # reaps it (it has exited)
+                # It has exited: their wait reaps it.
+                await self._run_within(KILL_WAIT_TIME, self._inner.wait)
         finally:
             if child is not None and child.returncode is None and self._status is not None:
                 child.poll()  # their wait failed or hung: reap the exited child ourselves
@@ -395,15 +465,14 @@ class JupyterProvisioner(KernelProvisionerBase):
         """The provisioner's ``cleanup(restart=False)`` (bounded), the connection file removed;
         the private loop stopped (those two even when the provisioner's ``cleanup`` raises)."""
         try:
-            with anyio.move_on_after(CANCEL_WAIT):
-                await self._run(self._inner.cleanup, False)
+            await self._run_within(CANCEL_WAIT, self._inner.cleanup, False)
         finally:
             self._km.cleanup_connection_file()
             self._km.cleanup_ipc_files()
             self.connection_info = {}
-            if self._thread is not None:
-                self._thread.close()
-                self._thread = None
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                await thread.aclose()
 
     def _guard(self) -> None:
         """A local child is registered with this process's guardian, as our own kernels are:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import re
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +18,6 @@ from traitlets import Bool, Enum, Float, Instance, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .._errors import (
-    InvalidKernelIdError,
     KernelDiedError,
     KernelNurseryError,
     KernelStateError,
@@ -34,14 +32,11 @@ from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
 from ..messaging._curve import is_encrypted, wait_for_ready_encrypted
 from ..provisioning import KernelProvisionerBase, KernelProvisionerFactory, stop_process
+from ..provisioning._base import check_kernel_id
 from ._activity import Activity, TrackedClient
 from ._events import EventHub, EventKind, KernelEvent
 
 __all__ = ["KernelManager", "start_kernel"]
-
-
-#: What a kernel id may be: it names the connection file, so no separator, no leading dot.
-_KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 #: Descriptors a running kernel keeps in this process: its manager's client (two per zmq
@@ -210,8 +205,7 @@ class KernelManager(LoggingConfigurable):
 
     def __init__(self, *, kernel_spec: KernelSpec | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not _KERNEL_ID.fullmatch(self.kernel_id):
-            raise InvalidKernelIdError(self.kernel_id)
+        check_kernel_id(self.kernel_id)
         self._kernel_spec = kernel_spec
         self.provisioner: KernelProvisionerBase | None = None
         self._launch_kwargs: dict[str, Any] = {}

@@ -10,7 +10,9 @@ A kernel that does not implement CurveZMQ ignores the keys and binds its sockets
 zmq then refuses the encrypted handshake: no message ever passes, and readiness would wait for
 its whole timeout. :func:`wait_for_ready_encrypted` watches the shell connection's handshake
 and fails at once, with a :class:`~kernel_nursery.TransportEncryptionError`, when the kernel
-answers it in clear.
+answers it in clear. A kernel that serves with another key than the connection info's (a stale
+or rewritten connection file) fails every handshake without saying why: readiness then times
+out with an :class:`~kernel_nursery.EncryptedHandshakeError`, which names the likely cause.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import anyio
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .._errors import TransportEncryptionError
+from .._errors import EncryptedHandshakeError, KernelTimeoutError, TransportEncryptionError
 from ..connection import ConnectionInfo, curve_supported
 from ._socket import AsyncSocket
 
@@ -64,13 +66,23 @@ def _shell_url(info: ConnectionInfo) -> str:
     return f"tcp://{ip}:{info['shell_port']}"
 
 
-async def _kernel_speaks_curve(info: ConnectionInfo) -> bool:
-    """Connect one CURVE socket to the kernel's shell port and return how its first
-    handshake ends: ``True`` when it succeeds, ``False`` when the other end uses no encryption.
+class _Handshakes:
+    """What :func:`_kernel_speaks_curve` saw: encrypted handshakes that failed (the server
+    closed the connection during the handshake, as a CURVE server does when the client's
+    idea of its key is wrong)."""
 
-    Other failures (nothing listening yet, another program briefly on the port) are left to
-    zmq's reconnection, and the wait goes on; the caller bounds it. Cancelled, it closes its
-    sockets and leaves nothing.
+    def __init__(self) -> None:
+        self.failed = 0
+
+
+async def _kernel_speaks_curve(info: ConnectionInfo, seen: _Handshakes) -> bool:
+    """Connect one CURVE socket to the kernel's shell port and return how its handshake
+    ends: ``True`` when one succeeds, ``False`` when the other end uses no encryption.
+
+    Other failures (nothing listening yet, another program briefly on the port, a server
+    refusing our handshake) are left to zmq's reconnection, and the wait goes on; failed
+    handshakes are counted in *seen*. The caller bounds it. Cancelled, it closes its sockets
+    and leaves nothing.
     """
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     monitor: AsyncSocket | None = None
@@ -83,7 +95,10 @@ async def _kernel_speaks_curve(info: ConnectionInfo) -> bool:
         set_curve_client_options(sock, info)
         monitor = AsyncSocket(
             sock.get_monitor_socket(
-                zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                zmq.EVENT_HANDSHAKE_SUCCEEDED
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             )
         )
         sock.connect(_shell_url(info))
@@ -91,8 +106,11 @@ async def _kernel_speaks_curve(info: ConnectionInfo) -> bool:
             event = parse_monitor_message(await monitor.recv_multipart())
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 return True
-            if event["value"] == _MECHANISM_MISMATCH:
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and (
+                event["value"] == _MECHANISM_MISMATCH
+            ):
                 return False
+            seen.failed += 1
     finally:
         if monitor is not None:
             sock.disable_monitor()
@@ -127,6 +145,9 @@ async def wait_for_ready_encrypted(
     Raises:
         TransportEncryptionError: the kernel (or, in a rare port race, another program on its
             shell port) does not speak CurveZMQ.
+        EncryptedHandshakeError: the kernel did not answer within *timeout*, and every
+            encrypted handshake with it failed (a key mismatch, most likely). A
+            :class:`KernelTimeoutError` too.
         KernelTimeoutError, KernelDiedError: as :meth:`KernelClient.wait_for_ready`.
     """
     info = client.connection_info
@@ -135,9 +156,14 @@ async def wait_for_ready_encrypted(
     clear: list[bool] = []
     reply: _Reply_co | None = None
     failure: Exception | None = None
+    seen = _Handshakes()
+    succeeded = False
 
     async def watch(scope: anyio.CancelScope) -> None:
-        if not await _kernel_speaks_curve(info):
+        nonlocal succeeded
+        if await _kernel_speaks_curve(info, seen):
+            succeeded = True
+        else:
             clear.append(True)
             scope.cancel()
 
@@ -149,6 +175,12 @@ async def wait_for_ready_encrypted(
             # Raised below, by itself: a task group would wrap it in an ExceptionGroup.
             failure = exc
         tg.cancel_scope.cancel()
+    if isinstance(failure, KernelTimeoutError) and seen.failed and not succeeded:
+        raise EncryptedHandshakeError(
+            f"{failure} over an encrypted connection: all {seen.failed} CurveZMQ handshake(s) "
+            "with it failed, most likely because the connection info's curve_publickey is not "
+            "the kernel's key (a stale or rewritten connection file)"
+        ) from failure
     if failure is not None:
         raise failure
     if clear:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from abc import ABCMeta, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from string import Template
@@ -15,7 +16,7 @@ from traitlets import Dict, Instance, Unicode
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
-from .._errors import LaunchError
+from .._errors import InvalidKernelIdError, LaunchError
 from .._kernelspec import KernelSpec
 from ..connection import ConnectionInfo, validate_connection_info
 
@@ -37,6 +38,20 @@ DEFAULT_STABLE_START_TIME = 10.0
 #: only a process stuck in the kernel (uninterruptible I/O) takes longer; the bound keeps a
 #: shielded clean-up from hanging its caller forever in that case.
 KILL_WAIT_TIME = 5.0
+#: What a kernel id may be: it names the connection file (here and on remote hosts), so no
+#: separator, no white space, no leading dot or dash.
+_KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def check_kernel_id(kernel_id: object) -> str:
+    """*kernel_id* itself, if it can be used as a kernel id (see :data:`_KERNEL_ID`).
+
+    Raises:
+        InvalidKernelIdError: it cannot (a path separator, a comma, white space, a newline...).
+    """
+    if not isinstance(kernel_id, str) or not _KERNEL_ID.fullmatch(kernel_id):
+        raise InvalidKernelIdError(kernel_id)
+    return kernel_id
 
 
 class KernelProvisionerMeta(ABCMeta, MetaHasTraits):

@@ -83,11 +83,13 @@ def register(
     pgid: int | None,
     start_time: int | None,
     connection_file: str | None,
+    directory: str | None = None,
     log: Log,
 ) -> int | None:
-    """Have the guardian stop kernel *pid* (its group *pgid*) and remove *connection_file* if
-    this process dies before :func:`unregister`. *start_time* (``/proc`` field 22) tells the
-    kernel from a later process with its pid.
+    """Have the guardian stop kernel *pid* (its group *pgid*) and remove *connection_file* and
+    the private temporary *directory* (with what it holds) if this process dies before
+    :func:`unregister`. *start_time* (``/proc`` field 22) tells the kernel from a later process
+    with its pid.
 
     Synchronous and quick: starts the guardian the first time (one spawn, not awaited), then
     writes one line. Never raises for the guardian's sake: if it cannot be started, a warning
@@ -105,7 +107,9 @@ def register(
         token = next(state.tokens)
         # The time tells the guardian since when the kernel may have exited (a clock shared by
         # every process): see "RECENT" in the guardian's script.
-        line = _line("register", token, pid, pgid, start_time, connection_file, time.monotonic())
+        line = _line(
+            "register", token, pid, pgid, start_time, connection_file, time.monotonic(), directory
+        )
         state.registered[token] = line
         _send(state, line, log)
         return token

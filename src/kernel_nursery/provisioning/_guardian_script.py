@@ -4,18 +4,20 @@ Started by :mod:`kernel_nursery.provisioning._guardian` as ``python -I -S <this 
 in a session of its own, with standard input the read end of a pipe whose write end only the
 managing process holds. Each line it reads is a JSON array:
 
-``["register", token, pid, pgid, start_time, connection_file, written_at]``
+``["register", token, pid, pgid, start_time, connection_file, written_at, directory]``
     a kernel was launched (or adopted) and ran when the line was written, at ``written_at``
-    (``time.monotonic()``, a clock shared by every process); ``pgid``, ``start_time`` and
-    ``connection_file`` may be ``null``. The kernel is identified by a pidfd opened when the
-    line is read, checked against ``start_time``.
+    (``time.monotonic()``, a clock shared by every process); ``pgid``, ``start_time``,
+    ``connection_file`` and ``directory`` (a private temporary directory of the process's, as
+    an ssh control master's, removed with what it holds) may be ``null``. The kernel is
+    identified by a pidfd opened when the line is read, checked against ``start_time``.
 ``["unregister", token]``
     the managing process stopped and reaped that kernel itself: forget it.
 
 End of file means the managing process is gone, however it ended (the OS closes the write end
 of a process killed by SIGKILL or by the OOM killer). Then, for every kernel still registered:
 SIGTERM to its process group, up to GRACE seconds for the kernel to exit, SIGKILL to the group,
-its connection file (and, for ipc, its socket files) removed; and the guardian exits.
+its connection file (and, for ipc, its socket files) and its directory removed; and the guardian
+exits.
 
 A process group is signalled only while its number certainly names the kernel's group: while
 the kernel (its leader) runs; within RECENT seconds of the leader's exit (the number cannot have
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import sys
 import time
@@ -55,10 +58,12 @@ class Kernel:
         start_time: int | None,
         path: str | None,
         written_at: float,
+        directory: str | None = None,
     ) -> None:
         self.pid = pid
         self.pgid = pgid
         self.path = path
+        self.directory = directory
         self.start_time = start_time
         self.pidfd: int | None = None  # open until the leader is seen to exit
         self.unchecked = False  # no pidfd could be had: identified by start time alone
@@ -157,6 +162,8 @@ class Kernel:
                 pass
 
     def remove_files(self) -> None:
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
         if not self.path:
             return
         try:
@@ -230,15 +237,17 @@ def serve() -> dict[int, Kernel]:
                         poller.unregister(old.pidfd)
                         by_fd.pop(old.pidfd, None)
                     old.close()
-                if op == "register" and len(message) == 7:
+                if op == "register" and len(message) in (7, 8):
                     try:
-                        pid, pgid, start_time, path, written_at = message[2:]
+                        pid, pgid, start_time, path, written_at, *rest = message[2:]
+                        directory = rest[0] if rest else None
                         kernel = Kernel(
                             int(pid),
                             None if pgid is None else int(pgid),
                             None if start_time is None else int(start_time),
                             None if path is None else str(path),
                             float(written_at),
+                            None if directory is None else str(directory),
                         )
                     except (ValueError, TypeError):
                         continue

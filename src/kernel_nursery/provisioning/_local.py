@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import uuid
@@ -20,7 +22,7 @@ import anyio.to_thread
 import zmq
 from traitlets import Bool, Enum, Float, Unicode
 
-from .._errors import ConnectionFileError, LaunchError, ProvisionerError
+from .._errors import ConnectionFileError, LaunchError, ProvisionerError, ProvisionerInfoError
 from .._kernelspec import KernelSpec
 from ..connection import (
     PORT_NAMES,
@@ -38,7 +40,7 @@ from ..connection import (
 from ..connection._ports import hold_ports
 from ..messaging._wire import Session
 from . import _guardian
-from ._base import KILL_WAIT_TIME, KernelProvisionerBase
+from ._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from ._command import format_kernel_cmd
 from ._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
 from ._handshake import Registration, race_exit
@@ -249,6 +251,8 @@ class LocalProvisioner(KernelProvisionerBase):
 
         Raises:
             ProvisionerError: there is no kernel spec.
+            InvalidKernelIdError: the kernel id holds what a file name must not (it names the
+                connection file): a ``/``, a comma, white space...
             PortAllocationError: no ports could be reserved (nothing is left reserved).
             ConnectionFileError: the connection file cannot be written: a configured
                 :attr:`connection_file` must be in an existing directory this process may write
@@ -262,6 +266,7 @@ class LocalProvisioner(KernelProvisionerBase):
             raise ProvisionerError("LocalProvisioner needs a kernel_spec to launch a kernel")
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
+        check_kernel_id(self.kernel_id)  # it names files, here or remotely
         kwargs = dict(kwargs)
         extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
         registering = self._open_registration(spec)
@@ -655,29 +660,69 @@ class LocalProvisioner(KernelProvisionerBase):
         process's guardian stops it when that process ends. A kernel that has already exited is
         adopted as exited, with status :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`.
 
+        The info is checked before anything is signalled: ``pid`` and ``pgid`` must be numbers
+        above 1 that name neither this process nor its group; a running process must be in the
+        group the info names, and be the process the info describes: the same start time
+        (``start_time``), or, in info without one (as jupyter_client saves it), a command line
+        naming the connection file. A pid found naming another process by its start time is
+        taken as the kernel's exit (stale info); other mismatches are refused. The connection
+        file named, which cleanup removes, must be gone already or hold the info's key.
+
         Raises:
             ProvisionerError: this provisioner already manages a process, or the platform has no
                 pidfds.
+            ProvisionerInfoError: the info names what cannot be the kernel (see above); nothing
+                is taken over.
             ConnectionFileError: the saved connection info is invalid.
         """
         if self._process is not None:
             raise ProvisionerError("this provisioner already manages a kernel process")
-        await super().load_provisioner_info(provisioner_info)
+        pid = _info_number(provisioner_info, "pid")
+        pgid = _info_number(provisioner_info, "pgid")
+        start_time = provisioner_info.get("start_time")
+        if start_time is not None and (type(start_time) is not int or start_time < 0):
+            raise ProvisionerInfoError(
+                f"cannot take over a kernel: start_time {start_time!r:.40} is not a "
+                "non-negative integer"
+            )
         connection_file = provisioner_info.get("connection_file")
+        owned = False
+        if connection_file is not None and not isinstance(connection_file, str):
+            raise ProvisionerInfoError(
+                f"cannot take over a kernel: connection_file {connection_file!r:.40} is not a path"
+            )
+        process = None
+        if pid is not None:
+            try:
+                process = AdoptedProcess.adopt(pid, start_time)
+            except NotImplementedError as exc:
+                raise ProvisionerError(str(exc)) from exc
+        try:
+            if pid is not None and process is not None and process.returncode is None:
+                # The pidfd is open: until it is closed, the pid names this process.
+                problem = _not_the_kernel(pid, pgid, start_time, connection_file)
+                if problem is not None:
+                    raise ProvisionerInfoError(f"cannot take over pid {pid}: {problem}")
+            if connection_file:
+                # Cleanup removes it: it must be the kernel's, not any file the info names.
+                saved = provisioner_info.get("connection_info") or {}
+                key = saved.get("key") if isinstance(saved, dict) else None
+                owned = _kernel_file(connection_file, key)
+            await super().load_provisioner_info(provisioner_info)
+        except BaseException:
+            if process is not None:
+                with anyio.CancelScope(shield=True):
+                    await process.aclose()
+            raise
         if connection_file:
             self.connection_file = connection_file
-            self._written_file = Path(connection_file)
-        pid = provisioner_info.get("pid")
-        if pid is None:
+            self._written_file = Path(connection_file) if owned else None
+        if process is None:
             return
-        try:
-            self._process = AdoptedProcess.adopt(int(pid), provisioner_info.get("start_time"))
-        except NotImplementedError as exc:
-            raise ProvisionerError(str(exc)) from exc
-        pgid = provisioner_info.get("pgid")
-        self._pgid = int(pgid) if pgid is not None else None
+        self._process = process
+        self._pgid = pgid
         self._last_status = None
-        if self._process.returncode == UNKNOWN_EXIT_STATUS:
+        if process.returncode == UNKNOWN_EXIT_STATUS:
             self.log.info("Kernel %s (pid %s) had already exited", self.kernel_id, pid)
         else:
             await self._guard_soon()  # the start time is read with its pidfd open: the kernel's
@@ -875,3 +920,84 @@ def _short(value: object, limit: int = 60) -> str:
     """``repr(value)``, shortened: error messages stay one readable line."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _info_number(info: dict[str, Any], name: str) -> int | None:
+    """``info[name]``, a process or group id, checked: ``None``, or an integer above 1 that is
+    neither this process's id nor its group's (signalling those would hit this process)."""
+    value = info.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or not 1 < value < 2**31:
+        raise ProvisionerInfoError(
+            f"cannot take over a kernel: {name} {value!r:.40} is not a process id above 1"
+        )
+    if value in (os.getpid(), os.getppid()) or (name == "pgid" and value == os.getpgrp()):
+        raise ProvisionerInfoError(
+            f"cannot take over a kernel: {name} {value} names this process, its parent or "
+            "its process group"
+        )
+    return value
+
+
+def _not_the_kernel(
+    pid: int, pgid: int | None, start_time: int | None, connection_file: str | None
+) -> str | None:
+    """Why the running process *pid* cannot be told to be the kernel the info describes, or
+    ``None``. Call it with a pidfd open on *pid* (the number cannot change hands meanwhile).
+    Reads ``/proc`` (Linux, as pidfds): a few small files, no thread needed."""
+    try:
+        actual = os.getpgid(pid)
+    except ProcessLookupError:
+        return None  # exited just now: nothing will be signalled
+    if pgid is not None and actual != pgid:
+        return f"it is in process group {actual}, not {pgid} as the info says"
+    if start_time is not None:
+        return None  # checked at adoption: the process the info was saved for
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        argv = []
+    if connection_file and any(os.fsencode(connection_file) in arg for arg in argv):
+        return None
+    return (
+        "the info has no start_time, and the process's command line does not name the "
+        "connection file: it cannot be told from another process that got the kernel's pid"
+    )
+
+
+def _kernel_file(path: str, key: object) -> bool:
+    """Whether the connection file *path* named by take-over info is there to be removed at
+    cleanup: ``False`` when it is gone already. Read without blocking (a FIFO named there
+    cannot hang us) and at most 64 KiB: cheap, as any connection file read.
+
+    Raises:
+        ProvisionerInfoError: something else is there: not a regular file, not JSON, or not
+            holding the key of the info's connection info.
+    """
+    try:
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ProvisionerInfoError(
+            f"cannot take over a kernel: its connection file {path} cannot be read "
+            f"({exc.strerror or exc})"
+        ) from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        data = os.read(fd, 65536) if regular else b""
+    finally:
+        os.close(fd)
+    try:
+        found = json.loads(data) if regular else None
+    except ValueError:
+        found = None
+    if not (isinstance(found, dict) and isinstance(key, str) and found.get("key") == key):
+        raise ProvisionerInfoError(
+            f"cannot take over a kernel: {path} is not its connection file (not a regular "
+            "JSON file holding the info's key): it would be removed at cleanup"
+        )
+    return True

@@ -28,7 +28,7 @@ from .._errors import (
 )
 from ..connection import ConnectionInfo, new_key, validate_connection_info
 from . import _guardian
-from ._base import KILL_WAIT_TIME, KernelProvisionerBase
+from ._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from ._command import format_kernel_cmd
 from ._local import _bad_launch_arguments
 from ._process import UNKNOWN_EXIT_STATUS, process_start_time
@@ -362,6 +362,8 @@ class SlurmProvisioner(KernelProvisionerBase):
 
         Raises:
             ProvisionerError: there is no kernel spec.
+            InvalidKernelIdError: the kernel id holds what a file name must not (a ``/``, a
+                comma, white space...).
             JobEndedError: :attr:`restart_policy` does not allow submitting the kernel again
                 after the way its last job ended.
         """
@@ -371,6 +373,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._check_restart()
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
+        check_kernel_id(self.kernel_id)  # it names the connection file on the node
         kwargs = dict(kwargs)
         extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
         argv = list(self.kernel_command) or list(spec.argv)

@@ -24,6 +24,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode
 from .._errors import (
     LaunchError,
     ProvisionerError,
+    ProvisionerInfoError,
     RemoteLaunchError,
     SSHAuthenticationError,
     SSHConnectionError,
@@ -38,7 +39,7 @@ from ..connection import (
     validate_connection_info,
 )
 from . import _guardian, _ssh_master
-from ._base import KILL_WAIT_TIME, KernelProvisionerBase
+from ._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from ._local import _bad_launch_arguments
 from ._process import UNKNOWN_EXIT_STATUS, process_start_time
 
@@ -327,6 +328,8 @@ class SSHProvisioner(KernelProvisionerBase):
         Raises:
             ProvisionerError: there is no kernel spec or no :attr:`host`, or :attr:`host` or
                 :attr:`user` holds a shell metacharacter, a quote or white space.
+            InvalidKernelIdError: the kernel id holds what a file name must not (it names the
+                remote connection file): a ``/``, a comma, white space...
             PortAllocationError: no local ports could be reserved.
         """
         spec = self.kernel_spec
@@ -343,6 +346,7 @@ class SSHProvisioner(KernelProvisionerBase):
             raise ProvisionerError(f"invalid ssh user {self.user!r}")
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
+        check_kernel_id(self.kernel_id)  # it names files, here or remotely
         kwargs = dict(kwargs)
         extra_arguments = [str(a) for a in kwargs.pop("extra_arguments", None) or ()]
         given_env = kwargs.pop("env", None)
@@ -803,7 +807,10 @@ class SSHProvisioner(KernelProvisionerBase):
 
         Raises:
             ProvisionerError: this provisioner already manages a kernel.
-            SSHConnectionError, RemoteLaunchError: as :meth:`launch_kernel`.
+            ProvisionerInfoError: ``remote_pid`` is not a process id above 1, or
+                ``remote_start_time`` is missing or not a number; nothing is started.
+            SSHConnectionError, RemoteLaunchError: as :meth:`launch_kernel` (the remote side
+                also refuses a process that does not lead its process group).
             ConnectionFileError: the saved connection info is invalid.
         """
         if self._process is not None or self._launching:
@@ -815,8 +822,23 @@ class SSHProvisioner(KernelProvisionerBase):
             self._launching = False
 
     async def _load(self, provisioner_info: dict[str, Any]) -> None:
-        await super().load_provisioner_info(provisioner_info)
         pid = provisioner_info.get("remote_pid")
+        start_time = provisioner_info.get("remote_start_time")
+        if pid is not None:
+            # The remote side signals the group the pid leads: it must be the kernel's, told
+            # by its start time (as the remote launcher reported it; Linux, as pidfds).
+            if type(pid) is not int or not 1 < pid < 2**31:
+                raise ProvisionerInfoError(
+                    f"cannot take over a kernel on {self.host}: remote_pid {pid!r:.40} is not "
+                    "a process id above 1"
+                )
+            if type(start_time) is not int or start_time < 0:
+                raise ProvisionerInfoError(
+                    f"cannot take over kernel pid {pid} on {self.host}: remote_start_time "
+                    f"{start_time!r:.40} is not a non-negative integer (it tells the kernel "
+                    "from another process that got its pid)"
+                )
+        await super().load_provisioner_info(provisioner_info)
         ports = provisioner_info.get("remote_ports")
         if pid is None or not self.connection_info:
             return
@@ -828,9 +850,10 @@ class SSHProvisioner(KernelProvisionerBase):
         self._owns_ports = True
         request = {
             "attach": {
-                "pid": int(pid),
-                "start_time": provisioner_info.get("remote_start_time"),
+                "pid": pid,
+                "start_time": start_time,
                 "connection_file": provisioner_info.get("remote_connection_file"),
+                "key": saved["key"],  # whose file it must be, to be removed at the end
             },
             "kernel_id": self.kernel_id,
             "grace": _guardian.GRACE_PERIOD,
@@ -858,7 +881,7 @@ class SSHProvisioner(KernelProvisionerBase):
                 self._release()
                 await self._leave_master()
             raise
-        self._remote_start_time = provisioner_info.get("remote_start_time")
+        self._remote_start_time = start_time
         self._remote_file = provisioner_info.get("remote_connection_file")
 
     # ------------------------------------------------------------------ the guardian

@@ -109,6 +109,7 @@ class Master:
                 pgid=popen.pid,
                 start_time=process_start_time(popen.pid),
                 connection_file=None,
+                directory=str(directory),  # its control socket's, left by a SIGKILLed ssh
                 log=log,
             )
 

@@ -12,7 +12,8 @@ Standard input, after the source, carries JSON lines from the local side:
     ``{resource_dir}`` and ``{prefix}`` substituted here, ``python``/``python3`` meaning this
     interpreter), or ``null`` with ``kernel_name`` naming a kernel spec installed on this host.
     ``connection_info`` holds the key; it is written to a file of mode 0600 in a fresh private
-    directory, removed at the end.
+    directory, removed at the end (by a small watchdog process if this script is killed
+    outright, unless the kernel is ``independent`` and so outlives it).
 ``{"op": "signal", "name": "SIGINT"}``
     send that signal to the kernel's process group (by name: numbers differ between systems).
 
@@ -40,10 +41,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -51,6 +54,8 @@ import threading
 from collections.abc import Callable
 
 _PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+# As kernel_nursery.provisioning._base._KERNEL_ID: what may name a connection file.
+_KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 _KILL_WAIT = 5.0
 # As kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS: the status of a kernel we did not start.
 _UNKNOWN_STATUS = -255
@@ -171,18 +176,30 @@ class Kernel:
         return kernel
 
     @classmethod
-    def adopt(cls, pid: int, start_time: int | None) -> Kernel | str:
+    def adopt(cls, pid: int, start_time: int | None) -> Kernel | tuple[str, str]:
         """A kernel started by another launcher: watched through a pidfd (Linux), readable
-        at its exit, whose status only its parent learns."""
+        at its exit, whose status only its parent learns. Else (error kind, message)."""
         if not hasattr(os, "pidfd_open"):
-            return "taking a kernel over needs Linux pidfds on the remote host"
+            return "no-kernel", "taking a kernel over needs Linux pidfds on the remote host"
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
-            return f"the kernel (pid {pid}) is gone"
+            return "no-kernel", f"the kernel (pid {pid}) is gone"
         if start_time is not None and _start_time(pid) != start_time:
             os.close(pidfd)
-            return f"the kernel (pid {pid}) is gone (its pid now names another process)"
+            return (
+                "no-kernel",
+                f"the kernel (pid {pid}) is gone (its pid now names another process)",
+            )
+        try:
+            # Its group is what gets signalled: the kernel leads one (as launched here), and
+            # is neither this script nor what runs it.
+            leads = os.getpgid(pid) == pid and pid not in (os.getpid(), os.getppid())
+        except OSError:
+            leads = True  # gone just now: nothing will be signalled
+        if not leads:
+            os.close(pidfd)
+            return "bad-config", f"pid {pid} does not lead a process group of its own: no kernel"
         kernel = cls(pid)
         kernel.read_end = pidfd
         return kernel
@@ -249,20 +266,43 @@ def attach(reader: Lines, config: dict) -> int:  # type: ignore[type-arg]
     except (KeyError, TypeError, ValueError) as exc:
         return fail("bad-config", f"unreadable attach request: {exc}")
     kernel = Kernel.adopt(pid, start_time)
-    if isinstance(kernel, str):
-        return fail("no-kernel", kernel)
+    if isinstance(kernel, tuple):
+        return fail(*kernel)
     send({"event": "started", "pid": pid, "start_time": start_time})
     status = serve(reader, kernel, float(config.get("grace", 2.0)), bool(config.get("independent")))
     if status is None:
         return 0
-    # The launcher left the connection file to the kernel: it goes with the kernel.
+    # The launcher left the connection file to the kernel: it goes with the kernel, if it is
+    # the kernel's (a launcher's private directory, the key of the kernel taken over), not
+    # any file the request names.
     path = config["attach"].get("connection_file")
-    if isinstance(path, str) and path:
+    if isinstance(path, str) and path and _holds_key(path, config["attach"].get("key")):
         _unlink(path)
         folder = os.path.dirname(path)
         if os.path.basename(folder).startswith("kernel-nursery-"):
             shutil.rmtree(folder, ignore_errors=True)
     return 0 if status == _UNKNOWN_STATUS else _exit_code(status)
+
+
+def _holds_key(path: str, key: object) -> bool:
+    """Whether *path* is a connection file written by a launcher (in its private directory)
+    holding *key*. Read without blocking, at most 64 KiB."""
+    if not isinstance(key, str) or not os.path.basename(os.path.dirname(path)).startswith(
+        "kernel-nursery-"
+    ):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        data = os.read(fd, 65536) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        found = json.loads(data)
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)
+    return isinstance(found, dict) and found.get("key") == key
 
 
 def _unlink(path: str) -> None:
@@ -324,8 +364,11 @@ def main() -> int:
         ip = str(info["ip"])
         grace = float(config.get("grace", 2.0))
         independent = bool(config.get("independent"))
+        kernel_id = str(config.get("kernel_id") or "ssh")
     except (ValueError, KeyError, TypeError) as exc:
         return fail("bad-config", f"unreadable launch request: {exc}")
+    if not _KERNEL_ID.match(kernel_id):  # it names the connection file (the local side checks)
+        return fail("bad-config", f"invalid kernel id {kernel_id!r:.80}")
 
     taken = ports_in_use(ip, ports)
     if taken:
@@ -348,9 +391,11 @@ def main() -> int:
     else:
         env["JPY_PARENT_PID"] = str(os.getpid())
 
-    folder = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700
+    # Mode 0700. Unless the kernel may outlive this script, a watchdog removes it should this
+    # script die without doing so (SIGKILL).
+    folder = tempfile.mkdtemp(prefix="kernel-nursery-") if independent else _watched_folder()
     try:
-        path = os.path.join(folder, f"kernel-{config.get('kernel_id') or 'ssh'}.json")
+        path = os.path.join(folder, f"kernel-{kernel_id}.json")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2)
@@ -390,6 +435,64 @@ def main() -> int:
     finally:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _watched_folder() -> str:
+    """A new private temporary directory, made by a watchdog process that removes it once this
+    script has ended, however it ended: the watchdog waits for the end of file on a pipe whose
+    write end only this script holds (not inherited by the kernel: pipes are close-on-exec).
+    It runs in a session of its own, with nothing of the channel open, so it neither holds the
+    channel open nor is signalled with this script's group. Where it cannot be started, the
+    directory is made here, unwatched."""
+    try:
+        paths_in, paths_out = os.pipe()
+        watch_in, watch_out = os.pipe()
+    except OSError:
+        return tempfile.mkdtemp(prefix="kernel-nursery-")
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid == 0:  # the watchdog
+        try:
+            os.setsid()
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(paths_in)
+            os.close(watch_out)
+            folder = tempfile.mkdtemp(prefix="kernel-nursery-")
+            os.write(paths_out, folder.encode() + b"\n")
+            os.close(paths_out)
+            while os.read(watch_in, 512):
+                pass
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os._exit(0)
+    os.close(paths_out)
+    os.close(watch_in)
+    answer = b""
+    if pid > 0:
+        while not answer.endswith(b"\n"):
+            chunk = os.read(paths_in, 4096)
+            if not chunk:
+                break
+            answer += chunk
+    os.close(paths_in)
+    if not answer.endswith(b"\n"):
+        os.close(watch_out)
+        return tempfile.mkdtemp(prefix="kernel-nursery-")
+    # Held until this process ends; the watchdog is not awaited (it is not ours to reap
+    # once this script has gone, and ends at once then).
+    _WATCHDOG.append(watch_out)
+    return answer[:-1].decode()
+
+
+#: The write end of the watchdog's pipe, held for the life of this script.
+_WATCHDOG: list[int] = []
 
 
 class Lines:
