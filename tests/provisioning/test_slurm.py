@@ -26,6 +26,7 @@ from kernel_nursery import (
     JobEndedError,
     JobRejectedError,
     KernelDiedError,
+    KernelEvent,
     KernelManager,
     KernelSpec,
     LaunchError,
@@ -168,6 +169,39 @@ async def test_restart_submits_a_new_job(slurm: SlurmCluster) -> None:
         assert len(slurm.queue()) == 1
 
 
+async def test_queue_progress_reaches_the_manager_as_events(slurm: SlurmCluster) -> None:
+    """A kernel whose node is busy: the manager's events say submitted, pending (with the job
+    id), then running on the node, then started."""
+    async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
+        await launch(blocker)
+        seen: list[KernelEvent] = []
+        async with KernelManager(kernel_spec=spec(slurm, cpus=1)) as km, km.events() as events:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(km.start_kernel)
+                with anyio.fail_after(60):
+                    async for event in events:
+                        seen.append(event)
+                        if event.state == "PENDING":
+                            await blocker.kill()  # the node frees up: the kernel's job runs
+                        if event.kind == "started":
+                            break
+            p = km.provisioner
+            assert isinstance(p, SlurmProvisioner) and p.job_id
+    assert [(e.kind, e.state) for e in seen] == [
+        ("starting", None),
+        ("progress", "SUBMITTED"),
+        ("progress", "PENDING"),
+        ("progress", "RUNNING"),
+        ("started", None),
+    ]
+    pending, running = seen[2], seen[3]
+    assert pending.detail == f"job {p.job_id} is pending in the queue" and pending.node is None
+    assert (
+        running.node == "localhost"
+        and running.detail == f"job {p.job_id} is running on node localhost"
+    )
+
+
 async def test_inside_an_allocation_the_kernel_is_a_step(slurm: SlurmCluster) -> None:
     """With SLURM_JOB_ID set, the kernel runs as a step of that allocation; interrupt and kill
     reach the step only, and the allocation outlives the kernel."""
@@ -258,19 +292,22 @@ async def test_restart_policy_always_submits_again(slurm: SlurmCluster) -> None:
         assert p.job_state == "RUNNING" and p.job_id != first
 
 
-@pytest.mark.timeout(180)
 def test_time_limit_is_reported(slurm: SlurmCluster) -> None:
     """A job that reaches its time limit ends with state TIMEOUT and says so, on both backends.
 
-    Slow by nature: Slurm's smallest limit is one minute and slurmctld looks for jobs over it
-    every 30 s, so this takes 60 to 90 s. The two backends run side by side (each in a thread
-    of its own, one job each on the two-CPU node) to pay that once.
+    Slurm's smallest limit is a minute; rather than wait for it, each job's end time is moved
+    to now (``scontrol update EndTime=now``), which Slurm enforces as a time limit reached:
+    the same ending, at slurmctld's next look at time limits (every 30 s). The two backends
+    run side by side (each in a thread of its own, one job each on the two-CPU node) so that
+    one look ends both.
     """
 
     async def reach_time_limit() -> tuple[str, str | None]:
-        async with provisioner(slurm, SLEEPER, time_limit="1", cpus=1) as p:
+        async with provisioner(slurm, SLEEPER, time_limit="10", cpus=1) as p:
             await launch(p)
-            with anyio.fail_after(150):
+            moved = slurm.run("scontrol", "update", f"JobId={p.job_id}", "EndTime=now")
+            assert moved.returncode == 0, moved.stderr
+            with anyio.fail_after(90):
                 await p.wait()
             return p.job_state, p.end_reason
 
@@ -324,7 +361,10 @@ async def test_cancelled_while_pending_leaves_nothing(slurm: SlurmCluster) -> No
     async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
         await launch(blocker)
         async with provisioner(slurm, SLEEPER, cpus=1) as p:
-            with anyio.move_on_after(3):
+            with anyio.CancelScope() as scope:
+                p.progress_callback = lambda progress: (
+                    scope.cancel() if progress.state == "PENDING" else None
+                )
                 await launch(p)
             # Its id came from srun's "queued and waiting" notice: it was pending.
             assert p.job_id is not None and p.job_state == "CANCELLED"
@@ -339,23 +379,17 @@ async def test_unresponsive_srun_is_escalated(slurm: SlurmCluster) -> None:
         await launch(blocker)
         async with provisioner(slurm, SLEEPER, cpus=1) as p:
             pending = anyio.Event()
-            handler = logging.Handler()
-            handler.emit = lambda record: pending.set() if "pending" in record.msg else None  # type: ignore[method-assign]
-            p.log.addHandler(handler)
-            level = p.log.level
-            p.log.setLevel(logging.INFO)
-            try:
-                with anyio.CancelScope() as scope:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(launch, p)
-                        with anyio.fail_after(30):
-                            await pending.wait()  # the provisioner logs the queue's notice
-                        assert p.job_state == "PENDING" and p.pid is not None
-                        os.kill(p.pid, signal.SIGSTOP)
-                        scope.cancel()
-            finally:
-                p.log.setLevel(level)
-                p.log.removeHandler(handler)
+            p.progress_callback = lambda progress: (
+                pending.set() if progress.state == "PENDING" else None
+            )
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(launch, p)
+                    with anyio.fail_after(30):
+                        await pending.wait()  # the provisioner reports the queue's notice
+                    assert p.job_state == "PENDING" and p.pid is not None
+                    os.kill(p.pid, signal.SIGSTOP)
+                    scope.cancel()
             assert not p.has_process and p.job_state == "CANCELLED"
             assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
 

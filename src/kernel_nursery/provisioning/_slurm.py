@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -137,8 +138,10 @@ class SlurmProvisioner(KernelProvisionerBase):
       step of the allocation this process runs in), hands the node side its launch request on
       ``srun``'s standard input (the key never leaves that pipe), and waits, up to
       :attr:`queue_timeout`, for the one line the node side writes when the kernel runs: its
-      node, job id and ports. Queue progress (pending, running on node X) is logged and kept in
-      :attr:`job_state` and :attr:`node`.
+      node, job id and ports. Queue progress is logged, kept in :attr:`job_state` and
+      :attr:`node`, and reported (:meth:`report_progress`, a manager's ``progress`` events)
+      with the states ``SUBMITTED``, ``PENDING`` (waiting in the queue; not reported when the
+      job starts at once) and ``RUNNING`` (with the node).
     - :meth:`wait` awaits ``srun``'s exit (reading its standard error meanwhile: the kernel's
       output, logged, and Slurm's word on how the job ended, kept in :attr:`end_reason`); it
       never asks the scheduler anything. :meth:`poll` answers at once. The kernel's output
@@ -646,17 +649,24 @@ class SlurmProvisioner(KernelProvisionerBase):
         self.log.info("Kernel %s: %s", self.kernel_id, text)
 
     def _set_state(self, state: JobState) -> None:
+        """Record where the job stands; the stages of a launch (``SUBMITTED``, ``PENDING``,
+        ``RUNNING``) are logged and reported as progress (a manager's ``progress`` events)."""
         if state == self.job_state:
             return
         self.job_state = state
-        if state == "PENDING":
-            self.log.info("Kernel %s: job %s is pending in the queue", self.kernel_id, self.job_id)
-        elif state == "RUNNING":
-            self.log.info(
-                "Kernel %s: job %s is running on node %s", self.kernel_id, self.job_id, self.node
-            )
-        else:
+        if state not in ("SUBMITTED", "PENDING", "RUNNING"):
             self.log.debug("Kernel %s: job %s is %s", self.kernel_id, self.job_id, state)
+            return
+        job = f"job {self.job_id}" if self.job_id else "the job"
+        if state == "SUBMITTED":
+            detail = "submitted to Slurm (srun)"
+        elif state == "PENDING":
+            detail = f"{job} is pending in the queue"
+        else:
+            detail = f"{job} is running on node {self.node}"
+        level = logging.DEBUG if state == "SUBMITTED" else logging.INFO
+        self.log.log(level, "Kernel %s: %s", self.kernel_id, detail)
+        self.report_progress(state, node=self.node if state == "RUNNING" else None, detail=detail)
 
     def _finish(self, status: int) -> None:
         """srun has exited with *status*: record how the job ended."""
