@@ -6,6 +6,7 @@ After every test the queue holds no job of ours (an autouse check).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -25,14 +26,18 @@ import pytest
 from kernel_nursery import (
     JobEndedError,
     JobRejectedError,
+    KernelClient,
     KernelDiedError,
     KernelEvent,
     KernelManager,
     KernelSpec,
     LaunchError,
+    ProvisionerError,
     QueueTimeoutError,
     SlurmProvisioner,
+    stop_process,
 )
+from kernel_nursery.connection import validate_connection_info
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
 
 from ..helpers.engines import need_binaries
@@ -511,6 +516,91 @@ async def test_death_of_the_managing_process_ends_the_job(slurm: SlurmCluster) -
             await anyio.wait_readable(pidfd)  # srun's exit: the job has ended with it
     finally:
         os.close(pidfd)
+
+
+HANDS_OVER = textwrap.dedent(
+    """
+    import anyio, json
+    from kernel_nursery import KernelSpec, SlurmProvisioner
+
+    async def main():
+        spec = KernelSpec(argv={argv!r}, name="python", language="python")
+        p = SlurmProvisioner(kernel_spec=spec, slurm_conf={conf!r})
+        kw = await p.pre_launch()
+        await p.launch_kernel(kw.pop("cmd"), **kw)
+        print(json.dumps(await p.release()), flush=True)
+        await anyio.sleep_forever()
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_a_released_job_outlives_its_launcher_and_is_taken_over(
+    slurm: SlurmCluster,
+) -> None:
+    """A job handed over (release) survives its launching process's SIGKILL; another process
+    takes it over, reaches the kernel, interrupts it, and notices the job's end when the
+    kernel exits (the node side cancels the job, which no srun holds any more)."""
+    code = HANDS_OVER.format(argv=IPYKERNEL, conf=str(slurm.conf))
+    async with await anyio.open_process(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as launcher:
+        assert launcher.stdout is not None
+        with anyio.fail_after(60):
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await launcher.stdout.receive()
+        launcher.send_signal(signal.SIGKILL)
+        await launcher.wait()
+    info = json.loads(line)
+    assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
+    async with SlurmProvisioner() as taker:
+        await taker.load_provisioner_info(info)
+        assert await taker.poll() is None
+        started = anyio.Event()
+
+        def hook(msg: Any) -> None:
+            if "started" in msg.content.get("text", ""):
+                started.set()
+
+        info = validate_connection_info(taker.connection_info)
+        async with KernelClient(info, wait_for_exit=taker.wait) as kc:
+            await kc.wait_for_ready(timeout=30)
+            results: list[Any] = []
+            async with anyio.create_task_group() as tg:
+
+                async def run() -> None:
+                    code = "print('started', flush=True)\nimport time\ntime.sleep(60)"
+                    results.append(await kc.execute(code, timeout=60, output_hook=hook))
+
+                tg.start_soon(run)
+                with anyio.fail_after(30):
+                    await started.wait()
+                await taker.send_signal(signal.SIGINT)  # the kernel's step, not the watcher
+            assert results[0].error["ename"] == "KeyboardInterrupt"
+            assert await taker.poll() is None
+            with pytest.raises(KernelDiedError):
+                await kc.execute("import os; os._exit(3)", timeout=30)
+        with anyio.fail_after(30):
+            assert await taker.wait() == UNKNOWN_EXIT_STATUS
+    assert not slurm.queue() or all(" COMPLETING " in job for job in slurm.queue())
+
+
+async def test_a_released_job_is_shut_down_by_its_new_owner(slurm: SlurmCluster) -> None:
+    """After release the launcher manages nothing and its scope's end leaves the job alone;
+    the new owner's stop ends it."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+        assert not p.has_process and await p.poll() == UNKNOWN_EXIT_STATUS
+        with pytest.raises(ProvisionerError, match="no running job"):
+            await p.release()
+    assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
+    async with SlurmProvisioner() as taker:
+        await taker.load_provisioner_info(json.loads(json.dumps(info)))
+        assert await stop_process(taker, wait_time=10) == UNKNOWN_EXIT_STATUS
+    assert not slurm.queue() or all(" COMPLETING " in job for job in slurm.queue())
 
 
 async def test_another_provisioner_takes_the_job_over(slurm: SlurmCluster) -> None:

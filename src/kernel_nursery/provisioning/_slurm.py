@@ -96,6 +96,15 @@ _NOT_RESTARTED_ON_FAILURE: frozenset[str] = frozenset(
 )
 
 
+def _is_event(line: bytes, name: str) -> bool:
+    """Whether *line* is the node side's status line ``{"event": name, ...}``."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("event") == name
+
+
 @functools.cache
 def _node_source() -> str:
     """The node side's source, read once (it travels on srun's command line)."""
@@ -258,6 +267,8 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._guard_token: int | None = None
         self._requested_stop = False
         self._adopted = False  # watching a job launched by another process (a watcher step)
+        self._releasing = False  # handing the job over (release): srun's end is not the job's
+        self._stdout = _Lines(None)  # the node side's status lines
         #: The job id (a string, as Slurm prints it), once known.
         self.job_id: str | None = None
         #: The step id within the job (``"0"`` for a job of its own).
@@ -293,7 +304,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             return self._last_status if self._last_status is not None else 0
         status = self._process.returncode
         if status is not None:
-            status = UNKNOWN_EXIT_STATUS if self._adopted else status
+            status = UNKNOWN_EXIT_STATUS if self._adopted or self._releasing else status
             self._last_status = status
         return status
 
@@ -311,7 +322,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             while (line := await lines.next()) is not None:
                 self._on_stderr(line)
             status = await process.wait()
-            if self._adopted:
+            if self._adopted or self._releasing:
                 status = UNKNOWN_EXIT_STATUS
         if self._process is process:
             self._last_status = status
@@ -331,7 +342,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         if self._process is None or self._process.returncode is not None:
             return
         name = signal.Signals(signum).name.removeprefix("SIG")
-        if not await self._scancel(f"--signal={name}"):
+        if not await self._scancel(f"--signal={name}", step=True):
             # No job id yet (still pending), or the controller did not answer: srun itself
             # passes SIGTERM on, or withdraws a job still in the queue.
             if signum == signal.SIGTERM:
@@ -479,6 +490,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         }
         self.job_id = self.step_id = self.node = self.end_reason = None
         self._ended = None
+        self._releasing = False
         self._tail = []
         self._requested_stop = False
         with anyio.CancelScope(shield=True):  # see LocalProvisioner: a spawn is not cancelled
@@ -528,7 +540,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             QueueTimeoutError: not within :attr:`queue_timeout`.
             JobRejectedError, LaunchError: srun ended first.
         """
-        stdout = _Lines(process.stdout)
+        self._stdout = stdout = _Lines(process.stdout)
         status: dict[str, Any] | None = None
         with anyio.move_on_after(
             self.queue_timeout if self.queue_timeout is not None else float("inf")
@@ -670,6 +682,8 @@ class SlurmProvisioner(KernelProvisionerBase):
 
     def _finish(self, status: int) -> None:
         """srun has exited with *status*: record how the job ended."""
+        if self._releasing:
+            return  # the job runs on, someone else's
         if self.job_state not in ("SUBMITTED", "PENDING", "RUNNING"):
             return  # recorded already
         if self._ended == "CANCELLED" and self._requested_stop:
@@ -686,16 +700,20 @@ class SlurmProvisioner(KernelProvisionerBase):
 
     # ------------------------------------------------------------------ stopping
 
-    async def _scancel(self, *options: str, by_name: bool = False) -> bool:
+    async def _scancel(self, *options: str, by_name: bool = False, step: bool = False) -> bool:
         """``scancel [options] JOB[.STEP]``; whether it was sent (a job id is known and
-        scancel succeeded). With *by_name* and no job id, the job is named by its default name
-        instead, which holds the kernel id (a name configured by the user may be shared by
-        other jobs: never used so). Bounded by :data:`TOOL_TIMEOUT`."""
+        scancel succeeded). With *step*, the kernel's step only, once known (a signal must not
+        reach another process's watcher step, see :meth:`load_provisioner_info`). With
+        *by_name* and no job id, the job is named by its default name instead, which holds the
+        kernel id (a name configured by the user may be shared by other jobs: never used so).
+        Bounded by :data:`TOOL_TIMEOUT`."""
         if self.job_id is None:
             if not (by_name and not self.job_name and not self.in_allocation):
                 return False
             target = f"--name=kernel-{self.kernel_id}"
             options = (*options, f"--user={os.getuid()}")
+        elif step and self.step_id is not None:
+            target = f"{self.job_id}.{self.step_id}"
         elif self.in_allocation:
             if self.step_id is None:
                 return False  # not running yet: srun withdraws it
@@ -789,7 +807,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             if stream is not None:
                 await stream.aclose()
         self._process = None
-        self._stderr = _Lines(None)
+        self._stderr = self._stdout = _Lines(None)
         self._unguard()
 
     # ------------------------------------------------------------------ persistence
@@ -871,6 +889,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             )
         self._process = process
         self._adopted = True
+        self._releasing = False
         self._stderr = _Lines(process.stderr)
         self._requested_stop = False
         self._set_state("RUNNING")
@@ -905,6 +924,75 @@ class SlurmProvisioner(KernelProvisionerBase):
             with anyio.move_on_after(KILL_WAIT_TIME):
                 await process.wait()
         await self._reap()
+
+    async def release(self) -> dict[str, Any]:
+        """Hand the running kernel job over: let go of it so that it outlives this
+        provisioner and this process, and return what another process needs to take it over
+        with :meth:`load_provisioner_info` (:meth:`get_provisioner_info`).
+
+        The node side is told first, and answers: from then on it ends the job itself
+        (``scancel`` on the node) when the kernel exits, since no ``srun`` of this side holds
+        the job any more. Then this side's ``srun`` is killed (``SIGKILL``, which leaves its
+        job running; ``SIGTERM`` would end it) and reaped, and the guardian forgets it.
+        Afterwards this provisioner manages no kernel (:attr:`has_process` is false, a task in
+        :meth:`wait` returns :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`), and
+        the job runs until its new owner (or anyone, ``scancel``) stops it, the kernel exits,
+        or its time limit. On a cluster with ``InactiveLimit`` set, Slurm also ends it that
+        many seconds after its ``srun`` went.
+
+        Shielded and bounded (:data:`TOOL_TIMEOUT`): a cancelled caller still finds the job
+        either handed over or, if the node side did not answer, still held here.
+
+        Raises:
+            ProvisionerError: no job of this provisioner's own is running (none was launched,
+                it is still pending, it ended, it was itself taken over from another process,
+                or it is a step of an allocation, whose end cannot be told from the
+                allocation's); or the node side did not acknowledge (the job is then still
+                held here).
+
+        .. versionadded:: 0.2
+        """
+        process = self._process
+        if (
+            process is None
+            or process.returncode is not None
+            or process.stdin is None
+            or self._launching
+            or self._adopted
+            or self.in_allocation
+            or self.job_state != "RUNNING"
+        ):
+            raise ProvisionerError(
+                f"kernel {self.kernel_id}: no running job of this provisioner's own to hand "
+                "over (only a launched job of its own, not a step of an allocation, can be)"
+            )
+        info = await self.get_provisioner_info()
+        acknowledged = False
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(TOOL_TIMEOUT):
+                try:
+                    await process.stdin.send(json.dumps({"detach": True}).encode() + b"\n")
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass  # srun has gone: the job with it
+                else:
+                    while (line := await self._stdout.next()) is not None:
+                        if _is_event(line, "detached"):
+                            acknowledged = True
+                            break
+            if not acknowledged:
+                raise ProvisionerError(
+                    f"kernel {self.kernel_id}: job {self.job_id} could not be handed over: "
+                    "its node side did not answer (the job has ended, or is still held here)"
+                )
+            self._releasing = True
+            self._signal_srun(signal.SIGKILL)
+            with anyio.move_on_after(KILL_WAIT_TIME):
+                await process.wait()
+            await self._reap()
+            self._last_status = UNKNOWN_EXIT_STATUS
+            self.connection_info = {}
+        self.log.info("Kernel %s: job %s handed over", self.kernel_id, self.job_id)
+        return info
 
     # ------------------------------------------------------------------ the guardian
 
