@@ -11,6 +11,7 @@ unregistered provisioner), that built-in is raised as-is.
 from __future__ import annotations
 
 import os
+import re
 
 __all__ = [
     "ChannelClosedError",
@@ -331,6 +332,11 @@ class KernelStateError(KernelNurseryError, RuntimeError):
     """A kernel manager (or nursery) was asked for something its state does not allow:
     starting a kernel twice, using one outside its ``async with`` block, restarting a kernel
     that is not running."""
+
+
+#: What a kernel id may be (see :class:`InvalidKernelIdError`): it names files and Slurm jobs,
+#: so no separator, space or comma, no leading dot or dash.
+_VALID_KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 class InvalidKernelIdError(KernelNurseryError, ValueError):

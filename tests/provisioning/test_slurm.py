@@ -24,6 +24,7 @@ import anyio
 import pytest
 
 from kernel_nursery import (
+    InvalidKernelIdError,
     JobEndedError,
     JobRejectedError,
     KernelClient,
@@ -32,6 +33,7 @@ from kernel_nursery import (
     KernelManager,
     KernelSpec,
     LaunchError,
+    ProvisionerConfigError,
     ProvisionerError,
     QueueTimeoutError,
     SlurmProvisioner,
@@ -451,6 +453,65 @@ async def test_what_no_os_takes_is_a_launch_error(slurm: SlurmCluster) -> None:
             with pytest.raises(LaunchError, match=named) as raised:
                 await launch(p)
             assert "\n" not in str(raised.value) and not p.has_process
+
+
+@pytest.mark.parametrize("kernel_id", ["a/b", "../x", "a,b", "a b", "a\nb", "-x", "k" * 129])
+async def test_kernel_id_slurm_cannot_name_is_refused(slurm: SlurmCluster, kernel_id: str) -> None:
+    """A kernel id with a separator, comma, white space or newline (which would break the
+    job's name for scancel and squeue, or the connection file's path on the node):
+    InvalidKernelIdError in one line, nothing submitted."""
+    async with provisioner(slurm, SLEEPER) as p:
+        p.kernel_id = kernel_id
+        with pytest.raises(InvalidKernelIdError) as raised:
+            await launch(p)
+        assert "\n" not in str(raised.value) and not p.has_process and p.job_id is None
+
+
+@pytest.mark.parametrize("job_name", ["a,b", "a b", "a\nb", "tab\tname", "nul\0"])
+async def test_job_name_slurm_cannot_name_is_refused(slurm: SlurmCluster, job_name: str) -> None:
+    """A job name with a comma, white space or a control character: ProvisionerConfigError in
+    one line, nothing submitted."""
+    async with provisioner(slurm, SLEEPER, job_name=job_name) as p:
+        with pytest.raises(ProvisionerConfigError, match="job_name") as raised:
+            await launch(p)
+        assert "\n" not in str(raised.value) and not p.has_process
+
+
+async def test_job_name_with_a_slash_is_fine(slurm: SlurmCluster) -> None:
+    """A job name with '/' (no separator for Slurm) runs, and is what squeue shows."""
+    async with provisioner(slurm, SLEEPER, job_name="team/kernel") as p:
+        await launch(p)
+        shown = slurm.run("squeue", "--noheader", "--format=%j", f"--jobs={p.job_id}")
+        assert shown.stdout.split() == ["team/kernel"]
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"job_id": "1,2"}, ProvisionerError),
+        ({"job_id": "1 2"}, ProvisionerError),
+        ({"step_id": "0\n1"}, ProvisionerError),
+        ({"kernel_id": "../k"}, InvalidKernelIdError),
+        ({"kernel_id": None}, InvalidKernelIdError),
+    ],
+)
+async def test_taking_over_bad_info_is_refused(
+    slurm: SlurmCluster, change: dict[str, Any], error: type[Exception]
+) -> None:
+    """Saved info whose job id, step id or kernel id Slurm's tools cannot take: a typed
+    one-line error before anything runs."""
+    info = {
+        "kernel_id": "k1",
+        "connection_info": {},
+        "job_id": "1",
+        "step_id": "0",
+        "slurm_conf": str(slurm.conf),
+        **change,
+    }
+    async with SlurmProvisioner() as other:
+        with pytest.raises(error) as raised:
+            await other.load_provisioner_info(info)
+        assert "\n" not in str(raised.value) and not other.has_process
 
 
 async def test_slurm_missing(slurm: SlurmCluster, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import re
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +18,7 @@ from traitlets import Bool, Enum, Float, Instance, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .._errors import (
+    _VALID_KERNEL_ID,
     InvalidKernelIdError,
     KernelDiedError,
     KernelNurseryError,
@@ -43,10 +43,6 @@ from ._activity import Activity, TrackedClient
 from ._events import EventHub, EventKind, KernelEvent
 
 __all__ = ["KernelManager", "start_kernel"]
-
-
-#: What a kernel id may be: it names the connection file, so no separator, no leading dot.
-_KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 #: Descriptors a running kernel keeps in this process: its manager's client (two per zmq
@@ -215,7 +211,7 @@ class KernelManager(LoggingConfigurable):
 
     def __init__(self, *, kernel_spec: KernelSpec | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not _KERNEL_ID.fullmatch(self.kernel_id):
+        if not _VALID_KERNEL_ID.fullmatch(self.kernel_id):
             raise InvalidKernelIdError(self.kernel_id)
         self._kernel_spec = kernel_spec
         self.provisioner: KernelProvisionerBase | None = None

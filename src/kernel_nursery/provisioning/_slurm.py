@@ -21,9 +21,12 @@ import anyio.lowlevel
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
 from .._errors import (
+    _VALID_KERNEL_ID,
+    InvalidKernelIdError,
     JobEndedError,
     JobRejectedError,
     LaunchError,
+    ProvisionerConfigError,
     ProvisionerError,
     QueueTimeoutError,
 )
@@ -86,6 +89,11 @@ _ENDINGS: list[tuple[re.Pattern[bytes], JobState, str]] = [
         "it was cancelled (scancel)",
     ),
 ]
+# A job name Slurm's tools can name: squeue and scancel take comma-separated lists of names,
+# and their output is split on white space.
+_JOB_NAME = re.compile(r"[^\s,\x00-\x1f\x7f]+")
+# A job or step id as Slurm prints it (it reaches scancel and srun --jobid).
+_JOB_ID = re.compile(r"[0-9]{1,20}")
 _SRUN_ERROR = re.compile(r"^srun: (?:error|fatal): (.*)$")
 _TASK_REPORT = re.compile(r"^\S+: tasks? [\d,-]+: ")
 # Endings that restart_policy "on-failure" does not restart: doing the same again would burn
@@ -376,15 +384,27 @@ class SlurmProvisioner(KernelProvisionerBase):
 
         Raises:
             ProvisionerError: there is no kernel spec.
+            InvalidKernelIdError: the kernel id is not one Slurm's tools can name its job by
+                (it holds a separator, a space, a comma...).
+            ProvisionerConfigError: :attr:`job_name` holds white space, a comma or a control
+                character, which Slurm's tools (``squeue --name``, ``scancel --name``, their
+                output) cannot tell apart.
             JobEndedError: :attr:`restart_policy` does not allow submitting the kernel again
                 after the way its last job ended.
         """
         spec = self.kernel_spec
         if spec is None:
             raise ProvisionerError("SlurmProvisioner needs a kernel_spec to launch a kernel")
-        self._check_restart()
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
+        if not _VALID_KERNEL_ID.fullmatch(self.kernel_id):
+            raise InvalidKernelIdError(self.kernel_id)
+        if self.job_name and not _JOB_NAME.fullmatch(self.job_name):
+            raise ProvisionerConfigError(
+                f"SlurmProvisioner.job_name {self.job_name!r:.80} cannot be used: Slurm's tools "
+                "cannot name a job whose name holds white space, a comma or a control character"
+            )
+        self._check_restart()
         kwargs = dict(kwargs)
         extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
         argv = list(self.kernel_command) or list(spec.argv)
@@ -842,14 +862,24 @@ class SlurmProvisioner(KernelProvisionerBase):
         that process stops it or dies. Taking over moves the handle, not the ownership.
 
         Raises:
-            ProvisionerError: this provisioner already runs a kernel, or the kernel is a step
-                of an allocation (its end cannot be told from the allocation's).
+            ProvisionerError: this provisioner already runs a kernel, the kernel is a step of
+                an allocation (its end cannot be told from the allocation's), or the saved job
+                or step id is not one (digits).
+            InvalidKernelIdError: the saved kernel id is not one (see :meth:`pre_launch`).
             JobEndedError: the job is no longer running (the watcher could not join it).
         """
         if self._process is not None or self._launching:
             raise ProvisionerError("this provisioner already manages a kernel job")
-        await super().load_provisioner_info(provisioner_info)
         job_id, step_id = provisioner_info.get("job_id"), provisioner_info.get("step_id")
+        kernel_id = provisioner_info.get("kernel_id")
+        if not isinstance(kernel_id, str) or not _VALID_KERNEL_ID.fullmatch(kernel_id):
+            raise InvalidKernelIdError(kernel_id)
+        for name, value in (("job_id", job_id), ("step_id", step_id)):
+            if value is not None and not (isinstance(value, str) and _JOB_ID.fullmatch(value)):
+                raise ProvisionerError(
+                    f"kernel {kernel_id}: the saved {name} {value!r:.40} is not a Slurm job id"
+                )
+        await super().load_provisioner_info(provisioner_info)
         if provisioner_info.get("slurm_conf"):
             self.slurm_conf = str(provisioner_info["slurm_conf"])
         if not job_id:

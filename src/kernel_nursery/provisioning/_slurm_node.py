@@ -107,7 +107,9 @@ def main() -> int:
     )
     detached = threading.Event()  # the job was handed over (a "detach" request came)
     directory = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700
-    path = os.path.join(directory, f"kernel-{setup['kernel_id']}.json")
+    # The submitting side checks the id; a stray separator still never leaves the directory.
+    kernel_id = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(setup["kernel_id"]))
+    path = os.path.join(directory, f"kernel-{kernel_id}.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=1)
