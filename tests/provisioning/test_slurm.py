@@ -379,6 +379,43 @@ async def test_cancelled_while_pending_leaves_nothing(slurm: SlurmCluster) -> No
             assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
 
 
+@pytest.mark.parametrize("stage", ["SUBMITTED", "RUNNING"])
+async def test_cancelled_at_each_stage_leaves_nothing(slurm: SlurmCluster, stage: str) -> None:
+    """A launch cancelled as it reports submission (srun just spawned, its request not yet
+    sent) or the kernel running (the launch about to return: the cancellation then comes at
+    the scope's next checkpoint) leaves no job."""
+    async with provisioner(slurm, SLEEPER) as p:
+        with anyio.CancelScope() as scope:
+            p.progress_callback = lambda progress: (
+                scope.cancel() if progress.state == stage else None
+            )
+            await launch(p)
+            await anyio.sleep_forever()
+    assert not p.has_process and p.job_state in ("CANCELLED", "COMPLETED")
+
+
+async def test_two_launches_at_once_one_is_refused(slurm: SlurmCluster) -> None:
+    """A second launch of one provisioner while its first waits in the queue is refused with
+    ProvisionerError; the first goes on and its job runs."""
+    async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
+        await launch(blocker)
+        async with provisioner(slurm, SLEEPER, cpus=1) as p:
+            async with anyio.create_task_group() as tg:
+                pending = anyio.Event()
+                p.progress_callback = lambda progress: (
+                    pending.set() if progress.state == "PENDING" else None
+                )
+                tg.start_soon(launch, p)
+                with anyio.fail_after(30):
+                    await pending.wait()
+                with pytest.raises(ProvisionerError, match="still running"):
+                    await launch(p)
+                with pytest.raises(ProvisionerError, match="no running job"):
+                    await p.release()  # nor may a pending job be handed over
+                await blocker.kill()
+            assert p.job_state == "RUNNING"
+
+
 async def test_unresponsive_srun_is_escalated(slurm: SlurmCluster) -> None:
     """A cancelled launch whose srun does not react (stopped, SIGSTOP) still leaves nothing:
     after the grace period Slurm cancels the job and srun gets SIGKILL."""

@@ -994,9 +994,21 @@ class SlurmProvisioner(KernelProvisionerBase):
         ):
             raise ProvisionerError(
                 f"kernel {self.kernel_id}: no running job of this provisioner's own to hand "
-                "over (only a launched job of its own, not a step of an allocation, can be)"
+                "over (none runs, or it is being launched or handed over; a job taken over "
+                "from another process or a step of an allocation cannot be)"
             )
         info = await self.get_provisioner_info()
+        self._launching = True  # one hand-over at a time, and no launch meanwhile
+        try:
+            await self._hand_over(process)
+        finally:
+            self._launching = False
+        self.log.info("Kernel %s: job %s handed over", self.kernel_id, self.job_id)
+        return info
+
+    async def _hand_over(self, process: anyio.abc.Process) -> None:
+        """:meth:`release`'s work: the node side's word, then srun's end. Shielded."""
+        assert process.stdin is not None
         acknowledged = False
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(TOOL_TIMEOUT):
@@ -1021,8 +1033,6 @@ class SlurmProvisioner(KernelProvisionerBase):
             await self._reap()
             self._last_status = UNKNOWN_EXIT_STATUS
             self.connection_info = {}
-        self.log.info("Kernel %s: job %s handed over", self.kernel_id, self.job_id)
-        return info
 
     # ------------------------------------------------------------------ the guardian
 
