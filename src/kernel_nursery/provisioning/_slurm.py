@@ -66,6 +66,8 @@ JobState = Literal[
 _QUEUED = re.compile(rb"srun: job (\d+) queued and waiting for resources")
 _ALLOCATED = re.compile(rb"srun: job (\d+) has been allocated resources")
 _STEP_WAIT = re.compile(rb"srun: Job (\d+) step creation temporarily disabled")
+# The controller's word that a job srun was still waiting for has been withdrawn.
+_REVOKED = re.compile(rb"srun: Job allocation (\d+) has been revoked")
 _ENDINGS: list[tuple[re.Pattern[bytes], JobState, str]] = [
     (
         re.compile(rb"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT"),
@@ -276,6 +278,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._requested_stop = False
         self._adopted = False  # watching a job launched by another process (a watcher step)
         self._releasing = False  # handing the job over (release): srun's end is not the job's
+        self._revoked = anyio.Event()  # srun said its pending job was withdrawn
         self._stdout = _Lines(None)  # the node side's status lines
         #: The job id (a string, as Slurm prints it), once known.
         self.job_id: str | None = None
@@ -511,6 +514,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         self.job_id = self.step_id = self.node = self.end_reason = None
         self._ended = None
         self._releasing = False
+        self._revoked = anyio.Event()
         self._tail = []
         self._requested_stop = False
         with anyio.CancelScope(shield=True):  # see LocalProvisioner: a spawn is not cancelled
@@ -670,6 +674,8 @@ class SlurmProvisioner(KernelProvisionerBase):
             self.job_id = m.group(1).decode()
             self._set_state("PENDING")
             return
+        if _REVOKED.search(line):
+            self._revoked.set()
         if not line.startswith((b"srun:", b"slurmstepd")):
             self.log.info("kernel %s: %s", self.kernel_id, text)  # the kernel's own output
             return
@@ -785,7 +791,13 @@ class SlurmProvisioner(KernelProvisionerBase):
         async with anyio.create_task_group() as tg:
 
             async def escalate() -> None:
-                await anyio.sleep(KILL_WAIT_TIME)
+                with anyio.move_on_after(KILL_WAIT_TIME):
+                    # srun, told to withdraw a pending job, may say the job is gone and then
+                    # linger for good (seen with Slurm 22.05): nothing of the job is left
+                    # then, and srun itself goes at once.
+                    await self._revoked.wait()
+                    self._signal_srun(signal.SIGKILL)
+                    return
                 # srun did not end the job: Slurm does it (a job srun had not yet named is
                 # found by its name), then srun goes.
                 await self._scancel(by_name=True)
