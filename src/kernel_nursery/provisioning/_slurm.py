@@ -66,7 +66,7 @@ JobState = Literal[
 _QUEUED = re.compile(rb"srun: job (\d+) queued and waiting for resources")
 _ALLOCATED = re.compile(rb"srun: job (\d+) has been allocated resources")
 _STEP_WAIT = re.compile(rb"srun: Job (\d+) step creation temporarily disabled")
-# The controller's word that a job srun was still waiting for has been withdrawn.
+# srun's word that it withdraws the job it waited for (said before it has asked the controller).
 _REVOKED = re.compile(rb"srun: Job allocation (\d+) has been revoked")
 _ENDINGS: list[tuple[re.Pattern[bytes], JobState, str]] = [
     (
@@ -726,12 +726,15 @@ class SlurmProvisioner(KernelProvisionerBase):
 
     # ------------------------------------------------------------------ stopping
 
-    async def _scancel(self, *options: str, by_name: bool = False, step: bool = False) -> bool:
+    async def _scancel(
+        self, *options: str, by_name: bool = False, step: bool = False, quiet: bool = False
+    ) -> bool:
         """``scancel [options] JOB[.STEP]``; whether it was sent (a job id is known and
         scancel succeeded). With *step*, the kernel's step only, once known (a signal must not
         reach another process's watcher step, see :meth:`load_provisioner_info`). With
         *by_name* and no job id, the job is named by its default name instead, which holds the
         kernel id (a name configured by the user may be shared by other jobs: never used so).
+        With *quiet*, a refusal (the job has ended already) is logged at debug level only.
         Bounded by :data:`TOOL_TIMEOUT`."""
         if self.job_id is None:
             if not (by_name and not self.job_name and not self.in_allocation):
@@ -764,8 +767,11 @@ class SlurmProvisioner(KernelProvisionerBase):
                 return False
             if result.returncode == 0:
                 return True
-            self.log.warning(
-                "scancel %s failed: %s", target, result.stderr.decode(errors="replace").strip()
+            self.log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "scancel %s failed: %s",
+                target,
+                result.stderr.decode(errors="replace").strip(),
             )
             return False
         self.log.warning("scancel %s did not answer within %g s", target, TOOL_TIMEOUT)
@@ -792,10 +798,13 @@ class SlurmProvisioner(KernelProvisionerBase):
 
             async def escalate() -> None:
                 with anyio.move_on_after(KILL_WAIT_TIME):
-                    # srun, told to withdraw a pending job, may say the job is gone and then
-                    # linger for good (seen with Slurm 22.05): nothing of the job is left
-                    # then, and srun itself goes at once.
+                    # srun, told to withdraw a pending job, says so, and then now and then
+                    # lingers for good (seen with Slurm 22.05), whether or not it has asked the
+                    # controller yet. scancel makes sure (it returns once the controller has
+                    # ended the job; one already ended is no error here), then srun goes.
                     await self._revoked.wait()
+                    with anyio.CancelScope(shield=True):  # srun's exit must not cut it short
+                        await self._scancel(by_name=True, quiet=True)
                     self._signal_srun(signal.SIGKILL)
                     return
                 # srun did not end the job: Slurm does it (a job srun had not yet named is
