@@ -991,6 +991,10 @@ class SlurmProvisioner(KernelProvisionerBase):
         or its time limit. On a cluster with ``InactiveLimit`` set, Slurm also ends it that
         many seconds after its ``srun`` went.
 
+        Not for a provisioner a :class:`~kernel_nursery.KernelManager` runs: its supervisor
+        would take the kernel for dead and start another. Use it where the provisioner is
+        driven directly.
+
         Shielded and bounded (:data:`TOOL_TIMEOUT`): a cancelled caller still finds the job
         either handed over or, if the node side did not answer, still held here.
 
