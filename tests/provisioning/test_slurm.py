@@ -703,6 +703,49 @@ async def test_a_released_job_is_shut_down_by_its_new_owner(slurm: SlurmCluster)
     assert not slurm.queue() or all(" COMPLETING " in job for job in slurm.queue())
 
 
+TAKES_OVER = textwrap.dedent(
+    """
+    import anyio, json, sys
+    from kernel_nursery import SlurmProvisioner
+
+    async def main():
+        p = SlurmProvisioner()
+        await p.load_provisioner_info(json.loads(sys.stdin.readline()))
+        print("taken", flush=True)
+        await anyio.sleep_forever()
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_a_taker_killed_outright_ends_the_job(slurm: SlurmCluster) -> None:
+    """The process that took a released job over owns it: its death (SIGKILL) ends the job
+    (its watcher step cancels it), which another watcher notices."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+    async with await anyio.open_process(
+        [sys.executable, "-c", TAKES_OVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as taker:
+        assert taker.stdin is not None and taker.stdout is not None
+        await taker.stdin.send(json.dumps(info).encode() + b"\n")
+        with anyio.fail_after(60):
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await taker.stdout.receive()
+        assert line == b"taken\n"
+        async with SlurmProvisioner() as observer:
+            await observer.load_provisioner_info(info)
+            taker.send_signal(signal.SIGKILL)
+            await taker.wait()
+            with anyio.fail_after(30):
+                assert await observer.wait() == UNKNOWN_EXIT_STATUS
+
+
 async def test_another_provisioner_takes_the_job_over(slurm: SlurmCluster) -> None:
     """load_provisioner_info gives a second provisioner a handle on a running job: it sees
     it run, and its kill ends the job, which both notice."""

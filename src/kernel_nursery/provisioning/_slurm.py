@@ -115,6 +115,22 @@ def _is_event(line: bytes, name: str) -> bool:
     return isinstance(message, dict) and message.get("event") == name
 
 
+# The watcher step of a job taken over (load_provisioner_info): says it runs, then waits until
+# Slurm ends the job, or its input closes. Closed without the words _LET_GO, the process that
+# took the job over has gone (died): the job is its, and is cancelled.
+_LET_GO = b"let go\n"
+_WATCHER = f"""\
+import os, subprocess, sys
+print("watching", flush=True)
+if sys.stdin.buffer.read() != {_LET_GO!r}:
+    try:
+        job = os.environ["SLURM_JOB_ID"]
+        subprocess.run(["scancel", job], stdin=subprocess.DEVNULL, timeout=30)
+    except (OSError, KeyError, subprocess.SubprocessError) as exc:
+        print("kernel-nursery: cannot cancel the job:", exc, file=sys.stderr)
+"""
+
+
 @functools.cache
 def _node_source() -> str:
     """The node side's source, read once (it travels on srun's command line)."""
@@ -879,8 +895,10 @@ class SlurmProvisioner(KernelProvisionerBase):
         exit status is the job's, which only its own ``srun`` learns, so :meth:`poll` and
         :meth:`wait` report :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`.
 
-        The job still belongs to the ``srun`` of the process that launched it: it ends when
-        that process stops it or dies. Taking over moves the handle, not the ownership.
+        This process then owns the job too: :meth:`cleanup` ends it, and so does this
+        process's death (even SIGKILL): the watcher step sees its input close without a word
+        and cancels the job from the node (``scancel``). A job not handed over
+        (:meth:`release`) also still ends when the process that launched it stops it or dies.
 
         Raises:
             ProvisionerError: this provisioner already runs a kernel, the kernel is a step of
@@ -926,8 +944,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             self.python,
             "-I",
             "-c",
-            # Says it runs, then waits until Slurm ends the job (or this process goes).
-            "import sys; print('watching', flush=True); sys.stdin.buffer.read()",
+            _WATCHER,
         ]
         with anyio.CancelScope(shield=True):
             process = await anyio.open_process(
@@ -962,11 +979,15 @@ class SlurmProvisioner(KernelProvisionerBase):
 
     async def _let_go(self) -> None:
         """Stop watching an adopted job, leaving the job alone: the watcher step ends when its
-        input closes. Shielded by the caller, bounded."""
+        input closes after the words that say so. Shielded by the caller, bounded."""
         process = self._process
         if process is None:
             return
         if process.stdin is not None:
+            try:
+                await process.stdin.send(_LET_GO)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the watcher has gone already
             await process.stdin.aclose()
         with anyio.move_on_after(KILL_WAIT_TIME):
             await self.wait()
