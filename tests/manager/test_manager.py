@@ -318,6 +318,45 @@ async def test_restart_flag_reaches_every_step(
     assert ("terminate", False) in calls and ("cleanup", False) in calls
 
 
+REPORTING = textwrap.dedent(
+    """
+    from kernel_nursery import LocalProvisioner
+
+    class Provisioner(LocalProvisioner):
+        async def launch_kernel(self, cmd, **kwargs):
+            self.report_progress("WAITING", detail="in line")
+            info = await super().launch_kernel(cmd, **kwargs)
+            self.report_progress("RUNNING", node="here", detail=f"pid {self.pid}")
+            return info
+    """
+)
+
+
+async def test_launch_progress_becomes_progress_events(
+    fake_spec: SpecFactory, install_provisioner: Callable[..., None]
+) -> None:
+    """What a provisioner reports while it launches reaches the manager's subscribers as
+    progress events, between starting (or restarting) and started (or restarted)."""
+    install_provisioner("reporting", "Provisioner", REPORTING)
+    spec = fake_spec(metadata={"kernel_provisioner": {"provisioner_name": "reporting"}})
+    async with KernelManager(kernel_spec=spec) as km, km.events() as events:
+        await km.start_kernel()
+        await km.restart_kernel(now=True)
+        await km.shutdown_kernel()
+        with anyio.fail_after(5):
+            seen = [(e.kind, e.state, e.node) for e in [await events.receive() for _ in range(9)]]
+    launched = [("progress", "WAITING", None), ("progress", "RUNNING", "here")]
+    assert seen == [
+        ("starting", None, None),
+        *launched,
+        ("started", None, None),
+        ("restarting", None, None),
+        *launched,
+        ("restarted", None, None),
+        ("shutdown", None, None),
+    ]
+
+
 RAISING_HOOK = textwrap.dedent(
     """
     from kernel_nursery import LocalProvisioner

@@ -19,6 +19,7 @@ from kernel_nursery.connection import ConnectionInfo
 from kernel_nursery.provisioning import (
     DEFAULT_SHUTDOWN_WAIT_TIME,
     DEFAULT_STABLE_START_TIME,
+    LaunchProgress,
 )
 
 pytestmark = pytest.mark.anyio
@@ -150,3 +151,24 @@ async def test_optional_hooks_do_nothing() -> None:
     await p.post_launch(cmd=["x"])
     async with p:  # nothing to stop, cleanup is called
         pass
+
+
+def test_progress_reaches_the_callback_and_a_raising_one_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """report_progress hands a LaunchProgress to progress_callback; with none set it does
+    nothing, and a callback that raises is logged, not raised."""
+    p = Minimal(kernel_id="k1")
+    p.report_progress("PENDING", detail="nobody listens")
+    seen: list[LaunchProgress] = []
+    p.progress_callback = seen.append
+    p.report_progress("RUNNING", node="n1", detail="job 1 runs")
+    assert seen == [LaunchProgress(state="RUNNING", node="n1", detail="job 1 runs")]
+
+    def hostile(progress: LaunchProgress) -> None:
+        raise RuntimeError("hostile listener")
+
+    p.progress_callback = hostile
+    p.report_progress("PENDING")
+    assert "progress callback failed" in caplog.text and "hostile listener" in caplog.text
+    assert Minimal().progress_callback is None  # each instance starts without one

@@ -6,6 +6,7 @@ After every test the queue holds no job of ours (an autouse check).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,15 +24,22 @@ import anyio
 import pytest
 
 from kernel_nursery import (
+    InvalidKernelIdError,
     JobEndedError,
     JobRejectedError,
+    KernelClient,
     KernelDiedError,
+    KernelEvent,
     KernelManager,
     KernelSpec,
     LaunchError,
+    ProvisionerConfigError,
+    ProvisionerError,
     QueueTimeoutError,
     SlurmProvisioner,
+    stop_process,
 )
+from kernel_nursery.connection import validate_connection_info
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
 
 from ..helpers.engines import need_binaries
@@ -168,6 +176,39 @@ async def test_restart_submits_a_new_job(slurm: SlurmCluster) -> None:
         assert len(slurm.queue()) == 1
 
 
+async def test_queue_progress_reaches_the_manager_as_events(slurm: SlurmCluster) -> None:
+    """A kernel whose node is busy: the manager's events say submitted, pending (with the job
+    id), then running on the node, then started."""
+    async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
+        await launch(blocker)
+        seen: list[KernelEvent] = []
+        async with KernelManager(kernel_spec=spec(slurm, cpus=1)) as km, km.events() as events:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(km.start_kernel)
+                with anyio.fail_after(60):
+                    async for event in events:
+                        seen.append(event)
+                        if event.state == "PENDING":
+                            await blocker.kill()  # the node frees up: the kernel's job runs
+                        if event.kind == "started":
+                            break
+            p = km.provisioner
+            assert isinstance(p, SlurmProvisioner) and p.job_id
+    assert [(e.kind, e.state) for e in seen] == [
+        ("starting", None),
+        ("progress", "SUBMITTED"),
+        ("progress", "PENDING"),
+        ("progress", "RUNNING"),
+        ("started", None),
+    ]
+    pending, running = seen[2], seen[3]
+    assert pending.detail == f"job {p.job_id} is pending in the queue" and pending.node is None
+    assert (
+        running.node == "localhost"
+        and running.detail == f"job {p.job_id} is running on node localhost"
+    )
+
+
 async def test_inside_an_allocation_the_kernel_is_a_step(slurm: SlurmCluster) -> None:
     """With SLURM_JOB_ID set, the kernel runs as a step of that allocation; interrupt and kill
     reach the step only, and the allocation outlives the kernel."""
@@ -258,19 +299,22 @@ async def test_restart_policy_always_submits_again(slurm: SlurmCluster) -> None:
         assert p.job_state == "RUNNING" and p.job_id != first
 
 
-@pytest.mark.timeout(180)
 def test_time_limit_is_reported(slurm: SlurmCluster) -> None:
     """A job that reaches its time limit ends with state TIMEOUT and says so, on both backends.
 
-    Slow by nature: Slurm's smallest limit is one minute and slurmctld looks for jobs over it
-    every 30 s, so this takes 60 to 90 s. The two backends run side by side (each in a thread
-    of its own, one job each on the two-CPU node) to pay that once.
+    Slurm's smallest limit is a minute; rather than wait for it, each job's end time is moved
+    to now (``scontrol update EndTime=now``), which Slurm enforces as a time limit reached:
+    the same ending, at slurmctld's next look at time limits (every 30 s). The two backends
+    run side by side (each in a thread of its own, one job each on the two-CPU node) so that
+    one look ends both.
     """
 
     async def reach_time_limit() -> tuple[str, str | None]:
-        async with provisioner(slurm, SLEEPER, time_limit="1", cpus=1) as p:
+        async with provisioner(slurm, SLEEPER, time_limit="10", cpus=1) as p:
             await launch(p)
-            with anyio.fail_after(150):
+            moved = slurm.run("scontrol", "update", f"JobId={p.job_id}", "EndTime=now")
+            assert moved.returncode == 0, moved.stderr
+            with anyio.fail_after(90):
                 await p.wait()
             return p.job_state, p.end_reason
 
@@ -320,16 +364,58 @@ async def test_kernel_deaf_to_sigterm_leaves_no_connection_file(slurm: SlurmClus
 
 
 async def test_cancelled_while_pending_leaves_nothing(slurm: SlurmCluster) -> None:
-    """A launch cancelled while its job waits in the queue withdraws the job."""
+    """A launch cancelled while its job waits in the queue withdraws the job, each time (srun
+    withdrawing a job races with its own end: a few rounds give the race its chances)."""
+    async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
+        await launch(blocker)
+        for _ in range(3):
+            async with provisioner(slurm, SLEEPER, cpus=1) as p:
+                with anyio.CancelScope() as scope:
+                    p.progress_callback = lambda progress: (
+                        scope.cancel() if progress.state == "PENDING" else None
+                    )
+                    await launch(p)
+                # Its id came from srun's "queued and waiting" notice: it was pending.
+                assert p.job_id is not None and p.job_state == "CANCELLED"
+                assert not p.has_process
+                assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
+
+
+@pytest.mark.parametrize("stage", ["SUBMITTED", "RUNNING"])
+async def test_cancelled_at_each_stage_leaves_nothing(slurm: SlurmCluster, stage: str) -> None:
+    """A launch cancelled as it reports submission (srun just spawned, its request not yet
+    sent) or the kernel running (the launch about to return: the cancellation then comes at
+    the scope's next checkpoint) leaves no job."""
+    async with provisioner(slurm, SLEEPER) as p:
+        with anyio.CancelScope() as scope:
+            p.progress_callback = lambda progress: (
+                scope.cancel() if progress.state == stage else None
+            )
+            await launch(p)
+            await anyio.sleep_forever()
+    assert not p.has_process and p.job_state in ("CANCELLED", "COMPLETED")
+
+
+async def test_two_launches_at_once_one_is_refused(slurm: SlurmCluster) -> None:
+    """A second launch of one provisioner while its first waits in the queue is refused with
+    ProvisionerError; the first goes on and its job runs."""
     async with provisioner(slurm, SLEEPER, cpus=slurm.cpus) as blocker:
         await launch(blocker)
         async with provisioner(slurm, SLEEPER, cpus=1) as p:
-            with anyio.move_on_after(3):
-                await launch(p)
-            # Its id came from srun's "queued and waiting" notice: it was pending.
-            assert p.job_id is not None and p.job_state == "CANCELLED"
-            assert not p.has_process
-            assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
+            async with anyio.create_task_group() as tg:
+                pending = anyio.Event()
+                p.progress_callback = lambda progress: (
+                    pending.set() if progress.state == "PENDING" else None
+                )
+                tg.start_soon(launch, p)
+                with anyio.fail_after(30):
+                    await pending.wait()
+                with pytest.raises(ProvisionerError, match="still running"):
+                    await launch(p)
+                with pytest.raises(ProvisionerError, match="no running job"):
+                    await p.release()  # nor may a pending job be handed over
+                await blocker.kill()
+            assert p.job_state == "RUNNING"
 
 
 async def test_unresponsive_srun_is_escalated(slurm: SlurmCluster) -> None:
@@ -339,23 +425,17 @@ async def test_unresponsive_srun_is_escalated(slurm: SlurmCluster) -> None:
         await launch(blocker)
         async with provisioner(slurm, SLEEPER, cpus=1) as p:
             pending = anyio.Event()
-            handler = logging.Handler()
-            handler.emit = lambda record: pending.set() if "pending" in record.msg else None  # type: ignore[method-assign]
-            p.log.addHandler(handler)
-            level = p.log.level
-            p.log.setLevel(logging.INFO)
-            try:
-                with anyio.CancelScope() as scope:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(launch, p)
-                        with anyio.fail_after(30):
-                            await pending.wait()  # the provisioner logs the queue's notice
-                        assert p.job_state == "PENDING" and p.pid is not None
-                        os.kill(p.pid, signal.SIGSTOP)
-                        scope.cancel()
-            finally:
-                p.log.setLevel(level)
-                p.log.removeHandler(handler)
+            p.progress_callback = lambda progress: (
+                pending.set() if progress.state == "PENDING" else None
+            )
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(launch, p)
+                    with anyio.fail_after(30):
+                        await pending.wait()  # the provisioner reports the queue's notice
+                    assert p.job_state == "PENDING" and p.pid is not None
+                    os.kill(p.pid, signal.SIGSTOP)
+                    scope.cancel()
             assert not p.has_process and p.job_state == "CANCELLED"
             assert [job.split()[0] for job in slurm.queue()] == [blocker.job_id]
 
@@ -412,6 +492,65 @@ async def test_what_no_os_takes_is_a_launch_error(slurm: SlurmCluster) -> None:
             with pytest.raises(LaunchError, match=named) as raised:
                 await launch(p)
             assert "\n" not in str(raised.value) and not p.has_process
+
+
+@pytest.mark.parametrize("kernel_id", ["a/b", "../x", "a,b", "a b", "a\nb", "-x", "k" * 129])
+async def test_kernel_id_slurm_cannot_name_is_refused(slurm: SlurmCluster, kernel_id: str) -> None:
+    """A kernel id with a separator, comma, white space or newline (which would break the
+    job's name for scancel and squeue, or the connection file's path on the node):
+    InvalidKernelIdError in one line, nothing submitted."""
+    async with provisioner(slurm, SLEEPER) as p:
+        p.kernel_id = kernel_id
+        with pytest.raises(InvalidKernelIdError) as raised:
+            await launch(p)
+        assert "\n" not in str(raised.value) and not p.has_process and p.job_id is None
+
+
+@pytest.mark.parametrize("job_name", ["a,b", "a b", "a\nb", "tab\tname", "nul\0"])
+async def test_job_name_slurm_cannot_name_is_refused(slurm: SlurmCluster, job_name: str) -> None:
+    """A job name with a comma, white space or a control character: ProvisionerConfigError in
+    one line, nothing submitted."""
+    async with provisioner(slurm, SLEEPER, job_name=job_name) as p:
+        with pytest.raises(ProvisionerConfigError, match="job_name") as raised:
+            await launch(p)
+        assert "\n" not in str(raised.value) and not p.has_process
+
+
+async def test_job_name_with_a_slash_is_fine(slurm: SlurmCluster) -> None:
+    """A job name with '/' (no separator for Slurm) runs, and is what squeue shows."""
+    async with provisioner(slurm, SLEEPER, job_name="team/kernel") as p:
+        await launch(p)
+        shown = slurm.run("squeue", "--noheader", "--format=%j", f"--jobs={p.job_id}")
+        assert shown.stdout.split() == ["team/kernel"]
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"job_id": "1,2"}, ProvisionerError),
+        ({"job_id": "1 2"}, ProvisionerError),
+        ({"step_id": "0\n1"}, ProvisionerError),
+        ({"kernel_id": "../k"}, InvalidKernelIdError),
+        ({"kernel_id": None}, InvalidKernelIdError),
+    ],
+)
+async def test_taking_over_bad_info_is_refused(
+    slurm: SlurmCluster, change: dict[str, Any], error: type[Exception]
+) -> None:
+    """Saved info whose job id, step id or kernel id Slurm's tools cannot take: a typed
+    one-line error before anything runs."""
+    info = {
+        "kernel_id": "k1",
+        "connection_info": {},
+        "job_id": "1",
+        "step_id": "0",
+        "slurm_conf": str(slurm.conf),
+        **change,
+    }
+    async with SlurmProvisioner() as other:
+        with pytest.raises(error) as raised:
+            await other.load_provisioner_info(info)
+        assert "\n" not in str(raised.value) and not other.has_process
 
 
 async def test_slurm_missing(slurm: SlurmCluster, tmp_path: Path) -> None:
@@ -477,6 +616,134 @@ async def test_death_of_the_managing_process_ends_the_job(slurm: SlurmCluster) -
             await anyio.wait_readable(pidfd)  # srun's exit: the job has ended with it
     finally:
         os.close(pidfd)
+
+
+HANDS_OVER = textwrap.dedent(
+    """
+    import anyio, json
+    from kernel_nursery import KernelSpec, SlurmProvisioner
+
+    async def main():
+        spec = KernelSpec(argv={argv!r}, name="python", language="python")
+        p = SlurmProvisioner(kernel_spec=spec, slurm_conf={conf!r})
+        kw = await p.pre_launch()
+        await p.launch_kernel(kw.pop("cmd"), **kw)
+        print(json.dumps(await p.release()), flush=True)
+        await anyio.sleep_forever()
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_a_released_job_outlives_its_launcher_and_is_taken_over(
+    slurm: SlurmCluster,
+) -> None:
+    """A job handed over (release) survives its launching process's SIGKILL; another process
+    takes it over, reaches the kernel, interrupts it, and notices the job's end when the
+    kernel exits (the node side cancels the job, which no srun holds any more)."""
+    code = HANDS_OVER.format(argv=IPYKERNEL, conf=str(slurm.conf))
+    async with await anyio.open_process(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as launcher:
+        assert launcher.stdout is not None
+        with anyio.fail_after(60):
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await launcher.stdout.receive()
+        launcher.send_signal(signal.SIGKILL)
+        await launcher.wait()
+    info = json.loads(line)
+    assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
+    async with SlurmProvisioner() as taker:
+        await taker.load_provisioner_info(info)
+        assert await taker.poll() is None
+        started = anyio.Event()
+
+        def hook(msg: Any) -> None:
+            if "started" in msg.content.get("text", ""):
+                started.set()
+
+        info = validate_connection_info(taker.connection_info)
+        async with KernelClient(info, wait_for_exit=taker.wait) as kc:
+            await kc.wait_for_ready(timeout=30)
+            results: list[Any] = []
+            async with anyio.create_task_group() as tg:
+
+                async def run() -> None:
+                    code = "print('started', flush=True)\nimport time\ntime.sleep(60)"
+                    results.append(await kc.execute(code, timeout=60, output_hook=hook))
+
+                tg.start_soon(run)
+                with anyio.fail_after(30):
+                    await started.wait()
+                await taker.send_signal(signal.SIGINT)  # the kernel's step, not the watcher
+            assert results[0].error["ename"] == "KeyboardInterrupt"
+            assert await taker.poll() is None
+            with pytest.raises(KernelDiedError):
+                await kc.execute("import os; os._exit(3)", timeout=30)
+        with anyio.fail_after(30):
+            assert await taker.wait() == UNKNOWN_EXIT_STATUS
+    assert not slurm.queue() or all(" COMPLETING " in job for job in slurm.queue())
+
+
+async def test_a_released_job_is_shut_down_by_its_new_owner(slurm: SlurmCluster) -> None:
+    """After release the launcher manages nothing and its scope's end leaves the job alone;
+    the new owner's stop ends it."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+        assert not p.has_process and await p.poll() == UNKNOWN_EXIT_STATUS
+        with pytest.raises(ProvisionerError, match="no running job"):
+            await p.release()
+    assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
+    async with SlurmProvisioner() as taker:
+        await taker.load_provisioner_info(json.loads(json.dumps(info)))
+        assert await stop_process(taker, wait_time=10) == UNKNOWN_EXIT_STATUS
+    assert not slurm.queue() or all(" COMPLETING " in job for job in slurm.queue())
+
+
+TAKES_OVER = textwrap.dedent(
+    """
+    import anyio, json, sys
+    from kernel_nursery import SlurmProvisioner
+
+    async def main():
+        p = SlurmProvisioner()
+        await p.load_provisioner_info(json.loads(sys.stdin.readline()))
+        print("taken", flush=True)
+        await anyio.sleep_forever()
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_a_taker_killed_outright_ends_the_job(slurm: SlurmCluster) -> None:
+    """The process that took a released job over owns it: its death (SIGKILL) ends the job
+    (its watcher step cancels it), which another watcher notices."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+    async with await anyio.open_process(
+        [sys.executable, "-c", TAKES_OVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as taker:
+        assert taker.stdin is not None and taker.stdout is not None
+        await taker.stdin.send(json.dumps(info).encode() + b"\n")
+        with anyio.fail_after(60):
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await taker.stdout.receive()
+        assert line == b"taken\n"
+        async with SlurmProvisioner() as observer:
+            await observer.load_provisioner_info(info)
+            taker.send_signal(signal.SIGKILL)
+            await taker.wait()
+            with anyio.fail_after(30):
+                assert await observer.wait() == UNKNOWN_EXIT_STATUS
 
 
 async def test_another_provisioner_takes_the_job_over(slurm: SlurmCluster) -> None:

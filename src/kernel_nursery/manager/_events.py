@@ -15,7 +15,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 __all__ = ["EventKind", "KernelEvent", "PoolEvent", "PoolEventKind", "PoolStatus"]
 
 EventKind = Literal[
-    "starting", "started", "restarting", "restarted", "dead", "shutdown", "unresponsive", "culling"
+    "starting",
+    "started",
+    "restarting",
+    "restarted",
+    "dead",
+    "shutdown",
+    "unresponsive",
+    "culling",
+    "progress",
 ]
 
 
@@ -26,11 +34,16 @@ class KernelEvent:
     ``kind`` is one of ``starting``, ``started`` (ready to use), ``restarting``, ``restarted``,
     ``dead`` (it died and will not be restarted), ``shutdown``, ``unresponsive`` (it
     missed :attr:`KernelManager.heartbeat_misses` heartbeats in a row, when heartbeat
-    supervision is on), and ``culling`` (a :class:`KernelNursery` is about to shut it down for
-    being idle).
+    supervision is on), ``culling`` (a :class:`KernelNursery` is about to shut it down for
+    being idle), and ``progress`` (between ``starting`` or ``restarting`` and what follows: the
+    provisioner reports where the launch stands, in ``state``, ``node`` and ``detail``; e.g. a
+    Slurm job ``PENDING`` in the queue, then ``RUNNING`` on a node; see
+    :meth:`~kernel_nursery.provisioning.KernelProvisionerBase.report_progress`). Kinds may be
+    added: a listener passes over those it does not know.
 
     .. versionchanged:: 0.2
-        The ``unresponsive`` and ``culling`` kinds.
+        The ``unresponsive``, ``culling`` and ``progress`` kinds, and the ``state``, ``node``
+        and ``detail`` fields.
 
     .. versionadded:: 0.1
     """
@@ -42,6 +55,13 @@ class KernelEvent:
     exit_status: int | None = None
     #: For ``culling``: seconds since the kernel's last activity; otherwise ``None``.
     idle_time: float | None = None
+    #: For ``progress``: the stage the launch reached, in the provisioner's words (Slurm's:
+    #: ``SUBMITTED``, ``PENDING``, ``RUNNING``); otherwise ``None``.
+    state: str | None = None
+    #: For ``progress``: the host (node) the kernel runs on, once known; otherwise ``None``.
+    node: str | None = None
+    #: For ``progress``: one line for people (``job 42 is pending in the queue``), or ``None``.
+    detail: str | None = None
     #: ``time.time()`` when it happened.
     time: float = field(default_factory=time.time)
 

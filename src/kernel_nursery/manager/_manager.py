@@ -31,7 +31,12 @@ from ..kernelspec import KernelSpec, KernelSpecManager
 from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
 from ..messaging._curve import is_encrypted, wait_for_ready_encrypted
-from ..provisioning import KernelProvisionerBase, KernelProvisionerFactory, stop_process
+from ..provisioning import (
+    KernelProvisionerBase,
+    KernelProvisionerFactory,
+    LaunchProgress,
+    stop_process,
+)
 from ..provisioning._base import check_kernel_id
 from ._activity import Activity, TrackedClient
 from ._events import EventHub, EventKind, KernelEvent
@@ -418,6 +423,19 @@ class KernelManager(LoggingConfigurable):
         self.log.debug("Kernel %s: %s (status %s)", self.kernel_id, kind, exit_status)
         self._events.emit(KernelEvent(kind=kind, kernel_id=self.kernel_id, exit_status=exit_status))
 
+    def _on_progress(self, progress: LaunchProgress) -> None:
+        """A provisioner's launch progress, passed on as a ``progress`` event."""
+        self.log.debug("Kernel %s: %s (%s)", self.kernel_id, progress.state, progress.detail)
+        self._events.emit(
+            KernelEvent(
+                kind="progress",
+                kernel_id=self.kernel_id,
+                state=progress.state,
+                node=progress.node,
+                detail=progress.detail,
+            )
+        )
+
     def _announce(self) -> None:
         """Wake whoever waits for the next incarnation (see :meth:`_successor`)."""
         changed, self._changed = self._changed, anyio.Event()
@@ -508,6 +526,7 @@ class KernelManager(LoggingConfigurable):
         provisioner = self.provisioner_factory.create_provisioner_instance(
             self.kernel_id, spec, parent=self
         )
+        provisioner.progress_callback = self._on_progress
         stanza = spec.kernel_provisioner
         from_spec = set(stanza["config"]) if stanza else set()
         for name in ("transport", "ip", "transport_encryption"):

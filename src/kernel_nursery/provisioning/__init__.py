@@ -16,6 +16,7 @@ from ._base import (
     KILL_WAIT_TIME,
     KernelProvisionerBase,
     KernelProvisionerMeta,
+    LaunchProgress,
     stop_process,
 )
 from ._command import format_kernel_cmd
@@ -41,6 +42,7 @@ __all__ = [
     "KernelProvisionerBase",
     "KernelProvisionerFactory",
     "KernelProvisionerMeta",
+    "LaunchProgress",
     "LocalProvisioner",
     "SSHProvisioner",
     "SlurmProvisioner",

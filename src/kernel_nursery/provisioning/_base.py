@@ -7,6 +7,7 @@ import os
 import re
 from abc import ABCMeta, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from string import Template
 from types import TracebackType
 from typing import Any, Self
@@ -26,6 +27,7 @@ __all__ = [
     "KILL_WAIT_TIME",
     "KernelProvisionerBase",
     "KernelProvisionerMeta",
+    "LaunchProgress",
     "stop_process",
 ]
 
@@ -38,8 +40,9 @@ DEFAULT_STABLE_START_TIME = 10.0
 #: only a process stuck in the kernel (uninterruptible I/O) takes longer; the bound keeps a
 #: shielded clean-up from hanging its caller forever in that case.
 KILL_WAIT_TIME = 5.0
-#: What a kernel id may be: it names the connection file (here and on remote hosts), so no
-#: separator, no white space, no leading dot or dash.
+#: What a kernel id may be: it names the connection file (here, on remote hosts, on Slurm nodes)
+#: and Slurm jobs (``scancel --name``), so no separator, no white space or comma, no leading dot
+#: or dash.
 _KERNEL_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
@@ -52,6 +55,27 @@ def check_kernel_id(kernel_id: object) -> str:
     if not isinstance(kernel_id, str) or not _KERNEL_ID.fullmatch(kernel_id):
         raise InvalidKernelIdError(kernel_id)
     return kernel_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchProgress:
+    """Where a kernel's launch stands, as its provisioner reports it while
+    :meth:`~KernelProvisionerBase.launch_kernel` runs (see
+    :meth:`~KernelProvisionerBase.report_progress`): submitted to a scheduler, waiting in its
+    queue, running on a node. A kernel manager passes each one on as a ``progress``
+    :class:`~kernel_nursery.KernelEvent`.
+
+    .. versionadded:: 0.2
+    """
+
+    #: The provisioner's word for the stage reached, e.g. ``SUBMITTED``, ``PENDING``,
+    #: ``RUNNING`` (those of :class:`~kernel_nursery.SlurmProvisioner`). Each provisioner
+    #: documents its own.
+    state: str
+    #: The host (node) the kernel runs on, once known; otherwise ``None``.
+    node: str | None = None
+    #: One line for people, e.g. ``job 42 is pending in the queue``.
+    detail: str | None = None
 
 
 class KernelProvisionerMeta(ABCMeta, MetaHasTraits):
@@ -90,6 +114,13 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
     #: The connection info of the running kernel (empty until :meth:`launch_kernel`); each
     #: provisioner has its own dict.
     connection_info = Dict(help="The kernel's connection info; empty until launch.")
+    #: Called with each :class:`LaunchProgress` the provisioner reports (see
+    #: :meth:`report_progress`), from the task that reports it; ``None``: nobody listens. Set
+    #: by the provisioner's owner (a kernel manager turns them into ``progress`` events). It
+    #: must not block or raise (an exception is logged and dropped).
+    #:
+    #: .. versionadded:: 0.2
+    progress_callback: Callable[[LaunchProgress], None] | None = None
 
     # ------------------------------------------------------------------ abstract interface
 
@@ -145,6 +176,27 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
         With *restart* true a new launch follows and what it reuses (ports, connection file,
         key) is kept.
         """
+
+    # ------------------------------------------------------------------ progress
+
+    def report_progress(
+        self, state: str, *, node: str | None = None, detail: str | None = None
+    ) -> None:
+        """Tell the owner where a launch stands (queued, running on a node...), through
+        :attr:`progress_callback`. For provisioners whose launch has stages worth seeing (a
+        scheduler's queue, a remote host); they call it from :meth:`launch_kernel`. Never
+        blocks; does nothing when nobody listens; a callback that raises is logged, and the
+        launch goes on.
+
+        .. versionadded:: 0.2
+        """
+        callback = self.progress_callback
+        if callback is None:
+            return
+        try:
+            callback(LaunchProgress(state=state, node=node, detail=detail))
+        except Exception:
+            self.log.exception("Kernel %s: the progress callback failed", self.kernel_id)
 
     # ------------------------------------------------------------------ hooks with defaults
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from .._errors import (
     JobEndedError,
     JobRejectedError,
     LaunchError,
+    ProvisionerConfigError,
     ProvisionerError,
     QueueTimeoutError,
 )
@@ -62,6 +64,8 @@ JobState = Literal[
 _QUEUED = re.compile(rb"srun: job (\d+) queued and waiting for resources")
 _ALLOCATED = re.compile(rb"srun: job (\d+) has been allocated resources")
 _STEP_WAIT = re.compile(rb"srun: Job (\d+) step creation temporarily disabled")
+# srun's word that it withdraws the job it waited for (said before it has asked the controller).
+_REVOKED = re.compile(rb"srun: Job allocation (\d+) has been revoked")
 _ENDINGS: list[tuple[re.Pattern[bytes], JobState, str]] = [
     (
         re.compile(rb"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT"),
@@ -85,6 +89,11 @@ _ENDINGS: list[tuple[re.Pattern[bytes], JobState, str]] = [
         "it was cancelled (scancel)",
     ),
 ]
+# A job name Slurm's tools can name: squeue and scancel take comma-separated lists of names,
+# and their output is split on white space.
+_JOB_NAME = re.compile(r"[^\s,\x00-\x1f\x7f]+")
+# A job or step id as Slurm prints it (it reaches scancel and srun --jobid).
+_JOB_ID = re.compile(r"[0-9]{1,20}")
 _SRUN_ERROR = re.compile(r"^srun: (?:error|fatal): (.*)$")
 _TASK_REPORT = re.compile(r"^\S+: tasks? [\d,-]+: ")
 # Endings that restart_policy "on-failure" does not restart: doing the same again would burn
@@ -93,6 +102,31 @@ _TASK_REPORT = re.compile(r"^\S+: tasks? [\d,-]+: ")
 _NOT_RESTARTED_ON_FAILURE: frozenset[str] = frozenset(
     {"TIMEOUT", "CANCELLED", "PREEMPTED", "OUT_OF_MEMORY"}
 )
+
+
+def _is_event(line: bytes, name: str) -> bool:
+    """Whether *line* is the node side's status line ``{"event": name, ...}``."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("event") == name
+
+
+# The watcher step of a job taken over (load_provisioner_info): says it runs, then waits until
+# Slurm ends the job, or its input closes. Closed without the words _LET_GO, the process that
+# took the job over has gone (died): the job is its, and is cancelled.
+_LET_GO = b"let go\n"
+_WATCHER = f"""\
+import os, subprocess, sys
+print("watching", flush=True)
+if sys.stdin.buffer.read() != {_LET_GO!r}:
+    try:
+        job = os.environ["SLURM_JOB_ID"]
+        subprocess.run(["scancel", job], stdin=subprocess.DEVNULL, timeout=30)
+    except (OSError, KeyError, subprocess.SubprocessError) as exc:
+        print("kernel-nursery: cannot cancel the job:", exc, file=sys.stderr)
+"""
 
 
 @functools.cache
@@ -137,8 +171,10 @@ class SlurmProvisioner(KernelProvisionerBase):
       step of the allocation this process runs in), hands the node side its launch request on
       ``srun``'s standard input (the key never leaves that pipe), and waits, up to
       :attr:`queue_timeout`, for the one line the node side writes when the kernel runs: its
-      node, job id and ports. Queue progress (pending, running on node X) is logged and kept in
-      :attr:`job_state` and :attr:`node`.
+      node, job id and ports. Queue progress is logged, kept in :attr:`job_state` and
+      :attr:`node`, and reported (:meth:`report_progress`, a manager's ``progress`` events)
+      with the states ``SUBMITTED``, ``PENDING`` (waiting in the queue; not reported when the
+      job starts at once) and ``RUNNING`` (with the node).
     - :meth:`wait` awaits ``srun``'s exit (reading its standard error meanwhile: the kernel's
       output, logged, and Slurm's word on how the job ended, kept in :attr:`end_reason`); it
       never asks the scheduler anything. :meth:`poll` answers at once. The kernel's output
@@ -255,6 +291,9 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._guard_token: int | None = None
         self._requested_stop = False
         self._adopted = False  # watching a job launched by another process (a watcher step)
+        self._releasing = False  # handing the job over (release): srun's end is not the job's
+        self._revoked = anyio.Event()  # srun said its pending job was withdrawn
+        self._stdout = _Lines(None)  # the node side's status lines
         #: The job id (a string, as Slurm prints it), once known.
         self.job_id: str | None = None
         #: The step id within the job (``"0"`` for a job of its own).
@@ -290,7 +329,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             return self._last_status if self._last_status is not None else 0
         status = self._process.returncode
         if status is not None:
-            status = UNKNOWN_EXIT_STATUS if self._adopted else status
+            status = UNKNOWN_EXIT_STATUS if self._adopted or self._releasing else status
             self._last_status = status
         return status
 
@@ -308,7 +347,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             while (line := await lines.next()) is not None:
                 self._on_stderr(line)
             status = await process.wait()
-            if self._adopted:
+            if self._adopted or self._releasing:
                 status = UNKNOWN_EXIT_STATUS
         if self._process is process:
             self._last_status = status
@@ -328,7 +367,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         if self._process is None or self._process.returncode is not None:
             return
         name = signal.Signals(signum).name.removeprefix("SIG")
-        if not await self._scancel(f"--signal={name}"):
+        if not await self._scancel(f"--signal={name}", step=True):
             # No job id yet (still pending), or the controller did not answer: srun itself
             # passes SIGTERM on, or withdraws a job still in the queue.
             if signum == signal.SIGTERM:
@@ -362,18 +401,26 @@ class SlurmProvisioner(KernelProvisionerBase):
 
         Raises:
             ProvisionerError: there is no kernel spec.
-            InvalidKernelIdError: the kernel id holds what a file name must not (a ``/``, a
-                comma, white space...).
+            InvalidKernelIdError: the kernel id is not one Slurm's tools can name its job by,
+                nor a file name on the node (it holds a ``/``, a comma, white space...).
+            ProvisionerConfigError: :attr:`job_name` holds white space, a comma or a control
+                character, which Slurm's tools (``squeue --name``, ``scancel --name``, their
+                output) cannot tell apart.
             JobEndedError: :attr:`restart_policy` does not allow submitting the kernel again
                 after the way its last job ended.
         """
         spec = self.kernel_spec
         if spec is None:
             raise ProvisionerError("SlurmProvisioner needs a kernel_spec to launch a kernel")
-        self._check_restart()
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
-        check_kernel_id(self.kernel_id)  # it names the connection file on the node
+        check_kernel_id(self.kernel_id)  # it names the job and the connection file on the node
+        if self.job_name and not _JOB_NAME.fullmatch(self.job_name):
+            raise ProvisionerConfigError(
+                f"SlurmProvisioner.job_name {self.job_name!r:.80} cannot be used: Slurm's tools "
+                "cannot name a job whose name holds white space, a comma or a control character"
+            )
+        self._check_restart()
         kwargs = dict(kwargs)
         extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
         argv = list(self.kernel_command) or list(spec.argv)
@@ -479,6 +526,8 @@ class SlurmProvisioner(KernelProvisionerBase):
         }
         self.job_id = self.step_id = self.node = self.end_reason = None
         self._ended = None
+        self._releasing = False
+        self._revoked = anyio.Event()
         self._tail = []
         self._requested_stop = False
         with anyio.CancelScope(shield=True):  # see LocalProvisioner: a spawn is not cancelled
@@ -528,7 +577,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             QueueTimeoutError: not within :attr:`queue_timeout`.
             JobRejectedError, LaunchError: srun ended first.
         """
-        stdout = _Lines(process.stdout)
+        self._stdout = stdout = _Lines(process.stdout)
         status: dict[str, Any] | None = None
         with anyio.move_on_after(
             self.queue_timeout if self.queue_timeout is not None else float("inf")
@@ -638,6 +687,8 @@ class SlurmProvisioner(KernelProvisionerBase):
             self.job_id = m.group(1).decode()
             self._set_state("PENDING")
             return
+        if _REVOKED.search(line):
+            self._revoked.set()
         if not line.startswith((b"srun:", b"slurmstepd")):
             self.log.info("kernel %s: %s", self.kernel_id, text)  # the kernel's own output
             return
@@ -649,20 +700,29 @@ class SlurmProvisioner(KernelProvisionerBase):
         self.log.info("Kernel %s: %s", self.kernel_id, text)
 
     def _set_state(self, state: JobState) -> None:
+        """Record where the job stands; the stages of a launch (``SUBMITTED``, ``PENDING``,
+        ``RUNNING``) are logged and reported as progress (a manager's ``progress`` events)."""
         if state == self.job_state:
             return
         self.job_state = state
-        if state == "PENDING":
-            self.log.info("Kernel %s: job %s is pending in the queue", self.kernel_id, self.job_id)
-        elif state == "RUNNING":
-            self.log.info(
-                "Kernel %s: job %s is running on node %s", self.kernel_id, self.job_id, self.node
-            )
-        else:
+        if state not in ("SUBMITTED", "PENDING", "RUNNING"):
             self.log.debug("Kernel %s: job %s is %s", self.kernel_id, self.job_id, state)
+            return
+        job = f"job {self.job_id}" if self.job_id else "the job"
+        if state == "SUBMITTED":
+            detail = "submitted to Slurm (srun)"
+        elif state == "PENDING":
+            detail = f"{job} is pending in the queue"
+        else:
+            detail = f"{job} is running on node {self.node}"
+        level = logging.DEBUG if state == "SUBMITTED" else logging.INFO
+        self.log.log(level, "Kernel %s: %s", self.kernel_id, detail)
+        self.report_progress(state, node=self.node if state == "RUNNING" else None, detail=detail)
 
     def _finish(self, status: int) -> None:
         """srun has exited with *status*: record how the job ended."""
+        if self._releasing:
+            return  # the job runs on, someone else's
         if self.job_state not in ("SUBMITTED", "PENDING", "RUNNING"):
             return  # recorded already
         if self._ended == "CANCELLED" and self._requested_stop:
@@ -679,16 +739,23 @@ class SlurmProvisioner(KernelProvisionerBase):
 
     # ------------------------------------------------------------------ stopping
 
-    async def _scancel(self, *options: str, by_name: bool = False) -> bool:
+    async def _scancel(
+        self, *options: str, by_name: bool = False, step: bool = False, quiet: bool = False
+    ) -> bool:
         """``scancel [options] JOB[.STEP]``; whether it was sent (a job id is known and
-        scancel succeeded). With *by_name* and no job id, the job is named by its default name
-        instead, which holds the kernel id (a name configured by the user may be shared by
-        other jobs: never used so). Bounded by :data:`TOOL_TIMEOUT`."""
+        scancel succeeded). With *step*, the kernel's step only, once known (a signal must not
+        reach another process's watcher step, see :meth:`load_provisioner_info`). With
+        *by_name* and no job id, the job is named by its default name instead, which holds the
+        kernel id (a name configured by the user may be shared by other jobs: never used so).
+        With *quiet*, a refusal (the job has ended already) is logged at debug level only.
+        Bounded by :data:`TOOL_TIMEOUT`."""
         if self.job_id is None:
             if not (by_name and not self.job_name and not self.in_allocation):
                 return False
             target = f"--name=kernel-{self.kernel_id}"
             options = (*options, f"--user={os.getuid()}")
+        elif step and self.step_id is not None:
+            target = f"{self.job_id}.{self.step_id}"
         elif self.in_allocation:
             if self.step_id is None:
                 return False  # not running yet: srun withdraws it
@@ -713,8 +780,11 @@ class SlurmProvisioner(KernelProvisionerBase):
                 return False
             if result.returncode == 0:
                 return True
-            self.log.warning(
-                "scancel %s failed: %s", target, result.stderr.decode(errors="replace").strip()
+            self.log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "scancel %s failed: %s",
+                target,
+                result.stderr.decode(errors="replace").strip(),
             )
             return False
         self.log.warning("scancel %s did not answer within %g s", target, TOOL_TIMEOUT)
@@ -740,7 +810,16 @@ class SlurmProvisioner(KernelProvisionerBase):
         async with anyio.create_task_group() as tg:
 
             async def escalate() -> None:
-                await anyio.sleep(KILL_WAIT_TIME)
+                with anyio.move_on_after(KILL_WAIT_TIME):
+                    # srun, told to withdraw a pending job, says so, and then now and then
+                    # lingers for good (seen with Slurm 22.05), whether or not it has asked the
+                    # controller yet. scancel makes sure (it returns once the controller has
+                    # ended the job; one already ended is no error here), then srun goes.
+                    await self._revoked.wait()
+                    with anyio.CancelScope(shield=True):  # srun's exit must not cut it short
+                        await self._scancel(by_name=True, quiet=True)
+                    self._signal_srun(signal.SIGKILL)
+                    return
                 # srun did not end the job: Slurm does it (a job srun had not yet named is
                 # found by its name), then srun goes.
                 await self._scancel(by_name=True)
@@ -782,7 +861,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             if stream is not None:
                 await stream.aclose()
         self._process = None
-        self._stderr = _Lines(None)
+        self._stderr = self._stdout = _Lines(None)
         self._unguard()
 
     # ------------------------------------------------------------------ persistence
@@ -813,18 +892,29 @@ class SlurmProvisioner(KernelProvisionerBase):
         exit status is the job's, which only its own ``srun`` learns, so :meth:`poll` and
         :meth:`wait` report :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`.
 
-        The job still belongs to the ``srun`` of the process that launched it: it ends when
-        that process stops it or dies. Taking over moves the handle, not the ownership.
+        This process then owns the job too: :meth:`cleanup` ends it, and so does this
+        process's death (even SIGKILL): the watcher step sees its input close without a word
+        and cancels the job from the node (``scancel``). A job not handed over
+        (:meth:`release`) also still ends when the process that launched it stops it or dies.
 
         Raises:
-            ProvisionerError: this provisioner already runs a kernel, or the kernel is a step
-                of an allocation (its end cannot be told from the allocation's).
+            ProvisionerError: this provisioner already runs a kernel, the kernel is a step of
+                an allocation (its end cannot be told from the allocation's), or the saved job
+                or step id is not one (digits).
+            InvalidKernelIdError: the saved kernel id is not one (see :meth:`pre_launch`).
             JobEndedError: the job is no longer running (the watcher could not join it).
         """
         if self._process is not None or self._launching:
             raise ProvisionerError("this provisioner already manages a kernel job")
-        await super().load_provisioner_info(provisioner_info)
         job_id, step_id = provisioner_info.get("job_id"), provisioner_info.get("step_id")
+        kernel_id = provisioner_info.get("kernel_id")
+        kernel_id = check_kernel_id(kernel_id)
+        for name, value in (("job_id", job_id), ("step_id", step_id)):
+            if value is not None and not (isinstance(value, str) and _JOB_ID.fullmatch(value)):
+                raise ProvisionerError(
+                    f"kernel {kernel_id}: the saved {name} {value!r:.40} is not a Slurm job id"
+                )
+        await super().load_provisioner_info(provisioner_info)
         if provisioner_info.get("slurm_conf"):
             self.slurm_conf = str(provisioner_info["slurm_conf"])
         if not job_id:
@@ -850,8 +940,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             self.python,
             "-I",
             "-c",
-            # Says it runs, then waits until Slurm ends the job (or this process goes).
-            "import sys; print('watching', flush=True); sys.stdin.buffer.read()",
+            _WATCHER,
         ]
         with anyio.CancelScope(shield=True):
             process = await anyio.open_process(
@@ -864,6 +953,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             )
         self._process = process
         self._adopted = True
+        self._releasing = False
         self._stderr = _Lines(process.stderr)
         self._requested_stop = False
         self._set_state("RUNNING")
@@ -885,11 +975,15 @@ class SlurmProvisioner(KernelProvisionerBase):
 
     async def _let_go(self) -> None:
         """Stop watching an adopted job, leaving the job alone: the watcher step ends when its
-        input closes. Shielded by the caller, bounded."""
+        input closes after the words that say so. Shielded by the caller, bounded."""
         process = self._process
         if process is None:
             return
         if process.stdin is not None:
+            try:
+                await process.stdin.send(_LET_GO)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the watcher has gone already
             await process.stdin.aclose()
         with anyio.move_on_after(KILL_WAIT_TIME):
             await self.wait()
@@ -898,6 +992,89 @@ class SlurmProvisioner(KernelProvisionerBase):
             with anyio.move_on_after(KILL_WAIT_TIME):
                 await process.wait()
         await self._reap()
+
+    async def release(self) -> dict[str, Any]:
+        """Hand the running kernel job over: let go of it so that it outlives this
+        provisioner and this process, and return what another process needs to take it over
+        with :meth:`load_provisioner_info` (:meth:`get_provisioner_info`).
+
+        The node side is told first, and answers: from then on it ends the job itself
+        (``scancel`` on the node) when the kernel exits, since no ``srun`` of this side holds
+        the job any more. Then this side's ``srun`` is killed (``SIGKILL``, which leaves its
+        job running; ``SIGTERM`` would end it) and reaped, and the guardian forgets it.
+        Afterwards this provisioner manages no kernel (:attr:`has_process` is false, a task in
+        :meth:`wait` returns :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`), and
+        the job runs until its new owner (or anyone, ``scancel``) stops it, the kernel exits,
+        or its time limit. On a cluster with ``InactiveLimit`` set, Slurm also ends it that
+        many seconds after its ``srun`` went.
+
+        Not for a provisioner a :class:`~kernel_nursery.KernelManager` runs: its supervisor
+        would take the kernel for dead and start another. Use it where the provisioner is
+        driven directly.
+
+        Shielded and bounded (:data:`TOOL_TIMEOUT`): a cancelled caller still finds the job
+        either handed over or, if the node side did not answer, still held here.
+
+        Raises:
+            ProvisionerError: no job of this provisioner's own is running (none was launched,
+                it is still pending, it ended, it was itself taken over from another process,
+                or it is a step of an allocation, whose end cannot be told from the
+                allocation's); or the node side did not acknowledge (the job is then still
+                held here).
+
+        .. versionadded:: 0.2
+        """
+        process = self._process
+        if (
+            process is None
+            or process.returncode is not None
+            or process.stdin is None
+            or self._launching
+            or self._adopted
+            or self.in_allocation
+            or self.job_state != "RUNNING"
+        ):
+            raise ProvisionerError(
+                f"kernel {self.kernel_id}: no running job of this provisioner's own to hand "
+                "over (none runs, or it is being launched or handed over; a job taken over "
+                "from another process or a step of an allocation cannot be)"
+            )
+        info = await self.get_provisioner_info()
+        self._launching = True  # one hand-over at a time, and no launch meanwhile
+        try:
+            await self._hand_over(process)
+        finally:
+            self._launching = False
+        self.log.info("Kernel %s: job %s handed over", self.kernel_id, self.job_id)
+        return info
+
+    async def _hand_over(self, process: anyio.abc.Process) -> None:
+        """:meth:`release`'s work: the node side's word, then srun's end. Shielded."""
+        assert process.stdin is not None
+        acknowledged = False
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(TOOL_TIMEOUT):
+                try:
+                    await process.stdin.send(json.dumps({"detach": True}).encode() + b"\n")
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass  # srun has gone: the job with it
+                else:
+                    while (line := await self._stdout.next()) is not None:
+                        if _is_event(line, "detached"):
+                            acknowledged = True
+                            break
+            if not acknowledged:
+                raise ProvisionerError(
+                    f"kernel {self.kernel_id}: job {self.job_id} could not be handed over: "
+                    "its node side did not answer (the job has ended, or is still held here)"
+                )
+            self._releasing = True
+            self._signal_srun(signal.SIGKILL)
+            with anyio.move_on_after(KILL_WAIT_TIME):
+                await process.wait()
+            await self._reap()
+            self._last_status = UNKNOWN_EXIT_STATUS
+            self.connection_info = {}
 
     # ------------------------------------------------------------------ the guardian
 

@@ -23,7 +23,13 @@ system, nothing polls):
    a grace period). Slurm's own signals (``scancel --signal``) reach the kernel directly, as
    every process of the step; this script passes SIGTERM on too and ignores SIGINT (the
    interrupt is the kernel's);
-5. when the kernel exits, the connection file and its directory are removed and this script
+5. a line ``{"detach": true}`` on standard input (the submitting side hands the job over, see
+   ``SlurmProvisioner.release``) is answered with ``{"event": "detached"}`` on standard output;
+   from then on standard input is not watched (its ``srun`` is about to be killed, and the job
+   belongs to whoever takes it over), and when the kernel exits this script cancels its own
+   job (``scancel``), since no ``srun`` is left to end it: Slurm keeps an allocation whose
+   ``srun`` died until its time limit;
+6. when the kernel exits, the connection file and its directory are removed and this script
    exits with the kernel's status (128 + N for a kernel killed by signal N, as a shell does).
 """
 
@@ -99,8 +105,11 @@ def main() -> int:
         signature_scheme=setup["signature_scheme"],
         kernel_name=setup.get("kernel_name", ""),
     )
+    detached = threading.Event()  # the job was handed over (a "detach" request came)
     directory = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700
-    path = os.path.join(directory, f"kernel-{setup['kernel_id']}.json")
+    # The submitting side checks the id; a stray separator still never leaves the directory.
+    kernel_id = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(setup["kernel_id"]))
+    path = os.path.join(directory, f"kernel-{kernel_id}.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=1)
@@ -134,8 +143,16 @@ def main() -> int:
         sys.stdout.flush()
 
         def watch_input() -> None:
-            while sys.stdin.buffer.read(65536):
-                pass
+            for line in sys.stdin.buffer:
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(request, dict) and request.get("detach") is True:
+                    detached.set()
+                    sys.stdout.write(json.dumps({"event": "detached"}) + "\n")
+                    sys.stdout.flush()
+                    return  # the job is someone else's now: its input is not ours to watch
             _stop(kernel, directory)
 
         threading.Thread(target=watch_input, daemon=True).start()
@@ -147,7 +164,23 @@ def main() -> int:
                 continue
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+    if detached.is_set():
+        _cancel_own_job()
     return 128 - code if code < 0 else code
+
+
+def _cancel_own_job() -> None:
+    """End this job: the kernel has exited and the job was handed over, so no ``srun`` of the
+    submitting side is left to end it. Bounded; a failure is said on standard error."""
+    job = os.environ.get("SLURM_JOB_ID")
+    scancel = shutil.which("scancel")
+    if not job or scancel is None:
+        print("kernel-nursery: cannot cancel the job: no scancel or job id", file=sys.stderr)
+        return
+    try:
+        subprocess.run([scancel, job], timeout=30, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"kernel-nursery: cannot cancel job {job}: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":
