@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from kernel_nursery import (
     stop_process,
 )
 from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_connection_info
-from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh, _ssh_master
 from kernel_nursery.provisioning._process import process_start_time
 
 from ..conftest import FAKE_KERNEL
@@ -378,14 +379,14 @@ async def test_hung_connection_counts_as_death(remote_clean: SSHServer) -> None:
 
 
 async def test_local_manager_killed_takes_the_remote_kernels(
-    remote_clean: SSHServer, tmp_path: Path
+    remote_clean: SSHServer, tmp_path: Path, short_tmp: Path
 ) -> None:
     """A manager process killed with SIGKILL leaves no kernel on the remote host, whether the
     kernel had a connection of its own or shared the control master, and nothing in its
     temporary directory (ssh logs, the master's socket directory) nor the remote files."""
     script = tmp_path / "manager.py"
-    temporary = tmp_path / "tmp"
-    temporary.mkdir()
+    # Short, so that the master's socket goes in it (under pytest-xdist, tmp_path is too deep).
+    temporary = short_tmp
     spec = ssh_spec(remote_clean)
     script.write_text(
         "import anyio, json, sys, select\n"
@@ -948,3 +949,32 @@ async def test_provisioner_info_without_what_a_takeover_needs() -> None:
             await p.load_provisioner_info({**full, **change})
         assert "\n" not in str(raised.value) and not p.has_process
     assert not reserved_ports()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A new directory with a short path, removed after the test."""
+    path = Path(tempfile.mkdtemp(prefix="kn-t-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_control_socket_directory_too_deep_goes_to_tmp(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A temporary directory too deep for a Unix socket's path does not stop the control
+    master: its socket's directory is made in /tmp instead, private to this user."""
+    deep = short_tmp / ("d" * 90)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    directory = _ssh_master.control_directory()
+    try:
+        assert directory.parent == Path("/tmp") and directory.name.startswith("kn-ssh-")
+        assert directory.stat().st_mode & 0o777 == 0o700
+        assert not list(deep.iterdir())
+    finally:
+        directory.rmdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(short_tmp))
+    directory = _ssh_master.control_directory()
+    assert directory.parent == short_tmp
+    directory.rmdir()

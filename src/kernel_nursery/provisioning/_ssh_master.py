@@ -48,6 +48,21 @@ __all__ = ["Master", "acquire", "release"]
 #: What the master runs remotely: says it is up, then holds the session until its standard
 #: input closes.
 MASTER_COMMAND = "echo kernel-nursery-ready; exec cat >/dev/null"
+#: The longest path a Unix socket can be bound to (``sun_path`` less its final NUL: 107 bytes on
+#: Linux, 103 on BSDs and macOS); ssh binds ``<ControlPath>.<16 random characters>`` first.
+_MAX_SOCKET_PATH = 107 if os.uname().sysname == "Linux" else 103
+
+
+def control_directory() -> Path:
+    """A new private directory (mode 0700) for a master's control socket: in the temporary
+    directory, or in ``/tmp`` when the temporary directory's path is too long for the socket's
+    (ssh would refuse it, and no master would ever start)."""
+    directory = Path(tempfile.mkdtemp(prefix="kn-ssh-"))
+    if len(os.fsencode(directory / "control")) + 17 > _MAX_SOCKET_PATH:
+        directory.rmdir()
+        # mkdtemp: a new directory of a random name, private to this user, as above.
+        directory = Path(tempfile.mkdtemp(prefix="kn-ssh-", dir="/tmp"))
+    return directory
 
 
 class Master:
@@ -86,7 +101,7 @@ class Master:
         return self._ready
 
     def _spawn(self, master_argv: Callable[[str], list[str]], log: Log) -> None:
-        directory = Path(tempfile.mkdtemp(prefix="kn-ssh-"))  # short: a socket path
+        directory = control_directory()
         try:
             popen = subprocess.Popen(
                 master_argv(str(directory / "control")),
