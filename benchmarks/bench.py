@@ -779,7 +779,8 @@ def run_worker(
         return {"incomplete": [timeout]}  # killed; sweep() ends its kernels
     failures = [line for line in proc.stderr.splitlines() if line.startswith("start failed")]
     if failures:
-        print(f"  {impl}: {len(failures)} failed starts, the first: {failures[0][:300]}", flush=True)
+        first = failures[0][:300]
+        print(f"  {impl}: {len(failures)} failed starts, the first: {first}", flush=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return dict(json.loads(line[len("RESULT ") :]))
