@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import platform
@@ -135,7 +136,12 @@ def rusage() -> tuple[float, int]:
 
 
 def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError as exc:  # no descriptor left to list them with: all are in use
+        if exc.errno != errno.EMFILE:
+            raise
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def peak_rss_mb() -> float:
@@ -345,7 +351,7 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                 await nursery.shutdown_all()
             out["stop"] = [time.perf_counter() - t0]
         if bound.cancelled_caught:
-            return {"incomplete": [scale_bound()]}
+            return {"incomplete": [f"did not complete within {scale_bound():g} s"]}
         out["rss_mb"] = [peak_rss_mb()]
     elif scenario == "encryption":
         out = {}
@@ -580,6 +586,12 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
                 failed += 1
                 print(f"start failed: {exc!r}", file=sys.stderr)
 
+        async def stop(km: Any) -> None:
+            try:
+                await km.shutdown_kernel()
+            except Exception as exc:
+                print(f"stop failed: {exc!r}", file=sys.stderr)
+
         try:
             async with asyncio.timeout(scale_bound()):
                 t0 = time.perf_counter()
@@ -596,15 +608,17 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
                 t0 = time.perf_counter()
                 for km in kms:
                     km.stop_restarter()
-                await asyncio.gather(*(km.shutdown_kernel() for km in kms if km.has_kernel))
+                # Failed starts may have left a kernel running: stopped too.
+                await asyncio.gather(*(stop(km) for km in kms if km.has_kernel))
                 out["stop"] = [time.perf_counter() - t0]
         except TimeoutError:
-            for km in kms:  # what it started, gone; the driver sweeps up any it lost track of
+            return {"incomplete": [f"did not complete within {scale_bound():g} s"]}
+        finally:
+            for km in kms:  # what is left, gone; the driver sweeps up any it lost track of
                 pid = getattr(km.provisioner, "pid", None)
                 if pid:
                     with contextlib.suppress(OSError):
                         os.killpg(pid, signal.SIGKILL)
-            return {"incomplete": [scale_bound()]}
         out["rss_mb"] = [peak_rss_mb()]
     elif scenario == "encryption":
         out = {}
@@ -764,27 +778,37 @@ def worker(impl: str, scenario: str, reps: int, n: int) -> None:
 def run_worker(
     impl: str, scenario: str, reps: int, n: int, env: dict[str, str], *, timeout: float = 900
 ) -> dict[str, Any]:
-    try:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", impl, scenario, str(reps), str(n)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        if scenario != "scale":
-            raise
-        return {"incomplete": [timeout]}  # killed; sweep() ends its kernels
-    failures = [line for line in proc.stderr.splitlines() if line.startswith("start failed")]
+    # Files, not pipes: kernels inherit the worker's output, and a worker that left some
+    # running (at its time bound) would keep a pipe open, and its reader waiting, until they end.
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        try:
+            subprocess.run(
+                [sys.executable, __file__, "--worker", impl, scenario, str(reps), str(n)],
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            if scenario != "scale":
+                raise
+            # Killed; sweep() ends its kernels.
+            return {"incomplete": [f"did not complete within {timeout:g} s"]}
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
+    failures = [line for line in err.splitlines() if line.startswith("start failed")]
     if failures:
         first = failures[0][:300]
         print(f"  {impl}: {len(failures)} failed starts, the first: {first}", flush=True)
-    for line in proc.stdout.splitlines():
+    for line in out.splitlines():
         if line.startswith("RESULT "):
             return dict(json.loads(line[len("RESULT ") :]))
-    raise RuntimeError(f"{impl} {scenario} failed:\n{proc.stderr[-3000:]}")
+    if scenario == "scale" and err.strip():
+        # Out of descriptors, libzmq may abort the process (an assertion): that is a result.
+        return {"incomplete": [f"crashed: {err.strip().splitlines()[-1][:120]}"]}
+    raise RuntimeError(f"{impl} {scenario} failed:\n{err[-3000:]}")
 
 
 def sweep(marker: str) -> int:
@@ -893,6 +917,9 @@ def main() -> None:
             (folder / "kernel.json").write_text(json.dumps(spec))
         env = {**os.environ, "JUPYTER_PATH": tmp, "JUPYTER_RUNTIME_DIR": str(Path(tmp) / "rt")}
         env[SCALE_TIMEOUT_ENV] = str(args.scale_timeout)
+        # jupyter_client writes its connection files as temporary files: here too, where
+        # sweep() finds the kernels of a worker killed at its bound by their command lines.
+        env["TMPDIR"] = tmp
         plan: list[tuple[str, str, int]] = (
             [
                 ("floor", "spawn", 0),
@@ -955,11 +982,10 @@ def main() -> None:
                 if incomplete is not None:
                     merged = {}  # one run that does not complete says it all
                     for key in SCALE_KEYS:
-                        text = f"did not complete within {incomplete:g} s"
                         results["metrics"].setdefault(f"{prefix}.{key}", {})[impl] = {
-                            "incomplete": text
+                            "incomplete": incomplete
                         }
-                    print(f"{prefix:32} {impl:15} did not complete", flush=True)
+                    print(f"{prefix:32} {impl:15} {incomplete}", flush=True)
                 for key, values in merged.items():
                     name = f"{prefix}.{key}"
                     results["metrics"].setdefault(name, {})[impl] = summary(values)
