@@ -24,9 +24,10 @@ Scenarios:
   scale-N      N minimal kernels (300 by default, --scale) in one process under a soft limit
                of 1,024 open files: wall time to start them all, to stop them all, failed
                starts, open fds and peak RSS of the managing process, and its CPU time over
-               10 s of idling (supervision on, as in idle); each worker is bounded in time
-               (--scale-timeout), and an implementation that does not finish within it is
-               reported so, and its kernels killed
+               10 s of idling (supervision on, as in idle); --scale-reps workers each, each
+               bounded in time (--scale-timeout): a run that does not complete (out of time,
+               or crashed) is counted (incomplete_runs), its kernels killed, and the cells of
+               an implementation none of whose runs completed say why
   ssh, ssh-floor  remote kernels over SSH against a throwaway sshd on loopback, with a raw
                floor (benchmarks/ssh_bench.py; skipped where sshd is not installed)
   bridge       jupyter_client's AsyncKernelManager with ipykernel, once with its own
@@ -960,7 +961,7 @@ def main() -> None:
                 # A scale worker bounds itself; the driver's bound is the last resort.
                 timeout = args.scale_timeout + 60 if scenario == "scale" else 900
                 merged: dict[str, list[float]] = {}
-                incomplete = None
+                incomplete: list[str] = []  # why each run that did not complete did not
                 for _ in range(repeats):
                     try:
                         measured = run_worker(impl, scenario, reps, n, env, timeout=timeout)
@@ -973,19 +974,22 @@ def main() -> None:
                     if scenario == "scale" and sweep(tmp):
                         print(f"{scenario} {impl}: killed the kernels it left", flush=True)
                     if "incomplete" in measured:
-                        incomplete = measured["incomplete"][0]
-                        break  # it would not complete the next time either
+                        incomplete.append(measured["incomplete"][0])
+                        print(f"{scenario} {impl}: {incomplete[-1]}", flush=True)
+                        continue
                     for key, values in measured.items():
                         merged.setdefault(key, []).extend(values)
                 sized = scenario in ("many", "pool", "scale")
                 prefix = f"{scenario}-{n}" if sized else scenario
-                if incomplete is not None:
-                    merged = {}  # one run that does not complete says it all
-                    for key in SCALE_KEYS:
-                        results["metrics"].setdefault(f"{prefix}.{key}", {})[impl] = {
-                            "incomplete": incomplete
-                        }
-                    print(f"{prefix:32} {impl:15} {incomplete}", flush=True)
+                if scenario == "scale":
+                    merged["incomplete_runs"] = [len(incomplete)]
+                    if incomplete:
+                        results.setdefault("incomplete", {})[f"{prefix} {impl}"] = incomplete
+                    if not merged.keys() - {"incomplete_runs"}:  # none completed
+                        for key in SCALE_KEYS:
+                            results["metrics"].setdefault(f"{prefix}.{key}", {})[impl] = {
+                                "incomplete": incomplete[-1]
+                            }
                 for key, values in merged.items():
                     name = f"{prefix}.{key}"
                     results["metrics"].setdefault(name, {})[impl] = summary(values)
@@ -997,6 +1001,7 @@ def main() -> None:
         # Some scenarios re-run alone: keep the other rows, and say which rows are newer.
         previous = json.loads((out / "results.json").read_text())
         previous["metrics"].update(results["metrics"])
+        previous.setdefault("incomplete", {}).update(results.get("incomplete", {}))
         when = results["machine"]["date"]
         # Other work on the machine disturbs a separate run: say how much there was.
         low, high, cores = min(loads), max(loads), os.cpu_count()
@@ -1015,6 +1020,7 @@ UNITS = {
     "cold_takes": ("", 1),
     "idle_cpu_s": ("s", 1),
     "failed": ("", 1),
+    "incomplete_runs": ("", 1),
 }
 
 
