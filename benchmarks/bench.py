@@ -918,9 +918,6 @@ def main() -> None:
             (folder / "kernel.json").write_text(json.dumps(spec))
         env = {**os.environ, "JUPYTER_PATH": tmp, "JUPYTER_RUNTIME_DIR": str(Path(tmp) / "rt")}
         env[SCALE_TIMEOUT_ENV] = str(args.scale_timeout)
-        # jupyter_client writes its connection files as temporary files: here too, where
-        # sweep() finds the kernels of a worker killed at its bound by their command lines.
-        env["TMPDIR"] = tmp
         plan: list[tuple[str, str, int]] = (
             [
                 ("floor", "spawn", 0),
@@ -963,16 +960,22 @@ def main() -> None:
                 merged: dict[str, list[float]] = {}
                 incomplete: list[str] = []  # why each run that did not complete did not
                 for _ in range(repeats):
+                    # jupyter_client writes its connection files as temporary files: here
+                    # too, where sweep() finds the kernels of a worker that crashed or was
+                    # killed at its bound by their command lines (not for ssh: socket paths
+                    # must stay short).
+                    worker_env = env if scenario.startswith("ssh") else {**env, "TMPDIR": tmp}
                     try:
-                        measured = run_worker(impl, scenario, reps, n, env, timeout=timeout)
+                        measured = run_worker(impl, scenario, reps, n, worker_env, timeout=timeout)
                     except RuntimeError as exc:
                         if not scenario.startswith("ssh"):
                             raise
                         print(f"{scenario} {impl}: failed, left out: {exc}", flush=True)
                         measured = {}
+                    finally:
+                        if sweep(tmp):
+                            print(f"{scenario} {impl}: killed the kernels it left", flush=True)
                     loads.append(os.getloadavg()[0])
-                    if scenario == "scale" and sweep(tmp):
-                        print(f"{scenario} {impl}: killed the kernels it left", flush=True)
                     if "incomplete" in measured:
                         incomplete.append(measured["incomplete"][0])
                         print(f"{scenario} {impl}: {incomplete[-1]}", flush=True)
@@ -1073,9 +1076,15 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
                 cells.append(fmt(metric, s["median"]))
         ratios = []
         base = by_impl.get("jupyter_client")
+        # Where starts failed (scale rows), the failures' times compare with nothing.
+        failed = results["metrics"].get(metric.split(".")[0] + ".failed", {})
         for impl in (*IMPLS[:2], BRIDGED):
             s = by_impl.get(impl)
             comparable = base and s and base.get("median", 0) > 0 and s.get("median", 0) > 0
+            if any(failed.get(i, {}).get("median", 0) for i in ("jupyter_client", impl)):
+                comparable = False
+            if metric.split(".")[-1].startswith("floor"):
+                comparable = False  # the same floor in each worker: no ratio to draw
             ratios.append(f"{base['median'] / s['median']:.2f}" if comparable else "—")
         lines.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
