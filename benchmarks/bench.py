@@ -216,7 +216,10 @@ def ipykernel_floor() -> tuple[float, float]:
         poller.register(shell, zmq.POLLIN)
         poller.register(iopub, zmq.POLLIN)
         replied = delivering = False
+        give_up = time.perf_counter() + 60
         while not (replied and delivering):
+            if time.perf_counter() > give_up or proc.poll() is not None:
+                raise RuntimeError(f"the floor's ipykernel did not answer (status {proc.poll()})")
             # Asked again while iopub's subscription has not reached the kernel (its status
             # messages for the first request go nowhere), as every client must.
             shell.send_multipart(session.serialize(session.new_message("kernel_info_request")))
@@ -243,8 +246,8 @@ def ipykernel_floor() -> tuple[float, float]:
         for sock in sockets:
             sock.close()
         if proc is not None:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its group: nothing of it outlives this
             proc.wait()
         path.unlink(missing_ok=True)
         os.rmdir(tmp)
