@@ -991,7 +991,7 @@ def main() -> None:
                     merged["incomplete_runs"] = [len(incomplete)]
                     if incomplete:
                         results.setdefault("incomplete", {})[f"{prefix} {impl}"] = incomplete
-                    if not merged.keys() - {"incomplete_runs"}:  # none completed
+                    if incomplete and not merged.keys() - {"incomplete_runs"}:  # none completed
                         for key in SCALE_KEYS:
                             results["metrics"].setdefault(f"{prefix}.{key}", {})[impl] = {
                                 "incomplete": incomplete[-1]
