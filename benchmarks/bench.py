@@ -619,10 +619,11 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
             return {"incomplete": [f"did not complete within {scale_bound():g} s"]}
         finally:
             for km in kms:  # what is left, gone; the driver sweeps up any it lost track of
-                pid = getattr(km.provisioner, "pid", None)
-                if pid:
+                process = getattr(km.provisioner, "process", None)
+                # Only a child not yet reaped: its pid (and group) cannot name another's.
+                if process is not None and process.poll() is None:
                     with contextlib.suppress(OSError):
-                        os.killpg(pid, signal.SIGKILL)
+                        os.killpg(process.pid, signal.SIGKILL)
         out["rss_mb"] = [peak_rss_mb()]
     elif scenario == "encryption":
         out = {}
@@ -824,13 +825,17 @@ def sweep(marker: str) -> int:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            pidfd = os.pidfd_open(int(entry.name))  # first: the pid cannot be reused under us
         except OSError:
             continue
-        if marker.encode() in cmdline:
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 killed += 1
+        except OSError:
+            pass  # gone meanwhile
+        finally:
+            os.close(pidfd)
     return killed
 
 
