@@ -12,11 +12,22 @@ Scenarios:
   launch       provisioner creation, pre_launch (ports, connection file) and launch_kernel of a
                trivial process, until it returns (jupyter_client: as AsyncKernelManager does)
   kill         SIGKILL to the exit being detected (wait() returning)
-  ipykernel    start to ready, graceful shutdown, shutdown(now=True), restart to ready
+  ipykernel    start to ready, graceful shutdown, shutdown(now=True), restart to ready; and,
+               in each worker alongside, the raw floors (bare subprocess and blocking pyzmq):
+               floor_start_to_ready (spawn to a kernel_info reply, iopub delivering) and
+               floor_graceful_shutdown (shutdown_request to the kernel's exit), with each
+               repetition's distance to them (*_over_floor)
   many-N       N minimal kernels started (to ready) and shut down concurrently: wall time,
                peak RSS and open fds of the managing process
   idle         CPU time and context switches of the managing process over 10 s, 20 idle kernels
                (each implementation's supervision on: our supervisor, jupyter_client's restarter)
+  scale-N      N minimal kernels (300 by default, --scale) in one process under a soft limit
+               of 1,024 open files: wall time to start them all, to stop them all, failed
+               starts, open fds and peak RSS of the managing process, and its CPU time over
+               10 s of idling (supervision on, as in idle); --scale-reps workers each, each
+               bounded in time (--scale-timeout): a run that does not complete (out of time,
+               or crashed) is counted (incomplete_runs), its kernels killed, and the cells of
+               an implementation none of whose runs completed say why
   ssh, ssh-floor  remote kernels over SSH against a throwaway sshd on loopback, with a raw
                floor (benchmarks/ssh_bench.py; skipped where sshd is not installed)
   bridge       jupyter_client's AsyncKernelManager with ipykernel, once with its own
@@ -47,6 +58,8 @@ The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same fo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import platform
@@ -79,6 +92,13 @@ EXEC_REPS = 30
 EXECUTE_CODE = "print(1)"
 EXECUTE_ROUNDS = 200
 EXECUTE_WARMUP = 50
+#: The scale scenario: its soft limit on open files (that of many desktops, containers and CI
+#: runners), and its idle window.
+SCALE_NOFILE = 1024
+SCALE_IDLE = 10.0
+#: Where the driver tells a worker its time bound (--scale-timeout), in seconds.
+SCALE_TIMEOUT_ENV = "KN_BENCH_SCALE_TIMEOUT"
+SCALE_KEYS = ("start", "stop", "failed", "fds", "rss_mb", "idle_cpu_s")
 
 
 # ====================================================================== workers
@@ -117,7 +137,120 @@ def rusage() -> tuple[float, int]:
 
 
 def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError as exc:  # no descriptor left to list them with: all are in use
+        if exc.errno != errno.EMFILE:
+            raise
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def add_floors(out: dict[str, list[float]]) -> None:
+    """Measure the ipykernel floors once (see :func:`ipykernel_floor`) and add them to *out*,
+    with this repetition's distance to them: the same conditions, in the same worker."""
+    ready, graceful = ipykernel_floor()
+    out.setdefault("floor_start_to_ready", []).append(ready)
+    out.setdefault("floor_graceful_shutdown", []).append(graceful)
+    out.setdefault("start_over_floor", []).append(out["start_to_ready"][-1] - ready)
+    out.setdefault("graceful_over_floor", []).append(out["graceful_shutdown"][-1] - graceful)
+
+
+def scale_bound() -> float:
+    return float(os.environ.get(SCALE_TIMEOUT_ENV, "120"))
+
+
+def ipykernel_floor() -> tuple[float, float]:
+    """The raw floors of an ipykernel's start and graceful shutdown: no manager, no event loop,
+    a bare subprocess and blocking pyzmq sockets, signed by the same Session.
+
+    Ready: from choosing ports (and writing the connection file) to a ``kernel_info`` reply on
+    shell with iopub delivering (a message has arrived on a subscribed iopub socket), asking
+    again every 200 ms while it does not. Graceful: from sending ``shutdown_request`` on control
+    (its first use, as a manager's) to the kernel's exit, seen through a pidfd.
+    """
+    import socket
+
+    import zmq
+
+    from kernel_nursery import Session
+
+    holders = [socket.socket() for _ in range(5)]
+    tmp = tempfile.mkdtemp(prefix="kn-floor-")
+    path = Path(tmp) / "kernel.json"
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sockets: list[zmq.Socket[bytes]] = []
+    proc = None
+    try:
+        t0 = time.perf_counter()
+        for holder in holders:
+            holder.bind(("127.0.0.1", 0))
+        names = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+        ports = {name: h.getsockname()[1] for name, h in zip(names, holders, strict=True)}
+        for holder in holders:
+            holder.close()
+        key = os.urandom(16).hex()
+        info = {**ports, "ip": "127.0.0.1", "transport": "tcp", "key": key}
+        info |= {"signature_scheme": "hmac-sha256", "kernel_name": "python3"}
+        path.write_text(json.dumps(info))
+
+        def connect(kind: int, port: str) -> zmq.Socket[bytes]:
+            sock = ctx.socket(kind)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RECONNECT_IVL, 10)  # as our clients: the kernel binds later
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(f"tcp://127.0.0.1:{info[port]}")
+            sockets.append(sock)
+            return sock
+
+        shell, iopub = connect(zmq.DEALER, "shell_port"), connect(zmq.SUB, "iopub_port")
+        control = connect(zmq.DEALER, "control_port")
+        argv = [a.replace("{connection_file}", str(path)) for a in IPYKERNEL]
+        proc = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.DEVNULL)
+        session = Session(key=key, signature_scheme="hmac-sha256")
+        poller = zmq.Poller()
+        poller.register(shell, zmq.POLLIN)
+        poller.register(iopub, zmq.POLLIN)
+        replied = delivering = False
+        give_up = time.perf_counter() + 60
+        while not (replied and delivering):
+            if time.perf_counter() > give_up or proc.poll() is not None:
+                raise RuntimeError(f"the floor's ipykernel did not answer (status {proc.poll()})")
+            # Asked again while iopub's subscription has not reached the kernel (its status
+            # messages for the first request go nowhere), as every client must.
+            shell.send_multipart(session.serialize(session.new_message("kernel_info_request")))
+            deadline = time.perf_counter() + 0.2
+            while not (replied and delivering) and time.perf_counter() < deadline:
+                remaining = max(deadline - time.perf_counter(), 0)
+                for sock, _ in poller.poll(remaining * 1000):
+                    sock.recv_multipart()
+                    replied, delivering = replied or sock is shell, delivering or sock is iopub
+        ready = time.perf_counter() - t0
+        time.sleep(0.2)  # as settled as a manager's kernel when it is asked to shut down
+        pidfd = os.pidfd_open(proc.pid)
+        try:
+            t0 = time.perf_counter()
+            control.send_multipart(
+                session.serialize(session.new_message("shutdown_request", {"restart": False}))
+            )
+            select.select([pidfd], [], [])
+            graceful = time.perf_counter() - t0
+        finally:
+            os.close(pidfd)
+        return ready, graceful
+    finally:
+        for sock in sockets:
+            sock.close()
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its group: nothing of it outlives this
+            proc.wait()
+        path.unlink(missing_ok=True)
+        os.rmdir(tmp)
 
 
 async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
@@ -126,6 +259,7 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
     from kernel_nursery import (
         KernelManager,
         KernelNursery,
+        KernelNurseryError,
         KernelPool,
         KernelProvisionerFactory,
         KernelSpec,
@@ -183,6 +317,7 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 await km.shutdown_kernel(now=True)
                 out["now_shutdown"].append(time.perf_counter() - t0)
+            add_floors(out)
     elif scenario == "many":
         t0 = time.perf_counter()
         async with KernelNursery() as nursery:
@@ -193,6 +328,35 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
             await nursery.shutdown_all()
         out["wall"] = [time.perf_counter() - t0]
         out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    elif scenario == "scale":
+        failed = 0
+
+        async def start_one(nursery: KernelNursery) -> None:
+            nonlocal failed
+            try:
+                await nursery.start_kernel(kernel_spec=fake)
+            except KernelNurseryError as exc:
+                failed += 1
+                print(f"start failed: {exc}", file=sys.stderr)
+
+        with anyio.move_on_after(scale_bound()) as bound:
+            t0 = time.perf_counter()
+            async with KernelNursery() as nursery:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(n):
+                        tg.start_soon(start_one, nursery)
+                out["start"] = [time.perf_counter() - t0]
+                out["failed"] = [failed]
+                out["fds"] = [open_fds()]
+                cpu0 = rusage()[0]
+                await anyio.sleep(SCALE_IDLE)
+                out["idle_cpu_s"] = [rusage()[0] - cpu0]
+                t0 = time.perf_counter()
+                await nursery.shutdown_all()
+            out["stop"] = [time.perf_counter() - t0]
+        if bound.cancelled_caught:
+            return {"incomplete": [f"did not complete within {scale_bound():g} s"]}
+        out["rss_mb"] = [peak_rss_mb()]
     elif scenario == "encryption":
         out = {}
         for _ in range(reps):
@@ -344,6 +508,7 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
             t0 = time.perf_counter()
             await km.shutdown_kernel(now=True)
             out["now_shutdown"].append(time.perf_counter() - t0)
+            add_floors(out)
     elif scenario == "bridge":
         # The same kernel command either way; only the kernel spec's provisioner differs.
         name = "ipy-nursery" if bridged else "ipy-jupyter"
@@ -411,6 +576,55 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
         await asyncio.gather(*(km.shutdown_kernel() for km in kms))
         out["wall"] = [time.perf_counter() - t0]
         out["rss_mb"] = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
+    elif scenario == "scale":
+        # As in idle, its supervision on: each manager's restarter, once the kernels are up.
+        kms = [AsyncIOLoopKernelManager(kernel_name="fake") for _ in range(n)]
+        failed = 0
+
+        async def start(km: Any) -> None:
+            nonlocal failed
+            try:
+                await km.start_kernel()
+                (await ready(km)).stop_channels()
+            except Exception as exc:  # a failed start is counted, as ours are
+                failed += 1
+                print(f"start failed: {exc!r}", file=sys.stderr)
+
+        async def stop(km: Any) -> None:
+            try:
+                await km.shutdown_kernel()
+            except Exception as exc:
+                print(f"stop failed: {exc!r}", file=sys.stderr)
+
+        try:
+            async with asyncio.timeout(scale_bound()):
+                t0 = time.perf_counter()
+                await asyncio.gather(*(start(km) for km in kms))
+                out["start"] = [time.perf_counter() - t0]
+                out["failed"] = [failed]
+                out["fds"] = [open_fds()]
+                for km in kms:
+                    if km.has_kernel:
+                        km.start_restarter()
+                cpu0 = rusage()[0]
+                await asyncio.sleep(SCALE_IDLE)
+                out["idle_cpu_s"] = [rusage()[0] - cpu0]
+                t0 = time.perf_counter()
+                for km in kms:
+                    km.stop_restarter()
+                # Failed starts may have left a kernel running: stopped too.
+                await asyncio.gather(*(stop(km) for km in kms if km.has_kernel))
+                out["stop"] = [time.perf_counter() - t0]
+        except TimeoutError:
+            return {"incomplete": [f"did not complete within {scale_bound():g} s"]}
+        finally:
+            for km in kms:  # what is left, gone; the driver sweeps up any it lost track of
+                process = getattr(km.provisioner, "process", None)
+                # Only a child not yet reaped: its pid (and group) cannot name another's.
+                if process is not None and process.poll() is None:
+                    with contextlib.suppress(OSError):
+                        os.killpg(process.pid, signal.SIGKILL)
+        out["rss_mb"] = [peak_rss_mb()]
     elif scenario == "encryption":
         out = {}
         for _ in range(reps):
@@ -547,6 +761,11 @@ def execute_floor(info: dict[str, Any], reps: int) -> list[float]:
 
 
 def worker(impl: str, scenario: str, reps: int, n: int) -> None:
+    if scenario == "scale":
+        # The ordinary soft limit, for everyone, before anything opens a descriptor.
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft = SCALE_NOFILE if hard == resource.RLIM_INFINITY else min(SCALE_NOFILE, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     if impl.startswith("jupyter_client"):
         import asyncio
 
@@ -561,19 +780,63 @@ def worker(impl: str, scenario: str, reps: int, n: int) -> None:
 # ====================================================================== driver
 
 
-def run_worker(impl: str, scenario: str, reps: int, n: int, env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", impl, scenario, str(reps), str(n)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
-    for line in proc.stdout.splitlines():
+def run_worker(
+    impl: str, scenario: str, reps: int, n: int, env: dict[str, str], *, timeout: float = 900
+) -> dict[str, Any]:
+    # Files, not pipes: kernels inherit the worker's output, and a worker that left some
+    # running (at its time bound) would keep a pipe open, and its reader waiting, until they end.
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        try:
+            subprocess.run(
+                [sys.executable, __file__, "--worker", impl, scenario, str(reps), str(n)],
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            if scenario != "scale":
+                raise
+            # Killed; sweep() ends its kernels.
+            return {"incomplete": [f"did not complete within {timeout:g} s"]}
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
+    failures = [line for line in err.splitlines() if line.startswith("start failed")]
+    if failures:
+        first = failures[0][:300]
+        print(f"  {impl}: {len(failures)} failed starts, the first: {first}", flush=True)
+    for line in out.splitlines():
         if line.startswith("RESULT "):
             return dict(json.loads(line[len("RESULT ") :]))
-    raise RuntimeError(f"{impl} {scenario} failed:\n{proc.stderr[-3000:]}")
+    if scenario == "scale" and err.strip():
+        # Out of descriptors, libzmq may abort the process (an assertion): that is a result.
+        return {"incomplete": [f"crashed: {err.strip().splitlines()[-1][:120]}"]}
+    raise RuntimeError(f"{impl} {scenario} failed:\n{err[-3000:]}")
+
+
+def sweep(marker: str) -> int:
+    """SIGKILL every process whose command line holds *marker* (this run's own temporary
+    directory, in the kernels' connection file paths): kernels that a worker killed at its time
+    bound left behind. Returns how many there were."""
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            pidfd = os.pidfd_open(int(entry.name))  # first: the pid cannot be reused under us
+        except OSError:
+            continue
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                killed += 1
+        except OSError:
+            pass  # gone meanwhile
+        finally:
+            os.close(pidfd)
+    return killed
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -623,6 +886,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     parser.add_argument("--many", default="1,10,50")
+    parser.add_argument("--scale", type=int, default=300, help="kernels of the scale scenario")
+    parser.add_argument(
+        "--scale-timeout",
+        type=float,
+        default=120.0,
+        help="seconds each scale worker may take to start, idle and stop its kernels",
+    )
+    parser.add_argument("--scale-reps", type=int, default=3, help="workers per implementation")
     parser.add_argument(
         "--scenarios",
         "--only",
@@ -639,6 +910,7 @@ def main() -> None:
     import ssh_bench
 
     results: dict[str, Any] = {"machine": machine(), "metrics": {}}
+    loads = [os.getloadavg()[0]]  # the 1-minute load average before and after each worker
     sshd = None
     with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
         nursery = {"kernel_provisioner": {"provisioner_name": "kernel-nursery-local"}}
@@ -653,6 +925,7 @@ def main() -> None:
             spec = {"argv": argv, "display_name": name, "language": language, "metadata": metadata}
             (folder / "kernel.json").write_text(json.dumps(spec))
         env = {**os.environ, "JUPYTER_PATH": tmp, "JUPYTER_RUNTIME_DIR": str(Path(tmp) / "rt")}
+        env[SCALE_TIMEOUT_ENV] = str(args.scale_timeout)
         plan: list[tuple[str, str, int]] = (
             [
                 ("floor", "spawn", 0),
@@ -663,7 +936,7 @@ def main() -> None:
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
             + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("first-execute", "", 0)]
-            + [("pool", "", 100)]
+            + [("pool", "", 100), ("scale", "", args.scale)]
         )
         if ssh_bench.available():
             plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
@@ -688,22 +961,48 @@ def main() -> None:
                     continue
                 if impl == BRIDGED and scenario != "bridge":
                     continue
-                reps = args.reps if scenario not in ("many", "idle", "pool") else 1
-                repeats = args.reps if scenario == "many" else 1
+                reps = args.reps if scenario not in ("many", "idle", "pool", "scale") else 1
+                repeats = {"many": args.reps, "scale": args.scale_reps}.get(scenario, 1)
+                # A scale worker bounds itself; the driver's bound is the last resort.
+                timeout = args.scale_timeout + 60 if scenario == "scale" else 900
                 merged: dict[str, list[float]] = {}
+                incomplete: list[str] = []  # why each run that did not complete did not
                 for _ in range(repeats):
+                    # jupyter_client writes its connection files as temporary files: here
+                    # too, where sweep() finds the kernels of a worker that crashed or was
+                    # killed at its bound by their command lines (not for ssh: socket paths
+                    # must stay short).
+                    worker_env = env if scenario.startswith("ssh") else {**env, "TMPDIR": tmp}
                     try:
-                        measured = run_worker(impl, scenario, reps, n, env)
+                        measured = run_worker(impl, scenario, reps, n, worker_env, timeout=timeout)
                     except RuntimeError as exc:
                         if not scenario.startswith("ssh"):
                             raise
                         print(f"{scenario} {impl}: failed, left out: {exc}", flush=True)
                         measured = {}
+                    finally:
+                        if sweep(tmp):
+                            print(f"{scenario} {impl}: killed the kernels it left", flush=True)
+                    loads.append(os.getloadavg()[0])
+                    if "incomplete" in measured:
+                        incomplete.append(measured["incomplete"][0])
+                        print(f"{scenario} {impl}: {incomplete[-1]}", flush=True)
+                        continue
                     for key, values in measured.items():
                         merged.setdefault(key, []).extend(values)
+                sized = scenario in ("many", "pool", "scale")
+                prefix = f"{scenario}-{n}" if sized else scenario
+                if scenario == "scale":
+                    merged["incomplete_runs"] = [len(incomplete)]
+                    if incomplete:
+                        results.setdefault("incomplete", {})[f"{prefix} {impl}"] = incomplete
+                    if incomplete and not merged.keys() - {"incomplete_runs"}:  # none completed
+                        for key in SCALE_KEYS:
+                            results["metrics"].setdefault(f"{prefix}.{key}", {})[impl] = {
+                                "incomplete": incomplete[-1]
+                            }
                 for key, values in merged.items():
-                    sized = scenario in ("many", "pool")
-                    name = f"{scenario}-{n}.{key}" if sized else f"{scenario}.{key}"
+                    name = f"{prefix}.{key}"
                     results["metrics"].setdefault(name, {})[impl] = summary(values)
                     print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
         if sshd is not None:
@@ -713,8 +1012,13 @@ def main() -> None:
         # Some scenarios re-run alone: keep the other rows, and say which rows are newer.
         previous = json.loads((out / "results.json").read_text())
         previous["metrics"].update(results["metrics"])
+        previous.setdefault("incomplete", {}).update(results.get("incomplete", {}))
+        when = results["machine"]["date"]
+        # Other work on the machine disturbs a separate run: say how much there was.
+        low, high, cores = min(loads), max(loads), os.cpu_count()
+        when += f" (load average {low:.1f} to {high:.1f} on {cores} cores)"
         for scenario in args.scenarios.split(","):
-            previous.setdefault("reruns", {})[scenario] = results["machine"]["date"]
+            previous.setdefault("reruns", {})[scenario] = when
         results = previous
     write_outputs(results, out)
 
@@ -725,6 +1029,9 @@ UNITS = {
     "rss_mb": ("MB", 1),
     "fds": ("", 1),
     "cold_takes": ("", 1),
+    "idle_cpu_s": ("s", 1),
+    "failed": ("", 1),
+    "incomplete_runs": ("", 1),
 }
 
 
@@ -756,12 +1063,20 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
     ]
     for scenario, date in sorted(results.get("reruns", {}).items()):
         lines.insert(1, f"The `{scenario}` rows were measured again on {date}, separately.")
-    for metric, by_impl in results["metrics"].items():
+    # A scenario's rows together, in the order scenarios first appear (rows added by a
+    # separate run come last in the file, but belong with their scenario's others).
+    order: dict[str, int] = {}
+    for metric in results["metrics"]:
+        order.setdefault(metric.split(".")[0], len(order))
+    metrics = sorted(results["metrics"].items(), key=lambda item: order[item[0].split(".")[0]])
+    for metric, by_impl in metrics:
         cells = []
         for impl in IMPLS:
             s = by_impl.get(impl)
             if s is None:
                 cells.append("—")
+            elif "incomplete" in s:
+                cells.append(s["incomplete"])
             elif s["n"] > 1:
                 spread = f"{fmt(metric, s['q1'], unit=False)} to {fmt(metric, s['q3'], unit=False)}"
                 cells.append(f"{fmt(metric, s['median'])} ({spread})")
@@ -769,11 +1084,16 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
                 cells.append(fmt(metric, s["median"]))
         ratios = []
         base = by_impl.get("jupyter_client")
+        # Where starts failed (scale rows), the failures' times compare with nothing.
+        failed = results["metrics"].get(metric.split(".")[0] + ".failed", {})
         for impl in (*IMPLS[:2], BRIDGED):
             s = by_impl.get(impl)
-            ratios.append(
-                "—" if not (base and s and s["median"]) else f"{base['median'] / s['median']:.2f}"
-            )
+            comparable = base and s and base.get("median", 0) > 0 and s.get("median", 0) > 0
+            if any(failed.get(i, {}).get("median", 0) for i in ("jupyter_client", impl)):
+                comparable = False
+            if metric.split(".")[-1].startswith("floor"):
+                comparable = False  # the same floor in each worker: no ratio to draw
+            ratios.append(f"{base['median'] / s['median']:.2f}" if comparable else "—")
         lines.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     plot(results, out / "results.svg")
@@ -785,7 +1105,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timed = [k for k in results["metrics"] if k.split(".")[-1] not in UNITS]
+    timed = [
+        k
+        for k in results["metrics"]
+        if k.split(".")[-1] not in UNITS and not k.endswith("_over_floor")  # may be negative
+    ]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(timed) + 1.5))
     colours = {
         "ours-asyncio": "#3b7dd8",

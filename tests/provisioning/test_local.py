@@ -95,6 +95,24 @@ async def test_exit_code_of_kernel_that_exits(toy_spec: SpecFactory) -> None:
         assert await p.poll() == 3
 
 
+async def test_cleanup_keeps_an_exit_seen_and_kills_a_running_kernel(
+    toy_spec: SpecFactory,
+) -> None:
+    """cleanup() keeps the status of an exit already seen, and kills a kernel still running."""
+    async with LocalProvisioner(kernel_spec=toy_spec("--exit", "3")) as p:
+        await launch(p)
+        assert await p.wait() == 3
+        await p.cleanup()
+        assert not p.has_process and await p.poll() == 3
+    async with notifier() as n:
+        p = LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port)))
+        await launch(p)
+        [pid] = await n.ready()
+        await p.cleanup()
+        assert not is_running(pid)
+        assert await p.poll() == -signal.SIGKILL
+
+
 async def test_signalling_an_exited_kernel_is_not_an_error(toy_spec: SpecFactory) -> None:
     """send_signal, terminate and kill after the kernel exited do nothing, on both backends."""
     async with LocalProvisioner(kernel_spec=toy_spec("--exit", "0")) as p:

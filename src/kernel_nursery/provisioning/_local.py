@@ -517,7 +517,11 @@ class LocalProvisioner(KernelProvisionerBase):
         group = self._pgid if process.group_is_ours else None
         await self.kill(restart)
         with anyio.move_on_after(KILL_WAIT_TIME):
-            self._last_status = await process.wait()
+            # Usually the exit has been seen already (a shutdown awaited it): then its status
+            # is known, and waiting again would only cost trio two checkpoints (its wait takes
+            # a lock first), on every shutdown.
+            status = process.returncode
+            self._last_status = status if status is not None else await process.wait()
             if group is not None:
                 await wait_for_group_exit(group)
         if process.returncode is None:
