@@ -794,3 +794,64 @@ async def test_kernel_id_that_is_no_file_name_is_refused() -> None:
         with pytest.raises(InvalidKernelIdError) as raised:
             await p.pre_launch()
         assert "\n" not in str(raised.value) and not p.has_process
+
+
+# ---------------------------------------------------------------- hostile review
+
+MIMICS_SRUN = [
+    sys.executable,
+    "-c",
+    textwrap.dedent(
+        """
+        import sys, time
+        # What a nested srun (os.system('srun ...') in a notebook) writes to the kernel's
+        # standard error, which reaches ours through the job's srun.
+        sys.stderr.write("srun: job 999999 queued and waiting for resources\\n")
+        sys.stderr.write("srun: Job 999998 step creation temporarily disabled, retrying\\n")
+        sys.stderr.write("srun: job 999997 has been allocated resources\\n")
+        sys.stderr.write("mimicry done\\n")
+        sys.stderr.flush()
+        time.sleep(600)
+        """
+    ),
+]
+
+
+async def test_kernel_output_like_srun_notices_changes_nothing(slurm: SlurmCluster) -> None:
+    """Queue notices in the running kernel's own output (a nested srun's) neither change the
+    job id (scancel would name another job) nor take the job back to PENDING, nor report
+    progress after RUNNING; the job can still be handed over."""
+    async with provisioner(slurm, MIMICS_SRUN) as p:
+        states: list[str] = []
+        p.progress_callback = lambda progress: states.append(progress.state)
+        done = anyio.Event()
+
+        class Marker(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "mimicry done" in record.getMessage():
+                    done.set()
+
+        handler = Marker()
+        p.log.addHandler(handler)
+        level = p.log.level
+        p.log.setLevel(logging.INFO)
+        try:
+            await launch(p)
+            job_id = p.job_id
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(p.wait)
+                with anyio.fail_after(30):
+                    await done.wait()
+                assert p.job_id == job_id and p.job_state == "RUNNING"
+                # (PENDING before RUNNING when the last test's job was still completing)
+                assert states[-1] == "RUNNING" and states.count("RUNNING") == 1
+                info = await p.release()
+                assert info["job_id"] == job_id
+        finally:
+            p.log.setLevel(level)
+            p.log.removeHandler(handler)
+    async with SlurmProvisioner() as taker:
+        await taker.load_provisioner_info(info)
+        await taker.kill()
+        with anyio.fail_after(30):
+            await taker.wait()

@@ -675,17 +675,7 @@ class SlurmProvisioner(KernelProvisionerBase):
     def _on_stderr(self, line: bytes) -> None:
         text = line.decode(errors="replace").rstrip()
         self._tail = [*self._tail[-19:], text]
-        if m := _QUEUED.search(line):
-            self.job_id = m.group(1).decode()
-            self._set_state("PENDING")
-            return
-        if m := _ALLOCATED.search(line):
-            self.job_id = m.group(1).decode()
-            self.log.info("Kernel %s: job %s has been allocated", self.kernel_id, self.job_id)
-            return
-        if m := _STEP_WAIT.search(line):
-            self.job_id = m.group(1).decode()
-            self._set_state("PENDING")
+        if self._queue_notice(line):
             return
         if _REVOKED.search(line):
             self._revoked.set()
@@ -698,6 +688,29 @@ class SlurmProvisioner(KernelProvisionerBase):
                     self._ended, self.end_reason = state, words
                 break
         self.log.info("Kernel %s: %s", self.kernel_id, text)
+
+    def _queue_notice(self, line: bytes) -> bool:
+        """Whether *line* is srun's notice on the job's way through the queue, taken in.
+
+        Only before the job runs, and only for this job once its id is known: the running
+        kernel's own output comes through the same stream, and a nested ``srun`` of its (the
+        user's) writes the same notices about other jobs; taken in, they would rename the job
+        (``scancel`` would then name another) and take it back to ``PENDING``.
+        """
+        if self.job_state not in ("SUBMITTED", "PENDING"):
+            return False
+        for pattern in (_QUEUED, _ALLOCATED, _STEP_WAIT):
+            if m := pattern.search(line):
+                job_id = m.group(1).decode()
+                if self.job_id is not None and job_id != self.job_id:
+                    return False
+                self.job_id = job_id
+                if pattern is _ALLOCATED:
+                    self.log.info("Kernel %s: job %s has been allocated", self.kernel_id, job_id)
+                else:
+                    self._set_state("PENDING")
+                return True
+        return False
 
     def _set_state(self, state: JobState) -> None:
         """Record where the job stands; the stages of a launch (``SUBMITTED``, ``PENDING``,
