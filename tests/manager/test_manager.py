@@ -968,3 +968,38 @@ async def test_a_client_does_not_follow_into_a_new_life(fake_spec: SpecFactory) 
             await km.start_kernel()
             with pytest.raises(KernelDiedError):
                 await kc.kernel_info(timeout=10)
+
+
+async def test_progress_from_a_provisioner_no_longer_the_managers_is_dropped(
+    fake_spec: SpecFactory,
+) -> None:
+    """A late report from a provisioner the manager has let go (a restart on new ports, a
+    shutdown) is no event of the kernel's; one from its current provisioner is; after the
+    manager closed, a report is dropped without error."""
+    async with KernelManager(kernel_spec=fake_spec()) as km, km.events() as events:
+        await km.start_kernel()
+        old = km.provisioner
+        assert old is not None
+        await km.restart_kernel(newports=True)
+        current = km.provisioner
+        assert current is not None and current is not old
+        old.report_progress("LATE", detail="from the old provisioner")
+        current.report_progress("NOW")
+        await km.shutdown_kernel()
+        current.report_progress("AFTER", detail="after the shutdown")
+        seen = []
+        while True:
+            try:
+                event = events.receive_nowait()  # all emitted, synchronously
+            except anyio.WouldBlock:
+                break
+            seen.append((event.kind, event.state))
+    current.report_progress("CLOSED")
+    assert seen == [
+        ("starting", None),
+        ("started", None),
+        ("restarting", None),
+        ("restarted", None),
+        ("progress", "NOW"),
+        ("shutdown", None),
+    ]
