@@ -855,3 +855,45 @@ async def test_kernel_output_like_srun_notices_changes_nothing(slurm: SlurmClust
         await taker.kill()
         with anyio.fail_after(30):
             await taker.wait()
+
+
+async def test_a_take_over_cancelled_midway_leaves_the_job_to_others(slurm: SlurmCluster) -> None:
+    """A load_provisioner_info cancelled while its watcher joins the job lets go of it (the job
+    runs on, unharmed) and leaves the taker managing nothing; another take-over then works."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+    try:
+        for _ in range(2):
+            async with SlurmProvisioner() as taker:
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await taker.load_provisioner_info(info)
+                assert not taker.has_process
+            assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
+    finally:
+        async with SlurmProvisioner() as owner:
+            await owner.load_provisioner_info(info)
+            assert await owner.poll() is None
+            await owner.kill()
+            with anyio.fail_after(30):
+                await owner.wait()
+
+
+async def test_a_released_provisioner_launches_anew_whatever_its_restart_policy(
+    slurm: SlurmCluster,
+) -> None:
+    """A job handed over did not end: the provisioner that released it may launch a new job,
+    even with restart_policy 'never' (which is about jobs that ended unasked)."""
+    async with provisioner(slurm, SLEEPER, restart_policy="never") as p:
+        await launch(p)
+        info = await p.release()
+        try:
+            await launch(p)
+            assert p.job_id != info["job_id"] and p.job_state == "RUNNING"
+        finally:
+            async with SlurmProvisioner() as taker:
+                await taker.load_provisioner_info(info)
+                await taker.kill()
+                with anyio.fail_after(30):
+                    await taker.wait()

@@ -1082,6 +1082,7 @@ class SlurmProvisioner(KernelProvisionerBase):
                     "its node side did not answer (the job has ended, or is still held here)"
                 )
             self._releasing = True
+            self._requested_stop = True  # its end here was asked for: no restart_policy case
             self._signal_srun(signal.SIGKILL)
             with anyio.move_on_after(KILL_WAIT_TIME):
                 await process.wait()
