@@ -897,3 +897,94 @@ async def test_a_released_provisioner_launches_anew_whatever_its_restart_policy(
                 await taker.kill()
                 with anyio.fail_after(30):
                     await taker.wait()
+
+
+@pytest.mark.parametrize("first", ["release", "cleanup"])
+async def test_release_racing_cleanup_leaves_no_job_to_nobody(
+    slurm: SlurmCluster, first: str
+) -> None:
+    """release() and cleanup() at once: release either hands the job over (its info is
+    returned) or fails with ProvisionerError; either way the provisioner manages nothing
+    after, and a job left running is one whose info release returned."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        outcome: list[Any] = []
+
+        async def release() -> None:
+            try:
+                outcome.append(await p.release())
+            except ProvisionerError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            if first == "release":
+                tg.start_soon(release)
+                await anyio.lowlevel.checkpoint()
+                tg.start_soon(p.cleanup)
+            else:
+                tg.start_soon(p.cleanup)
+                await anyio.lowlevel.checkpoint()
+                tg.start_soon(release)
+        assert not p.has_process
+    [result] = outcome
+    running = [job.split()[0] for job in slurm.queue() if " COMPLETING " not in job]
+    if isinstance(result, dict):
+        assert running in ([], [result["job_id"]])
+        if running:
+            async with SlurmProvisioner() as taker:
+                await taker.load_provisioner_info(result)
+                await taker.kill()
+                with anyio.fail_after(30):
+                    await taker.wait()
+    else:
+        assert running == []
+
+
+class Hostile(BaseException):
+    """What a progress callback may raise that report_progress does not catch (not an
+    Exception: KeyboardInterrupt, SystemExit...)."""
+
+
+@pytest.mark.parametrize("stage", ["SUBMITTED", "RUNNING"])
+async def test_a_callback_raising_a_base_exception_leaves_no_job(
+    slurm: SlurmCluster, stage: str
+) -> None:
+    """A progress callback that raises what is no Exception at a launch's stage makes the
+    launch raise it, and, as any failed launch, leave no job and no srun behind before it
+    returns (not only once the provisioner's scope ends)."""
+    async with provisioner(slurm, SLEEPER) as p:
+
+        def hostile(progress: Any) -> None:
+            if progress.state == stage:
+                raise Hostile(stage)
+
+        p.progress_callback = hostile
+        with pytest.raises(Hostile):
+            await launch(p)
+        assert not p.has_process
+        assert not [job for job in slurm.queue() if " COMPLETING " not in job]
+
+
+async def test_a_take_over_whose_callback_raises_lets_go(slurm: SlurmCluster) -> None:
+    """A take-over whose progress callback raises what is no Exception (at RUNNING) raises it
+    and lets go of the job: the taker manages nothing, the job runs on for its owner."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+    try:
+        async with SlurmProvisioner() as taker:
+
+            def hostile(progress: Any) -> None:
+                raise Hostile(progress.state)
+
+            taker.progress_callback = hostile
+            with pytest.raises(Hostile):
+                await taker.load_provisioner_info(info)
+            assert not taker.has_process
+        assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
+    finally:
+        async with SlurmProvisioner() as owner:
+            await owner.load_provisioner_info(info)
+            await owner.kill()
+            with anyio.fail_after(30):
+                await owner.wait()

@@ -547,9 +547,10 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._process = process
         self._adopted = False
         self._stderr = _Lines(process.stderr)
-        self._set_state("SUBMITTED")
         self._guard()
         try:
+            # Reports run a callback of the owner's, which may raise anything: inside.
+            self._set_state("SUBMITTED")
             assert process.stdin is not None
             await process.stdin.send(json.dumps(request).encode() + b"\n")
             status = await self._await_running(process)
@@ -557,17 +558,17 @@ class SlurmProvisioner(KernelProvisionerBase):
             connection["key"] = request["key"]
             connection["signature_scheme"] = request["signature_scheme"]
             self.connection_info = dict(validate_connection_info(connection))
+            if status.get("job_id"):
+                self.job_id = str(status["job_id"])
+            self.step_id = str(status.get("step_id") or "0")
+            self.node = str(status.get("node") or "") or None
+            self._set_state("RUNNING")
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._abort()
                 if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
                     raise self._failure(argv) from None
             raise
-        if status.get("job_id"):
-            self.job_id = str(status["job_id"])
-        self.step_id = str(status.get("step_id") or "0")
-        self.node = str(status.get("node") or "") or None
-        self._set_state("RUNNING")
         return validate_connection_info(self.connection_info)
 
     async def _await_running(self, process: anyio.abc.Process) -> dict[str, Any]:
@@ -969,8 +970,8 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._releasing = False
         self._stderr = _Lines(process.stderr)
         self._requested_stop = False
-        self._set_state("RUNNING")
         try:
+            self._set_state("RUNNING")  # reported: the owner's callback may raise anything
             joined = await _Lines(process.stdout).next() == b"watching"
         except BaseException:
             with anyio.CancelScope(shield=True):
