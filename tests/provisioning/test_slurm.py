@@ -988,3 +988,20 @@ async def test_a_take_over_whose_callback_raises_lets_go(slurm: SlurmCluster) ->
             await owner.kill()
             with anyio.fail_after(30):
                 await owner.wait()
+
+
+async def test_two_takers_at_once_share_the_job(slurm: SlurmCluster) -> None:
+    """Two take-overs of one released job at once both join it (each its own watcher step):
+    both own it, the first one's stop ends it, and the other sees the end."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+    async with SlurmProvisioner() as one, SlurmProvisioner() as two:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one.load_provisioner_info, dict(info))
+            tg.start_soon(two.load_provisioner_info, dict(info))
+        assert await one.poll() is None and await two.poll() is None
+        await one.kill()
+        with anyio.fail_after(30):
+            assert await two.wait() == UNKNOWN_EXIT_STATUS
+            assert await one.wait() == UNKNOWN_EXIT_STATUS
