@@ -74,3 +74,27 @@ def test_released_tcp_ports_rest_before_reuse() -> None:
     finally:
         for batch in later:
             release_ports(transport="tcp", ip="127.0.0.1", ports=batch)
+
+
+def test_holding_again_skips_a_port_another_program_listens_on() -> None:
+    """hold_ports holds the reserved ports nothing listens on, skips one another program
+    listens on (and ports not reserved, and ipc), and releasing them leaves nothing held."""
+    import socket
+
+    from kernel_nursery.connection import _ports
+
+    ports = reserve_ports(transport="tcp", ip="127.0.0.1")
+    try:
+        _ports.unhold_ports(transport="tcp", ip="127.0.0.1", ports=ports)
+        assert not set(ports) & set(_ports._held)
+        with socket.socket() as thief:
+            thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            thief.bind(("127.0.0.1", ports[0]))
+            thief.listen()
+            _ports.hold_ports(transport="tcp", ip="127.0.0.1", ports=[*ports, 1])
+            _ports.hold_ports(transport="ipc", ip="/tmp/kn-x", ports=ports)
+            _ports.hold_ports(transport="tcp", ip="not an ip", ports=ports)
+        assert set(ports) & set(_ports._held) == set(ports[1:])
+    finally:
+        release_ports(transport="tcp", ip="127.0.0.1", ports=ports)
+    assert not set(ports) & set(_ports._held) and not reserved_ports()

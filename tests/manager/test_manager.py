@@ -968,3 +968,92 @@ async def test_a_client_does_not_follow_into_a_new_life(fake_spec: SpecFactory) 
             await km.start_kernel()
             with pytest.raises(KernelDiedError):
                 await kc.kernel_info(timeout=10)
+
+
+async def test_progress_from_a_provisioner_no_longer_the_managers_is_dropped(
+    fake_spec: SpecFactory,
+) -> None:
+    """A late report from a provisioner the manager has let go (a restart on new ports, a
+    shutdown) is no event of the kernel's; one from its current provisioner is; after the
+    manager closed, a report is dropped without error."""
+    async with KernelManager(kernel_spec=fake_spec()) as km, km.events() as events:
+        await km.start_kernel()
+        old = km.provisioner
+        assert old is not None
+        await km.restart_kernel(newports=True)
+        current = km.provisioner
+        assert current is not None and current is not old
+        old.report_progress("LATE", detail="from the old provisioner")
+        current.report_progress("NOW")
+        await km.shutdown_kernel()
+        current.report_progress("AFTER", detail="after the shutdown")
+        seen = []
+        while True:
+            try:
+                event = events.receive_nowait()  # all emitted, synchronously
+            except anyio.WouldBlock:
+                break
+            seen.append((event.kind, event.state))
+    current.report_progress("CLOSED")
+    assert seen == [
+        ("starting", None),
+        ("started", None),
+        ("restarting", None),
+        ("restarted", None),
+        ("progress", "NOW"),
+        ("shutdown", None),
+    ]
+
+
+def _ports_of(info: Any) -> list[int]:
+    """The five tcp ports of connection *info*."""
+    names = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+    return [int(info[name]) for name in names]
+
+
+async def test_ports_held_for_a_restart_are_let_go_when_none_follows(
+    fake_spec: SpecFactory,
+) -> None:
+    """Ports held again for a restart (shutdown_kernel(restart=True)) that never comes are
+    released, their holding sockets closed, when the manager's block ends: no reservation,
+    no hold and no descriptor is left."""
+    from kernel_nursery.connection import _ports
+
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()  # what is opened once per process (zmq, the guardian) is open
+    before = len(os.listdir("/proc/self/fd"))
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        ports = _ports_of(km.connection_info)
+        await km.shutdown_kernel(restart=True)
+        assert set(ports) <= set(_ports._held)
+    assert not reserved_ports() and not set(ports) & set(_ports._held)
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+async def test_a_restart_whose_port_was_taken_meanwhile_goes_to_new_ports(
+    fake_spec: SpecFactory,
+) -> None:
+    """A program that listens on a kept port while the kernel is down (the hold does not stop
+    a bind with SO_REUSEADDR, as zmq's) makes the restarted kernel fail to bind: it is started
+    on new ports, and the old ones are neither reserved nor held any more."""
+    from kernel_nursery.connection import _ports
+
+    async with KernelManager(kernel_spec=fake_spec()) as km:
+        await km.start_kernel()
+        old = km.connection_info
+        await km.shutdown_kernel(restart=True)
+        with socket.socket() as thief:
+            thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            thief.bind((old["ip"], old["shell_port"]))
+            thief.listen()
+            await km.start_kernel()
+            new = km.connection_info
+            assert await km.is_alive() and new["shell_port"] != old["shell_port"]
+            stale = set(_ports_of(old)) - set(_ports_of(new))
+            assert not stale & set(_ports._held)
+            assert not {("tcp", p) for p in stale} & reserved_ports()
+            assert not set(_ports_of(new)) & set(_ports._held)  # bound: unheld
+    assert not reserved_ports() and not (set(_ports_of(old)) | set(_ports_of(new))) & set(
+        _ports._held
+    )

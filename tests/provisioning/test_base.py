@@ -172,3 +172,28 @@ def test_progress_reaches_the_callback_and_a_raising_one_is_logged(
     p.report_progress("PENDING")
     assert "progress callback failed" in caplog.text and "hostile listener" in caplog.text
     assert Minimal().progress_callback is None  # each instance starts without one
+
+
+def test_an_async_progress_callback_is_refused_and_its_coroutine_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An async function given as progress_callback cannot run (report_progress never awaits):
+    the error is logged, naming the mistake, and its coroutine is closed (no 'never awaited'
+    warning, no silently lost progress)."""
+    import gc
+    import warnings
+
+    p = Minimal(kernel_id="k1")
+    seen: list[LaunchProgress] = []
+
+    async def listener(progress: LaunchProgress) -> None:
+        seen.append(progress)
+
+    p.progress_callback = listener  # type: ignore[assignment]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p.report_progress("PENDING")
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    assert not seen
+    assert "progress callback" in caplog.text and "awaitable" in caplog.text

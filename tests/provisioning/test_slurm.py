@@ -794,3 +794,214 @@ async def test_kernel_id_that_is_no_file_name_is_refused() -> None:
         with pytest.raises(InvalidKernelIdError) as raised:
             await p.pre_launch()
         assert "\n" not in str(raised.value) and not p.has_process
+
+
+# ---------------------------------------------------------------- hostile review
+
+MIMICS_SRUN = [
+    sys.executable,
+    "-c",
+    textwrap.dedent(
+        """
+        import sys, time
+        # What a nested srun (os.system('srun ...') in a notebook) writes to the kernel's
+        # standard error, which reaches ours through the job's srun.
+        sys.stderr.write("srun: job 999999 queued and waiting for resources\\n")
+        sys.stderr.write("srun: Job 999998 step creation temporarily disabled, retrying\\n")
+        sys.stderr.write("srun: job 999997 has been allocated resources\\n")
+        sys.stderr.write("mimicry done\\n")
+        sys.stderr.flush()
+        time.sleep(600)
+        """
+    ),
+]
+
+
+async def test_kernel_output_like_srun_notices_changes_nothing(slurm: SlurmCluster) -> None:
+    """Queue notices in the running kernel's own output (a nested srun's) neither change the
+    job id (scancel would name another job) nor take the job back to PENDING, nor report
+    progress after RUNNING; the job can still be handed over."""
+    async with provisioner(slurm, MIMICS_SRUN) as p:
+        states: list[str] = []
+        p.progress_callback = lambda progress: states.append(progress.state)
+        done = anyio.Event()
+
+        class Marker(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "mimicry done" in record.getMessage():
+                    done.set()
+
+        handler = Marker()
+        p.log.addHandler(handler)
+        level = p.log.level
+        p.log.setLevel(logging.INFO)
+        try:
+            await launch(p)
+            job_id = p.job_id
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(p.wait)
+                with anyio.fail_after(30):
+                    await done.wait()
+                assert p.job_id == job_id and p.job_state == "RUNNING"
+                # (PENDING before RUNNING when the last test's job was still completing)
+                assert states[-1] == "RUNNING" and states.count("RUNNING") == 1
+                info = await p.release()
+                assert info["job_id"] == job_id
+        finally:
+            p.log.setLevel(level)
+            p.log.removeHandler(handler)
+    async with SlurmProvisioner() as taker:
+        await taker.load_provisioner_info(info)
+        await taker.kill()
+        with anyio.fail_after(30):
+            await taker.wait()
+
+
+async def test_a_take_over_cancelled_midway_leaves_the_job_to_others(slurm: SlurmCluster) -> None:
+    """A load_provisioner_info cancelled while its watcher joins the job lets go of it (the job
+    runs on, unharmed) and leaves the taker managing nothing; another take-over then works."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+    try:
+        for _ in range(2):
+            async with SlurmProvisioner() as taker:
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await taker.load_provisioner_info(info)
+                assert not taker.has_process
+            assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
+    finally:
+        async with SlurmProvisioner() as owner:
+            await owner.load_provisioner_info(info)
+            assert await owner.poll() is None
+            await owner.kill()
+            with anyio.fail_after(30):
+                await owner.wait()
+
+
+async def test_a_released_provisioner_launches_anew_whatever_its_restart_policy(
+    slurm: SlurmCluster,
+) -> None:
+    """A job handed over did not end: the provisioner that released it may launch a new job,
+    even with restart_policy 'never' (which is about jobs that ended unasked)."""
+    async with provisioner(slurm, SLEEPER, restart_policy="never") as p:
+        await launch(p)
+        info = await p.release()
+        try:
+            await launch(p)
+            assert p.job_id != info["job_id"] and p.job_state == "RUNNING"
+        finally:
+            async with SlurmProvisioner() as taker:
+                await taker.load_provisioner_info(info)
+                await taker.kill()
+                with anyio.fail_after(30):
+                    await taker.wait()
+
+
+@pytest.mark.parametrize("first", ["release", "cleanup"])
+async def test_release_racing_cleanup_leaves_no_job_to_nobody(
+    slurm: SlurmCluster, first: str
+) -> None:
+    """release() and cleanup() at once: release either hands the job over (its info is
+    returned) or fails with ProvisionerError; either way the provisioner manages nothing
+    after, and a job left running is one whose info release returned."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        outcome: list[Any] = []
+
+        async def release() -> None:
+            try:
+                outcome.append(await p.release())
+            except ProvisionerError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            if first == "release":
+                tg.start_soon(release)
+                await anyio.lowlevel.checkpoint()
+                tg.start_soon(p.cleanup)
+            else:
+                tg.start_soon(p.cleanup)
+                await anyio.lowlevel.checkpoint()
+                tg.start_soon(release)
+        assert not p.has_process
+    [result] = outcome
+    running = [job.split()[0] for job in slurm.queue() if " COMPLETING " not in job]
+    if isinstance(result, dict):
+        assert running in ([], [result["job_id"]])
+        if running:
+            async with SlurmProvisioner() as taker:
+                await taker.load_provisioner_info(result)
+                await taker.kill()
+                with anyio.fail_after(30):
+                    await taker.wait()
+    else:
+        assert running == []
+
+
+class Hostile(BaseException):
+    """What a progress callback may raise that report_progress does not catch (not an
+    Exception: KeyboardInterrupt, SystemExit...)."""
+
+
+@pytest.mark.parametrize("stage", ["SUBMITTED", "RUNNING"])
+async def test_a_callback_raising_a_base_exception_leaves_no_job(
+    slurm: SlurmCluster, stage: str
+) -> None:
+    """A progress callback that raises what is no Exception at a launch's stage makes the
+    launch raise it, and, as any failed launch, leave no job and no srun behind before it
+    returns (not only once the provisioner's scope ends)."""
+    async with provisioner(slurm, SLEEPER) as p:
+
+        def hostile(progress: Any) -> None:
+            if progress.state == stage:
+                raise Hostile(stage)
+
+        p.progress_callback = hostile
+        with pytest.raises(Hostile):
+            await launch(p)
+        assert not p.has_process
+        assert not [job for job in slurm.queue() if " COMPLETING " not in job]
+
+
+async def test_a_take_over_whose_callback_raises_lets_go(slurm: SlurmCluster) -> None:
+    """A take-over whose progress callback raises what is no Exception (at RUNNING) raises it
+    and lets go of the job: the taker manages nothing, the job runs on for its owner."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+    try:
+        async with SlurmProvisioner() as taker:
+
+            def hostile(progress: Any) -> None:
+                raise Hostile(progress.state)
+
+            taker.progress_callback = hostile
+            with pytest.raises(Hostile):
+                await taker.load_provisioner_info(info)
+            assert not taker.has_process
+        assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
+    finally:
+        async with SlurmProvisioner() as owner:
+            await owner.load_provisioner_info(info)
+            await owner.kill()
+            with anyio.fail_after(30):
+                await owner.wait()
+
+
+async def test_two_takers_at_once_share_the_job(slurm: SlurmCluster) -> None:
+    """Two take-overs of one released job at once both join it (each its own watcher step):
+    both own it, the first one's stop ends it, and the other sees the end."""
+    async with provisioner(slurm, SLEEPER) as p:
+        await launch(p)
+        info = await p.release()
+    async with SlurmProvisioner() as one, SlurmProvisioner() as two:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one.load_provisioner_info, dict(info))
+            tg.start_soon(two.load_provisioner_info, dict(info))
+        assert await one.poll() is None and await two.poll() is None
+        await one.kill()
+        with anyio.fail_after(30):
+            assert await two.wait() == UNKNOWN_EXIT_STATUS
+            assert await one.wait() == UNKNOWN_EXIT_STATUS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -423,8 +424,12 @@ class KernelManager(LoggingConfigurable):
         self.log.debug("Kernel %s: %s (status %s)", self.kernel_id, kind, exit_status)
         self._events.emit(KernelEvent(kind=kind, kernel_id=self.kernel_id, exit_status=exit_status))
 
-    def _on_progress(self, progress: LaunchProgress) -> None:
-        """A provisioner's launch progress, passed on as a ``progress`` event."""
+    def _on_progress(self, provisioner: KernelProvisionerBase, progress: LaunchProgress) -> None:
+        """A provisioner's launch progress, passed on as a ``progress`` event; dropped when it
+        comes late from a provisioner the manager has let go (cleaned up for good)."""
+        if provisioner is not self.provisioner:
+            self.log.debug("Kernel %s: late progress dropped: %s", self.kernel_id, progress)
+            return
         self.log.debug("Kernel %s: %s (%s)", self.kernel_id, progress.state, progress.detail)
         self._events.emit(
             KernelEvent(
@@ -526,7 +531,7 @@ class KernelManager(LoggingConfigurable):
         provisioner = self.provisioner_factory.create_provisioner_instance(
             self.kernel_id, spec, parent=self
         )
-        provisioner.progress_callback = self._on_progress
+        provisioner.progress_callback = functools.partial(self._on_progress, provisioner)
         stanza = spec.kernel_provisioner
         from_spec = set(stanza["config"]) if stanza else set()
         for name in ("transport", "ip", "transport_encryption"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -117,7 +118,8 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
     #: Called with each :class:`LaunchProgress` the provisioner reports (see
     #: :meth:`report_progress`), from the task that reports it; ``None``: nobody listens. Set
     #: by the provisioner's owner (a kernel manager turns them into ``progress`` events). It
-    #: must not block or raise (an exception is logged and dropped).
+    #: must be a plain function that does not block or raise (an exception is logged and
+    #: dropped; an async function's coroutine is logged as an error and closed unrun).
     #:
     #: .. versionadded:: 0.2
     progress_callback: Callable[[LaunchProgress], None] | None = None
@@ -194,9 +196,21 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
         if callback is None:
             return
         try:
-            callback(LaunchProgress(state=state, node=node, detail=detail))
+            result: object = callback(LaunchProgress(state=state, node=node, detail=detail))
         except Exception:
             self.log.exception("Kernel %s: the progress callback failed", self.kernel_id)
+            return
+        if inspect.isawaitable(result):
+            # An async function: nothing here awaits it (reports come from the middle of a
+            # launch, which must not wait for a listener). Said, and closed unrun.
+            close = getattr(result, "close", None)
+            if callable(close):
+                close()
+            self.log.error(
+                "Kernel %s: the progress callback returned an awaitable, which is never "
+                "awaited: it must be a plain (not async) function",
+                self.kernel_id,
+            )
 
     # ------------------------------------------------------------------ hooks with defaults
 

@@ -547,9 +547,10 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._process = process
         self._adopted = False
         self._stderr = _Lines(process.stderr)
-        self._set_state("SUBMITTED")
         self._guard()
         try:
+            # Reports run a callback of the owner's, which may raise anything: inside.
+            self._set_state("SUBMITTED")
             assert process.stdin is not None
             await process.stdin.send(json.dumps(request).encode() + b"\n")
             status = await self._await_running(process)
@@ -557,17 +558,17 @@ class SlurmProvisioner(KernelProvisionerBase):
             connection["key"] = request["key"]
             connection["signature_scheme"] = request["signature_scheme"]
             self.connection_info = dict(validate_connection_info(connection))
+            if status.get("job_id"):
+                self.job_id = str(status["job_id"])
+            self.step_id = str(status.get("step_id") or "0")
+            self.node = str(status.get("node") or "") or None
+            self._set_state("RUNNING")
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._abort()
                 if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
                     raise self._failure(argv) from None
             raise
-        if status.get("job_id"):
-            self.job_id = str(status["job_id"])
-        self.step_id = str(status.get("step_id") or "0")
-        self.node = str(status.get("node") or "") or None
-        self._set_state("RUNNING")
         return validate_connection_info(self.connection_info)
 
     async def _await_running(self, process: anyio.abc.Process) -> dict[str, Any]:
@@ -675,17 +676,7 @@ class SlurmProvisioner(KernelProvisionerBase):
     def _on_stderr(self, line: bytes) -> None:
         text = line.decode(errors="replace").rstrip()
         self._tail = [*self._tail[-19:], text]
-        if m := _QUEUED.search(line):
-            self.job_id = m.group(1).decode()
-            self._set_state("PENDING")
-            return
-        if m := _ALLOCATED.search(line):
-            self.job_id = m.group(1).decode()
-            self.log.info("Kernel %s: job %s has been allocated", self.kernel_id, self.job_id)
-            return
-        if m := _STEP_WAIT.search(line):
-            self.job_id = m.group(1).decode()
-            self._set_state("PENDING")
+        if self._queue_notice(line):
             return
         if _REVOKED.search(line):
             self._revoked.set()
@@ -698,6 +689,29 @@ class SlurmProvisioner(KernelProvisionerBase):
                     self._ended, self.end_reason = state, words
                 break
         self.log.info("Kernel %s: %s", self.kernel_id, text)
+
+    def _queue_notice(self, line: bytes) -> bool:
+        """Whether *line* is srun's notice on the job's way through the queue, taken in.
+
+        Only before the job runs, and only for this job once its id is known: the running
+        kernel's own output comes through the same stream, and a nested ``srun`` of its (the
+        user's) writes the same notices about other jobs; taken in, they would rename the job
+        (``scancel`` would then name another) and take it back to ``PENDING``.
+        """
+        if self.job_state not in ("SUBMITTED", "PENDING"):
+            return False
+        for pattern in (_QUEUED, _ALLOCATED, _STEP_WAIT):
+            if m := pattern.search(line):
+                job_id = m.group(1).decode()
+                if self.job_id is not None and job_id != self.job_id:
+                    return False
+                self.job_id = job_id
+                if pattern is _ALLOCATED:
+                    self.log.info("Kernel %s: job %s has been allocated", self.kernel_id, job_id)
+                else:
+                    self._set_state("PENDING")
+                return True
+        return False
 
     def _set_state(self, state: JobState) -> None:
         """Record where the job stands; the stages of a launch (``SUBMITTED``, ``PENDING``,
@@ -956,8 +970,8 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._releasing = False
         self._stderr = _Lines(process.stderr)
         self._requested_stop = False
-        self._set_state("RUNNING")
         try:
+            self._set_state("RUNNING")  # reported: the owner's callback may raise anything
             joined = await _Lines(process.stdout).next() == b"watching"
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -1069,6 +1083,7 @@ class SlurmProvisioner(KernelProvisionerBase):
                     "its node side did not answer (the job has ended, or is still held here)"
                 )
             self._releasing = True
+            self._requested_stop = True  # its end here was asked for: no restart_policy case
             self._signal_srun(signal.SIGKILL)
             with anyio.move_on_after(KILL_WAIT_TIME):
                 await process.wait()
