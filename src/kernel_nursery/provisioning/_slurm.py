@@ -869,11 +869,15 @@ class SlurmProvisioner(KernelProvisionerBase):
             return
         if process.returncode is None:
             self.log.error("Kernel %s: srun (pid %s) did not exit", self.kernel_id, process.pid)
+            for stream in (process.stdin, process.stdout, process.stderr):
+                if stream is not None:
+                    await stream.aclose()
         else:
             self._last_status = process.returncode
-        for stream in (process.stdin, process.stdout, process.stderr):
-            if stream is not None:
-                await stream.aclose()
+            # The process's aclose, not only its streams': on asyncio that closes the pipes
+            # themselves, which srun's helper child can hold open for seconds after srun's exit
+            # (a pipe left to the garbage collector warns). srun has exited: nothing waits.
+            await process.aclose()
         self._process = None
         self._stderr = self._stdout = _Lines(None)
         self._unguard()
