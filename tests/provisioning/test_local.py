@@ -633,6 +633,80 @@ async def test_take_over_without_start_time_by_the_command_line(toy_spec: SpecFa
             await p2.cleanup()
 
 
+async def test_take_over_opens_no_fifo_or_device(toy_spec: SpecFactory, tmp_path: Path) -> None:
+    """A connection file that is a FIFO (or a device) is refused without being opened: a
+    writer blocked on the FIFO stays blocked (opening a device may rewind a tape, start a
+    watchdog...)."""
+    from kernel_nursery import ProvisionerInfoError
+
+    fifo = tmp_path / "kernel-k.json"
+    os.mkfifo(fifo)
+    opened = threading.Event()
+
+    def write() -> None:
+        fd = os.open(fifo, os.O_WRONLY)  # blocks until someone opens the FIFO to read
+        opened.set()
+        os.close(fd)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    # Only /proc tells that the writer is blocked in its open (bounded, not a timing guess).
+    with anyio.fail_after(10):
+        while _wchan(writer.native_id) != "wait_for_partner":
+            await anyio.sleep(0.01)
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+            await launch(p1)
+            await n.ready()
+            info = json.loads(json.dumps(await p1.get_provisioner_info()))
+            for path in (str(fifo), "/dev/null"):
+                p2 = LocalProvisioner()
+                with pytest.raises(ProvisionerInfoError, match="not its connection file"):
+                    await p2.load_provisioner_info({**info, "connection_file": path})
+                assert not p2.has_process
+            assert not opened.is_set()
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer go
+    writer.join(10)
+    os.close(fd)
+    assert opened.is_set()
+
+
+def _wchan(tid: int | None) -> str:
+    """Where in the OS kernel thread *tid* of this process waits."""
+    return Path(f"/proc/self/task/{tid}/wchan").read_text()
+
+
+async def test_take_over_refuses_unusable_paths_and_kernel_ids(toy_spec: SpecFactory) -> None:
+    """A connection file path with a NUL byte or a lone surrogate, or a kernel id that is not
+    one (not a string, a path...), is a one-line typed error: nothing is taken over."""
+    from kernel_nursery import InvalidKernelIdError, ProvisionerInfoError
+
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+            await launch(p1)
+            [pid] = await n.ready()
+            info = json.loads(json.dumps(await p1.get_provisioner_info()))
+            bad: list[tuple[dict[str, Any], type[Exception]]] = [
+                ({"connection_file": "/tmp/kernel\0k.json"}, ProvisionerInfoError),
+                ({"connection_file": "/tmp/kernel-\ud800.json"}, ProvisionerInfoError),
+                (
+                    {"connection_file": "/tmp/kernel-\ud800.json", "start_time": None},
+                    ProvisionerInfoError,
+                ),
+                ({"kernel_id": 5}, InvalidKernelIdError),
+                ({"kernel_id": "../../k"}, InvalidKernelIdError),
+                ({"kernel_id": "a,b"}, InvalidKernelIdError),
+            ]
+            for change, error in bad:
+                p2 = LocalProvisioner()
+                with pytest.raises(error) as raised:
+                    await p2.load_provisioner_info({**info, **change})
+                assert "\n" not in str(raised.value)
+                assert not p2.has_process and not p2.connection_info, change
+            assert await p1.poll() is None and is_running(pid)
+            assert Path(p1.connection_file).exists()
+
+
 async def test_reattach_to_a_gone_kernel() -> None:
     """Info about a process that no longer exists loads as an exited kernel."""
     result = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])

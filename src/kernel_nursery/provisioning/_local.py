@@ -691,7 +691,7 @@ class LocalProvisioner(KernelProvisionerBase):
             )
         connection_file = provisioner_info.get("connection_file")
         owned = False
-        if connection_file is not None and not isinstance(connection_file, str):
+        if connection_file is not None and not _is_path(connection_file):
             raise ProvisionerInfoError(
                 f"cannot take over a kernel: connection_file {connection_file!r:.40} is not a path"
             )
@@ -980,7 +980,16 @@ def _kernel_file(path: str, key: object) -> bool:
         ProvisionerInfoError: something else is there: not a regular file, not JSON, or not
             holding the key of the info's connection info.
     """
+    not_its_file = ProvisionerInfoError(
+        f"cannot take over a kernel: {path} is not its connection file (not a regular "
+        "JSON file holding the info's key): it would be removed at cleanup"
+    )
     try:
+        # Looked at before it is opened: opening a FIFO or a device has effects of its own (a
+        # writer blocked on the FIFO goes on, a tape rewinds...).
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):
+            raise not_its_file
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -991,7 +1000,12 @@ def _kernel_file(path: str, key: object) -> bool:
             f"({exc.strerror or exc})"
         ) from None
     try:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        found_stat = os.fstat(fd)
+        # The file looked at, still (not replaced by something else meanwhile).
+        regular = stat.S_ISREG(found_stat.st_mode) and (found_stat.st_dev, found_stat.st_ino) == (
+            before.st_dev,
+            before.st_ino,
+        )
         data = os.read(fd, 65536) if regular else b""
     finally:
         os.close(fd)
@@ -1000,8 +1014,17 @@ def _kernel_file(path: str, key: object) -> bool:
     except ValueError:
         found = None
     if not (isinstance(found, dict) and isinstance(key, str) and found.get("key") == key):
-        raise ProvisionerInfoError(
-            f"cannot take over a kernel: {path} is not its connection file (not a regular "
-            "JSON file holding the info's key): it would be removed at cleanup"
-        )
+        raise not_its_file
+    return True
+
+
+def _is_path(value: object) -> bool:
+    """Whether *value* can name a file: a string without NUL bytes that the file system
+    encoding can encode (no lone surrogate)."""
+    if not isinstance(value, str) or "\0" in value:
+        return False
+    try:
+        os.fsencode(value)
+    except UnicodeError:
+        return False
     return True
