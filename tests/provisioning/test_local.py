@@ -29,7 +29,7 @@ from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
 
 from ..helpers.kernels import SpecFactory
 from ..helpers.notify import notifier
-from ..helpers.procs import is_running, process_group_members
+from ..helpers.procs import fifo_with_a_blocked_writer, is_running, process_group_members
 
 pytestmark = pytest.mark.anyio
 
@@ -640,40 +640,18 @@ async def test_take_over_opens_no_fifo_or_device(toy_spec: SpecFactory, tmp_path
     from kernel_nursery import ProvisionerInfoError
 
     fifo = tmp_path / "kernel-k.json"
-    os.mkfifo(fifo)
-    opened = threading.Event()
-
-    def write() -> None:
-        fd = os.open(fifo, os.O_WRONLY)  # blocks until someone opens the FIFO to read
-        opened.set()
-        os.close(fd)
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    # Only /proc tells that the writer is blocked in its open (bounded, not a timing guess).
-    with anyio.fail_after(10):
-        while _wchan(writer.native_id) != "wait_for_partner":
-            await anyio.sleep(0.01)
-    async with notifier() as n:
-        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
-            await launch(p1)
-            await n.ready()
-            info = json.loads(json.dumps(await p1.get_provisioner_info()))
-            for path in (str(fifo), "/dev/null"):
-                p2 = LocalProvisioner()
-                with pytest.raises(ProvisionerInfoError, match="not its connection file"):
-                    await p2.load_provisioner_info({**info, "connection_file": path})
-                assert not p2.has_process
-            assert not opened.is_set()
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer go
-    writer.join(10)
-    os.close(fd)
-    assert opened.is_set()
-
-
-def _wchan(tid: int | None) -> str:
-    """Where in the OS kernel thread *tid* of this process waits."""
-    return Path(f"/proc/self/task/{tid}/wchan").read_text()
+    with fifo_with_a_blocked_writer(fifo) as opened:
+        async with notifier() as n:
+            async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+                await launch(p1)
+                await n.ready()
+                info = json.loads(json.dumps(await p1.get_provisioner_info()))
+                for path in (str(fifo), "/dev/null"):
+                    p2 = LocalProvisioner()
+                    with pytest.raises(ProvisionerInfoError, match="not its connection file"):
+                        await p2.load_provisioner_info({**info, "connection_file": path})
+                    assert not p2.has_process
+                assert not opened.is_set()
 
 
 async def test_take_over_refuses_unusable_paths_and_kernel_ids(toy_spec: SpecFactory) -> None:

@@ -42,6 +42,7 @@ from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh, _ssh_master
 from kernel_nursery.provisioning._process import process_start_time
 
 from ..conftest import FAKE_KERNEL
+from ..helpers.procs import fifo_with_a_blocked_writer
 from ..helpers.sshd import SSHServer, parent_of, wait_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -978,3 +979,20 @@ def test_control_socket_directory_too_deep_goes_to_tmp(
     directory = _ssh_master.control_directory()
     assert directory.parent == short_tmp
     directory.rmdir()
+
+
+def test_the_remote_side_tells_a_kernels_file_without_opening_others(tmp_path: Path) -> None:
+    """The remote launcher's check that a file taken over is the kernel's (before removing it)
+    opens no FIFO (a writer blocked on it stays blocked) and takes a path with a NUL byte as
+    not the kernel's, rather than failing; a regular file holding the key is the kernel's."""
+    from kernel_nursery.provisioning._ssh_remote import _holds_key
+
+    folder = tmp_path / "kernel-nursery-x"
+    folder.mkdir()
+    good = folder / "kernel-k.json"
+    good.write_text(json.dumps({"key": "secret"}))
+    assert _holds_key(str(good), "secret") and not _holds_key(str(good), "other")
+    assert not _holds_key(f"{folder}/kernel-\0.json", "secret")
+    with fifo_with_a_blocked_writer(folder / "kernel-f.json") as opened:
+        assert not _holds_key(str(folder / "kernel-f.json"), "secret")
+        assert not opened.is_set()
