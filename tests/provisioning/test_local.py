@@ -685,6 +685,30 @@ async def test_take_over_refuses_unusable_paths_and_kernel_ids(toy_spec: SpecFac
             assert Path(p1.connection_file).exists()
 
 
+async def test_take_over_of_a_thread_is_refused() -> None:
+    """A pid naming a thread that leads no process (one of this process's threads) is a
+    one-line ProvisionerInfoError, not an OSError from the pidfd."""
+    from kernel_nursery import ProvisionerInfoError
+    from kernel_nursery.provisioning._process import process_start_time
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, daemon=True)
+    thread.start()
+    try:
+        tid = thread.native_id
+        assert tid is not None and tid != os.getpid()
+        for start_time in (process_start_time(tid), None):
+            p = LocalProvisioner()
+            with pytest.raises(ProvisionerInfoError, match="thread") as raised:
+                await p.load_provisioner_info(
+                    {"kernel_id": "k", "pid": tid, "pgid": None, "start_time": start_time}
+                )
+            assert "\n" not in str(raised.value) and not p.has_process
+    finally:
+        release.set()
+        thread.join()
+
+
 async def test_reattach_to_a_gone_kernel() -> None:
     """Info about a process that no longer exists loads as an exited kernel."""
     result = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
@@ -674,9 +675,10 @@ class LocalProvisioner(KernelProvisionerBase):
 
         Raises:
             ProvisionerError: this provisioner already manages a process, or the platform has no
-                pidfds.
-            ProvisionerInfoError: the info names what cannot be the kernel (see above); nothing
-                is taken over.
+                pidfds, or none could be opened (too many open files...).
+            ProvisionerInfoError: the info names what cannot be the kernel (see above, or a
+                thread rather than a process); nothing is taken over.
+            InvalidKernelIdError: the info's kernel id is not one (it names files).
             ConnectionFileError: the saved connection info is invalid.
         """
         if self._process is not None:
@@ -701,6 +703,16 @@ class LocalProvisioner(KernelProvisionerBase):
                 process = AdoptedProcess.adopt(pid, start_time)
             except NotImplementedError as exc:
                 raise ProvisionerError(str(exc)) from exc
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.EINVAL):
+                    raise ProvisionerError(
+                        f"cannot take over pid {pid}: {exc.strerror or exc}"
+                    ) from None
+                # pidfd_open refuses a thread that leads no process (ENOENT, or EINVAL before
+                # Linux 6.9).
+                raise ProvisionerInfoError(
+                    f"cannot take over pid {pid}: it names a thread, not a process"
+                ) from None
         try:
             if pid is not None and process is not None and process.returncode is None:
                 # The pidfd is open: until it is closed, the pid names this process.
