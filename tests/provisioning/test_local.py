@@ -600,6 +600,10 @@ async def test_take_over_refuses_info_that_cannot_be_the_kernel(
                 {"start_time": "yesterday"},
                 {"start_time": None, "connection_file": None},
                 {"start_time": None, "connection_file": "/elsewhere/kernel-k.json"},
+                # Only part of an argument of the kernel's: not the file it was started with.
+                {"start_time": None, "connection_file": good["connection_file"][:-5]},
+                {"start_time": None, "connection_file": good["connection_file"][1:]},
+                {"start_time": None, "connection_file": "e"},
                 {"connection_file": 7},
                 {"connection_file": str(bystander)},
                 {"connection_file": str(bystander.parent)},

@@ -975,12 +975,18 @@ def _not_the_kernel(
             argv = f.read().split(b"\0")
     except OSError:
         argv = []
-    if connection_file and any(os.fsencode(connection_file) in arg for arg in argv):
+    if connection_file and any(_names_file(arg, os.fsencode(connection_file)) for arg in argv):
         return None
     return (
         "the info has no start_time, and the process's command line does not name the "
         "connection file: it cannot be told from another process that got the kernel's pid"
     )
+
+
+def _names_file(arg: bytes, path: bytes) -> bool:
+    """Whether the command-line argument *arg* gives the file *path*: the whole argument
+    (``-f PATH``) or the value of an option (``--f=PATH``), not a mere part of one."""
+    return arg == path or arg.endswith(b"=" + path)
 
 
 def _kernel_file(path: str, key: object) -> bool:
