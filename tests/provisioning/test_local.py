@@ -713,6 +713,40 @@ async def test_take_over_of_a_thread_is_refused() -> None:
         thread.join()
 
 
+async def test_take_over_of_a_process_that_leads_no_group_is_refused() -> None:
+    """A process in the info's group that does not lead it is no kernel (a kernel leads its
+    own group, as jupyter_client's do): signalling that group would reach whatever else is in
+    it. Refused with a one-line ProvisionerInfoError; nothing is signalled."""
+    from kernel_nursery import ProvisionerInfoError
+    from kernel_nursery.provisioning._process import process_start_time
+
+    code = (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'])\n"
+        "print(child.pid, flush=True)\n"
+        "child.wait()\n"
+    )
+    async with await anyio.open_process(
+        [sys.executable, "-c", code], stdin=-1, stdout=-1, start_new_session=True
+    ) as leader:
+        try:
+            assert leader.stdout is not None
+            member = int((await leader.stdout.receive()).decode())
+            p = LocalProvisioner()
+            info = {
+                "kernel_id": "k",
+                "pid": member,
+                "pgid": leader.pid,
+                "start_time": process_start_time(member),
+            }
+            with pytest.raises(ProvisionerInfoError, match="lead") as raised:
+                await p.load_provisioner_info(info)
+            assert "\n" not in str(raised.value) and not p.has_process
+            assert is_running(member) and is_running(leader.pid)
+        finally:
+            os.killpg(leader.pid, signal.SIGKILL)
+
+
 async def test_reattach_to_a_gone_kernel() -> None:
     """Info about a process that no longer exists loads as an exited kernel."""
     result = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])

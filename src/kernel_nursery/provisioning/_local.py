@@ -666,7 +666,7 @@ class LocalProvisioner(KernelProvisionerBase):
         adopted as exited, with status :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`.
 
         The info is checked before anything is signalled: ``pid`` and ``pgid`` must be numbers
-        above 1 that name neither this process nor its group; a running process must be in the
+        above 1 that name neither this process nor its group; a running process must lead the
         group the info names, and be the process the info describes: the same start time
         (``start_time``), or, in info without one (as jupyter_client saves it), a command line
         naming the connection file. A pid found naming another process by its start time is
@@ -968,6 +968,10 @@ def _not_the_kernel(
         return None  # exited just now: nothing will be signalled
     if pgid is not None and actual != pgid:
         return f"it is in process group {actual}, not {pgid} as the info says"
+    if pgid is not None and pgid != pid:
+        # A kernel leads its own group (ours and jupyter_client's start a session): signalling
+        # a group it does not lead would reach whatever else is in it.
+        return f"it does not lead process group {pgid}, as a kernel leads its own"
     if start_time is not None:
         return None  # checked at adoption: the process the info was saved for
     try:
