@@ -525,6 +525,26 @@ async def test_kernel_id_that_is_no_file_name_is_refused_remotely_too(
     assert not reserved_ports()
 
 
+async def test_kernel_ids_at_the_edges_launch_remotely(remote_clean: SSHServer) -> None:
+    """The longest kernel id (128 characters) and one starting with '_' are taken by both
+    sides: the remote connection file is named by it; a letter outside ASCII is refused here
+    before anything runs."""
+    for kernel_id in ("_" + "a" * 127, "_k"):
+        async with provisioner(remote_clean) as p:
+            p.kernel_id = kernel_id
+            await launch(p)
+            path = p.remote_connection_file
+            assert path is not None and Path(path).name == f"kernel-{kernel_id}.json"
+            await p.kill()
+            await p.wait()
+    async with provisioner(remote_clean) as p:
+        p.kernel_id = "k\u00e9"
+        with pytest.raises(InvalidKernelIdError):
+            await launch(p)
+        assert not p.has_process
+    assert not reserved_ports()
+
+
 async def test_what_no_os_takes_is_a_launch_error(remote_clean: SSHServer) -> None:
     """A NUL byte in the remote environment, command or working directory, or '=' in a
     variable's name: LaunchError naming it (not the remote launcher's traceback), nothing
