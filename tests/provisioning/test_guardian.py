@@ -22,8 +22,8 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from kernel_nursery import LocalProvisioner
-from kernel_nursery.provisioning import _guardian
-from kernel_nursery.provisioning._guardian_script import RECENT
+from kernel_nursery.provisioning import _guardian, _ssh_master
+from kernel_nursery.provisioning._guardian_script import DIRECTORY_PREFIX, RECENT
 
 from ..conftest import FAKE_KERNEL, TOY_KERNEL
 from ..helpers.kernels import SpecFactory
@@ -558,12 +558,14 @@ async def test_an_idle_guardian_is_reaped_at_exit_and_none_starts_after(
 async def test_a_registered_directory_loses_only_its_sockets(tmp_path: Path) -> None:
     """A directory registered with the guardian (an ssh master's, for its control socket) is
     emptied of its sockets and removed if that empties it; nothing else is removed: not its
-    other files, not a directory given by a symbolic link or open to other users."""
+    other files, not a directory given by a symbolic link, open to other users or not named
+    as a master's (a home directory and the sockets in it)."""
     import socket
     import time
 
     ended = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
-    master = tmp_path / "kn-ssh-master"
+    assert _ssh_master._DIRECTORY_PREFIX == DIRECTORY_PREFIX  # what masters' are named
+    master = tmp_path / f"{DIRECTORY_PREFIX}master"
     master.mkdir(mode=0o700)
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(master / "control"))
@@ -571,8 +573,11 @@ async def test_a_registered_directory_loses_only_its_sockets(tmp_path: Path) -> 
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     (home / "precious.txt").write_text("mine")
+    agent = socket.socket(socket.AF_UNIX)
+    agent.bind(str(home / "agent.sock"))  # a home directory's socket (an agent's) stays
+    agent.close()
     (home / "sub").mkdir()
-    shared = tmp_path / "shared"
+    shared = tmp_path / f"{DIRECTORY_PREFIX}shared"
     shared.mkdir()
     shared.chmod(0o755)
     link = tmp_path / "link"
@@ -592,4 +597,5 @@ async def test_a_registered_directory_loses_only_its_sockets(tmp_path: Path) -> 
             assert await guardian.wait() == 0
     assert not master.exists() and link.is_symlink()
     assert (home / "precious.txt").read_text() == "mine" and (home / "sub").is_dir()
+    assert (home / "agent.sock").is_socket()
     assert shared.is_dir()

@@ -44,6 +44,8 @@ _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 #: a number is reused only once every other pid has been allocated (pids are handed out in
 #: turn), which takes far longer. Past that, the group is vouched for by members seen in it.
 RECENT = 2.0
+#: How the directories the guardian may remove are named (those of ssh control masters).
+DIRECTORY_PREFIX = "kn-ssh-"
 #: Seconds to wait for the processes sent SIGKILL to be gone before the guardian exits (only a
 #: process stuck in the OS kernel takes longer).
 KILL_WAIT = 5.0
@@ -323,7 +325,10 @@ def _remove_directory(path: str) -> None:
     """Remove the private directory *path* of a control socket as a killed ssh leaves it: its
     sockets, then the directory if that empties it. Nothing else, whatever the line said: a
     symbolic link, a directory of another user's or open to others is left alone, and so is
-    anything in it that is not a socket (the directory then stays)."""
+    anything in it that is not a socket (the directory then stays), and any directory not named
+    as ``_ssh_master`` names them (``kn-ssh-``, by ``mkdtemp``): a home directory is 0700 too."""
+    if not os.path.basename(path).startswith(DIRECTORY_PREFIX):
+        return
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
