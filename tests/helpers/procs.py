@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -135,3 +139,32 @@ async def killed_manager_leaves_nothing(argv: list[str], *, ready_within: float)
         await gone(guardian)  # it exits once it has stopped the kernel's group
     assert not is_running(pid) and not is_running(grandchild)
     assert not Path(file).exists()
+
+
+@contextmanager
+def fifo_with_a_blocked_writer(path: Path) -> Iterator[threading.Event]:
+    """A FIFO made at *path*, with a thread blocked opening it to write; the event yielded is
+    set once something opens the FIFO to read (which a mere look at the file must not do). The
+    writer is let go at the end."""
+    os.mkfifo(path)
+    opened = threading.Event()
+
+    def write() -> None:
+        fd = os.open(path, os.O_WRONLY)  # blocks until the FIFO is opened to read
+        opened.set()
+        os.close(fd)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    wchan = Path(f"/proc/self/task/{writer.native_id}/wchan")
+    deadline = time.monotonic() + 10
+    # Only /proc tells that the writer is blocked in its open (a bounded wait, not a guess).
+    while wchan.read_text() != "wait_for_partner":
+        assert time.monotonic() < deadline, "the FIFO's writer never blocked"
+        time.sleep(0.01)
+    try:
+        yield opened
+    finally:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer go
+        writer.join(10)
+        os.close(fd)

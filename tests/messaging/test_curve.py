@@ -280,3 +280,23 @@ async def test_an_eavesdropper_on_iopub_reads_the_code_only_in_clear(policy: str
             spy.close()
         await km.shutdown_kernel()
     assert (marker.encode() in heard) is (policy == "disabled")
+
+
+@pytest.mark.parametrize("args", [["--mute"], ["--slow-start", "30"]], ids=["mute", "slow-start"])
+async def test_a_slow_encrypted_kernel_is_a_plain_timeout(
+    anyio_backend: str, args: list[str]
+) -> None:
+    """An encrypted kernel that is only slow (its handshakes succeed but it does not answer,
+    or it does not listen yet) times out with a plain KernelTimeoutError: no
+    EncryptedHandshakeError blaming the keys."""
+    from kernel_nursery import EncryptedHandshakeError
+
+    argv = [sys.executable, FAKE_KERNEL, "{connection_file}", "--curve", *args]
+    spec = KernelSpec(argv=argv, name="fake")
+    async with KernelManager(
+        kernel_spec=spec, transport_encryption="required", ready_timeout=2
+    ) as km:
+        with pytest.raises(KernelTimeoutError) as raised:
+            await km.start_kernel()
+        assert not isinstance(raised.value, EncryptedHandshakeError), raised.value
+        assert not km.has_kernel

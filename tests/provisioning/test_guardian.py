@@ -22,8 +22,8 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from kernel_nursery import LocalProvisioner
-from kernel_nursery.provisioning import _guardian
-from kernel_nursery.provisioning._guardian_script import RECENT
+from kernel_nursery.provisioning import _guardian, _ssh_master
+from kernel_nursery.provisioning._guardian_script import DIRECTORY_PREFIX, RECENT
 
 from ..conftest import FAKE_KERNEL, TOY_KERNEL
 from ..helpers.kernels import SpecFactory
@@ -550,3 +550,52 @@ async def test_an_idle_guardian_is_reaped_at_exit_and_none_starts_after(
             await p.launch_kernel(kw.pop("cmd"), **kw)
             assert _guardian.guardian_pid() is None
     assert "guardian" not in caplog.text
+
+
+# ---------------------------------------------------------------------- what it removes
+
+
+async def test_a_registered_directory_loses_only_its_sockets(tmp_path: Path) -> None:
+    """A directory registered with the guardian (an ssh master's, for its control socket) is
+    emptied of its sockets and removed if that empties it; nothing else is removed: not its
+    other files, not a directory given by a symbolic link, open to other users or not named
+    as a master's (a home directory and the sockets in it)."""
+    import socket
+    import time
+
+    ended = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    assert _ssh_master._DIRECTORY_PREFIX == DIRECTORY_PREFIX  # what masters' are named
+    master = tmp_path / f"{DIRECTORY_PREFIX}master"
+    master.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(master / "control"))
+    listener.close()  # the socket file stays, as a SIGKILLed ssh leaves it
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "precious.txt").write_text("mine")
+    agent = socket.socket(socket.AF_UNIX)
+    agent.bind(str(home / "agent.sock"))  # a home directory's socket (an agent's) stays
+    agent.close()
+    (home / "sub").mkdir()
+    shared = tmp_path / f"{DIRECTORY_PREFIX}shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    link = tmp_path / "link"
+    link.symlink_to(master)
+    guardian = await anyio.open_process(
+        [sys.executable, "-I", "-S", str(_guardian._SCRIPT), "0.1"], stdin=-1
+    )
+    async with guardian:
+        assert guardian.stdin is not None
+        for token, directory in enumerate([link, home, shared, master], 1):
+            # A start time no process has: nothing is signalled, even if the pid is reused.
+            line = ["register", token, int(ended.stdout), None, 0, None]
+            line += [time.monotonic(), str(directory)]
+            await guardian.stdin.send(json.dumps(line).encode() + b"\n")
+        await guardian.stdin.aclose()
+        with anyio.fail_after(30):
+            assert await guardian.wait() == 0
+    assert not master.exists() and link.is_symlink()
+    assert (home / "precious.txt").read_text() == "mine" and (home / "sub").is_dir()
+    assert (home / "agent.sock").is_socket()
+    assert shared.is_dir()

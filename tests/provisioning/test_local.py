@@ -29,7 +29,7 @@ from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
 
 from ..helpers.kernels import SpecFactory
 from ..helpers.notify import notifier
-from ..helpers.procs import is_running, process_group_members
+from ..helpers.procs import fifo_with_a_blocked_writer, is_running, process_group_members
 
 pytestmark = pytest.mark.anyio
 
@@ -600,6 +600,10 @@ async def test_take_over_refuses_info_that_cannot_be_the_kernel(
                 {"start_time": "yesterday"},
                 {"start_time": None, "connection_file": None},
                 {"start_time": None, "connection_file": "/elsewhere/kernel-k.json"},
+                # Only part of an argument of the kernel's: not the file it was started with.
+                {"start_time": None, "connection_file": good["connection_file"][:-5]},
+                {"start_time": None, "connection_file": good["connection_file"][1:]},
+                {"start_time": None, "connection_file": "e"},
                 {"connection_file": 7},
                 {"connection_file": str(bystander)},
                 {"connection_file": str(bystander.parent)},
@@ -631,6 +635,116 @@ async def test_take_over_without_start_time_by_the_command_line(toy_spec: SpecFa
             assert await p1.wait() == -signal.SIGKILL
             assert await p2.wait() == UNKNOWN_EXIT_STATUS
             await p2.cleanup()
+
+
+async def test_take_over_opens_no_fifo_or_device(toy_spec: SpecFactory, tmp_path: Path) -> None:
+    """A connection file that is a FIFO (or a device) is refused without being opened: a
+    writer blocked on the FIFO stays blocked (opening a device may rewind a tape, start a
+    watchdog...)."""
+    from kernel_nursery import ProvisionerInfoError
+
+    fifo = tmp_path / "kernel-k.json"
+    with fifo_with_a_blocked_writer(fifo) as opened:
+        async with notifier() as n:
+            async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+                await launch(p1)
+                await n.ready()
+                info = json.loads(json.dumps(await p1.get_provisioner_info()))
+                for path in (str(fifo), "/dev/null"):
+                    p2 = LocalProvisioner()
+                    with pytest.raises(ProvisionerInfoError, match="not its connection file"):
+                        await p2.load_provisioner_info({**info, "connection_file": path})
+                    assert not p2.has_process
+                assert not opened.is_set()
+
+
+async def test_take_over_refuses_unusable_paths_and_kernel_ids(toy_spec: SpecFactory) -> None:
+    """A connection file path with a NUL byte or a lone surrogate, or a kernel id that is not
+    one (not a string, a path...), is a one-line typed error: nothing is taken over."""
+    from kernel_nursery import InvalidKernelIdError, ProvisionerInfoError
+
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+            await launch(p1)
+            [pid] = await n.ready()
+            info = json.loads(json.dumps(await p1.get_provisioner_info()))
+            bad: list[tuple[dict[str, Any], type[Exception]]] = [
+                ({"connection_file": "/tmp/kernel\0k.json"}, ProvisionerInfoError),
+                ({"connection_file": "/tmp/kernel-\ud800.json"}, ProvisionerInfoError),
+                (
+                    {"connection_file": "/tmp/kernel-\ud800.json", "start_time": None},
+                    ProvisionerInfoError,
+                ),
+                ({"kernel_id": 5}, InvalidKernelIdError),
+                ({"kernel_id": "../../k"}, InvalidKernelIdError),
+                ({"kernel_id": "a,b"}, InvalidKernelIdError),
+            ]
+            for change, error in bad:
+                p2 = LocalProvisioner()
+                with pytest.raises(error) as raised:
+                    await p2.load_provisioner_info({**info, **change})
+                assert "\n" not in str(raised.value)
+                assert not p2.has_process and not p2.connection_info, change
+            assert await p1.poll() is None and is_running(pid)
+            assert Path(p1.connection_file).exists()
+
+
+async def test_take_over_of_a_thread_is_refused() -> None:
+    """A pid naming a thread that leads no process (one of this process's threads) is a
+    one-line ProvisionerInfoError, not an OSError from the pidfd."""
+    from kernel_nursery import ProvisionerInfoError
+    from kernel_nursery.provisioning._process import process_start_time
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, daemon=True)
+    thread.start()
+    try:
+        tid = thread.native_id
+        assert tid is not None and tid != os.getpid()
+        for start_time in (process_start_time(tid), None):
+            p = LocalProvisioner()
+            with pytest.raises(ProvisionerInfoError, match="thread") as raised:
+                await p.load_provisioner_info(
+                    {"kernel_id": "k", "pid": tid, "pgid": None, "start_time": start_time}
+                )
+            assert "\n" not in str(raised.value) and not p.has_process
+    finally:
+        release.set()
+        thread.join()
+
+
+async def test_take_over_of_a_process_that_leads_no_group_is_refused() -> None:
+    """A process in the info's group that does not lead it is no kernel (a kernel leads its
+    own group, as jupyter_client's do): signalling that group would reach whatever else is in
+    it. Refused with a one-line ProvisionerInfoError; nothing is signalled."""
+    from kernel_nursery import ProvisionerInfoError
+    from kernel_nursery.provisioning._process import process_start_time
+
+    code = (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'])\n"
+        "print(child.pid, flush=True)\n"
+        "child.wait()\n"
+    )
+    async with await anyio.open_process(
+        [sys.executable, "-c", code], stdin=-1, stdout=-1, start_new_session=True
+    ) as leader:
+        try:
+            assert leader.stdout is not None
+            member = int((await leader.stdout.receive()).decode())
+            p = LocalProvisioner()
+            info = {
+                "kernel_id": "k",
+                "pid": member,
+                "pgid": leader.pid,
+                "start_time": process_start_time(member),
+            }
+            with pytest.raises(ProvisionerInfoError, match="lead") as raised:
+                await p.load_provisioner_info(info)
+            assert "\n" not in str(raised.value) and not p.has_process
+            assert is_running(member) and is_running(leader.pid)
+        finally:
+            os.killpg(leader.pid, signal.SIGKILL)
 
 
 async def test_reattach_to_a_gone_kernel() -> None:

@@ -42,6 +42,7 @@ from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh, _ssh_master
 from kernel_nursery.provisioning._process import process_start_time
 
 from ..conftest import FAKE_KERNEL
+from ..helpers.procs import fifo_with_a_blocked_writer
 from ..helpers.sshd import SSHServer, parent_of, wait_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -524,6 +525,26 @@ async def test_kernel_id_that_is_no_file_name_is_refused_remotely_too(
     assert not reserved_ports()
 
 
+async def test_kernel_ids_at_the_edges_launch_remotely(remote_clean: SSHServer) -> None:
+    """The longest kernel id (128 characters) and one starting with '_' are taken by both
+    sides: the remote connection file is named by it; a letter outside ASCII is refused here
+    before anything runs."""
+    for kernel_id in ("_" + "a" * 127, "_k"):
+        async with provisioner(remote_clean) as p:
+            p.kernel_id = kernel_id
+            await launch(p)
+            path = p.remote_connection_file
+            assert path is not None and Path(path).name == f"kernel-{kernel_id}.json"
+            await p.kill()
+            await p.wait()
+    async with provisioner(remote_clean) as p:
+        p.kernel_id = "k\u00e9"
+        with pytest.raises(InvalidKernelIdError):
+            await launch(p)
+        assert not p.has_process
+    assert not reserved_ports()
+
+
 async def test_what_no_os_takes_is_a_launch_error(remote_clean: SSHServer) -> None:
     """A NUL byte in the remote environment, command or working directory, or '=' in a
     variable's name: LaunchError naming it (not the remote launcher's traceback), nothing
@@ -978,3 +999,20 @@ def test_control_socket_directory_too_deep_goes_to_tmp(
     directory = _ssh_master.control_directory()
     assert directory.parent == short_tmp
     directory.rmdir()
+
+
+def test_the_remote_side_tells_a_kernels_file_without_opening_others(tmp_path: Path) -> None:
+    """The remote launcher's check that a file taken over is the kernel's (before removing it)
+    opens no FIFO (a writer blocked on it stays blocked) and takes a path with a NUL byte as
+    not the kernel's, rather than failing; a regular file holding the key is the kernel's."""
+    from kernel_nursery.provisioning._ssh_remote import _holds_key
+
+    folder = tmp_path / "kernel-nursery-x"
+    folder.mkdir()
+    good = folder / "kernel-k.json"
+    good.write_text(json.dumps({"key": "secret"}))
+    assert _holds_key(str(good), "secret") and not _holds_key(str(good), "other")
+    assert not _holds_key(f"{folder}/kernel-\0.json", "secret")
+    with fifo_with_a_blocked_writer(folder / "kernel-f.json") as opened:
+        assert not _holds_key(str(folder / "kernel-f.json"), "secret")
+        assert not opened.is_set()

@@ -61,6 +61,8 @@ class _LoopThread:
         self.loop = asyncio.new_event_loop()
         # Written by the thread as it ends: what aclose() awaits before joining it.
         self._ended_r, self._ended_w = os.pipe()
+        # Set by the first aclose(), once the loop is stopped: later ones wait for it.
+        self._closing: anyio.Event | None = None
         self._thread = threading.Thread(
             target=self._serve, name="kernel-nursery-jupyter-provisioner", daemon=True
         )
@@ -87,6 +89,11 @@ class _LoopThread:
                 os.close(self._ended_w)
 
     async def run(self, coro: Coroutine[Any, Any, T], *, deadline: float | None = None) -> T:
+        if self._closing is not None:
+            coro.close()  # never to be awaited
+            raise ProvisionerError(
+                "a jupyter_client provisioner's call came too late: its event loop is stopped"
+            )
         read_fd, write_fd = os.pipe()
         lock = threading.Lock()
         closed = False
@@ -140,7 +147,22 @@ class _LoopThread:
     async def aclose(self) -> None:
         """Stop the loop and join the thread, waiting at most :data:`CANCEL_WAIT` seconds
         (shielded): a loop blocked by the provisioner's code is abandoned (a warning says so),
-        with the task it runs. What is left on the loop is cancelled first."""
+        with the task it runs. What is left on the loop is cancelled first. Closing again, or
+        from two tasks at once, waits for the first close (bounded the same way), and stops
+        nothing twice."""
+        closing = self._closing
+        if closing is not None:
+            if not closing.is_set():
+                with anyio.CancelScope(shield=True):
+                    await closing.wait()
+            return
+        self._closing = closing = anyio.Event()
+        try:
+            await self._stop()
+        finally:
+            closing.set()
+
+    async def _stop(self) -> None:
         if not self._thread.is_alive():
             os.close(self._ended_r)
             return

@@ -272,9 +272,12 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
         Subclasses call this first, then read their own entries.
 
         Raises:
+            InvalidKernelIdError: the saved kernel id is not one (see :func:`check_kernel_id`):
+                it names files and jobs once the kernel is restarted or cleaned up.
             ConnectionFileError: the saved connection info is incomplete or ill-typed.
         """
-        self.kernel_id = provisioner_info.get("kernel_id")
+        kernel_id = provisioner_info.get("kernel_id")
+        self.kernel_id = None if kernel_id is None else check_kernel_id(kernel_id)
         info = provisioner_info.get("connection_info") or {}
         self.connection_info = dict(validate_connection_info(info)) if info else {}
 

@@ -87,7 +87,8 @@ def register(
     log: Log,
 ) -> int | None:
     """Have the guardian stop kernel *pid* (its group *pgid*) and remove *connection_file* and
-    the private temporary *directory* (with what it holds) if this process dies before
+    the private temporary *directory* (mode 0700: with the sockets it holds, if nothing else is
+    there, as an ssh master's control socket directory) if this process dies before
     :func:`unregister`. *start_time* (``/proc`` field 22) tells the kernel from a later process
     with its pid.
 

@@ -8,7 +8,8 @@ managing process holds. Each line it reads is a JSON array:
     a kernel was launched (or adopted) and ran when the line was written, at ``written_at``
     (``time.monotonic()``, a clock shared by every process); ``pgid``, ``start_time``,
     ``connection_file`` and ``directory`` (a private temporary directory of the process's, as
-    an ssh control master's, removed with what it holds) may be ``null``. The kernel is
+    an ssh control master's, removed with the sockets it holds, and only if they are all it
+    holds) may be ``null``. The kernel is
     identified by a pidfd opened when the line is read, checked against ``start_time``.
 ``["unregister", token]``
     the managing process stopped and reaped that kernel itself: forget it.
@@ -33,8 +34,8 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
+import stat
 import sys
 import time
 
@@ -43,6 +44,8 @@ _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 #: a number is reused only once every other pid has been allocated (pids are handed out in
 #: turn), which takes far longer. Past that, the group is vouched for by members seen in it.
 RECENT = 2.0
+#: How the directories the guardian may remove are named (those of ssh control masters).
+DIRECTORY_PREFIX = "kn-ssh-"
 #: Seconds to wait for the processes sent SIGKILL to be gone before the guardian exits (only a
 #: process stuck in the OS kernel takes longer).
 KILL_WAIT = 5.0
@@ -163,7 +166,7 @@ class Kernel:
 
     def remove_files(self) -> None:
         if self.directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            _remove_directory(self.directory)
         if not self.path:
             return
         try:
@@ -316,6 +319,38 @@ def _readable(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, _POLL_IN)
     return bool(poller.poll(0))
+
+
+def _remove_directory(path: str) -> None:
+    """Remove the private directory *path* of a control socket as a killed ssh leaves it: its
+    sockets, then the directory if that empties it. Nothing else, whatever the line said: a
+    symbolic link, a directory of another user's or open to others is left alone, and so is
+    anything in it that is not a socket (the directory then stays), and any directory not named
+    as ``_ssh_master`` names them (``kn-ssh-``, by ``mkdtemp``): a home directory is 0700 too."""
+    if not os.path.basename(path).startswith(DIRECTORY_PREFIX):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return  # gone, or a symbolic link (ELOOP), or not a directory
+    try:
+        found = os.fstat(fd)
+        if found.st_uid != os.getuid() or found.st_mode & 0o077:
+            return  # not private to us: not one of ours (mkdtemp makes them 0700)
+        for name in os.listdir(fd):
+            try:
+                if stat.S_ISSOCK(os.lstat(name, dir_fd=fd).st_mode):
+                    os.unlink(name, dir_fd=fd)
+            except OSError:
+                pass
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # not empty (not only sockets), or gone
 
 
 def _unlink(path: str) -> None:

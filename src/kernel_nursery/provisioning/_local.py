@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
@@ -665,7 +666,7 @@ class LocalProvisioner(KernelProvisionerBase):
         adopted as exited, with status :data:`~kernel_nursery.provisioning.UNKNOWN_EXIT_STATUS`.
 
         The info is checked before anything is signalled: ``pid`` and ``pgid`` must be numbers
-        above 1 that name neither this process nor its group; a running process must be in the
+        above 1 that name neither this process nor its group; a running process must lead the
         group the info names, and be the process the info describes: the same start time
         (``start_time``), or, in info without one (as jupyter_client saves it), a command line
         naming the connection file. A pid found naming another process by its start time is
@@ -674,9 +675,10 @@ class LocalProvisioner(KernelProvisionerBase):
 
         Raises:
             ProvisionerError: this provisioner already manages a process, or the platform has no
-                pidfds.
-            ProvisionerInfoError: the info names what cannot be the kernel (see above); nothing
-                is taken over.
+                pidfds, or none could be opened (too many open files...).
+            ProvisionerInfoError: the info names what cannot be the kernel (see above, or a
+                thread rather than a process); nothing is taken over.
+            InvalidKernelIdError: the info's kernel id is not one (it names files).
             ConnectionFileError: the saved connection info is invalid.
         """
         if self._process is not None:
@@ -691,7 +693,7 @@ class LocalProvisioner(KernelProvisionerBase):
             )
         connection_file = provisioner_info.get("connection_file")
         owned = False
-        if connection_file is not None and not isinstance(connection_file, str):
+        if connection_file is not None and not _is_path(connection_file):
             raise ProvisionerInfoError(
                 f"cannot take over a kernel: connection_file {connection_file!r:.40} is not a path"
             )
@@ -701,6 +703,16 @@ class LocalProvisioner(KernelProvisionerBase):
                 process = AdoptedProcess.adopt(pid, start_time)
             except NotImplementedError as exc:
                 raise ProvisionerError(str(exc)) from exc
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.EINVAL):
+                    raise ProvisionerError(
+                        f"cannot take over pid {pid}: {exc.strerror or exc}"
+                    ) from None
+                # pidfd_open refuses a thread that leads no process (ENOENT, or EINVAL before
+                # Linux 6.9).
+                raise ProvisionerInfoError(
+                    f"cannot take over pid {pid}: it names a thread, not a process"
+                ) from None
         try:
             if pid is not None and process is not None and process.returncode is None:
                 # The pidfd is open: until it is closed, the pid names this process.
@@ -956,6 +968,10 @@ def _not_the_kernel(
         return None  # exited just now: nothing will be signalled
     if pgid is not None and actual != pgid:
         return f"it is in process group {actual}, not {pgid} as the info says"
+    if pgid is not None and pgid != pid:
+        # A kernel leads its own group (ours and jupyter_client's start a session): signalling
+        # a group it does not lead would reach whatever else is in it.
+        return f"it does not lead process group {pgid}, as a kernel leads its own"
     if start_time is not None:
         return None  # checked at adoption: the process the info was saved for
     try:
@@ -963,12 +979,18 @@ def _not_the_kernel(
             argv = f.read().split(b"\0")
     except OSError:
         argv = []
-    if connection_file and any(os.fsencode(connection_file) in arg for arg in argv):
+    if connection_file and any(_names_file(arg, os.fsencode(connection_file)) for arg in argv):
         return None
     return (
         "the info has no start_time, and the process's command line does not name the "
         "connection file: it cannot be told from another process that got the kernel's pid"
     )
+
+
+def _names_file(arg: bytes, path: bytes) -> bool:
+    """Whether the command-line argument *arg* gives the file *path*: the whole argument
+    (``-f PATH``) or the value of an option (``--f=PATH``), not a mere part of one."""
+    return arg == path or arg.endswith(b"=" + path)
 
 
 def _kernel_file(path: str, key: object) -> bool:
@@ -980,7 +1002,16 @@ def _kernel_file(path: str, key: object) -> bool:
         ProvisionerInfoError: something else is there: not a regular file, not JSON, or not
             holding the key of the info's connection info.
     """
+    not_its_file = ProvisionerInfoError(
+        f"cannot take over a kernel: {path} is not its connection file (not a regular "
+        "JSON file holding the info's key): it would be removed at cleanup"
+    )
     try:
+        # Looked at before it is opened: opening a FIFO or a device has effects of its own (a
+        # writer blocked on the FIFO goes on, a tape rewinds...).
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):
+            raise not_its_file
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -991,7 +1022,12 @@ def _kernel_file(path: str, key: object) -> bool:
             f"({exc.strerror or exc})"
         ) from None
     try:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        found_stat = os.fstat(fd)
+        # The file looked at, still (not replaced by something else meanwhile).
+        regular = stat.S_ISREG(found_stat.st_mode) and (found_stat.st_dev, found_stat.st_ino) == (
+            before.st_dev,
+            before.st_ino,
+        )
         data = os.read(fd, 65536) if regular else b""
     finally:
         os.close(fd)
@@ -1000,8 +1036,17 @@ def _kernel_file(path: str, key: object) -> bool:
     except ValueError:
         found = None
     if not (isinstance(found, dict) and isinstance(key, str) and found.get("key") == key):
-        raise ProvisionerInfoError(
-            f"cannot take over a kernel: {path} is not its connection file (not a regular "
-            "JSON file holding the info's key): it would be removed at cleanup"
-        )
+        raise not_its_file
+    return True
+
+
+def _is_path(value: object) -> bool:
+    """Whether *value* can name a file: a string without NUL bytes that the file system
+    encoding can encode (no lone surrogate)."""
+    if not isinstance(value, str) or "\0" in value:
+        return False
+    try:
+        os.fsencode(value)
+    except UnicodeError:
+        return False
     return True

@@ -53,15 +53,20 @@ MASTER_COMMAND = "echo kernel-nursery-ready; exec cat >/dev/null"
 _MAX_SOCKET_PATH = 107 if os.uname().sysname == "Linux" else 103
 
 
+#: How a master's directory is named: the guardian removes no other (as its script's
+#: ``DIRECTORY_PREFIX``; that script imports nothing of the package).
+_DIRECTORY_PREFIX = "kn-ssh-"
+
+
 def control_directory() -> Path:
     """A new private directory (mode 0700) for a master's control socket: in the temporary
     directory, or in ``/tmp`` when the temporary directory's path is too long for the socket's
     (ssh would refuse it, and no master would ever start)."""
-    directory = Path(tempfile.mkdtemp(prefix="kn-ssh-"))
+    directory = Path(tempfile.mkdtemp(prefix=_DIRECTORY_PREFIX))
     if len(os.fsencode(directory / "control")) + 17 > _MAX_SOCKET_PATH:
         directory.rmdir()
         # mkdtemp: a new directory of a random name, private to this user, as above.
-        directory = Path(tempfile.mkdtemp(prefix="kn-ssh-", dir="/tmp"))
+        directory = Path(tempfile.mkdtemp(prefix=_DIRECTORY_PREFIX, dir="/tmp"))
     return directory
 
 

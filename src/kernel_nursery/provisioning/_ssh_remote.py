@@ -292,11 +292,17 @@ def _holds_key(path: str, key: object) -> bool:
     ):
         return False
     try:
+        # Looked at before it is opened: opening a FIFO or a device has effects of its own.
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):
+            return False
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
         return False
     try:
-        data = os.read(fd, 65536) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        found_stat = os.fstat(fd)
+        same = (found_stat.st_dev, found_stat.st_ino) == (before.st_dev, before.st_ino)
+        data = os.read(fd, 65536) if same and stat.S_ISREG(found_stat.st_mode) else b""
         found = json.loads(data)
     except (OSError, ValueError):
         return False
