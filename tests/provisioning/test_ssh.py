@@ -664,12 +664,20 @@ async def test_independent_kernel_outlives_its_launcher_and_is_taken_over(
     info = json.loads(line)
     remote_pid = info["remote_pid"]
     assert running(remote_pid)
-    async with provisioner(remote_clean) as p:
-        await p.load_provisioner_info(info)
-        assert await p.poll() is None
-        assert await stop_process(p, wait_time=10) == UNKNOWN_EXIT_STATUS
-    assert not running(remote_pid)
-    assert not Path(info["remote_connection_file"]).exists()
+    stopped = False
+    try:
+        async with provisioner(remote_clean) as p:
+            await p.load_provisioner_info(info)
+            assert await p.poll() is None
+            assert await stop_process(p, wait_time=10) == UNKNOWN_EXIT_STATUS
+            stopped = True
+        assert not running(remote_pid)
+        assert not Path(info["remote_connection_file"]).exists()
+    finally:
+        if not stopped:  # an independent kernel has no other owner: a failed test stops it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(remote_pid, signal.SIGKILL)
+            shutil.rmtree(Path(info["remote_connection_file"]).parent, ignore_errors=True)
 
 
 async def test_taking_over_a_gone_kernel_adopts_it_as_exited(remote_clean: SSHServer) -> None:
