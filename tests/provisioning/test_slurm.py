@@ -576,17 +576,17 @@ async def test_missing_slurm_conf(slurm: SlurmCluster, tmp_path: Path) -> None:
             await launch(p)
 
 
-DIES = textwrap.dedent(
+LAUNCHER = textwrap.dedent(
     """
-    import anyio, os, sys
+    import anyio, json
     from kernel_nursery import KernelSpec, SlurmProvisioner
 
     async def main():
-        spec = KernelSpec(argv={argv!r}, name="sleeper", language="python")
+        spec = KernelSpec(argv={argv!r}, name="k", language="python")
         p = SlurmProvisioner(kernel_spec=spec, slurm_conf={conf!r})
         kw = await p.pre_launch()
         await p.launch_kernel(kw.pop("cmd"), **kw)
-        print(p.pid, p.job_id, flush=True)
+        print({then}, flush=True)
         await anyio.sleep_forever()
 
     anyio.run(main)
@@ -597,15 +597,12 @@ DIES = textwrap.dedent(
 async def test_death_of_the_managing_process_ends_the_job(slurm: SlurmCluster) -> None:
     """A process killed outright (SIGKILL) leaves no job: its guardian stops srun, which ends
     the job."""
-    code = DIES.format(argv=SLEEPER, conf=str(slurm.conf))
+    code = LAUNCHER.format(argv=SLEEPER, conf=str(slurm.conf), then="p.pid, p.job_id")
     async with await anyio.open_process(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     ) as process:
         assert process.stdout is not None
-        with anyio.fail_after(60):
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await process.stdout.receive()
+        line = await first_line(process)
         srun_pid, job_id = line.split()
         assert [job.split()[0] for job in slurm.queue()] == [job_id.decode()]
         pidfd = os.pidfd_open(int(srun_pid))
@@ -618,39 +615,19 @@ async def test_death_of_the_managing_process_ends_the_job(slurm: SlurmCluster) -
         os.close(pidfd)
 
 
-HANDS_OVER = textwrap.dedent(
-    """
-    import anyio, json
-    from kernel_nursery import KernelSpec, SlurmProvisioner
-
-    async def main():
-        spec = KernelSpec(argv={argv!r}, name="python", language="python")
-        p = SlurmProvisioner(kernel_spec=spec, slurm_conf={conf!r})
-        kw = await p.pre_launch()
-        await p.launch_kernel(kw.pop("cmd"), **kw)
-        print(json.dumps(await p.release()), flush=True)
-        await anyio.sleep_forever()
-
-    anyio.run(main)
-    """
-)
-
-
 async def test_a_released_job_outlives_its_launcher_and_is_taken_over(
     slurm: SlurmCluster,
 ) -> None:
     """A job handed over (release) survives its launching process's SIGKILL; another process
     takes it over, reaches the kernel, interrupts it, and notices the job's end when the
     kernel exits (the node side cancels the job, which no srun holds any more)."""
-    code = HANDS_OVER.format(argv=IPYKERNEL, conf=str(slurm.conf))
+    then = "json.dumps(await p.release())"
+    code = LAUNCHER.format(argv=IPYKERNEL, conf=str(slurm.conf), then=then)
     async with await anyio.open_process(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     ) as launcher:
         assert launcher.stdout is not None
-        with anyio.fail_after(60):
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await launcher.stdout.receive()
+        line = await first_line(launcher)
         launcher.send_signal(signal.SIGKILL)
         await launcher.wait()
     info = json.loads(line)
@@ -733,10 +710,7 @@ async def test_a_taker_killed_outright_ends_the_job(slurm: SlurmCluster) -> None
     ) as taker:
         assert taker.stdin is not None and taker.stdout is not None
         await taker.stdin.send(json.dumps(info).encode() + b"\n")
-        with anyio.fail_after(60):
-            line = b""
-            while not line.endswith(b"\n"):
-                line += await taker.stdout.receive()
+        line = await first_line(taker)
         assert line == b"taken\n"
         async with SlurmProvisioner() as observer:
             await observer.load_provisioner_info(info)
@@ -850,11 +824,7 @@ async def test_kernel_output_like_srun_notices_changes_nothing(slurm: SlurmClust
         finally:
             p.log.setLevel(level)
             p.log.removeHandler(handler)
-    async with SlurmProvisioner() as taker:
-        await taker.load_provisioner_info(info)
-        await taker.kill()
-        with anyio.fail_after(30):
-            await taker.wait()
+    await end_released(info)
 
 
 async def test_a_take_over_cancelled_midway_leaves_the_job_to_others(slurm: SlurmCluster) -> None:
@@ -892,11 +862,7 @@ async def test_a_released_provisioner_launches_anew_whatever_its_restart_policy(
             await launch(p)
             assert p.job_id != info["job_id"] and p.job_state == "RUNNING"
         finally:
-            async with SlurmProvisioner() as taker:
-                await taker.load_provisioner_info(info)
-                await taker.kill()
-                with anyio.fail_after(30):
-                    await taker.wait()
+            await end_released(info)
 
 
 @pytest.mark.parametrize("first", ["release", "cleanup"])
@@ -983,11 +949,7 @@ async def test_a_take_over_whose_callback_raises_lets_go(slurm: SlurmCluster) ->
             assert not taker.has_process
         assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
     finally:
-        async with SlurmProvisioner() as owner:
-            await owner.load_provisioner_info(info)
-            await owner.kill()
-            with anyio.fail_after(30):
-                await owner.wait()
+        await end_released(info)
 
 
 async def test_two_takers_at_once_share_the_job(slurm: SlurmCluster) -> None:
@@ -1005,3 +967,22 @@ async def test_two_takers_at_once_share_the_job(slurm: SlurmCluster) -> None:
         with anyio.fail_after(30):
             assert await two.wait() == UNKNOWN_EXIT_STATUS
             assert await one.wait() == UNKNOWN_EXIT_STATUS
+
+
+async def first_line(process: anyio.abc.Process) -> bytes:
+    """The first line *process* writes to its standard output (within 60 s)."""
+    assert process.stdout is not None
+    line = b""
+    with anyio.fail_after(60):
+        while not line.endswith(b"\n"):
+            line += await process.stdout.receive()
+    return line
+
+
+async def end_released(info: dict[str, Any]) -> None:
+    """Take the released job of *info* over, and end it."""
+    async with SlurmProvisioner() as owner:
+        await owner.load_provisioner_info(info)
+        await owner.kill()
+        with anyio.fail_after(30):
+            await owner.wait()
