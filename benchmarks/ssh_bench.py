@@ -175,7 +175,7 @@ async def _floor(reps: int) -> dict[str, list[float]]:
         new_connection_info,
         release_connection_info,
     )
-    from kernel_nursery.provisioning._ssh import _choose_remote_ports
+    from kernel_nursery.provisioning.ssh._provisioner import _choose_remote_ports
 
     config = _config()
     base = ["ssh", "-T", "-o", "BatchMode=yes", *config["ssh_options"]]

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import zmq
 
-from kernel_nursery.messaging._socket import AsyncSocket
+from kernel_nursery.wire import AsyncSocket
 
 try:
     from importlib.metadata import version as _version

@@ -19,6 +19,7 @@ PUBLIC_MODULES = [
     "kernel_nursery.messaging",
     "kernel_nursery.provisioning",
     "kernel_nursery.compat",
+    "kernel_nursery.wire",
 ]
 
 

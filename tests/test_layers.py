@@ -1,4 +1,4 @@
-"""The import graph of src/: no cycles, and the layers of DESIGN.md point downwards.
+"""The import graph of src/: no cycles, and the layers of docs/architecture.md form a stack.
 
 Imports are read with :mod:`ast`, not by importing: every ``import`` counts, including those
 under ``if TYPE_CHECKING:`` and inside functions, since a lazy import hides a dependency without
@@ -8,6 +8,7 @@ removing it. Run alone with ``pytest tests/test_layers.py``.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -16,28 +17,39 @@ import kernel_nursery
 PACKAGE = "kernel_nursery"
 ROOT = Path(kernel_nursery.__file__).parent
 
-#: What DESIGN.md says a layer must not know of (beyond what the cycle check already implies).
+#: The layers, top to bottom, as docs/architecture.md draws them: a layer imports only layers
+#: below it. The package's ``__init__`` (the public face) stands above them all.
+STACK = [
+    "__main__",
+    "cli",
+    "blocking",
+    "compat",
+    "manager",
+    "kernelspec",  # discovery: checks provisioners through the factory
+    "provisioning",
+    "messaging",
+    "wire",
+    "connection",
+    "_kernelspec",  # kernel-spec data
+    "_signals",
+    "_limits",
+    "_taskgroup",
+    "_errors",
+    "_version",
+    "_util",
+]
+
+#: What a layer must not know of although it stands lower in the stack (docs/architecture.md):
+#: provisioning knows nothing of clients and messages beyond the wire it shares with them.
 FORBIDDEN = {
-    # provisioning knows nothing of the manager (only the traitlets parent it is given), of
-    # messaging, or of kernel spec discovery, which sits above it.
-    "provisioning": {"manager", "messaging", "kernelspec", "cli"},
-    # messaging knows nothing of processes.
-    "messaging": {"provisioning", "manager", "kernelspec", "_kernelspec", "cli"},
-    # kernel-spec data and connection info sit at the bottom.
-    "_kernelspec": {"provisioning", "kernelspec", "manager", "messaging", "connection", "cli"},
-    "connection": {"provisioning", "kernelspec", "_kernelspec", "manager", "messaging", "cli"},
-    "_errors": {"provisioning", "kernelspec", "_kernelspec", "manager", "messaging", "connection"},
+    "provisioning": {"messaging"},
 }
 
-#: The one sideways edge, by module: the start handshake (JEP 66), which the launcher runs,
-#: signs its messages with messaging's Session over an awaitable socket rather than with a
-#: second signer. Those two modules know nothing of clients, processes or the manager.
-SIDEWAYS = {
-    "kernel_nursery.provisioning": {
-        "kernel_nursery.messaging._wire",
-        "kernel_nursery.messaging._socket",
-    },
-}
+#: Code that runs in another process: stand-alone scripts on the standard library alone.
+SCRIPTS = f"{PACKAGE}.provisioning._scripts"
+
+#: The provisioners, each a package of its own that reaches no other's private modules.
+PLUGINS = ("local", "ssh", "slurm")
 
 
 def module_files() -> dict[str, Path]:
@@ -143,11 +155,26 @@ def test_layers_import_no_cycle() -> None:
     assert find_cycle(layer_graph()) is None
 
 
-def test_layers_respect_design() -> None:
-    """Provisioning knows nothing of the manager, messaging or spec discovery; messaging
-    nothing of processes; kernel-spec data, connection info and errors import no layer above."""
+def test_every_layer_is_in_the_stack() -> None:
+    """A new subpackage or private top-level module takes its place in the stack (and in
+    docs/architecture.md) before it can be imported by anything."""
+    assert set(layer_graph()) <= set(STACK)
+
+
+def test_layers_import_only_downwards() -> None:
+    """Every layer imports only the layers below it in :data:`STACK`, with no exception."""
     layers = layer_graph()
-    layers["provisioning"] = layers.get("provisioning", set()) - {"messaging"}  # SIDEWAYS
+    upward = {
+        layer: sorted(t for t in targets if STACK.index(t) <= STACK.index(layer))
+        for layer, targets in layers.items()
+        if any(STACK.index(t) <= STACK.index(layer) for t in targets)
+    }
+    assert upward == {}
+
+
+def test_layers_respect_design() -> None:
+    """Provisioning knows nothing of messaging: the start handshake stands on the wire alone."""
+    layers = layer_graph()
     wrong = {
         layer: sorted(layers.get(layer, set()) & forbidden)
         for layer, forbidden in FORBIDDEN.items()
@@ -156,24 +183,48 @@ def test_layers_respect_design() -> None:
     assert wrong == {}
 
 
-def test_the_sideways_edge_stays_narrow() -> None:
-    """Provisioning uses only messaging's wire format and socket layer (the handshake), and
-    those import nothing above the connection layer."""
+def test_scripts_are_stand_alone() -> None:
+    """The scripts that run in another process import nothing of the package and only the
+    standard library, and nothing in the library imports them (they are run from their files)."""
     edges = graph()
-    for source, allowed in SIDEWAYS.items():
-        used = {
-            target
-            for module, targets in edges.items()
-            if module == source or module.startswith(source + ".")
-            for target in targets
-            if target.startswith("kernel_nursery.messaging")
-        }
-        assert used <= allowed, sorted(used - allowed)
-        for module in allowed:
-            above = {
-                t for t in edges[module] if unit(t) not in {"connection", "_errors", "messaging"}
-            }
-            assert not above, (module, sorted(above))
+    for module, path in module_files().items():
+        if module.startswith(SCRIPTS + "."):
+            assert not edges[module], (module, sorted(edges[module]))
+            top = {name.split(".")[0] for name in _absolute_imports(path)}
+            assert top <= sys.stdlib_module_names | {"__future__"}, (module, sorted(top))
+    importers = {m for m, targets in edges.items() for t in targets if t.startswith(SCRIPTS)}
+    assert importers == set()
+
+
+def test_no_provisioner_reaches_into_another() -> None:
+    """A provisioner's package imports no other provisioner's package: what they share lives
+    beside them in provisioning/ (base, factory, process, command checks, the guardian)."""
+    edges = graph()
+    crossing = set()
+    for module, targets in edges.items():
+        own = _plugin_of(module)
+        if own is None:
+            continue
+        crossing |= {(module, t) for t in targets if _plugin_of(t) not in (None, own)}
+    assert crossing == set()
+
+
+def _plugin_of(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) > 2 and parts[1] == "provisioning" and parts[2] in PLUGINS:
+        return parts[2]
+    return None
+
+
+def _absolute_imports(path: Path) -> set[str]:
+    """The modules a file imports by absolute name."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+    return names
 
 
 def test_the_checker_sees_a_cycle_through_a_package() -> None:

@@ -31,7 +31,7 @@ from kernel_nursery.connection import (
     new_connection_info,
     release_connection_info,
 )
-from kernel_nursery.messaging._socket import AsyncSocket
+from kernel_nursery.wire import AsyncSocket
 
 from ..helpers.kernels import SpecFactory, running_kernel
 
@@ -181,7 +181,7 @@ async def test_tampered_reply_is_dropped(caplog: pytest.LogCaptureFixture) -> No
                     replies.append(await kc.kernel_info(timeout=10))
 
                 tg.start_soon(ask)
-                from kernel_nursery.messaging._socket import AsyncSocket
+                from kernel_nursery.wire import AsyncSocket
 
                 server = AsyncSocket(shell)
                 frames = await server.recv_multipart()

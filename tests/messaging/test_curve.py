@@ -28,7 +28,7 @@ from kernel_nursery import (
     TransportEncryptionError,
 )
 from kernel_nursery.connection import ConnectionInfo, validate_connection_info
-from kernel_nursery.messaging._socket import AsyncSocket
+from kernel_nursery.wire import AsyncSocket
 
 from ..conftest import FAKE_KERNEL
 

@@ -22,8 +22,9 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from kernel_nursery import LocalProvisioner
-from kernel_nursery.provisioning import _guardian, _ssh_master
-from kernel_nursery.provisioning._guardian_script import DIRECTORY_PREFIX, RECENT
+from kernel_nursery.provisioning import _guardian
+from kernel_nursery.provisioning._scripts.guardian import DIRECTORY_PREFIX, RECENT
+from kernel_nursery.provisioning.ssh import _master as _ssh_master
 
 from ..conftest import FAKE_KERNEL, TOY_KERNEL
 from ..helpers.kernels import SpecFactory

@@ -31,7 +31,7 @@ from ..connection._ports import ports_in_use, unhold_ports
 from ..kernelspec import KernelSpec, KernelSpecManager
 from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
-from ..messaging._curve import is_encrypted, wait_for_ready_encrypted
+from ..messaging._curve import wait_for_ready_encrypted
 from ..provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
@@ -39,6 +39,7 @@ from ..provisioning import (
     stop_process,
 )
 from ..provisioning._base import check_kernel_id
+from ..wire import is_encrypted
 from ._activity import Activity, TrackedClient
 from ._events import EventHub, EventKind, KernelEvent
 

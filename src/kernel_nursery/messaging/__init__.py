@@ -8,6 +8,7 @@ collected or streamed (with standard input), every iopub message to subscribers,
 
 from __future__ import annotations
 
+from ..wire import DELIMITER, PROTOCOL_VERSION, Message, Session
 from ._client import KernelClient
 from ._comms import Comm
 from ._execution import ExecuteStream, OutputHook, StdinHandler
@@ -32,7 +33,6 @@ from ._replies import (
     LanguageInfo,
     Reply,
 )
-from ._wire import DELIMITER, PROTOCOL_VERSION, Message, Session
 
 __all__ = [
     "DELIMITER",

@@ -28,8 +28,8 @@ from ..connection import (
     read_connection_file,
     validate_connection_info,
 )
+from ..wire import AsyncSocket, Message, Session, set_curve_client_options
 from ._comms import Comm, CommRouter
-from ._curve import set_curve_client_options
 from ._execution import ExecuteStream, OutputHook, StdinHandler
 from ._fanout import DEFAULT_MAX_BUFFER, Subscription
 from ._outputs import ExecuteResult
@@ -44,8 +44,6 @@ from ._replies import (
     KernelInfoReply,
     Reply,
 )
-from ._socket import AsyncSocket
-from ._wire import Message, Session
 
 __all__ = ["KernelClient"]
 

@@ -17,8 +17,8 @@ from typing import Any, Self
 import anyio
 
 from .._errors import ChannelClosedError, KernelNurseryError, KernelStateError
+from ..wire import Message
 from ._fanout import Subscription, check_max_buffer
-from ._wire import Message
 
 __all__ = ["Comm", "CommRouter"]
 

@@ -24,39 +24,13 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from .._errors import EncryptedHandshakeError, KernelTimeoutError, TransportEncryptionError
-from ..connection import ConnectionInfo, curve_supported
-from ._socket import AsyncSocket
+from ..connection import ConnectionInfo
+from ..wire import AsyncSocket, is_encrypted, set_curve_client_options
 
-__all__ = ["is_encrypted", "set_curve_client_options", "wait_for_ready_encrypted"]
+__all__ = ["wait_for_ready_encrypted"]
 
 #: What zmq reports when the two ends of a connection speak different security mechanisms.
 _MECHANISM_MISMATCH = zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
-
-
-def is_encrypted(info: ConnectionInfo) -> bool:
-    """Whether *info* describes a kernel reached with CurveZMQ."""
-    return "curve_publickey" in info and "curve_secretkey" in info
-
-
-def set_curve_client_options(sock: zmq.Socket[bytes], info: ConnectionInfo) -> None:
-    """Make *sock* a CURVE client of the kernel of *info*, if *info* has Curve keys.
-
-    Must be called before the socket connects; a no-op for a kernel reached in clear.
-
-    Raises:
-        TransportEncryptionError: this libzmq has no CurveZMQ.
-    """
-    if not is_encrypted(info):
-        return
-    if not curve_supported():
-        raise TransportEncryptionError(
-            "the kernel's connection info has CurveZMQ keys, but this libzmq was built "
-            "without CurveZMQ: install pyzmq's wheels (or a libzmq with libsodium)"
-        )
-    public = info["curve_publickey"].encode("ascii")
-    sock.curve_secretkey = info["curve_secretkey"].encode("ascii")
-    sock.curve_publickey = public
-    sock.curve_serverkey = public  # the kernel's: authenticates the server we reach
 
 
 def _shell_url(info: ConnectionInfo) -> str:

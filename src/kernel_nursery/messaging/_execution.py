@@ -19,10 +19,9 @@ from typing import Literal, Protocol, Self
 import anyio
 
 from .._errors import KernelTimeoutError
+from ..wire import AsyncSocket, Message, Session
 from ._outputs import OUTPUT_TYPES, ExecuteResult, Output, typed_output
 from ._pending import ErrorFactory, Pending
-from ._socket import AsyncSocket
-from ._wire import Message, Session
 
 
 class _Client(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._wire import Message
+from ..wire import Message
 
 __all__ = [
     "OUTPUT_TYPES",

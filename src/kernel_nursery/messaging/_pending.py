@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import anyio
 
-from ._wire import Message
+from ..wire import Message
 
 __all__ = ["ErrorFactory", "Pending"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast
 
 from .._errors import KernelReplyError
-from ._wire import Message
+from ..wire import Message
 
 __all__ = [
     "CommInfoReply",

@@ -26,10 +26,10 @@ from ._factory import (
     JUPYTER_PREFIX,
     KernelProvisionerFactory,
 )
-from ._local import LocalProvisioner
 from ._process import UNKNOWN_EXIT_STATUS
-from ._slurm import SlurmProvisioner
-from ._ssh import SSHProvisioner
+from .local import LocalProvisioner
+from .slurm import SlurmProvisioner
+from .ssh import SSHProvisioner
 
 __all__ = [
     "DEFAULT_PROVISIONER_ENV",

@@ -10,7 +10,7 @@ launches or adopts and one per kernel it reaps. When the managing process ends, 
 ends, the operating system closes the write end; the guardian reads end of file and, for each
 kernel still registered, sends SIGTERM to its process group, waits up to
 :data:`GRACE_PERIOD` for it to exit, sends SIGKILL to the group and removes its connection
-file (see ``_guardian_script.py``, which it runs).
+file (see ``_scripts/guardian.py``, which it runs).
 
 The guardian belongs to no event loop (it is started with :class:`subprocess.Popen`, not
 ``anyio.open_process``, whose asyncio transports kill their process when closed with their loop),
@@ -55,7 +55,7 @@ SUPPORTED = hasattr(os, "pidfd_open") and sys.platform.startswith("linux")
 #: At interpreter exit, how long to wait for an idle guardian to exit, so that it is reaped.
 _EXIT_WAIT = 1.0
 
-_SCRIPT = Path(__file__).with_name("_guardian_script.py")
+_SCRIPT = Path(__file__).with_name("_scripts") / "guardian.py"
 
 
 class _State:

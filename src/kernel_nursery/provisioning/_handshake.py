@@ -29,8 +29,7 @@ import zmq
 
 from .._errors import MessageError
 from ..connection import PORT_NAMES
-from ..messaging._socket import AsyncSocket
-from ..messaging._wire import Session
+from ..wire import AsyncSocket, Session
 
 __all__ = ["Registration", "race_exit"]
 

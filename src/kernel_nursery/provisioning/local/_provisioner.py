@@ -23,9 +23,9 @@ import anyio.to_thread
 import zmq
 from traitlets import Bool, Enum, Float, Unicode
 
-from .._errors import ConnectionFileError, LaunchError, ProvisionerError, ProvisionerInfoError
-from .._kernelspec import KernelSpec
-from ..connection import (
+from ..._errors import ConnectionFileError, LaunchError, ProvisionerError, ProvisionerInfoError
+from ..._kernelspec import KernelSpec
+from ...connection import (
     PORT_NAMES,
     ConnectionInfo,
     Transport,
@@ -38,14 +38,14 @@ from ..connection import (
     validate_connection_info,
     write_connection_file,
 )
-from ..connection._ports import hold_ports
-from ..messaging._wire import Session
-from . import _guardian
-from ._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
-from ._command import format_kernel_cmd
-from ._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
-from ._handshake import Registration, race_exit
-from ._process import (
+from ...connection._ports import hold_ports
+from ...wire import Session
+from .. import _guardian
+from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
+from .._command import bad_launch_arguments, format_kernel_cmd
+from .._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
+from .._handshake import Registration, race_exit
+from .._process import (
     UNKNOWN_EXIT_STATUS,
     AdoptedProcess,
     ChildProcess,
@@ -53,7 +53,7 @@ from ._process import (
     process_start_time,
     wait_for_group_exit,
 )
-from ._windows import create_interrupt_event, send_interrupt
+from .._windows import create_interrupt_event, send_interrupt
 
 __all__ = ["LocalProvisioner"]
 
@@ -823,7 +823,7 @@ class _ProcessOptions:
         options = {k: v for k, v in kwargs.items() if k not in _NOT_FOR_PROCESS}
         env = options.pop("env", None)
         cwd = options.pop("cwd", None)
-        problem = _bad_launch_arguments(argv, env, cwd)
+        problem = bad_launch_arguments(argv, env, cwd)
         if problem is not None:
             raise LaunchError(f"cannot start kernel: {problem}", argv=argv)
         made = cls(
@@ -876,66 +876,6 @@ def _check_connection_file_target(path: Path) -> None:
     else:
         return
     raise ConnectionFileError(f"cannot write the connection file: {problem}", path=path)
-
-
-def _bad_launch_arguments(argv: list[Any], env: object, cwd: object) -> str | None:
-    """What is wrong with the command, environment or working directory, or ``None``.
-
-    The checks ``subprocess`` would make at the spawn (with a bare ``ValueError``), made first so
-    the error says which argument or variable is at fault.
-    """
-    for i, arg in enumerate(argv):
-        problem = _bad_os_string(arg)
-        if problem is not None:
-            return f"argument {i} {problem}"
-    if env is not None:
-        if not isinstance(env, Mapping):
-            return f"env must be a mapping of names to values, not {type(env).__name__}"
-        for name, value in env.items():
-            if not isinstance(name, str):
-                return (
-                    f"environment variable name {_short(name)} must be a string, "
-                    f"not {type(name).__name__}"
-                )
-            if not name:
-                return "environment variable name '' is empty"
-            problem = _bad_os_string(name)
-            if problem is not None:
-                return f"environment variable name {_short(name)} {problem}"
-            if "=" in name:
-                return f"environment variable name {_short(name)} contains '='"
-            if not isinstance(value, str):
-                return (
-                    f"the value of environment variable {_short(name)} must be a string, "
-                    f"not {type(value).__name__}"
-                )
-            problem = _bad_os_string(value)
-            if problem is not None:
-                return f"the value of environment variable {_short(name)} {problem}"
-    if cwd is not None:
-        if not isinstance(cwd, str | bytes | os.PathLike):
-            return f"cwd must be a path, not {type(cwd).__name__}"
-        problem = _bad_os_string(cwd)
-        if problem is not None:
-            return f"cwd {problem}"
-    return None
-
-
-def _bad_os_string(value: str | bytes | os.PathLike[Any]) -> str | None:
-    """Why *value* cannot be handed to the OS (as an argument, a variable, a path), or ``None``."""
-    try:
-        encoded = os.fsencode(value)
-    except UnicodeEncodeError as exc:
-        return f"cannot be encoded for the OS ({exc.reason})"
-    if b"\0" in encoded:
-        return "contains a NUL byte"
-    return None
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """``repr(value)``, shortened: error messages stay one readable line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _info_number(info: dict[str, Any], name: str) -> int | None:

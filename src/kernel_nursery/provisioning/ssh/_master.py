@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from . import _guardian
-from ._base import KILL_WAIT_TIME
-from ._process import process_start_time
+from .. import _guardian
+from .._base import KILL_WAIT_TIME
+from .._process import process_start_time
 
 if TYPE_CHECKING:
     import logging

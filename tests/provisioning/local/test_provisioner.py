@@ -1,4 +1,4 @@
-"""Tests for kernel_nursery.provisioning._local: LocalProvisioner, with real processes."""
+"""Tests for kernel_nursery.provisioning.local: LocalProvisioner, with real processes."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from kernel_nursery import (
 from kernel_nursery.connection import reserved_ports, runtime_dir
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
 
-from ..helpers.kernels import SpecFactory
-from ..helpers.notify import notifier
-from ..helpers.procs import fifo_with_a_blocked_writer, is_running, process_group_members
+from ...helpers.kernels import SpecFactory
+from ...helpers.notify import notifier
+from ...helpers.procs import fifo_with_a_blocked_writer, is_running, process_group_members
 
 pytestmark = pytest.mark.anyio
 

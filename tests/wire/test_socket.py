@@ -1,4 +1,4 @@
-"""Tests for kernel_nursery.messaging._socket: awaitable zmq sockets."""
+"""Tests for kernel_nursery.wire._socket: awaitable zmq sockets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import anyio.lowlevel
 import pytest
 import zmq
 
-from kernel_nursery.messaging._socket import AsyncSocket
+from kernel_nursery.wire import AsyncSocket
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,8 @@ import trio.testing
 
 from kernel_nursery import LocalProvisioner
 
-from ..helpers.kernels import SpecFactory
-from ..helpers.notify import notifier
+from ...helpers.kernels import SpecFactory
+from ...helpers.notify import notifier
 
 
 @pytest.mark.trio

@@ -1,4 +1,4 @@
-"""Tests for kernel_nursery.messaging._wire: the message format and its signatures."""
+"""Tests for kernel_nursery.wire._session: the message format and its signatures."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def test_errors_that_are_not_about_the_message_propagate(
     or memory exhaustion while decoding propagates unchanged."""
     from types import SimpleNamespace
 
-    from kernel_nursery.messaging import _wire
+    from kernel_nursery.wire import _session as _wire
 
     s = Session(key=KEY)
     frames = s.serialize(s.new_message("x"))

@@ -20,7 +20,7 @@ import anyio.abc
 import anyio.lowlevel
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
-from .._errors import (
+from ..._errors import (
     JobEndedError,
     JobRejectedError,
     LaunchError,
@@ -28,16 +28,15 @@ from .._errors import (
     ProvisionerError,
     QueueTimeoutError,
 )
-from ..connection import ConnectionInfo, new_key, validate_connection_info
-from . import _guardian
-from ._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
-from ._command import format_kernel_cmd
-from ._local import _bad_launch_arguments
-from ._process import UNKNOWN_EXIT_STATUS, process_start_time
+from ...connection import ConnectionInfo, new_key, validate_connection_info
+from .. import _guardian
+from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
+from .._command import bad_launch_arguments, format_kernel_cmd
+from .._process import UNKNOWN_EXIT_STATUS, process_start_time
 
 __all__ = ["SlurmProvisioner"]
 
-_NODE_SCRIPT = Path(__file__).with_name("_slurm_node.py")
+_NODE_SCRIPT = Path(__file__).parents[1] / "_scripts" / "slurm_node.py"
 #: Seconds a Slurm command (``scancel``) may take before it is given up (the controller is
 #: unreachable): every clean-up path is bounded.
 TOOL_TIMEOUT = 10.0
@@ -496,7 +495,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         cwd = options.pop("cwd", None) or self.cwd or None
         if options:
             self.log.debug("SlurmProvisioner ignores launch options %s", sorted(options))
-        problem = _bad_launch_arguments(list(command), env, cwd)
+        problem = bad_launch_arguments(list(command), env, cwd)
         if problem is not None:  # else a bare ValueError from the spawn
             raise LaunchError(f"cannot submit kernel {self.kernel_id}: {problem}", argv=list(cmd))
         srun = self._tool("srun")

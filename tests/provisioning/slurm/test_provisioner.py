@@ -1,4 +1,4 @@
-"""Tests for kernel_nursery.provisioning._slurm: SlurmProvisioner on a real single-node Slurm
+"""Tests for kernel_nursery.provisioning.slurm: SlurmProvisioner on a real single-node Slurm
 cluster of the session's own (tests/helpers/slurm.py), with real ipykernels.
 
 After every test the queue holds no job of ours (an autouse check).
@@ -42,8 +42,8 @@ from kernel_nursery import (
 from kernel_nursery.connection import validate_connection_info
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
 
-from ..helpers.engines import need_binaries
-from ..helpers.slurm import SlurmCluster
+from ...helpers.engines import need_binaries
+from ...helpers.slurm import SlurmCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

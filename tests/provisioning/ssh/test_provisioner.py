@@ -41,9 +41,9 @@ from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_conne
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh, _ssh_master
 from kernel_nursery.provisioning._process import process_start_time
 
-from ..conftest import FAKE_KERNEL
-from ..helpers.procs import fifo_with_a_blocked_writer
-from ..helpers.sshd import SSHServer, parent_of, wait_gone
+from ...conftest import FAKE_KERNEL
+from ...helpers.procs import fifo_with_a_blocked_writer
+from ...helpers.sshd import SSHServer, parent_of, wait_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -1013,7 +1013,7 @@ def test_the_remote_side_tells_a_kernels_file_without_opening_others(tmp_path: P
     """The remote launcher's check that a file taken over is the kernel's (before removing it)
     opens no FIFO (a writer blocked on it stays blocked) and takes a path with a NUL byte as
     not the kernel's, rather than failing; a regular file holding the key is the kernel's."""
-    from kernel_nursery.provisioning._ssh_remote import _holds_key
+    from kernel_nursery.provisioning._scripts.ssh_remote import _holds_key
 
     folder = tmp_path / "kernel-nursery-x"
     folder.mkdir()

@@ -21,7 +21,7 @@ import anyio.abc
 import anyio.lowlevel
 from traitlets import Bool, Dict, Float, Integer, List, Unicode
 
-from .._errors import (
+from ..._errors import (
     LaunchError,
     ProvisionerError,
     ProvisionerInfoError,
@@ -30,7 +30,7 @@ from .._errors import (
     SSHConnectionError,
     SSHHostKeyError,
 )
-from ..connection import (
+from ...connection import (
     PORT_NAMES,
     ConnectionInfo,
     new_connection_info,
@@ -38,14 +38,15 @@ from ..connection import (
     reserved_ports,
     validate_connection_info,
 )
-from . import _guardian, _ssh_master
-from ._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
-from ._local import _bad_launch_arguments
-from ._process import UNKNOWN_EXIT_STATUS, process_start_time
+from .. import _guardian
+from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
+from .._command import bad_launch_arguments
+from .._process import UNKNOWN_EXIT_STATUS, process_start_time
+from . import _master
 
 __all__ = ["SSHProvisioner"]
 
-_SCRIPT = Path(__file__).with_name("_ssh_remote.py")
+_SCRIPT = Path(__file__).parents[1] / "_scripts" / "ssh_remote.py"
 # Run by the remote Python: reads exactly N bytes (the remote script) from standard input and
 # executes them, leaving the rest of standard input (the launch request, then commands) to it.
 _BOOT = (
@@ -207,7 +208,7 @@ class SSHProvisioner(KernelProvisionerBase):
         self._guard_token: int | None = None
         self._reaping = False
         self._launching = False
-        self._master: _ssh_master.Master | None = None
+        self._master: _master.Master | None = None
         # The forwards made through the master, which outlive the session: cancelled at reap.
         self._forwarded: tuple[ConnectionInfo, list[int]] | None = None
 
@@ -436,7 +437,7 @@ class SSHProvisioner(KernelProvisionerBase):
         try:
             # What the remote OS would refuse (a NUL byte, '=' in a variable's name) is refused
             # here, naming it, rather than as a traceback of the remote launcher.
-            problem = _bad_launch_arguments(list(cmd), kwargs.get("env"), self.remote_cwd or None)
+            problem = bad_launch_arguments(list(cmd), kwargs.get("env"), self.remote_cwd or None)
             if problem is not None:
                 raise LaunchError(f"cannot start kernel on {self.host}: {problem}", argv=list(cmd))
             request = {
@@ -493,7 +494,7 @@ class SSHProvisioner(KernelProvisionerBase):
                 await self._leave_master()  # it died (a dropped connection): a new one
             if self._master is None:  # kept across restarts
                 key = (*self._connection_argv(), self.host)
-                self._master = _ssh_master.acquire(key, self._master_argv, self.log)
+                self._master = _master.acquire(key, self._master_argv, self.log)
             if self._master.ready():
                 control_path = self._master.control_path
                 self._forwarded = (local, list(remote_ports))
@@ -641,7 +642,7 @@ class SSHProvisioner(KernelProvisionerBase):
             *self._connection_argv(),
             *("-o", "ControlMaster=yes", "-o", f"ControlPath={control_path}"),
             *("-o", "ControlPersist=no"),
-            *("--", self.host, _ssh_master.MASTER_COMMAND),
+            *("--", self.host, _master.MASTER_COMMAND),
         ]
 
     def _forwards(self, local: ConnectionInfo, remote_ports: list[int]) -> list[str]:
@@ -765,7 +766,7 @@ class SSHProvisioner(KernelProvisionerBase):
         caller; bounded."""
         master, self._master = self._master, None
         if master is not None:
-            await _ssh_master.release(master, self.log)
+            await _master.release(master, self.log)
 
     def _release(self) -> None:
         if self._owns_ports and self.connection_info:
