@@ -720,9 +720,17 @@ class SSHProvisioner(KernelProvisionerBase):
             if process.stdin is not None:
                 await process.stdin.aclose()  # end of file: the remote side ends
             await _end_process(process, grace=KILL_WAIT_TIME)
-            if process.stdout is not None:
-                await process.stdout.aclose()
-            await process.aclose()
+            if process.returncode is None:
+                # Stuck even after SIGKILL (in the OS kernel): anyio's Process.aclose() would
+                # wait for it without end, so only its pipes are closed, as Slurm's _reap does.
+                self.log.error("Kernel %s: ssh (pid %s) did not exit", self.kernel_id, process.pid)
+                for stream in (process.stdout, process.stderr):
+                    if stream is not None:
+                        await stream.aclose()
+            else:
+                if process.stdout is not None:
+                    await process.stdout.aclose()
+                await process.aclose()  # it has exited: nothing here waits
             if self._status is None:
                 self._status = process.returncode
             self._last_status = self._status
