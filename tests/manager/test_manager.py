@@ -25,6 +25,7 @@ from kernel_nursery import (
     KernelSpec,
     KernelStateError,
     KernelTimeoutError,
+    ProvisionerHookError,
     start_kernel,
 )
 from kernel_nursery.connection import reserved_ports
@@ -372,8 +373,8 @@ async def test_a_provisioner_hook_that_raises_does_not_hang_the_close(
     install_provisioner: Callable[..., None],
 ) -> None:
     """A provisioner whose shutdown_requested raises: the manager's close still ends (its
-    client's tasks with it), the kernel is killed and its file and ports released, and the
-    error is what the close raises."""
+    client's tasks with it), the kernel is stopped and its file and ports released, and the
+    close raises ProvisionerHookError, caused by what the hook raised."""
     install_provisioner("raising", "Provisioner", RAISING_HOOK)
     # ipykernel: with it, the client's tasks outlived the failed stop and the close hung.
     spec = KernelSpec(
@@ -389,8 +390,10 @@ async def test_a_provisioner_hook_that_raises_does_not_hang_the_close(
             await km.start_kernel()
             started.extend((km.pid, km.connection_file))
 
-    with anyio.fail_after(30), pytest.raises(RuntimeError, match="hostile"):
+    with anyio.fail_after(30), pytest.raises(ProvisionerHookError, match="hostile") as caught:
         await run()
+    assert caught.value.hook == "shutdown_requested"
+    assert isinstance(caught.value.__cause__, RuntimeError)
     pid, file = started
     assert pid is not None and not is_running(pid) and not zombie_children()
     assert file is not None and not Path(file).exists()

@@ -937,20 +937,21 @@ class KernelManager(LoggingConfigurable):
             provisioner, hook, seconds, *args, errors=self._hook_errors, log=self.log, **kw
         )
 
-    def _wait_time(self, provisioner: KernelProvisionerBase) -> float:
-        """The provisioner's shutdown wait time; the manager's when it cannot say."""
+    def _wait_time(self, provisioner: KernelProvisionerBase, *, note: bool = True) -> float:
+        """The provisioner's shutdown wait time; the manager's when it cannot say (logged, and
+        noted for the next shutdown to raise when *note*)."""
         return sync_hook(
             provisioner,
             "get_shutdown_wait_time",
             self.shutdown_wait_time,
-            errors=self._hook_errors,
+            errors=self._hook_errors if note else None,
             log=self.log,
         )
 
     def stop_bound(self, *, now: bool = False) -> float:
         """The longest a shutdown of this manager's kernel can take, in seconds, once it has
         the kernel to itself, even when every hook of the provisioner hangs (each is abandoned
-        at its budget): ``4 * W + 7 * K`` (``2 * W + 6 * K`` with *now*), where ``W`` is the
+        at its budget): ``4 * W + 8 * K`` (``W + 7 * K`` with *now*), where ``W`` is the
         provisioner's shutdown wait time (by default :attr:`shutdown_wait_time`) and ``K``
         :attr:`kill_wait_time`. See :doc:`/manager`.
 
@@ -958,10 +959,11 @@ class KernelManager(LoggingConfigurable):
         """
         wait, kill = self.shutdown_wait_time, self.kill_wait_time
         if self.provisioner is not None:
-            wait = self._wait_time(self.provisioner)
-        polite = 0.0 if now else 2 * wait + kill  # ask (W), shutdown_requested (K), wait (W)
-        # poll, terminate (W), kill, group, cleanup (W + 2K), and the poll of stop_process
-        return polite + kill + wait + 2 * kill + (wait + 2 * kill) + kill
+            wait = self._wait_time(self.provisioner, note=False)
+        # The request (W), shutdown_requested (K), the wait it was granted (W), SIGTERM's (W).
+        polite = 0.0 if now else 3 * wait + kill
+        # Three polls, the kill and its wait, the process group's wait, cleanup (W + 2K).
+        return polite + 5 * kill + (wait + 2 * kill)
 
     async def _stop(self, *, now: bool, restart: bool) -> int | None:
         """End the current incarnation: supervisor, polite request (unless *now*), escalation,

@@ -22,7 +22,7 @@ from traitlets.traitlets import MetaHasTraits
 from .._errors import InvalidKernelIdError, LaunchError, ProvisionerHookError
 from .._kernelspec import KernelSpec
 from ..connection import ConnectionInfo, validate_connection_info
-from ._hooks import FAILED, call_hook, is_status, kill_group, sync_hook
+from ._hooks import FAILED, call_hook, hook_failed, is_status, kill_group, sync_hook
 
 __all__ = [
     "DEFAULT_SHUTDOWN_WAIT_TIME",
@@ -359,8 +359,8 @@ async def stop_process(
     that hangs is abandoned at its step's end, one that raises or answers garbage is logged
     (on *log*) and noted in *errors*, and the escalation goes on. When the kill did not end the
     kernel and the provisioner exposes a local process group (``pgid``), the group is killed
-    here, and waited for up to *kill_wait*. At most ``2 * wait_time + 3 * kill_wait`` in all
-    (one *kill_wait* for the first ``poll``).
+    here, and waited for up to *kill_wait*. At most ``2 * wait_time + 4 * kill_wait`` in all
+    (a *kill_wait* for each of the two ``poll`` calls, before and after the steps).
 
     The whole sequence is shielded from cancellation: a caller cancelled meanwhile sees the
     cancellation after the kernel is gone, never a half-stopped kernel.
@@ -402,6 +402,12 @@ async def stop_process(
                 seconds,
                 name,
             )
+        status = await hook("poll", kill_wait, check=is_status)
+        if status is not None and status is not FAILED:
+            # It has exited, though wait() did not say so: that hook hung.
+            what = "did not return after the kernel exited"
+            hook_failed(provisioner, "wait", what, log=log or provisioner.log, errors=errors)
+            return cast(int, status)
         await kill_group(provisioner, kill_wait)
     return None
 

@@ -26,7 +26,7 @@ from ._process import wait_for_group_exit
 if TYPE_CHECKING:
     from ._base import KernelProvisionerBase
 
-__all__ = ["FAILED", "call_hook", "is_status", "kill_group", "sync_hook"]
+__all__ = ["FAILED", "call_hook", "hook_failed", "is_status", "kill_group", "sync_hook"]
 
 
 class _Failed:
@@ -49,7 +49,7 @@ def is_status(value: object) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
-def _fail(
+def hook_failed(
     provisioner: KernelProvisionerBase,
     hook: str,
     what: str,
@@ -58,7 +58,8 @@ def _fail(
     errors: list[ProvisionerHookError] | None,
     cause: BaseException | None = None,
 ) -> _Failed:
-    """Log a hook's failure as an error and note it in *errors*; :data:`FAILED`."""
+    """Log a hook's failure (it *what*) as an error naming the provisioner's class and the
+    hook, and note it in *errors*; :data:`FAILED`."""
     name = f"{type(provisioner).__name__}.{hook}()"
     log.error(
         "Kernel %s: %s %s; going on without it", provisioner.kernel_id, name, what, exc_info=cause
@@ -103,7 +104,7 @@ async def call_hook(
             result = getattr(provisioner, hook)(*args, **kwargs)
             if not inspect.isawaitable(result):
                 what = f"returned {type(result).__name__}, not an awaitable (not async?)"
-                return _fail(provisioner, hook, what, log=log, errors=errors)
+                return hook_failed(provisioner, hook, what, log=log, errors=errors)
             result = await result
         except anyio.get_cancelled_exc_class():
             raise
@@ -111,14 +112,14 @@ async def call_hook(
             raise
         except BaseException as exc:
             what = f"raised {type(exc).__name__}: {exc}"
-            return _fail(provisioner, hook, what, log=log, errors=errors, cause=exc)
+            return hook_failed(provisioner, hook, what, log=log, errors=errors, cause=exc)
         if check is not None and not check(result):
             what = f"returned {result!r}, which it must not"
-            return _fail(provisioner, hook, what, log=log, errors=errors)
+            return hook_failed(provisioner, hook, what, log=log, errors=errors)
         return result
     if scope.cancelled_caught and not quiet_timeout:
         what = f"did not return within {seconds:.3g} s and was abandoned"
-        return _fail(provisioner, hook, what, log=log, errors=errors)
+        return hook_failed(provisioner, hook, what, log=log, errors=errors)
     return FAILED
 
 
@@ -141,10 +142,10 @@ def sync_hook(
         raise
     except BaseException as exc:
         what = f"raised {type(exc).__name__}: {exc}"
-        _fail(provisioner, hook, what, log=log, errors=errors, cause=exc)
+        hook_failed(provisioner, hook, what, log=log, errors=errors, cause=exc)
         return fallback
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
-        _fail(provisioner, hook, f"returned {value!r}, not seconds", log=log, errors=errors)
+        hook_failed(provisioner, hook, f"returned {value!r}, not seconds", log=log, errors=errors)
         return fallback
     return float(value)
 

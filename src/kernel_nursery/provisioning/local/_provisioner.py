@@ -207,6 +207,11 @@ class LocalProvisioner(KernelProvisionerBase):
 
         On Windows, ``SIGINT`` sets the kernel's interrupt event instead (untested here).
         """
+        self._signal(signum)
+
+    def _signal(self, signum: int) -> None:
+        """:meth:`send_signal`'s work, which never blocks; what :meth:`cleanup` uses, so that a
+        subclass's hook that hangs or raises cannot keep the cleanup from its end."""
         process = self._process
         if process is None:
             return
@@ -516,7 +521,7 @@ class LocalProvisioner(KernelProvisionerBase):
             return
         # Decided before the kill: afterwards an adopted kernel no longer vouches for its group.
         group = self._pgid if process.group_is_ours else None
-        await self.kill(restart)
+        self._signal(getattr(signal, "SIGKILL", signal.SIGTERM))
         with anyio.move_on_after(KILL_WAIT_TIME):
             # Usually the exit has been seen already (a shutdown awaited it): then its status
             # is known, and waiting again would only cost trio two checkpoints (its wait takes
