@@ -920,7 +920,7 @@ class KernelManager(LoggingConfigurable):
             return
 
     async def _declare_dead(self, status: int | None) -> None:
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: _stop is (stop_bound)
             await self._stop(now=True, restart=False)
         self._dead = True
         self._end()

@@ -444,7 +444,7 @@ class LocalProvisioner(KernelProvisionerBase):
         Raises:
             LaunchError: the spawn failed (the original exception is its cause).
         """
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # a spawn (fork + exec) is not cancelled
             try:
                 process = await anyio.open_process(
                     argv,
@@ -502,6 +502,7 @@ class LocalProvisioner(KernelProvisionerBase):
         launch, and held against other kernel-nursery processes until it has bound them. Runs
         shielded from cancellation, so it always completes.
         """
+        # Bounded: the kill is a signal, the waits have KILL_WAIT_TIME, aclose() waits for nothing.
         with anyio.CancelScope(shield=True):
             await self._reap(restart)
             if not restart:
@@ -732,7 +733,7 @@ class LocalProvisioner(KernelProvisionerBase):
             await super().load_provisioner_info(provisioner_info)
         except BaseException:
             if process is not None:
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):  # closes a pidfd: waits for nothing
                     await process.aclose()
             raise
         if connection_file:

@@ -563,7 +563,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             self.node = str(status.get("node") or "") or None
             self._set_state("RUNNING")
         except BaseException as exc:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _abort is
                 await self._abort()
                 if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
                     raise self._failure(argv) from None
@@ -829,7 +829,8 @@ class SlurmProvisioner(KernelProvisionerBase):
                     # controller yet. scancel makes sure (it returns once the controller has
                     # ended the job; one already ended is no error here), then srun goes.
                     await self._revoked.wait()
-                    with anyio.CancelScope(shield=True):  # srun's exit must not cut it short
+                    # srun's exit must not cut it short; bounded by TOOL_TIMEOUT.
+                    with anyio.CancelScope(shield=True):
                         await self._scancel(by_name=True, quiet=True)
                     self._signal_srun(signal.SIGKILL)
                     return
@@ -848,7 +849,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         """Make sure the job is gone, then reap ``srun``. Shielded and bounded: a job still
         running is cancelled (``scancel``; if that fails, ``srun`` is told to end it). With
         *restart* the key is kept for the next launch."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: scancel, then each wait, are
             process = self._process
             if process is not None and process.returncode is None:
                 await self.kill(restart)
@@ -959,7 +960,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             "-c",
             _WATCHER,
         ]
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # a spawn (fork + exec) is not cancelled
             process = await anyio.open_process(
                 argv,
                 stdin=subprocess.PIPE,
@@ -977,11 +978,11 @@ class SlurmProvisioner(KernelProvisionerBase):
             self._set_state("RUNNING")  # reported: the owner's callback may raise anything
             joined = await _Lines(process.stdout).next() == b"watching"
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _let_go is
                 await self._let_go()
             raise
         if not joined:  # it could not join: the job has ended
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _let_go is
                 await self._let_go()
             raise JobEndedError(
                 f"kernel {self.kernel_id}: job {self.job_id} is not running: "
@@ -998,7 +999,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             return
         if process.stdin is not None:
             try:
-                await process.stdin.send(_LET_GO)
+                await process.stdin.send(_LET_GO)  # a few bytes into an empty pipe: buffered
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the watcher has gone already
             await process.stdin.aclose()

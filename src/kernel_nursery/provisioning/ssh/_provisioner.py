@@ -266,7 +266,7 @@ class SSHProvisioner(KernelProvisionerBase):
     async def _lost(self, process: anyio.abc.Process) -> int:
         """The channel ended without an exit report: the connection dropped (or the remote
         script was killed). ``ssh`` may still hold forwarded connections: end it."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: 1 s, then KILL_WAIT_TIME after SIGKILL
             await _end_process(process, grace=1.0)
         if self._reaping:
             return process.returncode if process.returncode is not None else -1
@@ -472,7 +472,7 @@ class SSHProvisioner(KernelProvisionerBase):
                     argv=self._ssh_argv(local, [0] * 5),
                 )
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _reap and _leave_master are
                 await self._reap()
                 self._release()
                 await self._leave_master()
@@ -536,7 +536,7 @@ class SSHProvisioner(KernelProvisionerBase):
             async with self._read_lock:
                 answer = await self._next_event(process)
                 if answer is None:
-                    with anyio.CancelScope(shield=True):
+                    with anyio.CancelScope(shield=True):  # bounded: 2 * KILL_WAIT_TIME
                         await _end_process(process, grace=KILL_WAIT_TIME)
         if answer is None and process.returncode is None:
             raise RemoteLaunchError(
@@ -702,7 +702,7 @@ class SSHProvisioner(KernelProvisionerBase):
         group if it still runs and removes the connection file), and unless *restart* release
         the local ports. With *restart* the ports and key are kept for the next launch.
         Shielded from cancellation and bounded."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: _reap and _leave_master are
             await self._reap()
             if not restart:
                 self._release()
@@ -714,6 +714,8 @@ class SSHProvisioner(KernelProvisionerBase):
             self._remove_log()  # made before an ssh that could not be run
             return
         self._reaping = True
+        # Bounded: the kill is a bounded write, _end_process 2 * KILL_WAIT_TIME, aclose() only
+        # for an exited ssh, the forwards' cancel KILL_WAIT_TIME.
         with anyio.CancelScope(shield=True):
             if self._status is None and process.returncode is None:
                 await self.kill()
@@ -875,7 +877,7 @@ class SSHProvisioner(KernelProvisionerBase):
             local = validate_connection_info(self.connection_info)
             await self._launch_once(local, self._remote_ports, request)
         except RemoteLaunchError as exc:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _reap and _leave_master are
                 await self._reap()
                 self._release()
                 await self._leave_master()
@@ -885,7 +887,7 @@ class SSHProvisioner(KernelProvisionerBase):
             self._last_status = UNKNOWN_EXIT_STATUS
             return
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _reap and _leave_master are
                 await self._reap()
                 self._release()
                 await self._leave_master()
