@@ -355,12 +355,11 @@ async def stop_process(
     With *now*, straight to the kill. Each step's hook and its wait share the step's time (a
     cancel scope; nothing polls). A kernel that has already exited is not signalled at all.
 
-    Every hook is called through :func:`~kernel_nursery.provisioning._hooks.call_hook`: one
-    that hangs is abandoned at its step's end, one that raises or answers garbage is logged
-    (on *log*) and noted in *errors*, and the escalation goes on. When the kill did not end the
-    kernel and the provisioner exposes a local process group (``pgid``), the group is killed
-    here, and waited for up to *kill_wait*. At most ``2 * wait_time + 4 * kill_wait`` in all
-    (a *kill_wait* for each of the two ``poll`` calls, before and after the steps).
+    Every hook call is bounded (``call_hook``): one that hangs is abandoned at its step's end,
+    one that raises or answers garbage is logged (on *log*) and noted in *errors*, and the
+    escalation goes on. When the kill did not end the kernel and the provisioner exposes a
+    local process group (``pgid``), that group is killed here. At most ``2 * wait_time + 4 *
+    kill_wait`` in all (a ``poll`` before and after the steps, the group's wait).
 
     The whole sequence is shielded from cancellation: a caller cancelled meanwhile sees the
     cancellation after the kernel is gone, never a half-stopped kernel.
@@ -383,32 +382,48 @@ async def stop_process(
             wait_time = sync_hook(
                 provisioner, "get_shutdown_wait_time", DEFAULT_SHUTDOWN_WAIT_TIME, log=log
             )
-        steps: list[tuple[str | None, str, float, int]] = [
-            ("terminate", "SIGTERM", wait_time, logging.WARNING),
-            ("kill", "SIGKILL", kill_wait, logging.ERROR),
-        ]
-        if now:
-            del steps[0]
-        elif shutdown_requested:
-            steps.insert(0, (None, "the shutdown request", wait_time, logging.WARNING))
+        steps = _steps(wait_time, kill_wait, now=now, shutdown_requested=shutdown_requested)
         for send, name, seconds, level in steps:
             status = await _escalate(provisioner, send, restart, seconds, hook)
             if status is not FAILED:
                 return cast("int | None", status)
-            (log or provisioner.log).log(
-                level,
-                "Kernel %s did not exit %.3g s after %s",
-                provisioner.kernel_id,
-                seconds,
-                name,
-            )
-        status = await hook("poll", kill_wait, check=is_status)
-        if status is not None and status is not FAILED:
-            # It has exited, though wait() did not say so: that hook hung.
-            what = "did not return after the kernel exited"
-            hook_failed(provisioner, "wait", what, log=log or provisioner.log, errors=errors)
-            return cast(int, status)
-        await kill_group(provisioner, kill_wait)
+            message = "Kernel %s did not exit %.3g s after %s"
+            (log or provisioner.log).log(level, message, provisioner.kernel_id, seconds, name)
+        status = await _after_kill(provisioner, kill_wait, hook, errors=errors, log=log)
+    return cast("int | None", status)
+
+
+def _steps(
+    wait_time: float, kill_wait: float, *, now: bool, shutdown_requested: bool
+) -> list[tuple[str | None, str, float, int]]:
+    """:func:`stop_process`'s steps: (hook, what it sends, seconds, log level if it fails)."""
+    steps: list[tuple[str | None, str, float, int]] = [
+        ("terminate", "SIGTERM", wait_time, logging.WARNING),
+        ("kill", "SIGKILL", kill_wait, logging.ERROR),
+    ]
+    if now:
+        del steps[0]
+    elif shutdown_requested:
+        steps.insert(0, (None, "the shutdown request", wait_time, logging.WARNING))
+    return steps
+
+
+async def _after_kill(
+    provisioner: KernelProvisionerBase,
+    kill_wait: float,
+    hook: Callable[..., Awaitable[Any]],
+    *,
+    errors: list[ProvisionerHookError] | None,
+    log: logging.Logger | logging.LoggerAdapter[Any] | None,
+) -> int | None:
+    """No exit seen after the kill: the status if ``poll()`` knows it (then ``wait()`` hung,
+    logged as such), else the process group killed here where it can be reached; ``None``."""
+    status = await hook("poll", kill_wait, check=is_status)
+    if status is not None and status is not FAILED:
+        what = "did not return after the kernel exited"
+        hook_failed(provisioner, "wait", what, log=log or provisioner.log, errors=errors)
+        return cast(int, status)
+    await kill_group(provisioner, kill_wait)
     return None
 
 
