@@ -901,7 +901,7 @@ async def test_a_failing_cleanup_never_replaces_the_blocks_exception(
 ) -> None:
     """When cleaning up fails as the block ends, the block's own exception propagates as it is
     (the failure is logged), subscriptions end, and without an exception of the block's the
-    failure itself propagates, unwrapped."""
+    failure propagates as one ProvisionerHookError, caused by what cleanup raised."""
     install_provisioner("failing", "Provisioner", FAILING_CLEANUP)
     spec = fake_spec(metadata={"kernel_provisioner": {"provisioner_name": "failing"}})
     ended = anyio.Event()
@@ -920,9 +920,11 @@ async def test_a_failing_cleanup_never_replaces_the_blocks_exception(
                 raise ValueError("the block's own error")
         with anyio.fail_after(10):
             await ended.wait()
-    with pytest.raises(OSError, match="cleanup failed"):
+    with pytest.raises(ProvisionerHookError, match="cleanup failed") as caught:
         async with KernelManager(kernel_spec=spec) as km:
             await km.start_kernel()
+    assert caught.value.hook == "cleanup"
+    assert isinstance(caught.value.__cause__, OSError)
     assert not km.has_kernel
 
 
