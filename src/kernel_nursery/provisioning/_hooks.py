@@ -16,15 +16,15 @@ import math
 import os
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import anyio
 
 from .._errors import ProvisionerHookError
 from ._process import wait_for_group_exit
 
-if TYPE_CHECKING:
-    from ._base import KernelProvisionerBase
+#: A provisioner (a KernelProvisionerBase, which imports this module: typed loosely here).
+KernelProvisionerBase = Any
 
 __all__ = ["FAILED", "call_hook", "hook_failed", "is_status", "kill_group", "sync_hook"]
 
