@@ -16,7 +16,7 @@ import signal
 import anyio
 import pytest
 
-from kernel_nursery import KernelManager, ProvisionerHookError
+from kernel_nursery import KernelManager, KernelNursery, ProvisionerHookError
 
 from ..helpers.hostile import LAUNCHED, HostileProvisioner
 from ..helpers.kernels import SpecFactory
@@ -114,3 +114,24 @@ async def test_a_hostile_hook_cannot_hold_the_scope(
     assert all(not is_running(pid) for pid in LAUNCHED)
     assert not zombie_children()
     assert math.isfinite(bound)
+
+
+async def test_a_nursery_stops_every_kernel_and_raises_one_error(hostile_spec: SpecFactory) -> None:
+    """Kernels whose cleanup raises: shutdown_all stops them all and raises one
+    ProvisionerHookError (not a group), and so does the end of a nursery's block."""
+    spec = hostile_spec("cleanup", "raise")
+    settings = {"kernel_spec": spec, "shutdown_wait_time": WAIT, "kill_wait_time": KILL}
+    LAUNCHED.clear()
+    with anyio.fail_after(60):
+        async with KernelNursery() as nursery:
+            for _ in range(2):
+                await nursery.start_kernel(**settings)
+            with pytest.raises(ProvisionerHookError, match="cleanup") as caught:
+                await nursery.shutdown_all()
+            assert not nursery.list_kernels()
+        assert isinstance(caught.value.__cause__, RuntimeError)
+        with pytest.raises(ProvisionerHookError, match="cleanup"):
+            async with KernelNursery() as nursery:
+                await nursery.start_kernel(**settings)
+    assert len(LAUNCHED) == 3
+    assert all(not is_running(pid) for pid in LAUNCHED)

@@ -403,6 +403,27 @@ async def test_a_provisioner_hook_that_raises_does_not_hang_the_close(
 # ---------------------------------------------------------------- interrupts and config
 
 
+async def test_a_busy_kernel_is_interrupted_before_it_is_asked_to_shut_down() -> None:
+    """A kernel busy in a long sleep is interrupted first, then exits politely (status 0) on
+    the shutdown request, long before a shutdown_wait_time of a minute runs out."""
+    code = "print('busy', flush=True); import time; time.sleep(100)"
+    async with KernelManager(kernel_name="python3", shutdown_wait_time=60) as km:
+        async with km.events() as events:
+            await km.start_kernel()
+            async with km.client() as kc, kc.execute_stream(code) as outputs:
+                async for _ in outputs:
+                    break  # its first output: it is busy in the sleep
+            assert km.execution_state == "busy"
+            with anyio.fail_after(30):  # a hang's guard; without the interrupt: 60 s, then SIGTERM
+                await km.shutdown_kernel()
+            kinds = {}
+            async for event in events:
+                kinds[event.kind] = event.exit_status
+                if event.kind == "shutdown":
+                    break
+    assert kinds["shutdown"] == 0
+
+
 @pytest.mark.parametrize("mode", ["signal", "message"])
 async def test_interrupt_follows_the_spec(mode: str) -> None:
     """interrupt_kernel uses SIGINT or interrupt_request as the spec's interrupt_mode says."""
