@@ -94,18 +94,12 @@ class HostileProvisioner(LocalProvisioner):
         info = await super().get_provisioner_info()
         return await self._after("get_provisioner_info", info)  # type: ignore[no-any-return]
 
+    def _answer(self, name: str, value: float) -> Any:
+        """What the plain hook *name* answers, having worked out *value*."""
+        return GARBAGE[name] if self._misbehave_now(name) else value
+
     def get_shutdown_wait_time(self, recommended: float | None = None) -> float:
-        value = super().get_shutdown_wait_time(recommended)
-        return (
-            GARBAGE["get_shutdown_wait_time"]
-            if self._misbehave_now("get_shutdown_wait_time")
-            else value
-        )  # type: ignore[return-value]
+        return self._answer("get_shutdown_wait_time", super().get_shutdown_wait_time(recommended))  # type: ignore[no-any-return]
 
     def get_stable_start_time(self, recommended: float | None = None) -> float:
-        value = super().get_stable_start_time(recommended)
-        return (
-            GARBAGE["get_stable_start_time"]
-            if self._misbehave_now("get_stable_start_time")
-            else value
-        )  # type: ignore[return-value]
+        return self._answer("get_stable_start_time", super().get_stable_start_time(recommended))  # type: ignore[no-any-return]
