@@ -40,7 +40,7 @@ from ..provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LaunchProgress,
-    stop_process,
+    shutdown_kernel_process,
 )
 from ..provisioning._base import check_kernel_id
 from ..provisioning._hooks import FAILED, call_hook, is_status, kill_group, sync_hook
@@ -285,7 +285,7 @@ class KernelManager(LoggingConfigurable):
         as it was.
 
         Raises:
-            NoSuchKernelError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
+            NoSuchKernelSpecError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
 
         .. versionadded:: 0.2
         """
@@ -511,7 +511,7 @@ class KernelManager(LoggingConfigurable):
         Raises:
             KernelStateError: not inside ``async with``, a kernel is already running, or the
                 kernel was shut down before it was ready.
-            NoSuchKernelError, KernelSpecError: the kernel spec cannot be had.
+            NoSuchKernelSpecError, KernelSpecError: the kernel spec cannot be had.
             ModuleNotFoundError, ProvisionerError: its provisioner cannot be had.
             LaunchError: the kernel program cannot be run.
             KernelDiedError: the kernel exited before it answered (with its exit status).
@@ -1000,7 +1000,8 @@ class KernelManager(LoggingConfigurable):
     async def _end_process(
         self, provisioner: KernelProvisionerBase, *, now: bool, restart: bool
     ) -> int | None:
-        """Ask the kernel to exit (unless *now*), then escalate (:func:`stop_process`)."""
+        """Ask the kernel to exit (unless *now*), then escalate
+        (:func:`shutdown_kernel_process`)."""
         kill_wait = self.kill_wait_time
         status = await self._hook(provisioner, "poll", kill_wait, check=is_status)
         if status is not None and status is not FAILED:
@@ -1010,7 +1011,7 @@ class KernelManager(LoggingConfigurable):
         if not now:
             requested = await self._request_shutdown(provisioner, restart, wait_time)
             await self._hook(provisioner, "shutdown_requested", kill_wait, restart=restart)
-        return await stop_process(
+        return await shutdown_kernel_process(
             provisioner,
             restart=restart,
             wait_time=wait_time,

@@ -31,7 +31,7 @@ __all__ = [
     "KernelProvisionerBase",
     "KernelProvisionerMeta",
     "LaunchProgress",
-    "stop_process",
+    "shutdown_kernel_process",
 ]
 
 #: Seconds a kernel gets to exit after a polite request (or SIGTERM) before it is killed,
@@ -100,10 +100,10 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
 
     A provisioner is also an async context manager. Leaving ``async with provisioner:`` (normally,
     by an exception or by cancellation) stops the kernel if it still runs, with
-    :func:`stop_process`, and calls ``cleanup(restart=False)``, all shielded from cancellation
-    and bounded (a hook that hangs is abandoned; one that fails is logged, and raised as
-    :class:`~kernel_nursery.ProvisionerHookError` when the block raised nothing), so that no
-    process, connection file or reserved port outlives the block. A provisioner used
+    :func:`shutdown_kernel_process`, and calls ``cleanup(restart=False)``, all shielded from
+    cancellation and bounded (a hook that hangs is abandoned; one that fails is logged, and
+    raised as :class:`~kernel_nursery.ProvisionerHookError` when the block raised nothing), so
+    that no process, connection file or reserved port outlives the block. A provisioner used
     without ``async with`` must be stopped and cleaned up by its user (a kernel manager does it).
 
     Every ``async`` method here is safe to cancel in the sense that cancellation never leaves a
@@ -327,7 +327,7 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
         tb: TracebackType | None,
     ) -> None:
         errors: list[ProvisionerHookError] = []
-        await stop_process(self, errors=errors)
+        await shutdown_kernel_process(self, errors=errors)
         # Shielded, and bounded: a cleanup that hangs is abandoned (and logged).
         with anyio.CancelScope(shield=True):
             await call_hook(self, "cleanup", 2 * KILL_WAIT_TIME, restart=False, errors=errors)
@@ -335,7 +335,7 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
             raise errors[0]  # each was logged; the first is the block's error
 
 
-async def stop_process(
+async def shutdown_kernel_process(
     provisioner: KernelProvisionerBase,
     *,
     restart: bool = False,
@@ -346,28 +346,31 @@ async def stop_process(
     errors: list[ProvisionerHookError] | None = None,
     log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> int | None:
-    """Stop the provisioner's kernel process for sure: (wait,) terminate, wait, kill, wait.
+    """Stop the kernel process that *provisioner* runs, for sure: (wait,) terminate, wait, kill,
+    wait. The provisioner itself is left to ``cleanup()`` (or to a new launch, with *restart*).
 
     The one escalation used by every path that stops a kernel. When *shutdown_requested* (the
     kernel was asked to exit, by a ``shutdown_request``), first up to *wait_time* for it to exit
     by itself; then ``terminate(restart)`` and up to *wait_time* (default:
     ``provisioner.get_shutdown_wait_time()``); then ``kill(restart)`` and up to *kill_wait*.
-    With *now*, straight to the kill. Each step's hook and its wait share the step's time (a
-    cancel scope; nothing polls). A kernel that has already exited is not signalled at all.
+    With *now*, straight to the kill. Each step's hook and its wait share the step's time;
+    nothing polls. A kernel that has already exited is not signalled at all.
 
     Every hook call is bounded (``call_hook``): one that hangs is abandoned at its step's end,
     one that raises or answers garbage is logged (on *log*) and noted in *errors*, and the
     escalation goes on. When the kill did not end the kernel and the provisioner exposes a
     local process group (``pgid``), that group is killed here. At most ``2 * wait_time + 4 *
-    kill_wait`` in all (a ``poll`` before and after the steps, the group's wait).
-
-    The whole sequence is shielded from cancellation: a caller cancelled meanwhile sees the
+    kill_wait`` in all. Shielded from cancellation: a caller cancelled meanwhile sees the
     cancellation after the kernel is gone, never a half-stopped kernel.
 
     Returns:
         The exit status, or ``None`` when it is not known: the process had not exited after
         SIGKILL and *kill_wait* (logged as an error; it can only be stuck in the OS kernel), or
         the provisioner's hooks failed to say.
+
+    .. versionchanged:: 0.2
+        Renamed from ``stop_process`` (it takes a provisioner, not a process), which stays a
+        deprecated alias in :mod:`kernel_nursery.provisioning`.
     """
     hook = functools.partial(call_hook, provisioner, errors=errors, log=log)
     if not provisioner.has_process:
@@ -396,7 +399,8 @@ async def stop_process(
 def _steps(
     wait_time: float, kill_wait: float, *, now: bool, shutdown_requested: bool
 ) -> list[tuple[str | None, str, float, int]]:
-    """:func:`stop_process`'s steps: (hook, what it sends, seconds, log level if it fails)."""
+    """The steps of :func:`shutdown_kernel_process`: (hook, what it sends, seconds, log level
+    if it fails)."""
     steps: list[tuple[str | None, str, float, int]] = [
         ("terminate", "SIGTERM", wait_time, logging.WARNING),
         ("kill", "SIGKILL", kill_wait, logging.ERROR),
@@ -434,9 +438,9 @@ async def _escalate(
     seconds: float,
     hook: Callable[..., Awaitable[Any]],
 ) -> Any:
-    """One step of :func:`stop_process`: the hook *send* (if any), then the kernel's exit, both
-    within *seconds*. The exit status, or :data:`FAILED` when it did not come (or ``wait()``
-    failed, which is logged)."""
+    """One step of :func:`shutdown_kernel_process`: the hook *send* (if any), then the
+    kernel's exit, both within *seconds*. The exit status, or :data:`FAILED` when it did not
+    come (or ``wait()`` failed, which is logged)."""
     deadline = anyio.current_time() + seconds
     if send is not None:
         await hook(send, seconds, restart)

@@ -1,10 +1,11 @@
 """Calling a provisioner's hooks from the code that drives it: each call with a deadline.
 
 Provisioners are plug-ins, and a plug-in's hook may hang, raise, or return what it must not.
-Whoever stops a kernel (a kernel manager, :func:`~kernel_nursery.provisioning.stop_process`)
-calls each hook through :func:`call_hook`: the call is abandoned when its budget runs out, a
-failure is logged as an error naming the provisioner's class and the hook, and the caller goes
-on with what it can do itself (:func:`kill_group`). The compat bridge bounds its calls into
+Whoever stops a kernel (a kernel manager,
+:func:`~kernel_nursery.provisioning.shutdown_kernel_process`) calls each hook through
+:func:`call_hook`: the call is abandoned when its budget runs out, a failure is logged as an
+error naming the provisioner's class and the hook, and the caller goes on with what it can do
+itself (:func:`kill_group`). The compat bridge bounds its calls into
 jupyter_client's provisioners the same way.
 """
 
