@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from traitlets import Unicode
+from traitlets import Integer, Unicode
 
 from kernel_nursery import LocalProvisioner
 from kernel_nursery.connection import ConnectionInfo
@@ -41,21 +41,26 @@ class HostileProvisioner(LocalProvisioner):
 
     hook = Unicode("", config=True, help="The hook that misbehaves.")
     behaviour = Unicode("", config=True, help="hang, raise, base or garbage.")
+    spare = Integer(0, config=True, help="How many calls of the hook behave before it does not.")
 
     def _misbehave_now(self, name: str) -> bool:
         if name != self.hook:
+            return False
+        if self.spare > 0:
+            self.spare -= 1
             return False
         if self.behaviour == "raise":
             raise RuntimeError(f"hostile {name}")
         if self.behaviour == "base":
             raise HostileBaseError(f"hostile {name}")
-        return self.behaviour == "garbage"
+        return True
 
     async def _after(self, name: str, result: Any) -> Any:
         """What hook *name* returns, having done its work and got *result*."""
-        if name == self.hook and self.behaviour == "hang":
+        misbehave = self._misbehave_now(name)
+        if misbehave and self.behaviour == "hang":
             await anyio.sleep_forever()
-        return GARBAGE[name] if self._misbehave_now(name) else result
+        return GARBAGE[name] if misbehave and self.behaviour == "garbage" else result
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         return await self._after("pre_launch", await super().pre_launch(**kwargs))  # type: ignore[no-any-return]
@@ -96,7 +101,8 @@ class HostileProvisioner(LocalProvisioner):
 
     def _answer(self, name: str, value: float) -> Any:
         """What the plain hook *name* answers, having worked out *value*."""
-        return GARBAGE[name] if self._misbehave_now(name) else value
+        misbehave = self._misbehave_now(name)
+        return GARBAGE[name] if misbehave and self.behaviour == "garbage" else value
 
     def get_shutdown_wait_time(self, recommended: float | None = None) -> float:
         return self._answer("get_shutdown_wait_time", super().get_shutdown_wait_time(recommended))  # type: ignore[no-any-return]

@@ -61,8 +61,8 @@ def hostile_spec(fake_spec: SpecFactory, install_provisioner: object) -> SpecFac
     source = f"from {HostileProvisioner.__module__} import HostileProvisioner as Provisioner\n"
     install_provisioner("hostile", "Provisioner", source)  # type: ignore[operator]
 
-    def make(hook: str, behaviour: str, *args: str) -> object:
-        config = {"hook": hook, "behaviour": behaviour}
+    def make(hook: str, behaviour: str, *args: str, spare: int = 0) -> object:
+        config = {"hook": hook, "behaviour": behaviour, "spare": spare}
         stanza = {"provisioner_name": "hostile", "config": config}
         return fake_spec(*args, metadata={"kernel_provisioner": stanza})
 
@@ -134,4 +134,24 @@ async def test_a_nursery_stops_every_kernel_and_raises_one_error(hostile_spec: S
             async with KernelNursery() as nursery:
                 await nursery.start_kernel(**settings)
     assert len(LAUNCHED) == 3
+    assert all(not is_running(pid) for pid in LAUNCHED)
+
+
+async def test_a_restart_whose_launch_raises_reports_the_kernel_dead(
+    hostile_spec: SpecFactory,
+) -> None:
+    """A kernel that crashes, and whose automatic restart fails in launch_kernel with a
+    plug-in's own error: the kernel is reported dead (logged), the supervisor does not die of
+    it (no exception group), and no kernel process is left."""
+    spec = hostile_spec("launch_kernel", "raise", "--crash-after", "0.2", spare=1)
+    LAUNCHED.clear()
+    with anyio.fail_after(60):
+        km = KernelManager(kernel_spec=spec, shutdown_wait_time=WAIT, kill_wait_time=KILL)
+        async with km, km.events() as events:
+            await km.start_kernel()
+            async for event in events:
+                if event.kind == "dead":
+                    break
+            assert km.dead
+    assert len(LAUNCHED) == 2
     assert all(not is_running(pid) for pid in LAUNCHED)

@@ -844,8 +844,8 @@ class KernelManager(LoggingConfigurable):
             return
         try:
             await self.restart_kernel(now=True)
-        except KernelNurseryError as exc:
-            self.log.error("Kernel %s could not be restarted: %s", self.kernel_id, exc)
+        except Exception as exc:  # a plug-in's own error too: this task must not end the group
+            self.log.error("Kernel %s could not be restarted: %r", self.kernel_id, exc)
 
     # ------------------------------------------------------------------ supervision
 
@@ -912,8 +912,8 @@ class KernelManager(LoggingConfigurable):
                 status = exc.exit_status
                 self._rapid_deaths += 1
                 continue
-            except KernelNurseryError as exc:
-                self.log.error("Kernel %s could not be restarted: %s", self.kernel_id, exc)
+            except Exception as exc:  # a plug-in's own error too: the supervisor must not die of it
+                self.log.error("Kernel %s could not be restarted: %r", self.kernel_id, exc)
                 await self._declare_dead(status)
                 return
             self._emit("restarted")
