@@ -3,7 +3,6 @@ manager (``jupyter:<name>``), with real kernels, on both backends."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import sys
 import textwrap
@@ -325,11 +324,6 @@ async def test_a_cleanup_that_will_not_be_cancelled_is_bounded_once(
     await made.cleanup()
     assert time.monotonic() - start < CANCEL_WAIT + 3
     assert not loop_threads() and not live_children()
-
-
-@contextlib.contextmanager
-def _no() -> Iterator[None]:
-    yield
 
 
 PROGRAM = textwrap.dedent(
