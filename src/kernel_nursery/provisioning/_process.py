@@ -225,6 +225,8 @@ def process_start_time(pid: int) -> int | None:
     return None if fields is None else int(fields[19])
 
 
+# Twins: _scripts/guardian.py _stat_fields and _scripts/ssh_remote.py _start_time parse the same
+# line; those scripts run alone, stdlib only, and cannot import this module.
 def _stat_fields(pid: int) -> list[bytes] | None:
     """The fields of ``/proc/PID/stat`` from field 3 (the state) on, or ``None`` when the
     process is gone. The command name (field 2) is in parentheses and may itself contain

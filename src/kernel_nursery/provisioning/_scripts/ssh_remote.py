@@ -248,6 +248,8 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+# Twin of the library's _process.process_start_time (and guardian.py's _stat_fields): this script
+# runs alone on the remote host and cannot import the package.
 def _start_time(pid: int) -> int | None:
     """/proc/PID/stat field 22 (Linux), which tells a process from a later one with its pid."""
     try:
@@ -284,6 +286,8 @@ def attach(reader: Lines, config: dict) -> int:  # type: ignore[type-arg]
     return 0 if status == _UNKNOWN_STATUS else _exit_code(status)
 
 
+# Twin of local/_provisioner.py _kernel_file (the same non-blocking, same-inode read); this
+# script cannot import the package.
 def _holds_key(path: str, key: object) -> bool:
     """Whether *path* is a connection file written by a launcher (in its private directory)
     holding *key*. Read without blocking, at most 64 KiB."""
@@ -311,6 +315,7 @@ def _holds_key(path: str, key: object) -> bool:
     return isinstance(found, dict) and found.get("key") == key
 
 
+# Twin of guardian.py _unlink: each script stands alone.
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
