@@ -33,7 +33,7 @@ from ...connection import ConnectionInfo, new_key, validate_connection_info
 from .. import _guardian
 from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from .._command import bad_launch_arguments, format_kernel_cmd
-from .._process import UNKNOWN_EXIT_STATUS, process_start_time
+from .._process import UNKNOWN_EXIT_STATUS, process_start_time, spawn_shielded
 
 __all__ = ["SlurmProvisioner"]
 
@@ -1150,26 +1150,18 @@ def _checked_job(info: dict[str, Any]) -> str | None:
 
 async def _spawn_srun(argv: list[str], env: dict[str, str]) -> anyio.abc.Process:
     """Run *argv* (``srun ... -c SOURCE``) in a session of its own, its standard streams
-    piped to us.
-
-    Shielded, as LocalProvisioner's spawn: cancelled, asyncio would kill the child but leave
-    it unreaped with no handle of ours; a spawn is bounded (fork + exec).
+    piped to us; shielded (see :func:`spawn_shielded`).
 
     Raises:
         LaunchError: srun cannot be run.
     """
-    with anyio.CancelScope(shield=True):
-        try:
-            process = await anyio.open_process(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise LaunchError(
-                f"cannot run srun ({argv[0]}): {exc.strerror or exc}", argv=argv[:-1]
-            ) from exc
-    return process
+    return await spawn_shielded(
+        argv,
+        program=f"srun ({argv[0]})",
+        shown=argv[:-1],  # not the source of the script
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )

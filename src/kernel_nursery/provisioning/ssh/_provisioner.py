@@ -41,7 +41,7 @@ from ...connection import (
 from .. import _guardian
 from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from .._command import bad_launch_arguments
-from .._process import UNKNOWN_EXIT_STATUS, process_start_time
+from .._process import UNKNOWN_EXIT_STATUS, process_start_time, spawn_shielded
 from .._takeover import info_path, info_pid, info_start_time
 from . import _master
 
@@ -545,26 +545,21 @@ class SSHProvisioner(KernelProvisionerBase):
         return self._ssh_argv(local, remote_ports, control_path)
 
     async def _spawn(self, argv: list[str]) -> anyio.abc.Process:
-        """Run ssh and make it this provisioner's, registered with the guardian.
+        """Run ssh (shielded: see :func:`spawn_shielded`) and make it this provisioner's,
+        registered with the guardian.
 
         Raises:
             LaunchError: the ssh client cannot be run.
         """
-        # The spawn is shielded, as LocalProvisioner's: a cancelled spawn would leave a child
-        # we have no handle on. Spawning is bounded (fork + exec).
-        with anyio.CancelScope(shield=True):
-            try:
-                process = await anyio.open_process(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=None,  # the remote kernel's output, as a local kernel's
-                    start_new_session=True,  # Ctrl-C reaches the manager, never ssh
-                )
-            except OSError as exc:
-                raise LaunchError(
-                    f"cannot run the ssh client {argv[0]!r}: {exc.strerror or exc}", argv=argv
-                ) from exc
+        process = await spawn_shielded(
+            argv,
+            program=f"the ssh client {argv[0]!r}",
+            shown=argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # the remote kernel's output, as a local kernel's
+            start_new_session=True,  # Ctrl-C reaches the manager, never ssh
+        )
         self._process = process
         self._status = None
         self._remote_pid = None
