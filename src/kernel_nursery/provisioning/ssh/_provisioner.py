@@ -546,7 +546,8 @@ class SSHProvisioner(KernelProvisionerBase):
 
     async def _spawn(self, argv: list[str]) -> anyio.abc.Process:
         """Run ssh (shielded: see :func:`spawn_shielded`) and make it this provisioner's,
-        registered with the guardian.
+        registered with the guardian. A cancellation that came meanwhile is delivered after
+        that, when the caller can reap it.
 
         Raises:
             LaunchError: the ssh client cannot be run.
@@ -573,6 +574,7 @@ class SSHProvisioner(KernelProvisionerBase):
     ) -> dict[str, Any]:
         """Send *payload* (the remote script and the request) and await the remote side's
         first status line, within :attr:`launch_timeout`; without one, ssh is ended.
+        Cancelled, it leaves ssh to the caller, which reaps it.
 
         Raises:
             RemoteLaunchError: no answer in time.
