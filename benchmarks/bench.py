@@ -37,7 +37,8 @@ Scenarios:
                exit seen through a pidfd, no manager involved
   first-execute  ipykernel: from asking for a kernel to the first execute's result, cold
                (start_kernel) and from a warm KernelPool; jupyter_client has no pool, its cold
-               start is in both rows; and the warm take alone
+               start is in both rows; the warm take alone; and, on the warm kernel, the steady
+               round trip after that first execute and the first's distance to it (paired)
   pool-100     100 takes in a row (each given back at once) from a KernelPool of 4 ipykernels:
                time of each take, and how many found no warm kernel (cold takes: each
                started one and took the first ready, that one or a refill)
@@ -92,6 +93,8 @@ EXEC_REPS = 30
 EXECUTE_CODE = "print(1)"
 EXECUTE_ROUNDS = 200
 EXECUTE_WARMUP = 50
+#: Executes after a warm pool's first, whose median is that kernel's steady round trip.
+WARM_STEADY = 10
 #: The scale scenario: its soft limit on open files (that of many desktops, containers and CI
 #: runners), and its idle window.
 SCALE_NOFILE = 1024
@@ -425,16 +428,7 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
             async with start_kernel("python3") as km, km.client() as kc:
                 assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
                 out["cold_start"].append(time.perf_counter() - t0)
-        async with KernelPool("python3", size=1) as pool:
-            for _ in range(reps):
-                await pool.wait_warm()
-                t0 = time.perf_counter()
-                async with pool.take() as km:
-                    t1 = time.perf_counter()
-                    async with km.client() as kc:
-                        assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
-                        out["warm_pool"].append(time.perf_counter() - t0)
-                out["warm_take"].append(t1 - t0)
+        out.update(await warm_first_execute(reps))
     elif scenario == "pool":
         takes = []
         async with KernelPool("python3", size=4) as pool:
@@ -445,6 +439,35 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                     takes.append(time.perf_counter() - t0)
             status = pool.status
         out = {"take": takes, "cold_takes": [status.cold_takes]}
+    return out
+
+
+async def warm_first_execute(reps: int) -> dict[str, list[float]]:
+    """From a warm pool of one: the take alone, the take and a new client's first execute, and,
+    on the same kernel and client right after, the steady round trip (the median of
+    WARM_STEADY executes) and the first execute's distance to it, paired."""
+    from kernel_nursery import KernelPool
+
+    out: dict[str, list[float]] = {"warm_pool": [], "warm_take": [], "warm_steady": []}
+    out["warm_over_steady"] = []
+    async with KernelPool("python3", size=1) as pool:
+        for _ in range(reps):
+            await pool.wait_warm()
+            t0 = time.perf_counter()
+            async with pool.take() as km:
+                t1 = time.perf_counter()
+                async with km.client() as kc:
+                    assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
+                    first = time.perf_counter() - t0
+                    steady = []
+                    for _ in range(WARM_STEADY):
+                        t2 = time.perf_counter()
+                        await kc.execute("1 + 1", timeout=60)
+                        steady.append(time.perf_counter() - t2)
+            out["warm_take"].append(t1 - t0)
+            out["warm_pool"].append(first)
+            out["warm_steady"].append(statistics.median(steady))
+            out["warm_over_steady"].append(first - statistics.median(steady))
     return out
 
 
