@@ -83,7 +83,7 @@ def _announce_start(km: KernelManager, kernel_name: str) -> None:
     say(f"Kernel {km.kernel_id} ({kernel_name}) started.")
     write(sys.stdout, f"{connection_file}\n")
     say(f"Connect with: jupyter console --existing {connection_file}")
-    say(f"      or run code in it: kernel-nursery run --existing {connection_file} CODE")
+    say(f"Run code in it with: kernel-nursery run --existing {connection_file} CODE")
 
 
 async def _follow(events: AsyncIterator[KernelEvent]) -> int:
