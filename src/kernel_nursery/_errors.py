@@ -14,6 +14,7 @@ ones here (:class:`LaunchError`, :class:`ProvisionerError`).
 
 from __future__ import annotations
 
+import difflib
 import os
 
 __all__ = [
@@ -85,18 +86,30 @@ class NoSuchKernelSpecError(KernelNurseryError, LookupError):
         available: The names that do exist, sorted, so the message can list them.
 
     When a kernel.json exists but cannot be used (its provisioner is not installed), *reason*
-    says so in the message.
+    says so in the message. The message ends with the next step: *hint* when given (what
+    provides the kernel), else the closest available name (``did you mean 'python3'?``).
 
     .. versionchanged:: 0.2
         Renamed from ``NoSuchKernelError``, which stays a deprecated alias.
     """
 
-    def __init__(self, name: str, available: list[str], *, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        available: list[str],
+        *,
+        reason: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         self.name = name
         self.available = sorted(available)
         choices = ", ".join(self.available) if self.available else "none are installed"
         why = f": {reason}" if reason else ""
-        super().__init__(f"no kernel named {name!r}{why} (available: {choices})")
+        if hint is None and not reason:
+            close = difflib.get_close_matches(name.lower(), self.available, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else None
+        after = f"; {hint}" if hint else ""
+        super().__init__(f"no kernel named {name!r}{why} (available: {choices}){after}")
 
     def __str__(self) -> str:
         # LookupError (via KeyError semantics in some callers) would repr() the message.
@@ -174,7 +187,10 @@ class ProvisionerInfoError(ProvisionerError, ValueError):
     process may take over: a process id or group that is not a number above 1, that names this
     process or its own group, or a process that cannot be told to be the kernel (its group or
     start time differs from the info's), or a connection file that is not the kernel's (cleanup
-    would remove it). Nothing is signalled, removed or taken over.
+    would remove it); for a remote kernel, a start time, ports or a connection file that are not
+    what they must be; for a Slurm job, a job or step id that is not one, or a step of an
+    allocation. Every provisioner raises it for such info. Nothing is signalled, removed or
+    taken over.
 
     .. versionadded:: 0.2
     """
