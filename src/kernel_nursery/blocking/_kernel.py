@@ -350,7 +350,7 @@ def start_kernel(
     Interrupted while starting, the start is cancelled, and what it had started is stopped.
 
     Raises:
-        NoSuchKernelError, LaunchError, KernelTimeoutError...: as the async
+        NoSuchKernelSpecError, LaunchError, KernelTimeoutError...: as the async
             :func:`kernel_nursery.start_kernel`.
 
     .. versionadded:: 0.2

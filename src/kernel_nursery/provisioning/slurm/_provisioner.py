@@ -20,19 +20,13 @@ import anyio.abc
 import anyio.lowlevel
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
-from ..._errors import (
-    JobEndedError,
-    JobRejectedError,
-    LaunchError,
-    ProvisionerConfigError,
-    ProvisionerError,
-    QueueTimeoutError,
-)
+from ..._errors import LaunchError, ProvisionerConfigError, ProvisionerError
 from ...connection import ConnectionInfo, new_key, validate_connection_info
 from .. import _guardian
 from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from .._command import bad_launch_arguments, format_kernel_cmd
 from .._process import UNKNOWN_EXIT_STATUS, process_start_time
+from ._errors import JobEndedError, JobRejectedError, QueueTimeoutError
 
 __all__ = ["SlurmProvisioner"]
 

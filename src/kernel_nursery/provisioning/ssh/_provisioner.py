@@ -21,15 +21,7 @@ import anyio.abc
 import anyio.lowlevel
 from traitlets import Bool, Dict, Float, Integer, List, Unicode
 
-from ..._errors import (
-    LaunchError,
-    ProvisionerError,
-    ProvisionerInfoError,
-    RemoteLaunchError,
-    SSHAuthenticationError,
-    SSHConnectionError,
-    SSHHostKeyError,
-)
+from ..._errors import LaunchError, ProvisionerError, ProvisionerInfoError
 from ...connection import (
     PORT_NAMES,
     ConnectionInfo,
@@ -43,6 +35,7 @@ from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from .._command import bad_launch_arguments
 from .._process import UNKNOWN_EXIT_STATUS, process_start_time
 from . import _master
+from ._errors import RemoteLaunchError, SSHAuthenticationError, SSHConnectionError, SSHHostKeyError
 
 __all__ = ["SSHProvisioner"]
 
@@ -104,7 +97,7 @@ class SSHProvisioner(KernelProvisionerBase):
 
     ``BatchMode`` is always on (no prompt can hang a launch) and host keys are checked as the
     user's configuration says: an unknown or changed host key is refused with
-    :class:`~kernel_nursery.SSHHostKeyError`, never accepted silently.
+    :class:`~kernel_nursery.provisioning.SSHHostKeyError`, never accepted silently.
 
     Configure it in a kernel spec's ``metadata.kernel_provisioner`` (``provisioner_name``
     ``ssh``) or with traitlets. The spec's ``argv`` runs on the remote host (``python`` there
