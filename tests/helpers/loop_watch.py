@@ -35,9 +35,9 @@ import anyio
 
 #: Seconds each spawn of ours is held while a watch runs (see the module's description).
 SLOW_SPAWN = 1.0
-#: A bound on the loop's longest pause during a start and a shutdown: generous (ordinary steps
-#: take 10-20 ms on a loaded two-core machine, some 100 ms at worst), and still below
-#: :data:`SLOW_SPAWN`, so that one spawn on the loop's thread exceeds it.
+#: A bound on the loop's longest pause during a start and a shutdown: generous (the longest
+#: pauses measured on a loaded two-core machine were 4-134 ms, a Slurm start the longest), and
+#: still below :data:`SLOW_SPAWN`, so that one spawn on the loop's thread exceeds it.
 PAUSE_BOUND = 0.6
 
 _SPAWNS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.forkpty"})

@@ -35,6 +35,7 @@ from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_conne
 from kernel_nursery.provisioning import (
     UNKNOWN_EXIT_STATUS,
     KernelProvisionerFactory,
+    _guardian,
     shutdown_kernel_process,
 )
 from kernel_nursery.provisioning._process import process_start_time
@@ -48,6 +49,7 @@ from kernel_nursery.provisioning.ssh import _master as _ssh_master
 from kernel_nursery.provisioning.ssh import _provisioner as _ssh
 
 from ...conftest import FAKE_KERNEL
+from ...helpers.loop_watch import watch_loop
 from ...helpers.procs import fifo_with_a_blocked_writer
 from ...helpers.sshd import SSHServer, parent_of, wait_gone
 
@@ -1038,3 +1040,24 @@ def test_the_remote_side_tells_a_kernels_file_without_opening_others(tmp_path: P
     with fifo_with_a_blocked_writer(folder / "kernel-f.json") as opened:
         assert not _holds_key(str(folder / "kernel-f.json"), "secret")
         assert not opened.is_set()
+
+
+async def test_start_and_shutdown_never_block_the_event_loop(
+    remote_clean: SSHServer, fresh_guardian: None, tmp_path: Path
+) -> None:
+    """Two kernels on one host (the process's first, which spawns the guardian; the second
+    starts the control master) and their shutdown (the master closed, its directory removed)
+    run no spawn nor file work on the event loop's thread, and never pause it long
+    (tests/helpers/loop_watch.py)."""
+    spec = ssh_spec(remote_clean)
+    async with watch_loop() as watch:
+        async with KernelManager(kernel_spec=spec) as first:
+            await first.start_kernel()
+            async with KernelManager(kernel_spec=spec) as second:
+                await second.start_kernel()
+                assert isinstance(second.provisioner, SSHProvisioner)
+                hub = second.provisioner._master
+                assert hub is not None and hub.popen is not None  # the master was started
+    assert _guardian.guardian_pid() is not None  # the first start spawned it
+    assert hub.directory is not None and not hub.directory.exists()
+    watch.check()
