@@ -16,6 +16,10 @@ transport spawns on the loop's thread, for ``anyio.open_process``; trio spawns i
 thread) in :attr:`LoopWatch.backend`, and what jupyter_client's code does (a provisioner of
 its, run through the bridge on the caller's loop under asyncio) in :attr:`LoopWatch.foreign`.
 
+The hook also serves cancellation tests: :meth:`LoopWatch.cancel_at` cancels a scope from
+the thread about to run a chosen operation, as a caller's deadline can strike while a worker
+thread runs it.
+
 Audit hooks cannot be removed: the hook is installed once and does nothing unless a watch is
 active.
 """
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.from_thread
 
 #: Seconds each spawn of ours is held while a watch runs (see the module's description).
 SLOW_SPAWN = 1.0
@@ -64,6 +69,15 @@ class LoopWatch:
     backend: list[str] = field(default_factory=list)
     #: What jupyter_client's code did on the loop's thread.
     foreign: list[str] = field(default_factory=list)
+    #: The operation at which :meth:`cancel_at` cancelled its scope, once it did.
+    cancelled_at: str | None = None
+    _cancel: tuple[str, anyio.CancelScope] | None = None
+
+    def cancel_at(self, needle: str, scope: anyio.CancelScope) -> None:
+        """Cancel *scope* from the thread about to run the next watched operation whose
+        description holds *needle* (the operation then runs: cancelling does not stop a
+        thread)."""
+        self._cancel = (needle, scope)
 
     def check(self, bound: float = PAUSE_BOUND) -> None:
         """Fail unless nothing of ours blocked the loop and no pause exceeded *bound*."""
@@ -120,6 +134,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         if what is None:
             return
         origin = _origin()
+        _cancel_if_asked(watch, what)
         if threading.get_ident() == watch.thread:
             records = {"ours": watch.blocked, "backend": watch.backend, "foreign": watch.foreign}
             records[origin].append(what)
@@ -127,6 +142,17 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
             time.sleep(SLOW_SPAWN)
     finally:
         _inside.busy = False
+
+
+def _cancel_if_asked(watch: LoopWatch, what: str) -> None:
+    if watch._cancel is None or watch._cancel[0] not in what:
+        return
+    scope = watch._cancel[1]
+    watch._cancel, watch.cancelled_at = None, what
+    if threading.get_ident() == watch.thread:
+        scope.cancel()
+    else:
+        anyio.from_thread.run_sync(scope.cancel)  # a worker thread of the loop's
 
 
 @asynccontextmanager

@@ -1003,3 +1003,18 @@ async def test_start_and_shutdown_never_block_the_event_loop(
             await km.start_kernel()
     assert _guardian.guardian_pid() is not None  # the start spawned it
     watch.check()
+
+
+async def test_cancelled_while_the_guardian_starts_a_start_leaves_nothing(
+    slurm: SlurmCluster, fresh_guardian: None
+) -> None:
+    """Cancelled while the worker thread that registers srun spawns the guardian (it finishes
+    that), a start leaves no srun, job or registration with the guardian."""
+    async with watch_loop() as watch:
+        with anyio.CancelScope() as scope:
+            watch.cancel_at("guardian.py", scope)
+            async with KernelManager(kernel_spec=spec(slurm, FAKE)) as km:
+                await km.start_kernel()
+    assert scope.cancelled_caught
+    assert watch.cancelled_at is not None and "guardian.py" in watch.cancelled_at
+    assert not _guardian._state.registered

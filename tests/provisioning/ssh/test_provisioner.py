@@ -1061,3 +1061,39 @@ async def test_start_and_shutdown_never_block_the_event_loop(
     assert _guardian.guardian_pid() is not None  # the first start spawned it
     assert hub.directory is not None and not hub.directory.exists()
     watch.check()
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["kernel-nursery-ssh-", "guardian.py", "kn-ssh-", "ControlMaster=yes"],
+    ids=["log-file", "guardian-spawn", "master-directory", "master-spawn"],
+)
+async def test_cancelled_in_a_worker_thread_a_start_leaves_nothing(
+    remote_clean: SSHServer,
+    fresh_guardian: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    point: str,
+) -> None:
+    """Cancelled while a worker thread makes the log file, spawns the guardian, or makes the
+    control master's directory or spawns it (the threads finish their work), a start leaves
+    nothing: no ssh, log file, registration with the guardian nor, once its last user is
+    gone, master or directory; nothing on the remote side."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the log files go here
+    spec = ssh_spec(remote_clean)
+    async with KernelManager(kernel_spec=spec) as first:
+        if point in ("kn-ssh-", "ControlMaster=yes"):
+            await first.start_kernel()  # the master starts with a second kernel
+        async with watch_loop() as watch:
+            with anyio.CancelScope() as scope:
+                watch.cancel_at(point, scope)
+                async with KernelManager(kernel_spec=spec) as km:
+                    await km.start_kernel()
+        assert scope.cancelled_caught and watch.cancelled_at is not None
+        hub = first.provisioner._master if isinstance(first.provisioner, SSHProvisioner) else None
+    assert point in watch.cancelled_at
+    assert not _guardian._state.registered
+    assert not list(tmp_path.glob("kernel-nursery-ssh-*"))
+    if hub is not None:
+        assert hub.directory is not None and not hub.directory.exists()
+        assert hub.popen is not None and hub.popen.poll() is not None
