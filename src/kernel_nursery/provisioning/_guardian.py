@@ -144,13 +144,18 @@ async def register_off_loop(guard: Callable[[], object]) -> None:
 
 
 def _spawn_needed() -> bool:
-    """Whether a registration now would start a guardian: none runs, or it has exited (it is
-    reaped here; the registration then starts a new one)."""
+    """Whether a registration now may start a guardian: none runs, or it has exited (it is
+    reaped here; the registration then starts a new one), or another thread holds the lock,
+    perhaps starting one (waiting for it here would block the event loop as long)."""
     state = _state
-    with state.lock:
+    if not state.lock.acquire(blocking=False):
+        return True
+    try:
         if not SUPPORTED or state.disabled:
             return False
         return state.fd is None or state.popen is None or state.popen.poll() is not None
+    finally:
+        state.lock.release()
 
 
 def unregister(token: int, *, log: Log) -> None:

@@ -1015,3 +1015,20 @@ async def test_start_and_shutdown_never_block_the_event_loop(
             await km.start_kernel()
     assert _guardian.guardian_pid() is not None  # this start spawned it
     watch.check()
+
+
+async def test_kernels_started_at_once_never_block_the_event_loop(
+    fake_spec: SpecFactory, fresh_guardian: None
+) -> None:
+    """Kernels started at once, while one registration spawns the guardian (holding its
+    lock), wait for it in worker threads, never on the event loop's thread."""
+    async with watch_loop() as watch, anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(start_and_stop, fake_spec())
+    watch.check()
+
+
+async def start_and_stop(spec: KernelSpec) -> None:
+    """Start a kernel of *spec* and shut it down."""
+    async with KernelManager(kernel_spec=spec) as km:
+        await km.start_kernel()
