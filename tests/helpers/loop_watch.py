@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.from_thread
 
 #: Seconds each spawn of ours is held while a watch runs (see the module's description).
@@ -72,6 +73,7 @@ class LoopWatch:
     #: The operation at which :meth:`cancel_at` cancelled its scope, once it did.
     cancelled_at: str | None = None
     _cancel: tuple[str, anyio.CancelScope] | None = None
+    _last: float = 0.0
 
     def cancel_at(self, needle: str, scope: anyio.CancelScope) -> None:
         """Cancel *scope* from the thread about to run the next watched operation whose
@@ -84,13 +86,18 @@ class LoopWatch:
         assert not self.blocked, f"blocking operations on the event loop: {self.blocked}"
         assert self.max_pause < bound, f"the event loop paused {self.max_pause:.3f} s"
 
-    async def _tick(self) -> None:
-        last = time.perf_counter()
+    async def _tick(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        self._last = time.perf_counter()
+        task_status.started()  # the watch begins before the block
         while True:
             await anyio.sleep(0.001)
-            now = time.perf_counter()
-            self.max_pause = max(self.max_pause, now - last - 0.001)
-            last = now
+            self._mark()
+
+    def _mark(self) -> None:
+        """The time since the last mark is a pause (less the 1 ms slept)."""
+        now = time.perf_counter()
+        self.max_pause = max(self.max_pause, now - self._last - 0.001)
+        self._last = now
 
 
 _active: LoopWatch | None = None
@@ -165,10 +172,11 @@ async def watch_loop() -> AsyncIterator[LoopWatch]:
     assert _active is None, "one loop watch at a time"
     watch = LoopWatch(thread=threading.get_ident())
     async with anyio.create_task_group() as tg:
-        tg.start_soon(watch._tick)
+        await tg.start(watch._tick)
         _active = watch
         try:
             yield watch
         finally:
+            watch._mark()  # the block's last stretch: a pause the watchdog could not end
             _active = None
             tg.cancel_scope.cancel()

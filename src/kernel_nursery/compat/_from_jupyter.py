@@ -180,8 +180,10 @@ class _LoopThread:
         finally:
             os.close(self._ended_r)
         if ended:
-            # It has said it ends: it has only to return (bounded; not abandoned).
-            await anyio.to_thread.run_sync(self._thread.join, _JOIN_WAIT)
+            # It has said it ends: it has only to return. Shielded (a cancelled caller's
+            # thread start would be refused), and bounded by the join's own timeout.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._thread.join, _JOIN_WAIT)
         else:
             _log.warning(
                 "A jupyter_client provisioner's event loop did not stop within %g s (it is "

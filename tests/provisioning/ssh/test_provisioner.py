@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1097,3 +1099,28 @@ async def test_cancelled_in_a_worker_thread_a_start_leaves_nothing(
     if hub is not None:
         assert hub.directory is not None and not hub.directory.exists()
         assert hub.popen is not None and hub.popen.poll() is not None
+
+
+async def test_releasing_a_master_never_waits_for_its_lock_on_the_event_loop() -> None:
+    """Giving a shared connection back while another thread holds the masters' lock (as one
+    spawning a master does) waits in a worker thread, never on the event loop's."""
+    hub = _ssh_master.Master(("kn-test",))
+    hub.users = 2
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _ssh_master._lock:
+            held.set()
+            done.wait(1.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        await anyio.to_thread.run_sync(held.wait)
+        async with watch_loop() as watch:
+            await _ssh_master.release(hub, logging.getLogger("test"))
+    finally:
+        done.set()
+        holder.join()
+    assert hub.users == 1
+    watch.check()

@@ -165,15 +165,26 @@ def _acquire(key: tuple[str, ...], master_argv: Callable[[str], list[str]], log:
         return master
 
 
-async def release(master: Master, log: Log) -> None:
-    """Give a reference back; the last one closes the master, if one was started (bounded:
-    SIGKILL after :data:`KILL_WAIT_TIME`). The caller shields it."""
+def _drop(master: Master) -> bool:
+    """Take one user off *master*; whether that was the last (it is forgotten then)."""
     with _lock:
         master.users -= 1
         if master.users > 0:
-            return
+            return False
         if _masters.get(master.key) is master:
             del _masters[master.key]
+        return True
+
+
+async def release(master: Master, log: Log) -> None:
+    """Give a reference back; the last one closes the master, if one was started (bounded:
+    SIGKILL after :data:`KILL_WAIT_TIME`). The caller shields it.
+
+    The count is taken down in a worker thread: the lock may be held meanwhile by one that
+    spawns a master (:func:`acquire`), which the event loop must not wait for.
+    """
+    if not await anyio.to_thread.run_sync(_drop, master):
+        return
     popen = master.popen
     if popen is None:
         return
