@@ -22,6 +22,7 @@ from kernel_nursery.compat import CANCEL_WAIT, JupyterProvisioner
 from kernel_nursery.provisioning import KernelProvisionerFactory, _guardian
 
 from ..conftest import FAKE_KERNEL
+from ..helpers.kernels import start_and_stop
 from ..helpers.loop_watch import watch_loop
 from ..helpers.procs import (
     is_running,
@@ -475,9 +476,6 @@ async def test_start_and_shutdown_never_block_the_event_loop(
     jupyter_client's provisioner does there under asyncio is its own), and never pause it long
     (tests/helpers/loop_watch.py)."""
     async with watch_loop() as watch:
-        async with KernelManager(
-            kernel_spec=spec_for([sys.executable, FAKE_KERNEL, "{connection_file}"])
-        ) as km:
-            await km.start_kernel()
+        await start_and_stop(spec_for([sys.executable, FAKE_KERNEL, "{connection_file}"]))
     assert _guardian.guardian_pid() is not None  # the start spawned it
     watch.check()

@@ -18,7 +18,6 @@ import pytest
 from traitlets.config import Config
 
 from kernel_nursery import (
-    KernelManager,
     KernelSpec,
     LaunchError,
     LocalProvisioner,
@@ -28,7 +27,7 @@ from kernel_nursery import (
 from kernel_nursery.connection import reserved_ports, runtime_dir
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _guardian, shutdown_kernel_process
 
-from ...helpers.kernels import SpecFactory
+from ...helpers.kernels import SpecFactory, start_and_stop
 from ...helpers.loop_watch import watch_loop
 from ...helpers.notify import notifier
 from ...helpers.procs import fifo_with_a_blocked_writer, is_running, process_group_members
@@ -1010,9 +1009,9 @@ async def test_start_and_shutdown_never_block_the_event_loop(
     spec = fake_spec()
     spec.kernel_protocol_version = "5.5"  # the fake kernel does the handshake when asked
     async with watch_loop() as watch:
-        config = Config({"LocalProvisioner": {"kernel_handshake": handshake}})
-        async with KernelManager(kernel_spec=spec, config=config) as km:
-            await km.start_kernel()
+        await start_and_stop(
+            spec, config=Config({"LocalProvisioner": {"kernel_handshake": handshake}})
+        )
     assert _guardian.guardian_pid() is not None  # this start spawned it
     watch.check()
 
@@ -1026,9 +1025,3 @@ async def test_kernels_started_at_once_never_block_the_event_loop(
         for _ in range(3):
             tg.start_soon(start_and_stop, fake_spec())
     watch.check()
-
-
-async def start_and_stop(spec: KernelSpec) -> None:
-    """Start a kernel of *spec* and shut it down."""
-    async with KernelManager(kernel_spec=spec) as km:
-        await km.start_kernel()

@@ -42,6 +42,7 @@ from kernel_nursery.provisioning.slurm import JobEndedError, JobRejectedError, Q
 
 from ...conftest import FAKE_KERNEL
 from ...helpers.engines import need_binaries
+from ...helpers.kernels import start_and_stop
 from ...helpers.loop_watch import watch_loop
 from ...helpers.slurm import SlurmCluster
 
@@ -999,8 +1000,7 @@ async def test_start_and_shutdown_never_block_the_event_loop(
     on Slurm run no spawn nor file work on the event loop's thread, and never pause it long
     (tests/helpers/loop_watch.py)."""
     async with watch_loop() as watch:
-        async with KernelManager(kernel_spec=spec(slurm, FAKE)) as km:
-            await km.start_kernel()
+        await start_and_stop(spec(slurm, FAKE))
     assert _guardian.guardian_pid() is not None  # the start spawned it
     watch.check()
 
@@ -1013,8 +1013,7 @@ async def test_cancelled_while_the_guardian_starts_a_start_leaves_nothing(
     async with watch_loop() as watch:
         with anyio.CancelScope() as scope:
             watch.cancel_at("guardian.py", scope)
-            async with KernelManager(kernel_spec=spec(slurm, FAKE)) as km:
-                await km.start_kernel()
+            await start_and_stop(spec(slurm, FAKE))
     assert scope.cancelled_caught
     assert watch.cancelled_at is not None and "guardian.py" in watch.cancelled_at
     assert not _guardian._state.registered
