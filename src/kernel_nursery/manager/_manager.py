@@ -413,7 +413,7 @@ class KernelManager(LoggingConfigurable):
         # bounded so once the start in flight is cancelled, which shutdown_kernel does first),
         # then the stop itself by stop_bound().
         try:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: see above
                 await self.shutdown_kernel()
         except Exception as exc:
             # Raised from __aexit__ (unwrapped) unless the block raised; logged either way.
