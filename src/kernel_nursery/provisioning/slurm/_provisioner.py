@@ -560,7 +560,9 @@ class SlurmProvisioner(KernelProvisionerBase):
                 )
             env["SLURM_CONF"] = self.slurm_conf
         options = self._srun_options(step=step, cwd=cwd)
-        return [srun, *options, "--", self.python, "-I", "-c", _node_source()]
+        # -I -S: isolated from the user's Python settings, and no site packages, whose
+        # start-up would only delay the kernel (the node side is standard library only).
+        return [srun, *options, "--", self.python, "-I", "-S", "-c", _node_source()]
 
     async def _start_job(self, process: anyio.abc.Process, request: dict[str, Any]) -> None:
         """Send the node side its *request*, await the kernel's start through the queue, and
@@ -957,6 +959,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             "--",
             self.python,
             "-I",
+            "-S",
             "-c",
             _WATCHER,
         ]
