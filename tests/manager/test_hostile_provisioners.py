@@ -86,9 +86,11 @@ async def test_a_hostile_hook_cannot_hold_the_scope(
     garbage: the scope ends within the documented bound after the caller's deadline, an error
     names the hook, what reaches the caller is one documented exception, and no kernel
     process is left."""
-    # The kernel must ignore the shutdown request and SIGTERM for the escalation to need them.
+    # The kernel must ignore the shutdown request and SIGTERM for the escalation to need them;
+    # and for wait() to be called at all: a kernel that exits at once on the request may be
+    # found gone by the poll before the escalation's first wait.
     stubborn = ("--ignore-shutdown", "--ignore-term")
-    args = stubborn if hook in ("terminate", "kill", "send_signal") else ()
+    args = stubborn if hook in ("terminate", "kill", "send_signal", "wait") else ()
     spec = hostile_spec(hook, behaviour, *args)
     LAUNCHED.clear()
     caught: list[BaseException] = []
