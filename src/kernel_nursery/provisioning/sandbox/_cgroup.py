@@ -148,8 +148,14 @@ class Cgroup:
         return made
 
     def _dir(self, controller: str) -> Path:
-        parent = self.place.parents[controller]
-        return next(d for d in self.dirs if d.parent == parent)
+        """The directory of *controller* (made for a limit it enforces)."""
+        found = self._find(controller)
+        assert found is not None
+        return found
+
+    def _find(self, controller: str) -> Path | None:
+        parent = self.place.parents.get(controller)
+        return next((d for d in self.dirs if d.parent == parent), None)
 
     def _write_limits(self, limits: Limits) -> None:
         v2 = self.place.version == 2
@@ -181,16 +187,16 @@ class Cgroup:
 
     def oom_kills(self) -> int:
         """Processes the out-of-memory killer has killed in this cgroup (0 if unknown)."""
-        if "memory" not in self.place.parents:
+        memory = self._find("memory")
+        if memory is None:
             return 0
         name = "memory.events" if self.place.version == 2 else "memory.oom_control"
-        return _counter(self._dir("memory") / name, "oom_kill")
+        return _counter(memory / name, "oom_kill")
 
     def pids_refused(self) -> int:
         """Forks refused at the ``pids`` limit (0 if unknown)."""
-        if "pids" not in self.place.parents:
-            return 0
-        return _counter(self._dir("pids") / "pids.events", "max")
+        pids = self._find("pids")
+        return 0 if pids is None else _counter(pids / "pids.events", "max")
 
     def remove(self) -> bool:
         """Kill whatever is still in the cgroups, then remove them. Returns whether all are

@@ -404,6 +404,46 @@ class SandboxProvisioner(LocalProvisioner):
             "tree": str(self._folder) if self._folder is not None else None,
         }
 
+    # ------------------------------------------------------------------ signals
+
+    async def send_signal(self, signum: int) -> None:
+        """Send *signum* to the kernel inside the sandbox; SIGKILL to the whole process group.
+
+        bwrap itself handles no signal: sent SIGINT or SIGTERM with the group, it would die of
+        it and take the sandbox with it, so an interrupt would kill the kernel and a polite
+        SIGTERM would give it no time to clean up. Those go to the kernel process alone, found
+        under bwrap in ``/proc`` (two small reads). Before the kernel is there, or after it has
+        gone, the group gets the signal, as for a local kernel."""
+        if signum != signal.SIGKILL:
+            kernel = self._kernel_pidfd()
+            if kernel is not None:
+                try:
+                    signal.pidfd_send_signal(kernel, signum)
+                    return
+                except ProcessLookupError:
+                    pass
+                finally:
+                    os.close(kernel)
+        await super().send_signal(signum)
+
+    def _kernel_pidfd(self) -> int | None:
+        """A pidfd on the kernel process in the sandbox: bwrap's child (the host's pid
+        namespace shared) or grandchild (under the namespace's init), or ``None``."""
+        pid = self.pid
+        depth = 1 if "pid" in self.share_namespaces else 2
+        for _level in range(depth):
+            if pid is None:
+                return None
+            children = _children(pid)
+            pid = children[0] if len(children) == 1 else None
+        if pid is None:
+            return None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return None
+        return pidfd
+
     # ------------------------------------------------------------------ how it ended
 
     async def poll(self) -> int | None:
@@ -494,6 +534,14 @@ class SandboxProvisioner(LocalProvisioner):
             ProvisionerError: always.
         """
         raise ProvisionerError("taking over a sandboxed kernel is not supported")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(child) for child in f.read().split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _program(name: str, what: str) -> str:
