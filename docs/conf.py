@@ -16,6 +16,7 @@ from kernel_nursery import (
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
+    SandboxProvisioner,
     SlurmProvisioner,
     SSHProvisioner,
 )
@@ -55,6 +56,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     LocalProvisioner,
     SSHProvisioner,
     SlurmProvisioner,
+    SandboxProvisioner,
 ]
 
 

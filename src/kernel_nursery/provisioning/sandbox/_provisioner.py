@@ -231,9 +231,8 @@ class SandboxProvisioner(LocalProvisioner):
 
     def _prepare(self, spawns_here: bool) -> None:
         """Find the programs and the cgroups, plan the limits, make the folder, build the
-        command (in a worker thread: it looks at the file system)."""
-        bwrap = _program(self.bwrap, "bubblewrap (install Debian's 'bubblewrap' package)")
-        sh = _program("sh", "a POSIX shell")
+        command (in a worker thread: it looks at the file system). The settings are checked
+        before anything is looked for or made."""
         mounts = [
             *_parse_mounts(self.read_only, "read_only"),
             *_parse_mounts(self.writable, "writable", writable=True),
@@ -246,6 +245,8 @@ class SandboxProvisioner(LocalProvisioner):
                 else find_cgroup_place(self.cgroup_parent)
             )
         self._enforced = self._plan_limits(self._place)
+        bwrap = _program(self.bwrap, "bubblewrap (install Debian's 'bubblewrap' package)")
+        sh = _program("sh", "a POSIX shell")
         needs_prlimit = any(how.startswith("rlimit") for how in self._enforced.values())
         prlimit = _program("prlimit", "prlimit (util-linux)") if needs_prlimit else None
         if self._folder is None:
@@ -259,7 +260,7 @@ class SandboxProvisioner(LocalProvisioner):
                 spec.argv[0], search_path=search_path, system=self.system_paths
             )
         ]
-        if spec.resource_dir and any(spec.resource_dir in a for a in spec.argv):
+        if spec.resource_dir and any("{resource_dir}" in a for a in spec.argv):
             program_mounts.append(Mount(spec.resource_dir, spec.resource_dir))
         run = str(self._folder / "run")
         self._command = SandboxCommand(
@@ -496,7 +497,7 @@ class SandboxProvisioner(LocalProvisioner):
             try:
                 await super().cleanup(restart)
             finally:
-                self._note_end(self._last_status)
+                await self.poll()  # notes how it ended, if nothing did: the cgroup goes next
                 await self._discard(folder=not restart)
 
     async def _discard(self, *, folder: bool) -> None:
