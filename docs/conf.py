@@ -13,13 +13,13 @@ from kernel_nursery import (
     KernelManager,
     KernelNursery,
     KernelPool,
-    KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
     SandboxProvisioner,
     SlurmProvisioner,
     SSHProvisioner,
 )
+from kernel_nursery.provisioning import KernelProvisionerFactory
 
 project = "kernel-nursery"
 author = "kernel-nursery developers"

@@ -429,6 +429,7 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+# Twin of ssh_remote.py _unlink: each script stands alone.
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
