@@ -59,6 +59,7 @@ for name, path in [("usr", "/usr/kn-probe"), ("root", "/kn-probe"), ("etc", "/et
 attempt("write_home", lambda: write(os.path.expanduser("~/mine")))
 attempt("write_tmp", lambda: write("/tmp/mine"))
 attempt("read_hidden", lambda: open(SECRET).read())
+attempt("read_home", lambda: open(HOME_FILE).read())
 attempt("read_shadow", lambda: open("/etc/shadow").read())
 
 def connect():
@@ -111,11 +112,14 @@ async def run_json(km: KernelManager, code: str) -> Any:
 async def test_a_hostile_kernel_stays_inside(
     sandbox_spec: SandboxSpec, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """From inside: no write outside its home and /tmp, no secret read, no TCP to the host's
-    loopback, no host process seen, forks stop at pids, a file stops at file_size; the limits
-    are logged and reported; afterwards nothing of the sandbox is left."""
+    """From inside: no write outside its home and /tmp, no read of the test's file or of the
+    user's home, no TCP to the host's loopback, no host process seen, forks stop at pids, a
+    file stops at file_size; the limits are logged and reported; afterwards nothing of the
+    sandbox is left."""
     secret = tmp_path / "secret"
     secret.write_text("the test's secret")
+    # A file of the user's home folder (this process's may read it; the kernel may not).
+    home_file = next((p for p in Path.home().iterdir() if p.is_file()), Path.home() / "none")
     spec = sandbox_spec(limits={"memory": "512m", "pids": 40, "file_size": "1m"})
     caplog.set_level(logging.INFO)
     with tcp_server() as port:
@@ -124,13 +128,17 @@ async def test_a_hostile_kernel_stays_inside(
             assert isinstance(provisioner, SandboxProvisioner)
             info = await provisioner.get_provisioner_info()
             pid = provisioner.pid
-            code = f"HOST_DIR = {str(tmp_path)!r}\nSECRET = {str(secret)!r}\nPORT = {port}\n"
+            code = (
+                f"HOST_DIR = {str(tmp_path)!r}\nSECRET = {str(secret)!r}\nPORT = {port}\n"
+                f"HOME_FILE = {str(home_file)!r}\n"
+            )
             found = await run_json(km, code + PROBE)
     assert found["write_home"] == found["write_tmp"] == "ok"
     for name in ("usr", "root", "etc", "venv", "host_dir"):
         assert found[f"write_{name}"] in ("EROFS", "ENOENT", "EACCES"), (name, found)
     assert not list(tmp_path.glob("kn-probe"))
     assert found["read_hidden"] == "ENOENT"
+    assert found["read_home"] == "ENOENT"
     assert found["read_shadow"] == "ENOENT"
     assert found["connect"] in ("ECONNREFUSED", "ENETUNREACH")
     assert max(found["pids_seen"]) < 40  # its own namespace: bwrap's init, the kernel, ...
