@@ -21,6 +21,7 @@ from kernel_nursery import (
     KernelDiedError,
     KernelEvent,
     KernelManager,
+    KernelNursery,
     KernelPool,
     LaunchError,
     ProvisionerConfigError,
@@ -268,6 +269,19 @@ async def test_a_pool_of_sandboxed_kernels(sandbox_spec: SandboxSpec) -> None:
     assert infos[0]["sandbox"]["folder"] != infos[1]["sandbox"]["folder"]
     for info in infos:
         assert not left_of(info)
+
+
+async def test_an_idle_sandboxed_kernel_is_culled(sandbox_spec: SandboxSpec) -> None:
+    """A KernelNursery culls an idle sandboxed kernel as any other, and nothing of its
+    sandbox is left."""
+    async with KernelNursery(cull_idle_timeout=1) as nursery:
+        km = await nursery.start_kernel(kernel_spec=sandbox_spec(), ready_timeout=READY)
+        info = await km.provisioner.get_provisioner_info()  # type: ignore[union-attr]
+        async with km.events() as events:
+            with anyio.fail_after(READY):
+                kinds = [event.kind async for event in events]
+    assert kinds[-2:] == ["culling", "shutdown"]
+    assert not left_of(info)
 
 
 async def test_opened_up_deliberately(sandbox_spec: SandboxSpec, tmp_path: Path) -> None:
