@@ -430,18 +430,22 @@ class SandboxProvisioner(LocalProvisioner):
     def _kernel_pidfd(self) -> int | None:
         """A pidfd on the kernel process in the sandbox: bwrap's child (the host's pid
         namespace shared) or grandchild (under the namespace's init), or ``None``."""
-        pid = self.pid
+        parent = pid = self.pid
         depth = 1 if "pid" in self.share_namespaces else 2
         for _level in range(depth):
             if pid is None:
                 return None
             children = _children(pid)
-            pid = children[0] if len(children) == 1 else None
+            parent, pid = pid, children[0] if len(children) == 1 else None
         if pid is None:
             return None
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
+            return None
+        # With the pidfd open the number cannot change hands: still the child found?
+        if _children(parent or 0)[:1] != [pid]:
+            os.close(pidfd)
             return None
         return pidfd
 
