@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from kernel_nursery import KernelSpec
+from kernel_nursery.provisioning.sandbox._cgroup import find_cgroup_place
 
-from ...helpers.engines import need_binaries
+from ...helpers.engines import engine_required, need_binaries
 
 #: Makes the spec of an ipykernel run by the sandbox provisioner with this config.
 SandboxSpec = Callable[..., KernelSpec]
@@ -23,6 +24,18 @@ def bwrap() -> str:
     """The bwrap program; the test is skipped (or failed, if KERNEL_NURSERY_REQUIRE names
     sandbox) where it is missing."""
     return need_binaries("sandbox", "bwrap")["bwrap"]
+
+
+@pytest.fixture
+def cgroups(bwrap: str) -> None:
+    """Skip (or fail, where the sandbox is required) a test whose limits need cgroups for
+    memory and pids, where this process cannot make them (not root, no delegated subtree)."""
+    place = find_cgroup_place()
+    if place is None or not (place.enforces("memory") and place.enforces("pids")):
+        reason = "sandbox: no writable cgroup with the memory and pids controllers here"
+        if engine_required("sandbox"):
+            pytest.fail(f"{reason}, and KERNEL_NURSERY_REQUIRE names 'sandbox'")
+        pytest.skip(reason)
 
 
 @pytest.fixture

@@ -110,6 +110,7 @@ async def run_json(km: KernelManager, code: str) -> Any:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.usefixtures("cgroups")
 async def test_a_hostile_kernel_stays_inside(
     sandbox_spec: SandboxSpec, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -154,6 +155,7 @@ async def test_a_hostile_kernel_stays_inside(
     assert not left_of(info)
 
 
+@pytest.mark.usefixtures("cgroups")
 async def test_memory_past_the_limit_is_a_dead_event_naming_it(
     sandbox_spec: SandboxSpec,
 ) -> None:
@@ -179,6 +181,7 @@ async def test_memory_past_the_limit_is_a_dead_event_naming_it(
     assert not left_of(info)
 
 
+@pytest.mark.usefixtures("cgroups")
 async def test_a_kernel_killed_at_its_memory_limit_is_restarted(
     sandbox_spec: SandboxSpec,
 ) -> None:
@@ -314,6 +317,7 @@ async def test_opened_up_deliberately(sandbox_spec: SandboxSpec, tmp_path: Path)
     assert (out / "written").read_text() == "out"
 
 
+@pytest.mark.usefixtures("cgroups")
 async def test_a_failed_launch_leaves_nothing(
     sandbox_spec: SandboxSpec, jupyter_dirs: dict[str, Path]
 ) -> None:
@@ -329,6 +333,7 @@ async def test_a_failed_launch_leaves_nothing(
             pass
 
 
+@pytest.mark.usefixtures("cgroups")
 async def test_a_cancelled_start_leaves_nothing(sandbox_spec: SandboxSpec) -> None:
     """A start cancelled while the kernel starts leaves no process, folder or cgroup (the
     runtime directory is checked by the fixtures)."""
@@ -410,6 +415,7 @@ anyio.run(main, backend=sys.argv[2])
 """
 
 
+@pytest.mark.usefixtures("cgroups")
 async def test_a_killed_manager_leaves_nothing(
     sandbox_spec: SandboxSpec, anyio_backend: str
 ) -> None:
