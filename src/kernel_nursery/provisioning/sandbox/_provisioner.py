@@ -16,7 +16,7 @@ import anyio.to_thread
 from traitlets import Bool, Dict, Enum, List, Unicode, validate
 
 from ..._errors import LaunchError, ProvisionerConfigError, ProvisionerError
-from ...connection import runtime_dir
+from ...connection import ConnectionInfo, runtime_dir
 from .._base import check_kernel_id
 from .._limits import Limits, format_limit, parse_limits
 from ..local import LocalProvisioner
@@ -214,7 +214,7 @@ class SandboxProvisioner(LocalProvisioner):
         self._limits = parse_limits(self.limits, where="SandboxProvisioner.limits")
         kwargs = dict(kwargs)
         if kwargs.pop("cwd", None) is not None:
-            self.log.debug("Kernel %s: cwd ignored: a sandboxed kernel works in its home")
+            self.log.debug("Kernel %s: cwd ignored: it works in its home", self.kernel_id)
         try:
             # Disk work, in a worker thread. Not abandoned on cancellation: the folder it
             # makes is recorded, and removed below.
@@ -357,7 +357,7 @@ class SandboxProvisioner(LocalProvisioner):
         env.clear()
         env.update(kept)
 
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> ConnectionInfo:
         """Make the launch's cgroup, then start the kernel in the sandbox (as
         :meth:`LocalProvisioner.launch_kernel`, with the command wrapped).
 
@@ -387,6 +387,7 @@ class SandboxProvisioner(LocalProvisioner):
             raise
 
     def _make_cgroup(self) -> None:
+        """This launch's cgroup, when a limit is enforced by one."""
         place = self._place
         uses = [n for n, how in self._enforced.items() if how.startswith("cgroup")]
         if not uses or not isinstance(place, CgroupPlace):
@@ -400,6 +401,7 @@ class SandboxProvisioner(LocalProvisioner):
             ) from exc
 
     def _guardian_cleanup(self) -> dict[str, Any]:
+        """The guardian also removes the launch's cgroups and the kernel's folder."""
         return {
             "cgroups": [str(d) for d in self._cgroup.dirs] if self._cgroup is not None else [],
             "tree": str(self._folder) if self._folder is not None else None,
