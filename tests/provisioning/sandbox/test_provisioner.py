@@ -122,7 +122,7 @@ async def test_a_hostile_kernel_stays_inside(
     secret.write_text("the test's secret")
     # A file of the user's home folder (this process's may read it; the kernel may not).
     home_file = next((p for p in Path.home().iterdir() if p.is_file()), Path.home() / "none")
-    spec = sandbox_spec(limits={"memory": "512m", "pids": 40, "file_size": "1m"})
+    spec = sandbox_spec(limits={"memory": "512m", "pids": 40, "file_size": "1m", "cpus": 1})
     caplog.set_level(logging.INFO)
     with tcp_server() as port:
         async with start_kernel(kernel_spec=spec, ready_timeout=READY) as km:
@@ -150,6 +150,8 @@ async def test_a_hostile_kernel_stays_inside(
     limits = info["sandbox"]["limits"]
     assert limits["memory"]["enforced"].startswith(("cgroup", "rlimit AS"))
     assert limits["file_size"] == {"value": 1024 * 1024, "enforced": "rlimit FSIZE"}
+    assert limits["cpus"]["value"] == 1.0
+    assert limits["cpus"]["enforced"] in ("cgroup v1 cpu", "cgroup v2 cpu")
     assert any("is sandboxed: network none" in r.getMessage() for r in caplog.records)
     assert pid is not None and not is_running(pid)
     assert not left_of(info)
@@ -384,6 +386,26 @@ async def test_rlimits_when_asked(sandbox_spec: SandboxSpec) -> None:
                 timeout=READY,
             )
             assert result.stdout == "(200, 200)\n"
+
+
+async def test_limits_not_enforceable_are_said_so(
+    sandbox_spec: SandboxSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With require_limits off, a limit that cannot be enforced (pids and cpus without a
+    cgroup) does not stop the launch: the log line is a warning saying so, and the info too."""
+    spec = sandbox_spec(
+        limits={"pids": 30, "cpus": 0.5}, limit_enforcement="rlimit", require_limits=False
+    )
+    async with start_kernel(kernel_spec=spec, ready_timeout=READY) as km:
+        info = await km.provisioner.get_provisioner_info()  # type: ignore[union-attr]
+    limits = info["sandbox"]["limits"]
+    assert limits == {
+        "pids": {"value": 30, "enforced": "not enforced"},
+        "cpus": {"value": 0.5, "enforced": "not enforced"},
+    }
+    [line] = [r for r in caplog.records if "is sandboxed" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert "pids 30 processes (not enforced)" in line.getMessage()
 
 
 def test_the_entry_point_names_it() -> None:
