@@ -29,10 +29,11 @@ def bwrap() -> str:
 @pytest.fixture
 def cgroups(bwrap: str) -> None:
     """Skip (or fail, where the sandbox is required) a test whose limits need cgroups for
-    memory and pids, where this process cannot make them (not root, no delegated subtree)."""
+    memory, pids and cpus, where this process cannot make them (not root, no delegated
+    subtree)."""
     place = find_cgroup_place()
-    if place is None or not (place.enforces("memory") and place.enforces("pids")):
-        reason = "sandbox: no writable cgroup with the memory and pids controllers here"
+    if place is None or not all(place.enforces(n) for n in ("memory", "pids", "cpus")):
+        reason = "sandbox: no writable cgroup with the memory, pids and cpu controllers here"
         if engine_required("sandbox"):
             pytest.fail(f"{reason}, and KERNEL_NURSERY_REQUIRE names 'sandbox'")
         pytest.skip(reason)
