@@ -259,6 +259,21 @@ async def test_execute_interrupt_restart_shutdown(sandbox_spec: SandboxSpec) -> 
     assert not left_of(info)
 
 
+async def test_the_kernel_outlives_the_thread_that_started_it(sandbox_spec: SandboxSpec) -> None:
+    """A sandboxed kernel still runs after the thread that started it has retired: trio starts
+    processes from worker threads, which exit after 10 idle seconds, and bwrap's
+    --die-with-parent follows that thread, so it is not used there."""
+    spec = sandbox_spec()
+    spec = type(spec)(
+        **{**spec.__dict__, "argv": [sys.executable, "-c", "import time; time.sleep(600)"]}
+    )
+    async with SandboxProvisioner(kernel_spec=spec) as provisioner:
+        kw = await provisioner.pre_launch()
+        await provisioner.launch_kernel(kw.pop("cmd"), **kw)
+        await anyio.sleep(12)  # nothing else here uses a thread meanwhile
+        assert await provisioner.poll() is None
+
+
 async def test_a_pool_of_sandboxed_kernels(sandbox_spec: SandboxSpec) -> None:
     """A KernelPool keeps sandboxed kernels warm and hands them out; each is confined (no
     network) and nothing is left when the pool closes."""
