@@ -29,6 +29,8 @@ from kernel_nursery import (
     start_kernel,
 )
 
+from ...helpers.kernels import start_and_stop
+from ...helpers.loop_watch import watch_loop
 from ...helpers.procs import gone, is_running
 from .conftest import SandboxSpec, left_of
 
@@ -272,6 +274,17 @@ async def test_the_kernel_outlives_the_thread_that_started_it(sandbox_spec: Sand
         await provisioner.launch_kernel(kw.pop("cmd"), **kw)
         await anyio.sleep(12)  # nothing else here uses a thread meanwhile
         assert await provisioner.poll() is None
+
+
+@pytest.mark.usefixtures("cgroups", "fresh_guardian")
+async def test_start_and_shutdown_never_block_the_event_loop(sandbox_spec: SandboxSpec) -> None:
+    """A sandboxed start with limits (its folder, its cgroups, the process's first guardian)
+    and its shutdown (cgroups and folder removed) run no spawn nor file work on the event
+    loop's thread, and never pause it long (tests/helpers/loop_watch.py)."""
+    spec = sandbox_spec(limits={"memory": "512m", "pids": 64, "file_size": "10m"})
+    async with watch_loop() as watch:
+        await start_and_stop(spec, ready_timeout=READY)
+    watch.check()
 
 
 async def test_a_pool_of_sandboxed_kernels(sandbox_spec: SandboxSpec) -> None:

@@ -372,7 +372,10 @@ class SandboxProvisioner(LocalProvisioner):
             raise ProvisionerError("SandboxProvisioner.launch_kernel needs pre_launch first")
         self.end_reason = self.end_limit = None
         try:
-            self._make_cgroup()
+            # Writes to the cgroup file system, in a worker thread; not abandoned on
+            # cancellation: the cgroup made is recorded there, and removed below.
+            await anyio.to_thread.run_sync(self._make_cgroup)
+            await anyio.lowlevel.checkpoint_if_cancelled()
             argv = command.argv(
                 cmd,
                 cgroup_procs=self._cgroup.procs_files if self._cgroup is not None else (),
@@ -387,7 +390,12 @@ class SandboxProvisioner(LocalProvisioner):
             raise
 
     def _make_cgroup(self) -> None:
-        """This launch's cgroup, when a limit is enforced by one."""
+        """This launch's cgroup, when a limit is enforced by one (recorded here, in the
+        worker thread that makes it, so that a cancelled caller's cleanup finds it).
+
+        Raises:
+            LaunchError: it cannot be made (nothing of it is left).
+        """
         place = self._place
         uses = [n for n, how in self._enforced.items() if how.startswith("cgroup")]
         if not uses or not isinstance(place, CgroupPlace):
