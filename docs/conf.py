@@ -15,6 +15,7 @@ from kernel_nursery import (
     KernelPool,
     KernelSpecManager,
     LocalProvisioner,
+    SandboxProvisioner,
     SlurmProvisioner,
     SSHProvisioner,
 )
@@ -55,6 +56,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     LocalProvisioner,
     SSHProvisioner,
     SlurmProvisioner,
+    SandboxProvisioner,
 ]
 
 

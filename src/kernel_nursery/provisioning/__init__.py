@@ -2,7 +2,8 @@
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
 implementation (a local process), :class:`SSHProvisioner` runs a kernel on another host over
-SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
+SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, :class:`SandboxProvisioner` runs local
+kernels confined by bubblewrap, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
 group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
 anyio.
@@ -36,6 +37,7 @@ from ._factory import (
 )
 from ._process import UNKNOWN_EXIT_STATUS
 from .local import LocalProvisioner
+from .sandbox import SandboxProvisioner
 from .slurm import JobEndedError, JobError, JobRejectedError, QueueTimeoutError, SlurmProvisioner
 from .ssh import (
     RemoteLaunchError,
@@ -67,6 +69,7 @@ __all__ = [
     "SSHConnectionError",
     "SSHHostKeyError",
     "SSHProvisioner",
+    "SandboxProvisioner",
     "SlurmProvisioner",
     "format_kernel_cmd",
     "shutdown_kernel_process",
