@@ -60,6 +60,7 @@ from .manager import (
 )
 from .messaging import Comm, ExecuteResult, ExecuteStream, KernelClient, Message, Reply, Session
 from .provisioning import (
+    DockerProvisioner,
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LocalProvisioner,
@@ -73,6 +74,7 @@ __all__ = [
     "Comm",
     "ConnectionFileError",
     "ConnectionInfo",
+    "DockerProvisioner",
     "EncryptedHandshakeError",
     "ExecuteResult",
     "ExecuteStream",

@@ -12,6 +12,8 @@ from typing import Generic, Literal, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..provisioning import ExitReason
+
 __all__ = ["EventKind", "KernelEvent", "PoolEvent", "PoolEventKind", "PoolStatus"]
 
 EventKind = Literal[
@@ -42,8 +44,8 @@ class KernelEvent:
     added: a listener passes over those it does not know.
 
     .. versionchanged:: 0.2
-        The ``unresponsive``, ``culling`` and ``progress`` kinds, and the ``state``, ``node``
-        and ``detail`` fields.
+        The ``unresponsive``, ``culling`` and ``progress`` kinds, and the ``state``, ``node``,
+        ``detail`` and ``reason`` fields.
 
     .. versionadded:: 0.1
     """
@@ -60,8 +62,13 @@ class KernelEvent:
     state: str | None = None
     #: For ``progress``: the host (node) the kernel runs on, once known; otherwise ``None``.
     node: str | None = None
-    #: For ``progress``: one line for people (``job 42 is pending in the queue``), or ``None``.
+    #: For ``progress``: one line for people (``job 42 is pending in the queue``); for
+    #: ``dead`` and ``restarting`` with a :attr:`reason`, that reason's line; else ``None``.
     detail: str | None = None
+    #: For ``dead`` and ``restarting``: why the kernel ended, when its provisioner knows more
+    #: than the exit status (a container killed at its memory limit: ``reason.kind == "oom"``,
+    #: ``reason.limit == "memory"``); otherwise ``None``.
+    reason: ExitReason | None = None
     #: ``time.time()`` when it happened.
     time: float = field(default_factory=time.time)
 

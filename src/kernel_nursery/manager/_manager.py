@@ -33,6 +33,7 @@ from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
 from ..messaging._curve import wait_for_ready_encrypted
 from ..provisioning import (
+    ExitReason,
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LaunchProgress,
@@ -421,9 +422,25 @@ class KernelManager(LoggingConfigurable):
         """
         return self._events.subscribe()
 
-    def _emit(self, kind: EventKind, exit_status: int | None = None) -> None:
+    def _emit(
+        self, kind: EventKind, exit_status: int | None = None, *, reason: ExitReason | None = None
+    ) -> None:
         self.log.debug("Kernel %s: %s (status %s)", self.kernel_id, kind, exit_status)
-        self._events.emit(KernelEvent(kind=kind, kernel_id=self.kernel_id, exit_status=exit_status))
+        self._events.emit(
+            KernelEvent(
+                kind=kind,
+                kernel_id=self.kernel_id,
+                exit_status=exit_status,
+                reason=reason,
+                detail=None if reason is None else reason.detail,
+            )
+        )
+
+    def _exit_reason(self) -> ExitReason | None:
+        """Why the current kernel ended, as its provisioner knows it (a limit it hit), or
+        ``None``. Plain attribute reading: a provisioner without one says nothing."""
+        reason = getattr(self.provisioner, "exit_reason", None)
+        return reason if isinstance(reason, ExitReason) else None
 
     def _on_progress(self, provisioner: KernelProvisionerBase, progress: LaunchProgress) -> None:
         """A provisioner's launch progress, passed on as a ``progress`` event; dropped when it
@@ -522,7 +539,7 @@ class KernelManager(LoggingConfigurable):
             self._emit("shutdown")
         else:
             status = exc.exit_status if isinstance(exc, KernelDiedError) else None
-            self._emit("dead", status)
+            self._emit("dead", status, reason=self._exit_reason() if status is not None else None)
 
     async def _new_provisioner(self) -> KernelProvisionerBase:
         """The provisioner the kernel spec asks for, from the factory, given the manager's
@@ -769,9 +786,16 @@ class KernelManager(LoggingConfigurable):
         provisioner = self.provisioner
         assert provisioner is not None
         uptime = anyio.current_time() - self._started_at
-        self.log.warning("Kernel %s died (status %s) after %.3g s", self.kernel_id, status, uptime)
+        reason = self._exit_reason()
+        self.log.warning(
+            "Kernel %s died (status %s) after %.3g s%s",
+            self.kernel_id,
+            status,
+            uptime,
+            "" if reason is None else f": {reason.detail}",
+        )
         if not self.autorestart:
-            await self._declare_dead(status)
+            await self._declare_dead(status, reason)
             return
         stable = provisioner.get_stable_start_time()
         self._rapid_deaths = self._rapid_deaths + 1 if uptime < stable else 0
@@ -782,9 +806,9 @@ class KernelManager(LoggingConfigurable):
                     self.kernel_id,
                     self._rapid_deaths,
                 )
-                await self._declare_dead(status)
+                await self._declare_dead(status, reason)
                 return
-            self._emit("restarting", status)
+            self._emit("restarting", status, reason=reason)
             await self._stop(now=True, restart=True)
             try:
                 await self._start_guarded("restarting")
@@ -797,6 +821,7 @@ class KernelManager(LoggingConfigurable):
                     exc.exit_status,
                 )
                 status = exc.exit_status
+                reason = self._exit_reason()
                 self._rapid_deaths += 1
                 continue
             except KernelNurseryError as exc:
@@ -806,12 +831,13 @@ class KernelManager(LoggingConfigurable):
             self._emit("restarted")
             return
 
-    async def _declare_dead(self, status: int | None) -> None:
+    async def _declare_dead(self, status: int | None, reason: ExitReason | None = None) -> None:
+        reason = reason or self._exit_reason()  # read before the provisioner is let go
         with anyio.CancelScope(shield=True):
             await self._stop(now=True, restart=False)
         self._dead = True
         self._end()
-        self._emit("dead", status)
+        self._emit("dead", status, reason=reason)
 
     # ------------------------------------------------------------------ stopping
 

@@ -1,7 +1,8 @@
 """Kernel provisioners: what starts a kernel, watches it and stops it.
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
-implementation (a local process), :class:`SSHProvisioner` runs a kernel on another host over
+implementation (a local process), :class:`DockerProvisioner` runs a kernel in a container
+(Docker or Podman), :class:`SSHProvisioner` runs a kernel on another host over
 SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
 group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
@@ -14,6 +15,7 @@ from ._base import (
     DEFAULT_SHUTDOWN_WAIT_TIME,
     DEFAULT_STABLE_START_TIME,
     KILL_WAIT_TIME,
+    ExitReason,
     KernelProvisionerBase,
     KernelProvisionerMeta,
     LaunchProgress,
@@ -27,6 +29,7 @@ from ._factory import (
     KernelProvisionerFactory,
 )
 from ._process import UNKNOWN_EXIT_STATUS
+from .docker import DockerProvisioner, remove_stale_containers
 from .local import LocalProvisioner
 from .slurm import SlurmProvisioner
 from .ssh import SSHProvisioner
@@ -39,6 +42,8 @@ __all__ = [
     "JUPYTER_PREFIX",
     "KILL_WAIT_TIME",
     "UNKNOWN_EXIT_STATUS",
+    "DockerProvisioner",
+    "ExitReason",
     "KernelProvisionerBase",
     "KernelProvisionerFactory",
     "KernelProvisionerMeta",
@@ -47,6 +52,7 @@ __all__ = [
     "SSHProvisioner",
     "SlurmProvisioner",
     "format_kernel_cmd",
+    "remove_stale_containers",
     "stop_process",
 ]
 
