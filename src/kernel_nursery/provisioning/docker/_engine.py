@@ -26,6 +26,7 @@ __all__ = [
     "engine_env",
     "owner_gone",
     "owner_label",
+    "reason_of",
     "remove_stale_containers",
     "run_engine",
 ]
@@ -64,8 +65,16 @@ class EngineResult:
     stderr: str
 
     def last_line(self) -> str:
-        lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1] if lines else f"exit status {self.returncode}"
+        """The engine's reason, for a message: its last line other than a pointer to help."""
+        return reason_of(self.stderr) or f"exit status {self.returncode}"
+
+
+def reason_of(stderr: str) -> str:
+    """The last line of a client's error output that is not ``Run 'docker run --help'...``
+    (the error's own line comes before it)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("Run '", "See '"))]
+    return lines[-1] if lines else ""
 
 
 def engine_env() -> dict[str, str]:
@@ -147,8 +156,8 @@ async def remove_stale_containers(command: Sequence[str]) -> list[str]:
     listing = await run_engine(
         command,
         *("ps", "-a", "--no-trunc", "--filter", f"label={LABEL_OWNER}"),
-        *("--format", f'{{{{.ID}}}} {{{{.Label "{LABEL_OWNER}"}}}}'),
-        *(f'{{{{.Label "{LABEL_DIRECTORY}"}}}}',),
+        "--format",
+        f'{{{{.ID}}}} {{{{.Label "{LABEL_OWNER}"}}}} {{{{.Label "{LABEL_DIRECTORY}"}}}}',
     )
     if listing.returncode:
         raise ProvisionerError(f"cannot list containers: {listing.last_line()}")

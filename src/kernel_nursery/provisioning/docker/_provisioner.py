@@ -37,6 +37,7 @@ from ._engine import (
     RUNTIME_PREFIX,
     engine_env,
     owner_label,
+    reason_of,
     remove_runtime_dir,
     remove_stale_containers,
     run_engine,
@@ -496,10 +497,10 @@ class DockerProvisioner(KernelProvisionerBase):
                 raise
         if process.returncode != 0:
             self._cid = await _read_cid(cid_file)
-            lines = [line for line in stderr.decode(errors="replace").splitlines() if line]
+            reason = reason_of(stderr.decode(errors="replace"))
             raise LaunchError(
                 f"cannot start kernel {self.kernel_id} in a container of {self.image}: "
-                + (lines[-1] if lines else f"exit status {process.returncode}"),
+                + (reason or f"exit status {process.returncode}"),
                 argv=argv,
             )
         cid = stdout.decode(errors="replace").strip().splitlines()[-1:]
@@ -629,8 +630,11 @@ class DockerProvisioner(KernelProvisionerBase):
         await super().load_provisioner_info(provisioner_info)
         result = await run_engine(
             config.command,
-            *("inspect", "--format", f'{{{{index .Config.Labels "{LABEL_KERNEL}"}}}}'),
-            *(f'{{{{index .Config.Labels "{LABEL_OWNER}"}}}}', cid),
+            "inspect",
+            "--format",
+            f'{{{{index .Config.Labels "{LABEL_KERNEL}"}}}} '
+            f'{{{{index .Config.Labels "{LABEL_OWNER}"}}}}',
+            cid,
         )
         labels = result.stdout.split()
         if result.returncode or len(labels) != 2 or labels[0] != self.kernel_id:

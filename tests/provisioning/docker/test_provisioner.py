@@ -1,0 +1,386 @@
+"""DockerProvisioner against a private dockerd: real containers running a real ipykernel, in an
+image that mounts this machine's interpreter read-only (tests/helpers/dockerd.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from kernel_nursery import (
+    DockerProvisioner,
+    KernelDiedError,
+    KernelManager,
+    KernelPool,
+    KernelProvisionerFactory,
+    KernelSpec,
+    LaunchError,
+    ProvisionerConfigError,
+    ProvisionerInfoError,
+    start_kernel,
+)
+from kernel_nursery.connection import reserved_ports
+from kernel_nursery.provisioning import remove_stale_containers
+from kernel_nursery.provisioning.docker._engine import LABEL_KERNEL, LABEL_OWNER, owner_label
+
+from ...helpers.dockerd import IMAGE, DockerDaemon
+from ...helpers.sshd import wait_gone
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
+
+
+def docker_spec(daemon: DockerDaemon, **config: Any) -> KernelSpec:
+    """A kernel spec whose ipykernel runs in a container of the test image on *daemon*."""
+    return KernelSpec(
+        argv=["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        display_name="Container",
+        language="python",
+        name="container",
+        metadata={
+            "kernel_provisioner": {
+                "provisioner_name": "docker",
+                "config": daemon.provisioner_config(**config),
+            }
+        },
+    )
+
+
+def provisioner(daemon: DockerDaemon, **config: Any) -> DockerProvisioner:
+    spec = docker_spec(daemon, **config)
+    made = KernelProvisionerFactory.instance().create_provisioner_instance("k1", spec, parent=None)
+    assert isinstance(made, DockerProvisioner)
+    return made
+
+
+async def launch(p: DockerProvisioner) -> dict[str, Any]:
+    kw = await p.pre_launch()
+    return dict(await p.launch_kernel(kw.pop("cmd"), **kw))
+
+
+async def interrupt_a_sleep(km: KernelManager) -> str | None:
+    """Run a long sleep in the kernel, interrupt it once it is in it; the error's name."""
+    async with km.client() as kc:
+        results = []
+        sleeping = anyio.Event()
+
+        def seen(message: Any) -> None:
+            if "sleeping" in str(message.content.get("text", "")):
+                sleeping.set()
+
+        async def run_slow() -> None:
+            code = "import time; print('sleeping', flush=True); time.sleep(60)"
+            results.append(await kc.execute(code, timeout=60, output_hook=seen))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_slow)
+            with anyio.fail_after(30):
+                await sleeping.wait()
+                await km.interrupt_kernel()
+        error = results[0].error
+        return None if error is None else str(error["ename"])
+
+
+async def run_code(km: KernelManager, code: str) -> str:
+    async with km.client() as kc:
+        result = await kc.execute(code, timeout=60)
+        assert result.error is None, result.error
+        return str(result.stdout)
+
+
+# ---------------------------------------------------------------------- through a manager
+
+
+async def test_ipykernel_executes_interrupts_restarts_and_shuts_down(
+    docker_clean: DockerDaemon,
+) -> None:
+    """A real ipykernel in a container (host network, loopback) runs code, is interrupted,
+    restarts on the same ports in a new container, and leaves no container behind."""
+    spec = docker_spec(docker_clean)
+    async with start_kernel(kernel_spec=spec) as km:
+        p = km.provisioner
+        assert isinstance(p, DockerProvisioner)
+        first = p.container_id
+        assert first is not None and first in docker_clean.containers()
+        info = km.connection_info
+        assert info["ip"] == "127.0.0.1"
+        assert (await run_code(km, "import os; print(os.path.exists('/.dockerenv'))")) == "True\n"
+        assert await interrupt_a_sleep(km) == "KeyboardInterrupt"
+        await km.restart_kernel()
+        assert km.connection_info == info
+        assert p.container_id not in (None, first)
+        assert first not in docker_clean.containers()
+        assert (await run_code(km, "print(6 * 7)")) == "42\n"
+    assert docker_clean.containers() == []
+    assert not reserved_ports()
+
+
+async def test_network_none_uses_ipc_in_the_runtime_directory(docker_clean: DockerDaemon) -> None:
+    """With network 'none' the kernel has no network at all and is reached through ipc sockets
+    in the bind-mounted runtime directory, removed at the end."""
+    async with start_kernel(kernel_spec=docker_spec(docker_clean, network="none")) as km:
+        info = km.connection_info
+        assert info["transport"] == "ipc"
+        directory = Path(info["ip"]).parent
+        code = "import socket; print(sorted(i[1] for i in socket.if_nameindex()))"
+        assert (await run_code(km, code)) == "['lo']\n"
+    assert not directory.exists()
+    assert docker_clean.containers() == []
+
+
+async def test_a_pool_hands_out_warm_containers(docker_clean: DockerDaemon) -> None:
+    """A KernelPool keeps containers warm and hands one out; every container goes at the end."""
+    async with KernelPool(kernel_spec=docker_spec(docker_clean), size=1) as pool:
+        async with pool.take() as km:
+            assert (await run_code(km, "print('pooled')")) == "pooled\n"
+            assert isinstance(km.provisioner, DockerProvisioner)
+    assert docker_clean.containers() == []
+
+
+async def test_out_of_memory_is_reported_as_such(docker_clean: DockerDaemon) -> None:
+    """A kernel that allocates past its memory limit dies, and the 'dead' event says the
+    container was OOM-killed at that limit, not only exit status 137."""
+    spec = docker_spec(docker_clean, memory="96m")
+    async with KernelManager(kernel_spec=spec, autorestart=False) as km:
+        async with km.events() as events:
+            await km.start_kernel()
+            async with km.client() as kc:
+                code = "b = []\nwhile True: b.append(bytearray(10**7))"
+                with pytest.raises(KernelDiedError):
+                    await kc.execute(code, timeout=60)
+            with anyio.fail_after(60):
+                async for event in events:
+                    if event.kind == "dead":
+                        break
+    assert event.exit_status == 137
+    assert event.reason is not None
+    assert (event.reason.kind, event.reason.limit, event.reason.value) == ("oom", "memory", "96m")
+    assert event.detail is not None and "memory limit (96m)" in event.detail
+    assert docker_clean.containers() == []
+
+
+async def test_pids_limit_stops_a_fork_bomb(docker_clean: DockerDaemon) -> None:
+    """Forking without end stops at pids_limit with EAGAIN, and the kernel lives on."""
+    code = textwrap.dedent(
+        """
+        import os, time
+        children = []
+        try:
+            while len(children) < 500:
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                children.append(pid)
+        except OSError as exc:
+            print("stopped", exc.errno == 11, len(children) < 64)
+        for pid in children:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        """
+    )
+    async with start_kernel(kernel_spec=docker_spec(docker_clean, pids_limit=64)) as km:
+        assert (await run_code(km, code)) == "stopped True True\n"
+        assert (await run_code(km, "print('alive')")) == "alive\n"
+    assert docker_clean.containers() == []
+
+
+async def test_a_container_killed_outside_is_noticed_and_restarted(
+    docker_clean: DockerDaemon,
+) -> None:
+    """The engine killing the container is seen through the wait client at once (no poll),
+    and the manager's restart policy brings up a new container."""
+    async with start_kernel(kernel_spec=docker_spec(docker_clean)) as km:
+        p = km.provisioner
+        assert isinstance(p, DockerProvisioner)
+        first = p.container_id
+        assert first is not None
+        async with km.events() as events:
+            await anyio.to_thread.run_sync(docker_clean.run, "kill", first)
+            with anyio.fail_after(60):
+                async for event in events:
+                    if event.kind == "restarting":
+                        assert event.exit_status == 137
+                        assert event.reason is None  # no memory limit: not an OOM kill
+                    if event.kind == "restarted":
+                        break
+        assert p.container_id not in (None, first)
+        assert (await run_code(km, "print(1)")) == "1\n"
+    assert docker_clean.containers() == []
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.2, 0.6, 1.5])
+async def test_cancelled_start_leaves_no_container(docker_clean: DockerDaemon, seconds: float) -> None:
+    """A start cancelled at any point (before, while or after the engine creates the container)
+    leaves no container, port or runtime directory."""
+    with anyio.move_on_after(seconds):
+        async with start_kernel(kernel_spec=docker_spec(docker_clean)):
+            pass
+    assert docker_clean.containers() == []
+    assert not reserved_ports()
+
+
+async def test_launch_failures_are_typed_and_leave_nothing(docker_clean: DockerDaemon) -> None:
+    """A missing image, or (without an init process) a kernel command missing inside, is a
+    LaunchError with the engine's reason, and leaves no container (one the engine created but
+    could not start is removed)."""
+    for config, words in [
+        ({"image": "kernel-nursery-no-such-image:1"}, "no-such-image"),
+        ({"argv": ["/no/such/kernel", "{connection_file}"], "init": False}, "/no/such/kernel"),
+    ]:
+        p = provisioner(docker_clean, **config)
+        async with p:
+            with pytest.raises(LaunchError, match=words):
+                await launch(p)
+        assert docker_clean.containers() == []
+    assert not reserved_ports()
+
+
+async def test_a_kernel_missing_inside_dies_before_it_is_ready(docker_clean: DockerDaemon) -> None:
+    """With the init process (the default) the container starts and the missing command ends
+    it at once: start_kernel raises KernelDiedError with status 127, and nothing is left."""
+    spec = docker_spec(docker_clean, argv=["/no/such/kernel", "{connection_file}"])
+    with pytest.raises(KernelDiedError) as caught:
+        async with start_kernel(kernel_spec=spec):
+            pass
+    assert caught.value.exit_status == 127
+    assert docker_clean.containers() == []
+    assert not reserved_ports()
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"image": ""}, "image is required"),
+        ({"image": "-v"}, "not an image reference"),
+        ({"memory": "lots"}, "memory must be a size"),
+        ({"memory": "1k"}, "below the least"),
+        ({"cpus": -1.0}, "cpus must be a positive number"),
+        ({"pids_limit": -3}, "pids_limit must be a positive integer"),
+        ({"mounts": ["relative:/x"]}, "not an absolute path"),
+        ({"mounts": ["/no/such/dir:/x:ro"]}, "does not exist"),
+        ({"mounts": ["/usr:/usr:rx"]}, "SOURCE:TARGET"),
+        ({"workdir": "tmp"}, "must be an absolute path"),
+        ({"user": "--privileged"}, "not a user name"),
+        ({"env": {"A=B": "1"}}, "contains '='"),
+    ],
+)
+async def test_bad_config_is_refused_before_anything_starts(
+    docker_clean: DockerDaemon, config: dict[str, Any], words: str
+) -> None:
+    """Each bad setting is a one-line ProvisionerConfigError from pre_launch: no container,
+    port or directory is made."""
+    p = provisioner(docker_clean, **config)
+    with pytest.raises(ProvisionerConfigError, match=words) as caught:
+        await p.pre_launch()
+    assert "\n" not in str(caught.value)
+    assert not reserved_ports() and not p.connection_info
+    await p.cleanup()
+
+
+# ---------------------------------------------------------------------- ownership
+
+
+async def test_take_over_by_container_id_and_refusal_of_others(docker_clean: DockerDaemon) -> None:
+    """Another provisioner takes an independent container over by id (and removes it at its
+    cleanup); a container that is not the kernel's, or no container, is refused."""
+    p = provisioner(docker_clean, independent=True)
+    await launch(p)
+    info = await p.get_provisioner_info()
+    cid = info["container_id"]
+    try:
+        q = provisioner(docker_clean)
+        with pytest.raises(ProvisionerInfoError, match="not kernel other"):
+            await q.load_provisioner_info({**info, "kernel_id": "other"})
+        with pytest.raises(ProvisionerInfoError, match="not a container id"):
+            await q.load_provisioner_info({**info, "container_id": "--rm"})
+        async with q:
+            await q.load_provisioner_info(info)
+            assert q.container_id == cid and await q.poll() is None
+            await q.kill()
+            with anyio.fail_after(30):
+                assert await q.wait() == 137
+        assert cid not in docker_clean.containers()
+    finally:
+        p._cid = None  # handed over: nothing for p to remove
+        await p.cleanup()
+    assert docker_clean.containers() == []
+
+
+async def test_stale_containers_are_removed_and_live_ones_kept(docker_clean: DockerDaemon) -> None:
+    """A container whose owner process has ended is stale and removed; one whose owner lives
+    (this process) is kept."""
+    gone = await anyio.run_process(
+        [sys.executable, "-c", f"import sys; sys.path[:0] = {sys.path!r}; "
+         "from kernel_nursery.provisioning.docker._engine import owner_label; "
+         "print(owner_label())"]
+    )
+    dead_owner = gone.stdout.decode().strip()
+    ids = {}
+    for name, owner in [("stale", dead_owner), ("live", owner_label())]:
+        done = await anyio.to_thread.run_sync(
+            lambda owner=owner, name=name: docker_clean.run(
+                "create", "--label", f"{LABEL_KERNEL}={name}", "--label", f"{LABEL_OWNER}={owner}",
+                IMAGE, "/usr/bin/true",
+            )
+        )
+        ids[name] = done.stdout.strip()
+    try:
+        removed = await remove_stale_containers(docker_clean.command)
+        assert removed == [ids["stale"]]
+        assert docker_clean.containers() == [ids["live"]]
+    finally:
+        docker_clean.run("rm", "-f", *ids.values(), check=False)
+
+
+_KILLED_MANAGER = """
+import sys, json
+sys.path[:0] = {path!r}
+import anyio
+from kernel_nursery import KernelManager, KernelSpec
+from kernel_nursery.provisioning import _guardian
+
+async def main():
+    spec = KernelSpec.from_dict(json.loads({spec!r}), name="container")
+    async with KernelManager(kernel_spec=spec) as km:
+        await km.start_kernel()
+        print(km.provisioner.container_id, _guardian.guardian_pid(), flush=True)
+        await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+async def test_guardian_removes_the_containers_of_a_killed_manager(
+    docker_clean: DockerDaemon, tmp_path: Path
+) -> None:
+    """A managing process killed with SIGKILL leaves no container: its guardian removes it
+    (and its runtime directory)."""
+    spec = docker_spec(docker_clean)
+    source = _KILLED_MANAGER.format(path=sys.path, spec=json.dumps(spec.to_dict()))
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    async with await anyio.open_process(
+        [sys.executable, "-c", source], env=env, stderr=subprocess.DEVNULL
+    ) as manager:
+        assert manager.stdout is not None
+        with anyio.fail_after(120):
+            line = b""
+            async for chunk in manager.stdout:
+                line += chunk
+                if b"\n" in line:
+                    break
+        cid, guardian = line.decode().split()
+        assert cid in docker_clean.containers()
+        manager.kill()
+        await manager.wait()
+    assert not await anyio.to_thread.run_sync(wait_gone, {int(guardian)}, 60)
+    assert cid not in docker_clean.containers()
