@@ -142,6 +142,7 @@ def _await_api(daemon: DockerDaemon) -> None:
         if not chunk:
             raise RuntimeError(f"dockerd exited: {seen[-2000:]!r}")
         seen += chunk
+
     def copy() -> None:
         with stderr, (daemon.directory / "dockerd.err").open("ab") as out:
             out.write(seen)
@@ -177,8 +178,9 @@ def stop_dockerd(daemon: DockerDaemon) -> None:
             daemon.copier.join(10)  # it closes the pipe at its end
         elif daemon.popen.stderr is not None:
             daemon.popen.stderr.close()
-        subprocess.run(["umount", "-R", str(daemon.directory / "exec")], check=False,
-                       capture_output=True)
+        subprocess.run(
+            ["umount", "-R", str(daemon.directory / "exec")], check=False, capture_output=True
+        )
         shutil.rmtree(daemon.directory, ignore_errors=True)
 
 
@@ -186,9 +188,18 @@ def build_test_image(daemon: DockerDaemon) -> None:
     """Import the tiny test image (see the module's text) into *daemon*."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, mode in [("tmp", 0o1777), ("proc", 0o555), ("dev", 0o755), ("sys", 0o555),
-                           ("etc", 0o755), ("run", 0o755), ("root", 0o700), ("sbin", 0o755),
-                           ("usr", 0o755), ("work", 0o755)]:
+        for name, mode in [
+            ("tmp", 0o1777),
+            ("proc", 0o555),
+            ("dev", 0o755),
+            ("sys", 0o555),
+            ("etc", 0o755),
+            ("run", 0o755),
+            ("root", 0o700),
+            ("sbin", 0o755),
+            ("usr", 0o755),
+            ("work", 0o755),
+        ]:
             info = tarfile.TarInfo(name)
             info.type, info.mode = tarfile.DIRTYPE, mode
             tar.addfile(info)
@@ -196,8 +207,10 @@ def build_test_image(daemon: DockerDaemon) -> None:
             info = tarfile.TarInfo(name)
             info.type, info.linkname = tarfile.SYMTYPE, target
             tar.addfile(info)
-        for name, text in [("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
-                           ("etc/group", "root:x:0:\n")]:
+        for name, text in [
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+            ("etc/group", "root:x:0:\n"),
+        ]:
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644

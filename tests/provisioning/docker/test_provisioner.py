@@ -216,7 +216,9 @@ async def test_a_container_killed_outside_is_noticed_and_restarted(
 
 
 @pytest.mark.parametrize("seconds", [0.0, 0.2, 0.6, 1.5])
-async def test_cancelled_start_leaves_no_container(docker_clean: DockerDaemon, seconds: float) -> None:
+async def test_cancelled_start_leaves_no_container(
+    docker_clean: DockerDaemon, seconds: float
+) -> None:
     """A start cancelled at any point (before, while or after the engine creates the container)
     leaves no container, port or runtime directory."""
     with anyio.move_on_after(seconds):
@@ -320,17 +322,26 @@ async def test_stale_containers_are_removed_and_live_ones_kept(docker_clean: Doc
     """A container whose owner process has ended is stale and removed; one whose owner lives
     (this process) is kept."""
     gone = await anyio.run_process(
-        [sys.executable, "-c", f"import sys; sys.path[:0] = {sys.path!r}; "
-         "from kernel_nursery.provisioning.docker._engine import owner_label; "
-         "print(owner_label())"]
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path[:0] = {sys.path!r}; "
+            "from kernel_nursery.provisioning.docker._engine import owner_label; "
+            "print(owner_label())",
+        ]
     )
     dead_owner = gone.stdout.decode().strip()
     ids = {}
     for name, owner in [("stale", dead_owner), ("live", owner_label())]:
         done = await anyio.to_thread.run_sync(
             lambda owner=owner, name=name: docker_clean.run(
-                "create", "--label", f"{LABEL_KERNEL}={name}", "--label", f"{LABEL_OWNER}={owner}",
-                IMAGE, "/usr/bin/true",
+                "create",
+                "--label",
+                f"{LABEL_KERNEL}={name}",
+                "--label",
+                f"{LABEL_OWNER}={owner}",
+                IMAGE,
+                "/usr/bin/true",
             )
         )
         ids[name] = done.stdout.strip()
