@@ -30,6 +30,7 @@ from kernel_nursery.connection import reserved_ports
 from kernel_nursery.provisioning import remove_stale_containers
 from kernel_nursery.provisioning.docker._engine import LABEL_KERNEL, LABEL_OWNER, owner_label
 
+from ...cli.conftest import cli
 from ...helpers.dockerd import IMAGE, DockerDaemon
 from ...helpers.sshd import wait_gone
 
@@ -318,39 +319,56 @@ async def test_take_over_by_container_id_and_refusal_of_others(docker_clean: Doc
     assert docker_clean.containers() == []
 
 
+async def create_owned(daemon: DockerDaemon, name: str, owner: str) -> str:
+    """A container labelled as kernel *name*'s, owned by *owner*; its id."""
+    done = await anyio.to_thread.run_sync(
+        lambda: daemon.run(
+            *("create", "--label", f"{LABEL_KERNEL}={name}", "--label", f"{LABEL_OWNER}={owner}"),
+            *(IMAGE, "/usr/bin/true"),
+        )
+    )
+    return done.stdout.strip()
+
+
+async def ended_owner() -> str:
+    """The owner label of a process that has ended (another interpreter, run to its end)."""
+    source = (
+        f"import sys; sys.path[:0] = {sys.path!r}; "
+        "from kernel_nursery.provisioning.docker._engine import owner_label; print(owner_label())"
+    )
+    done = await anyio.run_process([sys.executable, "-c", source])
+    return done.stdout.decode().strip()
+
+
 async def test_stale_containers_are_removed_and_live_ones_kept(docker_clean: DockerDaemon) -> None:
     """A container whose owner process has ended is stale and removed; one whose owner lives
     (this process) is kept."""
-    gone = await anyio.run_process(
-        [
-            sys.executable,
-            "-c",
-            f"import sys; sys.path[:0] = {sys.path!r}; "
-            "from kernel_nursery.provisioning.docker._engine import owner_label; "
-            "print(owner_label())",
-        ]
-    )
-    dead_owner = gone.stdout.decode().strip()
-    ids = {}
-    for name, owner in [("stale", dead_owner), ("live", owner_label())]:
-        done = await anyio.to_thread.run_sync(
-            lambda owner=owner, name=name: docker_clean.run(
-                "create",
-                "--label",
-                f"{LABEL_KERNEL}={name}",
-                "--label",
-                f"{LABEL_OWNER}={owner}",
-                IMAGE,
-                "/usr/bin/true",
-            )
-        )
-        ids[name] = done.stdout.strip()
+    stale = await create_owned(docker_clean, "stale", await ended_owner())
+    live = await create_owned(docker_clean, "live", owner_label())
     try:
-        removed = await remove_stale_containers(docker_clean.command)
-        assert removed == [ids["stale"]]
-        assert docker_clean.containers() == [ids["live"]]
+        assert await remove_stale_containers(docker_clean.command) == [stale]
+        assert docker_clean.containers() == [live]
     finally:
-        docker_clean.run("rm", "-f", *ids.values(), check=False)
+        docker_clean.run("rm", "-f", stale, live, check=False)
+
+
+async def test_the_command_line_removes_stale_containers(
+    docker_clean: DockerDaemon, anyio_backend: str
+) -> None:
+    """kernel-nursery kernels --remove-stale --engine COMMAND removes the stale containers of
+    that engine and prints their ids; --engine alone is refused."""
+    stale = await create_owned(docker_clean, "stale", await ended_owner())
+    engine = " ".join(docker_clean.command)
+    args = ["kernels", "--backend", anyio_backend, "--engine", engine]
+    try:
+        refused = await anyio.to_thread.run_sync(lambda: cli(*args))
+        assert refused.returncode != 0 and "--remove-stale" in refused.stderr
+        removed = await anyio.to_thread.run_sync(lambda: cli(*args, "--remove-stale"))
+        assert removed.returncode == 0, removed.stderr
+        assert removed.stdout == f"container {stale}\n"
+        assert docker_clean.containers() == []
+    finally:
+        docker_clean.run("rm", "-f", stale, check=False)
 
 
 _KILLED_MANAGER = """
