@@ -10,6 +10,7 @@ from traitlets import HasTraits, TraitType
 
 import kernel_nursery
 from kernel_nursery import (
+    DockerProvisioner,
     KernelManager,
     KernelNursery,
     KernelPool,
@@ -55,6 +56,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     LocalProvisioner,
     SSHProvisioner,
     SlurmProvisioner,
+    DockerProvisioner,
 ]
 
 
