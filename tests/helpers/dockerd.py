@@ -178,10 +178,18 @@ def stop_dockerd(daemon: DockerDaemon) -> None:
             daemon.copier.join(10)  # it closes the pipe at its end
         elif daemon.popen.stderr is not None:
             daemon.popen.stderr.close()
-        subprocess.run(
-            ["umount", "-R", str(daemon.directory / "exec")], check=False, capture_output=True
-        )
+        _unmount_below(daemon.directory)
         shutil.rmtree(daemon.directory, ignore_errors=True)
+
+
+def _unmount_below(directory: Path) -> None:
+    """Unmount what the daemon left mounted in its directory (its network namespace file),
+    deepest first, so that the directory can be removed."""
+    prefix = f"{directory}/"
+    with open("/proc/self/mounts", encoding="utf-8") as f:
+        points = [line.split()[1] for line in f]
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", point], check=False, capture_output=True)
 
 
 def build_test_image(daemon: DockerDaemon) -> None:
