@@ -305,24 +305,31 @@ def serve(containers: dict[int, list[object]] | None = None) -> dict[int, Kernel
                         poller.unregister(old.pidfd)
                         by_fd.pop(old.pidfd, None)
                     old.close()
-                if op == "register" and len(message) in (7, 8):
-                    try:
-                        pid, pgid, start_time, path, written_at, *rest = message[2:]
-                        directory = rest[0] if rest else None
-                        kernel = Kernel(
-                            int(pid),
-                            None if pgid is None else int(pgid),
-                            None if start_time is None else int(start_time),
-                            None if path is None else str(path),
-                            float(written_at),
-                            None if directory is None else str(directory),
-                        )
-                    except (ValueError, TypeError):
-                        continue
-                    kernels[token] = kernel
-                    if kernel.pidfd is not None:
-                        by_fd[kernel.pidfd] = kernel
-                        poller.register(kernel.pidfd, _POLL_IN)
+                added = kernel_of(message) if op == "register" else None
+                if added is not None:
+                    kernels[token] = added
+                    if added.pidfd is not None:
+                        by_fd[added.pidfd] = added
+                        poller.register(added.pidfd, _POLL_IN)
+
+
+def kernel_of(message: list[object]) -> Kernel | None:
+    """The kernel a ``register`` line describes, or ``None`` for a line not understood."""
+    if len(message) not in (7, 8):
+        return None
+    try:
+        pid, pgid, start_time, path, written_at, *rest = message[2:]
+        directory = rest[0] if rest else None
+        return Kernel(
+            int(pid),  # type: ignore[call-overload]
+            None if pgid is None else int(pgid),  # type: ignore[call-overload]
+            None if start_time is None else int(start_time),  # type: ignore[call-overload]
+            None if path is None else str(path),
+            float(written_at),  # type: ignore[arg-type]
+            None if directory is None else str(directory),
+        )
+    except (ValueError, TypeError):
+        return None
 
 
 def stop(kernels: list[Kernel], grace: float) -> None:
