@@ -107,21 +107,10 @@ def register(
     Returns:
         A token for :func:`unregister`, or ``None`` when the kernel is not guarded.
     """
-    if not SUPPORTED:
-        return None
-    state = _state
-    with state.lock:
-        if state.disabled:
-            return None
-        token = next(state.tokens)
-        # The time tells the guardian since when the kernel may have exited (a clock shared by
-        # every process): see "RECENT" in the guardian's script.
-        line = _line(
-            "register", token, pid, pgid, start_time, connection_file, time.monotonic(), directory
-        )
-        state.registered[token] = line
-        _send(state, line, log)
-        return token
+    # The time tells the guardian since when the kernel may have exited (a clock shared by
+    # every process): see "RECENT" in the guardian's script.
+    fields = (pid, pgid, start_time, connection_file, time.monotonic(), directory)
+    return _register("register", fields, log)
 
 
 def register_container(
@@ -145,6 +134,12 @@ def register_container(
     Returns:
         A token for :func:`unregister`, or ``None`` when the container is not guarded.
     """
+    return _register("container", (list(command), dict(env), cid_file, directory), log)
+
+
+def _register(op: str, fields: tuple[object, ...], log: Log) -> int | None:
+    """Send the guardian the line ``[op, token, *fields]`` (starting it if needed); the token,
+    or ``None`` when nothing is guarded (no support, or the interpreter is exiting)."""
     if not SUPPORTED:
         return None
     state = _state
@@ -152,7 +147,7 @@ def register_container(
         if state.disabled:
             return None
         token = next(state.tokens)
-        line = _line("container", token, list(command), dict(env), cid_file, directory)
+        line = _line(op, token, *fields)
         state.registered[token] = line
         _send(state, line, log)
         return token

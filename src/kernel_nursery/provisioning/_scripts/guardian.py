@@ -428,7 +428,10 @@ def _remove_directory(path: str) -> None:
 def _remove_tree(path: str) -> None:
     """Remove a container's runtime directory and what it holds (the connection file, ipc
     sockets, the cid file): only a private directory of ours, named as the provisioner names
-    them, and nothing through a symbolic link."""
+    them, and nothing through a symbolic link.
+
+    The same checks as ``docker._engine.remove_runtime_dir``, on purpose: this script runs
+    alone (``python -I -S``) and cannot import the package."""
     if not os.path.basename(path).startswith(CONTAINER_DIRECTORY_PREFIX):
         return
     try:
