@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -101,7 +102,12 @@ class DockerDaemon:
 
 
 def start_dockerd(binaries: dict[str, str], *, bridge: bool = False) -> DockerDaemon:
-    """Start a private dockerd and return it once its API listens (at most 60 s)."""
+    """Start a private dockerd and return it once its API listens (at most 60 s).
+
+    With *bridge*, the daemon gets a bridge of its own (``knd`` and random letters, on a
+    random ``172.31.X.0/24``), made here and deleted by :func:`stop_dockerd`, and no firewall,
+    forwarding or masquerading change: published ports go through its userland proxy on
+    127.0.0.1. Without, it has no bridge network at all."""
     directory = Path(tempfile.mkdtemp(prefix="knd-"))  # short: containerd's sockets live here
     argv = [
         binaries["dockerd"],
@@ -110,7 +116,12 @@ def start_dockerd(binaries: dict[str, str], *, bridge: bool = False) -> DockerDa
         *("--host", f"unix://{directory / 'docker.sock'}"),
         "--iptables=false",
     ]
-    if not bridge:
+    bridge_name = None
+    if bridge:
+        bridge_name = _make_bridge(binaries["ip"])
+        (directory / "bridge").write_text(bridge_name)
+        argv += ["--bridge", bridge_name, "--ip-forward=false", "--ip-masq=false"]
+    else:
         argv.append("--bridge=none")
     log = (directory / "dockerd.log").open("wb")
     popen = subprocess.Popen(
@@ -179,7 +190,27 @@ def stop_dockerd(daemon: DockerDaemon) -> None:
         elif daemon.popen.stderr is not None:
             daemon.popen.stderr.close()
         _unmount_below(daemon.directory)
+        bridge = daemon.directory / "bridge"
+        if bridge.exists():
+            ip = daemon.binaries["ip"]
+            subprocess.run(
+                [ip, "link", "del", bridge.read_text()], check=False, capture_output=True
+            )
         shutil.rmtree(daemon.directory, ignore_errors=True)
+
+
+def _make_bridge(ip: str) -> str:
+    """A new bridge interface of our own, up, with a random private /24; its name."""
+    for _attempt in range(10):
+        name = f"knd{secrets.token_hex(4)}"
+        made = subprocess.run([ip, "link", "add", name, "type", "bridge"], capture_output=True)
+        if made.returncode:
+            continue
+        subnet = 100 + secrets.randbelow(150)
+        subprocess.run([ip, "addr", "add", f"172.31.{subnet}.1/24", "dev", name], check=True)
+        subprocess.run([ip, "link", "set", name, "up"], check=True)
+        return name
+    raise RuntimeError("cannot make a bridge interface for dockerd")
 
 
 def _unmount_below(directory: Path) -> None:

@@ -15,8 +15,21 @@ from ...helpers.engines import need_binaries
 def dockerd() -> Iterator[DockerDaemon]:
     """A dockerd of the session's own (temporary directories, its own socket), with the test
     image; skipped where Docker is not installed, unless KERNEL_NURSERY_REQUIRE names docker."""
-    binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd")
+    binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd", "ip")
     daemon = start_dockerd(binaries)
+    try:
+        build_test_image(daemon)
+        yield daemon
+    finally:
+        stop_dockerd(daemon)
+
+
+@pytest.fixture(scope="session")
+def dockerd_bridge() -> Iterator[DockerDaemon]:
+    """A second private dockerd, with a bridge of its own (for published ports), and the
+    test image; skipped or failed as :func:`dockerd`."""
+    binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd", "ip")
+    daemon = start_dockerd(binaries, bridge=True)
     try:
         build_test_image(daemon)
         yield daemon

@@ -135,6 +135,22 @@ async def test_network_none_uses_ipc_in_the_runtime_directory(docker_clean: Dock
     assert docker_clean.containers() == []
 
 
+async def test_published_ports_on_loopback_with_curve(dockerd_bridge: DockerDaemon) -> None:
+    """With network 'published' the kernel is on the engine's bridge, its ports published on
+    127.0.0.1 only, and the connection is encrypted with CurveZMQ (the bridge reaches it)."""
+    spec = docker_spec(dockerd_bridge, network="published")
+    async with start_kernel(kernel_spec=spec) as km:
+        info = km.connection_info
+        assert info["ip"] == "127.0.0.1" and info.get("curve_publickey")
+        p = km.provisioner
+        assert isinstance(p, DockerProvisioner) and p.container_id is not None
+        ports = dockerd_bridge.run("port", p.container_id).stdout.split()
+        assert ports and all(a.startswith("127.0.0.1:") for a in ports[2::3])
+        code = "import socket; print(sorted(i[1] for i in socket.if_nameindex()))"
+        assert (await run_code(km, code)) == "['eth0', 'lo']\n"
+    assert dockerd_bridge.containers() == []
+
+
 async def test_a_pool_hands_out_warm_containers(docker_clean: DockerDaemon) -> None:
     """A KernelPool keeps containers warm and hands one out; every container goes at the end."""
     async with KernelPool(kernel_spec=docker_spec(docker_clean), size=1) as pool:
