@@ -23,6 +23,7 @@ from kernel_nursery import (
     KernelSpec,
     LaunchError,
     ProvisionerConfigError,
+    ProvisionerError,
     ProvisionerInfoError,
     start_kernel,
 )
@@ -310,29 +311,34 @@ async def test_bad_config_is_refused_before_anything_starts(
 
 
 async def test_take_over_by_container_id_and_refusal_of_others(docker_clean: DockerDaemon) -> None:
-    """Another provisioner takes an independent container over by id (and removes it at its
-    cleanup); a container that is not the kernel's, or no container, is refused."""
+    """An independent container released by one provisioner is taken over by id by another
+    (which removes it at its cleanup); a container that is not the kernel's, or no container,
+    is refused; a container that is not independent cannot be released."""
+    bound = provisioner(docker_clean)
+    async with bound:
+        await launch(bound)
+        with pytest.raises(ProvisionerError, match="independent"):
+            await bound.release()
     p = provisioner(docker_clean, independent=True)
-    await launch(p)
-    info = await p.get_provisioner_info()
+    async with p:
+        await launch(p)
+        info = await p.release()
+        assert not p.has_process
     cid = info["container_id"]
-    try:
-        q = provisioner(docker_clean)
-        with pytest.raises(ProvisionerInfoError, match="not kernel other"):
-            await q.load_provisioner_info({**info, "kernel_id": "other"})
-        with pytest.raises(ProvisionerInfoError, match="not a container id"):
-            await q.load_provisioner_info({**info, "container_id": "--rm"})
-        async with q:
-            await q.load_provisioner_info(info)
-            assert q.container_id == cid and await q.poll() is None
-            await q.kill()
-            with anyio.fail_after(30):
-                assert await q.wait() == 137
-        assert cid not in docker_clean.containers()
-    finally:
-        p._cid = None  # handed over: nothing for p to remove
-        await p.cleanup()
+    assert cid in docker_clean.containers()  # p's end did not remove it
+    q = provisioner(docker_clean)
+    with pytest.raises(ProvisionerInfoError, match="not kernel other"):
+        await q.load_provisioner_info({**info, "kernel_id": "other"})
+    with pytest.raises(ProvisionerInfoError, match="not a container id"):
+        await q.load_provisioner_info({**info, "container_id": "--rm"})
+    async with q:
+        await q.load_provisioner_info(info)
+        assert q.container_id == cid and await q.poll() is None
+        await q.kill()
+        with anyio.fail_after(30):
+            assert await q.wait() == 137
     assert docker_clean.containers() == []
+    assert not Path(info["runtime_dir"]).exists()
 
 
 async def create_owned(daemon: DockerDaemon, name: str, owner: str) -> str:

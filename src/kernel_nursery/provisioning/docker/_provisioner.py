@@ -605,6 +605,45 @@ class DockerProvisioner(KernelProvisionerBase):
         )
         return info
 
+    async def release(self) -> dict[str, Any]:
+        """Hand the running container over: let go of it so that it outlives this provisioner
+        and this process, and return what another process needs to take it over with
+        :meth:`load_provisioner_info` (:meth:`get_provisioner_info`).
+
+        Only for an :attr:`independent` container (no guardian watches it, and its owner label
+        is none, so no stale sweep removes it). The ``wait`` client is ended and the runtime
+        directory (with the connection file) left to the new owner, who removes it at its own
+        cleanup; the ports reserved here are released for this process (the kernel keeps them
+        bound). Afterwards this provisioner manages no kernel.
+
+        Not for a provisioner a :class:`~kernel_nursery.KernelManager` runs: its supervisor
+        would take the kernel for dead. Shielded and bounded.
+
+        Raises:
+            ProvisionerError: no container runs, or it is not independent.
+
+        .. versionadded:: 0.2
+        """
+        if self._cid is None or self._status is not None or self._launching:
+            raise ProvisionerError("no running container to hand over")
+        if not self.independent:
+            raise ProvisionerError(
+                "only an independent container can be handed over (set independent: true)"
+            )
+        info = await self.get_provisioner_info()
+        with anyio.CancelScope(shield=True):
+            waiter, self._waiter = self._waiter, None
+            if waiter is not None:
+                waiter.kill()
+                await _end_client(waiter)
+        self._cid = None
+        self._status = self._last_status = UNKNOWN_EXIT_STATUS
+        self._directory = None  # the new owner's now
+        if self._owns_ports and self.connection_info:
+            release_connection_info(validate_connection_info(self.connection_info))
+            self._owns_ports = False
+        return info
+
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
         """Take over the container described by *provisioner_info*, possibly saved by another
         process: this provisioner, configured for the same engine, waits for it, signals it and
@@ -612,8 +651,9 @@ class DockerProvisioner(KernelProvisionerBase):
         removes it if this process dies. The runtime directory becomes this provisioner's.
 
         The container must be one of ours for that kernel (its kernel-id label), or nothing is
-        done. Launch it with ``independent=True`` for a hand-over: otherwise the launching
-        process's guardian removes it when that process ends.
+        done. Launch it with ``independent=True`` and hand it over with :meth:`release`:
+        otherwise the launching process removes it at its cleanup, or its guardian when it
+        ends.
 
         Raises:
             ProvisionerError: this provisioner already manages a kernel.
