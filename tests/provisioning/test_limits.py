@@ -1,78 +1,111 @@
-"""The limits vocabulary shared by isolating provisioners (provisioning/_limits.py)."""
+"""Tests for kernel_nursery.provisioning._limits: the limits' vocabulary, shared by provisioners."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
 from kernel_nursery import ProvisionerConfigError
 from kernel_nursery.provisioning._limits import (
-    ResourceLimits,
-    format_memory,
-    parse_memory,
-    resource_limits,
+    LIMIT_NAMES,
+    Limits,
+    format_limit,
+    parse_limits,
+    parse_size,
 )
 
 
 @pytest.mark.parametrize(
     ("text", "size"),
     [
-        ("512m", 512 * 2**20),
-        ("2G", 2 * 2**30),
-        ("65536k", 64 * 2**20),
-        (" 8 m ", 8 * 2**20),
-        (10 * 2**20, 10 * 2**20),
-        ("10485760b", 10 * 2**20),
-        ("10485760", 10 * 2**20),
+        (1, 1),
+        (536870912, 512 * 1024**2),
+        ("512m", 512 * 1024**2),
+        ("512M", 512 * 1024**2),
+        ("512MiB", 512 * 1024**2),
+        ("512mb", 512 * 1024**2),
+        ("1g", 1024**3),
+        ("1.5GiB", 3 * 1024**3 // 2),
+        ("10k", 10240),
+        (" 2t ", 2 * 1024**4),
+        ("4096", 4096),
     ],
 )
-def test_memory_sizes_in_powers_of_1024(text: object, size: int) -> None:
-    """Memory is bytes or a number with a unit (b, k, m, g; either case), as Docker reads it."""
-    assert parse_memory(text) == size
+def test_sizes_parse_with_binary_suffixes(text: object, size: int) -> None:
+    """Sizes are bytes, with optional binary suffixes k, m, g, t (b or ib after them)."""
+    assert parse_size(text, where="x") == size
 
 
-@pytest.mark.parametrize("text", ["lots", "1.5g", "-1m", "12t", "", True, None, 1.5, "1k"])
-def test_bad_memory_sizes_are_one_line_config_errors(text: object) -> None:
-    """Anything else, and a size no kernel starts in, is a one-line ProvisionerConfigError."""
-    with pytest.raises(ProvisionerConfigError, match="memory") as caught:
-        parse_memory(text)
+@pytest.mark.parametrize("bad", [0, -1, "", "m", "12q", "1e9", True, 1.5, "-5m", None, [1]])
+def test_a_bad_size_is_a_one_line_config_error(bad: object) -> None:
+    """A size that is none is refused with a ProvisionerConfigError naming where it was."""
+    with pytest.raises(ProvisionerConfigError, match=r"^memory in X must be a size") as caught:
+        parse_size(bad, where="memory in X")
     assert "\n" not in str(caught.value)
 
 
-def test_format_memory_uses_the_largest_exact_unit() -> None:
-    """A size is written back in the largest unit that divides it."""
-    assert [format_memory(n) for n in (2**30, 3 * 2**29, 2**10 + 1)] == ["1g", "1536m", "1025b"]
+def test_limits_parse_every_name() -> None:
+    """Every limit parses to its unit: bytes, counts, whole seconds, processors."""
+    limits = parse_limits(
+        {
+            "memory": "256m",
+            "pids": 64,
+            "cpu_time": "1.5m",
+            "cpus": "0.5",
+            "file_size": "1m",
+            "open_files": "128",
+        },
+        where="here",
+    )
+    assert limits == Limits(
+        memory=256 * 1024**2,
+        pids=64,
+        cpu_time=90,
+        cpus=0.5,
+        file_size=1024**2,
+        open_files=128,
+    )
+    assert [name for name, _value in limits.items()] == list(LIMIT_NAMES)
+    assert limits.describe() == {
+        "memory": "256 MiB",
+        "pids": "64 processes",
+        "cpu_time": "90 s",
+        "cpus": "0.5 CPUs",
+        "file_size": "1 MiB",
+        "open_files": "128 files",
+    }
+
+
+def test_no_limits() -> None:
+    """None, an empty mapping and None values all mean: no limit."""
+    assert parse_limits(None, where="x") == Limits()
+    assert parse_limits({}, where="x").items() == []
+    assert parse_limits({"memory": None}, where="x") == Limits()
 
 
 @pytest.mark.parametrize(
-    ("settings", "limits"),
+    ("value", "message"),
     [
-        ({"memory": "", "cpus": 0, "pids_limit": 0}, ResourceLimits()),
-        (
-            {"memory": "64m", "cpus": 0.5, "pids_limit": 100},
-            ResourceLimits(memory=64 * 2**20, cpus=0.5, pids_limit=100),
-        ),
-        ({"memory": None, "cpus": "2", "pids_limit": None}, ResourceLimits(cpus=2.0)),
+        ([], r"^L must be a mapping of limit names to values, not list$"),
+        ({"memroy": 1}, r"^L: unknown limit 'memroy'; the limits are memory, pids, "),
+        ({"pids": 0}, r"^L\['pids'\] must be a whole number above 0, not 0$"),
+        ({"pids": 2.5}, r"^L\['pids'\] must be a whole number"),
+        ({"open_files": "many"}, r"^L\['open_files'\] must be a whole number"),
+        ({"cpu_time": "5 days"}, r"^L\['cpu_time'\] must be seconds above 0"),
+        ({"cpu_time": 0}, r"^L\['cpu_time'\] must be seconds above 0"),
+        ({"cpus": "nan"}, r"^L\['cpus'\] must be a number of processors above 0"),
+        ({"cpus": 0}, r"^L\['cpus'\] must be a number of processors above 0"),
+        ({"memory": "lots"}, r"^L\['memory'\] must be a size in bytes above 0"),
+        ({"file_size": -1}, r"^L\['file_size'\] must be a size in bytes above 0"),
     ],
 )
-def test_resource_limits(settings: dict[str, Any], limits: ResourceLimits) -> None:
-    """Empty, zero or None means no limit; the others are checked and kept."""
-    assert resource_limits(**settings) == limits
+def test_bad_limits_are_one_line_config_errors(value: object, message: str) -> None:
+    """A bad name or value is a ProvisionerConfigError naming the limit and the value."""
+    with pytest.raises(ProvisionerConfigError, match=message) as caught:
+        parse_limits(value, where="L")
+    assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    ("settings", "words"),
-    [
-        ({"cpus": -1}, "cpus"),
-        ({"cpus": "nan"}, "cpus"),
-        ({"cpus": True}, "cpus"),
-        ({"pids_limit": -5}, "pids_limit"),
-        ({"pids_limit": 2.5}, "pids_limit"),
-    ],
-)
-def test_bad_limits_name_their_setting(settings: dict[str, Any], words: str) -> None:
-    """A bad cpus or pids_limit is a ProvisionerConfigError naming it."""
-    given = {"memory": "", "cpus": 0, "pids_limit": 0, **settings}
-    with pytest.raises(ProvisionerConfigError, match=words):
-        resource_limits(**given)
+def test_format_limit_small_sizes() -> None:
+    """Sizes below a KiB are shown in bytes; others in the largest binary unit under them."""
+    assert format_limit("file_size", 100) == "100 bytes"
+    assert format_limit("memory", 1536) == "1.5 KiB"

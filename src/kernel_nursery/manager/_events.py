@@ -12,8 +12,6 @@ from typing import Generic, Literal, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..provisioning import ExitReason
-
 __all__ = ["EventKind", "KernelEvent", "PoolEvent", "PoolEventKind", "PoolStatus"]
 
 EventKind = Literal[
@@ -45,7 +43,7 @@ class KernelEvent:
 
     .. versionchanged:: 0.2
         The ``unresponsive``, ``culling`` and ``progress`` kinds, and the ``state``, ``node``,
-        ``detail`` and ``reason`` fields.
+        ``detail``, ``reason`` and ``limit`` fields.
 
     .. versionadded:: 0.1
     """
@@ -55,6 +53,16 @@ class KernelEvent:
     #: The exit status of the process that ended, for ``restarting`` (after a crash),
     #: ``dead`` and ``shutdown``; otherwise ``None``.
     exit_status: int | None = None
+    #: For ``dead`` and ``restarting``: why the kernel's process ended, in a few words, when
+    #: its provisioner knows more than the exit status (``killed by the out-of-memory killer
+    #: at its memory limit of 512 MiB``; see
+    #: :attr:`~kernel_nursery.provisioning.KernelProvisionerBase.end_reason`); otherwise
+    #: ``None``.
+    reason: str | None = None
+    #: For ``dead`` and ``restarting``: the name of the resource limit that ended the kernel
+    #: (``memory``, ``pids``, ``cpu_time``, ``cpus``, ``file_size``, ``open_files``), when one
+    #: did; otherwise ``None``.
+    limit: str | None = None
     #: For ``culling``: seconds since the kernel's last activity; otherwise ``None``.
     idle_time: float | None = None
     #: For ``progress``: the stage the launch reached, in the provisioner's words (Slurm's:
@@ -62,13 +70,8 @@ class KernelEvent:
     state: str | None = None
     #: For ``progress``: the host (node) the kernel runs on, once known; otherwise ``None``.
     node: str | None = None
-    #: For ``progress``: one line for people (``job 42 is pending in the queue``); for
-    #: ``dead`` and ``restarting`` with a :attr:`reason`, that reason's line; else ``None``.
+    #: For ``progress``: one line for people (``job 42 is pending in the queue``), or ``None``.
     detail: str | None = None
-    #: For ``dead`` and ``restarting``: why the kernel ended, when its provisioner knows more
-    #: than the exit status (a container killed at its memory limit: ``reason.kind == "oom"``,
-    #: ``reason.limit == "memory"``); otherwise ``None``.
-    reason: ExitReason | None = None
     #: ``time.time()`` when it happened.
     time: float = field(default_factory=time.time)
 

@@ -33,7 +33,6 @@ from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
 from ..messaging._curve import wait_for_ready_encrypted
 from ..provisioning import (
-    ExitReason,
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LaunchProgress,
@@ -59,6 +58,18 @@ class _PortsTaken(KernelDiedError):
 
 def _ports_of(info: ConnectionInfo) -> list[int]:
     return [info[name] for name in PORT_NAMES]
+
+
+#: Why a kernel's process ended, as its provisioner says: (reason, limit), each maybe ``None``.
+_Why = tuple[str | None, str | None]
+
+
+def _why(provisioner: KernelProvisionerBase | None) -> _Why:
+    """What *provisioner* knows of its kernel's end beyond the exit status (plain attributes:
+    nothing awaited, so nothing to bound)."""
+    if provisioner is None:
+        return None, None
+    return provisioner.end_reason, provisioner.end_limit
 
 
 class _Incarnation:
@@ -423,24 +434,19 @@ class KernelManager(LoggingConfigurable):
         return self._events.subscribe()
 
     def _emit(
-        self, kind: EventKind, exit_status: int | None = None, *, reason: ExitReason | None = None
+        self, kind: EventKind, exit_status: int | None = None, *, why: _Why = (None, None)
     ) -> None:
         self.log.debug("Kernel %s: %s (status %s)", self.kernel_id, kind, exit_status)
+        reason, limit = why
         self._events.emit(
             KernelEvent(
                 kind=kind,
                 kernel_id=self.kernel_id,
                 exit_status=exit_status,
                 reason=reason,
-                detail=None if reason is None else reason.detail,
+                limit=limit,
             )
         )
-
-    def _exit_reason(self) -> ExitReason | None:
-        """Why the current kernel ended, as its provisioner knows it (a limit it hit), or
-        ``None``. Plain attribute reading: a provisioner without one says nothing."""
-        reason = getattr(self.provisioner, "exit_reason", None)
-        return reason if isinstance(reason, ExitReason) else None
 
     def _on_progress(self, provisioner: KernelProvisionerBase, progress: LaunchProgress) -> None:
         """A provisioner's launch progress, passed on as a ``progress`` event; dropped when it
@@ -539,7 +545,7 @@ class KernelManager(LoggingConfigurable):
             self._emit("shutdown")
         else:
             status = exc.exit_status if isinstance(exc, KernelDiedError) else None
-            self._emit("dead", status, reason=self._exit_reason() if status is not None else None)
+            self._emit("dead", status, why=_why(self.provisioner))
 
     async def _new_provisioner(self) -> KernelProvisionerBase:
         """The provisioner the kernel spec asks for, from the factory, given the manager's
@@ -786,16 +792,16 @@ class KernelManager(LoggingConfigurable):
         provisioner = self.provisioner
         assert provisioner is not None
         uptime = anyio.current_time() - self._started_at
-        reason = self._exit_reason()
+        why = _why(provisioner)  # read now: the provisioner forgets it at the next launch
         self.log.warning(
-            "Kernel %s died (status %s) after %.3g s%s",
+            "Kernel %s died (status %s%s) after %.3g s",
             self.kernel_id,
             status,
+            f": {why[0]}" if why[0] else "",
             uptime,
-            "" if reason is None else f": {reason.detail}",
         )
         if not self.autorestart:
-            await self._declare_dead(status, reason)
+            await self._declare_dead(status, why)
             return
         stable = provisioner.get_stable_start_time()
         self._rapid_deaths = self._rapid_deaths + 1 if uptime < stable else 0
@@ -806,9 +812,9 @@ class KernelManager(LoggingConfigurable):
                     self.kernel_id,
                     self._rapid_deaths,
                 )
-                await self._declare_dead(status, reason)
+                await self._declare_dead(status, why)
                 return
-            self._emit("restarting", status, reason=reason)
+            self._emit("restarting", status, why=why)
             await self._stop(now=True, restart=True)
             try:
                 await self._start_guarded("restarting")
@@ -821,23 +827,22 @@ class KernelManager(LoggingConfigurable):
                     exc.exit_status,
                 )
                 status = exc.exit_status
-                reason = self._exit_reason()
+                why = _why(self.provisioner)
                 self._rapid_deaths += 1
                 continue
             except KernelNurseryError as exc:
                 self.log.error("Kernel %s could not be restarted: %s", self.kernel_id, exc)
-                await self._declare_dead(status)
+                await self._declare_dead(status, why)
                 return
             self._emit("restarted")
             return
 
-    async def _declare_dead(self, status: int | None, reason: ExitReason | None = None) -> None:
-        reason = reason or self._exit_reason()  # read before the provisioner is let go
+    async def _declare_dead(self, status: int | None, why: _Why) -> None:
         with anyio.CancelScope(shield=True):
             await self._stop(now=True, restart=False)
         self._dead = True
         self._end()
-        self._emit("dead", status, reason=reason)
+        self._emit("dead", status, why=why)
 
     # ------------------------------------------------------------------ stopping
 

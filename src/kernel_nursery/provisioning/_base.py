@@ -26,7 +26,6 @@ __all__ = [
     "DEFAULT_SHUTDOWN_WAIT_TIME",
     "DEFAULT_STABLE_START_TIME",
     "KILL_WAIT_TIME",
-    "ExitReason",
     "KernelProvisionerBase",
     "KernelProvisionerMeta",
     "LaunchProgress",
@@ -80,29 +79,6 @@ class LaunchProgress:
     detail: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ExitReason:
-    """Why a kernel ended, when its provisioner knows more than the exit status says: a limit
-    it hit (out of memory in its container, say), rather than a bare 137. A provisioner sets
-    :attr:`KernelProvisionerBase.exit_reason` when it learns it; a kernel manager puts it in
-    the ``dead`` and ``restarting`` :class:`~kernel_nursery.KernelEvent` of that end.
-
-    .. versionadded:: 0.2
-    """
-
-    #: What happened, in a word a program can test: ``oom`` (killed for using more memory than
-    #: its limit), ``pids`` (a fork failed at its process limit), or a provisioner's own word.
-    kind: str
-    #: The limit's setting, in the vocabulary the isolating provisioners share (``memory``,
-    #: ``cpus``, ``pids_limit``), or ``None`` when no limit is involved.
-    limit: str | None = None
-    #: The limit's value as configured (``"512m"``), or ``None``.
-    value: str | None = None
-    #: One line for people, e.g. ``the container was killed for using more than its memory
-    #: limit (512m)``.
-    detail: str = ""
-
-
 class KernelProvisionerMeta(ABCMeta, MetaHasTraits):
     """Metaclass of provisioners: abstract methods (:class:`abc.ABCMeta`) and traits
     (:class:`traitlets.MetaHasTraits`) on one class."""
@@ -147,13 +123,21 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
     #:
     #: .. versionadded:: 0.2
     progress_callback: Callable[[LaunchProgress], None] | None = None
-    #: Why the last kernel ended, when the provisioner knows more than its exit status (see
-    #: :class:`ExitReason`); ``None`` otherwise. Set by provisioners that can tell (a
-    #: container's OOM kill), kept after :meth:`cleanup` and cleared by the next launch; a
-    #: kernel manager reads it when it reports the end. Plain data: reading it never awaits.
+    #: Why the kernel's last process ended, in a few words for people, when the provisioner
+    #: knows more than its exit status (a resource limit it enforced, a scheduler's word);
+    #: ``None`` otherwise. Set by the provisioner once it has seen the exit (by the time
+    #: :meth:`wait` returns it), kept until the next launch. A kernel manager passes it on in
+    #: the ``dead`` and ``restarting`` events (:attr:`KernelEvent.reason
+    #: <kernel_nursery.KernelEvent.reason>`).
     #:
     #: .. versionadded:: 0.2
-    exit_reason: ExitReason | None = None
+    end_reason: str | None = None
+    #: When a resource limit ended the kernel: the limit's name (``memory``, ``cpu_time``...,
+    #: the names of the limits' vocabulary shared by the confining provisioners); otherwise
+    #: ``None``. Set and kept as :attr:`end_reason`.
+    #:
+    #: .. versionadded:: 0.2
+    end_limit: str | None = None
 
     # ------------------------------------------------------------------ abstract interface
 

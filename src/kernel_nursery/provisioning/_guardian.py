@@ -107,10 +107,30 @@ def register(
     Returns:
         A token for :func:`unregister`, or ``None`` when the kernel is not guarded.
     """
-    # The time tells the guardian since when the kernel may have exited (a clock shared by
-    # every process): see "RECENT" in the guardian's script.
-    fields = (pid, pgid, start_time, connection_file, time.monotonic(), directory)
-    return _register("register", fields, log)
+    if not SUPPORTED:
+        return None
+    state = _state
+    with state.lock:
+        if state.disabled:
+            return None
+        token = next(state.tokens)
+        # The time tells the guardian since when the kernel may have exited (a clock shared by
+        # every process): see "RECENT" in the guardian's script.
+        line = _line(
+            "register", token, pid, pgid, start_time, connection_file, time.monotonic(), directory
+        )
+        state.registered[token] = line
+        _send(state, line, log)
+        return token
+
+
+def unregister(token: int, *, log: Log) -> None:
+    """Tell the guardian that the kernel of *token* was stopped and reaped by this process."""
+    state = _state
+    with state.lock:
+        if state.registered.pop(token, None) is None or state.disabled or state.fd is None:
+            return  # (with no guardian running, a new one is handed only the others)
+        _send(state, _line("unregister", token), log)
 
 
 def register_container(
@@ -134,12 +154,6 @@ def register_container(
     Returns:
         A token for :func:`unregister`, or ``None`` when the container is not guarded.
     """
-    return _register("container", (list(command), dict(env), cid_file, directory), log)
-
-
-def _register(op: str, fields: tuple[object, ...], log: Log) -> int | None:
-    """Send the guardian the line ``[op, token, *fields]`` (starting it if needed); the token,
-    or ``None`` when nothing is guarded (no support, or the interpreter is exiting)."""
     if not SUPPORTED:
         return None
     state = _state
@@ -147,19 +161,10 @@ def _register(op: str, fields: tuple[object, ...], log: Log) -> int | None:
         if state.disabled:
             return None
         token = next(state.tokens)
-        line = _line(op, token, *fields)
+        line = _line("container", token, list(command), dict(env), cid_file, directory)
         state.registered[token] = line
         _send(state, line, log)
         return token
-
-
-def unregister(token: int, *, log: Log) -> None:
-    """Tell the guardian that the kernel of *token* was stopped and reaped by this process."""
-    state = _state
-    with state.lock:
-        if state.registered.pop(token, None) is None or state.disabled or state.fd is None:
-            return  # (with no guardian running, a new one is handed only the others)
-        _send(state, _line("unregister", token), log)
 
 
 def guardian_pid() -> int | None:

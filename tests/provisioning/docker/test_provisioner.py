@@ -164,7 +164,7 @@ async def test_a_pool_hands_out_warm_containers(docker_clean: DockerDaemon) -> N
 async def test_out_of_memory_is_reported_as_such(docker_clean: DockerDaemon) -> None:
     """A kernel that allocates past its memory limit dies, and the 'dead' event says the
     container was OOM-killed at that limit, not only exit status 137."""
-    spec = docker_spec(docker_clean, memory="96m")
+    spec = docker_spec(docker_clean, limits={"memory": "96m"})
     async with KernelManager(kernel_spec=spec, autorestart=False) as km:
         async with km.events() as events:
             await km.start_kernel()
@@ -177,14 +177,13 @@ async def test_out_of_memory_is_reported_as_such(docker_clean: DockerDaemon) -> 
                     if event.kind == "dead":
                         break
     assert event.exit_status == 137
-    assert event.reason is not None
-    assert (event.reason.kind, event.reason.limit, event.reason.value) == ("oom", "memory", "96m")
-    assert event.detail is not None and "memory limit (96m)" in event.detail
+    assert event.limit == "memory"
+    assert event.reason == "killed by the out-of-memory killer at its memory limit of 96 MiB"
     assert docker_clean.containers() == []
 
 
 async def test_pids_limit_stops_a_fork_bomb(docker_clean: DockerDaemon) -> None:
-    """Forking without end stops at pids_limit with EAGAIN, and the kernel lives on."""
+    """Forking without end stops at the pids limit with EAGAIN, and the kernel lives on."""
     code = textwrap.dedent(
         """
         import os, time
@@ -203,9 +202,37 @@ async def test_pids_limit_stops_a_fork_bomb(docker_clean: DockerDaemon) -> None:
             os.waitpid(pid, 0)
         """
     )
-    async with start_kernel(kernel_spec=docker_spec(docker_clean, pids_limit=64)) as km:
+    async with start_kernel(kernel_spec=docker_spec(docker_clean, limits={"pids": 64})) as km:
         assert (await run_code(km, code)) == "stopped True True\n"
         assert (await run_code(km, "print('alive')")) == "alive\n"
+    assert docker_clean.containers() == []
+
+
+async def test_rlimits_apply_and_cpu_time_ends_the_kernel(docker_clean: DockerDaemon) -> None:
+    """open_files and file_size are the kernel's rlimits; a kernel past its cpu_time is
+    stopped by SIGXCPU, and the 'dead' event names the limit."""
+    limits = {"open_files": 512, "file_size": "10m", "cpu_time": 2}
+    spec = docker_spec(docker_clean, limits=limits)
+    async with KernelManager(kernel_spec=spec, autorestart=False) as km:
+        async with km.events() as events:
+            await km.start_kernel()
+            code = (
+                "import resource as r; "
+                "print(r.getrlimit(r.RLIMIT_NOFILE), r.getrlimit(r.RLIMIT_FSIZE))"
+            )
+            assert (await run_code(km, code)) == f"(512, 512) ({10 * 2**20}, {10 * 2**20})\n"
+            async with km.client() as kc:
+                with pytest.raises(KernelDiedError):
+                    await kc.execute("while True: pass", timeout=60)
+            with anyio.fail_after(60):
+                async for event in events:
+                    if event.kind == "dead":
+                        break
+    assert event.exit_status == 128 + 24  # SIGXCPU, as the init process reports it
+    assert (event.limit, event.reason) == (
+        "cpu_time",
+        "stopped (SIGXCPU) at its cpu_time limit of 2 s",
+    )
     assert docker_clean.containers() == []
 
 
@@ -225,7 +252,7 @@ async def test_a_container_killed_outside_is_noticed_and_restarted(
                 async for event in events:
                     if event.kind == "restarting":
                         assert event.exit_status == 137
-                        assert event.reason is None  # no memory limit: not an OOM kill
+                        assert event.reason is None and event.limit is None  # no limits
                     if event.kind == "restarted":
                         break
         assert p.container_id not in (None, first)
@@ -282,10 +309,10 @@ async def test_a_kernel_missing_inside_dies_before_it_is_ready(docker_clean: Doc
     [
         ({"image": ""}, "image is required"),
         ({"image": "-v"}, "not an image reference"),
-        ({"memory": "lots"}, "memory must be a size"),
-        ({"memory": "1k"}, "below the least"),
-        ({"cpus": -1.0}, "cpus must be a positive number"),
-        ({"pids_limit": -3}, "pids_limit must be a positive integer"),
+        ({"limits": {"memory": "lots"}}, r"limits\['memory'\] must be a size"),
+        ({"limits": {"cpus": -1.0}}, r"limits\['cpus'\] must be a number"),
+        ({"limits": {"pids": -3}}, r"limits\['pids'\] must be a whole number"),
+        ({"limits": {"swap": "1g"}}, "unknown limit 'swap'"),
         ({"mounts": ["relative:/x"]}, "not an absolute path"),
         ({"mounts": ["/no/such/dir:/x:ro"]}, "does not exist"),
         ({"mounts": ["/usr:/usr:rx"]}, "SOURCE:TARGET"),

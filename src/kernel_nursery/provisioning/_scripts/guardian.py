@@ -11,20 +11,23 @@ managing process holds. Each line it reads is a JSON array:
     an ssh control master's, removed with the sockets it holds, and only if they are all it
     holds) may be ``null``. The kernel is
     identified by a pidfd opened when the line is read, checked against ``start_time``.
+``["unregister", token]``
+    the managing process stopped and reaped that kernel itself: forget it.
 ``["container", token, command, env, cid_file, directory]``
     a container is being created (or was adopted): at the end, ``command + ["rm", "-f", ID]``
     is run with the guardian's environment updated by ``env``, the id read from ``cid_file``
     (written by the engine's client once the container exists; no file: nothing was created),
     and the private ``directory`` (its runtime files; named ``kn-docker-*``, mode 0700) removed
-    with what it holds.
-``["unregister", token]``
-    the managing process stopped and reaped that kernel itself: forget it.
+    with what it holds. An ``unregister`` of its token forgets it.
 
 End of file means the managing process is gone, however it ended (the OS closes the write end
 of a process killed by SIGKILL or by the OOM killer). Then, for every kernel still registered:
 SIGTERM to its process group, up to GRACE seconds for the kernel to exit, SIGKILL to the group,
-its connection file (and, for ipc, its socket files) and its directory removed; every container
-removed by its engine (at the same time, each bounded by CONTAINER_WAIT); and the guardian exits.
+its connection file (and, for ipc, its socket files) and its directory removed; and the guardian
+exits.
+
+Every container still registered is removed by its engine meanwhile (all at once, bounded by
+CONTAINER_WAIT in all).
 
 A process group is signalled only while its number certainly names the kernel's group: while
 the kernel (its leader) runs; within RECENT seconds of the leader's exit (the number cannot have
@@ -52,13 +55,14 @@ _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 RECENT = 2.0
 #: How the directories the guardian may remove are named (those of ssh control masters).
 DIRECTORY_PREFIX = "kn-ssh-"
-#: How a container's runtime directory is named (removed with its contents, if private).
-CONTAINER_DIRECTORY_PREFIX = "kn-docker-"
-#: Seconds the engine's ``rm -f`` of a container may take (it stops the container first).
-CONTAINER_WAIT = 20.0
 #: Seconds to wait for the processes sent SIGKILL to be gone before the guardian exits (only a
 #: process stuck in the OS kernel takes longer).
 KILL_WAIT = 5.0
+#: How a container's runtime directory is named (removed with its contents, if private).
+CONTAINER_DIRECTORY_PREFIX = "kn-docker-"
+#: Seconds the engines' ``rm -f`` of the containers may take in all (each stops its container
+#: first, with SIGKILL).
+CONTAINER_WAIT = 20.0
 
 
 class Kernel:
@@ -211,56 +215,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def start_container_removals(containers: list[list[object]]) -> list[tuple[object, str | None]]:
-    """Start ``rm -f`` of every registered container whose id its cid file gives, all at once
-    (each is a client talking to the engine); return them with their runtime directories."""
-    import subprocess  # only a guardian with containers pays for the import
-
-    started: list[tuple[object, str | None]] = []
-    for command, env, cid_file, directory in containers:
-        cid = ""
-        try:
-            with open(str(cid_file), encoding="ascii") as f:
-                cid = f.read().strip()
-        except (OSError, ValueError):
-            pass
-        popen = None
-        if cid.isalnum() and isinstance(command, list) and isinstance(env, dict):
-            try:
-                popen = subprocess.Popen(
-                    [str(a) for a in command] + ["rm", "-f", "--", cid],
-                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            except OSError:
-                popen = None
-        _unlink(str(cid_file))
-        started.append((popen, None if directory is None else str(directory)))
-    return started
-
-
-def finish_container_removals(removals: list[tuple[object, str | None]]) -> None:
-    """Wait for each removal (CONTAINER_WAIT in all), then remove the runtime directories."""
-    deadline = time.monotonic() + CONTAINER_WAIT
-    for popen, directory in removals:
-        wait = getattr(popen, "wait", None)
-        if wait is not None:
-            try:
-                wait(max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: S110  (TimeoutExpired: the engine hangs; nothing to do)
-                pass
-        if directory:
-            _remove_tree(directory)
-
-
-def serve(containers: dict[int, list[object]] | None = None) -> dict[int, Kernel]:
-    """Follow the managing process's lines until end of file; return the kernels left (and
-    leave the containers left in *containers*)."""
-    if containers is None:
-        containers = {}
+def serve(containers: dict[int, list[object]]) -> dict[int, Kernel]:
+    """Follow the managing process's lines until end of file; return the kernels left (the
+    containers left are in *containers*)."""
     kernels: dict[int, Kernel] = {}
     by_fd: dict[int, Kernel] = {}
     poller = select.poll()
@@ -295,9 +252,7 @@ def serve(containers: dict[int, list[object]] | None = None) -> dict[int, Kernel
                     op, token = message[0], int(message[1])
                 except (ValueError, TypeError, IndexError, KeyError):
                     continue  # not ours to understand: ignore it rather than die
-                containers.pop(token, None)
-                if op == "container" and len(message) == 6:
-                    containers[token] = list(message[2:])
+                if follow_container(op, token, message, containers):
                     continue
                 old = kernels.pop(token, None)
                 if old is not None:
@@ -305,31 +260,80 @@ def serve(containers: dict[int, list[object]] | None = None) -> dict[int, Kernel
                         poller.unregister(old.pidfd)
                         by_fd.pop(old.pidfd, None)
                     old.close()
-                added = kernel_of(message) if op == "register" else None
-                if added is not None:
-                    kernels[token] = added
-                    if added.pidfd is not None:
-                        by_fd[added.pidfd] = added
-                        poller.register(added.pidfd, _POLL_IN)
+                if op == "register" and len(message) in (7, 8):
+                    try:
+                        pid, pgid, start_time, path, written_at, *rest = message[2:]
+                        directory = rest[0] if rest else None
+                        kernel = Kernel(
+                            int(pid),
+                            None if pgid is None else int(pgid),
+                            None if start_time is None else int(start_time),
+                            None if path is None else str(path),
+                            float(written_at),
+                            None if directory is None else str(directory),
+                        )
+                    except (ValueError, TypeError):
+                        continue
+                    kernels[token] = kernel
+                    if kernel.pidfd is not None:
+                        by_fd[kernel.pidfd] = kernel
+                        poller.register(kernel.pidfd, _POLL_IN)
 
 
-def kernel_of(message: list[object]) -> Kernel | None:
-    """The kernel a ``register`` line describes, or ``None`` for a line not understood."""
-    if len(message) not in (7, 8):
-        return None
-    try:
-        pid, pgid, start_time, path, written_at, *rest = message[2:]
-        directory = rest[0] if rest else None
-        return Kernel(
-            int(pid),  # type: ignore[call-overload]
-            None if pgid is None else int(pgid),  # type: ignore[call-overload]
-            None if start_time is None else int(start_time),  # type: ignore[call-overload]
-            None if path is None else str(path),
-            float(written_at),  # type: ignore[arg-type]
-            None if directory is None else str(directory),
-        )
-    except (ValueError, TypeError):
-        return None
+def follow_container(
+    op: object, token: int, message: list[object], containers: dict[int, list[object]]
+) -> bool:
+    """Take a ``container`` line in (or let an ``unregister`` forget its token); whether the
+    line was about a container, and so needs nothing more."""
+    if op == "container" and len(message) == 6:
+        containers[token] = list(message[2:])
+        return True
+    return op == "unregister" and containers.pop(token, None) is not None
+
+
+def start_container_removals(containers: list[list[object]]) -> list[tuple[object, str | None]]:
+    """Start ``rm -f`` of every registered container whose id its cid file gives, all at once
+    (each is a client talking to the engine); return them with their runtime directories."""
+    import subprocess  # only a guardian with containers pays for the import
+
+    started: list[tuple[object, str | None]] = []
+    for command, env, cid_file, directory in containers:
+        cid = ""
+        try:
+            with open(str(cid_file), encoding="ascii") as f:
+                cid = f.read().strip()
+        except (OSError, ValueError):
+            pass
+        popen = None
+        if cid.isalnum() and isinstance(command, list) and isinstance(env, dict):
+            try:
+                popen = subprocess.Popen(
+                    [str(a) for a in command] + ["rm", "-f", "--", cid],
+                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError:
+                popen = None
+        _unlink(str(cid_file))
+        started.append((popen, None if directory is None else str(directory)))
+    return started
+
+
+def finish_container_removals(removals: list[tuple[object, str | None]]) -> None:
+    """Wait for the removals (CONTAINER_WAIT in all), then remove the runtime directories."""
+    deadline = time.monotonic() + CONTAINER_WAIT
+    for popen, directory in removals:
+        wait = getattr(popen, "wait", None)
+        if wait is not None:
+            try:
+                wait(max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: S110  (TimeoutExpired: the engine hangs; nothing to do)
+                pass
+        if directory:
+            _remove_container_directory(directory)
 
 
 def stop(kernels: list[Kernel], grace: float) -> None:
@@ -425,10 +429,10 @@ def _remove_directory(path: str) -> None:
         pass  # not empty (not only sockets), or gone
 
 
-def _remove_tree(path: str) -> None:
+def _remove_container_directory(path: str) -> None:
     """Remove a container's runtime directory and what it holds (the connection file, ipc
     sockets, the cid file): only a private directory of ours, named as the provisioner names
-    them, and nothing through a symbolic link.
+    them, and nothing through a symbolic link (``shutil.rmtree`` follows none).
 
     The same checks as ``docker._engine.remove_runtime_dir``, on purpose: this script runs
     alone (``python -I -S``) and cannot import the package."""

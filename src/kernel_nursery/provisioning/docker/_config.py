@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..._errors import ProvisionerConfigError
 from .._command import bad_launch_arguments
-from .._limits import ResourceLimits, format_memory, resource_limits
+from .._limits import Limits
 from ._engine import LABEL_DIRECTORY, LABEL_KERNEL, LABEL_OWNER
 
 __all__ = ["NETWORKS", "ContainerConfig", "Mount", "check_config"]
@@ -47,7 +47,7 @@ class ContainerConfig:
     env: dict[str, str]
     workdir: str
     user: str
-    limits: ResourceLimits
+    limits: Limits
     network: str
     init: bool
     engine_args: list[str]
@@ -90,21 +90,24 @@ class ContainerConfig:
         return [*argv, *self.engine_args, self.image]
 
     def _limit_args(self) -> list[str]:
+        """The engine's options for the limits: cgroup limits for memory (swap included: no
+        extra room), pids and cpus, rlimits (``--ulimit``) for the others."""
         limits = self.limits
         args: list[str] = []
         if limits.memory is not None:
-            memory = str(limits.memory)
-            args += ["--memory", memory, "--memory-swap", memory]  # swap is no extra room
+            args += ["--memory", str(limits.memory), "--memory-swap", str(limits.memory)]
+        if limits.pids is not None:
+            args += ["--pids-limit", str(limits.pids)]
         if limits.cpus is not None:
             args += ["--cpus", f"{limits.cpus:g}"]
-        if limits.pids_limit is not None:
-            args += ["--pids-limit", str(limits.pids_limit)]
+        if limits.cpu_time is not None:
+            # The soft limit sends SIGXCPU, which tells the limit apart; the hard one, a
+            # second later, SIGKILL (as the sandbox sets it).
+            args += ["--ulimit", f"cpu={limits.cpu_time}:{limits.cpu_time + 1}"]
+        for name, value in (("fsize", limits.file_size), ("nofile", limits.open_files)):
+            if value is not None:
+                args += ["--ulimit", f"{name}={value}:{value}"]
         return args
-
-    def memory_text(self) -> str | None:
-        """The memory limit as the kernel spec would say it (``512m``), or ``None``."""
-        memory = self.limits.memory
-        return None if memory is None else format_memory(memory)
 
 
 def _mount(text: object) -> Mount:
@@ -135,9 +138,7 @@ def check_config(
     env: Mapping[str, str],
     workdir: str,
     user: str,
-    memory: object,
-    cpus: object,
-    pids_limit: object,
+    limits: Limits,
     network: str,
     init: bool,
     engine_args: Sequence[str],
@@ -148,7 +149,8 @@ def check_config(
         ProvisionerConfigError: a setting is missing or holds what it cannot (one line naming
             it): no image, an image or user that looks like an option, a mount that is not
             ``SOURCE:TARGET[:ro|rw]`` with absolute paths and an existing source, a relative
-            working directory, a bad environment variable, a limit of the wrong kind.
+            working directory, a bad environment variable. (The limits come checked, by
+            :func:`~kernel_nursery.provisioning._limits.parse_limits`.)
     """
     if not command:
         raise ProvisionerConfigError("command must name the engine's client, docker or podman")
@@ -172,7 +174,7 @@ def check_config(
         env=dict(env),
         workdir=workdir,
         user=user,
-        limits=resource_limits(memory=memory, cpus=cpus, pids_limit=pids_limit),
+        limits=limits,
         network=network,
         init=init,
         engine_args=list(engine_args),

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, Union
+from traitlets import Bool, Dict, Enum, Float, List, Unicode
 
 from ..._errors import LaunchError, ProvisionerError, ProvisionerInfoError
 from ...connection import (
@@ -27,8 +27,9 @@ from ...connection import (
 )
 from ...connection._ports import hold_ports
 from .. import _guardian
-from .._base import KILL_WAIT_TIME, ExitReason, KernelProvisionerBase, check_kernel_id
+from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from .._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
+from .._limits import format_limit, parse_limits
 from .._process import UNKNOWN_EXIT_STATUS
 from ._config import NETWORKS, ContainerConfig, check_config
 from ._engine import (
@@ -50,8 +51,6 @@ __all__ = ["DockerProvisioner"]
 _FORWARDED_ENV = re.compile(r"^(JPY_|KERNEL_)")
 _CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
 _FIELD = re.compile(r"\{connection_file\}")
-#: Exit status of a container whose kernel was killed by SIGKILL (128 + 9): the OOM killer's.
-_SIGKILLED = 128 + signal.SIGKILL
 #: How many times a ``wait`` client that fails (the engine restarting) is run again.
 _WAIT_ATTEMPTS = 3
 # Engines whose stale containers were looked for by this process (once each).
@@ -65,8 +64,9 @@ class DockerProvisioner(KernelProvisionerBase):
     this process, and with the kernel's runtime directory (its connection file, and its ipc
     sockets with ``network: none``) bind-mounted at the same path. A ``wait`` client per
     container is the local handle of the kernel: its end, with the exit status, is the
-    kernel's, noticed as it happens; nothing polls. An out-of-memory kill is reported as such,
-    through :attr:`exit_reason`.
+    kernel's, noticed as it happens; nothing polls. A kernel ended by one of its limits (the
+    out-of-memory killer at its memory limit, its cpu_time or file_size rlimit) says so in
+    :attr:`end_reason` and :attr:`end_limit`, which a kernel manager puts in its events.
 
     The container is removed (``rm -f``) in every ending: at :meth:`cleanup`, when the launch
     fails or is cancelled, and, when this process dies without cleaning up, by its guardian.
@@ -106,14 +106,13 @@ class DockerProvisioner(KernelProvisionerBase):
     )
     workdir = Unicode("", config=True, help="The kernel's working directory inside.")
     user = Unicode("", config=True, help="The user (name or uid[:gid]) the kernel runs as.")
-    memory = Union(
-        [Unicode(), Integer()],
-        default_value="",
+    limits = Dict(
+        {},
         config=True,
-        help="The most memory the kernel may use, e.g. '512m' (with swap; see limits).",
+        help="Resource limits, in the vocabulary the confining provisioners share: memory "
+        "('512m', '1g'; swap included), pids, cpus, cpu_time (seconds, '5m'), file_size "
+        "('10m'), open_files. See the containers page.",
     )
-    cpus = Float(0.0, config=True, help="CPUs' worth of time the kernel may use (0: no limit).")
-    pids_limit = Integer(0, config=True, help="How many processes it may run (0: no limit).")
     network = Enum(
         NETWORKS,
         default_value="host",
@@ -199,7 +198,7 @@ class DockerProvisioner(KernelProvisionerBase):
                     await self._start_waiter()
                     continue
                 self._status = UNKNOWN_EXIT_STATUS if status is None else status
-                await self._find_exit_reason()
+                await self._find_end_reason()
         self._last_status = self._status
         return self._status
 
@@ -226,24 +225,28 @@ class DockerProvisioner(KernelProvisionerBase):
         )
         return result.returncode == 0 and result.stdout.strip() == "true"
 
-    async def _find_exit_reason(self) -> None:
-        """A kernel killed by SIGKILL in a container with a memory limit: was it the OOM
-        killer? (Only then is the engine asked: the answer costs a client call.)"""
-        config = self._config
-        memory = None if config is None else config.memory_text()
-        if self._status != _SIGKILLED or memory is None or self._cid is None:
+    async def _find_end_reason(self) -> None:
+        """Whether a limit ended the kernel: a SIGKILL with a memory limit set (was it the OOM
+        killer? only then is the engine asked, one ``inspect``), SIGXCPU with cpu_time set,
+        SIGXFSZ with file_size set (the exit status of the init process, 128 + the signal)."""
+        config, status = self._config, self._status
+        if config is None or status is None or self._cid is None:
             return
-        assert config is not None
-        result = await run_engine(
-            config.command, "inspect", "--format", "{{.State.OOMKilled}}", self._cid
-        )
-        if result.stdout.strip() == "true":
-            self.exit_reason = ExitReason(
-                kind="oom",
-                limit="memory",
-                value=memory,
-                detail=f"the container was killed for using more than its memory limit ({memory})",
+        limits, limit, reason = config.limits, None, ""
+        if status == 128 + signal.SIGKILL and limits.memory is not None:
+            result = await run_engine(
+                config.command, "inspect", "--format", "{{.State.OOMKilled}}", self._cid
             )
+            if result.stdout.strip() == "true":
+                limit, reason = "memory", "killed by the out-of-memory killer at its memory limit"
+        elif status == 128 + signal.SIGXCPU and limits.cpu_time is not None:
+            limit, reason = "cpu_time", "stopped (SIGXCPU) at its cpu_time limit"
+        elif status == 128 + signal.SIGXFSZ and limits.file_size is not None:
+            limit, reason = "file_size", "stopped (SIGXFSZ) at its file_size limit"
+        if limit is not None:
+            reason = f"{reason} of {format_limit(limit, getattr(limits, limit))}"
+            self.log.warning("Kernel %s was %s", self.kernel_id, reason)
+            self.end_reason, self.end_limit = reason, limit
 
     # ------------------------------------------------------------------ signals
 
@@ -289,9 +292,7 @@ class DockerProvisioner(KernelProvisionerBase):
             env=self.env,
             workdir=self.workdir,
             user=self.user,
-            memory=self.memory,
-            cpus=self.cpus,
-            pids_limit=self.pids_limit,
+            limits=parse_limits(self.limits, where="DockerProvisioner.limits"),
             network=self.network,
             init=self.init,
             engine_args=self.engine_args,
@@ -437,7 +438,7 @@ class DockerProvisioner(KernelProvisionerBase):
         env = dict(kwargs.get("env") or {})
         cid_file = directory / "cid"
         cid_file.unlink(missing_ok=True)  # the client refuses an existing one
-        self.exit_reason = None
+        self.end_reason = self.end_limit = None
         self._status = None
         info = validate_connection_info(self.connection_info)
         owner = "independent" if self.independent else owner_label()
@@ -692,7 +693,7 @@ class DockerProvisioner(KernelProvisionerBase):
     def _adopt(self, cid: str) -> None:
         self._cid = cid
         self._status = None
-        self.exit_reason = None
+        self.end_reason = self.end_limit = None
         if self.independent or not _guardian.SUPPORTED or self._directory is None:
             return
         cid_file = self._directory / "cid"
