@@ -215,6 +215,62 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def follow_container(
+    op: object, token: int, message: list[object], containers: dict[int, list[object]]
+) -> bool:
+    """Take a ``container`` line in (or let an ``unregister`` forget its token); whether the
+    line was about a container, and so needs nothing more."""
+    if op == "container" and len(message) == 6:
+        containers[token] = list(message[2:])
+        return True
+    return op == "unregister" and containers.pop(token, None) is not None
+
+
+def start_container_removals(containers: list[list[object]]) -> list[tuple[object, str | None]]:
+    """Start ``rm -f`` of every registered container whose id its cid file gives, all at once
+    (each is a client talking to the engine); return them with their runtime directories."""
+    import subprocess  # only a guardian with containers pays for the import
+
+    started: list[tuple[object, str | None]] = []
+    for command, env, cid_file, directory in containers:
+        cid = ""
+        try:
+            with open(str(cid_file), encoding="ascii") as f:
+                cid = f.read().strip()
+        except (OSError, ValueError):
+            pass
+        popen = None
+        if cid.isalnum() and isinstance(command, list) and isinstance(env, dict):
+            try:
+                popen = subprocess.Popen(
+                    [str(a) for a in command] + ["rm", "-f", "--", cid],
+                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError:
+                popen = None
+        _unlink(str(cid_file))
+        started.append((popen, None if directory is None else str(directory)))
+    return started
+
+
+def finish_container_removals(removals: list[tuple[object, str | None]]) -> None:
+    """Wait for the removals (CONTAINER_WAIT in all), then remove the runtime directories."""
+    deadline = time.monotonic() + CONTAINER_WAIT
+    for popen, directory in removals:
+        wait = getattr(popen, "wait", None)
+        if wait is not None:
+            try:
+                wait(max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: S110  (TimeoutExpired: the engine hangs; nothing to do)
+                pass
+        if directory:
+            _remove_container_directory(directory)
+
+
 def serve(containers: dict[int, list[object]]) -> dict[int, Kernel]:
     """Follow the managing process's lines until end of file; return the kernels left (the
     containers left are in *containers*)."""
@@ -278,62 +334,6 @@ def serve(containers: dict[int, list[object]]) -> dict[int, Kernel]:
                     if kernel.pidfd is not None:
                         by_fd[kernel.pidfd] = kernel
                         poller.register(kernel.pidfd, _POLL_IN)
-
-
-def follow_container(
-    op: object, token: int, message: list[object], containers: dict[int, list[object]]
-) -> bool:
-    """Take a ``container`` line in (or let an ``unregister`` forget its token); whether the
-    line was about a container, and so needs nothing more."""
-    if op == "container" and len(message) == 6:
-        containers[token] = list(message[2:])
-        return True
-    return op == "unregister" and containers.pop(token, None) is not None
-
-
-def start_container_removals(containers: list[list[object]]) -> list[tuple[object, str | None]]:
-    """Start ``rm -f`` of every registered container whose id its cid file gives, all at once
-    (each is a client talking to the engine); return them with their runtime directories."""
-    import subprocess  # only a guardian with containers pays for the import
-
-    started: list[tuple[object, str | None]] = []
-    for command, env, cid_file, directory in containers:
-        cid = ""
-        try:
-            with open(str(cid_file), encoding="ascii") as f:
-                cid = f.read().strip()
-        except (OSError, ValueError):
-            pass
-        popen = None
-        if cid.isalnum() and isinstance(command, list) and isinstance(env, dict):
-            try:
-                popen = subprocess.Popen(
-                    [str(a) for a in command] + ["rm", "-f", "--", cid],
-                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            except OSError:
-                popen = None
-        _unlink(str(cid_file))
-        started.append((popen, None if directory is None else str(directory)))
-    return started
-
-
-def finish_container_removals(removals: list[tuple[object, str | None]]) -> None:
-    """Wait for the removals (CONTAINER_WAIT in all), then remove the runtime directories."""
-    deadline = time.monotonic() + CONTAINER_WAIT
-    for popen, directory in removals:
-        wait = getattr(popen, "wait", None)
-        if wait is not None:
-            try:
-                wait(max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: S110  (TimeoutExpired: the engine hangs; nothing to do)
-                pass
-        if directory:
-            _remove_container_directory(directory)
 
 
 def stop(kernels: list[Kernel], grace: float) -> None:
@@ -429,6 +429,13 @@ def _remove_directory(path: str) -> None:
         pass  # not empty (not only sockets), or gone
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _remove_container_directory(path: str) -> None:
     """Remove a container's runtime directory and what it holds (the connection file, ipc
     sockets, the cid file): only a private directory of ours, named as the provisioner names
@@ -447,13 +454,6 @@ def _remove_container_directory(path: str) -> None:
     import shutil  # only a guardian with containers pays for the import
 
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _raise_fd_limit() -> None:
