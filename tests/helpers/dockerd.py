@@ -28,6 +28,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class DockerDaemon:
     directory: Path
     popen: subprocess.Popen[bytes]
     binaries: dict[str, str]
+    argv: list[str]
     copier: threading.Thread | None = None
 
     @property
@@ -123,18 +125,56 @@ def start_dockerd(binaries: dict[str, str], *, bridge: bool = False) -> DockerDa
         argv += ["--bridge", bridge_name, "--ip-forward=false", "--ip-masq=false"]
     else:
         argv.append("--bridge=none")
-    log = (directory / "dockerd.log").open("wb")
-    popen = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.PIPE, start_new_session=True
-    )
-    log.close()
-    daemon = DockerDaemon(directory, popen, binaries)
+    daemon = DockerDaemon(directory, _spawn(argv, directory), binaries, argv)
     try:
         _await_api(daemon)
     except BaseException:
         stop_dockerd(daemon)
         raise
     return daemon
+
+
+def _spawn(argv: list[str], directory: Path) -> subprocess.Popen[bytes]:
+    with (directory / "dockerd.log").open("ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+
+def restart_dockerd(daemon: DockerDaemon, *, down: Callable[[], None] = lambda: None) -> None:
+    """Stop the daemon (as its host's shutdown would: it stops its containers), call *down*
+    while it is down, and start it again on the same directories; its containers (exited)
+    are still there."""
+    _halt(daemon)
+    down()
+    daemon.popen = _spawn(daemon.argv, daemon.directory)
+    _await_api(daemon)
+
+
+def _halt(daemon: DockerDaemon) -> None:
+    """SIGTERM to the daemon by its pid file, and wait for it (and its log copier)."""
+    try:
+        pid = int(daemon.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pid = daemon.popen.pid
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        daemon.popen.wait(60)
+    except subprocess.TimeoutExpired:
+        daemon.popen.kill()
+        daemon.popen.wait(30)
+    if daemon.copier is not None:
+        daemon.copier.join(10)  # it closes the pipe at its end
+        daemon.copier = None
+    elif daemon.popen.stderr is not None:
+        daemon.popen.stderr.close()
 
 
 def _await_api(daemon: DockerDaemon) -> None:
@@ -172,23 +212,7 @@ def stop_dockerd(daemon: DockerDaemon) -> None:
             if left:
                 daemon.run("rm", "-f", *left, check=False)
     finally:
-        try:
-            pid = int(daemon.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            pid = daemon.popen.pid
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            daemon.popen.wait(60)
-        except subprocess.TimeoutExpired:
-            daemon.popen.kill()
-            daemon.popen.wait(30)
-        if daemon.copier is not None:
-            daemon.copier.join(10)  # it closes the pipe at its end
-        elif daemon.popen.stderr is not None:
-            daemon.popen.stderr.close()
+        _halt(daemon)
         _unmount_below(daemon.directory)
         bridge = daemon.directory / "bridge"
         if bridge.exists():

@@ -3,6 +3,7 @@ image that mounts this machine's interpreter read-only (tests/helpers/dockerd.py
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -28,11 +29,20 @@ from kernel_nursery import (
     start_kernel,
 )
 from kernel_nursery.connection import reserved_ports
-from kernel_nursery.provisioning import remove_stale_containers
+from kernel_nursery.provisioning import _guardian, remove_stale_containers
+from kernel_nursery.provisioning.docker import _provisioner as docker_provisioner
 from kernel_nursery.provisioning.docker._engine import LABEL_KERNEL, LABEL_OWNER, owner_label
 
 from ...cli.conftest import cli
-from ...helpers.dockerd import IMAGE, DockerDaemon
+from ...helpers.dockerd import (
+    IMAGE,
+    DockerDaemon,
+    build_test_image,
+    restart_dockerd,
+    start_dockerd,
+    stop_dockerd,
+)
+from ...helpers.engines import need_binaries
 from ...helpers.sshd import wait_gone
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
@@ -462,3 +472,57 @@ async def test_guardian_removes_the_containers_of_a_killed_manager(
         await manager.wait()
     assert not await anyio.to_thread.run_sync(wait_gone, {int(guardian)}, 60)
     assert cid not in docker_clean.containers()
+
+
+async def test_stale_containers_are_swept_at_the_first_launch(
+    docker_clean: DockerDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first launch on an engine (in a process) removes the containers of ended owners."""
+    monkeypatch.setattr(docker_provisioner, "_swept", set())
+    stale = await create_owned(docker_clean, "stale", await ended_owner())
+    try:
+        async with start_kernel(kernel_spec=docker_spec(docker_clean)) as km:
+            assert stale not in docker_clean.containers()
+            assert km.provisioner is not None
+    finally:
+        docker_clean.run("rm", "-f", stale, check=False)
+    assert docker_clean.containers() == []
+
+
+@pytest.mark.usefixtures("fresh_guardian")
+async def test_an_engine_restart_ends_the_kernel_and_its_container_goes_later() -> None:
+    """An engine shut down under a kernel ends it (noticed through the wait client, reported
+    dead); the container it could not remove then is left to this process's guardian, which
+    removes it (the engine being back) when this process ends."""
+    binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd", "ip")
+    daemon = await anyio.to_thread.run_sync(start_dockerd, binaries)
+    try:
+        await anyio.to_thread.run_sync(build_test_image, daemon)
+        down = anyio.Event()
+        async with KernelManager(kernel_spec=docker_spec(daemon), autorestart=False) as km:
+            async with km.events() as events:
+                await km.start_kernel()
+                p = km.provisioner
+                assert isinstance(p, DockerProvisioner)
+                cid = p.container_id
+
+                def halt_until_dead() -> None:
+                    anyio.from_thread.run(down.wait)  # the engine stays down until then
+
+                async with anyio.create_task_group() as tg:
+                    restart = functools.partial(restart_dockerd, daemon, down=halt_until_dead)
+                    tg.start_soon(anyio.to_thread.run_sync, restart)
+                    with anyio.fail_after(120):
+                        async for event in events:
+                            if event.kind == "dead":
+                                break
+                    down.set()
+        assert cid in daemon.containers()  # the engine was down at the cleanup
+        state = _guardian._state
+        assert state.fd is not None and state.popen is not None
+        os.close(state.fd)  # as if this process ended: the guardian does its work
+        state.fd = None
+        await anyio.to_thread.run_sync(state.popen.wait, 60)
+        assert daemon.containers() == []
+    finally:
+        await anyio.to_thread.run_sync(stop_dockerd, daemon)

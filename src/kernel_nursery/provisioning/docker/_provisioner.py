@@ -552,22 +552,15 @@ class DockerProvisioner(KernelProvisionerBase):
 
     async def _remove_container(self) -> None:
         """``rm -f`` the container, take the ``wait`` client's answer and end it, let the
-        guardian go. Shielded by the caller; each step bounded."""
+        guardian go. Shielded by the caller; each step bounded.
+
+        A container the engine could not remove (it is down, restarting) stays registered with
+        this process's guardian, with its runtime directory (which holds its cid file): the
+        guardian removes both when this process ends; a restart gets a new directory."""
         cid, config = self._cid, self._config
+        removed = True
         if cid is not None and config is not None:
-            try:
-                result = await run_engine(config.command, "rm", "-f", cid)
-                if result.returncode and "No such container" not in result.stderr:
-                    self.log.error(
-                        "Kernel %s: cannot remove container %s: %s",
-                        self.kernel_id,
-                        cid,
-                        result.last_line(),
-                    )
-            except ProvisionerError as exc:
-                self.log.error(
-                    "Kernel %s: cannot remove container %s: %s", self.kernel_id, cid, exc
-                )
+            removed = await self._rm(config, cid)
             if self._waiter is not None and self._status is None:
                 with anyio.move_on_after(KILL_WAIT_TIME):
                     await self.wait()  # the client answers as the container goes
@@ -578,8 +571,26 @@ class DockerProvisioner(KernelProvisionerBase):
             self._last_status = self._status
         self._cid = None
         token, self._guard_token = self._guard_token, None
-        if token is not None:
+        if removed and token is not None:
             _guardian.unregister(token, log=self.log)
+        elif token is not None:
+            self.log.warning(
+                "Kernel %s: container %s is left to this process's guardian", self.kernel_id, cid
+            )
+            self._directory = None  # the guardian's now (it holds the cid file)
+
+    async def _rm(self, config: ContainerConfig, cid: str) -> bool:
+        """``rm -f`` (bounded); whether the container is gone."""
+        try:
+            result = await run_engine(config.command, "rm", "-f", cid)
+        except ProvisionerError as exc:
+            reason = str(exc)
+        else:
+            if not result.returncode or "No such container" in result.stderr:
+                return True
+            reason = result.last_line()
+        self.log.error("Kernel %s: cannot remove container %s: %s", self.kernel_id, cid, reason)
+        return False
 
     def _release(self) -> None:
         """Release the ports and remove the runtime directory. Quick, local."""
