@@ -157,6 +157,7 @@ class DockerProvisioner(KernelProvisionerBase):
         self._guard_token: int | None = None
         self._launching = False
         self._wait_lock = anyio.Lock()
+        self._wait_output = b""  # what the `wait` client printed so far
 
     # ------------------------------------------------------------------ state
 
@@ -203,18 +204,19 @@ class DockerProvisioner(KernelProvisionerBase):
         return self._status
 
     async def _await_waiter(self) -> int | None:
+        """The exit status the ``wait`` client prints (kept as it comes: a waiter cancelled
+        meanwhile loses nothing), or ``None`` when it failed. Hold the wait lock."""
         waiter = self._waiter
         if waiter is None:
             return None
-        output = b""
         assert waiter.stdout is not None
         try:
             async for chunk in waiter.stdout:
-                output += chunk
+                self._wait_output += chunk
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
         await waiter.wait()
-        text = output.decode(errors="replace").strip()
+        text, self._wait_output = self._wait_output.decode(errors="replace").strip(), b""
         return int(text) if waiter.returncode == 0 and text.isdigit() else None
 
     async def _still_running(self) -> bool:
@@ -519,6 +521,7 @@ class DockerProvisioner(KernelProvisionerBase):
             with anyio.CancelScope(shield=True):
                 await _end_client(waiter)
         argv = [*config.command, "wait", cid]
+        self._wait_output = b""
         # Spawning is quick (fork and exec) and shielded: a cancelled spawn would leave a client
         # we have no handle on.
         with anyio.CancelScope(shield=True):
