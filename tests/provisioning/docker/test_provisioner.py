@@ -20,7 +20,6 @@ from kernel_nursery import (
     KernelDiedError,
     KernelManager,
     KernelPool,
-    KernelProvisionerFactory,
     KernelSpec,
     LaunchError,
     ProvisionerConfigError,
@@ -29,7 +28,11 @@ from kernel_nursery import (
     start_kernel,
 )
 from kernel_nursery.connection import reserved_ports
-from kernel_nursery.provisioning import _guardian, remove_stale_containers
+from kernel_nursery.provisioning import (
+    KernelProvisionerFactory,
+    _guardian,
+    remove_stale_containers,
+)
 from kernel_nursery.provisioning.docker import _provisioner as docker_provisioner
 from kernel_nursery.provisioning.docker._engine import LABEL_KERNEL, LABEL_OWNER, owner_label
 
