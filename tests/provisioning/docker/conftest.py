@@ -15,7 +15,7 @@ from ...helpers.engines import need_binaries
 def dockerd() -> Iterator[DockerDaemon]:
     """A dockerd of the session's own (temporary directories, its own socket), with the test
     image; skipped where Docker is not installed, unless KERNEL_NURSERY_REQUIRE names docker."""
-    binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd", "ip")
+    binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd")
     daemon = start_dockerd(binaries)
     try:
         build_test_image(daemon)

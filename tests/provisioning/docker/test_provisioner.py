@@ -497,7 +497,7 @@ async def test_an_engine_restart_ends_the_kernel_and_its_container_goes_later() 
     """An engine shut down under a kernel ends it (noticed through the wait client, reported
     dead); the container it could not remove then is left to this process's guardian, which
     removes it (the engine being back) when this process ends."""
-    binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd", "ip")
+    binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd")
     daemon = await anyio.to_thread.run_sync(start_dockerd, binaries)
     try:
         await anyio.to_thread.run_sync(build_test_image, daemon)
