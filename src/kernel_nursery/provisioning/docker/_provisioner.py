@@ -466,9 +466,28 @@ class DockerProvisioner(KernelProvisionerBase):
             await self._start_waiter()
         except BaseException:
             with anyio.CancelScope(shield=True):
+                if self._cid is None:
+                    self._cid = await self._find_by_labels(owner)
                 await self._remove_container()
                 self._release()
             raise
+
+    async def _find_by_labels(self, owner: str) -> str | None:
+        """The container this launch created, found by its labels, when its id is not known
+        (the ``run`` client was killed before it wrote the cid file). Bounded; ``None`` when
+        there is none, or the engine cannot say."""
+        config = self._config
+        assert config is not None
+        try:
+            result = await run_engine(
+                config.command,
+                *("ps", "-aq", "--no-trunc", "--filter", f"label={LABEL_KERNEL}={self.kernel_id}"),
+                *("--filter", f"label={LABEL_OWNER}={owner}"),
+            )
+        except ProvisionerError:
+            return None
+        found = [cid for cid in result.stdout.split() if _CONTAINER_ID.fullmatch(cid)]
+        return found[0] if found else None
 
     async def _run(self, argv: list[str], env: dict[str, str], cid_file: Path) -> str:
         """Run ``run -d`` to its end; return the container's id. On failure or cancellation
