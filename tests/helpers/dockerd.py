@@ -1,4 +1,5 @@
-"""A throwaway Docker daemon for the container provisioner's tests, and the image they run.
+"""A throwaway Docker daemon (or Podman on private storage) for the container provisioner's
+tests, and the image they run.
 
 :func:`start_dockerd` runs Debian's ``dockerd`` with every directory of its own (data root,
 exec root, pid file, its API socket) in a short temporary directory, never the machine's own
@@ -42,30 +43,31 @@ LABEL = "kernel-nursery.kernel-id"
 
 
 @dataclass
-class DockerDaemon:
-    """A running private dockerd and how to reach it."""
+class Engine:
+    """A container engine of the tests' own, and how to reach it (a private dockerd, or
+    Podman on private storage)."""
 
     directory: Path
-    popen: subprocess.Popen[bytes]
     binaries: dict[str, str]
-    argv: list[str]
-    copier: threading.Thread | None = None
 
-    @property
-    def socket(self) -> Path:
-        return self.directory / "docker.sock"
+    #: The client's name in :attr:`binaries`.
+    client = "docker"
 
-    @property
-    def pid_file(self) -> Path:
-        return self.directory / "docker.pid"
+    def client_args(self) -> list[str]:
+        """The client's global options that point it at this engine."""
+        raise NotImplementedError
+
+    def run_args(self) -> list[str]:
+        """Options every ``run`` needs on this engine (none by default)."""
+        return []
 
     @property
     def command(self) -> list[str]:
-        """The client, pointed at this daemon."""
-        return [self.binaries["docker"], "--host", f"unix://{self.socket}"]
+        """The client, pointed at this engine."""
+        return [self.binaries[self.client], *self.client_args()]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the client against this daemon, to its end (at most 120 s)."""
+        """Run the client against this engine, to its end (at most 120 s)."""
         return subprocess.run(
             [*self.command, *args],
             check=check,
@@ -76,7 +78,7 @@ class DockerDaemon:
         )
 
     def containers(self) -> list[str]:
-        """Every container of kernel-nursery on this daemon, running or not."""
+        """Every container of kernel-nursery on this engine, running or not."""
         found = self.run("ps", "-aq", "--no-trunc", "--filter", f"label={LABEL}")
         return found.stdout.split()
 
@@ -89,8 +91,9 @@ class DockerDaemon:
     def provisioner_config(self, **overrides: Any) -> dict[str, Any]:
         """The kernel_provisioner config that runs ipykernel in the test image here."""
         config: dict[str, Any] = {
-            "command": self.binaries["docker"],
-            "command_args": ["--host", f"unix://{self.socket}"],
+            "command": self.binaries[self.client],
+            "command_args": self.client_args(),
+            "engine_args": self.run_args(),
             "image": IMAGE,
             "mounts": self.mounts(),
             "env": {"HOME": "/tmp"},
@@ -101,6 +104,65 @@ class DockerDaemon:
         }
         config.update(overrides)
         return config
+
+
+@dataclass
+class DockerDaemon(Engine):
+    """A running private dockerd."""
+
+    popen: subprocess.Popen[bytes]
+    argv: list[str]
+    copier: threading.Thread | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "docker.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "docker.pid"
+
+    def client_args(self) -> list[str]:
+        return ["--host", f"unix://{self.socket}"]
+
+
+@dataclass
+class PodmanEngine(Engine):
+    """Podman on storage of its own (``--root``, ``--runroot``, ``--tmpdir`` in a temporary
+    directory), as this machine runs it (``engines.md``): runc, cgroupfs, events in a file,
+    and hard rlimits it need not raise. Daemonless: nothing to start or stop."""
+
+    client = "podman"
+
+    def client_args(self) -> list[str]:
+        d = self.directory
+        return [
+            *("--root", str(d / "root"), "--runroot", str(d / "run"), "--tmpdir", str(d / "tmp")),
+            *("--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"),
+        ]
+
+    def run_args(self) -> list[str]:
+        return ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
+
+
+def start_podman(binaries: dict[str, str]) -> PodmanEngine:
+    """Podman on private storage, with the test image imported."""
+    engine = PodmanEngine(Path(tempfile.mkdtemp(prefix="knp-")), binaries)
+    try:
+        build_test_image(engine)
+    except BaseException:
+        stop_podman(engine)
+        raise
+    return engine
+
+
+def stop_podman(engine: PodmanEngine) -> None:
+    """Remove what containers are left and the storage (unmounted first)."""
+    left = engine.containers()
+    if left:
+        engine.run("rm", "-f", *left, check=False)
+    _unmount_below(engine.directory)
+    shutil.rmtree(engine.directory, ignore_errors=True)
 
 
 def start_dockerd(binaries: dict[str, str], *, bridge: bool = False) -> DockerDaemon:
@@ -125,7 +187,7 @@ def start_dockerd(binaries: dict[str, str], *, bridge: bool = False) -> DockerDa
         argv += ["--bridge", bridge_name, "--ip-forward=false", "--ip-masq=false"]
     else:
         argv.append("--bridge=none")
-    daemon = DockerDaemon(directory, _spawn(argv, directory), binaries, argv)
+    daemon = DockerDaemon(directory, binaries, _spawn(argv, directory), argv)
     try:
         _await_api(daemon)
     except BaseException:
@@ -247,7 +309,7 @@ def _unmount_below(directory: Path) -> None:
         subprocess.run(["umount", point], check=False, capture_output=True)
 
 
-def build_test_image(daemon: DockerDaemon) -> None:
+def build_test_image(daemon: Engine) -> None:
     """Import the tiny test image (see the module's text) into *daemon*."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:

@@ -39,7 +39,7 @@ from kernel_nursery.provisioning.docker._engine import LABEL_KERNEL, LABEL_OWNER
 from ...cli.conftest import cli
 from ...helpers.dockerd import (
     IMAGE,
-    DockerDaemon,
+    Engine,
     build_test_image,
     restart_dockerd,
     start_dockerd,
@@ -51,7 +51,7 @@ from ...helpers.sshd import wait_gone
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
 
-def docker_spec(daemon: DockerDaemon, **config: Any) -> KernelSpec:
+def docker_spec(daemon: Engine, **config: Any) -> KernelSpec:
     """A kernel spec whose ipykernel runs in a container of the test image on *daemon*."""
     return KernelSpec(
         argv=["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
@@ -67,7 +67,7 @@ def docker_spec(daemon: DockerDaemon, **config: Any) -> KernelSpec:
     )
 
 
-def provisioner(daemon: DockerDaemon, **config: Any) -> DockerProvisioner:
+def provisioner(daemon: Engine, **config: Any) -> DockerProvisioner:
     spec = docker_spec(daemon, **config)
     made = KernelProvisionerFactory.instance().create_provisioner_instance("k1", spec, parent=None)
     assert isinstance(made, DockerProvisioner)
@@ -113,43 +113,44 @@ async def run_code(km: KernelManager, code: str) -> str:
 
 
 async def test_ipykernel_executes_interrupts_restarts_and_shuts_down(
-    docker_clean: DockerDaemon,
+    engine_clean: Engine,
 ) -> None:
     """A real ipykernel in a container (host network, loopback) runs code, is interrupted,
     restarts on the same ports in a new container, and leaves no container behind."""
-    spec = docker_spec(docker_clean)
+    spec = docker_spec(engine_clean)
     async with start_kernel(kernel_spec=spec) as km:
         p = km.provisioner
         assert isinstance(p, DockerProvisioner)
         first = p.container_id
-        assert first is not None and first in docker_clean.containers()
+        assert first is not None and first in engine_clean.containers()
         info = km.connection_info
         assert info["ip"] == "127.0.0.1"
-        assert (await run_code(km, "import os; print(os.path.exists('/.dockerenv'))")) == "True\n"
+        code = "import os; print(any(map(os.path.exists, ['/.dockerenv', '/run/.containerenv'])))"
+        assert (await run_code(km, code)) == "True\n"  # the marker of each engine
         assert await interrupt_a_sleep(km) == "KeyboardInterrupt"
         await km.restart_kernel()
         assert km.connection_info == info
         assert p.container_id not in (None, first)
-        assert first not in docker_clean.containers()
+        assert first not in engine_clean.containers()
         assert (await run_code(km, "print(6 * 7)")) == "42\n"
-    assert docker_clean.containers() == []
+    assert engine_clean.containers() == []
     assert not reserved_ports()
 
 
-async def test_network_none_uses_ipc_in_the_runtime_directory(docker_clean: DockerDaemon) -> None:
+async def test_network_none_uses_ipc_in_the_runtime_directory(engine_clean: Engine) -> None:
     """With network 'none' the kernel has no network at all and is reached through ipc sockets
     in the bind-mounted runtime directory, removed at the end."""
-    async with start_kernel(kernel_spec=docker_spec(docker_clean, network="none")) as km:
+    async with start_kernel(kernel_spec=docker_spec(engine_clean, network="none")) as km:
         info = km.connection_info
         assert info["transport"] == "ipc"
         directory = Path(info["ip"]).parent
         code = "import socket; print(sorted(i[1] for i in socket.if_nameindex()))"
         assert (await run_code(km, code)) == "['lo']\n"
     assert not directory.exists()
-    assert docker_clean.containers() == []
+    assert engine_clean.containers() == []
 
 
-async def test_published_ports_on_loopback_with_curve(dockerd_bridge: DockerDaemon) -> None:
+async def test_published_ports_on_loopback_with_curve(dockerd_bridge: Engine) -> None:
     """With network 'published' the kernel is on the engine's bridge, its ports published on
     127.0.0.1 only, and the connection is encrypted with CurveZMQ (the bridge reaches it)."""
     spec = docker_spec(dockerd_bridge, network="published")
@@ -165,16 +166,16 @@ async def test_published_ports_on_loopback_with_curve(dockerd_bridge: DockerDaem
     assert dockerd_bridge.containers() == []
 
 
-async def test_a_pool_hands_out_warm_containers(docker_clean: DockerDaemon) -> None:
+async def test_a_pool_hands_out_warm_containers(engine_clean: Engine) -> None:
     """A KernelPool keeps containers warm and hands one out; every container goes at the end."""
-    async with KernelPool(kernel_spec=docker_spec(docker_clean), size=1) as pool:
+    async with KernelPool(kernel_spec=docker_spec(engine_clean), size=1) as pool:
         async with pool.take() as km:
             assert (await run_code(km, "print('pooled')")) == "pooled\n"
             assert isinstance(km.provisioner, DockerProvisioner)
-    assert docker_clean.containers() == []
+    assert engine_clean.containers() == []
 
 
-async def test_out_of_memory_is_reported_as_such(docker_clean: DockerDaemon) -> None:
+async def test_out_of_memory_is_reported_as_such(docker_clean: Engine) -> None:
     """A kernel that allocates past its memory limit dies, and the 'dead' event says the
     container was OOM-killed at that limit, not only exit status 137."""
     spec = docker_spec(docker_clean, limits={"memory": "96m"})
@@ -195,7 +196,7 @@ async def test_out_of_memory_is_reported_as_such(docker_clean: DockerDaemon) -> 
     assert docker_clean.containers() == []
 
 
-async def test_pids_limit_stops_a_fork_bomb(docker_clean: DockerDaemon) -> None:
+async def test_pids_limit_stops_a_fork_bomb(engine_clean: Engine) -> None:
     """Forking without end stops at the pids limit with EAGAIN, and the kernel lives on."""
     code = textwrap.dedent(
         """
@@ -215,13 +216,13 @@ async def test_pids_limit_stops_a_fork_bomb(docker_clean: DockerDaemon) -> None:
             os.waitpid(pid, 0)
         """
     )
-    async with start_kernel(kernel_spec=docker_spec(docker_clean, limits={"pids": 64})) as km:
+    async with start_kernel(kernel_spec=docker_spec(engine_clean, limits={"pids": 64})) as km:
         assert (await run_code(km, code)) == "stopped True True\n"
         assert (await run_code(km, "print('alive')")) == "alive\n"
-    assert docker_clean.containers() == []
+    assert engine_clean.containers() == []
 
 
-async def test_rlimits_apply_and_cpu_time_ends_the_kernel(docker_clean: DockerDaemon) -> None:
+async def test_rlimits_apply_and_cpu_time_ends_the_kernel(docker_clean: Engine) -> None:
     """open_files and file_size are the kernel's rlimits; a kernel past its cpu_time is
     stopped by SIGXCPU, and the 'dead' event names the limit."""
     limits = {"open_files": 512, "file_size": "10m", "cpu_time": 2}
@@ -250,17 +251,17 @@ async def test_rlimits_apply_and_cpu_time_ends_the_kernel(docker_clean: DockerDa
 
 
 async def test_a_container_killed_outside_is_noticed_and_restarted(
-    docker_clean: DockerDaemon,
+    engine_clean: Engine,
 ) -> None:
     """The engine killing the container is seen through the wait client at once (no poll),
     and the manager's restart policy brings up a new container."""
-    async with start_kernel(kernel_spec=docker_spec(docker_clean)) as km:
+    async with start_kernel(kernel_spec=docker_spec(engine_clean)) as km:
         p = km.provisioner
         assert isinstance(p, DockerProvisioner)
         first = p.container_id
         assert first is not None
         async with km.events() as events:
-            await anyio.to_thread.run_sync(docker_clean.run, "kill", first)
+            await anyio.to_thread.run_sync(engine_clean.run, "kill", first)
             with anyio.fail_after(60):
                 async for event in events:
                     if event.kind == "restarting":
@@ -270,23 +271,21 @@ async def test_a_container_killed_outside_is_noticed_and_restarted(
                         break
         assert p.container_id not in (None, first)
         assert (await run_code(km, "print(1)")) == "1\n"
-    assert docker_clean.containers() == []
+    assert engine_clean.containers() == []
 
 
 @pytest.mark.parametrize("seconds", [0.0, 0.2, 0.6, 1.5])
-async def test_cancelled_start_leaves_no_container(
-    docker_clean: DockerDaemon, seconds: float
-) -> None:
+async def test_cancelled_start_leaves_no_container(engine_clean: Engine, seconds: float) -> None:
     """A start cancelled at any point (before, while or after the engine creates the container)
     leaves no container, port or runtime directory."""
     with anyio.move_on_after(seconds):
-        async with start_kernel(kernel_spec=docker_spec(docker_clean)):
+        async with start_kernel(kernel_spec=docker_spec(engine_clean)):
             pass
-    assert docker_clean.containers() == []
+    assert engine_clean.containers() == []
     assert not reserved_ports()
 
 
-async def test_launch_failures_are_typed_and_leave_nothing(docker_clean: DockerDaemon) -> None:
+async def test_launch_failures_are_typed_and_leave_nothing(engine_clean: Engine) -> None:
     """A missing image, or (without an init process) a kernel command missing inside, is a
     LaunchError with the engine's reason, and leaves no container (one the engine created but
     could not start is removed)."""
@@ -294,23 +293,24 @@ async def test_launch_failures_are_typed_and_leave_nothing(docker_clean: DockerD
         ({"image": "kernel-nursery-no-such-image:1"}, "no-such-image"),
         ({"argv": ["/no/such/kernel", "{connection_file}"], "init": False}, "/no/such/kernel"),
     ]:
-        p = provisioner(docker_clean, **config)
+        p = provisioner(engine_clean, **config)
         async with p:
             with pytest.raises(LaunchError, match=words):
                 await launch(p)
-        assert docker_clean.containers() == []
+        assert engine_clean.containers() == []
     assert not reserved_ports()
 
 
-async def test_a_kernel_missing_inside_dies_before_it_is_ready(docker_clean: DockerDaemon) -> None:
+async def test_a_kernel_missing_inside_dies_before_it_is_ready(engine_clean: Engine) -> None:
     """With the init process (the default) the container starts and the missing command ends
-    it at once: start_kernel raises KernelDiedError with status 127, and nothing is left."""
-    spec = docker_spec(docker_clean, argv=["/no/such/kernel", "{connection_file}"])
+    it at once: start_kernel raises KernelDiedError with the init's status, nothing is left."""
+    spec = docker_spec(engine_clean, argv=["/no/such/kernel", "{connection_file}"])
     with pytest.raises(KernelDiedError) as caught:
         async with start_kernel(kernel_spec=spec):
             pass
-    assert caught.value.exit_status == 127
-    assert docker_clean.containers() == []
+    # The init process's status for a command it cannot run: tini's (Docker), catatonit's.
+    assert caught.value.exit_status == {"docker": 127, "podman": 1}[engine_clean.client]
+    assert engine_clean.containers() == []
     assert not reserved_ports()
 
 
@@ -335,7 +335,7 @@ async def test_a_kernel_missing_inside_dies_before_it_is_ready(docker_clean: Doc
     ],
 )
 async def test_bad_config_is_refused_before_anything_starts(
-    docker_clean: DockerDaemon, config: dict[str, Any], words: str
+    docker_clean: Engine, config: dict[str, Any], words: str
 ) -> None:
     """Each bad setting is a one-line ProvisionerConfigError from pre_launch: no container,
     port or directory is made."""
@@ -350,23 +350,23 @@ async def test_bad_config_is_refused_before_anything_starts(
 # ---------------------------------------------------------------------- ownership
 
 
-async def test_take_over_by_container_id_and_refusal_of_others(docker_clean: DockerDaemon) -> None:
+async def test_take_over_by_container_id_and_refusal_of_others(engine_clean: Engine) -> None:
     """An independent container released by one provisioner is taken over by id by another
     (which removes it at its cleanup); a container that is not the kernel's, or no container,
     is refused; a container that is not independent cannot be released."""
-    bound = provisioner(docker_clean)
+    bound = provisioner(engine_clean)
     async with bound:
         await launch(bound)
         with pytest.raises(ProvisionerError, match="independent"):
             await bound.release()
-    p = provisioner(docker_clean, independent=True)
+    p = provisioner(engine_clean, independent=True)
     async with p:
         await launch(p)
         info = await p.release()
         assert not p.has_process
     cid = info["container_id"]
-    assert cid in docker_clean.containers()  # p's end did not remove it
-    q = provisioner(docker_clean)
+    assert cid in engine_clean.containers()  # p's end did not remove it
+    q = provisioner(engine_clean)
     with pytest.raises(ProvisionerInfoError, match="not kernel other"):
         await q.load_provisioner_info({**info, "kernel_id": "other"})
     with pytest.raises(ProvisionerInfoError, match="not a container id"):
@@ -377,11 +377,11 @@ async def test_take_over_by_container_id_and_refusal_of_others(docker_clean: Doc
         await q.kill()
         with anyio.fail_after(30):
             assert await q.wait() == 137
-    assert docker_clean.containers() == []
+    assert engine_clean.containers() == []
     assert not Path(info["runtime_dir"]).exists()
 
 
-async def create_owned(daemon: DockerDaemon, name: str, owner: str) -> str:
+async def create_owned(daemon: Engine, name: str, owner: str) -> str:
     """A container labelled as kernel *name*'s, owned by *owner*; its id."""
     done = await anyio.to_thread.run_sync(
         lambda: daemon.run(
@@ -402,20 +402,21 @@ async def ended_owner() -> str:
     return done.stdout.decode().strip()
 
 
-async def test_stale_containers_are_removed_and_live_ones_kept(docker_clean: DockerDaemon) -> None:
+async def test_stale_containers_are_removed_and_live_ones_kept(engine_clean: Engine) -> None:
     """A container whose owner process has ended is stale and removed; one whose owner lives
     (this process) is kept."""
-    stale = await create_owned(docker_clean, "stale", await ended_owner())
-    live = await create_owned(docker_clean, "live", owner_label())
+    stale = await create_owned(engine_clean, "stale", await ended_owner())
+    live = await create_owned(engine_clean, "live", owner_label())
     try:
-        assert await remove_stale_containers(docker_clean.command) == [stale]
-        assert docker_clean.containers() == [live]
+        assert await remove_stale_containers(engine_clean.command) == [stale]
+        assert engine_clean.containers() == [live]
     finally:
-        docker_clean.run("rm", "-f", stale, live, check=False)
+        for cid in (stale, live):
+            engine_clean.run("rm", "-f", cid, check=False)
 
 
 async def test_the_command_line_removes_stale_containers(
-    docker_clean: DockerDaemon, anyio_backend: str
+    docker_clean: Engine, anyio_backend: str
 ) -> None:
     """kernel-nursery kernels --remove-stale --engine COMMAND removes the stale containers of
     that engine and prints their ids; --engine alone is refused."""
@@ -452,11 +453,11 @@ anyio.run(main)
 
 
 async def test_guardian_removes_the_containers_of_a_killed_manager(
-    docker_clean: DockerDaemon, tmp_path: Path
+    engine_clean: Engine, tmp_path: Path
 ) -> None:
     """A managing process killed with SIGKILL leaves no container: its guardian removes it
     (and its runtime directory)."""
-    spec = docker_spec(docker_clean)
+    spec = docker_spec(engine_clean)
     source = _KILLED_MANAGER.format(path=sys.path, spec=json.dumps(spec.to_dict()))
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     async with await anyio.open_process(
@@ -470,15 +471,15 @@ async def test_guardian_removes_the_containers_of_a_killed_manager(
                 if b"\n" in line:
                     break
         cid, guardian = line.decode().split()
-        assert cid in docker_clean.containers()
+        assert cid in engine_clean.containers()
         manager.kill()
         await manager.wait()
     assert not await anyio.to_thread.run_sync(wait_gone, {int(guardian)}, 60)
-    assert cid not in docker_clean.containers()
+    assert cid not in engine_clean.containers()
 
 
 async def test_stale_containers_are_swept_at_the_first_launch(
-    docker_clean: DockerDaemon, monkeypatch: pytest.MonkeyPatch
+    docker_clean: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first launch on an engine (in a process) removes the containers of ended owners."""
     monkeypatch.setattr(docker_provisioner, "_swept", set())

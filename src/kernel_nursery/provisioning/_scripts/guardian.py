@@ -243,7 +243,7 @@ def start_container_removals(containers: list[list[object]]) -> list[tuple[objec
         if cid.isalnum() and isinstance(command, list) and isinstance(env, dict):
             try:
                 popen = subprocess.Popen(
-                    [str(a) for a in command] + ["rm", "-f", "--", cid],
+                    [str(a) for a in command] + ["rm", "-f", cid],
                     env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,

@@ -146,30 +146,34 @@ async def remove_stale_containers(command: Sequence[str]) -> list[str]:
     """Remove the containers of kernel-nursery whose owner has ended (see :func:`owner_gone`)
     from the engine *command* talks to, with their runtime directories; return their ids.
 
-    Asks the engine once (``ps`` filtered by label): there is no event for "the owner of this
-    container is gone" to wait for, and the guardian removes the containers of an owner that
-    dies, so only its own death leaves any.
+    Asks the engine (``ps`` filtered by label, then one ``inspect`` of what it lists, which
+    Docker and Podman format alike): there is no event for "the owner of this container is
+    gone" to wait for, and the guardian removes the containers of an owner that dies, so only
+    its own death leaves any.
 
     Raises:
         ProvisionerError: the engine cannot be reached.
     """
     listing = await run_engine(
-        command,
-        *("ps", "-a", "--no-trunc", "--filter", f"label={LABEL_OWNER}"),
-        "--format",
-        f'{{{{.ID}}}} {{{{.Label "{LABEL_OWNER}"}}}} {{{{.Label "{LABEL_DIRECTORY}"}}}}',
+        command, "ps", "-aq", "--no-trunc", "--filter", f"label={LABEL_OWNER}"
     )
     if listing.returncode:
         raise ProvisionerError(f"cannot list containers: {listing.last_line()}")
+    ids = listing.stdout.split()
+    if not ids:
+        return []
+    labels = " ".join(
+        f'{{{{index .Config.Labels "{name}"}}}}' for name in (LABEL_OWNER, LABEL_DIRECTORY)
+    )
+    described = await run_engine(command, "inspect", "--format", f"{{{{.Id}}}} {labels}", *ids)
     stale: list[tuple[str, str]] = []
-    for line in listing.stdout.splitlines():
+    for line in described.stdout.splitlines():  # those removed meanwhile are not listed
         fields = line.split(" ")
         if len(fields) >= 2 and owner_gone(fields[1]):
             stale.append((fields[0], fields[2] if len(fields) > 2 else ""))
-    if stale:
-        await run_engine(command, "rm", "-f", "--", *(cid for cid, _dir in stale))
-        for _cid, directory in stale:
-            await anyio.to_thread.run_sync(remove_runtime_dir, directory)
+    for cid, directory in stale:  # one by one: Podman refuses all if one went meanwhile
+        await run_engine(command, "rm", "-f", cid)
+        await anyio.to_thread.run_sync(remove_runtime_dir, directory)
     return [cid for cid, _dir in stale]
 
 

@@ -608,7 +608,7 @@ class DockerProvisioner(KernelProvisionerBase):
         except ProvisionerError as exc:
             reason = str(exc)
         else:
-            if not result.returncode or "No such container" in result.stderr:
+            if not result.returncode or "no such container" in result.stderr.lower():
                 return True
             reason = result.last_line()
         self.log.error("Kernel %s: cannot remove container %s: %s", self.kernel_id, cid, reason)
