@@ -286,12 +286,13 @@ async def test_cancelled_start_leaves_no_container(engine_clean: Engine, seconds
 
 
 async def test_launch_failures_are_typed_and_leave_nothing(engine_clean: Engine) -> None:
-    """A missing image, or (without an init process) a kernel command missing inside, is a
-    LaunchError with the engine's reason, and leaves no container (one the engine created but
-    could not start is removed)."""
+    """A missing image, (without an init process) a kernel command missing inside, or a NUL
+    byte in the command is a LaunchError with the reason, and leaves no container (one the
+    engine created but could not start is removed)."""
     for config, words in [
         ({"image": "kernel-nursery-no-such-image:1"}, "no-such-image"),
         ({"argv": ["/no/such/kernel", "{connection_file}"], "init": False}, "/no/such/kernel"),
+        ({"argv": ["python\x00", "{connection_file}"]}, "argument 0 contains a NUL byte"),
     ]:
         p = provisioner(engine_clean, **config)
         async with p:

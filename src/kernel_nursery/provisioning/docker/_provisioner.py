@@ -28,6 +28,7 @@ from ...connection import (
 from ...connection._ports import hold_ports
 from .. import _guardian
 from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
+from .._command import bad_launch_arguments
 from .._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
 from .._limits import format_limit, parse_limits
 from .._process import UNKNOWN_EXIT_STATUS
@@ -416,7 +417,8 @@ class DockerProvisioner(KernelProvisionerBase):
         Raises:
             LaunchError: the engine could not create or start the container (no such image,
                 a command not found inside...), or the client cannot be run; the message
-                gives the engine's last line.
+                gives the engine's last line. Or an argument or environment variable holds
+                what no OS takes (a NUL byte, '=' in a name).
             ProvisionerError: this provisioner already runs a kernel.
         """
         if self._launching or (self._cid is not None and await self.poll() is None):
@@ -435,9 +437,13 @@ class DockerProvisioner(KernelProvisionerBase):
         config, directory = self._config, self._directory
         if config is None or directory is None:
             raise ProvisionerError("launch_kernel() needs pre_launch() first")
-        if self._cid is not None:
-            await self._remove_container()  # the previous (restarted) kernel's
         env = dict(kwargs.get("env") or {})
+        problem = bad_launch_arguments(cmd, env, None)
+        if problem is not None:  # what the OS would refuse, named, before anything runs
+            raise LaunchError(f"cannot start kernel {self.kernel_id}: {problem}", argv=cmd)
+        if self._cid is not None:
+            with anyio.CancelScope(shield=True):  # bounded: each engine call is
+                await self._remove_container()  # the previous (restarted) kernel's
         cid_file = directory / "cid"
         cid_file.unlink(missing_ok=True)  # the client refuses an existing one
         self.end_reason = self.end_limit = None
