@@ -33,7 +33,8 @@ __all__ = [
 
 #: The label holding the kernel's id.
 LABEL_KERNEL = "kernel-nursery.kernel-id"
-#: The label naming the managing process: ``BOOT_ID:PID:START_TIME``, or ``independent``.
+#: The label naming the managing process: ``BOOT_ID:PID_NAMESPACE:PID:START_TIME``, or
+#: ``independent``.
 LABEL_OWNER = "kernel-nursery.owner"
 #: The label naming the container's runtime directory on the managing host.
 LABEL_DIRECTORY = "kernel-nursery.runtime-dir"
@@ -114,30 +115,35 @@ async def run_engine(
     )
 
 
-def _boot_id() -> str:
+def _where() -> str:
+    """This boot of this machine and this process's pid namespace: where a pid means a
+    process (the boot id changes at each boot; a namespace's inode number names it)."""
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+        namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return "unknown"
+    return f"{boot}:{namespace}"
 
 
 def owner_label() -> str:
-    """This process as a container's owner: the boot, its pid and its start time (which tell
-    it from a later process with its pid)."""
+    """This process as a container's owner: where it runs (:func:`_where`), its pid and its
+    start time (which tell it from a later process with its pid)."""
     pid = os.getpid()
-    return f"{_boot_id()}:{pid}:{process_start_time(pid) or 0}"
+    return f"{_where()}:{pid}:{process_start_time(pid) or 0}"
 
 
 def owner_gone(label: str) -> bool:
     """Whether the owner a label names has certainly ended: it ran on this boot of this
-    machine (owners on other machines sharing the engine are never judged) and no process
-    with its pid and start time runs now. ``independent`` containers have no owner."""
+    machine, in this pid namespace (owners on other machines sharing the engine, or in other
+    containers, are never judged), and no process with its pid and start time runs now.
+    ``independent`` containers have no owner."""
     try:
-        boot, pid, start = label.split(":")
+        boot, namespace, pid, start = label.split(":")
         pid_number, start_time = int(pid), int(start)
     except ValueError:
         return False
-    if boot != _boot_id():
+    if f"{boot}:{namespace}" != _where() or "unknown" in (boot, namespace):
         return False
     return process_start_time(pid_number) != start_time
 
