@@ -341,7 +341,8 @@ class DockerProvisioner(KernelProvisionerBase):
             cmd = [_FIELD.sub(str(path), a) for a in self.argv or spec.argv] + extra_arguments
             result = await super().pre_launch(cmd=cmd, env={}, **kwargs)
         except BaseException:
-            self._release()  # quick, local: no await, so nothing to shield
+            with anyio.CancelScope(shield=True):  # bounded: a directory of a few files
+                await self._release()
             raise
         env = dict(result["env"])
         for name, value in (given_env or {}).items():
@@ -459,15 +460,9 @@ class DockerProvisioner(KernelProvisionerBase):
             env_names=sorted(env),
         )
         argv += cmd
-        if not self.independent and _guardian.SUPPORTED:
-            self._guard_token = _guardian.register_container(
-                config.command,
-                env=engine_env(),
-                cid_file=str(cid_file),
-                directory=str(directory),
-                log=self.log,
-            )
         try:
+            if not self.independent:
+                await self._guard(cid_file, directory)
             self._cid = await self._run(argv, env, cid_file)
             await self._start_waiter()
         except BaseException:
@@ -475,7 +470,7 @@ class DockerProvisioner(KernelProvisionerBase):
                 if self._cid is None:
                     self._cid = await self._find_by_labels(owner)
                 await self._remove_container()
-                self._release()
+                await self._release()
             raise
 
     async def _find_by_labels(self, owner: str) -> str | None:
@@ -576,7 +571,7 @@ class DockerProvisioner(KernelProvisionerBase):
                 if self._owns_ports and info and info.get("transport") == "tcp":
                     hold_ports(transport="tcp", ip=info["ip"], ports=[info[n] for n in PORT_NAMES])
             else:
-                self._release()
+                await self._release()
 
     async def _remove_container(self) -> None:
         """``rm -f`` the container, take the ``wait`` client's answer and end it, let the
@@ -620,15 +615,34 @@ class DockerProvisioner(KernelProvisionerBase):
         self.log.error("Kernel %s: cannot remove container %s: %s", self.kernel_id, cid, reason)
         return False
 
-    def _release(self) -> None:
-        """Release the ports and remove the runtime directory. Quick, local."""
+    async def _release(self) -> None:
+        """Release the ports and remove the runtime directory (in a worker thread, not
+        abandoned: a cancellation is delivered once it is gone). Bounded: a few files."""
         if self._owns_ports and self.connection_info:
             release_connection_info(validate_connection_info(self.connection_info))
             self._owns_ports = False
             self.connection_info = {}
         directory, self._directory = self._directory, None
         if directory is not None:
-            remove_runtime_dir(str(directory))
+            await anyio.to_thread.run_sync(remove_runtime_dir, str(directory))
+
+    async def _guard(self, cid_file: Path, directory: Path) -> None:
+        """Register the container (by its cid file) and its runtime directory with this
+        process's guardian, without blocking the event loop (the first registration starts
+        the guardian: see :func:`~kernel_nursery.provisioning._guardian.register_off_loop`)."""
+        config = self._config
+        assert config is not None
+
+        def guard() -> None:
+            self._guard_token = _guardian.register_container(
+                config.command,
+                env=engine_env(),
+                cid_file=str(cid_file),
+                directory=str(directory),
+                log=self.log,
+            )
+
+        await _guardian.register_off_loop(guard)
 
     # ------------------------------------------------------------------ persistence
 
@@ -726,25 +740,22 @@ class DockerProvisioner(KernelProvisionerBase):
         directory = provisioner_info.get("runtime_dir")
         if isinstance(directory, str) and Path(directory).name.startswith(RUNTIME_PREFIX):
             self._directory = Path(directory)
-        self._adopt(cid)
-        await self._start_waiter()
-
-    def _adopt(self, cid: str) -> None:
         self._cid = cid
         self._status = None
         self.end_reason = self.end_limit = None
-        if self.independent or not _guardian.SUPPORTED or self._directory is None:
-            return
-        cid_file = self._directory / "cid"
-        cid_file.write_text(cid)  # small, local: the guardian reads it
-        assert self._config is not None
-        self._guard_token = _guardian.register_container(
-            self._config.command,
-            env=engine_env(),
-            cid_file=str(cid_file),
-            directory=str(self._directory),
-            log=self.log,
-        )
+        try:
+            if not self.independent and self._directory is not None:
+                cid_file = self._directory / "cid"
+                await anyio.Path(cid_file).write_text(cid)  # the guardian reads it
+                await self._guard(cid_file, self._directory)
+            await self._start_waiter()
+        except BaseException:  # not taken over: let go of it, untouched
+            self._cid = None
+            self._directory = None
+            token, self._guard_token = self._guard_token, None
+            if token is not None:
+                _guardian.unregister(token, log=self.log)
+            raise
 
 
 async def _communicate(process: anyio.abc.Process) -> tuple[bytes, bytes]:
