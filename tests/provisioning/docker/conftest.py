@@ -21,30 +21,30 @@ from ...helpers.dockerd import (
 from ...helpers.engines import need_binaries
 
 
-@pytest.fixture(scope="session")
-def dockerd() -> Iterator[DockerDaemon]:
-    """A dockerd of the session's own (temporary directories, its own socket), with the test
-    image; skipped where Docker is not installed, unless KERNEL_NURSERY_REQUIRE names docker."""
+def _daemon(*, bridge: bool) -> Iterator[DockerDaemon]:
     binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd")
-    daemon = start_dockerd(binaries)
+    if bridge:
+        binaries.update(need_binaries("docker", "ip"))
+    daemon = start_dockerd(binaries, bridge=bridge)
     try:
         build_test_image(daemon)
         yield daemon
     finally:
         stop_dockerd(daemon)
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[DockerDaemon]:
+    """A dockerd of the session's own (temporary directories, its own socket), with the test
+    image; skipped where Docker is not installed, unless KERNEL_NURSERY_REQUIRE names docker."""
+    yield from _daemon(bridge=False)
 
 
 @pytest.fixture(scope="session")
 def dockerd_bridge() -> Iterator[DockerDaemon]:
     """A second private dockerd, with a bridge of its own (for published ports), and the
     test image; skipped or failed as :func:`dockerd`."""
-    binaries = need_binaries("docker", "dockerd", "docker", "runc", "containerd", "ip")
-    daemon = start_dockerd(binaries, bridge=True)
-    try:
-        build_test_image(daemon)
-        yield daemon
-    finally:
-        stop_dockerd(daemon)
+    yield from _daemon(bridge=True)
 
 
 @pytest.fixture(scope="session")
