@@ -500,7 +500,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             await _guardian.register_off_loop(self._guard)
             await self._start_job(process, request)
         except BaseException as exc:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _abort is
                 await self._abort()
                 if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
                     raise self._failure(argv) from None
@@ -562,7 +562,9 @@ class SlurmProvisioner(KernelProvisionerBase):
             env["SLURM_CONF"] = self.slurm_conf
         options = self._srun_options(step=step, cwd=cwd)
         source = await anyio.to_thread.run_sync(_node_source)  # read once, then cached
-        return [srun, *options, "--", self.python, "-I", "-c", source]
+        # -I -S: isolated from the user's Python settings, and no site packages, whose
+        # start-up would only delay the kernel (the node side is standard library only).
+        return [srun, *options, "--", self.python, "-I", "-S", "-c", source]
 
     async def _start_job(self, process: anyio.abc.Process, request: dict[str, Any]) -> None:
         """Send the node side its *request*, await the kernel's start through the queue, and
@@ -842,7 +844,8 @@ class SlurmProvisioner(KernelProvisionerBase):
                     # controller yet. scancel makes sure (it returns once the controller has
                     # ended the job; one already ended is no error here), then srun goes.
                     await self._revoked.wait()
-                    with anyio.CancelScope(shield=True):  # srun's exit must not cut it short
+                    # srun's exit must not cut it short; scancel is bounded (TOOL_TIMEOUT).
+                    with anyio.CancelScope(shield=True):
                         await self._scancel(by_name=True, quiet=True)
                     self._signal_srun(signal.SIGKILL)
                     return
@@ -861,7 +864,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         """Make sure the job is gone, then reap ``srun``. Shielded and bounded: a job still
         running is cancelled (``scancel``; if that fails, ``srun`` is told to end it). With
         *restart* the key is kept for the next launch."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: scancel, then each wait, are
             process = self._process
             if process is not None and process.returncode is None:
                 await self.kill(restart)
@@ -959,6 +962,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             "--",
             self.python,
             "-I",
+            "-S",
             "-c",
             _WATCHER,
         ]
@@ -981,11 +985,11 @@ class SlurmProvisioner(KernelProvisionerBase):
             self._set_state("RUNNING")  # reported: the owner's callback may raise anything
             joined = await _Lines(process.stdout).next() == b"watching"
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _let_go is
                 await self._let_go()
             raise
         if not joined:  # it could not join: the job has ended
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _let_go is
                 await self._let_go()
             raise JobEndedError(
                 f"kernel {self.kernel_id}: job {self.job_id} is not running: "
@@ -1002,7 +1006,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             return
         if process.stdin is not None:
             try:
-                await process.stdin.send(_LET_GO)
+                await process.stdin.send(_LET_GO)  # a few bytes into an empty pipe: buffered
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the watcher has gone already
             await process.stdin.aclose()
