@@ -267,22 +267,22 @@ class DockerProvisioner(KernelProvisionerBase):
         await self._engine_to_running("kill", "--signal", "SIGKILL")
 
     async def terminate(self, restart: bool = False) -> None:
-        """The engine's ``stop``: the image's stop signal (SIGTERM by default), then SIGKILL
-        once the manager's shutdown wait time has passed. Returns when the container has
-        stopped."""
-        seconds = max(1, round(self.get_shutdown_wait_time()))
-        await self._engine_to_running("stop", "--time", str(seconds), timeout_extra=seconds)
+        """SIGTERM to the kernel (``kill --signal SIGTERM``): the engine's ``stop``, with the
+        manager's escalation in place of the engine's timer. The manager then waits its
+        shutdown wait time for the container's end, and kills it if it has not come; so
+        this returns at once, and the wait is the manager's, bounded by its settings."""
+        await self._engine_to_running("kill", "--signal", "SIGTERM")
 
-    async def _engine_to_running(self, *args: str, timeout_extra: float = 0) -> None:
+    async def _engine_to_running(self, *args: str) -> None:
+        """``COMMAND ARGS CID`` for a running container, bounded (a hung engine is logged).
+        Cancelling it ends the client: the signal was then sent or not, never half."""
         config, cid = self._config, self._cid
         if config is None or cid is None or self._status is not None:
             return
-        # Shielded so that a signal is not cut off half sent; bounded by the call's timeout.
-        with anyio.CancelScope(shield=True):
-            try:
-                await run_engine(config.command, *args, cid, seconds=KILL_WAIT_TIME + timeout_extra)
-            except ProvisionerError as exc:
-                self.log.warning("Kernel %s: %s", self.kernel_id, exc)
+        try:
+            await run_engine(config.command, *args, cid, seconds=KILL_WAIT_TIME)
+        except ProvisionerError as exc:
+            self.log.warning("Kernel %s: %s", self.kernel_id, exc)
 
     # ------------------------------------------------------------------ launch
 
@@ -563,7 +563,8 @@ class DockerProvisioner(KernelProvisionerBase):
     async def cleanup(self, restart: bool = False) -> None:
         """Remove the container (``rm -f``: stopped first if it still runs), end the ``wait``
         client, and unless *restart* release the ports and remove the runtime directory (with
-        the connection file). Shielded from cancellation; each engine call is bounded."""
+        the connection file). Shielded from cancellation and bounded (about 15 s at worst:
+        see ``_remove_container``)."""
         with anyio.CancelScope(shield=True):
             await self._remove_container()
             if restart:
@@ -575,7 +576,9 @@ class DockerProvisioner(KernelProvisionerBase):
 
     async def _remove_container(self) -> None:
         """``rm -f`` the container, take the ``wait`` client's answer and end it, let the
-        guardian go. Shielded by the caller; each step bounded.
+        guardian go. Shielded by the caller; each of its three steps is bounded by
+        :data:`KILL_WAIT_TIME`, so it ends within three times that (15 s, the budget a kernel
+        manager gives ``cleanup`` with its default settings).
 
         A container the engine could not remove (it is down, restarting) stays registered with
         this process's guardian, with its runtime directory (which holds its cid file): the
@@ -589,7 +592,7 @@ class DockerProvisioner(KernelProvisionerBase):
                     await self.wait()  # the client answers as the container goes
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            await _end_client(waiter)
+            await _end_client(waiter, grace=0)  # it was given its time just above
         if self._status is not None:
             self._last_status = self._status
         self._cid = None
@@ -605,7 +608,7 @@ class DockerProvisioner(KernelProvisionerBase):
     async def _rm(self, config: ContainerConfig, cid: str) -> bool:
         """``rm -f`` (bounded); whether the container is gone."""
         try:
-            result = await run_engine(config.command, "rm", "-f", cid)
+            result = await run_engine(config.command, "rm", "-f", cid, seconds=KILL_WAIT_TIME)
         except ProvisionerError as exc:
             reason = str(exc)
         else:
@@ -774,10 +777,10 @@ async def _communicate(process: anyio.abc.Process) -> tuple[bytes, bytes]:
     return chunks["out"], chunks["err"]
 
 
-async def _end_client(process: anyio.abc.Process) -> None:
-    """Give a client :data:`KILL_WAIT_TIME` to end by itself (what it asked for then happens
-    in full), then kill it and wait as long again. The caller shields it."""
-    with anyio.move_on_after(KILL_WAIT_TIME):
+async def _end_client(process: anyio.abc.Process, *, grace: float = KILL_WAIT_TIME) -> None:
+    """Give a client *grace* seconds to end by itself (what it asked for then happens in
+    full), then kill it and wait up to :data:`KILL_WAIT_TIME`. The caller shields it."""
+    with anyio.move_on_after(grace):
         await process.wait()
     if process.returncode is None:
         process.kill()
