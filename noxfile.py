@@ -100,3 +100,4 @@ def bench(session: nox.Session) -> None:
     install_groups(session, "bench")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/slurm_bench.py")  # says so and stops without Slurm
+    session.run("python", "benchmarks/docker_bench.py")  # says so and stops without Docker

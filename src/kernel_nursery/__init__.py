@@ -60,13 +60,20 @@ from .manager import (
     start_kernel,
 )
 from .messaging import Comm, ExecuteResult, ExecuteStream, KernelClient, Message, Reply
-from .provisioning import LocalProvisioner, SandboxProvisioner, SlurmProvisioner, SSHProvisioner
+from .provisioning import (
+    DockerProvisioner,
+    LocalProvisioner,
+    SandboxProvisioner,
+    SlurmProvisioner,
+    SSHProvisioner,
+)
 
 __all__ = [
     "ChannelClosedError",
     "Comm",
     "ConnectionFileError",
     "ConnectionInfo",
+    "DockerProvisioner",
     "EncryptedHandshakeError",
     "ExecuteResult",
     "ExecuteStream",
