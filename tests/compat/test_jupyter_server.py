@@ -7,8 +7,10 @@ jupyter_server is asyncio-based, and so is the websocket client: asyncio only.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import signal
 import sys
 import urllib.request
 import uuid
@@ -63,8 +65,9 @@ class Server:
 
 
 @asynccontextmanager
-async def jupyter_server(tmp_path: Path) -> AsyncIterator[Server]:
-    """Start jupyter_server on 127.0.0.1, a free port, a token of its own; stop it after."""
+async def jupyter_server(tmp_path: Path, *options: str) -> AsyncIterator[Server]:
+    """Start jupyter_server on 127.0.0.1, a free port, a token of its own (and *options*);
+    stop it after (SIGTERM: it shuts its kernels down), within a bound."""
     token = secrets.token_hex(16)
     root = tmp_path / "root"
     root.mkdir()
@@ -78,8 +81,10 @@ async def jupyter_server(tmp_path: Path) -> AsyncIterator[Server]:
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.allow_root=True",  # CI runs as root
+        *options,
     ]
     process = await anyio.open_process(argv, stdin=-3, stdout=-3, stderr=-1)
+    log: list[str] = []
     async with process:
         try:
             assert process.stderr is not None
@@ -97,8 +102,9 @@ async def jupyter_server(tmp_path: Path) -> AsyncIterator[Server]:
 
                 async def drain() -> None:  # the server must never block on a full pipe
                     assert process.stderr is not None
-                    async for _ in process.stderr:
-                        pass
+                    async for chunk in process.stderr:
+                        log.append(chunk.decode(errors="replace"))
+                        del log[:-200]  # what a failure shows: the server's latest lines
 
                 tg.start_soon(drain)
                 server = Server(f"http://127.0.0.1:{found.group(1)}", token)
@@ -115,6 +121,9 @@ async def jupyter_server(tmp_path: Path) -> AsyncIterator[Server]:
                 process.terminate()  # SIGTERM: the server shuts its kernels down
                 with anyio.fail_after(READY):
                     await process.wait()
+        except BaseException:
+            print("".join(log))  # pytest shows it with the failure
+            raise
         finally:
             if process.returncode is None:
                 process.kill()
@@ -167,11 +176,8 @@ async def execute(ws: Any, code: str, session: str, *, then: Any = None) -> dict
     return {**result, "stdout": stdout}
 
 
-async def test_jupyter_server_runs_kernels_through_nursery_local(
-    jupyter_dirs: dict[str, Path], tmp_path: Path
-) -> None:
-    """jupyter_server starts, runs code in over its websocket, interrupts, restarts and deletes
-    an ipykernel through kernel-nursery-local; the kernel is gone after the delete."""
+def install_nursery_kernel(jupyter_dirs: dict[str, Path]) -> None:
+    """Kernel ``nk``: ipykernel through kernel-nursery-local."""
     write_kernel(
         jupyter_dirs["path"] / "kernels",
         "nk",
@@ -182,6 +188,14 @@ async def test_jupyter_server_runs_kernels_through_nursery_local(
             "metadata": {"kernel_provisioner": {"provisioner_name": "kernel-nursery-local"}},
         },
     )
+
+
+async def test_jupyter_server_runs_kernels_through_nursery_local(
+    jupyter_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """jupyter_server starts, runs code in over its websocket, interrupts, restarts and deletes
+    an ipykernel through kernel-nursery-local; the kernel is gone after the delete."""
+    install_nursery_kernel(jupyter_dirs)
     async with jupyter_server(tmp_path) as server:
         kernel = await server.request("POST", "/api/kernels", {"name": "nk"})
         kid = kernel["id"]
@@ -207,3 +221,50 @@ async def test_jupyter_server_runs_kernels_through_nursery_local(
         await server.request("DELETE", f"/api/kernels/{kid}")
         assert not is_running(new_pid)
         assert await server.request("GET", "/api/kernels") == []
+
+
+async def kernel_pid(server: Server, kid: str) -> int:
+    """The process id of kernel *kid*, asked over its websocket."""
+    ws_url = server.url.replace("http", "ws") + f"/api/kernels/{kid}/channels"
+    headers = {"Authorization": f"token {server.token}"}
+    async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        reply = await execute(ws, "import os; print(os.getpid())", uuid.uuid4().hex)
+    return int(reply["stdout"])
+
+
+KERNEL_MANAGERS = "jupyter_server.services.kernels.kernelmanager"
+
+
+@pytest.mark.parametrize("manager", ["AsyncMappingKernelManager", "MappingKernelManager"])
+async def test_a_killed_kernel_is_restarted_and_the_server_stops_with_its_kernels(
+    jupyter_dirs: dict[str, Path], tmp_path: Path, manager: str
+) -> None:
+    """With jupyter_server's async and its synchronous kernel managers: a kernel killed from
+    outside is restarted (the websocket client is told, and runs code in the new one), and the
+    server, stopped with its kernels running, stops them (shutdown_all) within a bound."""
+    install_nursery_kernel(jupyter_dirs)
+    option = f"--ServerApp.kernel_manager_class={KERNEL_MANAGERS}.{manager}"
+    async with jupyter_server(tmp_path, option) as server:
+        kid = (await server.request("POST", "/api/kernels", {"name": "nk"}))["id"]
+        other = (await server.request("POST", "/api/kernels", {"name": "nk"}))["id"]
+        other_pid = await kernel_pid(server, other)
+        ws_url = server.url.replace("http", "ws") + f"/api/kernels/{kid}/channels"
+        headers = {"Authorization": f"token {server.token}"}
+        async with websockets.connect(ws_url, additional_headers=headers) as ws:
+            reply = await execute(ws, "import os; print(os.getpid())", uuid.uuid4().hex)
+            pid = int(reply["stdout"])
+            os.kill(pid, signal.SIGKILL)
+            with anyio.fail_after(READY):
+                while True:
+                    msg = json.loads(await ws.recv())
+                    if msg["msg_type"] == "status" and msg["content"].get("execution_state") in (
+                        "restarting",
+                        "dead",
+                    ):
+                        break
+            assert msg["content"]["execution_state"] == "restarting"
+        new_pid = await kernel_pid(server, kid)
+        assert new_pid != pid
+        assert {k["id"] for k in await server.request("GET", "/api/kernels")} == {kid, other}
+    assert not is_running(new_pid)
+    assert not is_running(other_pid)

@@ -471,3 +471,108 @@ async def test_a_kernel_deaf_to_shutdown_and_sigterm_is_killed(
         await km.shutdown_kernel()
     assert not is_running(pid) and group_gone(pid)
     assert await km.provisioner.poll() == -signal.SIGKILL
+
+
+def ready_blocking(km: KernelManager) -> None:
+    """Wait until the blocking manager's kernel answers."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=READY)
+    finally:
+        kc.stop_channels()
+
+
+def test_blocking_manager_sees_an_exit_from_any_event_loop(jupyter_dirs: dict[str, Path]) -> None:
+    """The blocking KernelManager starts the kernel on its thread's loop; from another loop
+    (asyncio.run), and from the loop of run_sync's runner thread, the kernel's exit is seen:
+    wait() returns its status and is_alive() turns False."""
+    import asyncio
+
+    km = KernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL))
+    km.start_kernel()
+    try:
+        pid = km.provisioner.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+
+        async def elsewhere() -> tuple[int | None, bool]:
+            with anyio.fail_after(READY):
+                status = await km.provisioner.wait()
+            return status, km.is_alive()  # inside a running loop: on the runner's loop
+
+        status, alive = asyncio.run(elsewhere())
+        assert status == -signal.SIGKILL
+        assert not alive
+        assert not km.is_alive()  # and on the thread's own loop again
+    finally:
+        km.shutdown_kernel(now=True)
+    assert group_gone(pid)
+
+
+def test_blocking_manager_shuts_down_gracefully_from_another_thread(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """A graceful shutdown called from another thread (another loop) than the start ends when
+    the kernel exits, though shutdown_wait_time would allow an hour."""
+    import threading
+
+    km = KernelManager(
+        kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL), shutdown_wait_time=3600
+    )
+    km.start_kernel()
+    pid = km.provisioner.pid
+    assert pid is not None
+    ready_blocking(km)
+    errors: list[BaseException] = []
+
+    def shutdown() -> None:
+        from jupyter_core.utils import ensure_event_loop
+
+        try:
+            km.shutdown_kernel()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            ensure_event_loop().close()  # the loop run_sync made for this thread
+
+    thread = threading.Thread(target=shutdown, daemon=True)
+    thread.start()
+    thread.join(READY)
+    finished = not thread.is_alive()
+    if not finished:  # let it end, then fail
+        os.killpg(pid, signal.SIGKILL)
+        thread.join(READY)
+    assert finished, "the graceful shutdown did not end with the kernel"
+    assert not errors
+    assert not is_running(pid) and group_gone(pid)
+
+
+def test_async_manager_sees_an_exit_from_another_event_loop(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """An AsyncKernelManager started under one asyncio.run and asked under another sees its
+    kernel's exit there (wait() returns, is_alive() is False), and shuts down at once."""
+    import asyncio
+
+    km = AsyncKernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL))
+    asyncio.run(km.start_kernel())
+    pid = km.provisioner.pid
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGKILL)
+
+        async def later() -> bool:
+            with anyio.fail_after(READY):
+                await km.provisioner.wait()
+            return await km.is_alive()
+
+        assert not asyncio.run(later())
+    finally:
+
+        async def stop() -> None:
+            with anyio.fail_after(READY):
+                await km.shutdown_kernel()
+
+        asyncio.run(stop())
+    assert group_gone(pid)

@@ -6,15 +6,20 @@ their asyncio loop. :class:`NurseryProvisioner` is registered there; it creates 
 provisioners (from our own group, ``kernel_nursery.provisioners``) and passes every call on,
 translating what differs: the connection info's key (bytes there, text here), the connection file
 (one file, at the path the kernel manager chose), the shutdown escalation (timed here by awaited
-exits, so the kernel manager's 100 ms polls find the kernel gone at their first look).
+exits, so the kernel manager's 100 ms polls find the kernel gone at their first look), and the
+event loop: ours runs on a private loop it owns (:class:`~._loop_thread.LoopThread`), since
+jupyter_client's blocking manager calls each method on whichever loop ``run_sync`` picks, and a
+child process is served (its exit noticed) only by the loop that started it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import anyio
 from jupyter_client.connect import KernelConnectionInfo
@@ -33,6 +38,7 @@ from ..provisioning import (
     KernelProvisionerFactory,
     LocalProvisioner,
 )
+from ._loop_thread import LoopThread
 
 __all__ = ["NurseryLocalProvisioner", "NurseryProvisioner"]
 
@@ -40,6 +46,8 @@ __all__ = ["NurseryLocalProvisioner", "NurseryProvisioner"]
 #: escalation itself: the manager waits half of it, twice, with one look at the kernel first,
 #: which finds it gone when it went within our own (awaited) grace periods.
 _MANAGER_WINDOW = 0.2
+
+T = TypeVar("T")
 
 
 class NurseryProvisioner(JupyterProvisionerBase):
@@ -63,6 +71,12 @@ class NurseryProvisioner(JupyterProvisionerBase):
       reaps the kernel; ``restart`` is passed on, keeping ports, key and connection file.
     - the kernel does not outlive the server: our guardian stops it if the server process dies,
       even by SIGKILL (unless ``independent`` is configured).
+    - our provisioner runs on an event loop of its own, in a thread this provisioner owns from
+      its first launch until :meth:`cleanup` (not for a restart): jupyter_client's blocking
+      manager calls each method on whichever loop jupyter_core's ``run_sync`` picks (the
+      thread's own, or a runner thread's inside a running loop), and the kernel's exit is
+      noticed, and awaited, from any of them. Each call is passed to that loop and awaited
+      from the caller's (a pipe, no polling); cancelling it cancels it there.
 
     The connection file is the one the kernel manager names (``km.connection_file``) when it
     names one, written once by our provisioner; the manager loads its connection info from it.
@@ -98,6 +112,8 @@ class NurseryProvisioner(JupyterProvisionerBase):
         self._inner = self._create_inner(inner_config)
         self._escalating = False  # this provisioner times the current shutdown's escalation
         self._cwd: str | None = None
+        self._loop: LoopThread | None = None  # where our provisioner runs, from its launch
+        self._loop_lock = threading.Lock()  # calls may come from several threads at once
 
     # ------------------------------------------------------------------ creation
 
@@ -171,33 +187,34 @@ class NurseryProvisioner(JupyterProvisionerBase):
         return pid if isinstance(pid, int) else None
 
     async def poll(self) -> int | None:
-        return await self._inner.poll()
+        return await self._call(self._inner.poll)
 
     async def wait(self) -> int | None:
-        """Await the kernel's exit (never a polling loop) and return its status."""
-        return await self._inner.wait()
+        """Await the kernel's exit (never a polling loop) and return its status, from any
+        event loop."""
+        return await self._call(self._inner.wait)
 
     async def send_signal(self, signum: int) -> None:
-        await self._inner.send_signal(signum)
+        await self._call(self._inner.send_signal, signum)
 
     async def kill(self, restart: bool = False) -> None:
         """SIGKILL to the kernel's process group, then await its exit (at most
         :data:`~kernel_nursery.provisioning.KILL_WAIT_TIME`), so the kernel manager's next look
         finds it gone instead of sleeping 100 ms first."""
-        await self._inner.kill(restart)
+        await self._call(self._inner.kill, restart)
         await self._await_exit(KILL_WAIT_TIME)
 
     async def terminate(self, restart: bool = False) -> None:
         """SIGTERM to the kernel's process group. During a shutdown begun with a request,
         then await the exit for half the shutdown wait time (what the manager would poll)."""
-        await self._inner.terminate(restart)
+        await self._call(self._inner.terminate, restart)
         if self._escalating:
             await self._await_exit(self._grace() / 2)
 
     async def shutdown_requested(self, restart: bool = False) -> None:
         """Our provisioner's hook, then await the kernel's exit for half the shutdown wait time
         (the manager's schedule) and take the escalation's timing over from the manager."""
-        await self._inner.shutdown_requested(restart=restart)
+        await self._call(self._inner.shutdown_requested, restart=restart)
         self._escalating = True
         await self._await_exit(self._grace() / 2)
 
@@ -213,10 +230,50 @@ class NurseryProvisioner(JupyterProvisionerBase):
         return self._inner.get_shutdown_wait_time(self.shutdown_wait_time)
 
     async def _await_exit(self, seconds: float) -> None:
+        """Await the kernel's exit for at most *seconds* (timed on our provisioner's loop)."""
         if not self._inner.has_process or not math.isfinite(seconds) or seconds <= 0:
             return
-        with anyio.move_on_after(seconds):
-            await self._inner.wait()
+
+        async def bounded() -> None:
+            with anyio.move_on_after(seconds):
+                await self._inner.wait()
+
+        await self._call(bounded)
+
+    # ------------------------------------------------------------------ the private loop
+
+    async def _call(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, launching: bool = False, **kwargs: Any
+    ) -> T:
+        """``await fn(*args, **kwargs)`` on our provisioner's own loop, started for a launch
+        (*launching*) and kept until :meth:`cleanup`. Without that loop, and not launching,
+        our provisioner holds no process (nothing bound to a loop): the call runs on the
+        caller's loop, which spares a thread to a manager that only asks."""
+        with self._loop_lock:
+            loop = self._loop
+            if loop is None and launching:
+                loop = self._loop = LoopThread(what=f"kernel-nursery's {self.provisioner_name!r}")
+        if loop is None:
+            return await fn(*args, **kwargs)
+
+        async def call() -> T:
+            return await fn(*args, **kwargs)
+
+        return await loop.run(call())
+
+    async def _close_loop_unless_running(self) -> None:
+        """After a failed or cancelled launch: the loop goes unless our provisioner kept a
+        process (shielded and bounded, as :meth:`_close_loop`)."""
+        if not self._inner.has_process:
+            await self._close_loop()
+
+    async def _close_loop(self) -> None:
+        """Stop our provisioner's loop and join its thread (bounded, shielded: see
+        :meth:`LoopThread.aclose`), once it holds no process."""
+        with self._loop_lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            await loop.aclose()
 
     # ------------------------------------------------------------------ launch
 
@@ -242,7 +299,7 @@ class NurseryProvisioner(JupyterProvisionerBase):
         inner = self._inner
         if inner.connection_info and km is not None and not any(_km_ports(km)):
             # The kernel manager dropped its ports (restart with newports): so do we.
-            await inner.cleanup(restart=False)
+            await self._call(inner.cleanup, restart=False, launching=True)
         if not inner.connection_info and km is not None and all(_km_ports(km)):
             inner.connection_info = dict(_from_jupyter_info(km.get_connection_info()))
         km_file = getattr(km, "connection_file", "")
@@ -252,7 +309,11 @@ class NurseryProvisioner(JupyterProvisionerBase):
             and not inner.trait_values().get("connection_file")
         ):
             inner.set_trait("connection_file", km_file)
-        kw = await inner.pre_launch(**kwargs)
+        try:
+            kw = await self._call(inner.pre_launch, launching=True, **kwargs)
+        except BaseException:
+            await self._close_loop_unless_running()
+            raise
         info = _to_jupyter_info(validate_connection_info(inner.connection_info))
         self.connection_info = info
         if km is not None:
@@ -267,18 +328,26 @@ class NurseryProvisioner(JupyterProvisionerBase):
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Our provisioner's ``launch_kernel``; a failed or cancelled launch leaves nothing."""
         self._escalating = False
-        info = await self._inner.launch_kernel(cmd, **kwargs)
+        try:
+            info = await self._call(self._inner.launch_kernel, cmd, launching=True, **kwargs)
+        except BaseException:
+            await self._close_loop_unless_running()
+            raise
         self.connection_info = _to_jupyter_info(info)
         return self.connection_info
 
     async def post_launch(self, **kwargs: Any) -> None:
-        await self._inner.post_launch(**kwargs)
+        await self._call(self._inner.post_launch, **kwargs)
 
     async def cleanup(self, restart: bool = False) -> None:
         """Our provisioner's ``cleanup``: anything left in the kernel's process group is killed,
         the kernel reaped; unless *restart*, ports and connection file are released."""
         self._escalating = False
-        await self._inner.cleanup(restart=restart)
+        try:
+            await self._call(self._inner.cleanup, restart=restart)
+        finally:
+            if not restart:
+                await self._close_loop()
 
     def resolve_path(self, path: str) -> str | None:
         """*path* relative to the kernel's working directory, when our provisioner runs the
@@ -298,7 +367,7 @@ class NurseryProvisioner(JupyterProvisionerBase):
         info: dict[str, Any] = await super().get_provisioner_info()
         info["kernel_nursery"] = {
             "provisioner_name": self.provisioner_name,
-            "info": await self._inner.get_provisioner_info(),
+            "info": await self._call(self._inner.get_provisioner_info),
         }
         return info
 
@@ -318,7 +387,11 @@ class NurseryProvisioner(JupyterProvisionerBase):
                 f"this provisioner info is for kernel-nursery's {saved.get('provisioner_name')!r}"
                 f", not {self.provisioner_name!r}"
             )
-        await self._inner.load_provisioner_info(saved["info"])
+        try:
+            await self._call(self._inner.load_provisioner_info, saved["info"], launching=True)
+        except BaseException:
+            await self._close_loop_unless_running()
+            raise
 
 
 class NurseryLocalProvisioner(NurseryProvisioner):
