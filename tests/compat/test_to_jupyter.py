@@ -124,9 +124,10 @@ async def test_async_kernel_manager_runs_ipykernel(jupyter_dirs: dict[str, Path]
 
 
 def test_blocking_kernel_manager_runs_ipykernel(jupyter_dirs: dict[str, Path]) -> None:
-    """The blocking KernelManager starts, runs code in, restarts on new ports and kills
-    ipykernel through kernel-nursery-local; nothing remains."""
-    km = KernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL))
+    """The blocking KernelManager starts, runs code in, restarts on new ports (without
+    cache_ports, as upstream) and kills ipykernel through kernel-nursery-local; nothing
+    remains."""
+    km = KernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL), cache_ports=False)
     km.start_kernel()
     try:
         provisioner = km.provisioner
@@ -576,3 +577,62 @@ def test_async_manager_sees_an_exit_from_another_event_loop(
 
         asyncio.run(stop())
     assert group_gone(pid)
+
+
+def free_port() -> int:
+    """A tcp port free on loopback now (the kernel binds it soon after)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("cache_ports", [True, False])
+def test_blocking_manager_honours_a_port_set_on_it(
+    jupyter_dirs: dict[str, Path], cache_ports: bool
+) -> None:
+    """A shell_port set on the blocking KernelManager is the kernel's (in the manager and the
+    connection file); restart_kernel(newports=True) keeps every port with cache_ports (as
+    upstream, whose cached ports are not random ones), and with cache_ports=False keeps the set
+    port and chooses the others anew."""
+    port = free_port()
+    km = KernelManager(
+        kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL),
+        shell_port=port,
+        cache_ports=cache_ports,
+    )
+    km.start_kernel()
+    try:
+        assert km.shell_port == port
+        assert json.loads(Path(km.connection_file).read_text())["shell_port"] == port
+        ready_blocking(km)
+        before = km.get_connection_info()
+        km.restart_kernel(now=True, newports=True)
+        after = km.get_connection_info()
+        assert after["shell_port"] == port
+        assert (after["iopub_port"] == before["iopub_port"]) is cache_ports
+        assert json.loads(Path(km.connection_file).read_text())["iopub_port"] == after["iopub_port"]
+        ready_blocking(km)
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+async def test_async_manager_honours_ports_set_on_it(jupyter_dirs: dict[str, Path]) -> None:
+    """Ports set on an AsyncKernelManager with cache_ports=False are the kernel's; it answers."""
+    ports = {"shell_port": free_port(), "hb_port": free_port()}
+    km = AsyncKernelManager(
+        kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL), cache_ports=False, **ports
+    )
+    await km.start_kernel()
+    try:
+        info = km.get_connection_info()
+        assert {name: info[name] for name in ports} == ports
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=READY)
+        finally:
+            kc.stop_channels()
+    finally:
+        await km.shutdown_kernel(now=True)

@@ -29,7 +29,14 @@ from jupyter_client.provisioning.provisioner_base import (
 from traitlets import Unicode
 
 from .._errors import ProvisionerConfigError, ProvisionerError
-from ..connection import PORT_NAMES, ConnectionInfo, validate_connection_info
+from ..connection import (
+    PORT_NAMES,
+    ConnectionInfo,
+    Transport,
+    runtime_dir,
+    validate_connection_info,
+)
+from ..connection._ports import release_ports, reserve_ports
 from ..kernelspec import KernelSpec
 from ..provisioning import (
     JUPYTER_PREFIX,
@@ -114,6 +121,8 @@ class NurseryProvisioner(JupyterProvisionerBase):
         self._cwd: str | None = None
         self._loop: LoopThread | None = None  # where our provisioner runs, from its launch
         self._loop_lock = threading.Lock()  # calls may come from several threads at once
+        # Ports reserved here for the ports the manager did not set (see _match_manager_ports).
+        self._own_ports: tuple[Transport, str, list[int]] | None = None
 
     # ------------------------------------------------------------------ creation
 
@@ -280,8 +289,10 @@ class NurseryProvisioner(JupyterProvisionerBase):
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Our provisioner's ``pre_launch`` (ports, connection file, command, environment), at
         the kernel manager's connection file path; the manager then learns the connection
-        info. After ``restart_kernel(newports=True)`` (the manager forgot its ports) the old
-        ports are released and new ones reserved.
+        info. Ports set on the manager (``shell_port=...``) are the kernel's, and the others
+        are reserved. After ``restart_kernel(newports=True)``, where the manager forgot ports
+        (its random ones: none with ``cache_ports``, as upstream), the old ports are released
+        and new ones reserved.
 
         Unlike jupyter_client's provisioners this does not call the upstream base class's
         ``pre_launch``: ours builds the environment the same way.
@@ -297,11 +308,8 @@ class NurseryProvisioner(JupyterProvisionerBase):
                 "KernelManager.transport_encryption to 'disabled' or 'auto' for this kernel"
             )
         inner = self._inner
-        if inner.connection_info and km is not None and not any(_km_ports(km)):
-            # The kernel manager dropped its ports (restart with newports): so do we.
-            await self._call(inner.cleanup, restart=False, launching=True)
-        if not inner.connection_info and km is not None and all(_km_ports(km)):
-            inner.connection_info = dict(_from_jupyter_info(km.get_connection_info()))
+        if km is not None:
+            await self._match_manager_ports(km)
         km_file = getattr(km, "connection_file", "")
         if (
             km_file
@@ -320,10 +328,52 @@ class NurseryProvisioner(JupyterProvisionerBase):
             own_file = getattr(inner, "connection_file", "")
             if own_file and hasattr(km, "connection_file"):
                 km.connection_file = own_file
+            if getattr(km, "cache_ports", False) and info["transport"] == "tcp":
+                # Upstream's LocalProvisioner gives the manager its (cached) ports before the
+                # manager records which ports are random: none, so restart_kernel(newports=True)
+                # keeps them, which jupyter_server's open websockets rely on. As upstream.
+                for name in PORT_NAMES:
+                    setattr(km, name, info[name])
             km.load_connection_info(info)
         cwd = kw.get("cwd")
         self._cwd = str(cwd) if cwd is not None else os.getcwd()
         return kw
+
+    async def _match_manager_ports(self, km: Any) -> None:
+        """Give our provisioner the ports set on the kernel manager *km*: when they differ from
+        those it holds (the manager forgot some, ``newports``), it lets its own go; then, if the
+        manager sets any, the connection info is made here, with them and new ones reserved
+        for the rest (released by :meth:`cleanup`), and the manager's key."""
+        inner = self._inner
+        wanted = {name: port for name, port in zip(PORT_NAMES, _km_ports(km), strict=True) if port}
+        held = inner.connection_info
+        if held and any(held.get(name) != wanted.get(name) for name in PORT_NAMES):
+            await self._call(inner.cleanup, restart=False, launching=True)
+            self._release_own_ports()
+            inner.connection_info = {}  # info it was given, which it does not drop itself
+        if inner.connection_info or not wanted:
+            return
+        transport = str(getattr(inner, "transport", "") or getattr(km, "transport", "tcp"))
+        ip = str(getattr(inner, "ip", "") or "")
+        if not ip:
+            ip = str(_default_ipc_prefix(self.kernel_id)) if transport == "ipc" else "127.0.0.1"
+        missing = [name for name in PORT_NAMES if name not in wanted]
+        reserved = reserve_ports(transport=cast(Transport, transport), ip=ip, count=len(missing))
+        self._own_ports = (cast(Transport, transport), ip, reserved)
+        theirs = dict(km.get_connection_info())
+        chosen = dict(zip(missing, reserved, strict=True))
+        info = {**theirs, "transport": transport, "ip": ip, **wanted, **chosen}
+        inner.connection_info = dict(_from_jupyter_info(info))
+
+    def _release_own_ports(self) -> None:
+        """Release the ports :meth:`_match_manager_ports` reserved (and their ipc files)."""
+        own, self._own_ports = self._own_ports, None
+        if own is not None:
+            transport, ip, ports = own
+            release_ports(transport=transport, ip=ip, ports=ports)
+            if transport == "ipc":
+                for port in ports:
+                    Path(f"{ip}-{port}").unlink(missing_ok=True)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Our provisioner's ``launch_kernel``; a failed or cancelled launch leaves nothing."""
@@ -347,6 +397,7 @@ class NurseryProvisioner(JupyterProvisionerBase):
             await self._call(self._inner.cleanup, restart=restart)
         finally:
             if not restart:
+                self._release_own_ports()
                 await self._close_loop()
 
     def resolve_path(self, path: str) -> str | None:
@@ -404,6 +455,11 @@ class NurseryLocalProvisioner(NurseryProvisioner):
     """
 
     fixed_provisioner_name: ClassVar[str | None] = "local-provisioner"
+
+
+def _default_ipc_prefix(kernel_id: str | None) -> Path:
+    """Our LocalProvisioner's default ipc endpoint prefix (short: a socket path is short)."""
+    return runtime_dir() / f"kernel-{(kernel_id or '')[:8]}-ipc"
 
 
 def _km_ports(km: Any) -> list[int]:
