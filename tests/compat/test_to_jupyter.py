@@ -636,3 +636,19 @@ async def test_async_manager_honours_ports_set_on_it(jupyter_dirs: dict[str, Pat
             kc.stop_channels()
     finally:
         await km.shutdown_kernel(now=True)
+
+
+def test_a_missing_program_is_a_file_not_found_error(jupyter_dirs: dict[str, Path]) -> None:
+    """A kernel spec whose program does not exist fails the blocking and the async managers'
+    start_kernel with a FileNotFoundError (as upstream: callers catch it), ours with its message;
+    nothing is left."""
+    import asyncio
+
+    from kernel_nursery import LaunchError
+
+    name = nursery_kernel(jupyter_dirs, "missing", ["/nonexistent/kernel", "{connection_file}"])
+    with pytest.raises(FileNotFoundError, match="'/nonexistent/kernel' not found") as info:
+        KernelManager(kernel_name=name).start_kernel()
+    assert isinstance(info.value, LaunchError)
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(AsyncKernelManager(kernel_name=name).start_kernel())

@@ -23,7 +23,13 @@ import anyio.to_thread
 import zmq
 from traitlets import Bool, Enum, Float, Unicode
 
-from ..._errors import ConnectionFileError, LaunchError, ProvisionerError, ProvisionerInfoError
+from ..._errors import (
+    ConnectionFileError,
+    LaunchError,
+    ProvisionerError,
+    ProvisionerInfoError,
+    launch_os_error,
+)
 from ..._kernelspec import KernelSpec
 from ...connection import (
     PORT_NAMES,
@@ -452,7 +458,8 @@ class LocalProvisioner(KernelProvisionerBase):
                 )
             except OSError as exc:
                 self._release(remove_file=True)
-                raise LaunchError(_launch_failure(argv, options.cwd, exc), argv=argv) from exc
+                message = _launch_failure(argv, options.cwd, exc)
+                raise launch_os_error(message, argv=argv, cause=exc) from exc
             except (ValueError, TypeError) as exc:
                 # What the checks before the spawn did not foresee (the platform's own limits).
                 self._release(remove_file=True)
