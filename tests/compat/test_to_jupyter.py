@@ -652,3 +652,68 @@ def test_a_missing_program_is_a_file_not_found_error(jupyter_dirs: dict[str, Pat
     assert isinstance(info.value, LaunchError)
     with pytest.raises(FileNotFoundError):
         asyncio.run(AsyncKernelManager(kernel_name=name).start_kernel())
+
+
+def test_manager_ip_is_the_ipc_path_prefix(jupyter_dirs: dict[str, Path]) -> None:
+    """KernelManager(transport="ipc", ip=PREFIX): the kernel's endpoints are PREFIX-<n>, as
+    upstream; the kernel answers on them, and they are gone after the shutdown."""
+    import shutil
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="kn-ipc-"))  # a socket path must be short
+    prefix = str(short / "mine")
+    try:
+        km = KernelManager(
+            kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL), transport="ipc", ip=prefix
+        )
+        km.start_kernel()
+        try:
+            info = km.get_connection_info()
+            assert info["transport"] == "ipc" and info["ip"] == prefix
+            assert json.loads(Path(km.connection_file).read_text())["ip"] == prefix
+            ready_blocking(km)
+            assert Path(f"{prefix}-{info['shell_port']}").exists()
+        finally:
+            km.shutdown_kernel(now=True)
+        assert not list(short.iterdir())
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_a_second_start_is_refused_and_the_first_kernel_runs_on(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """start_kernel() on a manager whose kernel runs (upstream starts a second and leaves the
+    first running, unmanaged) is a KernelStateError, also a RuntimeError, before anything is
+    made; the first kernel runs on, managed, through the blocking and the async managers."""
+    import asyncio
+
+    from kernel_nursery import KernelStateError
+
+    name = nursery_kernel(jupyter_dirs, "nk", IPYKERNEL)
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    try:
+        pid = km.provisioner.pid
+        file = Path(km.connection_file)
+        written = file.stat().st_mtime_ns
+        with pytest.raises(KernelStateError, match="still running") as info:
+            km.start_kernel()
+        assert isinstance(info.value, RuntimeError)
+        assert km.provisioner.pid == pid and km.is_alive()
+        assert file.stat().st_mtime_ns == written
+        ready_blocking(km)
+    finally:
+        km.shutdown_kernel(now=True)
+
+    async def twice() -> None:
+        akm = AsyncKernelManager(kernel_name=name)
+        await akm.start_kernel()
+        try:
+            with pytest.raises(KernelStateError):
+                await akm.start_kernel()
+            assert await akm.is_alive()
+        finally:
+            await akm.shutdown_kernel(now=True)
+
+    asyncio.run(twice())

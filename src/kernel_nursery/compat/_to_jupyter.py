@@ -28,7 +28,7 @@ from jupyter_client.provisioning.provisioner_base import (
 )
 from traitlets import Unicode
 
-from .._errors import ProvisionerConfigError, ProvisionerError
+from .._errors import KernelStateError, ProvisionerConfigError, ProvisionerError
 from ..connection import (
     PORT_NAMES,
     ConnectionInfo,
@@ -164,9 +164,9 @@ class NurseryProvisioner(JupyterProvisionerBase):
             inner.set_trait("transport_encryption", "disabled")
         km = self.parent
         for name in ("transport", "ip"):
+            # The manager's ip is the address (tcp) or, as upstream, the endpoint path prefix
+            # (ipc); unset (empty), our default: upstream's ipc one is a relative path.
             value = getattr(km, name, None)
-            if name == "ip" and getattr(km, "transport", "tcp") != "tcp":
-                continue  # jupyter_client's ipc default is a relative path; ours is safer
             if isinstance(value, str) and value and inner.has_trait(name) and name not in config:
                 inner.set_trait(name, value)
         return inner
@@ -298,8 +298,16 @@ class NurseryProvisioner(JupyterProvisionerBase):
         ``pre_launch``: ours builds the environment the same way.
 
         Raises:
+            KernelStateError: a kernel launched by this provisioner still runs (jupyter_client's
+                own provisioners start a second one, and the first runs on, unmanaged);
+                nothing is made, and that kernel runs on.
             ProvisionerError: the kernel manager requires CurveZMQ encryption.
         """
+        if self._inner.has_process and await self.poll() is None:
+            raise KernelStateError(
+                f"kernel {self.kernel_id} is still running; start_kernel() would start a second "
+                "one and leave it running unmanaged: shut it down or restart it instead"
+            )
         km = self.parent
         policy = getattr(km, "_transport_encryption_policy", None)
         if callable(policy) and policy() == "required":
