@@ -57,7 +57,8 @@ def nursery_kernel(
     config: dict[str, Any] | None = None,
     **fields: Any,
 ) -> str:
-    """Install kernel *name* whose kernel.json names *provisioner*; return its name."""
+    """Install kernel *name* whose kernel.json names *provisioner* (besides any other
+    ``metadata`` given); return its name."""
     stanza = {"provisioner_name": provisioner, "config": config or {}}
     write_kernel(
         jupyter_dirs["path"] / "kernels",
@@ -66,7 +67,7 @@ def nursery_kernel(
             "argv": argv,
             "display_name": name,
             "language": fields.pop("language", "python"),
-            "metadata": {"kernel_provisioner": stanza},
+            "metadata": {**fields.pop("metadata", {}), "kernel_provisioner": stanza},
             **fields,
         },
     )
@@ -242,21 +243,78 @@ async def test_bad_config_is_a_clear_error_before_anything_starts(
     assert km.provisioner is None
 
 
-async def test_required_encryption_is_refused(jupyter_dirs: dict[str, Path]) -> None:
-    """transport_encryption='required' is a ProvisionerError naming the setting; nothing runs."""
-    from kernel_nursery import ProvisionerError
+async def test_auto_encryption_encrypts_a_kernel_that_declares_curve(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """AsyncKernelManager(transport_encryption="auto") on a spec declaring curve: the kernel
+    serves CurveZMQ with the keys in the connection file and the manager (as upstream), an
+    encrypted client reaches it, and a restart keeps the keys."""
+    name = nursery_kernel(
+        jupyter_dirs, "enc", IPYKERNEL, metadata={"supported_encryption": ["curve"]}
+    )
+    km = AsyncKernelManager(kernel_name=name, transport_encryption="auto")
+    await km.start_kernel()
+    try:
+        assert isinstance(km.provisioner, NurseryLocalProvisioner)
+        public = km.curve_publickey
+        assert public is not None
+        on_disk = json.loads(Path(km.connection_file).read_text())
+        assert on_disk["curve_publickey"] == public.decode()
+        for _ in range(2):
+            kc = km.client()
+            assert kc.curve_publickey == public  # the client encrypts (a kernel in clear
+            kc.start_channels()  # would never answer it)
+            try:
+                await kc.wait_for_ready(timeout=READY)
+                reply = await kc.execute_interactive("1", timeout=READY)
+                assert reply["content"]["status"] == "ok"
+            finally:
+                kc.stop_channels()
+            await km.restart_kernel()
+            assert km.curve_publickey == public
+    finally:
+        await km.shutdown_kernel(now=True)
 
-    name = nursery_kernel(jupyter_dirs, "enc", IPYKERNEL)
-    spec_file = jupyter_dirs["path"] / "kernels" / "enc" / "kernel.json"
-    data = json.loads(spec_file.read_text())
-    data["metadata"]["supported_encryption"] = ["curve"]
-    spec_file.write_text(json.dumps(data))
-    km = AsyncKernelManager(kernel_name=name)
-    if not km.has_trait("transport_encryption"):
-        pytest.skip("this jupyter_client has no transport encryption")
-    km.transport_encryption = "required"
-    with pytest.raises(ProvisionerError, match="transport_encryption"):
-        await km.start_kernel()
+
+def test_required_encryption_over_ipc(jupyter_dirs: dict[str, Path]) -> None:
+    """The blocking KernelManager with transport_encryption="required" over ipc: the kernel is
+    encrypted and answers an encrypted client."""
+    name = nursery_kernel(
+        jupyter_dirs, "enc", IPYKERNEL, metadata={"supported_encryption": ["curve"]}
+    )
+    km = KernelManager(kernel_name=name, transport="ipc", transport_encryption="required")
+    km.start_kernel()
+    try:
+        assert km.curve_publickey is not None
+        assert "curve_secretkey" in json.loads(Path(km.connection_file).read_text())
+        ready_blocking(km)
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+@pytest.mark.parametrize(
+    ("policy", "declared"), [("disabled", ["curve"]), ("auto", None), ("auto", [])]
+)
+async def test_kernels_run_in_clear_where_upstream_runs_them_in_clear(
+    jupyter_dirs: dict[str, Path], policy: str, declared: list[str] | None
+) -> None:
+    """No CurveZMQ keys when the manager's policy is 'disabled' (its default), nor under
+    'auto' when the spec does not declare curve; the kernel answers in clear."""
+    metadata = {} if declared is None else {"supported_encryption": declared}
+    name = nursery_kernel(jupyter_dirs, "clear", IPYKERNEL, metadata=metadata)
+    km = AsyncKernelManager(kernel_name=name, transport_encryption=policy)
+    await km.start_kernel()
+    try:
+        assert km.curve_publickey is None
+        assert "curve_publickey" not in json.loads(Path(km.connection_file).read_text())
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=READY)
+        finally:
+            kc.stop_channels()
+    finally:
+        await km.shutdown_kernel(now=True)
 
 
 PROGRAM = textwrap.dedent(
@@ -619,15 +677,20 @@ def test_blocking_manager_honours_a_port_set_on_it(
 
 
 async def test_async_manager_honours_ports_set_on_it(jupyter_dirs: dict[str, Path]) -> None:
-    """Ports set on an AsyncKernelManager with cache_ports=False are the kernel's; it answers."""
+    """Ports set on an AsyncKernelManager with cache_ports=False are the kernel's, encrypted
+    under "auto" for a spec declaring curve; it answers."""
     ports = {"shell_port": free_port(), "hb_port": free_port()}
+    name = nursery_kernel(
+        jupyter_dirs, "nk", IPYKERNEL, metadata={"supported_encryption": ["curve"]}
+    )
     km = AsyncKernelManager(
-        kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL), cache_ports=False, **ports
+        kernel_name=name, cache_ports=False, transport_encryption="auto", **ports
     )
     await km.start_kernel()
     try:
         info = km.get_connection_info()
         assert {name: info[name] for name in ports} == ports
+        assert "curve_publickey" in json.loads(Path(km.connection_file).read_text())
         kc = km.client()
         kc.start_channels()
         try:

@@ -33,6 +33,7 @@ from ..connection import (
     PORT_NAMES,
     ConnectionInfo,
     Transport,
+    new_curve_keypair,
     runtime_dir,
     validate_connection_info,
 )
@@ -87,8 +88,10 @@ class NurseryProvisioner(JupyterProvisionerBase):
 
     The connection file is the one the kernel manager names (``km.connection_file``) when it
     names one, written once by our provisioner; the manager loads its connection info from it.
-    CurveZMQ encryption (jupyter_client's ``transport_encryption="required"``) is refused with
-    a :class:`~kernel_nursery.ProvisionerError`: our provisioners do not write curve keys yet.
+    CurveZMQ encryption follows the kernel manager's ``transport_encryption``, as upstream:
+    ``"required"`` encrypts, ``"auto"`` encrypts a kernel whose spec declares ``curve``,
+    ``"disabled"`` (jupyter_client's default) does not; the keys are in the connection file and
+    in the manager, whose clients then encrypt.
 
     .. versionadded:: 0.1
     """
@@ -152,14 +155,12 @@ class NurseryProvisioner(JupyterProvisionerBase):
             self.kernel_id or "", ours, parent=self
         )
         if inner.has_trait("transport_encryption"):
-            # jupyter_client's manager compares the connection info we return with the file
-            # and with its own copy, curve keys included, and rewrites the file on a mismatch:
-            # not safe under a kernel that is reading it. Until the keys are carried across,
-            # kernels run in clear through this bridge, as with jupyter_client before 8.9.
-            if config.get("transport_encryption", "disabled") != "disabled":
+            # jupyter_client's manager decides (its transport_encryption, as upstream): one
+            # setting, not two that could disagree.
+            if "transport_encryption" in config:
                 raise ProvisionerConfigError(
-                    "transport_encryption: CurveZMQ is not available through jupyter_client's "
-                    "kernel managers yet; use kernel-nursery's own KernelManager for it"
+                    "transport_encryption: under jupyter_client's kernel managers, set "
+                    "KernelManager.transport_encryption (jupyter_client's own) instead"
                 )
             inner.set_trait("transport_encryption", "disabled")
         km = self.parent
@@ -309,15 +310,10 @@ class NurseryProvisioner(JupyterProvisionerBase):
                 "one and leave it running unmanaged: shut it down or restart it instead"
             )
         km = self.parent
-        policy = getattr(km, "_transport_encryption_policy", None)
-        if callable(policy) and policy() == "required":
-            raise ProvisionerError(
-                "kernel-nursery's provisioners do not encrypt with CurveZMQ yet: set "
-                "KernelManager.transport_encryption to 'disabled' or 'auto' for this kernel"
-            )
         inner = self._inner
+        curve = self._curve_keys(km, kwargs.pop("transport_encryption", None))
         if km is not None:
-            await self._match_manager_ports(km)
+            await self._match_manager_ports(km, curve)
         km_file = getattr(km, "connection_file", "")
         if (
             km_file
@@ -347,11 +343,11 @@ class NurseryProvisioner(JupyterProvisionerBase):
         self._cwd = str(cwd) if cwd is not None else os.getcwd()
         return kw
 
-    async def _match_manager_ports(self, km: Any) -> None:
+    async def _match_manager_ports(self, km: Any, curve: dict[str, str]) -> None:
         """Give our provisioner the ports set on the kernel manager *km*: when they differ from
         those it holds (the manager forgot some, ``newports``), it lets its own go; then, if the
         manager sets any, the connection info is made here, with them and new ones reserved
-        for the rest (released by :meth:`cleanup`), and the manager's key."""
+        for the rest (released by :meth:`cleanup`), the manager's key and the *curve* keys."""
         inner = self._inner
         wanted = {name: port for name, port in zip(PORT_NAMES, _km_ports(km), strict=True) if port}
         held = inner.connection_info
@@ -371,7 +367,7 @@ class NurseryProvisioner(JupyterProvisionerBase):
         theirs = dict(km.get_connection_info())
         chosen = dict(zip(missing, reserved, strict=True))
         info = {**theirs, "transport": transport, "ip": ip, **wanted, **chosen}
-        inner.connection_info = dict(_from_jupyter_info(info))
+        inner.connection_info = {**_from_jupyter_info(info), **curve}
 
     def _release_own_ports(self) -> None:
         """Release the ports :meth:`_match_manager_ports` reserved (and their ipc files)."""
@@ -382,6 +378,41 @@ class NurseryProvisioner(JupyterProvisionerBase):
             if transport == "ipc":
                 for port in ports:
                     Path(f"{ip}-{port}").unlink(missing_ok=True)
+
+    def _curve_keys(self, km: Any, asked: object) -> dict[str, str]:
+        """The CurveZMQ keys for the kernel's next launch under the manager's policy (its
+        ``transport_encryption``, or *asked*, as upstream's ``pre_launch`` reads them), or
+        ``{}`` for a kernel in clear. As upstream: ``"required"`` encrypts, ``"auto"`` encrypts
+        a kernel whose spec declares ``curve``; a restart keeps the manager's keys. Our
+        provisioner is told to make none itself: these are the ones.
+
+        Raises:
+            ProvisionerError: encryption is required and our provisioner cannot encrypt.
+        """
+        policy_of = getattr(km, "_transport_encryption_policy", None)
+        policy = policy_of(asked) if callable(policy_of) else "disabled"
+        supports = getattr(km, "_kernel_supports_curve_encryption", None)
+        wanted = policy == "required" or (
+            policy == "auto" and callable(supports) and bool(supports())
+        )
+        inner = self._inner
+        if inner.has_trait("transport_encryption"):
+            inner.set_trait("transport_encryption", "required" if wanted else "disabled")
+        elif wanted and policy == "required":
+            raise ProvisionerError(
+                f"kernel-nursery's {self.provisioner_name!r} does not encrypt with CurveZMQ: "
+                "set KernelManager.transport_encryption to 'disabled' or 'auto'"
+            )
+        else:
+            wanted = False
+        self.log.debug("Kernel %s: CurveZMQ %s (policy %r)", self.kernel_id, wanted, policy)
+        if not wanted:
+            return {}
+        public, secret = getattr(km, "curve_publickey", None), getattr(km, "curve_secretkey", None)
+        if isinstance(public, bytes) and isinstance(secret, bytes):
+            return {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
+        public_text, secret_text = new_curve_keypair()
+        return {"curve_publickey": public_text, "curve_secretkey": secret_text}
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Our provisioner's ``launch_kernel``; a failed or cancelled launch leaves nothing."""
