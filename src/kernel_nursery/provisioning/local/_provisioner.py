@@ -130,9 +130,10 @@ class LocalProvisioner(KernelProvisionerBase):
         default_value=ENCRYPTION_POLICIES[0],
         config=True,
         help="CurveZMQ encryption of the kernel's channels (keys made at launch, written in "
-        "the connection file as jupyter_client does). 'auto': for a tcp kernel listening "
-        "beyond loopback, unless its spec declares metadata.supported_encryption without "
-        "'curve'. 'required': for every kernel; a spec that rules it out is refused. "
+        "the connection file as jupyter_client does). 'auto': for a kernel whose spec declares "
+        "'curve' in metadata.supported_encryption, and for a tcp kernel listening beyond "
+        "loopback unless its spec declares it without 'curve'; others in clear. 'required': "
+        "for every kernel; a spec that rules it out is refused. "
         "'disabled': never. A kernel that ignores the keys fails readiness at once with "
         "TransportEncryptionError.",
     )
