@@ -17,17 +17,13 @@ import anyio
 import pytest
 from jupyter_client.connect import LocalPortCache
 
-from kernel_nursery import (
-    KernelManager,
-    KernelProvisionerFactory,
-    KernelSpec,
-    ProvisionerConfigError,
-    ProvisionerError,
-)
+from kernel_nursery import KernelManager, KernelSpec, ProvisionerConfigError, ProvisionerError
 from kernel_nursery.compat import CANCEL_WAIT, JupyterProvisioner
-from kernel_nursery.provisioning import _guardian
+from kernel_nursery.provisioning import KernelProvisionerFactory, _guardian
 
 from ..conftest import FAKE_KERNEL
+from ..helpers.kernels import start_and_stop
+from ..helpers.loop_watch import watch_loop
 from ..helpers.procs import (
     is_running,
     killed_manager_leaves_nothing,
@@ -431,3 +427,16 @@ async def test_provisioner_info_is_plain_json_and_loads(
         assert not other.has_process  # jupyter_client's LocalProvisioner only records the pid
         await other.cleanup()
         assert km.connection_file is not None and Path(km.connection_file).exists()
+
+
+async def test_start_and_shutdown_never_block_the_event_loop(
+    anyio_backend: str, fresh_guardian: None
+) -> None:
+    """Through the bridge, a start (the process's first, which spawns the guardian) and a
+    shutdown run no spawn nor file work of ours on the event loop's thread (what
+    jupyter_client's provisioner does there under asyncio is its own), and never pause it long
+    (tests/helpers/loop_watch.py)."""
+    async with watch_loop() as watch:
+        await start_and_stop(spec_for([sys.executable, FAKE_KERNEL, "{connection_file}"]))
+    assert _guardian.guardian_pid() is not None  # the start spawned it
+    watch.check()

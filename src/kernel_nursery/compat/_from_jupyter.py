@@ -21,6 +21,8 @@ from importlib.metadata import entry_points
 from typing import Any, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 from traitlets import Dict, Enum, TraitError, Unicode
 
 from .._errors import ProvisionerConfigError, ProvisionerError
@@ -39,9 +41,9 @@ T = TypeVar("T")
 class JupyterProvisioner(KernelProvisionerBase):
     """Runs a kernel with a provisioner written for jupyter_client.
 
-    Created by :class:`~kernel_nursery.KernelProvisionerFactory` for provisioner names of the
-    form ``jupyter:<name>``, where ``<name>`` is registered in jupyter_client's entry-point
-    group ``jupyter_client.kernel_provisioners`` (``jupyter:local-provisioner`` is
+    Created by :class:`~kernel_nursery.provisioning.KernelProvisionerFactory` for provisioner
+    names of the form ``jupyter:<name>``, where ``<name>`` is registered in jupyter_client's
+    entry-point group ``jupyter_client.kernel_provisioners`` (``jupyter:local-provisioner`` is
     jupyter_client's own ``LocalProvisioner``). The stanza's ``config`` sets that provisioner's
     traits, checked against them.
 
@@ -260,7 +262,8 @@ class JupyterProvisioner(KernelProvisionerBase):
         try:
             info = await self._run(self._inner.launch_kernel, cmd, **kwargs)
             self._launched = True
-            self._guard()
+            await _guardian.register_off_loop(self._guard)
+            await anyio.lowlevel.checkpoint_if_cancelled()  # once registered: cleanup unregisters
             self._km._reconcile_connection_info(info)
             ours = _from_jupyter_info(info)
         except BaseException:
@@ -348,7 +351,9 @@ class JupyterProvisioner(KernelProvisionerBase):
     def _guard(self) -> None:
         """A local child is registered with this process's guardian, as our own kernels are:
         if this process dies without cleaning up, even by SIGKILL, the guardian stops the
-        kernel's process group and removes its connection file."""
+        kernel's process group and removes its connection file. Run by
+        :func:`~kernel_nursery.provisioning._guardian.register_off_loop` (the first
+        registration spawns the guardian)."""
         child = _child(self._inner)
         if child is None or not _guardian.SUPPORTED or self._guard_token is not None:
             return

@@ -19,6 +19,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 
 from .._errors import ProvisionerError
 
@@ -170,7 +171,10 @@ class LoopThread:
         finally:
             os.close(self._ended_r)
         if ended:
-            self._thread.join(_JOIN_WAIT)  # it has said it ends: it has only to return
+            # It has said it ends: it has only to return. Shielded (a cancelled caller's
+            # thread start would be refused), and bounded by the join's own timeout.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._thread.join, _JOIN_WAIT)
         else:
             _log.warning(
                 "The event loop of %s did not stop within %g s (it is blocked); its thread is "

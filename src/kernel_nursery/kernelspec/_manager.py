@@ -19,7 +19,7 @@ from jupyter_core.paths import jupyter_path
 from traitlets import Bool, Instance, List, Set, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .._errors import KernelSpecError, NoSuchKernelError
+from .._errors import KernelSpecError, NoSuchKernelSpecError
 from .._kernelspec import KernelSpec
 from ..provisioning import KernelProvisionerFactory
 
@@ -109,7 +109,7 @@ class KernelSpecManager(LoggingConfigurable):
         too (to show it, say); it cannot be started.
 
         Raises:
-            NoSuchKernelError: no such kernel, or its provisioner is not installed (the message
+            NoSuchKernelSpecError: no such kernel, or its provisioner is not installed (the message
                 lists the kernels that exist).
             KernelSpecError: its kernel.json is invalid (the message names the file and field).
         """
@@ -117,7 +117,7 @@ class KernelSpecManager(LoggingConfigurable):
         specs = self.find_kernel_specs()
         resource_dir = specs.get(name)
         if resource_dir is None:
-            raise NoSuchKernelError(kernel_name, list(specs))
+            raise NoSuchKernelSpecError(kernel_name, list(specs), hint=self._missing_hint(name))
         spec = self._load(name, resource_dir)
         if require_provisioner and not self.provisioner_factory.is_provisioner_available(spec):
             stanza = spec.kernel_provisioner
@@ -126,12 +126,24 @@ class KernelSpecManager(LoggingConfigurable):
                 if stanza
                 else f"{self.provisioner_factory.default_provisioner_name!r} (the default)"
             )
-            raise NoSuchKernelError(
+            raise NoSuchKernelSpecError(
                 kernel_name,
                 [n for n in specs if n != name],
                 reason=f"its provisioner {provisioner} is not installed",
             )
         return spec
+
+    def _missing_hint(self, name: str) -> str | None:
+        """What would make kernel *name* available, when that is known (else ``None``, and
+        the error suggests the closest name)."""
+        if self.allowed_kernelspecs and name not in self.allowed_kernelspecs:
+            return "only the kernels in KernelSpecManager.allowed_kernelspecs can be used"
+        if name != NATIVE_KERNEL_NAME:
+            return None
+        if _native_resource_dir() is None:
+            return "ipykernel provides it: pip install ipykernel"
+        # ipykernel is here, but not offered (ensure_native_kernel is off): register it.
+        return f"ipykernel provides it: {sys.executable} -m ipykernel install --user"
 
     def get_all_specs(self) -> dict[str, dict[str, Any]]:
         """Every usable kernel: name → ``{"resource_dir": ..., "spec": <kernel.json dict>}``.

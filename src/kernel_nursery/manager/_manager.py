@@ -36,7 +36,7 @@ from ..provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LaunchProgress,
-    stop_process,
+    shutdown_kernel_process,
 )
 from ..provisioning._base import check_kernel_id
 from ..wire import is_encrypted
@@ -269,7 +269,7 @@ class KernelManager(LoggingConfigurable):
         as it was.
 
         Raises:
-            NoSuchKernelError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
+            NoSuchKernelSpecError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
 
         .. versionadded:: 0.2
         """
@@ -485,7 +485,7 @@ class KernelManager(LoggingConfigurable):
         Raises:
             KernelStateError: not inside ``async with``, a kernel is already running, or the
                 kernel was shut down before it was ready.
-            NoSuchKernelError, KernelSpecError: the kernel spec cannot be had.
+            NoSuchKernelSpecError, KernelSpecError: the kernel spec cannot be had.
             ModuleNotFoundError, ProvisionerError: its provisioner cannot be had.
             LaunchError: the kernel program cannot be run.
             KernelDiedError: the kernel exited before it answered (with its exit status).
@@ -837,7 +837,7 @@ class KernelManager(LoggingConfigurable):
                     if not now:
                         requested = await self._request_shutdown(restart, wait_time)
                         await provisioner.shutdown_requested(restart=restart)
-                    status = await stop_process(
+                    status = await shutdown_kernel_process(
                         provisioner,
                         restart=restart,
                         wait_time=wait_time,
@@ -1014,6 +1014,10 @@ class KernelManager(LoggingConfigurable):
             return successor
 
         kwargs.setdefault("session", self._activity.session(incarnation.info))
+        # A kernel that greeted our own client's iopub subscription greets the new client's
+        # too: its first execute then waits for that, not for a kernel_info round trip.
+        own = self._client
+        kwargs.setdefault("expect_welcome", own is not None and own.iopub_welcomed)
         return TrackedClient(
             incarnation.info,
             activity=self._activity,

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import pytest
+from traitlets.config import Config
 
 from kernel_nursery import (
     KernelSpec,
@@ -22,12 +23,12 @@ from kernel_nursery import (
     LocalProvisioner,
     ProvisionerError,
     read_connection_file,
-    stop_process,
 )
 from kernel_nursery.connection import reserved_ports, runtime_dir
-from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _guardian, shutdown_kernel_process
 
-from ...helpers.kernels import SpecFactory
+from ...helpers.kernels import SpecFactory, start_and_stop
+from ...helpers.loop_watch import watch_loop
 from ...helpers.notify import notifier
 from ...helpers.procs import fifo_with_a_blocked_writer, is_running, process_group_members
 
@@ -167,7 +168,7 @@ async def test_cleanup_kills_what_an_exited_kernel_left(toy_spec: SpecFactory) -
 async def test_sigterm_ignored_means_killed_after_wait_time(
     toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """stop_process kills a kernel that ignores SIGTERM once its wait time is up."""
+    """shutdown_kernel_process kills a kernel that ignores SIGTERM once its wait time is up."""
     async with notifier() as n:
         async with LocalProvisioner(
             kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
@@ -175,22 +176,24 @@ async def test_sigterm_ignored_means_killed_after_wait_time(
             await launch(p)
             await n.ready()
             with caplog.at_level(logging.WARNING):
-                assert await stop_process(p, wait_time=0.2) == -signal.SIGKILL
+                assert await shutdown_kernel_process(p, wait_time=0.2) == -signal.SIGKILL
             assert "did not exit" in caplog.text
 
 
-async def test_stop_process_is_polite_first(toy_spec: SpecFactory) -> None:
+async def test_shutdown_kernel_process_is_polite_first(toy_spec: SpecFactory) -> None:
     """A kernel that honours SIGTERM ends by it, without SIGKILL."""
     async with notifier() as n:
         async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
             await launch(p)
             await n.ready()
-            assert await stop_process(p) == -signal.SIGTERM
-            assert await stop_process(p) == -signal.SIGTERM  # already stopped: just the status
+            assert await shutdown_kernel_process(p) == -signal.SIGTERM
+            assert (
+                await shutdown_kernel_process(p) == -signal.SIGTERM
+            )  # already stopped: just the status
 
 
-async def test_stop_process_is_shielded(toy_spec: SpecFactory) -> None:
-    """A caller cancelled during stop_process still gets a stopped kernel."""
+async def test_shutdown_kernel_process_is_shielded(toy_spec: SpecFactory) -> None:
+    """A caller cancelled during shutdown_kernel_process still gets a stopped kernel."""
     async with notifier() as n:
         async with LocalProvisioner(
             kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
@@ -199,7 +202,7 @@ async def test_stop_process_is_shielded(toy_spec: SpecFactory) -> None:
             [pid] = await n.ready()
             with anyio.CancelScope() as scope:
                 scope.cancel()
-                await stop_process(p, wait_time=0.1)
+                await shutdown_kernel_process(p, wait_time=0.1)
             assert not is_running(pid)
             assert await p.poll() == -signal.SIGKILL
 
@@ -786,14 +789,14 @@ async def test_ipc_prefix_too_long_is_refused_before_launch(toy_spec: SpecFactor
     assert not p.has_process
 
 
-async def test_stop_process_waits_first_after_a_shutdown_request(
+async def test_shutdown_kernel_process_waits_first_after_a_shutdown_request(
     toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With shutdown_requested, a kernel exiting by itself is waited for, not signalled; one
     that does not exit gets SIGTERM after the wait time, then SIGKILL."""
     async with LocalProvisioner(kernel_spec=toy_spec("--exit", "7")) as p:
         await launch(p)
-        assert await stop_process(p, shutdown_requested=True, wait_time=10) == 7
+        assert await shutdown_kernel_process(p, shutdown_requested=True, wait_time=10) == 7
     async with notifier() as n:
         async with LocalProvisioner(
             kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
@@ -801,7 +804,7 @@ async def test_stop_process_waits_first_after_a_shutdown_request(
             await launch(p)
             await n.ready()
             with caplog.at_level(logging.WARNING):
-                status = await stop_process(p, shutdown_requested=True, wait_time=0.1)
+                status = await shutdown_kernel_process(p, shutdown_requested=True, wait_time=0.1)
             assert status == -signal.SIGKILL
             assert "after the shutdown request" in caplog.text
             assert "after SIGTERM" in caplog.text
@@ -1006,3 +1009,31 @@ async def test_encrypted_kernel_beyond_loopback_is_not_warned(
         await p.wait()
     assert "curve_publickey" in info
     assert not [r for r in caplog.records if "unencrypted" in r.getMessage()]
+
+
+@pytest.mark.parametrize("handshake", [False, True])
+async def test_start_and_shutdown_never_block_the_event_loop(
+    fake_spec: SpecFactory, fresh_guardian: None, handshake: bool
+) -> None:
+    """A start (the process's first, which spawns the guardian; with the handshake, the
+    connection file written again) and a shutdown run no spawn nor file work on the event
+    loop's thread, and never pause it long (tests/helpers/loop_watch.py)."""
+    spec = fake_spec()
+    spec.kernel_protocol_version = "5.5"  # the fake kernel does the handshake when asked
+    async with watch_loop() as watch:
+        await start_and_stop(
+            spec, config=Config({"LocalProvisioner": {"kernel_handshake": handshake}})
+        )
+    assert _guardian.guardian_pid() is not None  # this start spawned it
+    watch.check()
+
+
+async def test_kernels_started_at_once_never_block_the_event_loop(
+    fake_spec: SpecFactory, fresh_guardian: None
+) -> None:
+    """Kernels started at once, while one registration spawns the guardian (holding its
+    lock), wait for it in worker threads, never on the event loop's thread."""
+    async with watch_loop() as watch, anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(start_and_stop, fake_spec())
+    watch.check()

@@ -25,8 +25,6 @@ import pytest
 
 from kernel_nursery import (
     InvalidKernelIdError,
-    JobEndedError,
-    JobRejectedError,
     KernelClient,
     KernelDiedError,
     KernelEvent,
@@ -35,14 +33,17 @@ from kernel_nursery import (
     LaunchError,
     ProvisionerConfigError,
     ProvisionerError,
-    QueueTimeoutError,
+    ProvisionerInfoError,
     SlurmProvisioner,
-    stop_process,
 )
 from kernel_nursery.connection import validate_connection_info
-from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _guardian, shutdown_kernel_process
+from kernel_nursery.provisioning.slurm import JobEndedError, JobRejectedError, QueueTimeoutError
 
+from ...conftest import FAKE_KERNEL
 from ...helpers.engines import need_binaries
+from ...helpers.kernels import start_and_stop
+from ...helpers.loop_watch import watch_loop
 from ...helpers.slurm import SlurmCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -50,6 +51,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 BINARIES = ("slurmctld", "slurmd", "munged", "srun", "salloc", "scancel", "squeue", "scontrol")
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+FAKE = [sys.executable, FAKE_KERNEL, "{connection_file}"]
 
 
 @pytest.fixture(scope="session")
@@ -527,9 +529,11 @@ async def test_job_name_with_a_slash_is_fine(slurm: SlurmCluster) -> None:
 @pytest.mark.parametrize(
     ("change", "error"),
     [
-        ({"job_id": "1,2"}, ProvisionerError),
-        ({"job_id": "1 2"}, ProvisionerError),
-        ({"step_id": "0\n1"}, ProvisionerError),
+        ({"job_id": "1,2"}, ProvisionerInfoError),
+        ({"job_id": "1 2"}, ProvisionerInfoError),
+        ({"step_id": "0\n1"}, ProvisionerInfoError),
+        ({"step_id": "1"}, ProvisionerInfoError),
+        ({"in_allocation": True}, ProvisionerInfoError),
         ({"kernel_id": "../k"}, InvalidKernelIdError),
         ({"kernel_id": None}, InvalidKernelIdError),
     ],
@@ -537,8 +541,9 @@ async def test_job_name_with_a_slash_is_fine(slurm: SlurmCluster) -> None:
 async def test_taking_over_bad_info_is_refused(
     slurm: SlurmCluster, change: dict[str, Any], error: type[Exception]
 ) -> None:
-    """Saved info whose job id, step id or kernel id Slurm's tools cannot take: a typed
-    one-line error before anything runs."""
+    """Saved info whose job id, step id or kernel id Slurm's tools cannot take, or that names
+    a step of an allocation: a typed one-line error (ProvisionerInfoError for the job's fields,
+    as every provisioner raises for bad take-over info) before anything runs."""
     info = {
         "kernel_id": "k1",
         "connection_info": {},
@@ -676,7 +681,7 @@ async def test_a_released_job_is_shut_down_by_its_new_owner(slurm: SlurmCluster)
     assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
     async with SlurmProvisioner() as taker:
         await taker.load_provisioner_info(json.loads(json.dumps(info)))
-        assert await stop_process(taker, wait_time=10) == UNKNOWN_EXIT_STATUS
+        assert await shutdown_kernel_process(taker, wait_time=10) == UNKNOWN_EXIT_STATUS
     assert not slurm.queue() or all(" COMPLETING " in job for job in slurm.queue())
 
 
@@ -751,7 +756,7 @@ async def test_taking_over_an_ended_job_fails(slurm: SlurmCluster) -> None:
 
 def test_registered_in_the_entry_point_group() -> None:
     """The factory finds SlurmProvisioner under the name 'slurm'."""
-    from kernel_nursery import KernelProvisionerFactory
+    from kernel_nursery.provisioning import KernelProvisionerFactory
 
     assert KernelProvisionerFactory.instance().is_provisioner_available(
         KernelSpec(argv=["x"], metadata={"kernel_provisioner": {"provisioner_name": "slurm"}})
@@ -986,3 +991,29 @@ async def end_released(info: dict[str, Any]) -> None:
         await owner.kill()
         with anyio.fail_after(30):
             await owner.wait()
+
+
+async def test_start_and_shutdown_never_block_the_event_loop(
+    slurm: SlurmCluster, fresh_guardian: None
+) -> None:
+    """A start (the process's first, which spawns the guardian) and a shutdown of a kernel
+    on Slurm run no spawn nor file work on the event loop's thread, and never pause it long
+    (tests/helpers/loop_watch.py)."""
+    async with watch_loop() as watch:
+        await start_and_stop(spec(slurm, FAKE))
+    assert _guardian.guardian_pid() is not None  # the start spawned it
+    watch.check()
+
+
+async def test_cancelled_while_the_guardian_starts_a_start_leaves_nothing(
+    slurm: SlurmCluster, fresh_guardian: None
+) -> None:
+    """Cancelled while the worker thread that registers srun spawns the guardian (it finishes
+    that), a start leaves no srun, job or registration with the guardian."""
+    async with watch_loop() as watch:
+        with anyio.CancelScope() as scope:
+            watch.cancel_at("guardian.py", scope)
+            await start_and_stop(spec(slurm, FAKE))
+    assert scope.cancelled_caught
+    assert watch.cancelled_at is not None and "guardian.py" in watch.cancelled_at
+    assert not _guardian._state.registered
