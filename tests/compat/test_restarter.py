@@ -16,30 +16,17 @@ from typing import Any
 
 import anyio
 import pytest
-from jupyter_client.provisioning import KernelProvisionerFactory as JupyterFactory
 from traitlets.config import Config
 
 from ..conftest import FAKE_KERNEL
 from ..helpers.procs import is_running
-from .test_to_jupyter import nursery_kernel
+
+# The fixtures as test_to_jupyter.py has them: asyncio only, a fresh jupyter_client factory.
+from .test_to_jupyter import anyio_backend, fresh_jupyter_factory, nursery_kernel  # noqa: F401
 
 pytestmark = pytest.mark.anyio
 
 READY = 60
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """jupyter_client's IOLoop managers run on asyncio: these tests do too."""
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def fresh_jupyter_factory() -> Any:
-    """jupyter_client's provisioner factory is a singleton too; each test gets its own."""
-    JupyterFactory.clear_instance()
-    yield
-    JupyterFactory.clear_instance()
 
 
 def config_for(restarter: str, **restarter_config: Any) -> Config:

@@ -74,6 +74,16 @@ def nursery_kernel(
     return name
 
 
+async def ready_async(km: AsyncKernelManager) -> None:
+    """Wait until the async manager's kernel answers."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=READY)
+    finally:
+        kc.stop_channels()
+
+
 def group_gone(pgid: int) -> bool:
     return not process_group_members(pgid)
 
@@ -202,12 +212,7 @@ async def test_generic_name_reaches_a_provisioner_of_ours_with_its_config(
         provisioner = km.provisioner
         assert type(provisioner) is NurseryProvisioner
         assert km.get_connection_info()["transport"] == "ipc"
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=READY)
-        finally:
-            kc.stop_channels()
+        await ready_async(km)
         info = await provisioner.get_provisioner_info()
         json.dumps(info["kernel_nursery"])  # plain JSON
         assert info["kernel_nursery"]["provisioner_name"] == "local-provisioner"
@@ -307,12 +312,7 @@ async def test_kernels_run_in_clear_where_upstream_runs_them_in_clear(
     try:
         assert km.curve_publickey is None
         assert "curve_publickey" not in json.loads(Path(km.connection_file).read_text())
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=READY)
-        finally:
-            kc.stop_channels()
+        await ready_async(km)
     finally:
         await km.shutdown_kernel(now=True)
 
@@ -418,12 +418,7 @@ async def test_jupyter_restarter_restarts_a_killed_kernel(jupyter_dirs: dict[str
             # The restart follows the callback, and jupyter_client signals no end of it.
             while km.provisioner.pid in (None, pid):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            kc = km.client()
-            kc.start_channels()
-            try:
-                await kc.wait_for_ready(timeout=READY)
-            finally:
-                kc.stop_channels()
+            await ready_async(km)
         assert km.provisioner.pid not in (None, pid)
         assert await km.is_alive()
     finally:
@@ -518,12 +513,7 @@ async def test_a_kernel_deaf_to_shutdown_and_sigterm_is_killed(
     )
     km = AsyncKernelManager(kernel_name=name, shutdown_wait_time=1.0)
     await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=READY)
-    finally:
-        kc.stop_channels()
+    await ready_async(km)
     pid = km.provisioner.pid
     assert pid is not None
     with anyio.fail_after(READY):
@@ -691,12 +681,7 @@ async def test_async_manager_honours_ports_set_on_it(jupyter_dirs: dict[str, Pat
         info = km.get_connection_info()
         assert {name: info[name] for name in ports} == ports
         assert "curve_publickey" in json.loads(Path(km.connection_file).read_text())
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=READY)
-        finally:
-            kc.stop_channels()
+        await ready_async(km)
     finally:
         await km.shutdown_kernel(now=True)
 
