@@ -146,6 +146,7 @@ class LoopThread:
         closing = self._closing
         if closing is not None:
             if not closing.is_set():
+                # Bounded: the first aclose() sets it within CANCEL_WAIT + _JOIN_WAIT.
                 with anyio.CancelScope(shield=True):
                     await closing.wait()
             return

@@ -242,7 +242,7 @@ async def spawn_shielded(
             :class:`~kernel_nursery.LaunchFileNotFoundError`, one not executable a
             :class:`~kernel_nursery.LaunchPermissionError`.
     """
-    with anyio.CancelScope(shield=True):
+    with anyio.CancelScope(shield=True):  # bounded: fork + exec
         try:
             process = await anyio.open_process(argv, **options)
         except OSError as exc:
