@@ -36,6 +36,8 @@ from typing import Any
 
 import kernel_nursery
 
+from .procs import ENGINE_PIDS
+
 #: The test image's name in the private daemon.
 IMAGE = "kernel-nursery-test:1"
 #: The label filter that finds every container a test made.
@@ -198,13 +200,15 @@ def start_dockerd(binaries: dict[str, str], *, bridge: bool = False) -> DockerDa
 
 def _spawn(argv: list[str], directory: Path) -> subprocess.Popen[bytes]:
     with (directory / "dockerd.log").open("ab") as log:
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+    ENGINE_PIDS.add(popen.pid)  # a child of this process for the session, not a leftover
+    return popen
 
 
 def restart_dockerd(daemon: DockerDaemon, *, down: Callable[[], None] = lambda: None) -> None:
@@ -232,6 +236,7 @@ def _halt(daemon: DockerDaemon) -> None:
     except subprocess.TimeoutExpired:
         daemon.popen.kill()
         daemon.popen.wait(30)
+    ENGINE_PIDS.discard(daemon.popen.pid)  # reaped: the number may be reused
     if daemon.copier is not None:
         daemon.copier.join(10)  # it closes the pipe at its end
         daemon.copier = None

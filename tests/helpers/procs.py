@@ -55,12 +55,20 @@ def children_of(pid: int | None = None) -> set[int]:
     return children
 
 
+#: Engines a session fixture runs as children of this process (a private dockerd), which live
+#: as long as the test session: not a test's leftovers. Each fixture adds its daemon's pid when
+#: it starts it and removes it once the daemon is reaped (a pid can be reused).
+ENGINE_PIDS: set[int] = set()
+
+
 def live_children(pid: int | None = None) -> set[int]:
     """The running (non-zombie) children of *pid* (default: this process, whose kernel
-    guardian, meant to live as long as the process, is not counted)."""
+    guardian, meant to live as long as the process, and the session's engines
+    (:data:`ENGINE_PIDS`) are not counted)."""
     children = children_of(pid)
     if pid is None:
         children.discard(guardian_pid() or 0)
+        children -= ENGINE_PIDS
     return {c for c in children if is_running(c)}
 
 
