@@ -50,7 +50,7 @@ FORBIDDEN = {
 SCRIPTS = f"{PACKAGE}.provisioning._scripts"
 
 #: The provisioners, each a package of its own that reaches no other's private modules.
-PLUGINS = ("local", "ssh", "slurm")
+PLUGINS = ("local", "ssh", "slurm", "forkserver")
 
 
 def module_files() -> dict[str, Path]:
@@ -198,15 +198,20 @@ def test_scripts_are_stand_alone() -> None:
 
 
 def test_no_provisioner_reaches_into_another() -> None:
-    """A provisioner's package imports no other provisioner's package: what they share lives
-    beside them in provisioning/ (base, factory, process, command checks, the guardian)."""
+    """A provisioner's package imports no other provisioner's private modules: what they share
+    lives beside them in provisioning/ (base, factory, process, command checks, the guardian).
+    It may build on another's public face (the fork server's class extends LocalProvisioner)."""
     edges = graph()
     crossing = set()
     for module, targets in edges.items():
         own = _plugin_of(module)
         if own is None:
             continue
-        crossing |= {(module, t) for t in targets if _plugin_of(t) not in (None, own)}
+        crossing |= {
+            (module, t)
+            for t in targets
+            if _plugin_of(t) not in (None, own) and len(t.split(".")) > 3
+        }
     assert crossing == set()
 
 

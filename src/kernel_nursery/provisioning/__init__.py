@@ -1,8 +1,8 @@
 """Kernel provisioners: what starts a kernel, watches it and stops it.
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
-implementation (a local process), :class:`SSHProvisioner` runs a kernel on another host over
-SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
+implementation (a local process), :class:`ForkServerProvisioner` forks Python kernels from a warm template process,
+:class:`SSHProvisioner` runs a kernel on another host over SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
 group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
 anyio.
@@ -35,6 +35,7 @@ from ._factory import (
     KernelProvisionerFactory,
 )
 from ._process import UNKNOWN_EXIT_STATUS
+from .forkserver import ForkServerError, ForkServerProvisioner, hold_fork_templates
 from .local import LocalProvisioner
 from .slurm import JobEndedError, JobError, JobRejectedError, QueueTimeoutError, SlurmProvisioner
 from .ssh import (
@@ -53,6 +54,8 @@ __all__ = [
     "JUPYTER_PREFIX",
     "KILL_WAIT_TIME",
     "UNKNOWN_EXIT_STATUS",
+    "ForkServerError",
+    "ForkServerProvisioner",
     "JobEndedError",
     "JobError",
     "JobRejectedError",
@@ -69,6 +72,7 @@ __all__ = [
     "SSHProvisioner",
     "SlurmProvisioner",
     "format_kernel_cmd",
+    "hold_fork_templates",
     "shutdown_kernel_process",
 ]
 

@@ -398,8 +398,7 @@ class LocalProvisioner(KernelProvisionerBase):
         except LaunchError:
             self._release(remove_file=True)
             raise
-        process = await self._spawn(argv, options)
-        self._process = ChildProcess(process)
+        process = self._process = await self._start_process(argv, options)
         self._pgid = process.pid if sys.platform != "win32" else None
         self._last_status = None
         try:
@@ -428,6 +427,13 @@ class LocalProvisioner(KernelProvisionerBase):
         else:
             options["start_new_session"] = True
         return options
+
+    async def _start_process(self, argv: list[str], options: _ProcessOptions) -> ProcessHandle:
+        """Start the kernel's process and return a handle on it: the hook a subclass replaces
+        to start it another way (the fork server forks it from a template). The contract is
+        :meth:`_spawn`'s: on failure the file and ports are released and :class:`LaunchError`
+        raised; a process that was started is handed back even if a cancellation arrived."""
+        return ChildProcess(await self._spawn(argv, options))
 
     async def _spawn(self, argv: list[str], options: _ProcessOptions) -> anyio.abc.Process:
         """Start the process, shielded; on any failure release the file and ports.
