@@ -144,16 +144,25 @@ class Template:
         # SIGTERM stays blocked across the fork: the child must never run the template's
         # handler (it resets its signals before it unblocks them).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        settled, has_settled = os.pipe()
         try:
             pid = os.fork()
         except OSError as exc:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            os.close(settled)
+            os.close(has_settled)
             self.refuse(channel, fds, f"fork failed: {exc.strerror or exc}")
             return False
         if pid == 0:
+            os.setsid()  # before the manager learns the pid: the group is there to signal
+            os.close(has_settled)
+            os.close(settled)
             self.let_go(channel)
             return True
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        os.close(has_settled)
+        os.read(settled, 1)  # end of file once the child leads its session (or has died)
+        os.close(settled)
         for fd in fds[1:]:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
@@ -257,8 +266,8 @@ def _kill_group(pid: int, signum: int) -> None:
 
 def become_kernel(request: dict, fds: list[int]) -> None:
     """In the forked child, before anything of the kernel runs: make this process what a
-    spawned kernel of the same spec would be, then run the kernel's module as ``-m`` does."""
-    os.setsid()
+    spawned kernel of the same spec would be (it leads its session already), then run the
+    kernel's module as ``-m`` does."""
     _reset_signals(set(request["ignored"]))
     for target, fd in enumerate(fds[1:]):
         os.dup2(fd, target)  # dup2 makes 0, 1, 2 inheritable, as a spawned kernel's
