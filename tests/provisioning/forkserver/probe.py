@@ -18,7 +18,30 @@ def _disposition(signum):
     return getattr(handler, "__qualname__", type(handler).__name__)
 
 
+def _socket_kinds():
+    """Socket inode -> its kind: tcp listening or connected, unix."""
+    kinds = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = open(f"/proc/self/net/{table}").read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            state = "listen" if fields[3] == "0A" else "connected"
+            kinds[fields[9]] = f"tcp {state}"
+    try:
+        lines = open("/proc/self/net/unix").read().splitlines()[1:]
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split()
+        kinds[fields[6]] = "unix"
+    return kinds
+
+
 def _descriptors():
+    sockets = _socket_kinds()
     found = {}
     for name in os.listdir("/proc/self/fd"):
         try:
@@ -26,6 +49,8 @@ def _descriptors():
         except OSError:
             continue
         kind = target.split(":", 1)[0] if ":" in target and not target.startswith("/") else target
+        if kind == "socket":
+            kind = "socket " + sockets.get(target[8:-1], "other")
         found[name] = kind
     return found
 
