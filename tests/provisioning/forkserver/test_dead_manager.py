@@ -1,0 +1,109 @@
+"""A managing process SIGKILLed with forked kernels: its kernels and its template are gone
+soon after (through the guardian, and through the template's own watch on its manager)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from kernel_nursery.provisioning import _guardian
+
+from ...helpers.procs import gone, is_running, parent_of, process_group_members
+from ..test_guardian import Manager
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not _guardian.SUPPORTED, reason="the guardian needs Linux pidfds"),
+]
+
+# Starts forked python3 kernels on command; answers each with their pids and file.
+PROGRAM = textwrap.dedent(
+    """
+    import json, sys
+    from contextlib import AsyncExitStack
+    import anyio, anyio.to_thread
+    from traitlets.config import Config
+    from kernel_nursery import start_kernel
+    from kernel_nursery.provisioning import _guardian
+
+    CONFIG = Config({"KernelProvisionerFactory": {"default_provisioner_name": "forkserver"}})
+
+    async def main():
+        stack = AsyncExitStack()
+        while True:
+            line = await anyio.to_thread.run_sync(sys.stdin.readline)
+            if not line:
+                await anyio.sleep_forever()
+            km = await stack.enter_async_context(start_kernel("python3", config=CONFIG))
+            p = km.provisioner
+            reply = {"pid": p.pid, "template": p.template_pid, "file": p.connection_file,
+                     "forked": p.forked, "guardian": _guardian.guardian_pid()}
+            print(json.dumps(reply), flush=True)
+
+    anyio.run(main, backend=sys.argv[1])
+    """
+)
+
+
+@asynccontextmanager
+async def managing_program(tmp_path: Path, backend: str) -> AsyncIterator[Manager]:
+    """Run the program on *backend*, in a session of its own; SIGKILL it at the end."""
+    script = tmp_path / "manager.py"
+    script.write_text(PROGRAM)
+    stderr = tmp_path / "manager.stderr"
+    with stderr.open("wb") as err:
+        process = await anyio.open_process(
+            [sys.executable, str(script), backend],
+            stdin=-1,
+            stdout=-1,
+            stderr=err,
+            start_new_session=True,
+        )
+    async with process:
+        try:
+            yield Manager(process, stderr)
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+
+
+@pytest.mark.parametrize("guardian_killed_too", [False, True], ids=["guardian", "no-guardian"])
+async def test_forked_kernels_and_template_go_with_a_killed_manager(
+    tmp_path: Path, anyio_backend: str, guardian_killed_too: bool
+) -> None:
+    """SIGKILL of a manager with two forked kernels: the kernels (their groups) and the
+    template are gone soon after, and the connection files with the guardian; without a
+    guardian, the template stops its kernels itself (their files then stay: the limit the
+    local provisioner documents too)."""
+    async with managing_program(tmp_path, anyio_backend) as manager:
+        kernels = [await manager.send("start"), await manager.send("start")]
+        template = kernels[0]["template"]
+        assert all(k["forked"] and k["template"] == template for k in kernels)
+        assert parent_of(template) == manager.process.pid
+        if guardian_killed_too:
+            os.kill(kernels[0]["guardian"], signal.SIGKILL)
+            await gone(kernels[0]["guardian"])
+        await manager.kill()
+        for kernel in kernels:
+            await gone(kernel["pid"])
+            assert not process_group_members(kernel["pid"])
+        await gone(template)
+        assert not is_running(template)
+        for kernel in kernels:
+            path = Path(kernel["file"])
+            if guardian_killed_too:
+                path.unlink()  # nobody was left to remove it
+            else:
+                await gone(kernel["guardian"])
+                assert not path.exists()
