@@ -1,8 +1,9 @@
 """Kernel provisioners: what starts a kernel, watches it and stops it.
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
-implementation (a local process), :class:`ForkServerProvisioner` forks Python kernels from a warm template process,
-:class:`SSHProvisioner` runs a kernel on another host over SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
+implementation (a local process), :class:`ForkServerProvisioner` forks Python kernels from a
+warm template process, :class:`SSHProvisioner` runs a kernel on another host over SSH,
+:class:`SlurmProvisioner` runs kernels as Slurm jobs, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
 group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
 anyio.

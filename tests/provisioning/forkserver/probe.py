@@ -1,5 +1,7 @@
 """Code run inside a kernel by the parity tests: what the kernel sees, as one JSON line."""
 
+from __future__ import annotations
+
 import json
 import os
 import resource

@@ -33,12 +33,16 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 #: Seconds kernels get between SIGTERM and SIGKILL when the managing process has gone.
 GRACE = 2.0
 #: Records are at most this long (a fork request carries the kernel's environment).
 MAX_RECORD = 1 << 20
 #: Signals a Python interpreter ignores from its start (the child resets them as exec would).
+#: A record of the protocol (see above).
+Record = dict[str, Any]
 PYTHON_IGNORES = {signal.SIGPIPE, getattr(signal, "SIGXFSZ", signal.SIGPIPE)}
 
 
@@ -53,7 +57,7 @@ class _Kernel:
         self.exited = False
 
 
-def _send(sock: socket.socket, record: dict, fds: list[int] = ()) -> None:  # type: ignore[assignment]
+def _send(sock: socket.socket, record: Record, fds: Sequence[int] = ()) -> None:
     data = json.dumps(record).encode()
     if fds:
         sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
@@ -61,7 +65,7 @@ def _send(sock: socket.socket, record: dict, fds: list[int] = ()) -> None:  # ty
         sock.send(data)
 
 
-def _receive(sock: socket.socket) -> tuple[dict | None, list[int]]:
+def _receive(sock: socket.socket) -> tuple[Record | None, list[int]]:
     """One record and the descriptors that came with it; ``(None, [])`` at end of file."""
     fds = array.array("i")
     data, ancillary, _flags, _addr = sock.recvmsg(MAX_RECORD, socket.CMSG_SPACE(16 * fds.itemsize))
@@ -112,7 +116,7 @@ class Template:
         self.by_channel: dict[int, _Kernel] = {}
         self.kernels: list[_Kernel] = []
 
-    def serve(self) -> tuple[dict, list[int]] | None:
+    def serve(self) -> tuple[Record, list[int]] | None:
         """Serve until end of file on the control socket (then return ``None``), or until
         this process is a new kernel (then return its request and descriptors)."""
         while True:
@@ -129,7 +133,7 @@ class Template:
                 elif fd in self.by_channel:
                     self.released(self.by_channel[fd])
 
-    def fork(self, request: dict, fds: list[int]) -> bool:
+    def fork(self, request: Record, fds: list[int]) -> bool:
         """Fork a kernel for *request*; ``True`` in the child."""
         if len(fds) != 4:
             for fd in fds:
@@ -139,7 +143,9 @@ class Template:
         threads = _thread_count()
         if threads > 1:
             # fork() copies only the calling thread: locks other threads held stay locked.
-            self.refuse(channel, fds, f"the template has {threads} threads (a preload started them)")
+            self.refuse(
+                channel, fds, f"the template has {threads} threads (a preload started them)"
+            )
             return False
         # SIGTERM stays blocked across the fork: the child must never run the template's
         # handler (it resets its signals before it unblocks them).
@@ -210,6 +216,7 @@ class Template:
             self.reap(kernel)
             return
         info = os.waitid(os.P_PID, kernel.pid, os.WEXITED | os.WNOWAIT)
+        assert info is not None  # the pidfd said it has exited
         status = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
         try:
             _send(kernel.channel, {"status": status})
@@ -264,7 +271,7 @@ def _kill_group(pid: int, signum: int) -> None:
 # ---------------------------------------------------------------------- the new kernel
 
 
-def become_kernel(request: dict, fds: list[int]) -> None:
+def become_kernel(request: Record, fds: list[int]) -> None:
     """In the forked child, before anything of the kernel runs: make this process what a
     spawned kernel of the same spec would be (it leads its session already), then run the
     kernel's module as ``-m`` does."""
@@ -296,9 +303,7 @@ def _reset_signals(ignored: set[int]) -> None:
     for signum in signal.valid_signals():
         if signum in (signal.SIGKILL, signal.SIGSTOP):
             continue
-        ignore = signum in PYTHON_IGNORES or (
-            signum in ignored and signum not in PYTHON_IGNORES
-        )
+        ignore = signum in PYTHON_IGNORES or (signum in ignored and signum not in PYTHON_IGNORES)
         try:
             signal.signal(signum, signal.SIG_IGN if ignore else signal.SIG_DFL)
         except (OSError, ValueError):
@@ -322,7 +327,10 @@ def _refresh_import_time_environment() -> None:
     app = getattr(module, "IPKernelApp", None)
     if app is None:
         return
-    for name, variable in (("parent_handle", "JPY_PARENT_PID"), ("interrupt", "JPY_INTERRUPT_EVENT")):
+    for name, variable in (
+        ("parent_handle", "JPY_PARENT_PID"),
+        ("interrupt", "JPY_INTERRUPT_EVENT"),
+    ):
         value = int(os.environ.get(variable) or 0)
         trait = app.class_traits().get(name)
         if trait is not None:
@@ -342,7 +350,7 @@ def _reseed() -> None:
 # ---------------------------------------------------------------------- start
 
 
-def main() -> tuple[dict, list[int]] | None:
+def main() -> tuple[Record, list[int]] | None:
     control = socket.socket(fileno=int(sys.argv[1]))
     preloads = json.loads(sys.argv[2])
     # The script's folder is not the kernel's: a kernel's path starts with its working directory.
@@ -351,7 +359,9 @@ def main() -> tuple[dict, list[int]] | None:
     # SIGTERM (the guardian, a user) ends the template as the loss of its manager does.
     signal.signal(signal.SIGTERM, _stop)
     failed = _preload(preloads)
-    _send(control, {"ready": True, "pid": os.getpid(), "failed": failed, "threads": _thread_count()})
+    _send(
+        control, {"ready": True, "pid": os.getpid(), "failed": failed, "threads": _thread_count()}
+    )
     template = Template(control)
     try:
         return template.serve()

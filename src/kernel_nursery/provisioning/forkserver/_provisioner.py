@@ -269,4 +269,3 @@ def _ignored_signals() -> list[int]:
         except (OSError, ValueError):
             continue
     return ignored
-
