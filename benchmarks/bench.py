@@ -28,6 +28,9 @@ Scenarios:
                bounded in time (--scale-timeout): a run that does not complete (out of time,
                or crashed) is counted (incomplete_runs), its kernels killed, and the cells of
                an implementation none of whose runs completed say why
+  forkserver-N ipykernels forked from a warm template against the same spec spawned
+               (benchmarks/forkserver_bench.py): start to ready one at a time, N up at once
+               (--forkserver, 20 by default), proportional set size per idle kernel
   ssh, ssh-floor  remote kernels over SSH against a throwaway sshd on loopback, with a raw
                floor (benchmarks/ssh_bench.py; skipped where sshd is not installed)
   bridge       jupyter_client's AsyncKernelManager with ipykernel, once with its own
@@ -298,6 +301,10 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
             launch.append(t1 - t0)
             kill.append(t2 - t1)
         out = {"launch": launch} if scenario == "launch" else {"kill": kill}
+    elif scenario == "forkserver":
+        import forkserver_bench
+
+        return await forkserver_bench.rows(IPYKERNEL, reps, n)
     elif scenario == "ipykernel":
         keys = ("start_to_ready", "graceful_shutdown", "now_shutdown", "restart_to_ready")
         out = {k: [] for k in keys}
@@ -484,6 +491,10 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
             launch.append(t1 - t0)
             kill.append(t2 - t1)
         out = {"launch": launch} if scenario == "launch" else {"kill": kill}
+    elif scenario == "forkserver":
+        import forkserver_bench
+
+        return await forkserver_bench.rows(IPYKERNEL, reps, n)
     elif scenario == "ipykernel":
         keys = ("start_to_ready", "graceful_shutdown", "now_shutdown", "restart_to_ready")
         out = {k: [] for k in keys}
@@ -895,6 +906,12 @@ def main() -> None:
     )
     parser.add_argument("--scale-reps", type=int, default=3, help="workers per implementation")
     parser.add_argument(
+        "--forkserver",
+        type=int,
+        default=20,
+        help="ipykernels up at once in the forkserver scenario (forked, then spawned)",
+    )
+    parser.add_argument(
         "--scenarios",
         "--only",
         default="",
@@ -937,6 +954,7 @@ def main() -> None:
             + [("many", "", int(n)) for n in args.many.split(",")]
             + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("first-execute", "", 0)]
             + [("pool", "", 100), ("scale", "", args.scale)]
+            + [("forkserver", "", args.forkserver)]
         )
         if ssh_bench.available():
             plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
@@ -951,6 +969,8 @@ def main() -> None:
                     continue
                 if scenario == "pool" and impl == "jupyter_client":
                     continue
+                if scenario == "forkserver" and not impl.startswith("ours"):
+                    continue  # jupyter_client forks no kernel: forked and spawned side by side
                 if scenario == "ssh" and impl == "jupyter_client":
                     continue  # sshpyk runs a remote kernel spec: compared in ssh-ipykernel
                 if scenario == "ssh-ipykernel" and impl == "jupyter_client":
@@ -990,7 +1010,7 @@ def main() -> None:
                         continue
                     for key, values in measured.items():
                         merged.setdefault(key, []).extend(values)
-                sized = scenario in ("many", "pool", "scale")
+                sized = scenario in ("many", "pool", "scale", "forkserver")
                 prefix = f"{scenario}-{n}" if sized else scenario
                 if scenario == "scale":
                     merged["incomplete_runs"] = [len(incomplete)]
@@ -1032,6 +1052,11 @@ UNITS = {
     "idle_cpu_s": ("s", 1),
     "failed": ("", 1),
     "incomplete_runs": ("", 1),
+    "pss_mb_forked": ("MB", 1),
+    "pss_mb_spawned": ("MB", 1),
+    "start_to_ready_ratio": ("", 1),
+    "up_ratio": ("", 1),
+    "pss_mb_ratio": ("", 1),
 }
 
 
