@@ -1,9 +1,10 @@
 """Bridges with jupyter_client, both ways; imported only by those who use them.
 
-- :class:`NurseryProvisioner` and :class:`NurseryLocalProvisioner` are jupyter_client
-  provisioners (entry-point group ``jupyter_client.kernel_provisioners``, names
-  ``kernel-nursery`` and ``kernel-nursery-local``) that run kernels with kernel-nursery's
-  provisioners, for jupyter_client's kernel managers, jupyter_server, JupyterLab and nbclient.
+- :class:`NurseryProvisioner`, :class:`NurseryLocalProvisioner` and
+  :class:`NurseryForkServerProvisioner` are jupyter_client provisioners (entry-point group
+  ``jupyter_client.kernel_provisioners``, names ``kernel-nursery``, ``kernel-nursery-local``
+  and ``kernel-nursery-forkserver``) that run kernels with kernel-nursery's provisioners, for
+  jupyter_client's kernel managers, jupyter_server, JupyterLab and nbclient.
 - :class:`JupyterProvisioner` is one of our provisioners that runs a jupyter_client provisioner,
   for our kernel manager on either backend; kernel specs name it ``jupyter:<name>``.
 
@@ -14,12 +15,13 @@ Importing this subpackage imports jupyter_client (the ``jupyter`` extra:
 from __future__ import annotations
 
 from ._from_jupyter import CANCEL_WAIT, JUPYTER_GROUP, JupyterProvisioner
-from ._to_jupyter import NurseryLocalProvisioner, NurseryProvisioner
+from ._to_jupyter import NurseryForkServerProvisioner, NurseryLocalProvisioner, NurseryProvisioner
 
 __all__ = [
     "CANCEL_WAIT",
     "JUPYTER_GROUP",
     "JupyterProvisioner",
+    "NurseryForkServerProvisioner",
     "NurseryLocalProvisioner",
     "NurseryProvisioner",
 ]
