@@ -207,3 +207,17 @@ async def test_another_provisioner_takes_a_forked_kernel_over(fork_spec: ForkSpe
             with anyio.fail_after(60):
                 assert await adopter.wait() == UNKNOWN_EXIT_STATUS
                 assert await launcher.wait() == -signal.SIGKILL
+
+
+async def test_a_launch_cancelled_while_its_template_starts_leaves_nothing(
+    fork_spec: ForkSpec,
+) -> None:
+    """Cancelled while the template imports ipykernel (which takes far longer than the
+    cancellation's delay): the launch waits for the start, then leaves no kernel, template,
+    connection file or port."""
+    async with ForkServerProvisioner(kernel_spec=fork_spec()) as p:
+        with anyio.move_on_after(0.05) as scope:
+            await launch(p)
+        assert scope.cancelled_caught
+        assert not p.has_process and not p.connection_info
+    assert live_templates() == []

@@ -103,6 +103,10 @@ class ForkServerProvisioner(LocalProvisioner):
     async def _start_process(self, argv: list[str], options: Any) -> ProcessHandle:
         """Fork the kernel from its template; spawn it if that is unsafe (see the class).
 
+        Cancelled, it lets a template's start (bounded by :attr:`template_timeout`) or a fork
+        (a few milliseconds) finish, then releases the connection file, the ports and the
+        template: no kernel is left.
+
         Raises:
             ForkServerError: the kernel cannot be forked and :attr:`fallback` is off (the file
                 and ports are released).
@@ -113,6 +117,7 @@ class ForkServerProvisioner(LocalProvisioner):
         except TemplateError as exc:
             if not self.fallback:
                 self._release(remove_file=True)
+                await self._let_go_of_template()
                 raise ForkServerError(f"cannot fork kernel: {exc}", argv=argv) from None
             self.log.warning(
                 "Kernel %s is spawned, not forked: %s (ForkServerProvisioner.fallback)",
@@ -121,6 +126,12 @@ class ForkServerProvisioner(LocalProvisioner):
             )
             self._forked = False
             return await super()._start_process(argv, options)
+        except BaseException:
+            # Cancelled (a template's start, or a fork, is awaited to its end first, so no
+            # kernel can be left): nothing of the launch remains, as when a spawn fails.
+            self._release(remove_file=True)
+            await self._let_go_of_template()
+            raise
         self._forked = True
         return handle
 
