@@ -51,6 +51,8 @@ def _descriptors():
         except OSError:
             continue
         kind = target.split(":", 1)[0] if ":" in target and not target.startswith("/") else target
+        if kind == "anon_inode":
+            kind = target  # anon_inode:[eventfd], [eventpoll], [pidfd]...
         if kind == "socket":
             kind = "socket " + sockets.get(target[8:-1], "other")
         found[name] = kind

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 
 from kernel_nursery.provisioning import _guardian
 
 from ...helpers.procs import gone, is_running, parent_of, process_group_members
-from ..test_guardian import Manager
+from ..test_guardian import managing_program
 
 pytestmark = [
     pytest.mark.anyio,
@@ -54,30 +50,6 @@ PROGRAM = textwrap.dedent(
 )
 
 
-@asynccontextmanager
-async def managing_program(tmp_path: Path, backend: str) -> AsyncIterator[Manager]:
-    """Run the program on *backend*, in a session of its own; SIGKILL it at the end."""
-    script = tmp_path / "manager.py"
-    script.write_text(PROGRAM)
-    stderr = tmp_path / "manager.stderr"
-    with stderr.open("wb") as err:
-        process = await anyio.open_process(
-            [sys.executable, str(script), backend],
-            stdin=-1,
-            stdout=-1,
-            stderr=err,
-            start_new_session=True,
-        )
-    async with process:
-        try:
-            yield Manager(process, stderr)
-        finally:
-            if process.returncode is None:
-                process.kill()
-            with anyio.CancelScope(shield=True):
-                await process.wait()
-
-
 @pytest.mark.parametrize("guardian_killed_too", [False, True], ids=["guardian", "no-guardian"])
 async def test_forked_kernels_and_template_go_with_a_killed_manager(
     tmp_path: Path, anyio_backend: str, guardian_killed_too: bool
@@ -86,7 +58,7 @@ async def test_forked_kernels_and_template_go_with_a_killed_manager(
     template are gone soon after, and the connection files with the guardian; without a
     guardian, the template stops its kernels itself (their files then stay: the limit the
     local provisioner documents too)."""
-    async with managing_program(tmp_path, anyio_backend) as manager:
+    async with managing_program(tmp_path, anyio_backend, PROGRAM) as manager:
         kernels = [await manager.send("start"), await manager.send("start")]
         template = kernels[0]["template"]
         assert all(k["forked"] and k["template"] == template for k in kernels)

@@ -1,8 +1,11 @@
 """The fork server's template: a warm interpreter that forks kernels on request.
 
 Run by the kernel spec's own interpreter (with the spec's interpreter flags) as
-``python [flags] forkserver_template.py FD PRELOAD_JSON``, where FD is this end of a private
-``SOCK_SEQPACKET`` socket pair whose other end only the managing process holds. Stand-alone:
+``python [flags] forkserver_template.py FD PRELOAD_JSON WARM_JSON``, where FD is this end of a
+private
+``SOCK_SEQPACKET`` socket pair whose other end only the managing process holds, PRELOAD the
+modules to import (each must import) and WARM those a kernel imports as it starts, imported
+too where they can be (a failure there is no fault: the kernel imports them itself). Stand-alone:
 the standard library at module level; ipykernel and the preloads are imported at run time.
 
 The protocol, one JSON record per message (file descriptors travel as ``SCM_RIGHTS``):
@@ -26,6 +29,7 @@ after :data:`GRACE` seconds, and are reaped.
 from __future__ import annotations
 
 import array
+import gc
 import json
 import os
 import select
@@ -43,6 +47,8 @@ MAX_RECORD = 1 << 20
 #: Signals a Python interpreter ignores from its start (the child resets them as exec would).
 #: A record of the protocol (see above).
 Record = dict[str, Any]
+#: Changes to the environment: ``[name, value before, value after]`` (``None``: unset).
+EnvironmentChanges = list[list[Any]]
 PYTHON_IGNORES = {signal.SIGPIPE, getattr(signal, "SIGXFSZ", signal.SIGPIPE)}
 
 
@@ -108,8 +114,9 @@ def _thread_count() -> int:
 class Template:
     """The template's loop: fork requests on the control socket, exits of its kernels."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, imported_environment: EnvironmentChanges) -> None:
         self.control = control
+        self.imported_environment = imported_environment
         self.poller = select.poll()
         self.poller.register(control, select.POLLIN)
         self.by_pidfd: dict[int, _Kernel] = {}
@@ -127,6 +134,7 @@ class Template:
                         self.end()
                         return None
                     if self.fork(request, fds):
+                        request["imported_environment"] = self.imported_environment
                         return request, fds
                 elif fd in self.by_pidfd:
                     self.exited(self.by_pidfd[fd])
@@ -280,7 +288,7 @@ def become_kernel(request: Record, fds: list[int]) -> None:
         os.dup2(fd, target)  # dup2 makes 0, 1, 2 inheritable, as a spawned kernel's
     os.closerange(3, _fd_limit())  # the template's sockets, pidfds and the request's fds
     os.environ.clear()
-    os.environ.update(request["env"])
+    os.environ.update(_replay(request["imported_environment"], request["env"]))
     os.chdir(request["cwd"])
     _refresh_import_time_environment()
     _reseed()
@@ -294,6 +302,30 @@ def become_kernel(request: Record, fds: list[int]) -> None:
     sys.modules["__main__"] = types.ModuleType("__main__")  # the kernel's, not the template's
     # What "python -m module" runs: the module as __main__, argv[0] set to its file.
     runpy._run_module_as_main(request["module"], alter_argv=True)  # type: ignore[attr-defined]
+
+
+def _environment_changes(before: dict[str, str], after: dict[str, str]) -> EnvironmentChanges:
+    """What importing the preloads did to the environment: each variable set, changed or
+    removed, with its value before (``None``: unset) and after (``None``: removed)."""
+    names = set(before) | set(after)
+    return [
+        [n, before.get(n), after.get(n)] for n in sorted(names) if before.get(n) != after.get(n)
+    ]
+
+
+def _replay(changes: EnvironmentChanges, env: dict[str, str]) -> dict[str, str]:
+    """*env* as the preloads' imports would have left it, had they run in the kernel: each
+    change is made where the kernel's value is the one the template had before it (a module
+    that sets a variable unless it is set leaves a kernel that sets it alone)."""
+    env = dict(env)
+    for name, old, new in changes:
+        if env.get(name) != old:
+            continue
+        if new is None:
+            del env[name]
+        else:
+            env[name] = new
+    return env
 
 
 def _reset_signals(ignored: set[int]) -> None:
@@ -352,17 +384,24 @@ def _reseed() -> None:
 
 def main() -> tuple[Record, list[int]] | None:
     control = socket.socket(fileno=int(sys.argv[1]))
-    preloads = json.loads(sys.argv[2])
+    preloads, warm = json.loads(sys.argv[2]), json.loads(sys.argv[3])
     # The script's folder is not the kernel's: a kernel's path starts with its working directory.
     if not sys.flags.safe_path and sys.path and sys.path[0] == os.path.dirname(__file__):
         del sys.path[0]
     # SIGTERM (the guardian, a user) ends the template as the loss of its manager does.
     signal.signal(signal.SIGTERM, _stop)
+    before = dict(os.environ)
     failed = _preload(preloads)
+    _preload(warm)
+    imported_environment = _environment_changes(before, dict(os.environ))
+    # Objects alive now are the template's for good: the kernels' garbage collector leaves
+    # them alone, so it does not write to (and copy) the pages they share with the template.
+    gc.collect()
+    gc.freeze()
     _send(
         control, {"ready": True, "pid": os.getpid(), "failed": failed, "threads": _thread_count()}
     )
-    template = Template(control)
+    template = Template(control, imported_environment)
     try:
         return template.serve()
     except _Stop:

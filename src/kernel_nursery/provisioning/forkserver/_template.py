@@ -54,6 +54,24 @@ __all__ = [
 _SCRIPT = Path(__file__).parent.parent / "_scripts" / "forkserver_template.py"
 #: What a kernel gets from ipykernel's command before the preloads: what its launch imports.
 BASE_PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell")
+#: Modules ipykernel imports as each kernel starts (IPython's debugger and shell helpers...),
+#: imported by the template where they can be: each kernel finds them imported and shares
+#: their pages. Not required: a template that lacks one is no less safe. Not ipykernel's own
+#: debugger (debugpy): imported in the template, it leaves its kernels with one descriptor
+#: fewer than a spawned kernel has (the parity test finds it), for reasons not yet known.
+WARM = (
+    "IPython.core.debugger",
+    "IPython.core.completerlib",
+    "IPython.core.oinspect",
+    "IPython.extensions.storemagic",
+    "tornado.platform.asyncio",
+    "tornado.queues",
+    "sqlite3",
+    "psutil",
+    "faulthandler",
+    "importlib.readers",
+    "importlib.resources.readers",
+)
 #: Environment variables that decide a Python interpreter's ``sys.path`` and site: templates
 #: differ when they differ, since a kernel's path is its template's.
 PATH_VARIABLES = (
@@ -271,7 +289,13 @@ def _start(key: TemplateKey, env: Mapping[str, str], *, timeout: float, log: Log
         TemplateError: it cannot be run, or exited or did not answer within *timeout*.
     """
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    argv = [*key.interpreter, str(_SCRIPT), str(theirs.fileno()), json.dumps(key.preload)]
+    argv = [
+        *key.interpreter,
+        str(_SCRIPT),
+        str(theirs.fileno()),
+        json.dumps(key.preload),
+        json.dumps(WARM),
+    ]
     with tempfile.TemporaryFile() as errors:
         try:
             popen = subprocess.Popen(
