@@ -24,7 +24,7 @@ pytestmark = [
 # Starts forked python3 kernels on command; answers each with their pids and file.
 PROGRAM = textwrap.dedent(
     """
-    import json, sys
+    import json, subprocess, sys
     from contextlib import AsyncExitStack
     import anyio, anyio.to_thread
     from traitlets.config import Config
@@ -39,7 +39,11 @@ PROGRAM = textwrap.dedent(
             line = await anyio.to_thread.run_sync(sys.stdin.readline)
             if not line:
                 await anyio.sleep_forever()
-            km = await stack.enter_async_context(start_kernel("python3", config=CONFIG))
+            config = Config(CONFIG)
+            config.ForkServerProvisioner.independent = json.loads(line).get("independent", False)
+            # Not our stdout: an independent ipykernel prints how to connect to it there.
+            kernel = start_kernel("python3", config=config, stdout=subprocess.DEVNULL)
+            km = await stack.enter_async_context(kernel)
             p = km.provisioner
             reply = {"pid": p.pid, "template": p.template_pid, "file": p.connection_file,
                      "forked": p.forked, "guardian": _guardian.guardian_pid()}
@@ -79,3 +83,21 @@ async def test_forked_kernels_and_template_go_with_a_killed_manager(
             else:
                 await gone(kernel["guardian"])
                 assert not path.exists()
+
+
+async def test_an_independent_forked_kernel_outlives_its_manager(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """An independent kernel is left running when its manager is SIGKILLed and its template
+    goes (nothing ties it to them: no JPY_PARENT_PID, no guardian)."""
+    async with managing_program(tmp_path, anyio_backend, PROGRAM) as manager:
+        kernel = await manager.send("start", independent=True)
+        assert kernel["forked"]
+        await manager.kill()
+        await gone(kernel["template"])
+        try:
+            assert is_running(kernel["pid"])
+        finally:
+            os.killpg(kernel["pid"], signal.SIGKILL)
+            await gone(kernel["pid"])
+            Path(kernel["file"]).unlink()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -220,4 +221,23 @@ async def test_a_launch_cancelled_while_its_template_starts_leaves_nothing(
             await launch(p)
         assert scope.cancelled_caught
         assert not p.has_process and not p.connection_info
+    assert live_templates() == []
+
+
+async def test_a_preload_that_starts_a_thread_makes_the_kernel_spawned(
+    fork_spec: ForkSpec, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A template whose preload started a thread refuses to fork (fork copies one thread):
+    the kernel is spawned, with a warning that says so."""
+    (tmp_path / "kn_threaded.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+    )
+    spec = fork_spec(preload=["kn_threaded"])
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    with caplog.at_level(logging.WARNING):
+        async with start_kernel(kernel_spec=spec, env=env) as km:
+            p = km.provisioner
+            assert isinstance(p, ForkServerProvisioner) and not p.forked
+    assert "spawned, not forked" in caplog.text and "2 threads" in caplog.text
     assert live_templates() == []
