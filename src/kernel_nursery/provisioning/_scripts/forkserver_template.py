@@ -136,6 +136,7 @@ class Template:
                     if self.fork(request, fds):
                         request["imported_environment"] = self.imported_environment
                         return request, fds
+                    break  # the fork opened descriptors: the batch's numbers may be stale
                 elif fd in self.by_pidfd:
                     self.exited(self.by_pidfd[fd])
                 elif fd in self.by_channel:
@@ -250,6 +251,15 @@ class Template:
 
     def end(self) -> None:
         """The managing process has gone: stop the kernels it owned, reap every one."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # ending already
+        # Only the kernels' exits matter now: hung-up channels would wake every poll below.
+        self.poller.unregister(self.control)
+        for kernel in self.kernels:
+            if kernel.channel is not None:
+                self.poller.unregister(kernel.channel)
+                kernel.channel.close()
+                kernel.channel = None
+        self.by_channel.clear()
         owned = [k for k in self.kernels if not k.independent]
         for kernel in owned:
             _kill_group(kernel.pid, signal.SIGTERM)
