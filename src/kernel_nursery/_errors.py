@@ -150,7 +150,10 @@ class ProvisionerInfoError(ProvisionerError, ValueError):
     process may take over: a process id or group that is not a number above 1, that names this
     process or its own group, or a process that cannot be told to be the kernel (its group or
     start time differs from the info's), or a connection file that is not the kernel's (cleanup
-    would remove it). Nothing is signalled, removed or taken over.
+    would remove it); for a remote kernel, a start time, ports or a connection file that are not
+    what they must be; for a Slurm job, a job or step id that is not one, or a step of an
+    allocation. Every provisioner raises it for such info. Nothing is signalled, removed or
+    taken over.
 
     .. versionadded:: 0.2
     """

@@ -33,6 +33,7 @@ from kernel_nursery import (
     LaunchError,
     ProvisionerConfigError,
     ProvisionerError,
+    ProvisionerInfoError,
     SlurmProvisioner,
 )
 from kernel_nursery.connection import validate_connection_info
@@ -524,9 +525,11 @@ async def test_job_name_with_a_slash_is_fine(slurm: SlurmCluster) -> None:
 @pytest.mark.parametrize(
     ("change", "error"),
     [
-        ({"job_id": "1,2"}, ProvisionerError),
-        ({"job_id": "1 2"}, ProvisionerError),
-        ({"step_id": "0\n1"}, ProvisionerError),
+        ({"job_id": "1,2"}, ProvisionerInfoError),
+        ({"job_id": "1 2"}, ProvisionerInfoError),
+        ({"step_id": "0\n1"}, ProvisionerInfoError),
+        ({"step_id": "1"}, ProvisionerInfoError),
+        ({"in_allocation": True}, ProvisionerInfoError),
         ({"kernel_id": "../k"}, InvalidKernelIdError),
         ({"kernel_id": None}, InvalidKernelIdError),
     ],
@@ -534,8 +537,9 @@ async def test_job_name_with_a_slash_is_fine(slurm: SlurmCluster) -> None:
 async def test_taking_over_bad_info_is_refused(
     slurm: SlurmCluster, change: dict[str, Any], error: type[Exception]
 ) -> None:
-    """Saved info whose job id, step id or kernel id Slurm's tools cannot take: a typed
-    one-line error before anything runs."""
+    """Saved info whose job id, step id or kernel id Slurm's tools cannot take, or that names
+    a step of an allocation: a typed one-line error (ProvisionerInfoError for the job's fields,
+    as every provisioner raises for bad take-over info) before anything runs."""
     info = {
         "kernel_id": "k1",
         "connection_info": {},

@@ -947,8 +947,9 @@ async def test_what_is_sent_and_how_ssh_is_called_without_a_server() -> None:
 
 
 async def test_provisioner_info_without_what_a_takeover_needs() -> None:
-    """Info without a remote pid restores the state only; without remote ports it is refused,
-    and nothing stays reserved."""
+    """Info without a remote pid restores the state only; with a bad remote pid, start time,
+    ports or connection file it is refused with a one-line ProvisionerInfoError before ssh
+    runs, and nothing stays reserved."""
     spec = KernelSpec(argv=["python"], name="r")
     info = {"kernel_id": "k", "connection_info": {}, "remote_pid": None}
     p = SSHProvisioner(kernel_spec=spec, host="h")
@@ -967,10 +968,17 @@ async def test_provisioner_info_without_what_a_takeover_needs() -> None:
             "kernel_name": "",
         },
     }
-    with pytest.raises(ProvisionerError, match="remote_ports"):
+    with pytest.raises(ProvisionerInfoError, match="remote_ports"):
         await SSHProvisioner(kernel_spec=spec, host="h").load_provisioner_info(full)
     assert not reserved_ports()
+    full["remote_ports"] = [2000 + i for i in range(len(PORT_NAMES))]
     for change in (
+        {"remote_ports": [2000, 2001]},
+        {"remote_ports": ["2000", 2001, 2002, 2003, 2004]},
+        {"remote_ports": [0, 2001, 2002, 2003, 2004]},
+        {"remote_ports": "20002001"},
+        {"remote_connection_file": 7},
+        {"remote_connection_file": "/tmp/kernel\0k.json"},
         {"remote_pid": 1},
         {"remote_pid": -1},
         {"remote_pid": "12345"},
