@@ -1055,6 +1055,7 @@ UNITS = {
     "pss_mb_forked": ("MB", 1),
     "pss_mb_spawned": ("MB", 1),
     "start_to_ready_ratio": ("", 1),
+    "launch_ratio": ("", 1),
     "up_ratio": ("", 1),
     "pss_mb_ratio": ("", 1),
 }

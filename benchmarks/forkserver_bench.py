@@ -3,6 +3,8 @@ against the same spec spawned, in one worker, one after the other.
 
 - start_to_ready_{forked,spawned}: KernelManager.start_kernel to ready (kernel_info answered),
   one kernel at a time; the template is warm (started before the first measured start);
+- launch_{forked,spawned}: the provisioner's pre_launch and launch_kernel, until the kernel's
+  process exists (the provisioner's own share of a start; the rest is the kernel's start);
 - up_{forked,spawned}: N kernels started concurrently in a KernelNursery, until all are ready;
 - pss_mb_{forked,spawned}: proportional set size per idle kernel (/proc/PID/smaps_rollup)
   after SETTLE seconds of idling, the template's own share counted in the forked one.
@@ -27,6 +29,21 @@ def pss_mb(pid: int) -> float:
     return 0.0
 
 
+async def launch_time(spec: Any) -> float:
+    """Seconds from a provisioner's creation to launch_kernel returning (then it is killed)."""
+    from kernel_nursery.provisioning import KernelProvisionerFactory
+
+    t0 = time.perf_counter()
+    p = KernelProvisionerFactory.instance().create_provisioner_instance("bench", spec, None)
+    async with p:
+        kw = await p.pre_launch()
+        await p.launch_kernel(kw.pop("cmd"), **kw)
+        elapsed = time.perf_counter() - t0
+        await p.kill()
+        await p.wait()
+    return elapsed
+
+
 async def rows(ipykernel: list[str], reps: int, n: int) -> dict[str, list[float]]:
     import anyio
 
@@ -47,6 +64,7 @@ async def rows(ipykernel: list[str], reps: int, n: int) -> dict[str, list[float]
                     t0 = time.perf_counter()
                     await km.start_kernel()
                     out.setdefault(f"start_to_ready_{label}", []).append(time.perf_counter() - t0)
+                out.setdefault(f"launch_{label}", []).append(await launch_time(spec))
         for label, spec in (("forked", forked), ("spawned", spawned)):
             pids: list[int] = []
 
@@ -68,7 +86,7 @@ async def rows(ipykernel: list[str], reps: int, n: int) -> dict[str, list[float]
                     total += pss_mb(template)
                 out[f"pss_mb_{label}"] = [total / n]
                 await nursery.shutdown_all()
-    for key in ("start_to_ready", "up", "pss_mb"):
+    for key in ("start_to_ready", "launch", "up", "pss_mb"):
         out[f"{key}_ratio"] = [
             statistics.median(out[f"{key}_spawned"]) / statistics.median(out[f"{key}_forked"])
         ]
