@@ -515,10 +515,6 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
             launch.append(t1 - t0)
             kill.append(t2 - t1)
         out = {"launch": launch} if scenario == "launch" else {"kill": kill}
-    elif scenario == "forkserver":
-        import forkserver_bench
-
-        return await forkserver_bench.rows(IPYKERNEL, reps, n)
     elif scenario == "ipykernel":
         keys = ("start_to_ready", "graceful_shutdown", "now_shutdown", "restart_to_ready")
         out = {k: [] for k in keys}
