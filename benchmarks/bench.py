@@ -30,8 +30,9 @@ Scenarios:
                or crashed) is counted (incomplete_runs), its kernels killed, and the cells of
                an implementation none of whose runs completed say why
   forkserver-N ipykernels forked from a warm template against the same spec spawned
-               (benchmarks/forkserver_bench.py): start to ready one at a time, N up at once
-               (--forkserver, 20 by default), proportional set size per idle kernel
+               (benchmarks/forkserver_bench.py): start to ready one at a time, the launch
+               alone, the first execute (cold and from a pool), N up at once (--forkserver,
+               20 by default), proportional set size per idle kernel
   ssh, ssh-floor  remote kernels over SSH against a throwaway sshd on loopback, with a raw
                floor (benchmarks/ssh_bench.py; skipped where sshd is not installed)
   bridge       jupyter_client's AsyncKernelManager with ipykernel, once with its own

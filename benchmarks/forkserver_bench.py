@@ -5,6 +5,9 @@ against the same spec spawned, in one worker, one after the other.
   one kernel at a time; the template is warm (started before the first measured start);
 - launch_{forked,spawned}: the provisioner's pre_launch and launch_kernel, until the kernel's
   process exists (the provisioner's own share of a start; the rest is the kernel's start);
+- first_execute_{forked,spawned}: a cold start_kernel to its first execute's result, and a
+  take from a warm KernelPool of one to the first execute's result (pool_first_execute_*),
+  whose refill is forked too;
 - up_{forked,spawned}: N kernels started concurrently in a KernelNursery, until all are ready;
 - pss_mb_{forked,spawned}: proportional set size per idle kernel (/proc/PID/smaps_rollup)
   after SETTLE seconds of idling, the template's own share counted in the forked one.
@@ -44,6 +47,30 @@ async def launch_time(spec: Any) -> float:
     return elapsed
 
 
+async def first_execute(spec: Any, label: str, reps: int) -> dict[str, list[float]]:
+    """Cold: start_kernel to the first execute's result. Pool: a take from a warm pool of one
+    (refilled between takes) to the first execute's result."""
+    import anyio
+
+    from kernel_nursery import KernelPool, start_kernel
+
+    cold, pool_times = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        async with start_kernel(kernel_spec=spec) as km, km.client() as kc:
+            assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
+            cold.append(time.perf_counter() - t0)
+    async with KernelPool(kernel_spec=spec, size=1) as pool:
+        for _ in range(reps):
+            with anyio.fail_after(120):
+                await pool.wait_warm()
+            t0 = time.perf_counter()
+            async with pool.take() as km, km.client() as kc:
+                assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
+                pool_times.append(time.perf_counter() - t0)
+    return {f"first_execute_{label}": cold, f"pool_first_execute_{label}": pool_times}
+
+
 async def rows(ipykernel: list[str], reps: int, n: int) -> dict[str, list[float]]:
     import anyio
 
@@ -65,6 +92,8 @@ async def rows(ipykernel: list[str], reps: int, n: int) -> dict[str, list[float]
                     await km.start_kernel()
                     out.setdefault(f"start_to_ready_{label}", []).append(time.perf_counter() - t0)
                 out.setdefault(f"launch_{label}", []).append(await launch_time(spec))
+        for label, spec in (("forked", forked), ("spawned", spawned)):
+            out.update(await first_execute(spec, label, reps))
         for label, spec in (("forked", forked), ("spawned", spawned)):
             pids: list[int] = []
 
