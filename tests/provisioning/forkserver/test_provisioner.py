@@ -21,6 +21,7 @@ from kernel_nursery.provisioning import (
 )
 from kernel_nursery.provisioning.forkserver._template import live_templates
 
+from ...helpers.loop_watch import watch_loop
 from ...helpers.procs import gone, is_running, parent_of
 from .conftest import ForkSpec
 
@@ -241,3 +242,13 @@ async def test_a_preload_that_starts_a_thread_makes_the_kernel_spawned(
             assert isinstance(p, ForkServerProvisioner) and not p.forked
     assert "spawned, not forked" in caplog.text and "2 threads" in caplog.text
     assert live_templates() == []
+
+
+async def test_a_forked_start_never_blocks_the_event_loop(fork_spec: ForkSpec) -> None:
+    """The template's start (a spawn, imports awaited) and the guardian's run in worker
+    threads; the fork request and its answer never pause the loop long."""
+    async with watch_loop() as watch:
+        async with KernelManager(kernel_spec=fork_spec()) as km:
+            await km.start_kernel()
+            assert km.provisioner.forked  # type: ignore[union-attr]
+    watch.check()

@@ -146,27 +146,22 @@ class ForkServerProvisioner(LocalProvisioner):
         interpreter, module, args = _python_command(argv)
         env = dict(options.env if options.env is not None else os.environ)
         key = TemplateKey.of(interpreter, self.preload, env)
-        streams = _standard_streams(options)
-        try:
-            await self._hold_template(key, env)
-            template = self._template
-            assert template is not None
-            if template.refusal is not None:
-                raise TemplateError(template.refusal)
-            record = {
-                "module": module,
-                "args": args,
-                "argv": argv,
-                "env": env,
-                "cwd": os.fsdecode(options.cwd) if options.cwd is not None else os.getcwd(),
-                "ignored": _ignored_signals(),
-                "independent": bool(self.independent),
-            }
-            process = await _template.fork(template, record, [fd for fd, _ in streams])
-        finally:
-            for fd, opened in streams:
-                if opened:
-                    os.close(fd)
+        await self._hold_template(key, env)
+        template = self._template
+        assert template is not None
+        if template.refusal is not None:
+            raise TemplateError(template.refusal)
+        record = {
+            "module": module,
+            "args": args,
+            "argv": argv,
+            "env": env,
+            "cwd": os.fsdecode(options.cwd) if options.cwd is not None else os.getcwd(),
+            "ignored": _ignored_signals(),
+            "independent": bool(self.independent),
+        }
+        streams = _standard_streams(options, template.devnull)
+        process = await _template.fork(template, record, streams)
         self.log.debug("Forked kernel %s from template %s", self.kernel_id, template.pid)
         return process
 
@@ -235,39 +230,37 @@ def _python_command(argv: list[str]) -> tuple[list[str], str, list[str]]:
     raise TemplateError(f"the kernel's command is not 'python [options] -m module': {argv}")
 
 
-def _standard_streams(options: _Options) -> list[tuple[int, bool]]:
-    """The kernel's standard input, output and error as descriptors to send, each with
-    whether it was opened here (and is closed once sent): what spawning would give it.
+def _standard_streams(options: _Options, devnull: int) -> list[int]:
+    """The kernel's standard input, output and error as descriptors to send (*devnull* is
+    the template's /dev/null, for ``DEVNULL`` and for a stream this process has closed):
+    what spawning would give it.
 
     Raises:
         TemplateError: a pipe is asked for (the template cannot make one for this process).
     """
-    streams: list[tuple[int, bool]] = []
-    try:
-        for number, wanted in enumerate((options.stdin, options.stdout, options.stderr)):
-            streams.append(_stream(number, wanted))
-    except BaseException:
-        for fd, opened in streams:
-            if opened:
-                os.close(fd)
-        raise
+    streams = []
+    for number, wanted in enumerate((options.stdin, options.stdout, options.stderr)):
+        if wanted == subprocess.DEVNULL:
+            streams.append(devnull)
+        elif wanted is None:
+            streams.append(number if _is_open(number) else devnull)
+        elif isinstance(wanted, int) and wanted >= 0:
+            streams.append(wanted)
+        elif hasattr(wanted, "fileno"):
+            streams.append(int(wanted.fileno()))
+        else:
+            raise TemplateError(
+                f"standard stream {number} is {wanted!r}: only spawning makes pipes"
+            )
     return streams
 
 
-def _stream(number: int, wanted: Any) -> tuple[int, bool]:
-    if wanted == subprocess.DEVNULL:
-        return os.open(os.devnull, os.O_RDWR), True
-    if wanted is None:
-        try:
-            os.fstat(number)
-        except OSError:
-            return os.open(os.devnull, os.O_RDWR), True  # closed here: spawning does the same
-        return number, False
-    if isinstance(wanted, int) and wanted >= 0:
-        return wanted, False
-    if hasattr(wanted, "fileno"):
-        return int(wanted.fileno()), False
-    raise TemplateError(f"standard stream {number} is {wanted!r}: only spawning makes pipes")
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _ignored_signals() -> list[int]:

@@ -128,6 +128,8 @@ class Template:
         self.refusal: str | None = None  # why it must not fork (failed preload, threads)
         self.guard_token: int | None = None
         self.closed = False
+        # /dev/null for kernels' standard streams, opened once, off the event loop.
+        self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
     @property
     def pid(self) -> int:
@@ -152,7 +154,9 @@ class Template:
             with self.lock:
                 if self.closed:
                     raise TemplateError("the template was closed")
-                self.control.sendmsg([data], ancillary)
+                # Never waits (this runs on the event loop's thread): a template that has not
+                # read its earlier requests is stuck, and the kernel is spawned instead.
+                self.control.sendmsg([data], ancillary, socket.MSG_DONTWAIT)
         except OSError as exc:
             mine.close()
             raise TemplateError(
@@ -169,8 +173,11 @@ class Template:
         """Close the control socket and reap the template (blocking, bounded by
         :data:`CLOSE_WAIT`, then SIGKILL). Returns its exit status."""
         with self.lock:
+            if self.closed:
+                return self.popen.poll()
             self.closed = True
             self.control.close()
+            os.close(self.devnull)
         try:
             status = self.popen.wait(CLOSE_WAIT)
         except subprocess.TimeoutExpired:
