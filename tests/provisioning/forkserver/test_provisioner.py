@@ -21,6 +21,7 @@ from kernel_nursery.provisioning import (
 )
 from kernel_nursery.provisioning.forkserver._template import live_templates
 
+from ...helpers.kernels import interrupt_a_sleep
 from ...helpers.loop_watch import watch_loop
 from ...helpers.procs import gone, is_running, parent_of
 from .conftest import ForkSpec
@@ -36,28 +37,6 @@ async def launch(p: ForkServerProvisioner) -> dict[str, Any]:
     return dict(info)
 
 
-async def sleep_then_interrupt(km: KernelManager) -> dict[str, Any] | None:
-    """Run a long sleep in the kernel and interrupt it once it has started; the error."""
-    started = anyio.Event()
-    results: list[Any] = []
-
-    def hook(msg: Any) -> None:
-        if "started" in msg.content.get("text", ""):
-            started.set()
-
-    async with km.client() as kc, anyio.create_task_group() as tg:
-
-        async def run() -> None:
-            code = "print('started', flush=True)\nimport time\ntime.sleep(60)"
-            results.append(await kc.execute(code, timeout=60, output_hook=hook))
-
-        tg.start_soon(run)
-        with anyio.fail_after(30):
-            await started.wait()
-        await km.interrupt_kernel()
-    return results[0].error  # type: ignore[no-any-return]
-
-
 async def test_execute_interrupt_restart_shutdown(fork_spec: ForkSpec) -> None:
     """start_kernel forks the kernel from a template (its parent), which runs code, is
     interrupted, restarts forked from the same template, and with its manager's end the
@@ -70,7 +49,7 @@ async def test_execute_interrupt_restart_shutdown(fork_spec: ForkSpec) -> None:
         assert parent_of(pid) == template and os.getpgid(pid) == pid == os.getsid(pid)
         async with km.client() as kc:
             assert (await kc.execute("6 * 7", timeout=30)).results == [{"text/plain": "42"}]
-        error = await sleep_then_interrupt(km)
+        error = await interrupt_a_sleep(km)
         assert error is not None and error["ename"] == "KeyboardInterrupt"
         await km.restart_kernel()
         assert p.forked and p.pid != pid and p.template_pid == template
