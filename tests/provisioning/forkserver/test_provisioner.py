@@ -231,3 +231,17 @@ async def test_a_forked_start_never_blocks_the_event_loop(fork_spec: ForkSpec) -
             await km.start_kernel()
             assert km.provisioner.forked  # type: ignore[union-attr]
     watch.check()
+
+
+async def test_a_preload_that_holds_a_descriptor_is_reported(
+    fork_spec: ForkSpec, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A preload that keeps a file open is named in a warning (its kernels close what they
+    inherit); they are still forked."""
+    (tmp_path / "kn_holds_fd.py").write_text("import os\nFD = os.open(__file__, os.O_RDONLY)\n")
+    spec = fork_spec(preload=["kn_holds_fd"])
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    with caplog.at_level(logging.WARNING):
+        async with start_kernel(kernel_spec=spec, env=env) as km:
+            assert km.provisioner.forked  # type: ignore[attr-defined]
+    assert "left descriptors open" in caplog.text and "kn_holds_fd.py" in caplog.text

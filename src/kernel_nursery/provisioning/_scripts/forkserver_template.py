@@ -98,6 +98,20 @@ def _preload(modules: list[str]) -> list[list[str]]:
     return failed
 
 
+def _held_descriptors(control: int) -> list[str]:
+    """What the preloads left open (a kernel will not have it: it closes what it inherits)."""
+    held = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2 or fd == control:
+            continue
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+    return held
+
+
 def _thread_count() -> int:
     """Threads of this process, native ones included (a preload may start them in C)."""
     try:
@@ -409,7 +423,14 @@ def main() -> tuple[Record, list[int]] | None:
     gc.collect()
     gc.freeze()
     _send(
-        control, {"ready": True, "pid": os.getpid(), "failed": failed, "threads": _thread_count()}
+        control,
+        {
+            "ready": True,
+            "pid": os.getpid(),
+            "failed": failed,
+            "threads": _thread_count(),
+            "descriptors": _held_descriptors(control.fileno()),
+        },
     )
     template = Template(control, imported_environment)
     try:

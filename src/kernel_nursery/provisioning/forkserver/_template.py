@@ -330,7 +330,7 @@ def _start(key: TemplateKey, env: Mapping[str, str], *, timeout: float, log: Log
             if detail:
                 log.warning("Fork-server template's error output: %s", detail)
             raise
-    _check_ready(template, ready)
+    _check_ready(template, ready, log)
     template.guard_token = _guardian.register(
         popen.pid,
         pgid=popen.pid,
@@ -358,13 +358,20 @@ def _await_ready(template: Template, timeout: float) -> dict[str, Any]:
     return ready
 
 
-def _check_ready(template: Template, ready: dict[str, Any]) -> None:
+def _check_ready(template: Template, ready: dict[str, Any], log: Log) -> None:
     """Record why a template that started must not fork: a failed preload, or threads."""
     failed = ready.get("failed") or []
     if failed:
         template.refusal = "preload failed: " + "; ".join(f"{m} ({e})" for m, e in failed)
     elif int(ready.get("threads", 1)) > 1:
         template.refusal = f"the template has {ready['threads']} threads after its preloads"
+    if ready.get("descriptors"):
+        log.warning(
+            "Fork-server template (pid %s): its preloads left descriptors open (%s); kernels "
+            "forked from it close them, so a module that relies on one will fail there",
+            template.pid,
+            ", ".join(ready["descriptors"][:5]),
+        )
 
 
 # ---------------------------------------------------------------------- a forked kernel
