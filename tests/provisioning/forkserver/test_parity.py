@@ -52,11 +52,18 @@ async def seen_by(spec: KernelSpec, **launch: Any) -> dict[str, Any]:
 
 def kinds(descriptors: dict[str, str]) -> collections.Counter[str]:
     """How many descriptors of each kind (a socket's kind, pipe, a file's path...). Not
-    counted: connected tcp sockets (one per client connection, which comes and goes) and
-    SQLite's journal (IPython's history writes it now and then)."""
+    counted: connected tcp sockets (one per client connection, which comes and goes), and
+    what SQLite opens for a moment as IPython's history writes: its journal, and the folder
+    that holds it (opened to sync the journal's removal)."""
     return collections.Counter(
-        k for k in descriptors.values() if not k.endswith(("-journal", "tcp connected"))
+        k
+        for k in descriptors.values()
+        if not k.endswith(("-journal", "tcp connected")) and not _sqlite_folder(k)
     )
+
+
+def _sqlite_folder(path: str) -> bool:
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, "history.sqlite"))
 
 
 @pytest.mark.usefixtures("ignoring_sigusr2")
