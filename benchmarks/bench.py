@@ -51,6 +51,10 @@ Scenarios:
                'required'), each repetition both ways: start to ready, the round trip of a small
                execute (median of EXEC_REPS), and of one printing 1 MB; with, as the raw floor,
                a 1 MB round trip between two bare pyzmq sockets on loopback, each way
+  sandbox      ipykernel in the sandbox provisioner (bubblewrap, no network, ipc) against a
+               local one: start to ready, each both ways; and the execute round trip (as in
+               execute, collected) over tcp and ipc to a local kernel and over ipc to a
+               sandboxed one (skipped where bwrap is not installed; ours only)
   execute      one execute round trip on one ipykernel (reply and idle status, outputs
                collected), the mean of EXECUTE_ROUNDS per sample: ours collected (execute) and
                streamed (execute_stream), jupyter_client's execute_interactive, and a floor:
@@ -74,6 +78,7 @@ import os
 import platform
 import resource
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -441,6 +446,8 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                 assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
                 out["cold_start"].append(time.perf_counter() - t0)
         out.update(await warm_first_execute(reps))
+    elif scenario == "sandbox":
+        out = await sandbox_rows(reps)
     elif scenario == "pool":
         takes = []
         async with KernelPool("python3", size=4) as pool:
@@ -776,6 +783,41 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
     return out
 
 
+async def sandbox_rows(reps: int) -> dict[str, list[float]]:
+    """The sandbox scenario: starts to ready, local and sandboxed, alternating; then execute
+    round trips (the mean of EXECUTE_ROUNDS per sample) local over tcp and ipc, sandboxed
+    over ipc."""
+    from kernel_nursery import KernelManager, KernelSpec
+
+    local = KernelSpec(argv=IPYKERNEL, name="local", language="python")
+    metadata = {"kernel_provisioner": {"provisioner_name": "sandbox"}}
+    sandboxed = KernelSpec(argv=IPYKERNEL, name="sandboxed", language="python", metadata=metadata)
+    out: dict[str, list[float]] = {}
+    for _ in range(reps):
+        for tag, spec, transport in (("local", local, "tcp"), ("sandbox", sandboxed, "ipc")):
+            async with KernelManager(kernel_spec=spec, transport=transport) as km:
+                t0 = time.perf_counter()
+                await km.start_kernel()
+                out.setdefault(f"start_to_ready_{tag}", []).append(time.perf_counter() - t0)
+                await km.shutdown_kernel()
+    for key, spec, transport in (
+        ("execute_tcp", local, "tcp"),
+        ("execute_ipc", local, "ipc"),
+        ("execute_ipc_sandbox", sandboxed, "ipc"),
+    ):
+        async with KernelManager(kernel_spec=spec, transport=transport) as km:
+            await km.start_kernel()
+            async with km.client() as kc:
+                for _ in range(EXECUTE_WARMUP):
+                    await kc.execute(EXECUTE_CODE)
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    for _ in range(EXECUTE_ROUNDS):
+                        await kc.execute(EXECUTE_CODE)
+                    out.setdefault(key, []).append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
+    return out
+
+
 def execute_floor(info: dict[str, Any], reps: int) -> list[float]:
     """The execute round trip over blocking pyzmq sockets: the same messages, signed and
     checked by the same Session, waited for with zmq.Poller, with no event loop at all."""
@@ -971,6 +1013,8 @@ def measured_by(scenario: str, impl: str) -> bool:
         return False
     if scenario == "forkserver" and not impl.startswith("ours"):
         return False  # jupyter_client forks no kernel: forked and spawned side by side
+    if scenario == "sandbox" and impl.startswith("jupyter_client"):
+        return False  # a provisioner of ours: nothing of theirs to compare
     if scenario == "ssh" and impl == "jupyter_client":
         return False  # sshpyk runs a remote kernel spec: compared in ssh-ipykernel
     if scenario == "ssh-ipykernel" and impl == "jupyter_client":
@@ -1116,6 +1160,8 @@ def main() -> None:
         )
         if ssh_bench.available():
             plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
+        if shutil.which("bwrap"):
+            plan.append(("sandbox", "", 0))
         if args.scenarios:
             plan = [step for step in plan if step[0] in args.scenarios.split(",")]
         for scenario, _, n in plan:
@@ -1244,6 +1290,8 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("jupyter_client's manager with our provisioner", ("bridge",)),
     ("Remote kernels over SSH", ("ssh", "ssh-floor", "ssh-ipykernel")),
     ("A busy kernel's shutdown", ("busy-shutdown",)),
+    ("Sandboxed kernels (bubblewrap)", ("sandbox",)),
+    ("Kernels forked from a warm template", ("forkserver-20",)),
 ]
 
 #: Readable names of rows, by the part after the scenario (``ipykernel.start_to_ready``).
@@ -1290,6 +1338,11 @@ ROW_NAMES = {
     "start_mux": "floor: start through a control master",
     "zmq_1mb_clear": "floor: 1 MB there and back, bare pyzmq, clear",
     "zmq_1mb_curve": "floor: 1 MB there and back, bare pyzmq, CurveZMQ",
+    "start_to_ready_local": "start to ready, a local kernel (tcp)",
+    "start_to_ready_sandbox": "start to ready, a sandboxed kernel (ipc)",
+    "execute_tcp": "round trip, a local kernel over tcp",
+    "execute_ipc": "round trip, a local kernel over ipc",
+    "execute_ipc_sandbox": "round trip, a sandboxed kernel over ipc",
     "busy_shutdown": "graceful shutdown of a kernel busy in `time.sleep(100)`",
 }
 #: Column headers of the implementations.

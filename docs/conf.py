@@ -15,6 +15,7 @@ from kernel_nursery import (
     KernelPool,
     KernelSpecManager,
     LocalProvisioner,
+    SandboxProvisioner,
     SlurmProvisioner,
     SSHProvisioner,
 )
@@ -56,6 +57,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     ForkServerProvisioner,
     SSHProvisioner,
     SlurmProvisioner,
+    SandboxProvisioner,
 ]
 
 

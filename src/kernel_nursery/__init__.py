@@ -60,7 +60,7 @@ from .manager import (
     start_kernel,
 )
 from .messaging import Comm, ExecuteResult, ExecuteStream, KernelClient, Message, Reply
-from .provisioning import LocalProvisioner, SlurmProvisioner, SSHProvisioner
+from .provisioning import LocalProvisioner, SandboxProvisioner, SlurmProvisioner, SSHProvisioner
 
 __all__ = [
     "ChannelClosedError",
@@ -98,6 +98,7 @@ __all__ = [
     "Reply",
     "ResourceLimitError",
     "SSHProvisioner",
+    "SandboxProvisioner",
     "SignalCancel",
     "SlurmProvisioner",
     "SubscriptionOverflowError",

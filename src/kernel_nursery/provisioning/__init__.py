@@ -1,9 +1,10 @@
 """Kernel provisioners: what starts a kernel, watches it and stops it.
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
-implementation (a local process), :class:`ForkServerProvisioner` forks Python kernels from a
-warm template process, :class:`SSHProvisioner` runs a kernel on another host over SSH,
-:class:`SlurmProvisioner` runs kernels as Slurm jobs, and
+implementation (a local process), :class:`SSHProvisioner` runs a kernel on another host over
+SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, :class:`SandboxProvisioner` runs local
+kernels confined by bubblewrap, :class:`ForkServerProvisioner` forks Python kernels from a warm
+template process, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
 group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
 anyio.
@@ -38,6 +39,7 @@ from ._factory import (
 from ._process import UNKNOWN_EXIT_STATUS
 from .forkserver import ForkServerError, ForkServerProvisioner, hold_fork_templates
 from .local import LocalProvisioner
+from .sandbox import SandboxProvisioner
 from .slurm import JobEndedError, JobError, JobRejectedError, QueueTimeoutError, SlurmProvisioner
 from .ssh import (
     RemoteLaunchError,
@@ -71,6 +73,7 @@ __all__ = [
     "SSHConnectionError",
     "SSHHostKeyError",
     "SSHProvisioner",
+    "SandboxProvisioner",
     "SlurmProvisioner",
     "format_kernel_cmd",
     "hold_fork_templates",

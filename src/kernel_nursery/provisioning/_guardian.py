@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +95,8 @@ def register(
     start_time: int | None,
     connection_file: str | None,
     directory: str | None = None,
+    cgroups: Sequence[str] = (),
+    tree: str | None = None,
     log: Log,
 ) -> int | None:
     """Have the guardian stop kernel *pid* (its group *pgid*) and remove *connection_file* and
@@ -102,6 +104,11 @@ def register(
     there, as an ssh master's control socket directory) if this process dies before
     :func:`unregister`. *start_time* (``/proc`` field 22) tells the kernel from a later process
     with its pid.
+
+    For a sandboxed kernel, also its *cgroups* (directories named ``kn-sandbox-*`` under
+    ``/sys/fs/cgroup``: every process still in them is killed, then they are removed) and its
+    folder *tree* (named ``kn-sandbox-*``, mode 0700, owned by this user: removed with all it
+    holds). The guardian checks those names itself and leaves anything else alone.
 
     Synchronous and quick: starts the guardian the first time (one spawn, not awaited), then
     writes one line. Never raises for the guardian's sake: if it cannot be started, a warning
@@ -119,9 +126,11 @@ def register(
         token = next(state.tokens)
         # The time tells the guardian since when the kernel may have exited (a clock shared by
         # every process): see "RECENT" in the guardian's script.
-        line = _line(
-            "register", token, pid, pgid, start_time, connection_file, time.monotonic(), directory
-        )
+        fields: list[object] = [pid, pgid, start_time, connection_file, time.monotonic()]
+        fields.append(directory)
+        if cgroups or tree:
+            fields += [list(cgroups), tree]
+        line = _line("register", token, *fields)
         state.registered[token] = line
         _send(state, line, log)
         return token

@@ -11,6 +11,12 @@ managing process holds. Each line it reads is a JSON array:
     an ssh control master's, removed with the sockets it holds, and only if they are all it
     holds) may be ``null``. The kernel is
     identified by a pidfd opened when the line is read, checked against ``start_time``.
+``["register", token, pid, pgid, start_time, connection_file, written_at, directory, ...]``
+    with two more fields, ``cgroups`` and ``tree``, for a sandboxed kernel: the cgroup
+    directories it runs in (a list) and its private folder (or ``null``). Once its processes
+    are killed, any process left in the cgroups is killed, the cgroups are removed, and so is
+    the folder with all it holds. Only names the sandbox gives (``kn-sandbox-*``; cgroups
+    under ``/sys/fs/cgroup``, a folder of this user's, mode 0700) are touched.
 ``["unregister", token]``
     the managing process stopped and reaped that kernel itself: forget it.
 
@@ -46,6 +52,9 @@ _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 RECENT = 2.0
 #: How the directories the guardian may remove are named (those of ssh control masters).
 DIRECTORY_PREFIX = "kn-ssh-"
+#: How a sandbox names its cgroups and its kernel's folder, and where cgroups live.
+SANDBOX_PREFIX = "kn-sandbox-"
+CGROUP_ROOT = "/sys/fs/cgroup/"
 #: Seconds to wait for the processes sent SIGKILL to be gone before the guardian exits (only a
 #: process stuck in the OS kernel takes longer).
 KILL_WAIT = 5.0
@@ -62,11 +71,15 @@ class Kernel:
         path: str | None,
         written_at: float,
         directory: str | None = None,
+        cgroups: list[str] | None = None,
+        tree: str | None = None,
     ) -> None:
         self.pid = pid
         self.pgid = pgid
         self.path = path
         self.directory = directory
+        self.cgroups = cgroups or []
+        self.tree = tree
         self.start_time = start_time
         self.pidfd: int | None = None  # open until the leader is seen to exit
         self.unchecked = False  # no pidfd could be had: identified by start time alone
@@ -167,6 +180,10 @@ class Kernel:
     def remove_files(self) -> None:
         if self.directory:
             _remove_directory(self.directory)
+        for cgroup in self.cgroups:
+            _remove_cgroup(cgroup)
+        if self.tree:
+            _remove_tree(self.tree)
         if not self.path:
             return
         try:
@@ -240,24 +257,33 @@ def serve() -> dict[int, Kernel]:
                         poller.unregister(old.pidfd)
                         by_fd.pop(old.pidfd, None)
                     old.close()
-                if op == "register" and len(message) in (7, 8):
+                if op == "register" and len(message) in (7, 8, 10):
                     try:
-                        pid, pgid, start_time, path, written_at, *rest = message[2:]
-                        directory = rest[0] if rest else None
-                        kernel = Kernel(
-                            int(pid),
-                            None if pgid is None else int(pgid),
-                            None if start_time is None else int(start_time),
-                            None if path is None else str(path),
-                            float(written_at),
-                            None if directory is None else str(directory),
-                        )
+                        kernel = _kernel_from(message[2:])
                     except (ValueError, TypeError):
                         continue
                     kernels[token] = kernel
                     if kernel.pidfd is not None:
                         by_fd[kernel.pidfd] = kernel
                         poller.register(kernel.pidfd, _POLL_IN)
+
+
+def _kernel_from(fields: list[object]) -> Kernel:
+    """A registered kernel from a register line's fields (after the token)."""
+    pid, pgid, start_time, path, written_at, *rest = fields
+    directory, cgroups, tree = [*rest, None, None, None][:3]
+    if cgroups is not None and not isinstance(cgroups, list):
+        raise TypeError("cgroups must be a list")
+    return Kernel(
+        int(pid),  # type: ignore[call-overload]
+        None if pgid is None else int(pgid),  # type: ignore[call-overload]
+        None if start_time is None else int(start_time),  # type: ignore[call-overload]
+        None if path is None else str(path),
+        float(written_at),  # type: ignore[arg-type]
+        None if directory is None else str(directory),
+        [str(c) for c in cgroups or ()],
+        None if tree is None else str(tree),
+    )
 
 
 def stop(kernels: list[Kernel], grace: float) -> None:
@@ -351,6 +377,56 @@ def _remove_directory(path: str) -> None:
         os.rmdir(path)
     except OSError:
         pass  # not empty (not only sockets), or gone
+
+
+def _remove_cgroup(path: str) -> None:
+    """Kill what is left in the sandbox's cgroup *path*, then remove it. Only a directory
+    named as a sandbox names its cgroups, under the cgroup file system."""
+    real = os.path.realpath(path)
+    if not (real.startswith(CGROUP_ROOT) and os.path.basename(real).startswith(SANDBOX_PREFIX)):
+        return
+    for _attempt in range(3):
+        try:
+            with open(os.path.join(real, "cgroup.procs"), encoding="ascii") as f:
+                pids = [int(line) for line in f if line.strip()]
+        except (OSError, ValueError):
+            return  # gone already
+        pidfds = []
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            pidfds.append(fd)
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except OSError:
+                pass
+        _await_readable(pidfds, KILL_WAIT)
+        for fd in pidfds:
+            os.close(fd)
+        try:
+            os.rmdir(real)
+            return
+        except OSError:
+            continue  # a process forked meanwhile (or a zombie not yet released): again
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a sandboxed kernel's folder *path* with all it holds: only a directory named as
+    a sandbox names them, owned by this user and private to it (mode 0700), never through a
+    symbolic link (shutil.rmtree does not follow them)."""
+    if not os.path.basename(path).startswith(SANDBOX_PREFIX):
+        return
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        return
+    import shutil  # only here: most guardians never remove a tree
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # Twin of ssh_remote.py _unlink: each script stands alone.

@@ -772,7 +772,14 @@ class LocalProvisioner(KernelProvisionerBase):
             start_time=process_start_time(process.pid),
             connection_file=None if self._written_file is None else str(self._written_file),
             log=self.log,
+            **self._guardian_cleanup(),
         )
+
+    def _guardian_cleanup(self) -> dict[str, Any]:
+        """What else the guardian removes if this process dies without cleaning up: keywords
+        of ``_guardian.register`` (``cgroups``, ``tree``). Nothing here; a subclass that makes
+        more for its kernel (the sandbox: a cgroup, a folder) names it."""
+        return {}
 
     def _unguard(self) -> None:
         """The kernel was reaped: the guardian must forget it (its pid may be reused)."""
