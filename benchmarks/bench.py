@@ -40,6 +40,10 @@ Scenarios:
                (kernel-nursery-local): start to ready, restart to ready, graceful shutdown,
                shutdown(now=True), kill() to wait() returning, and its floor: SIGKILL to the
                exit seen through a pidfd, no manager involved
+  restarter    jupyter_client's AsyncIOLoopKernelManager (jupyter_server's kind) with ipykernel:
+               SIGKILL to the restarted kernel answering, with its own LocalProvisioner and
+               restarter (a poll every 3 s) and with kernel-nursery-local and
+               kernel_nursery.compat.AsyncNurseryRestarter (the exit awaited)
   first-execute  ipykernel: from asking for a kernel to the first execute's result, cold
                (start_kernel) and from a warm KernelPool; jupyter_client has no pool, its cold
                start is in both rows; the warm take alone; and, on the warm kernel, the steady
@@ -649,6 +653,8 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
             out["kill_floor"].append(time.perf_counter() - t0)
             os.close(pidfd)
             await km.shutdown_kernel(now=True)
+    elif scenario == "restarter":
+        out = {"kill_to_ready": await restarter_rows(reps, bridged=bridged, ready=ready)}
     elif scenario == "many":
         t0 = time.perf_counter()
         kms = [AsyncKernelManager(kernel_name="fake") for _ in range(n)]
@@ -816,6 +822,42 @@ async def sandbox_rows(reps: int) -> dict[str, list[float]]:
                         await kc.execute(EXECUTE_CODE)
                     out.setdefault(key, []).append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
     return out
+
+
+async def restarter_rows(reps: int, *, bridged: bool, ready: Any) -> list[float]:
+    """jupyter_client's AsyncIOLoopKernelManager (jupyter_server's kind) with ipykernel: from
+    SIGKILL to the restarted kernel answering. Stock: its LocalProvisioner and restarter, which
+    polls every 3 s; bridged: kernel-nursery-local and AsyncNurseryRestarter, which awaits the
+    exit."""
+    import asyncio
+
+    from jupyter_client.ioloop import AsyncIOLoopKernelManager
+    from traitlets.config import Config
+
+    config = Config()
+    if bridged:
+        restarter = "kernel_nursery.compat.AsyncNurseryRestarter"
+        config.AsyncIOLoopKernelManager.restarter_class = restarter
+    name = "ipy-nursery" if bridged else "ipy-jupyter"
+    samples = []
+    for _ in range(reps):
+        km = AsyncIOLoopKernelManager(kernel_name=name, config=config)
+        await km.start_kernel()
+        (await ready(km)).stop_channels()
+        restarted = asyncio.Event()
+        km.add_restart_callback(restarted.set, "restart")
+        pid = km.provisioner.pid
+        t0 = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.wait_for(restarted.wait(), 60)
+        while km.provisioner.pid in (None, pid):  # noqa: ASYNC110 (the restart says nothing)
+            await asyncio.sleep(0.001)
+        kc = await ready(km)
+        samples.append(time.perf_counter() - t0)
+        kc.stop_channels()
+        km.stop_restarter()
+        await km.shutdown_kernel(now=True)
+    return samples
 
 
 def execute_floor(info: dict[str, Any], reps: int) -> list[float]:
@@ -1019,10 +1061,12 @@ def measured_by(scenario: str, impl: str) -> bool:
         return False  # sshpyk runs a remote kernel spec: compared in ssh-ipykernel
     if scenario == "ssh-ipykernel" and impl == "jupyter_client":
         return ssh_bench.sshpyk_available()
-    # The bridge rows compare jupyter_client's manager with itself, provisioners apart.
-    if (impl == BRIDGED or scenario == "bridge") and impl not in IMPLS[2:]:
+    # The bridge rows compare jupyter_client's manager with itself, provisioners (and
+    # restarters) apart.
+    bridge_rows = scenario in ("bridge", "restarter")
+    if (impl == BRIDGED or bridge_rows) and impl not in IMPLS[2:]:
         return False
-    return not (impl == BRIDGED and scenario != "bridge")
+    return not (impl == BRIDGED and not bridge_rows)
 
 
 def run_scenario(
@@ -1154,7 +1198,8 @@ def main() -> None:
                 ("execute", "", 0),
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
-            + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("first-execute", "", 0)]
+            + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("restarter", "", 0)]
+            + [("first-execute", "", 0)]
             + [("pool", "", 100), ("scale", "", args.scale), ("busy-shutdown", "", 0)]
             + [("forkserver", "", args.forkserver)]
         )
@@ -1287,7 +1332,7 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("Many kernels, and idle ones", ("many-1", "many-10", "many-50", "idle")),
     ("300 kernels in one process", ("scale-300",)),
     ("Transport encryption (CurveZMQ)", ("encryption",)),
-    ("jupyter_client's manager with our provisioner", ("bridge",)),
+    ("jupyter_client's manager with our provisioner (and restarter)", ("bridge", "restarter")),
     ("Remote kernels over SSH", ("ssh", "ssh-floor", "ssh-ipykernel")),
     ("A busy kernel's shutdown", ("busy-shutdown",)),
     ("Sandboxed kernels (bubblewrap)", ("sandbox",)),
@@ -1296,6 +1341,7 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
 
 #: Readable names of rows, by the part after the scenario (``ipykernel.start_to_ready``).
 ROW_NAMES = {
+    "kill_to_ready": "restarter: SIGKILL to the restarted kernel ready",
     "spawn": "spawn, bare `anyio.open_process` (the floor of a launch)",
     "launch": "launch through a provisioner",
     "kill": "SIGKILL to the exit noticed",

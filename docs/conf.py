@@ -10,6 +10,7 @@ from traitlets import HasTraits, TraitType
 
 import kernel_nursery
 from kernel_nursery import (
+    DockerProvisioner,
     KernelManager,
     KernelNursery,
     KernelPool,
@@ -58,6 +59,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     SSHProvisioner,
     SlurmProvisioner,
     SandboxProvisioner,
+    DockerProvisioner,
 ]
 
 

@@ -50,7 +50,7 @@ FORBIDDEN = {
 SCRIPTS = f"{PACKAGE}.provisioning._scripts"
 
 #: The provisioners, each a package of its own that reaches no other's private modules.
-PLUGINS = ("local", "ssh", "slurm", "sandbox", "forkserver")
+PLUGINS = ("local", "ssh", "slurm", "sandbox", "docker", "forkserver")
 
 
 def module_files() -> dict[str, Path]:

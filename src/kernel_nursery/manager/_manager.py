@@ -188,7 +188,8 @@ class KernelManager(LoggingConfigurable):
         config=True,
         help="CurveZMQ encryption of the kernel's channels, passed to provisioners that have "
         "the trait (see LocalProvisioner.transport_encryption); empty means the provisioner's "
-        "default ('auto': tcp kernels listening beyond loopback).",
+        "default ('auto': kernels whose spec declares curve, and tcp kernels listening beyond "
+        "loopback).",
     )
     heartbeat_interval = Float(
         0.0,

@@ -1,10 +1,11 @@
 """Kernel provisioners: what starts a kernel, watches it and stops it.
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
-implementation (a local process), :class:`SSHProvisioner` runs a kernel on another host over
-SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, :class:`SandboxProvisioner` runs local
-kernels confined by bubblewrap, :class:`ForkServerProvisioner` forks Python kernels from a warm
-template process, and
+implementation (a local process), :class:`SandboxProvisioner` runs local kernels confined by
+bubblewrap, :class:`DockerProvisioner` runs a kernel in a container (Docker or Podman),
+:class:`ForkServerProvisioner` forks Python kernels from a warm template process,
+:class:`SSHProvisioner` runs a kernel on another host over SSH, :class:`SlurmProvisioner` runs
+kernels as Slurm jobs, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
 group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
 anyio.
@@ -37,6 +38,7 @@ from ._factory import (
     KernelProvisionerFactory,
 )
 from ._process import UNKNOWN_EXIT_STATUS
+from .docker import DockerProvisioner, remove_stale_containers
 from .forkserver import ForkServerError, ForkServerProvisioner, hold_fork_templates
 from .local import LocalProvisioner
 from .sandbox import SandboxProvisioner
@@ -57,6 +59,7 @@ __all__ = [
     "JUPYTER_PREFIX",
     "KILL_WAIT_TIME",
     "UNKNOWN_EXIT_STATUS",
+    "DockerProvisioner",
     "ForkServerError",
     "ForkServerProvisioner",
     "JobEndedError",
@@ -77,6 +80,7 @@ __all__ = [
     "SlurmProvisioner",
     "format_kernel_cmd",
     "hold_fork_templates",
+    "remove_stale_containers",
     "shutdown_kernel_process",
 ]
 

@@ -19,12 +19,21 @@ managing process holds. Each line it reads is a JSON array:
     under ``/sys/fs/cgroup``, a folder of this user's, mode 0700) are touched.
 ``["unregister", token]``
     the managing process stopped and reaped that kernel itself: forget it.
+``["container", token, command, env, cid_file, directory]``
+    a container is being created (or was adopted): at the end, ``command + ["rm", "-f", ID]``
+    is run with the guardian's environment updated by ``env``, the id read from ``cid_file``
+    (written by the engine's client once the container exists; no file: nothing was created),
+    and the private ``directory`` (its runtime files; named ``kn-docker-*``, mode 0700) removed
+    with what it holds. An ``unregister`` of its token forgets it.
 
 End of file means the managing process is gone, however it ended (the OS closes the write end
 of a process killed by SIGKILL or by the OOM killer). Then, for every kernel still registered:
 SIGTERM to its process group, up to GRACE seconds for the kernel to exit, SIGKILL to the group,
 its connection file (and, for ipc, its socket files) and its directory removed; and the guardian
 exits.
+
+Every container still registered is removed by its engine meanwhile (all at once, bounded by
+CONTAINER_WAIT in all).
 
 A process group is signalled only while its number certainly names the kernel's group: while
 the kernel (its leader) runs; within RECENT seconds of the leader's exit (the number cannot have
@@ -58,6 +67,11 @@ CGROUP_ROOT = "/sys/fs/cgroup/"
 #: Seconds to wait for the processes sent SIGKILL to be gone before the guardian exits (only a
 #: process stuck in the OS kernel takes longer).
 KILL_WAIT = 5.0
+#: How a container's runtime directory is named (removed with its contents, if private).
+CONTAINER_DIRECTORY_PREFIX = "kn-docker-"
+#: Seconds the engines' ``rm -f`` of the containers may take in all (each stops its container
+#: first, with SIGKILL).
+CONTAINER_WAIT = 20.0
 
 
 class Kernel:
@@ -210,13 +224,73 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, signal.SIG_IGN)
     grace = float(argv[1]) if len(argv) > 1 else 2.0
     _raise_fd_limit()
-    kernels = serve()
+    containers: dict[int, list[object]] = {}
+    kernels = serve(containers)
+    removals = start_container_removals(list(containers.values()))
     stop(list(kernels.values()), grace)
+    finish_container_removals(removals)
     return 0
 
 
-def serve() -> dict[int, Kernel]:
-    """Follow the managing process's lines until end of file; return the kernels left."""
+def follow_container(
+    op: object, token: int, message: list[object], containers: dict[int, list[object]]
+) -> bool:
+    """Take a ``container`` line in (or let an ``unregister`` forget its token); whether the
+    line was about a container, and so needs nothing more."""
+    if op == "container" and len(message) == 6:
+        containers[token] = list(message[2:])
+        return True
+    return op == "unregister" and containers.pop(token, None) is not None
+
+
+def start_container_removals(containers: list[list[object]]) -> list[tuple[object, str | None]]:
+    """Start ``rm -f`` of every registered container whose id its cid file gives, all at once
+    (each is a client talking to the engine); return them with their runtime directories."""
+    import subprocess  # only a guardian with containers pays for the import
+
+    started: list[tuple[object, str | None]] = []
+    for command, env, cid_file, directory in containers:
+        cid = ""
+        try:
+            with open(str(cid_file), encoding="ascii") as f:
+                cid = f.read().strip()
+        except (OSError, ValueError):
+            pass
+        popen = None
+        if cid.isalnum() and isinstance(command, list) and isinstance(env, dict):
+            try:
+                popen = subprocess.Popen(
+                    [str(a) for a in command] + ["rm", "-f", cid],
+                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError:
+                popen = None
+        _unlink(str(cid_file))
+        started.append((popen, None if directory is None else str(directory)))
+    return started
+
+
+def finish_container_removals(removals: list[tuple[object, str | None]]) -> None:
+    """Wait for the removals (CONTAINER_WAIT in all), then remove the runtime directories."""
+    deadline = time.monotonic() + CONTAINER_WAIT
+    for popen, directory in removals:
+        wait = getattr(popen, "wait", None)
+        if wait is not None:
+            try:
+                wait(max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: S110  (TimeoutExpired: the engine hangs; nothing to do)
+                pass
+        if directory:
+            _remove_container_directory(directory)
+
+
+def serve(containers: dict[int, list[object]]) -> dict[int, Kernel]:
+    """Follow the managing process's lines until end of file; return the kernels left (the
+    containers left are in *containers*)."""
     kernels: dict[int, Kernel] = {}
     by_fd: dict[int, Kernel] = {}
     poller = select.poll()
@@ -251,6 +325,8 @@ def serve() -> dict[int, Kernel]:
                     op, token = message[0], int(message[1])
                 except (ValueError, TypeError, IndexError, KeyError):
                     continue  # not ours to understand: ignore it rather than die
+                if follow_container(op, token, message, containers):
+                    continue
                 old = kernels.pop(token, None)
                 if old is not None:
                     if old.pidfd is not None:
@@ -435,6 +511,26 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _remove_container_directory(path: str) -> None:
+    """Remove a container's runtime directory and what it holds (the connection file, ipc
+    sockets, the cid file): only a private directory of ours, named as the provisioner names
+    them, and nothing through a symbolic link (``shutil.rmtree`` follows none).
+
+    The same checks as ``docker._engine.remove_runtime_dir``, on purpose: this script runs
+    alone (``python -I -S``) and cannot import the package."""
+    if not os.path.basename(path).startswith(CONTAINER_DIRECTORY_PREFIX):
+        return
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        return
+    import shutil  # only a guardian with containers pays for the import
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _raise_fd_limit() -> None:
