@@ -29,6 +29,10 @@ Scenarios:
                bounded in time (--scale-timeout): a run that does not complete (out of time,
                or crashed) is counted (incomplete_runs), its kernels killed, and the cells of
                an implementation none of whose runs completed say why
+  forkserver-N ipykernels forked from a warm template against the same spec spawned
+               (benchmarks/forkserver_bench.py): start to ready one at a time, the launch
+               alone, the first execute (cold and from a pool), N up at once (--forkserver,
+               20 by default), proportional set size per idle kernel
   ssh, ssh-floor  remote kernels over SSH against a throwaway sshd on loopback, with a raw
                floor (benchmarks/ssh_bench.py; skipped where sshd is not installed)
   bridge       jupyter_client's AsyncKernelManager with ipykernel, once with its own
@@ -314,6 +318,10 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
             launch.append(t1 - t0)
             kill.append(t2 - t1)
         out = {"launch": launch} if scenario == "launch" else {"kill": kill}
+    elif scenario == "forkserver":
+        import forkserver_bench
+
+        return await forkserver_bench.rows(IPYKERNEL, reps, n)
     elif scenario == "ipykernel":
         keys = ("start_to_ready", "graceful_shutdown", "now_shutdown", "restart_to_ready")
         out = {k: [] for k in keys}
@@ -1045,6 +1053,8 @@ def measured_by(scenario: str, impl: str) -> bool:
         return False
     if scenario == "pool" and impl == "jupyter_client":
         return False
+    if scenario == "forkserver" and not impl.startswith("ours"):
+        return False  # jupyter_client forks no kernel: forked and spawned side by side
     if scenario == "sandbox" and impl.startswith("jupyter_client"):
         return False  # a provisioner of ours: nothing of theirs to compare
     if scenario == "ssh" and impl == "jupyter_client":
@@ -1102,7 +1112,7 @@ def run_scenario(
                 continue
             for key, values in measured.items():
                 merged.setdefault(key, []).extend(values)
-        sized = scenario in ("many", "pool", "scale")
+        sized = scenario in ("many", "pool", "scale", "forkserver")
         prefix = f"{scenario}-{n}" if sized else scenario
         if scenario == "scale":
             merged["incomplete_runs"] = [len(incomplete)]
@@ -1133,6 +1143,12 @@ def main() -> None:
         help="seconds each scale worker may take to start, idle and stop its kernels",
     )
     parser.add_argument("--scale-reps", type=int, default=3, help="workers per implementation")
+    parser.add_argument(
+        "--forkserver",
+        type=int,
+        default=20,
+        help="ipykernels up at once in the forkserver scenario (forked, then spawned)",
+    )
     parser.add_argument(
         "--scenarios",
         "--only",
@@ -1185,6 +1201,7 @@ def main() -> None:
             + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("restarter", "", 0)]
             + [("first-execute", "", 0)]
             + [("pool", "", 100), ("scale", "", args.scale), ("busy-shutdown", "", 0)]
+            + [("forkserver", "", args.forkserver)]
         )
         if ssh_bench.available():
             plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
@@ -1226,6 +1243,12 @@ UNITS = {
     "idle_cpu_s": ("s", 1),
     "failed": ("", 1),
     "incomplete_runs": ("", 1),
+    "pss_mb_forked": ("MB", 1),
+    "pss_mb_spawned": ("MB", 1),
+    "start_to_ready_ratio": ("", 1),
+    "launch_ratio": ("", 1),
+    "up_ratio": ("", 1),
+    "pss_mb_ratio": ("", 1),
 }
 
 
@@ -1313,6 +1336,7 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("Remote kernels over SSH", ("ssh", "ssh-floor", "ssh-ipykernel")),
     ("A busy kernel's shutdown", ("busy-shutdown",)),
     ("Sandboxed kernels (bubblewrap)", ("sandbox",)),
+    ("Kernels forked from a warm template", ("forkserver-20",)),
 ]
 
 #: Readable names of rows, by the part after the scenario (``ipykernel.start_to_ready``).

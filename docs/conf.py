@@ -20,7 +20,7 @@ from kernel_nursery import (
     SlurmProvisioner,
     SSHProvisioner,
 )
-from kernel_nursery.provisioning import KernelProvisionerFactory
+from kernel_nursery.provisioning import ForkServerProvisioner, KernelProvisionerFactory
 
 project = "kernel-nursery"
 author = "kernel-nursery developers"
@@ -55,6 +55,7 @@ CONFIGURABLES: list[type[HasTraits]] = [
     KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
+    ForkServerProvisioner,
     SSHProvisioner,
     SlurmProvisioner,
     SandboxProvisioner,

@@ -50,7 +50,7 @@ FORBIDDEN = {
 SCRIPTS = f"{PACKAGE}.provisioning._scripts"
 
 #: The provisioners, each a package of its own that reaches no other's private modules.
-PLUGINS = ("local", "ssh", "slurm", "sandbox", "docker")
+PLUGINS = ("local", "ssh", "slurm", "sandbox", "docker", "forkserver")
 
 
 def module_files() -> dict[str, Path]:
@@ -200,8 +200,8 @@ def test_scripts_are_stand_alone() -> None:
 def test_no_provisioner_reaches_into_another() -> None:
     """A provisioner's package imports no other provisioner's private modules: what they share
     lives beside them in provisioning/ (base, factory, process, command checks, the guardian).
-    One may build on another's public class through that package's face (the sandbox
-    subclasses LocalProvisioner, imported from ``provisioning.local``)."""
+    One may build on another's public class through that package's face (the sandbox and the
+    fork server subclass LocalProvisioner, imported from ``provisioning.local``)."""
     edges = graph()
     crossing = set()
     for module, targets in edges.items():

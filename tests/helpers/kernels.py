@@ -55,3 +55,30 @@ async def pid_of(km: KernelManager) -> int:
     pid = getattr(km.provisioner, "pid", None)
     assert isinstance(pid, int)
     return pid
+
+
+async def interrupt_a_sleep(km: KernelManager) -> dict[str, Any] | None:
+    """Run a long sleep in *km*'s (Python) kernel, interrupt it once it has started (a
+    printed line says so: an interrupt before the sleep would be lost), and return the
+    execution's error (``None`` if it ended without one)."""
+    import anyio
+
+    started = anyio.Event()
+    results: list[Any] = []
+
+    def hook(msg: Any) -> None:
+        if "started" in msg.content.get("text", ""):
+            started.set()
+
+    async with km.client() as kc, anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            code = "print('started', flush=True)\nimport time\ntime.sleep(60)"
+            results.append(await kc.execute(code, timeout=60, output_hook=hook))
+
+        tg.start_soon(run)
+        with anyio.fail_after(30):
+            await started.wait()
+        await km.interrupt_kernel()
+    error: dict[str, Any] | None = results[0].error
+    return error

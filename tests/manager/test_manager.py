@@ -31,7 +31,7 @@ from kernel_nursery import (
 from kernel_nursery.connection import reserved_ports
 
 from ..conftest import write_kernel
-from ..helpers.kernels import SpecFactory, pid_of
+from ..helpers.kernels import SpecFactory, interrupt_a_sleep, pid_of
 from ..helpers.procs import is_running, live_children, process_group_members, zombie_children
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -431,29 +431,8 @@ async def test_interrupt_follows_the_spec(mode: str) -> None:
         spec = await km.get_kernel_spec()
         km._kernel_spec = KernelSpec(**{**spec.__dict__, "interrupt_mode": mode})
         await km.start_kernel()
-        started = anyio.Event()
-        results: list[Any] = []
-
-        def hook(msg: Any) -> None:
-            if "started" in msg.content.get("text", ""):
-                started.set()
-
-        async with km.client() as kc, anyio.create_task_group() as tg:
-
-            async def run() -> None:
-                results.append(
-                    await kc.execute(
-                        "print('started', flush=True)\nimport time\ntime.sleep(60)",
-                        timeout=60,
-                        output_hook=hook,
-                    )
-                )
-
-            tg.start_soon(run)
-            with anyio.fail_after(30):
-                await started.wait()
-            await km.interrupt_kernel()
-        assert results[0].error["ename"] == "KeyboardInterrupt"
+        error = await interrupt_a_sleep(km)
+        assert error is not None and error["ename"] == "KeyboardInterrupt"
         assert await km.is_alive()
 
 

@@ -147,10 +147,13 @@ class Manager:
 
 
 @asynccontextmanager
-async def managing_program(tmp_path: Path, backend: str) -> AsyncIterator[Manager]:
-    """Run the managing program on *backend*, in a session of its own; SIGKILL it at the end."""
+async def managing_program(
+    tmp_path: Path, backend: str, program: str = PROGRAM
+) -> AsyncIterator[Manager]:
+    """Run the managing *program* on *backend*, in a session of its own; SIGKILL it at the
+    end."""
     script = tmp_path / "manager.py"
-    script.write_text(PROGRAM)
+    script.write_text(program)
     stderr = tmp_path / "manager.stderr"
     with stderr.open("wb") as err:
         process = await anyio.open_process(

@@ -1,9 +1,10 @@
 """Bridges with jupyter_client, both ways; imported only by those who use them.
 
-- :class:`NurseryProvisioner` and :class:`NurseryLocalProvisioner` are jupyter_client
-  provisioners (entry-point group ``jupyter_client.kernel_provisioners``, names
-  ``kernel-nursery`` and ``kernel-nursery-local``) that run kernels with kernel-nursery's
-  provisioners, for jupyter_client's kernel managers, jupyter_server, JupyterLab and nbclient.
+- :class:`NurseryProvisioner`, :class:`NurseryLocalProvisioner` and
+  :class:`NurseryForkServerProvisioner` are jupyter_client provisioners (entry-point group
+  ``jupyter_client.kernel_provisioners``, names ``kernel-nursery``, ``kernel-nursery-local``
+  and ``kernel-nursery-forkserver``) that run kernels with kernel-nursery's provisioners, for
+  jupyter_client's kernel managers, jupyter_server, JupyterLab and nbclient.
 - :class:`NurseryRestarter` and :class:`AsyncNurseryRestarter` are restarters for
   jupyter_client's IOLoop kernel managers (jupyter_server's) that await a kernel's exit instead
   of polling for it every 3 s.
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 from ._from_jupyter import CANCEL_WAIT, JUPYTER_GROUP, JupyterProvisioner
 from ._restarter import AsyncNurseryRestarter, NurseryRestarter
-from ._to_jupyter import NurseryLocalProvisioner, NurseryProvisioner
+from ._to_jupyter import NurseryForkServerProvisioner, NurseryLocalProvisioner, NurseryProvisioner
 
 __all__ = [
     "CANCEL_WAIT",
     "JUPYTER_GROUP",
     "AsyncNurseryRestarter",
     "JupyterProvisioner",
+    "NurseryForkServerProvisioner",
     "NurseryLocalProvisioner",
     "NurseryProvisioner",
     "NurseryRestarter",

@@ -48,7 +48,7 @@ from ..provisioning import (
 )
 from ._loop_thread import LoopThread
 
-__all__ = ["NurseryLocalProvisioner", "NurseryProvisioner"]
+__all__ = ["NurseryForkServerProvisioner", "NurseryLocalProvisioner", "NurseryProvisioner"]
 
 #: What get_shutdown_wait_time() tells the kernel manager once this provisioner times the
 #: escalation itself: the manager waits half of it, twice, with one look at the kernel first,
@@ -494,6 +494,20 @@ class NurseryLocalProvisioner(NurseryProvisioner):
     """
 
     fixed_provisioner_name: ClassVar[str | None] = "local-provisioner"
+
+
+class NurseryForkServerProvisioner(NurseryProvisioner):
+    """:class:`NurseryProvisioner` with kernel-nursery's
+    :class:`~kernel_nursery.provisioning.ForkServerProvisioner`: registered in
+    ``jupyter_client.kernel_provisioners`` as ``kernel-nursery-forkserver``, so that a Jupyter
+    server forks a spec's kernels from a warm template when its kernel.json names it. Config
+    keys are its traits (``preload``, ``fallback``, ``template_timeout``, and the local
+    provisioner's).
+
+    .. versionadded:: 0.2
+    """
+
+    fixed_provisioner_name: ClassVar[str | None] = "forkserver"
 
 
 def _default_ipc_prefix(kernel_id: str | None) -> Path:

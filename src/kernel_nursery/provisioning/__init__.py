@@ -3,6 +3,7 @@
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
 implementation (a local process), :class:`SandboxProvisioner` runs local kernels confined by
 bubblewrap, :class:`DockerProvisioner` runs a kernel in a container (Docker or Podman),
+:class:`ForkServerProvisioner` forks Python kernels from a warm template process,
 :class:`SSHProvisioner` runs a kernel on another host over SSH, :class:`SlurmProvisioner` runs
 kernels as Slurm jobs, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
@@ -38,6 +39,7 @@ from ._factory import (
 )
 from ._process import UNKNOWN_EXIT_STATUS
 from .docker import DockerProvisioner, remove_stale_containers
+from .forkserver import ForkServerError, ForkServerProvisioner, hold_fork_templates
 from .local import LocalProvisioner
 from .sandbox import SandboxProvisioner
 from .slurm import JobEndedError, JobError, JobRejectedError, QueueTimeoutError, SlurmProvisioner
@@ -58,6 +60,8 @@ __all__ = [
     "KILL_WAIT_TIME",
     "UNKNOWN_EXIT_STATUS",
     "DockerProvisioner",
+    "ForkServerError",
+    "ForkServerProvisioner",
     "JobEndedError",
     "JobError",
     "JobRejectedError",
@@ -75,6 +79,7 @@ __all__ = [
     "SandboxProvisioner",
     "SlurmProvisioner",
     "format_kernel_cmd",
+    "hold_fork_templates",
     "remove_stale_containers",
     "shutdown_kernel_process",
 ]

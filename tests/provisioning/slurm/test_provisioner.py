@@ -42,7 +42,7 @@ from kernel_nursery.provisioning.slurm import JobEndedError, JobRejectedError, Q
 
 from ...conftest import FAKE_KERNEL
 from ...helpers.engines import need_binaries
-from ...helpers.kernels import start_and_stop
+from ...helpers.kernels import interrupt_a_sleep, start_and_stop
 from ...helpers.loop_watch import watch_loop
 from ...helpers.slurm import SlurmCluster
 
@@ -140,24 +140,8 @@ async def test_interrupt_reaches_the_kernel(slurm: SlurmCluster) -> None:
     """interrupt_kernel (scancel --signal=INT) interrupts running code; the kernel lives on."""
     async with KernelManager(kernel_spec=spec(slurm)) as km:
         await km.start_kernel()
-        started = anyio.Event()
-        results: list[Any] = []
-
-        def hook(msg: Any) -> None:
-            if "started" in msg.content.get("text", ""):
-                started.set()
-
-        async with km.client() as kc, anyio.create_task_group() as tg:
-
-            async def run() -> None:
-                code = "print('started', flush=True)\nimport time\ntime.sleep(60)"
-                results.append(await kc.execute(code, timeout=60, output_hook=hook))
-
-            tg.start_soon(run)
-            with anyio.fail_after(30):
-                await started.wait()
-            await km.interrupt_kernel()
-        assert results[0].error["ename"] == "KeyboardInterrupt"
+        error = await interrupt_a_sleep(km)
+        assert error is not None and error["ename"] == "KeyboardInterrupt"
         assert await km.is_alive()
 
 

@@ -422,7 +422,7 @@ class LocalProvisioner(KernelProvisionerBase):
         except LaunchError:
             self._release(remove_file=True)
             raise
-        process = await self._spawn(argv, options)
+        process = await self._start_process(argv, options)
         await self._hold(process)
         self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
         if self._registration is not None:
@@ -431,11 +431,11 @@ class LocalProvisioner(KernelProvisionerBase):
         self._warn_if_exposed(info)
         return info
 
-    async def _hold(self, process: anyio.abc.Process) -> None:
-        """Make the process just spawned this provisioner's kernel, and register it with the
+    async def _hold(self, process: ProcessHandle) -> None:
+        """Make the process just started this provisioner's kernel, and register it with the
         guardian. Cancelled or failing, the kernel is stopped and everything released (shielded)
         before the error propagates."""
-        self._process = ChildProcess(process)
+        self._process = process
         self._pgid = process.pid if sys.platform != "win32" else None
         self._last_status = None
         try:
@@ -458,6 +458,13 @@ class LocalProvisioner(KernelProvisionerBase):
         else:
             options["start_new_session"] = True
         return options
+
+    async def _start_process(self, argv: list[str], options: _ProcessOptions) -> ProcessHandle:
+        """Start the kernel's process and return a handle on it: the hook a subclass replaces
+        to start it another way (the fork server forks it from a template). The contract is
+        :meth:`_spawn`'s: on failure the file and ports are released and :class:`LaunchError`
+        raised; a process that was started is handed back even if a cancellation arrived."""
+        return ChildProcess(await self._spawn(argv, options))
 
     async def _spawn(self, argv: list[str], options: _ProcessOptions) -> anyio.abc.Process:
         """Start the process, shielded; on any failure release the file and ports.
