@@ -137,6 +137,24 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "report")
 
 
+#: What ``portable`` runs: the manager (kernel manager, nursery, pool), the local provisioner
+#: and the command line, whose Linux-only paths have fallbacks.
+PORTABLE_TESTS = ["tests/manager", "tests/provisioning/local", "tests/cli"]
+
+
+@nox.session
+def portable(session: nox.Session) -> None:
+    """:data:`PORTABLE_TESTS` with the library's Linux-only facilities hidden (pidfds, ``/proc``,
+    hence the guardian): ``KERNEL_NURSERY_PORTABLE=1`` (``src/kernel_nursery/_platform.py``), so
+    that they run through the fallbacks macOS takes. Tests of what needs those facilities skip,
+    saying so. Not in the default run (docs/platforms.md says why).
+    """
+    install_groups(session, "test")
+    workers = ["-n", str(WORKERS), "--dist", "worksteal"]
+    env = {"KERNEL_NURSERY_PORTABLE": "1"}
+    session.run("pytest", *workers, *(session.posargs or PORTABLE_TESTS), env=env)
+
+
 @nox.session
 def stress(session: nox.Session) -> None:
     """The reliability suite's long variants (more fuzz examples, more kernels at once)."""

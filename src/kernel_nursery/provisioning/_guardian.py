@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._platform import LINUX
+
 if TYPE_CHECKING:
     from typing import TypeAlias
 
@@ -51,7 +53,7 @@ __all__ = ["GRACE_PERIOD", "SUPPORTED", "guardian_pid", "register", "unregister"
 #: has died: enough for a kernel to flush and exit, short enough not to keep it around.
 GRACE_PERIOD = 2.0
 #: Whether this platform has what the guardian needs (Linux pidfds).
-SUPPORTED = hasattr(os, "pidfd_open") and sys.platform.startswith("linux")
+SUPPORTED = LINUX
 #: At interpreter exit, how long to wait for an idle guardian to exit, so that it is reaped.
 _EXIT_WAIT = 1.0
 
