@@ -129,7 +129,7 @@ class ResourceLimitError(KernelNurseryError, OSError):
         limit: ``"open files"`` or ``"memory"``.
         errno: The OS's error number (``EMFILE``, ``ENFILE``, ``ENOMEM``).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, message: str, *, limit: str, errno: int) -> None:
@@ -152,7 +152,7 @@ class ProvisionerInfoError(ProvisionerError, ValueError):
     start time differs from the info's), or a connection file that is not the kernel's (cleanup
     would remove it). Nothing is signalled, removed or taken over.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -182,7 +182,7 @@ class SSHConnectionError(LaunchError):
         host: The host (or ssh config alias) as configured.
         argv: The ``ssh`` command that was run.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, message: str, *, host: str, argv: list[str]) -> None:
@@ -193,7 +193,7 @@ class SSHConnectionError(LaunchError):
 class SSHAuthenticationError(SSHConnectionError):
     """The SSH server refused every credential offered (no usable key, agent or config).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -202,7 +202,7 @@ class SSHHostKeyError(SSHConnectionError):
     refused, never accepted silently: check the key, then record it (``ssh-keyscan``, or one
     interactive ``ssh``).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -216,7 +216,7 @@ class RemoteLaunchError(LaunchError):
         reason: ``"no-python"``, ``"no-kernel"``, ``"ports-in-use"``, ``"bad-config"`` or
             ``"no-answer"``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, message: str, *, host: str, reason: str, argv: list[str]) -> None:
@@ -309,7 +309,7 @@ class EncryptedHandshakeError(TransportEncryptionError, KernelTimeoutError):
     is not the key the kernel serves with (a stale or rewritten connection file). Also a
     :class:`KernelTimeoutError`, which is what it replaces.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 

@@ -68,7 +68,7 @@ def raise_open_file_limit() -> tuple[int, int]:
     ``/etc/security/limits.conf``, systemd's ``LimitNOFILE``). The ``kernel-nursery`` command
     calls this when it starts.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     if sys.platform == "win32":
         return -1, -1

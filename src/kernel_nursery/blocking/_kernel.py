@@ -47,7 +47,7 @@ class BlockingKernel:
     (an ``output_hook``, say) and not after the block: both raise
     :class:`~kernel_nursery.KernelStateError`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, portal: BlockingPortal, manager: KernelManager, client: KernelClient):
@@ -329,7 +329,7 @@ def start_kernel(
         NoSuchKernelError, LaunchError, KernelTimeoutError...: as the async
             :func:`kernel_nursery.start_kernel` and ``wait_for_ready``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     with _portal(backend, backend_options) as portal:
         held, (km, kc, release) = portal.start_task(_hold, kernel_name, kwargs, ready_timeout)

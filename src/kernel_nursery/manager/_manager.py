@@ -252,10 +252,6 @@ class KernelManager(LoggingConfigurable):
         """The kernel's spec: the one given to the manager, or the one looked up by
         :attr:`kernel_name` (by :meth:`get_kernel_spec` or the first start); ``None`` before.
         Never reads the disk.
-
-        .. versionchanged:: 0.2
-           No longer looks the spec up (which read the disk on the event loop's thread); use
-           :meth:`get_kernel_spec`.
         """
         return self._kernel_spec
 
@@ -270,7 +266,7 @@ class KernelManager(LoggingConfigurable):
         Raises:
             NoSuchKernelError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if self._kernel_spec is None:
             spec = await anyio.to_thread.run_sync(
@@ -296,7 +292,7 @@ class KernelManager(LoggingConfigurable):
         """The path of the running kernel's connection file, or ``None`` when there is none
         (no kernel, or a provisioner that writes no file here).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if self.provisioner is None or not self.provisioner.connection_info:
             return None
@@ -308,7 +304,7 @@ class KernelManager(LoggingConfigurable):
         """The process id of the running kernel, when its provisioner runs it as a local
         process (:class:`~kernel_nursery.LocalProvisioner` does); otherwise ``None``.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if self.provisioner is None or not self.provisioner.has_process:
             return None
@@ -332,7 +328,7 @@ class KernelManager(LoggingConfigurable):
         (:func:`anyio.current_time`): its start, a message it sent (a busy/idle status, an
         output, a reply) or a request from a client made by this manager.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         return self._activity.last
 
@@ -341,7 +337,7 @@ class KernelManager(LoggingConfigurable):
         """The kernel's last published status: ``busy``, ``idle``, ``starting``, or
         ``unknown`` before it published one.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         return self._activity.state
 
@@ -349,7 +345,7 @@ class KernelManager(LoggingConfigurable):
     def connections(self) -> int:
         """How many clients made by :meth:`client` are open now.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         return self._activity.connections
 

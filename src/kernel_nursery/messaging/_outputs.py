@@ -30,7 +30,7 @@ OUTPUT_TYPES = frozenset(
 class StreamOutput:
     """Text the code wrote to ``stdout`` or ``stderr`` (a ``stream`` message).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: ``"stdout"`` or ``"stderr"``.
@@ -43,7 +43,7 @@ class StreamOutput:
 class DisplayDataOutput:
     """A rich value shown by ``display()`` (a ``display_data`` message).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: Mime type -> value (``"text/plain"``, ``"image/png"``...).
@@ -58,7 +58,7 @@ class DisplayDataOutput:
 class UpdateDisplayDataOutput:
     """A new value for an earlier display with the same ``transient["display_id"]``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     data: dict[str, Any]
@@ -71,7 +71,7 @@ class UpdateDisplayDataOutput:
 class ExecuteResultOutput:
     """The value of the cell's last expression (an ``execute_result`` message).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     execution_count: int | None
@@ -84,7 +84,7 @@ class ExecuteResultOutput:
 class ErrorOutput:
     """An exception the code raised (an ``error`` message).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     ename: str
@@ -97,7 +97,7 @@ class ErrorOutput:
 class ClearOutput:
     """Clear the outputs shown so far; with ``wait``, only when the next one arrives.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     wait: bool

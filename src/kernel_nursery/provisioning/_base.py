@@ -66,7 +66,7 @@ class LaunchProgress:
     queue, running on a node. A kernel manager passes each one on as a ``progress``
     :class:`~kernel_nursery.KernelEvent`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: The provisioner's word for the stage reached, e.g. ``SUBMITTED``, ``PENDING``,
@@ -121,7 +121,7 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
     #: must be a plain function that does not block or raise (an exception is logged and
     #: dropped; an async function's coroutine is logged as an error and closed unrun).
     #:
-    #: .. versionadded:: 0.2
+    #: .. versionadded:: 0.1
     progress_callback: Callable[[LaunchProgress], None] | None = None
 
     # ------------------------------------------------------------------ abstract interface
@@ -190,7 +190,7 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
         blocks; does nothing when nobody listens; a callback that raises is logged, and the
         launch goes on.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         callback = self.progress_callback
         if callback is None:
