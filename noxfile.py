@@ -203,12 +203,19 @@ def docs(session: nox.Session) -> None:
     )
 
 
-@nox.session
+@nox.session(python=PYTHONS)
 def bench(session: nox.Session) -> None:
-    """Benchmarks against jupyter_client, in one run; results go to docs/benchmarks/."""
+    """Benchmarks against jupyter_client, in one run. On :data:`PRIMARY` (``nox -s bench-3.11``)
+    the results go to docs/benchmarks/; on another Python to ``benchmarks/results/python-X.Y/``
+    (not kept in git), for comparison: ``nox -s bench-3.13 -- --only floor,launch,ipykernel``.
+    """
     install_groups(session, "bench")
-    session.run("python", "benchmarks/bench.py", *session.posargs)
-    session.run("python", "benchmarks/slurm_bench.py")  # says so and stops without Slurm
+    args = list(session.posargs)
+    if session.python != PRIMARY and "--out" not in args:
+        args += ["--out", str(HERE / "benchmarks" / "results" / f"python-{session.python}")]
+    session.run("python", "benchmarks/bench.py", *args)
+    if session.python == PRIMARY:
+        session.run("python", "benchmarks/slurm_bench.py")  # says so and stops without Slurm
 
 
 #: What the wheel must hold (besides the modules): code run in other processes, the typing

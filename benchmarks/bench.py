@@ -1,6 +1,6 @@
 """kernel-nursery against jupyter_client, measured in one run on one machine.
 
-    nox -s bench                     # or: python benchmarks/bench.py --reps 5
+    nox -s bench-3.11                # or: python benchmarks/bench.py --reps 5
 
 For every scenario, a fresh worker process per implementation (kernel-nursery on asyncio,
 kernel-nursery on trio, jupyter_client) measures REPS repetitions; this driver reports the

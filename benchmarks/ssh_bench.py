@@ -2,7 +2,7 @@
 
     python benchmarks/bench.py --scenarios ssh,ssh-floor,ssh-ipykernel   # these rows alone
 
-(`nox -s bench` runs them too.)
+(`nox -s bench-3.11` runs them too.)
 
 Rows (the minimal kernel, tests/helpers/fake_kernel.py, run "remotely" on this machine):
   ssh.start_1st       start to ready of the first kernel on the host (its own connection)
