@@ -84,6 +84,8 @@ def _expose_interpreters() -> None:
         if version == f"{sys.version_info[0]}.{sys.version_info[1]}":
             continue  # nox's own interpreter: nox uses it
         found = _find_interpreter(version)
+        if found is None or shutil.which(f"python{version}") == str(found):
+            (links / f"python{version}").unlink(missing_ok=True)  # none, or no longer needed
         if found is None:
             print(
                 f"noxfile: no CPython {version} on PATH nor in pyenv's versions folder; "
