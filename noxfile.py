@@ -216,7 +216,9 @@ def bench(session: nox.Session) -> None:
     if session.python != PRIMARY and "--out" not in args:
         args += ["--out", str(HERE / "benchmarks" / "results" / f"python-{session.python}")]
     session.run("python", "benchmarks/bench.py", *args)
-    if session.python == PRIMARY:
+    # The Slurm rows go to docs/benchmarks/ too: only in a whole run of the reference Python.
+    partial = {"--only", "--scenarios", "--out"} & {a.split("=")[0] for a in args}
+    if session.python == PRIMARY and not partial:
         session.run("python", "benchmarks/slurm_bench.py")  # says so and stops without Slurm
 
 
