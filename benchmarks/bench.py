@@ -176,7 +176,7 @@ def ipykernel_floor() -> tuple[float, float]:
 
     import zmq
 
-    from kernel_nursery import Session
+    from kernel_nursery.wire import Session
 
     holders = [socket.socket() for _ in range(5)]
     tmp = tempfile.mkdtemp(prefix="kn-floor-")
@@ -261,10 +261,10 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
         KernelNursery,
         KernelNurseryError,
         KernelPool,
-        KernelProvisionerFactory,
         KernelSpec,
         start_kernel,
     )
+    from kernel_nursery.provisioning import KernelProvisionerFactory
 
     if scenario.startswith("ssh"):
         import ssh_bench
@@ -700,7 +700,7 @@ def execute_floor(info: dict[str, Any], reps: int) -> list[float]:
     checked by the same Session, waited for with zmq.Poller, with no event loop at all."""
     import zmq
 
-    from kernel_nursery import Session
+    from kernel_nursery.wire import Session
 
     session = Session(key=info["key"], signature_scheme=info["signature_scheme"])
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()

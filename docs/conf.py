@@ -13,12 +13,12 @@ from kernel_nursery import (
     KernelManager,
     KernelNursery,
     KernelPool,
-    KernelProvisionerFactory,
     KernelSpecManager,
     LocalProvisioner,
     SlurmProvisioner,
     SSHProvisioner,
 )
+from kernel_nursery.provisioning import KernelProvisionerFactory
 
 project = "kernel-nursery"
 author = "kernel-nursery developers"

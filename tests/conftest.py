@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from kernel_nursery import KernelProvisionerFactory, KernelSpec
+from kernel_nursery import KernelSpec
 from kernel_nursery._platform import LINUX, PORTABLE_VARIABLE
 from kernel_nursery.connection import reserved_ports
-from kernel_nursery.provisioning import ENTRY_POINT_GROUP, _guardian
+from kernel_nursery.provisioning import ENTRY_POINT_GROUP, KernelProvisionerFactory, _guardian
 
 from .helpers.cancel_points import CountingProvisioner
 from .helpers.kernels import FAKE_KERNEL, TOY_KERNEL, SpecFactory, spec_maker

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel_nursery import KernelProvisionerFactory, KernelSpec
+from kernel_nursery import KernelSpec
+from kernel_nursery.provisioning import KernelProvisionerFactory
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "docs" / "examples"

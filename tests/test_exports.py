@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ PUBLIC_MODULES = [
     "kernel_nursery.manager",
     "kernel_nursery.messaging",
     "kernel_nursery.provisioning",
+    "kernel_nursery.provisioning.local",
+    "kernel_nursery.provisioning.ssh",
+    "kernel_nursery.provisioning.slurm",
     "kernel_nursery.compat",
     "kernel_nursery.wire",
 ]
@@ -59,12 +63,93 @@ def test_top_level_reexports_match_subpackages() -> None:
             assert getattr(module, name) is getattr(kernel_nursery, name)
 
 
-def test_errors_share_one_root() -> None:
-    """Every exception class kernel-nursery exports derives from KernelNurseryError."""
-    for name in kernel_nursery.__all__:
-        obj = getattr(kernel_nursery, name)
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_errors_share_one_root(module_name: str) -> None:
+    """Every exception class kernel-nursery exports, from any public module, derives from
+    KernelNurseryError."""
+    module = importlib.import_module(module_name)
+    for name in module.__all__:
+        obj = getattr(module, name)
         if inspect.isclass(obj) and issubclass(obj, BaseException):
             assert issubclass(obj, kernel_nursery.KernelNurseryError), name
+
+
+#: Every public name that moved or was renamed in 0.2: (old module, old name, new module, new
+#: name). The old place keeps working, with a DeprecationWarning that names the new one.
+MOVED = [
+    ("kernel_nursery", "NoSuchKernelError", "kernel_nursery", "NoSuchKernelSpecError"),
+    ("kernel_nursery", "UnknownKernelError", "kernel_nursery", "UnknownKernelIdError"),
+    ("kernel_nursery", "stop_process", "kernel_nursery.provisioning", "shutdown_kernel_process"),
+    (
+        "kernel_nursery.provisioning",
+        "stop_process",
+        "kernel_nursery.provisioning",
+        "shutdown_kernel_process",
+    ),
+    *[
+        ("kernel_nursery", name, "kernel_nursery.provisioning.ssh", name)
+        for name in ("SSHConnectionError", "SSHAuthenticationError", "SSHHostKeyError")
+    ],
+    ("kernel_nursery", "RemoteLaunchError", "kernel_nursery.provisioning.ssh", "RemoteLaunchError"),
+    *[
+        ("kernel_nursery", name, "kernel_nursery.provisioning.slurm", name)
+        for name in ("JobError", "JobRejectedError", "QueueTimeoutError", "JobEndedError")
+    ],
+    *[
+        ("kernel_nursery", name, "kernel_nursery.provisioning", name)
+        for name in ("KernelProvisionerBase", "KernelProvisionerFactory")
+    ],
+    *[
+        ("kernel_nursery", name, "kernel_nursery.wire", name)
+        for name in ("Session", "MessageError", "InvalidSignatureError")
+    ],
+]
+
+
+@pytest.mark.parametrize(("old_module", "old_name", "new_module", "new_name"), MOVED)
+def test_moved_names_still_import_from_their_old_place(
+    old_module: str, old_name: str, new_module: str, new_name: str
+) -> None:
+    """A moved or renamed name imports from its old place with a DeprecationWarning naming its
+    new place, and is the very same object (so except/isinstance match either name)."""
+    new = getattr(importlib.import_module(new_module), new_name)
+    assert new_name in importlib.import_module(new_module).__all__
+    assert old_name not in importlib.import_module(old_module).__all__
+    says = rf"^{old_module}\.{old_name} is deprecated .*: use {new_module}\.{new_name}$"
+    with pytest.warns(DeprecationWarning, match=says):
+        old = getattr(importlib.import_module(old_module), old_name)
+    assert old is new
+    namespace: dict[str, object] = {}
+    with pytest.warns(DeprecationWarning, match=says):
+        exec(f"from {old_module} import {old_name}", namespace)  # noqa: S102
+    assert namespace[old_name] is new
+
+
+def test_provisioner_errors_live_in_their_provisioner_and_derive_from_the_common_ones() -> None:
+    """The errors only SSH or Slurm raise are importable from the provisioner's package and
+    from kernel_nursery.provisioning, and are launch or provisioner errors."""
+    from kernel_nursery import provisioning
+    from kernel_nursery.provisioning import slurm, ssh
+
+    for name in ("SSHConnectionError", "SSHAuthenticationError", "SSHHostKeyError"):
+        assert getattr(ssh, name) is getattr(provisioning, name)
+        assert issubclass(getattr(ssh, name), ssh.SSHConnectionError)
+    assert issubclass(ssh.SSHConnectionError, kernel_nursery.LaunchError)
+    assert issubclass(ssh.RemoteLaunchError, kernel_nursery.LaunchError)
+    for name in ("JobError", "JobRejectedError", "QueueTimeoutError", "JobEndedError"):
+        assert getattr(slurm, name) is getattr(provisioning, name)
+        assert issubclass(getattr(slurm, name), kernel_nursery.ProvisionerError)
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    """A name that never existed raises AttributeError (and no warning), at the top and in
+    provisioning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+            _ = kernel_nursery.NoSuchThing
+        with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+            _ = kernel_nursery.provisioning.NoSuchThing
 
 
 def test_py_typed_is_shipped() -> None:

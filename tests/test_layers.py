@@ -8,6 +8,7 @@ removing it. Run alone with ``pytest tests/test_layers.py``.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -226,6 +227,25 @@ def _absolute_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             names.add(node.module)
     return names
+
+
+def test_the_docs_draw_the_stack() -> None:
+    """docs/architecture.md lists the layers exactly as STACK does, in its order, and
+    docs/concepts.md draws a part of them in the same order."""
+    docs = Path(__file__).parent.parent / "docs"
+    assert _drawn_layers(docs / "architecture.md") == STACK
+    drawn = _drawn_layers(docs / "concepts.md")
+    assert set(drawn) <= set(STACK)
+    assert drawn == sorted(drawn, key=STACK.index)
+
+
+def _drawn_layers(path: Path) -> list[str]:
+    """The layer names (the first word of each unindented line) of the first code block after
+    a document's "Layers" heading."""
+    text = path.read_text()
+    heading = next(m for m in re.finditer(r"^## (The )?[Ll]ayers$", text, flags=re.MULTILINE))
+    block = text[heading.end() :].split("```", 2)[1]
+    return [line.split()[0] for line in block.splitlines() if line[:1].strip()]
 
 
 def test_the_checker_sees_a_cycle_through_a_package() -> None:

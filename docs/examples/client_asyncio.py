@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from kernel_nursery import KernelClient, KernelSpecManager, LocalProvisioner, stop_process
+from kernel_nursery import KernelClient, KernelSpecManager, LocalProvisioner
+from kernel_nursery.provisioning import shutdown_kernel_process
 
 
 async def main() -> None:
@@ -19,7 +20,7 @@ async def main() -> None:
             failed = await client.execute("1 / 0", timeout=30)
             print("error:", failed.error["ename"] if failed.error else None)
             await client.shutdown(timeout=10)
-        print("exit status:", await stop_process(kernel, shutdown_requested=True))
+        print("exit status:", await shutdown_kernel_process(kernel, shutdown_requested=True))
 
 
 asyncio.run(main())

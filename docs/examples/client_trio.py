@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import trio
 
-from kernel_nursery import KernelClient, KernelSpecManager, LocalProvisioner, stop_process
+from kernel_nursery import KernelClient, KernelSpecManager, LocalProvisioner
+from kernel_nursery.provisioning import shutdown_kernel_process
 
 
 async def main() -> None:
@@ -21,7 +22,7 @@ async def main() -> None:
             print("error:", failed.error["ename"] if failed.error else None)
             await client.shutdown(timeout=10)
         # It exits by itself; SIGTERM, then SIGKILL, only if it has not within its wait time.
-        print("exit status:", await stop_process(kernel, shutdown_requested=True))
+        print("exit status:", await shutdown_kernel_process(kernel, shutdown_requested=True))
 
 
 trio.run(main)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kernel_nursery import KernelSpecManager, NoSuchKernelError
+from kernel_nursery import KernelSpecManager, NoSuchKernelSpecError
 
 ksm = KernelSpecManager()
 for name, resource_dir in sorted(ksm.find_kernel_specs().items()):
@@ -13,5 +13,5 @@ print("python3 runs:", spec.argv[1:], "in", spec.language)
 
 try:
     ksm.get_kernel_spec("no-such-kernel")
-except NoSuchKernelError as exc:
+except NoSuchKernelSpecError as exc:
     print("error:", exc)

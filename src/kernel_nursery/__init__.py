@@ -4,23 +4,27 @@ A structured-concurrency reimplementation of Jupyter's kernel provisioning on an
 under trio and asyncio alike. Every kernel has an owner scope; when the scope ends the kernel's
 process group, connection file and ports are gone.
 
-The public API is re-exported here; :mod:`kernel_nursery.provisioning`,
-:mod:`kernel_nursery.kernelspec`, :mod:`kernel_nursery.connection` and
-:mod:`kernel_nursery.messaging` hold the same names by
-topic, with a few lower-level helpers.
+The names here are those most users touch: kernel managers, nurseries and pools, the client and
+its messages, kernel specs, connection files, the provisioners one picks, and the errors one
+may catch while doing so. Lower-level pieces live in their subpackage, as ``trio.lowlevel`` does
+for trio: :mod:`kernel_nursery.provisioning` for writing or driving provisioners (with the errors
+only one provisioner raises, in ``provisioning.ssh`` and ``provisioning.slurm``),
+:mod:`kernel_nursery.wire` for the message format, signing and sockets,
+:mod:`kernel_nursery.connection`, :mod:`kernel_nursery.kernelspec`,
+:mod:`kernel_nursery.messaging` and :mod:`kernel_nursery.manager` for the rest by topic.
+Names that moved from here (or were renamed) in 0.2 still import, with a
+:class:`DeprecationWarning` saying where they live now.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ._errors import (
     ChannelClosedError,
     ConnectionFileError,
     EncryptedHandshakeError,
     InvalidKernelIdError,
-    InvalidSignatureError,
-    JobEndedError,
-    JobError,
-    JobRejectedError,
     KernelDiedError,
     KernelNurseryError,
     KernelReplyError,
@@ -28,24 +32,20 @@ from ._errors import (
     KernelStateError,
     KernelTimeoutError,
     LaunchError,
-    MessageError,
-    NoSuchKernelError,
+    NoSuchKernelSpecError,
     PortAllocationError,
     ProvisionerConfigError,
     ProvisionerError,
     ProvisionerInfoError,
-    QueueTimeoutError,
-    RemoteLaunchError,
     ResourceLimitError,
-    SSHAuthenticationError,
-    SSHConnectionError,
-    SSHHostKeyError,
     SubscriptionOverflowError,
     TransportEncryptionError,
-    UnknownKernelError,
+    UnknownKernelIdError,
 )
 from ._limits import raise_open_file_limit
 from ._signals import SignalCancel, cancel_on_signals
+from ._util import deprecated_attribute as _deprecated_attribute
+from ._util import fixup_module_metadata
 from ._version import __version__
 from .connection import ConnectionInfo, read_connection_file, write_connection_file
 from .kernelspec import KernelSpec, KernelSpecManager
@@ -58,15 +58,8 @@ from .manager import (
     PoolStatus,
     start_kernel,
 )
-from .messaging import Comm, ExecuteResult, ExecuteStream, KernelClient, Message, Reply, Session
-from .provisioning import (
-    KernelProvisionerBase,
-    KernelProvisionerFactory,
-    LocalProvisioner,
-    SlurmProvisioner,
-    SSHProvisioner,
-    stop_process,
-)
+from .messaging import Comm, ExecuteResult, ExecuteStream, KernelClient, Message, Reply
+from .provisioning import LocalProvisioner, SlurmProvisioner, SSHProvisioner
 
 __all__ = [
     "ChannelClosedError",
@@ -77,10 +70,6 @@ __all__ = [
     "ExecuteResult",
     "ExecuteStream",
     "InvalidKernelIdError",
-    "InvalidSignatureError",
-    "JobEndedError",
-    "JobError",
-    "JobRejectedError",
     "KernelClient",
     "KernelDiedError",
     "KernelEvent",
@@ -88,8 +77,6 @@ __all__ = [
     "KernelNursery",
     "KernelNurseryError",
     "KernelPool",
-    "KernelProvisionerBase",
-    "KernelProvisionerFactory",
     "KernelReplyError",
     "KernelSpec",
     "KernelSpecError",
@@ -99,38 +86,55 @@ __all__ = [
     "LaunchError",
     "LocalProvisioner",
     "Message",
-    "MessageError",
-    "NoSuchKernelError",
+    "NoSuchKernelSpecError",
     "PoolEvent",
     "PoolStatus",
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
     "ProvisionerInfoError",
-    "QueueTimeoutError",
-    "RemoteLaunchError",
     "Reply",
     "ResourceLimitError",
-    "SSHAuthenticationError",
-    "SSHConnectionError",
-    "SSHHostKeyError",
     "SSHProvisioner",
-    "Session",
     "SignalCancel",
     "SlurmProvisioner",
     "SubscriptionOverflowError",
     "TransportEncryptionError",
-    "UnknownKernelError",
+    "UnknownKernelIdError",
     "__version__",
     "cancel_on_signals",
     "raise_open_file_limit",
     "read_connection_file",
     "start_kernel",
-    "stop_process",
     "write_connection_file",
 ]
 
-from ._util import fixup_module_metadata
+#: Names that left the top level in 0.2 (moved to a subpackage, or renamed): old name → (the
+#: module it lives in now, its name there). They still import from here, with a warning.
+_MOVED: dict[str, tuple[str, str]] = {
+    "InvalidSignatureError": ("kernel_nursery.wire", "InvalidSignatureError"),
+    "JobEndedError": ("kernel_nursery.provisioning.slurm", "JobEndedError"),
+    "JobError": ("kernel_nursery.provisioning.slurm", "JobError"),
+    "JobRejectedError": ("kernel_nursery.provisioning.slurm", "JobRejectedError"),
+    "KernelProvisionerBase": ("kernel_nursery.provisioning", "KernelProvisionerBase"),
+    "KernelProvisionerFactory": ("kernel_nursery.provisioning", "KernelProvisionerFactory"),
+    "MessageError": ("kernel_nursery.wire", "MessageError"),
+    "NoSuchKernelError": ("kernel_nursery", "NoSuchKernelSpecError"),
+    "QueueTimeoutError": ("kernel_nursery.provisioning.slurm", "QueueTimeoutError"),
+    "RemoteLaunchError": ("kernel_nursery.provisioning.ssh", "RemoteLaunchError"),
+    "SSHAuthenticationError": ("kernel_nursery.provisioning.ssh", "SSHAuthenticationError"),
+    "SSHConnectionError": ("kernel_nursery.provisioning.ssh", "SSHConnectionError"),
+    "SSHHostKeyError": ("kernel_nursery.provisioning.ssh", "SSHHostKeyError"),
+    "Session": ("kernel_nursery.wire", "Session"),
+    "UnknownKernelError": ("kernel_nursery", "UnknownKernelIdError"),
+    "stop_process": ("kernel_nursery.provisioning", "shutdown_kernel_process"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A name that moved or was renamed in 0.2, with a :class:`DeprecationWarning`."""
+    return _deprecated_attribute(__name__, name, _MOVED)
+
 
 fixup_module_metadata(__name__, globals())
 del fixup_module_metadata

@@ -6,6 +6,10 @@ same kind of failure (a bad kernel.json is a :class:`ValueError`, an unknown ker
 :class:`LookupError`), so code written against ``jupyter_client``'s broad ``except`` clauses
 keeps working. Where the reference API names a built-in error (``ModuleNotFoundError`` for an
 unregistered provisioner), that built-in is raised as-is.
+
+Errors that only one provisioner raises live in that provisioner's package
+(``provisioning/ssh/_errors.py``, ``provisioning/slurm/_errors.py``), derived from the common
+ones here (:class:`LaunchError`, :class:`ProvisionerError`).
 """
 
 from __future__ import annotations
@@ -18,9 +22,6 @@ __all__ = [
     "EncryptedHandshakeError",
     "InvalidKernelIdError",
     "InvalidSignatureError",
-    "JobEndedError",
-    "JobError",
-    "JobRejectedError",
     "KernelDiedError",
     "KernelNurseryError",
     "KernelReplyError",
@@ -29,20 +30,15 @@ __all__ = [
     "KernelTimeoutError",
     "LaunchError",
     "MessageError",
-    "NoSuchKernelError",
+    "NoSuchKernelSpecError",
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
     "ProvisionerInfoError",
-    "QueueTimeoutError",
-    "RemoteLaunchError",
     "ResourceLimitError",
-    "SSHAuthenticationError",
-    "SSHConnectionError",
-    "SSHHostKeyError",
     "SubscriptionOverflowError",
     "TransportEncryptionError",
-    "UnknownKernelError",
+    "UnknownKernelIdError",
 ]
 
 
@@ -79,8 +75,9 @@ class KernelSpecError(_LocatedError):
     """
 
 
-class NoSuchKernelError(KernelNurseryError, LookupError):
-    """No kernel specification has the requested name.
+class NoSuchKernelSpecError(KernelNurseryError, LookupError):
+    """No kernel specification has the requested name (compare
+    :class:`UnknownKernelIdError`: no *running* kernel has the requested id).
 
     Attributes:
         name: The name that was asked for.
@@ -88,6 +85,8 @@ class NoSuchKernelError(KernelNurseryError, LookupError):
 
     When a kernel.json exists but cannot be used (its provisioner is not installed), *reason*
     says so in the message.
+
+    ``NoSuchKernelError``, its name before the first release, is a deprecated alias.
     """
 
     def __init__(self, name: str, available: list[str], *, reason: str | None = None) -> None:
@@ -150,7 +149,10 @@ class ProvisionerInfoError(ProvisionerError, ValueError):
     process may take over: a process id or group that is not a number above 1, that names this
     process or its own group, or a process that cannot be told to be the kernel (its group or
     start time differs from the info's), or a connection file that is not the kernel's (cleanup
-    would remove it). Nothing is signalled, removed or taken over.
+    would remove it); for a remote kernel, a start time, ports or a connection file that are not
+    what they must be; for a Slurm job, a job or step id that is not one, or a step of an
+    allocation. Every provisioner raises it for such info. Nothing is signalled, removed or
+    taken over.
 
     .. versionadded:: 0.1
     """
@@ -171,93 +173,6 @@ class LaunchError(ProvisionerError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-class SSHConnectionError(LaunchError):
-    """The SSH connection for a remote kernel could not be made or was refused: an unknown
-    host, a refused or timed-out connection, failed authentication, a host key that does not
-    match. Nothing is left behind, on either side.
-
-    Attributes:
-        host: The host (or ssh config alias) as configured.
-        argv: The ``ssh`` command that was run.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(self, message: str, *, host: str, argv: list[str]) -> None:
-        self.host = host
-        super().__init__(message, argv=argv)
-
-
-class SSHAuthenticationError(SSHConnectionError):
-    """The SSH server refused every credential offered (no usable key, agent or config).
-
-    .. versionadded:: 0.1
-    """
-
-
-class SSHHostKeyError(SSHConnectionError):
-    """The SSH host key is unknown or differs from the one recorded in ``known_hosts``. It is
-    refused, never accepted silently: check the key, then record it (``ssh-keyscan``, or one
-    interactive ``ssh``).
-
-    .. versionadded:: 0.1
-    """
-
-
-class RemoteLaunchError(LaunchError):
-    """The SSH connection worked but the kernel could not be started on the remote host: its
-    Python or kernel is missing, its working directory does not exist, or its ports are taken.
-    Nothing is left behind, on either side.
-
-    Attributes:
-        host: The host (or ssh config alias) as configured.
-        reason: ``"no-python"``, ``"no-kernel"``, ``"ports-in-use"``, ``"bad-config"`` or
-            ``"no-answer"``.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(self, message: str, *, host: str, reason: str, argv: list[str]) -> None:
-        self.host = host
-        self.reason = reason
-        super().__init__(message, argv=argv)
-
-
-class JobError(ProvisionerError):
-    """A batch scheduler (Slurm) did not run, or stopped running, a kernel's job.
-
-    Attributes:
-        job_id: The scheduler's id of the job, when it had one.
-    """
-
-    def __init__(self, message: str, *, job_id: str | None = None) -> None:
-        self.job_id = job_id
-        super().__init__(message)
-
-
-class JobRejectedError(JobError, ValueError):
-    """The scheduler refused the kernel's job (unknown partition or account, a resource request
-    it cannot satisfy); the message is the scheduler's. Nothing is left in the queue."""
-
-
-class QueueTimeoutError(JobError, TimeoutError):
-    """The kernel's job did not start within the provisioner's queue timeout; it was cancelled
-    and nothing is left in the queue."""
-
-
-class JobEndedError(JobError):
-    """The scheduler ended the kernel's job (time limit, ``scancel``, preemption...) and the
-    provisioner's restart policy does not submit it again.
-
-    Attributes:
-        state: The job's final state as the scheduler names it (``TIMEOUT``, ``CANCELLED``...).
-    """
-
-    def __init__(self, message: str, *, job_id: str | None = None, state: str) -> None:
-        self.state = state
-        super().__init__(message, job_id=job_id)
 
 
 class ProvisionerConfigError(KernelNurseryError, ValueError):
@@ -373,11 +288,14 @@ class InvalidKernelIdError(KernelNurseryError, ValueError):
         )
 
 
-class UnknownKernelError(KernelNurseryError, KeyError):
-    """A kernel nursery has no kernel with the given id.
+class UnknownKernelIdError(KernelNurseryError, KeyError):
+    """A kernel nursery has no running kernel with the given id (compare
+    :class:`NoSuchKernelSpecError`: no kernel *specification* has the requested name).
 
     Attributes:
         kernel_id: The id asked for.
+
+    ``UnknownKernelError``, its name before the first release, is a deprecated alias.
     """
 
     def __init__(self, kernel_id: str, known: list[str]) -> None:

@@ -167,31 +167,14 @@ class KernelSpec:
         argv = data["argv"]
         env = data.get("env", {})
         _check_command(argv, env, fail)
-        strings: dict[str, str] = {}
-        for key in ("display_name", "language"):
-            value = data.get(key, "")
-            if not isinstance(value, str):
-                raise fail(f"must be a string, got {reprlib.repr(value)}", key)
-            strings[key] = value
+        strings = {key: _check_string(data, key, fail) for key in ("display_name", "language")}
         interrupt_mode = data.get("interrupt_mode", "signal")
         if interrupt_mode not in ("signal", "message"):
             raise fail(
                 f"must be 'signal' or 'message', got {reprlib.repr(interrupt_mode)}",
                 "interrupt_mode",
             )
-        metadata = data.get("metadata", {})
-        if not isinstance(metadata, dict):
-            raise fail(f"must be an object, got {type(metadata).__name__}", "metadata")
-        try:
-            metadata = json.loads(json.dumps(metadata))  # a deep copy of plain JSON data
-        except RecursionError:
-            raise fail(_TOO_DEEP, "metadata") from None
-        except (TypeError, ValueError) as exc:  # not JSON data, or a circular reference
-            raise fail(f"must be plain JSON data: {exc}", "metadata") from exc
-        stanza = metadata.get("kernel_provisioner")
-        if stanza is not None:
-            metadata["kernel_provisioner"] = _check_stanza(stanza, fail)
-        _check_encryption(metadata.get("supported_encryption"), fail)
+        metadata = _check_metadata(data.get("metadata", {}), fail)
         version = data.get("kernel_protocol_version", "")
         _check_protocol_version(version, fail)
         return cls(
@@ -273,6 +256,32 @@ def _check_command(argv: object, env: object, fail: Any) -> None:
             raise fail(f"must be a string, got {reprlib.repr(value)}", f"env.{key}")
         if "\0" in value:
             raise fail("contains a NUL character, which no environment can hold", f"env.{key}")
+
+
+def _check_string(data: dict[str, Any], key: str, fail: Any) -> str:
+    """``data[key]``, a string field that may be absent (then empty)."""
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise fail(f"must be a string, got {reprlib.repr(value)}", key)
+    return value
+
+
+def _check_metadata(metadata: object, fail: Any) -> dict[str, Any]:
+    """A deep copy of ``metadata`` (plain JSON data), its provisioner stanza and encryption
+    schemes checked; the stanza is replaced by its checked form."""
+    if not isinstance(metadata, dict):
+        raise fail(f"must be an object, got {type(metadata).__name__}", "metadata")
+    try:
+        copy: dict[str, Any] = json.loads(json.dumps(metadata))  # a deep copy of plain JSON data
+    except RecursionError:
+        raise fail(_TOO_DEEP, "metadata") from None
+    except (TypeError, ValueError) as exc:  # not JSON data, or a circular reference
+        raise fail(f"must be plain JSON data: {exc}", "metadata") from exc
+    stanza = copy.get("kernel_provisioner")
+    if stanza is not None:
+        copy["kernel_provisioner"] = _check_stanza(stanza, fail)
+    _check_encryption(copy.get("supported_encryption"), fail)
+    return copy
 
 
 def _check_stanza(stanza: object, fail: Any) -> ProvisionerStanza:

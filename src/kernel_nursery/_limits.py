@@ -26,6 +26,7 @@ import anyio
 import zmq
 
 from ._errors import ResourceLimitError
+from ._platform import LINUX
 
 __all__ = ["raise_open_file_limit"]
 
@@ -92,6 +93,8 @@ def raise_open_file_limit() -> tuple[int, int]:
 
 def _open_descriptors() -> int | None:
     """How many descriptors this process has open, where the OS says cheaply (Linux)."""
+    if not LINUX:
+        return None
     try:
         return len(os.listdir("/proc/self/fd")) - 1  # less the one listdir itself opened
     except FileNotFoundError:

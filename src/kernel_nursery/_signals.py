@@ -124,11 +124,21 @@ def cancel_on_signals(*signums: int) -> AbstractAsyncContextManager[SignalCancel
 
     .. versionadded:: 0.1
     """
+    return _cancel_on_signals(_catchable(signums))
+
+
+def _catchable(signums: tuple[int, ...]) -> tuple[signal.Signals, ...]:
+    """*signums* as signals, without repeats (the defaults when empty), checked at the call
+    rather than on entering, so a wrong number fails where it is written.
+
+    Raises:
+        ValueError: a number that is not a signal, or one that cannot be caught.
+    """
     wanted = tuple(dict.fromkeys(signal.Signals(s) for s in signums)) or _DEFAULT_SIGNALS
     uncatchable = [s.name for s in wanted if s in (signal.SIGKILL, signal.SIGSTOP)]
     if uncatchable:
         raise ValueError(f"{', '.join(uncatchable)} cannot be caught")
-    return _cancel_on_signals(wanted)
+    return wanted
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from kernel_nursery import KernelStateError, KernelTimeoutError, NoSuchKernelError
+from kernel_nursery import KernelStateError, KernelTimeoutError, NoSuchKernelSpecError
 from kernel_nursery.blocking import start_kernel
 
 pytestmark = pytest.mark.timeout(120)
@@ -83,7 +83,7 @@ def test_an_error_in_the_block_shuts_the_kernel_down() -> None:
     with pytest.raises(KernelStateError, match="inside its 'with' block"):
         kernel.execute("1")
     assert pid is not None and pid_gone(pid)
-    with pytest.raises(NoSuchKernelError), start_kernel("no-such-kernel"):
+    with pytest.raises(NoSuchKernelSpecError), start_kernel("no-such-kernel"):
         pass
 
 

@@ -17,15 +17,9 @@ import anyio
 import pytest
 from jupyter_client.connect import LocalPortCache
 
-from kernel_nursery import (
-    KernelManager,
-    KernelProvisionerFactory,
-    KernelSpec,
-    ProvisionerConfigError,
-    ProvisionerError,
-)
+from kernel_nursery import KernelManager, KernelSpec, ProvisionerConfigError, ProvisionerError
 from kernel_nursery.compat import CANCEL_WAIT, JupyterProvisioner
-from kernel_nursery.provisioning import _guardian
+from kernel_nursery.provisioning import KernelProvisionerFactory, _guardian
 
 from ..conftest import FAKE_KERNEL
 from ..helpers.procs import (

@@ -10,12 +10,8 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config, LoggingConfigurable
 
-from kernel_nursery import (
-    KernelProvisionerFactory,
-    KernelSpecError,
-    KernelSpecManager,
-    NoSuchKernelError,
-)
+from kernel_nursery import KernelSpecError, KernelSpecManager, NoSuchKernelSpecError
+from kernel_nursery.provisioning import KernelProvisionerFactory
 
 from ..conftest import write_kernel
 
@@ -86,11 +82,11 @@ def test_installed_python3_beats_native(tmp_path: Path) -> None:
 
 
 def test_unknown_kernel_lists_the_known_ones(tmp_path: Path) -> None:
-    """NoSuchKernelError names the kernel asked for and lists those that exist."""
+    """NoSuchKernelSpecError names the kernel asked for and lists those that exist."""
     write_kernel(tmp_path, "alpha", spec("a"))
     write_kernel(tmp_path, "beta", spec("b"))
     ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)], ensure_native_kernel=False)
-    with pytest.raises(NoSuchKernelError, match=r"'gamma' \(available: alpha, beta\)") as info:
+    with pytest.raises(NoSuchKernelSpecError, match=r"'gamma' \(available: alpha, beta\)") as info:
         ksm.get_kernel_spec("gamma")
     assert isinstance(info.value, LookupError)
 
@@ -103,7 +99,7 @@ def test_allowed_kernelspecs(tmp_path: Path) -> None:
         kernel_dirs=[str(tmp_path)], ensure_native_kernel=False, allowed_kernelspecs={"beta"}
     )
     assert list(ksm.find_kernel_specs()) == ["beta"]
-    with pytest.raises(NoSuchKernelError):
+    with pytest.raises(NoSuchKernelSpecError):
         ksm.get_kernel_spec("alpha")
 
 
@@ -125,7 +121,7 @@ def test_unavailable_provisioner_is_left_out(
     with caplog.at_level(logging.WARNING):
         assert list(ksm.get_all_specs()) == ["local"]
     assert "no-such-provisioner" in caplog.text
-    with pytest.raises(NoSuchKernelError, match="'no-such-provisioner' is not installed"):
+    with pytest.raises(NoSuchKernelSpecError, match="'no-such-provisioner' is not installed"):
         ksm.get_kernel_spec("remote")
 
 
@@ -208,7 +204,7 @@ def test_unreadable_entry_is_skipped_with_a_warning(
             found = set(ksm.get_all_specs())  # with the kernels installed in this environment
         assert {"good", "python3"} <= found and bad not in found
         assert f"Skipping kernel directory {kernels / bad}" in caplog.text
-        with pytest.raises(NoSuchKernelError, match=f"no kernel named {bad!r}"):
+        with pytest.raises(NoSuchKernelSpecError, match=f"no kernel named {bad!r}"):
             ksm.get_kernel_spec(bad)
     finally:
         if bad == "locked":
@@ -245,7 +241,7 @@ def test_configured_factory_decides_what_is_listed(tmp_path: Path, through: str)
         ksm = KernelSpecManager(parent=LoggingConfigurable(config=config), **kw)
     assert ksm.provisioner_factory.default_provisioner_name == "not-installed"
     assert ksm.get_all_specs() == {}
-    with pytest.raises(NoSuchKernelError, match=r"'not-installed' .*is not installed"):
+    with pytest.raises(NoSuchKernelSpecError, match=r"'not-installed' .*is not installed"):
         ksm.get_kernel_spec("plain")
     assert KernelProvisionerFactory.instance().default_provisioner_name == "local-provisioner"
     unconfigured = KernelSpecManager(**kw)

@@ -124,11 +124,11 @@ async def test_kernel_never_ready_times_out(fake_spec: SpecFactory) -> None:
 
 
 async def test_unknown_kernel_name() -> None:
-    """An unknown kernel name is NoSuchKernelError before anything starts."""
-    from kernel_nursery import NoSuchKernelError
+    """An unknown kernel name is NoSuchKernelSpecError before anything starts."""
+    from kernel_nursery import NoSuchKernelSpecError
 
     async with KernelManager(kernel_name="no-such-kernel") as km:
-        with pytest.raises(NoSuchKernelError, match="no-such-kernel"):
+        with pytest.raises(NoSuchKernelSpecError, match="no-such-kernel"):
             await km.start_kernel()
 
 
@@ -762,18 +762,19 @@ async def test_factory_configuration_reaches_the_spec_manager(
 ) -> None:
     """A kernel looked up by name is refused when the default provisioner configured on its
     manager (or nursery) is not installed: the spec manager asks the configured factory."""
-    from kernel_nursery import KernelNursery, KernelProvisionerFactory, NoSuchKernelError
+    from kernel_nursery import KernelNursery, NoSuchKernelSpecError
+    from kernel_nursery.provisioning import KernelProvisionerFactory
 
     argv = [sys.executable, "-c", "pass", "{connection_file}"]
     write_kernel(jupyter_dirs["path"] / "kernels", "plain", {"argv": argv, "display_name": "P"})
     config = Config({"KernelProvisionerFactory": {"default_provisioner_name": "not-installed"}})
     if through == "manager":
         async with KernelManager(kernel_name="plain", config=config) as km:
-            with pytest.raises(NoSuchKernelError, match=r"'not-installed' .*is not installed"):
+            with pytest.raises(NoSuchKernelSpecError, match=r"'not-installed' .*is not installed"):
                 await km.start_kernel()
     else:
         async with KernelNursery(config=config) as nursery:
-            with pytest.raises(NoSuchKernelError, match=r"'not-installed' .*is not installed"):
+            with pytest.raises(NoSuchKernelSpecError, match=r"'not-installed' .*is not installed"):
                 await nursery.start_kernel("plain")
     # The process's shared factory was left as it was.
     assert KernelProvisionerFactory.instance().default_provisioner_name == "local-provisioner"

@@ -12,7 +12,7 @@ from kernel_nursery import (
     KernelDiedError,
     KernelNursery,
     KernelStateError,
-    UnknownKernelError,
+    UnknownKernelIdError,
 )
 
 from ..helpers.kernels import SpecFactory, pid_of
@@ -46,7 +46,7 @@ async def test_shutdown_one_and_all(fake_spec: SpecFactory) -> None:
         await nursery.shutdown_kernel(a.kernel_id)
         assert not is_running(pid_a)
         assert nursery.list_kernels() == [b]
-        with pytest.raises(UnknownKernelError, match=a.kernel_id):
+        with pytest.raises(UnknownKernelIdError, match=a.kernel_id):
             nursery.get(a.kernel_id)
         await nursery.shutdown_all(now=True)
         assert nursery.list_kernels() == []

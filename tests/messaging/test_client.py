@@ -24,14 +24,13 @@ from kernel_nursery import (
     KernelTimeoutError,
     LocalProvisioner,
     Message,
-    Session,
 )
 from kernel_nursery.connection import (
     ConnectionInfo,
     new_connection_info,
     release_connection_info,
 )
-from kernel_nursery.wire import AsyncSocket
+from kernel_nursery.wire import AsyncSocket, Session
 
 from ..helpers.kernels import SpecFactory, running_kernel
 

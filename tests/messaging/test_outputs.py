@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kernel_nursery import ExecuteResult, Session
+from kernel_nursery import ExecuteResult
 from kernel_nursery.messaging import (
     ClearOutput,
     DisplayDataOutput,
@@ -16,6 +16,7 @@ from kernel_nursery.messaging import (
     UpdateDisplayDataOutput,
 )
 from kernel_nursery.messaging._outputs import typed_output
+from kernel_nursery.wire import Session
 
 SESSION = Session(key="k")
 

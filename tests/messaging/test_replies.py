@@ -8,8 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
-from kernel_nursery import KernelClient, KernelReplyError, Reply, Session
+from kernel_nursery import KernelClient, KernelReplyError, Reply
 from kernel_nursery.connection import new_connection_info, release_connection_info
+from kernel_nursery.wire import Session
 
 from ..helpers.kernels import running_kernel
 from .test_client import fake_kernel_sockets

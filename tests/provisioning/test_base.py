@@ -10,15 +10,12 @@ import pytest
 from traitlets import Float, HasTraits
 from traitlets.config import LoggingConfigurable
 
-from kernel_nursery import (
-    ConnectionFileError,
-    KernelProvisionerBase,
-    KernelSpec,
-)
+from kernel_nursery import ConnectionFileError, KernelSpec
 from kernel_nursery.connection import ConnectionInfo
 from kernel_nursery.provisioning import (
     DEFAULT_SHUTDOWN_WAIT_TIME,
     DEFAULT_STABLE_START_TIME,
+    KernelProvisionerBase,
     LaunchProgress,
 )
 

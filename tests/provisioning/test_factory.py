@@ -14,14 +14,12 @@ from typing import Any
 import pytest
 from traitlets.config import LoggingConfigurable
 
-from kernel_nursery import (
+from kernel_nursery import KernelSpec, LocalProvisioner, ProvisionerConfigError, ProvisionerError
+from kernel_nursery.provisioning import (
+    DEFAULT_PROVISIONER_ENV,
+    ENTRY_POINT_GROUP,
     KernelProvisionerFactory,
-    KernelSpec,
-    LocalProvisioner,
-    ProvisionerConfigError,
-    ProvisionerError,
 )
-from kernel_nursery.provisioning import DEFAULT_PROVISIONER_ENV, ENTRY_POINT_GROUP
 
 Installer = Callable[..., None]
 

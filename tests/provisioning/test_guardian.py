@@ -360,11 +360,19 @@ async def test_jpy_parent_pid(
     """A kernel gets JPY_PARENT_PID, this process's pid, unless it is independent: then even
     one inherited from this process's environment is removed."""
     monkeypatch.setenv("JPY_PARENT_PID", "1")
-    async with LocalProvisioner(kernel_spec=toy_spec(), independent=independent) as p:
+    async with (
+        notifier() as n,
+        LocalProvisioner(
+            kernel_spec=toy_spec("--notify", str(n.port)), independent=independent
+        ) as p,
+    ):
         kw = await p.pre_launch()
         await p.launch_kernel(kw.pop("cmd"), **kw)
-        assert p.pid is not None
-        seen = environ_of(p.pid).get("JPY_PARENT_PID")
+        # Read the environment once the kernel runs: just after the spawn, /proc may still show
+        # the forked child before its exec (no environment yet, or this process's).
+        [pid] = await n.ready()
+        assert pid == p.pid
+        seen = environ_of(pid).get("JPY_PARENT_PID")
     assert seen == (None if independent else str(os.getpid()))
 
 

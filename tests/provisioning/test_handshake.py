@@ -12,14 +12,8 @@ import pytest
 import zmq
 from traitlets.config import Config
 
-from kernel_nursery import (
-    KernelClient,
-    KernelManager,
-    KernelSpec,
-    LaunchError,
-    LocalProvisioner,
-    Session,
-)
+from kernel_nursery import KernelClient, KernelManager, KernelSpec, LaunchError, LocalProvisioner
+from kernel_nursery.wire import Session
 
 from ..conftest import FAKE_KERNEL, TOY_KERNEL
 

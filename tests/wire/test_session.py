@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from jupyter_client.session import Session as JupyterSession
 
-from kernel_nursery import InvalidSignatureError, MessageError
 from kernel_nursery.messaging import DELIMITER, PROTOCOL_VERSION, Session
+from kernel_nursery.wire import InvalidSignatureError, MessageError
 
 KEY = "a" * 64
 #: JSON nested 3,000 levels deep, beyond Python's recursion limit.

@@ -326,7 +326,7 @@ def start_kernel(
     cancelled, and what it had started is stopped likewise.
 
     Raises:
-        NoSuchKernelError, LaunchError, KernelTimeoutError...: as the async
+        NoSuchKernelSpecError, LaunchError, KernelTimeoutError...: as the async
             :func:`kernel_nursery.start_kernel` and ``wait_for_ready``.
 
     .. versionadded:: 0.1

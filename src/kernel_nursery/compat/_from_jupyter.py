@@ -191,9 +191,9 @@ class _LoopThread:
 class JupyterProvisioner(KernelProvisionerBase):
     """Runs a kernel with a provisioner written for jupyter_client.
 
-    Created by :class:`~kernel_nursery.KernelProvisionerFactory` for provisioner names of the
-    form ``jupyter:<name>``, where ``<name>`` is registered in jupyter_client's entry-point
-    group ``jupyter_client.kernel_provisioners`` (``jupyter:local-provisioner`` is
+    Created by :class:`~kernel_nursery.provisioning.KernelProvisionerFactory` for provisioner
+    names of the form ``jupyter:<name>``, where ``<name>`` is registered in jupyter_client's
+    entry-point group ``jupyter_client.kernel_provisioners`` (``jupyter:local-provisioner`` is
     jupyter_client's own ``LocalProvisioner``). The stanza's ``config`` sets that provisioner's
     traits, checked against them.
 

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import reprlib
 from collections.abc import Mapping
-from typing import Literal, NotRequired, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from .._errors import ConnectionFileError
 from ._keys import check_curve_keypair
@@ -62,9 +62,11 @@ class ConnectionInfo(TypedDict):
     curve_secretkey: NotRequired[str]
 
 
-def _fail(
-    message: str, *, path: str | os.PathLike[str] | None, field: str | None = None
-) -> ConnectionFileError:
+#: Where connection info came from, for error messages: a file, or ``None`` for a mapping.
+_Path = str | os.PathLike[str] | None
+
+
+def _fail(message: str, *, path: _Path, field: str | None = None) -> ConnectionFileError:
     return ConnectionFileError(message, path=path, field=field)
 
 
@@ -98,11 +100,36 @@ def validate_connection_info(
     """
     if not isinstance(data, Mapping):
         raise _fail(f"expected a JSON object, got {type(data).__name__}", path=path)
+    # Field by field, in this order: the error names the first wrong one.
+    transport = _check_transport(data, path)
+    ip = _check_ip(data, transport, path)
+    ports = _check_ports(data, transport, path)
+    key = _check_key(data, path)
+    scheme = _check_signature_scheme(data, path)
+    info = {"transport": transport, "ip": ip, **ports, "key": key, "signature_scheme": scheme}
+    kernel_name = data.get("kernel_name")
+    if kernel_name is not None:
+        if not isinstance(kernel_name, str):
+            raise _fail(
+                f"must be a string, got {reprlib.repr(kernel_name)}", path=path, field="kernel_name"
+            )
+        info["kernel_name"] = kernel_name
+    info.update(_check_curve_keys(data, path))
+    return cast(ConnectionInfo, info)
+
+
+def _check_transport(data: Mapping[str, Any], path: _Path) -> str:
+    """``transport``: ``tcp`` (the default) or ``ipc``."""
     transport = data.get("transport", "tcp")
     if not isinstance(transport, str) or transport not in ("tcp", "ipc"):
         raise _fail(
             f"must be 'tcp' or 'ipc', got {reprlib.repr(transport)}", path=path, field="transport"
         )
+    return transport
+
+
+def _check_ip(data: Mapping[str, Any], transport: str, path: _Path) -> str:
+    """``ip``: an IP address for tcp, a path prefix for ipc."""
     ip = data.get("ip")
     if not isinstance(ip, str) or not ip:
         raise _fail(f"must be a non-empty string, got {reprlib.repr(ip)}", path=path, field="ip")
@@ -114,6 +141,11 @@ def validate_connection_info(
     elif "\0" in ip or not _is_utf8(ip):
         # zmq takes the endpoint as UTF-8 text, and no path can hold a NUL.
         raise _fail(f"{reprlib.repr(ip)} is not usable as a path prefix", path=path, field="ip")
+    return ip
+
+
+def _check_ports(data: Mapping[str, Any], transport: str, path: _Path) -> dict[str, int]:
+    """The five ports, each present and in 1..65535; over tcp, all different."""
     ports: dict[str, int] = {}
     for name in PORT_NAMES:
         if name not in data:
@@ -129,8 +161,13 @@ def validate_connection_info(
         ports[name] = port
     if transport == "tcp" and len(set(ports.values())) != len(ports):
         raise _fail(f"two sockets share a port: {ports}", path=path)
-    # The key is secret: error messages never quote it. Like jupyter_client, we sign with
-    # its UTF-8 encoding, so any text that has one will do.
+    return ports
+
+
+def _check_key(data: Mapping[str, Any], path: _Path) -> str:
+    """``key``: text (bytes holding UTF-8 are decoded). The key is secret: error messages
+    never quote it. Like jupyter_client, we sign with its UTF-8 encoding, so any text that has
+    one will do."""
     key = data.get("key")
     if isinstance(key, bytes):
         try:
@@ -141,6 +178,11 @@ def validate_connection_info(
         raise _fail(f"must be a string, got {type(key).__name__}", path=path, field="key")
     if not _is_utf8(key):
         raise _fail("must be text that UTF-8 can encode", path=path, field="key")
+    return key
+
+
+def _check_signature_scheme(data: Mapping[str, Any], path: _Path) -> str:
+    """``signature_scheme``: one this package can sign with (``hmac-sha256`` by default)."""
     scheme = data.get("signature_scheme", "hmac-sha256")
     if not isinstance(scheme, str) or scheme not in _SIGNATURE_SCHEMES:
         raise _fail(
@@ -149,29 +191,25 @@ def validate_connection_info(
             path=path,
             field="signature_scheme",
         )
-    info = {"transport": transport, "ip": ip, **ports, "key": key, "signature_scheme": scheme}
-    kernel_name = data.get("kernel_name")
-    if kernel_name is not None:
-        if not isinstance(kernel_name, str):
-            raise _fail(
-                f"must be a string, got {reprlib.repr(kernel_name)}", path=path, field="kernel_name"
-            )
-        info["kernel_name"] = kernel_name
+    return scheme
+
+
+def _check_curve_keys(data: Mapping[str, Any], path: _Path) -> dict[str, str]:
+    """``curve_publickey`` and ``curve_secretkey``: both or neither, a matching pair."""
     public, secret = data.get("curve_publickey"), data.get("curve_secretkey")
-    if public is not None or secret is not None:
-        if public is None or secret is None:
-            missing = "curve_secretkey" if secret is None else "curve_publickey"
-            raise _fail(
-                "is missing: the two CurveZMQ keys come together or not at all",
-                path=path,
-                field=missing,
-            )
-        # A file written by jupyter_client's older code paths may hold bytes.
-        public = public.decode("ascii", "replace") if isinstance(public, bytes) else public
-        secret = secret.decode("ascii", "replace") if isinstance(secret, bytes) else secret
-        problem = check_curve_keypair(public, secret)
-        if problem is not None:
-            raise _fail(problem, path=path)
-        info["curve_publickey"] = public
-        info["curve_secretkey"] = secret
-    return cast(ConnectionInfo, info)
+    if public is None and secret is None:
+        return {}
+    if public is None or secret is None:
+        missing = "curve_secretkey" if secret is None else "curve_publickey"
+        raise _fail(
+            "is missing: the two CurveZMQ keys come together or not at all",
+            path=path,
+            field=missing,
+        )
+    # A file written by jupyter_client's older code paths may hold bytes.
+    public = public.decode("ascii", "replace") if isinstance(public, bytes) else public
+    secret = secret.decode("ascii", "replace") if isinstance(secret, bytes) else secret
+    problem = check_curve_keypair(public, secret)
+    if problem is not None:
+        raise _fail(problem, path=path)
+    return {"curve_publickey": public, "curve_secretkey": secret}

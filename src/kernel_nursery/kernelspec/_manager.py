@@ -19,7 +19,7 @@ from jupyter_core.paths import jupyter_path
 from traitlets import Bool, Instance, List, Set, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from .._errors import KernelSpecError, NoSuchKernelError
+from .._errors import KernelSpecError, NoSuchKernelSpecError
 from .._kernelspec import KernelSpec
 from ..provisioning import KernelProvisionerFactory
 
@@ -109,7 +109,7 @@ class KernelSpecManager(LoggingConfigurable):
         too (to show it, say); it cannot be started.
 
         Raises:
-            NoSuchKernelError: no such kernel, or its provisioner is not installed (the message
+            NoSuchKernelSpecError: no such kernel, or its provisioner is not installed (the message
                 lists the kernels that exist).
             KernelSpecError: its kernel.json is invalid (the message names the file and field).
         """
@@ -117,7 +117,7 @@ class KernelSpecManager(LoggingConfigurable):
         specs = self.find_kernel_specs()
         resource_dir = specs.get(name)
         if resource_dir is None:
-            raise NoSuchKernelError(kernel_name, list(specs))
+            raise NoSuchKernelSpecError(kernel_name, list(specs))
         spec = self._load(name, resource_dir)
         if require_provisioner and not self.provisioner_factory.is_provisioner_available(spec):
             stanza = spec.kernel_provisioner
@@ -126,7 +126,7 @@ class KernelSpecManager(LoggingConfigurable):
                 if stanza
                 else f"{self.provisioner_factory.default_provisioner_name!r} (the default)"
             )
-            raise NoSuchKernelError(
+            raise NoSuchKernelSpecError(
                 kernel_name,
                 [n for n in specs if n != name],
                 reason=f"its provisioner {provisioner} is not installed",

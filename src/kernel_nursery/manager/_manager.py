@@ -36,7 +36,7 @@ from ..provisioning import (
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LaunchProgress,
-    stop_process,
+    shutdown_kernel_process,
 )
 from ..provisioning._base import check_kernel_id
 from ..wire import is_encrypted
@@ -264,7 +264,7 @@ class KernelManager(LoggingConfigurable):
         as it was.
 
         Raises:
-            NoSuchKernelError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
+            NoSuchKernelSpecError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
 
         .. versionadded:: 0.1
         """
@@ -480,7 +480,7 @@ class KernelManager(LoggingConfigurable):
         Raises:
             KernelStateError: not inside ``async with``, a kernel is already running, or the
                 kernel was shut down before it was ready.
-            NoSuchKernelError, KernelSpecError: the kernel spec cannot be had.
+            NoSuchKernelSpecError, KernelSpecError: the kernel spec cannot be had.
             ModuleNotFoundError, ProvisionerError: its provisioner cannot be had.
             LaunchError: the kernel program cannot be run.
             KernelDiedError: the kernel exited before it answered (with its exit status).
@@ -832,7 +832,7 @@ class KernelManager(LoggingConfigurable):
                     if not now:
                         requested = await self._request_shutdown(restart, wait_time)
                         await provisioner.shutdown_requested(restart=restart)
-                    status = await stop_process(
+                    status = await shutdown_kernel_process(
                         provisioner,
                         restart=restart,
                         wait_time=wait_time,

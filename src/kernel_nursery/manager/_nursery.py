@@ -14,7 +14,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from traitlets import Bool, Float, TraitError, observe, validate
 from traitlets.config import LoggingConfigurable
 
-from .._errors import KernelStateError, UnknownKernelError
+from .._errors import KernelStateError, UnknownKernelIdError
 from .._taskgroup import OwnedTaskGroup
 from ._events import EventHub, KernelEvent
 from ._manager import KernelManager, split_manager_kwargs
@@ -202,12 +202,12 @@ class KernelNursery(LoggingConfigurable):
         """The manager of kernel *kernel_id*.
 
         Raises:
-            UnknownKernelError: no such kernel in this nursery.
+            UnknownKernelIdError: no such kernel in this nursery.
         """
         try:
             return self._managers[kernel_id]
         except KeyError:
-            raise UnknownKernelError(kernel_id, list(self._managers)) from None
+            raise UnknownKernelIdError(kernel_id, list(self._managers)) from None
 
     async def shutdown_kernel(self, kernel_id: str, now: bool = False) -> None:
         """Shut kernel *kernel_id* down and remove it from the nursery.
@@ -215,7 +215,7 @@ class KernelNursery(LoggingConfigurable):
         Cancellation is as for :meth:`KernelManager.shutdown_kernel`.
 
         Raises:
-            UnknownKernelError: no such kernel in this nursery.
+            UnknownKernelIdError: no such kernel in this nursery.
         """
         await self._shutdown(self.get(kernel_id), now)
 

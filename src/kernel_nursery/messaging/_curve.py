@@ -127,28 +127,8 @@ async def wait_for_ready_encrypted(
     info = client.connection_info
     if not is_encrypted(info):
         return await client.wait_for_ready(timeout)
-    clear: list[bool] = []
-    reply: _Reply_co | None = None
-    failure: Exception | None = None
     seen = _Handshakes()
-    succeeded = False
-
-    async def watch(scope: anyio.CancelScope) -> None:
-        nonlocal succeeded
-        if await _kernel_speaks_curve(info, seen):
-            succeeded = True
-        else:
-            clear.append(True)
-            scope.cancel()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch, tg.cancel_scope)
-        try:
-            reply = await client.wait_for_ready(timeout)
-        except Exception as exc:
-            # Raised below, by itself: a task group would wrap it in an ExceptionGroup.
-            failure = exc
-        tg.cancel_scope.cancel()
+    reply, failure, clear, succeeded = await _wait_watching_handshakes(client, info, seen, timeout)
     if isinstance(failure, KernelTimeoutError) and seen.failed and not succeeded:
         raise EncryptedHandshakeError(
             f"{failure} over an encrypted connection: all {seen.failed} CurveZMQ handshake(s) "
@@ -166,3 +146,40 @@ async def wait_for_ready_encrypted(
         )
     assert reply is not None
     return reply
+
+
+async def _wait_watching_handshakes(
+    client: _ReadinessClient[_Reply_co],
+    info: ConnectionInfo,
+    seen: _Handshakes,
+    timeout: float | None,  # noqa: ASYNC109 (passed on to the client's own wait)
+) -> tuple[_Reply_co | None, Exception | None, bool, bool]:
+    """Wait for *client* to be ready while a handshake of our own on the shell port tells
+    whether the kernel speaks CurveZMQ; a kernel answering in clear ends the wait at once.
+
+    Returns:
+        The reply (``None`` if the wait failed or was ended), the exception the wait raised (to
+        be raised by the caller, unwrapped), whether the kernel answered in clear, and whether
+        an encrypted handshake with it succeeded.
+    """
+    clear = succeeded = False
+    reply: _Reply_co | None = None
+    failure: Exception | None = None
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal clear, succeeded
+        if await _kernel_speaks_curve(info, seen):
+            succeeded = True
+        else:
+            clear = True
+            scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        try:
+            reply = await client.wait_for_ready(timeout)
+        except Exception as exc:
+            # Raised by the caller, by itself: a task group would wrap it in an ExceptionGroup.
+            failure = exc
+        tg.cancel_scope.cancel()
+    return reply, failure, clear, succeeded

@@ -6,10 +6,18 @@ SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
 group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
 anyio.
+
+The errors that only one provisioner raises live in its package and are re-exported here:
+:class:`SSHConnectionError` and its kin from :mod:`kernel_nursery.provisioning.ssh`,
+:class:`JobError` and its kin from :mod:`kernel_nursery.provisioning.slurm`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from .._util import deprecated_attribute as _deprecated_attribute
+from .._util import fixup_module_metadata
 from ._base import (
     DEFAULT_SHUTDOWN_WAIT_TIME,
     DEFAULT_STABLE_START_TIME,
@@ -17,7 +25,7 @@ from ._base import (
     KernelProvisionerBase,
     KernelProvisionerMeta,
     LaunchProgress,
-    stop_process,
+    shutdown_kernel_process,
 )
 from ._command import format_kernel_cmd
 from ._factory import (
@@ -28,8 +36,14 @@ from ._factory import (
 )
 from ._process import UNKNOWN_EXIT_STATUS
 from .local import LocalProvisioner
-from .slurm import SlurmProvisioner
-from .ssh import SSHProvisioner
+from .slurm import JobEndedError, JobError, JobRejectedError, QueueTimeoutError, SlurmProvisioner
+from .ssh import (
+    RemoteLaunchError,
+    SSHAuthenticationError,
+    SSHConnectionError,
+    SSHHostKeyError,
+    SSHProvisioner,
+)
 
 __all__ = [
     "DEFAULT_PROVISIONER_ENV",
@@ -39,18 +53,36 @@ __all__ = [
     "JUPYTER_PREFIX",
     "KILL_WAIT_TIME",
     "UNKNOWN_EXIT_STATUS",
+    "JobEndedError",
+    "JobError",
+    "JobRejectedError",
     "KernelProvisionerBase",
     "KernelProvisionerFactory",
     "KernelProvisionerMeta",
     "LaunchProgress",
     "LocalProvisioner",
+    "QueueTimeoutError",
+    "RemoteLaunchError",
+    "SSHAuthenticationError",
+    "SSHConnectionError",
+    "SSHHostKeyError",
     "SSHProvisioner",
     "SlurmProvisioner",
     "format_kernel_cmd",
-    "stop_process",
+    "shutdown_kernel_process",
 ]
 
-from .._util import fixup_module_metadata
+#: Names renamed in 0.2: old name → (its module now, its name there); they still import from
+#: here, with a warning.
+_MOVED: dict[str, tuple[str, str]] = {
+    "stop_process": ("kernel_nursery.provisioning", "shutdown_kernel_process"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A name renamed in 0.2, with a :class:`DeprecationWarning`."""
+    return _deprecated_attribute(__name__, name, _MOVED)
+
 
 fixup_module_metadata(__name__, globals())
 del fixup_module_metadata

@@ -29,7 +29,7 @@ __all__ = [
     "KernelProvisionerBase",
     "KernelProvisionerMeta",
     "LaunchProgress",
-    "stop_process",
+    "shutdown_kernel_process",
 ]
 
 #: Seconds a kernel gets to exit after a polite request (or SIGTERM) before it is killed,
@@ -98,9 +98,10 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
 
     A provisioner is also an async context manager. Leaving ``async with provisioner:`` (normally,
     by an exception or by cancellation) stops the kernel if it still runs, with
-    :func:`stop_process`, and calls ``cleanup(restart=False)``, all shielded from cancellation, so
-    that no process, connection file or reserved port outlives the block. A provisioner used
-    without ``async with`` must be stopped and cleaned up by its user (a kernel manager does it).
+    :func:`shutdown_kernel_process`, and calls ``cleanup(restart=False)``, all shielded from
+    cancellation, so that no process, connection file or reserved port outlives the block. A
+    provisioner used without ``async with`` must be stopped and cleaned up by its user (a kernel
+    manager does it).
 
     Every ``async`` method here is safe to cancel in the sense that cancellation never leaves a
     process the provisioner has lost track of; each says what state remains.
@@ -322,12 +323,12 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await stop_process(self)
+        await shutdown_kernel_process(self)
         with anyio.CancelScope(shield=True):
             await self.cleanup(restart=False)
 
 
-async def stop_process(
+async def shutdown_kernel_process(
     provisioner: KernelProvisionerBase,
     *,
     restart: bool = False,
@@ -335,7 +336,8 @@ async def stop_process(
     shutdown_requested: bool = False,
     now: bool = False,
 ) -> int | None:
-    """Stop the provisioner's kernel process for sure: (wait,) terminate, wait, kill, wait.
+    """Stop the kernel process that *provisioner* runs, for sure: (wait,) terminate, wait, kill,
+    wait. The provisioner itself is left to ``cleanup()`` (or to a new launch, with *restart*).
 
     The one escalation used by every path that stops a kernel. When *shutdown_requested* (the
     kernel was asked to exit, by a ``shutdown_request``), first up to *wait_time* for it to exit
@@ -351,6 +353,9 @@ async def stop_process(
     Returns:
         The exit status, or ``None`` when the process had not exited after SIGKILL and
         :data:`KILL_WAIT_TIME` (logged as an error; it can only be stuck in the OS kernel).
+
+    ``stop_process``, its name before the first release (it takes a provisioner, not a
+    process), is a deprecated alias in :mod:`kernel_nursery.provisioning`.
     """
     if not provisioner.has_process:
         return await provisioner.poll()

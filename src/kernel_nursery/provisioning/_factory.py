@@ -134,6 +134,32 @@ class KernelProvisionerFactory(SingletonConfigurable):
         """
         stanza = self._stanza(kernel_spec)
         name = stanza["provisioner_name"]
+        ep = self._registered(name, kernel_spec)
+        if name.startswith(JUPYTER_PREFIX):
+            return self._create_jupyter(name, kernel_id, kernel_spec, parent, stanza["config"])
+        cls = _provisioner_class(name, ep)
+        config = dict(stanza["config"])
+        where = f"(from metadata.kernel_provisioner.config of kernel {kernel_spec.name!r})"
+        _check_config(name, cls, config, where)
+        self.log.debug("Creating provisioner %r for kernel %s", name, kernel_id)
+        try:
+            return cls(kernel_id=kernel_id, kernel_spec=kernel_spec, parent=parent, **config)
+        except TraitError as exc:
+            # A value a trait rejects. Anything else is a bug in the provisioner's own code and
+            # propagates as itself.
+            keys = [key for key in config if f"'{key}'" in str(exc)]
+            key = f"config key {keys[0]!r}: " if len(keys) == 1 else ""
+            raise ProvisionerConfigError(
+                f"kernel provisioner {name!r}: {key}{exc} {where}"
+            ) from exc
+
+    def _registered(self, name: str, kernel_spec: KernelSpec) -> EntryPoint:
+        """The entry point that registers provisioner *name*.
+
+        Raises:
+            ModuleNotFoundError: none does; the message names the entry-point group (and
+                jupyter_client's, for a ``jupyter:`` name).
+        """
         ep = self._entry_point(name)
         if ep is None and name.startswith(JUPYTER_PREFIX):
             raise ModuleNotFoundError(
@@ -150,43 +176,7 @@ class KernelProvisionerFactory(SingletonConfigurable):
                 f"entry-point group {ENTRY_POINT_GROUP!r}; install the package that provides it",
                 name=name,
             )
-        if name.startswith(JUPYTER_PREFIX):
-            return self._create_jupyter(name, kernel_id, kernel_spec, parent, stanza["config"])
-        try:
-            cls = ep.load()
-        except Exception as exc:
-            raise ProvisionerError(
-                f"kernel provisioner {name!r} ({ep.value}) failed to load: {exc}"
-            ) from exc
-        if not (isinstance(cls, type) and issubclass(cls, KernelProvisionerBase)):
-            raise ProvisionerError(
-                f"kernel provisioner {name!r} ({ep.value}) is not a KernelProvisionerBase subclass"
-            )
-        config = dict(stanza["config"])
-        where = f"(from metadata.kernel_provisioner.config of kernel {kernel_spec.name!r})"
-        internal = sorted(set(config) & _INTERNAL_TRAITS)
-        if internal:
-            raise ProvisionerConfigError(
-                f"kernel provisioner {name!r}: config may not set "
-                f"{', '.join(map(repr, internal))}, which the kernel manager sets {where}"
-            )
-        unknown = sorted(set(config) - set(cls.class_trait_names()))
-        if unknown:
-            raise ProvisionerConfigError(
-                f"kernel provisioner {name!r} has no trait(s) {', '.join(map(repr, unknown))} "
-                f"{where}"
-            )
-        self.log.debug("Creating provisioner %r for kernel %s", name, kernel_id)
-        try:
-            return cls(kernel_id=kernel_id, kernel_spec=kernel_spec, parent=parent, **config)
-        except TraitError as exc:
-            # A value a trait rejects. Anything else is a bug in the provisioner's own code and
-            # propagates as itself.
-            keys = [key for key in config if f"'{key}'" in str(exc)]
-            key = f"config key {keys[0]!r}: " if len(keys) == 1 else ""
-            raise ProvisionerConfigError(
-                f"kernel provisioner {name!r}: {key}{exc} {where}"
-            ) from exc
+        return ep
 
     def _create_jupyter(
         self,
@@ -279,3 +269,44 @@ def _read_entry_points() -> dict[str, EntryPoint]:
             name = JUPYTER_PREFIX + ep.name
             found.setdefault(name, EntryPoint(name, ep.value, _JUPYTER_GROUP))
     return found
+
+
+def _provisioner_class(name: str, ep: EntryPoint) -> type[KernelProvisionerBase]:
+    """Load the class entry point *ep* registers for provisioner *name*.
+
+    Raises:
+        ProvisionerError: it cannot be loaded, or is not a provisioner class.
+    """
+    try:
+        cls = ep.load()
+    except Exception as exc:
+        raise ProvisionerError(
+            f"kernel provisioner {name!r} ({ep.value}) failed to load: {exc}"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, KernelProvisionerBase)):
+        raise ProvisionerError(
+            f"kernel provisioner {name!r} ({ep.value}) is not a KernelProvisionerBase subclass"
+        )
+    return cls
+
+
+def _check_config(
+    name: str, cls: type[KernelProvisionerBase], config: dict[str, Any], where: str
+) -> None:
+    """Refuse a kernel spec's provisioner *config* that sets what it may not.
+
+    Raises:
+        ProvisionerConfigError: it sets an internal trait (the manager sets those) or one
+            *cls* does not have.
+    """
+    internal = sorted(set(config) & _INTERNAL_TRAITS)
+    if internal:
+        raise ProvisionerConfigError(
+            f"kernel provisioner {name!r}: config may not set "
+            f"{', '.join(map(repr, internal))}, which the kernel manager sets {where}"
+        )
+    unknown = sorted(set(config) - set(cls.class_trait_names()))
+    if unknown:
+        raise ProvisionerConfigError(
+            f"kernel provisioner {name!r} has no trait(s) {', '.join(map(repr, unknown))} {where}"
+        )

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import select
 import signal
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 
+from .._errors import LaunchError
 from .._platform import LINUX
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "ChildProcess",
     "ProcessHandle",
     "process_start_time",
+    "spawn_shielded",
 ]
 
 #: Reported by :meth:`~kernel_nursery.provisioning.LocalProvisioner.poll` and ``wait()`` for an
@@ -245,6 +247,28 @@ def process_start_time(pid: int) -> int | None:
     return None if fields is None else int(fields[19])
 
 
+async def spawn_shielded(
+    argv: list[str], *, program: str, shown: list[str], **options: Any
+) -> anyio.abc.Process:
+    """Start *argv* with :func:`anyio.open_process` and *options*, shielded from cancellation:
+    cancelled inside the spawn, asyncio would kill the child but leave it unreaped, with no
+    handle of ours to clean it up. A spawn is bounded (fork + exec); a cancellation that
+    arrived meanwhile is delivered at the caller's next checkpoint, once it holds the handle.
+
+    Raises:
+        LaunchError: the program cannot be run; the message names it as *program* says
+            (``"srun (/usr/bin/srun)"``), and its ``argv`` is *shown*.
+    """
+    with anyio.CancelScope(shield=True):
+        try:
+            process = await anyio.open_process(argv, **options)
+        except OSError as exc:
+            raise LaunchError(f"cannot run {program}: {exc.strerror or exc}", argv=shown) from exc
+    return process
+
+
+# Twins: _scripts/guardian.py _stat_fields and _scripts/ssh_remote.py _start_time parse the same
+# line; those scripts run alone, stdlib only, and cannot import this module.
 def _stat_fields(pid: int) -> list[bytes] | None:
     """The fields of ``/proc/PID/stat`` from field 3 (the state) on, or ``None`` when the
     process is gone. The command name (field 2) is in parentheses and may itself contain

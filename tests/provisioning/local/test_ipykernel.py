@@ -11,8 +11,9 @@ import anyio.to_thread
 import pytest
 import zmq
 
-from kernel_nursery import KernelSpecManager, LocalProvisioner, stop_process
+from kernel_nursery import KernelSpecManager, LocalProvisioner
 from kernel_nursery.connection import ConnectionInfo
+from kernel_nursery.provisioning import shutdown_kernel_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -38,7 +39,7 @@ def heartbeat(info: ConnectionInfo, timeout: float) -> bool:
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 async def test_ipykernel_binds_our_ports_and_stays_alive(transport: str) -> None:
     """ipykernel answers heartbeats on the port we wrote, survives SIGINT when idle, and is
-    stopped by stop_process."""
+    stopped by shutdown_kernel_process."""
     spec = KernelSpecManager().get_kernel_spec("python3")
     # pytest's temporary runtime directory is too deep for Unix socket paths: ipc goes to /tmp.
     with tempfile.TemporaryDirectory(prefix="kn-", dir="/tmp") as short:
@@ -54,5 +55,5 @@ async def run_and_stop(provisioner: LocalProvisioner) -> None:
         await p.send_signal(signal.SIGINT)  # an idle kernel ignores an interrupt
         assert await anyio.to_thread.run_sync(heartbeat, info, 30)
         assert await p.poll() is None
-        status = await stop_process(p, wait_time=10)
+        status = await shutdown_kernel_process(p, wait_time=10)
         assert status is not None and status != -signal.SIGKILL

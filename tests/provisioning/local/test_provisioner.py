@@ -22,11 +22,10 @@ from kernel_nursery import (
     LocalProvisioner,
     ProvisionerError,
     read_connection_file,
-    stop_process,
 )
 from kernel_nursery._platform import LINUX
 from kernel_nursery.connection import reserved_ports, runtime_dir
-from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, shutdown_kernel_process
 
 from ...helpers.kernels import SpecFactory
 from ...helpers.notify import notifier
@@ -174,7 +173,7 @@ async def test_cleanup_kills_what_an_exited_kernel_left(toy_spec: SpecFactory) -
 async def test_sigterm_ignored_means_killed_after_wait_time(
     toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """stop_process kills a kernel that ignores SIGTERM once its wait time is up."""
+    """shutdown_kernel_process kills a kernel that ignores SIGTERM once its wait time is up."""
     async with notifier() as n:
         async with LocalProvisioner(
             kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
@@ -182,22 +181,24 @@ async def test_sigterm_ignored_means_killed_after_wait_time(
             await launch(p)
             await n.ready()
             with caplog.at_level(logging.WARNING):
-                assert await stop_process(p, wait_time=0.2) == -signal.SIGKILL
+                assert await shutdown_kernel_process(p, wait_time=0.2) == -signal.SIGKILL
             assert "did not exit" in caplog.text
 
 
-async def test_stop_process_is_polite_first(toy_spec: SpecFactory) -> None:
+async def test_shutdown_kernel_process_is_polite_first(toy_spec: SpecFactory) -> None:
     """A kernel that honours SIGTERM ends by it, without SIGKILL."""
     async with notifier() as n:
         async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p:
             await launch(p)
             await n.ready()
-            assert await stop_process(p) == -signal.SIGTERM
-            assert await stop_process(p) == -signal.SIGTERM  # already stopped: just the status
+            assert await shutdown_kernel_process(p) == -signal.SIGTERM
+            assert (
+                await shutdown_kernel_process(p) == -signal.SIGTERM
+            )  # already stopped: just the status
 
 
-async def test_stop_process_is_shielded(toy_spec: SpecFactory) -> None:
-    """A caller cancelled during stop_process still gets a stopped kernel."""
+async def test_shutdown_kernel_process_is_shielded(toy_spec: SpecFactory) -> None:
+    """A caller cancelled during shutdown_kernel_process still gets a stopped kernel."""
     async with notifier() as n:
         async with LocalProvisioner(
             kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
@@ -206,7 +207,7 @@ async def test_stop_process_is_shielded(toy_spec: SpecFactory) -> None:
             [pid] = await n.ready()
             with anyio.CancelScope() as scope:
                 scope.cancel()
-                await stop_process(p, wait_time=0.1)
+                await shutdown_kernel_process(p, wait_time=0.1)
             assert not is_running(pid)
             assert await p.poll() == -signal.SIGKILL
 
@@ -807,14 +808,14 @@ async def test_ipc_prefix_too_long_is_refused_before_launch(toy_spec: SpecFactor
     assert not p.has_process
 
 
-async def test_stop_process_waits_first_after_a_shutdown_request(
+async def test_shutdown_kernel_process_waits_first_after_a_shutdown_request(
     toy_spec: SpecFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With shutdown_requested, a kernel exiting by itself is waited for, not signalled; one
     that does not exit gets SIGTERM after the wait time, then SIGKILL."""
     async with LocalProvisioner(kernel_spec=toy_spec("--exit", "7")) as p:
         await launch(p)
-        assert await stop_process(p, shutdown_requested=True, wait_time=10) == 7
+        assert await shutdown_kernel_process(p, shutdown_requested=True, wait_time=10) == 7
     async with notifier() as n:
         async with LocalProvisioner(
             kernel_spec=toy_spec("--ignore-term", "--notify", str(n.port))
@@ -822,7 +823,7 @@ async def test_stop_process_waits_first_after_a_shutdown_request(
             await launch(p)
             await n.ready()
             with caplog.at_level(logging.WARNING):
-                status = await stop_process(p, shutdown_requested=True, wait_time=0.1)
+                status = await shutdown_kernel_process(p, shutdown_requested=True, wait_time=0.1)
             assert status == -signal.SIGKILL
             assert "after the shutdown request" in caplog.text
             assert "after SIGTERM" in caplog.text

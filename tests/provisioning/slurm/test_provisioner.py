@@ -25,8 +25,6 @@ import pytest
 
 from kernel_nursery import (
     InvalidKernelIdError,
-    JobEndedError,
-    JobRejectedError,
     KernelClient,
     KernelDiedError,
     KernelEvent,
@@ -35,12 +33,12 @@ from kernel_nursery import (
     LaunchError,
     ProvisionerConfigError,
     ProvisionerError,
-    QueueTimeoutError,
+    ProvisionerInfoError,
     SlurmProvisioner,
-    stop_process,
 )
 from kernel_nursery.connection import validate_connection_info
-from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, shutdown_kernel_process
+from kernel_nursery.provisioning.slurm import JobEndedError, JobRejectedError, QueueTimeoutError
 
 from ...helpers.engines import need_binaries
 from ...helpers.slurm import SlurmCluster
@@ -527,9 +525,11 @@ async def test_job_name_with_a_slash_is_fine(slurm: SlurmCluster) -> None:
 @pytest.mark.parametrize(
     ("change", "error"),
     [
-        ({"job_id": "1,2"}, ProvisionerError),
-        ({"job_id": "1 2"}, ProvisionerError),
-        ({"step_id": "0\n1"}, ProvisionerError),
+        ({"job_id": "1,2"}, ProvisionerInfoError),
+        ({"job_id": "1 2"}, ProvisionerInfoError),
+        ({"step_id": "0\n1"}, ProvisionerInfoError),
+        ({"step_id": "1"}, ProvisionerInfoError),
+        ({"in_allocation": True}, ProvisionerInfoError),
         ({"kernel_id": "../k"}, InvalidKernelIdError),
         ({"kernel_id": None}, InvalidKernelIdError),
     ],
@@ -537,8 +537,9 @@ async def test_job_name_with_a_slash_is_fine(slurm: SlurmCluster) -> None:
 async def test_taking_over_bad_info_is_refused(
     slurm: SlurmCluster, change: dict[str, Any], error: type[Exception]
 ) -> None:
-    """Saved info whose job id, step id or kernel id Slurm's tools cannot take: a typed
-    one-line error before anything runs."""
+    """Saved info whose job id, step id or kernel id Slurm's tools cannot take, or that names
+    a step of an allocation: a typed one-line error (ProvisionerInfoError for the job's fields,
+    as every provisioner raises for bad take-over info) before anything runs."""
     info = {
         "kernel_id": "k1",
         "connection_info": {},
@@ -676,7 +677,7 @@ async def test_a_released_job_is_shut_down_by_its_new_owner(slurm: SlurmCluster)
     assert [job.split()[:2] for job in slurm.queue()] == [[info["job_id"], "RUNNING"]]
     async with SlurmProvisioner() as taker:
         await taker.load_provisioner_info(json.loads(json.dumps(info)))
-        assert await stop_process(taker, wait_time=10) == UNKNOWN_EXIT_STATUS
+        assert await shutdown_kernel_process(taker, wait_time=10) == UNKNOWN_EXIT_STATUS
     assert not slurm.queue() or all(" COMPLETING " in job for job in slurm.queue())
 
 
@@ -751,7 +752,7 @@ async def test_taking_over_an_ended_job_fails(slurm: SlurmCluster) -> None:
 
 def test_registered_in_the_entry_point_group() -> None:
     """The factory finds SlurmProvisioner under the name 'slurm'."""
-    from kernel_nursery import KernelProvisionerFactory
+    from kernel_nursery.provisioning import KernelProvisionerFactory
 
     assert KernelProvisionerFactory.instance().is_provisioner_available(
         KernelSpec(argv=["x"], metadata={"kernel_provisioner": {"provisioner_name": "slurm"}})

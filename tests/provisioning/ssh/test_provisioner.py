@@ -24,22 +24,28 @@ from kernel_nursery import (
     KernelClient,
     KernelManager,
     KernelNursery,
-    KernelProvisionerFactory,
     KernelSpec,
     LaunchError,
     ProvisionerConfigError,
     ProvisionerError,
     ProvisionerInfoError,
+    SSHProvisioner,
+)
+from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_connection_info
+from kernel_nursery.provisioning import (
+    UNKNOWN_EXIT_STATUS,
+    KernelProvisionerFactory,
+    shutdown_kernel_process,
+)
+from kernel_nursery.provisioning._process import process_start_time
+from kernel_nursery.provisioning.ssh import (
     RemoteLaunchError,
     SSHAuthenticationError,
     SSHConnectionError,
     SSHHostKeyError,
-    SSHProvisioner,
-    stop_process,
 )
-from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_connection_info
-from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _ssh, _ssh_master
-from kernel_nursery.provisioning._process import process_start_time
+from kernel_nursery.provisioning.ssh import _master as _ssh_master
+from kernel_nursery.provisioning.ssh import _provisioner as _ssh
 
 from ...conftest import FAKE_KERNEL
 from ...helpers.procs import fifo_with_a_blocked_writer
@@ -233,7 +239,7 @@ async def test_remote_kernel_spec_by_name(remote_clean: SSHServer, tmp_path: Pat
     async with p:
         await launch(p)
         assert running(p.remote_pid)
-        assert await stop_process(p, wait_time=10) is not None
+        assert await shutdown_kernel_process(p, wait_time=10) is not None
 
 
 async def test_remote_kernel_spec_of_the_remote_environment(remote_clean: SSHServer) -> None:
@@ -669,7 +675,7 @@ async def test_independent_kernel_outlives_its_launcher_and_is_taken_over(
         async with provisioner(remote_clean) as p:
             await p.load_provisioner_info(info)
             assert await p.poll() is None
-            assert await stop_process(p, wait_time=10) == UNKNOWN_EXIT_STATUS
+            assert await shutdown_kernel_process(p, wait_time=10) == UNKNOWN_EXIT_STATUS
             stopped = True
         assert not running(remote_pid)
         assert not Path(info["remote_connection_file"]).exists()
@@ -941,8 +947,9 @@ async def test_what_is_sent_and_how_ssh_is_called_without_a_server() -> None:
 
 
 async def test_provisioner_info_without_what_a_takeover_needs() -> None:
-    """Info without a remote pid restores the state only; without remote ports it is refused,
-    and nothing stays reserved."""
+    """Info without a remote pid restores the state only; with a bad remote pid, start time,
+    ports or connection file it is refused with a one-line ProvisionerInfoError before ssh
+    runs, and nothing stays reserved."""
     spec = KernelSpec(argv=["python"], name="r")
     info = {"kernel_id": "k", "connection_info": {}, "remote_pid": None}
     p = SSHProvisioner(kernel_spec=spec, host="h")
@@ -961,10 +968,17 @@ async def test_provisioner_info_without_what_a_takeover_needs() -> None:
             "kernel_name": "",
         },
     }
-    with pytest.raises(ProvisionerError, match="remote_ports"):
+    with pytest.raises(ProvisionerInfoError, match="remote_ports"):
         await SSHProvisioner(kernel_spec=spec, host="h").load_provisioner_info(full)
     assert not reserved_ports()
+    full["remote_ports"] = [2000 + i for i in range(len(PORT_NAMES))]
     for change in (
+        {"remote_ports": [2000, 2001]},
+        {"remote_ports": ["2000", 2001, 2002, 2003, 2004]},
+        {"remote_ports": [0, 2001, 2002, 2003, 2004]},
+        {"remote_ports": "20002001"},
+        {"remote_connection_file": 7},
+        {"remote_connection_file": "/tmp/kernel\0k.json"},
         {"remote_pid": 1},
         {"remote_pid": -1},
         {"remote_pid": "12345"},

@@ -353,6 +353,7 @@ def _remove_directory(path: str) -> None:
         pass  # not empty (not only sockets), or gone
 
 
+# Twin of ssh_remote.py _unlink: each script stands alone.
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)

@@ -106,13 +106,7 @@ def main() -> int:
         kernel_name=setup.get("kernel_name", ""),
     )
     detached = threading.Event()  # the job was handed over (a "detach" request came)
-    directory = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700
-    # The submitting side checks the id; a stray separator still never leaves the directory.
-    kernel_id = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(setup["kernel_id"]))
-    path = os.path.join(directory, f"kernel-{kernel_id}.json")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(info, f, indent=1)
+    directory, path = _write_connection_file(info, setup["kernel_id"])
     try:
         argv = [arg.replace("{connection_file}", path) for arg in setup["argv"]]
         signal.signal(signal.SIGINT, lambda *_: None)  # a handler, not SIG_IGN: not inherited
@@ -130,32 +124,11 @@ def main() -> int:
             kernel.send_signal(signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, on_term)
-        public = {k: v for k, v in info.items() if k != "key"}
-        status = {
-            "event": "running",
-            "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-            "job_id": os.environ.get("SLURM_JOB_ID"),
-            "step_id": os.environ.get("SLURM_STEP_ID"),
-            "pid": kernel.pid,
-            "connection": public,
-        }
-        sys.stdout.write(json.dumps(status) + "\n")
-        sys.stdout.flush()
-
-        def watch_input() -> None:
-            for line in sys.stdin.buffer:
-                try:
-                    request = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(request, dict) and request.get("detach") is True:
-                    detached.set()
-                    sys.stdout.write(json.dumps({"event": "detached"}) + "\n")
-                    sys.stdout.flush()
-                    return  # the job is someone else's now: its input is not ours to watch
-            _stop(kernel, directory)
-
-        threading.Thread(target=watch_input, daemon=True).start()
+        _report_running(kernel, info)
+        watcher = threading.Thread(
+            target=_watch_input, args=(kernel, directory, detached), daemon=True
+        )
+        watcher.start()
         while True:
             try:
                 code = kernel.wait()
@@ -167,6 +140,54 @@ def main() -> int:
     if detached.is_set():
         _cancel_own_job()
     return 128 - code if code < 0 else code
+
+
+def _write_connection_file(info: dict[str, object], kernel_id: object) -> tuple[str, str]:
+    """Write the kernel's connection file (mode 0600) in a new private directory (mode 0700);
+    return both paths."""
+    directory = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700
+    # The submitting side checks the id; a stray separator still never leaves the directory.
+    safe_id = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(kernel_id))
+    path = os.path.join(directory, f"kernel-{safe_id}.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f, indent=1)
+    return directory, path
+
+
+def _report_running(kernel: subprocess.Popen[bytes], info: dict[str, object]) -> None:
+    """Tell the submitting side (one line on standard output) that the kernel runs: where,
+    in which job and step, and its connection info without the key (which it has)."""
+    public = {k: v for k, v in info.items() if k != "key"}
+    status = {
+        "event": "running",
+        "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "step_id": os.environ.get("SLURM_STEP_ID"),
+        "pid": kernel.pid,
+        "connection": public,
+    }
+    sys.stdout.write(json.dumps(status) + "\n")
+    sys.stdout.flush()
+
+
+def _watch_input(
+    kernel: subprocess.Popen[bytes], directory: str, detached: threading.Event
+) -> None:
+    """In a thread: read the submitting side's requests until its input closes, then stop
+    the kernel (srun has gone), unless a "detach" request came first (the job was handed
+    over: it is answered, and the input is no longer ours to watch)."""
+    for line in sys.stdin.buffer:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(request, dict) and request.get("detach") is True:
+            detached.set()
+            sys.stdout.write(json.dumps({"event": "detached"}) + "\n")
+            sys.stdout.flush()
+            return
+    _stop(kernel, directory)
 
 
 def _cancel_own_job() -> None:

@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from typing import Any
 
 _PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 # As kernel_nursery.provisioning._base._KERNEL_ID: what may name a connection file.
@@ -248,6 +249,8 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+# Twin of the library's _process.process_start_time (and guardian.py's _stat_fields): this script
+# runs alone on the remote host and cannot import the package.
 def _start_time(pid: int) -> int | None:
     """/proc/PID/stat field 22 (Linux), which tells a process from a later one with its pid."""
     try:
@@ -284,6 +287,8 @@ def attach(reader: Lines, config: dict) -> int:  # type: ignore[type-arg]
     return 0 if status == _UNKNOWN_STATUS else _exit_code(status)
 
 
+# Twin of local/_provisioner.py _kernel_file (the same non-blocking, same-inode read); this
+# script cannot import the package.
 def _holds_key(path: str, key: object) -> bool:
     """Whether *path* is a connection file written by a launcher (in its private directory)
     holding *key*. Read without blocking, at most 64 KiB."""
@@ -311,6 +316,7 @@ def _holds_key(path: str, key: object) -> bool:
     return isinstance(found, dict) and found.get("key") == key
 
 
+# Twin of guardian.py _unlink: each script stands alone.
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -380,22 +386,10 @@ def main() -> int:
     if taken:
         return fail("ports-in-use", ", ".join(map(str, taken)))
 
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in (config.get("env") or {}).items()})
-    resource_dir = ""
-    if config.get("argv"):
-        argv = [str(a) for a in config["argv"]]
-    else:
-        found = find_spec(str(config.get("kernel_name") or ""), env)
-        if isinstance(found, str):
-            return fail("no-kernel", found)
-        argv, resource_dir, spec_env = found
-        env.update(spec_env)
-        env.update({str(k): str(v) for k, v in (config.get("env") or {}).items()})
-    if independent:
-        env.pop("JPY_PARENT_PID", None)
-    else:
-        env["JPY_PARENT_PID"] = str(os.getpid())
+    found = _kernel_command(config, independent)
+    if isinstance(found, str):
+        return fail("no-kernel", found)
+    argv, resource_dir, env = found
 
     # Mode 0700. Unless the kernel may outlive this script, a watchdog removes it should this
     # script die without doing so (SIGKILL).
@@ -407,29 +401,15 @@ def main() -> int:
             json.dump(info, f, indent=2)
         fields = {"connection_file": path, "resource_dir": resource_dir, "prefix": env_prefix()}
         cmd = substitute(argv, fields)
-        cwd = config.get("cwd") or None
-        try:
-            popen = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=2,  # standard output is the status channel
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-                preexec_fn=None if independent else _die_with_parent(),
-            )
-        except OSError as exc:
-            if cwd is not None and not os.path.isdir(cwd):
-                return fail("no-kernel", f"working directory {cwd} does not exist")
-            return fail("no-kernel", f"cannot run {cmd[0]!r}: {exc.strerror or exc}")
+        popen = _spawn(cmd, config.get("cwd") or None, env, independent)
+        if isinstance(popen, str):
+            return fail("no-kernel", popen)
         kernel = Kernel.spawn(popen)
-        start_time = _start_time(popen.pid)
         send(
             {
                 "event": "started",
                 "pid": popen.pid,
-                "start_time": start_time,
+                "start_time": _start_time(popen.pid),
                 "connection_file": path,
             }
         )
@@ -441,6 +421,52 @@ def main() -> int:
     finally:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _kernel_command(
+    config: dict[str, Any], independent: bool
+) -> tuple[list[str], str, dict[str, str]] | str:
+    """The kernel's argv, resource directory and environment, from the launch request: its
+    argv, or the remote kernel spec it names; or why there is none (no such spec)."""
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (config.get("env") or {}).items()})
+    resource_dir = ""
+    if config.get("argv"):
+        argv = [str(a) for a in config["argv"]]
+    else:
+        found = find_spec(str(config.get("kernel_name") or ""), env)
+        if isinstance(found, str):
+            return found
+        argv, resource_dir, spec_env = found
+        env.update(spec_env)
+        env.update({str(k): str(v) for k, v in (config.get("env") or {}).items()})
+    if independent:
+        env.pop("JPY_PARENT_PID", None)
+    else:
+        env["JPY_PARENT_PID"] = str(os.getpid())
+    return argv, resource_dir, env
+
+
+def _spawn(
+    cmd: list[str], cwd: str | None, env: dict[str, str], independent: bool
+) -> subprocess.Popen[bytes] | str:
+    """Start the kernel in a session of its own (it leads its process group), tied to this
+    script unless *independent*; or say why it cannot be run."""
+    try:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=2,  # standard output is the status channel
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=None if independent else _die_with_parent(),
+        )
+    except OSError as exc:
+        if cwd is not None and not os.path.isdir(cwd):
+            return f"working directory {cwd} does not exist"
+        return f"cannot run {cmd[0]!r}: {exc.strerror or exc}"
 
 
 def _watched_folder() -> str:

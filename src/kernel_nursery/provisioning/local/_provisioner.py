@@ -53,6 +53,7 @@ from .._process import (
     process_start_time,
     wait_for_group_exit,
 )
+from .._takeover import info_path, info_pid, info_start_time
 from .._windows import create_interrupt_event, send_interrupt
 
 __all__ = ["LocalProvisioner"]
@@ -270,21 +271,7 @@ class LocalProvisioner(KernelProvisionerBase):
         check_kernel_id(self.kernel_id)  # it names files, here or remotely
         kwargs = dict(kwargs)
         extra_arguments = list(kwargs.pop("extra_arguments", None) or ())
-        registering = self._open_registration(spec)
-        if registering is not None:
-            info = cast(ConnectionInfo, registering)
-        elif self.connection_info:
-            info = validate_connection_info(self.connection_info)
-        else:
-            transport: Transport = "ipc" if self.transport == "ipc" else "tcp"
-            ip = self.ip or self._default_ip()
-            curve = curve_keys_for_launch(
-                self.transport_encryption, spec=spec, transport=transport, ip=ip
-            )
-            info = new_connection_info(transport=transport, ip=ip, kernel_name=spec.name)
-            info = validate_connection_info({**info, **curve})
-            self._owns_ports = True
-            self.connection_info = dict(info)
+        info = self._connection_info_for_launch(spec)
         try:
             # Disk work, in a worker thread. Not abandoned on cancellation: the thread records
             # the file it wrote, and the cancellation, delivered once it returns, removes it.
@@ -308,6 +295,31 @@ class LocalProvisioner(KernelProvisionerBase):
         except BaseException:
             self._release(remove_file=True)
             raise
+
+    def _connection_info_for_launch(self, spec: KernelSpec) -> ConnectionInfo:
+        """What the launched kernel's connection file holds: a new registration socket's
+        (the handshake), the :attr:`connection_info` already set, or new ports (reserved
+        here) and key, with Curve keys as :attr:`transport_encryption` says.
+
+        Raises:
+            ProvisionerError: the registration socket cannot be bound.
+            PortAllocationError: no ports could be reserved (nothing is left reserved).
+        """
+        registering = self._open_registration(spec)
+        if registering is not None:
+            return cast(ConnectionInfo, registering)
+        if self.connection_info:
+            return validate_connection_info(self.connection_info)
+        transport: Transport = "ipc" if self.transport == "ipc" else "tcp"
+        ip = self.ip or self._default_ip()
+        curve = curve_keys_for_launch(
+            self.transport_encryption, spec=spec, transport=transport, ip=ip
+        )
+        info = new_connection_info(transport=transport, ip=ip, kernel_name=spec.name)
+        info = validate_connection_info({**info, **curve})
+        self._owns_ports = True
+        self.connection_info = dict(info)
+        return info
 
     def _write_connection_file(self, info: ConnectionInfo) -> Path:
         """Write the connection file where :attr:`connection_file` says (by default in the
@@ -399,6 +411,18 @@ class LocalProvisioner(KernelProvisionerBase):
             self._release(remove_file=True)
             raise
         process = await self._spawn(argv, options)
+        await self._hold(process)
+        self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
+        if self._registration is not None:
+            await self._complete_registration(argv)
+        info = validate_connection_info(self.connection_info)
+        self._warn_if_exposed(info)
+        return info
+
+    async def _hold(self, process: anyio.abc.Process) -> None:
+        """Make the process just spawned this provisioner's kernel, and register it with the
+        guardian. Cancelled or failing, the kernel is stopped and everything released (shielded)
+        before the error propagates."""
         self._process = ChildProcess(process)
         self._pgid = process.pid if sys.platform != "win32" else None
         self._last_status = None
@@ -408,12 +432,6 @@ class LocalProvisioner(KernelProvisionerBase):
         except BaseException:
             await self.cleanup(restart=False)  # shielded: kill, reap, release
             raise
-        self.log.debug("Launched kernel %s as pid %s: %s", self.kernel_id, process.pid, argv)
-        if self._registration is not None:
-            await self._complete_registration(argv)
-        info = validate_connection_info(self.connection_info)
-        self._warn_if_exposed(info)
-        return info
 
     def _platform_options(self) -> dict[str, Any]:
         """How the process is started on this platform: a new session (its own process
@@ -683,47 +701,13 @@ class LocalProvisioner(KernelProvisionerBase):
         """
         if self._process is not None:
             raise ProvisionerError("this provisioner already manages a kernel process")
-        pid = _info_number(provisioner_info, "pid")
-        pgid = _info_number(provisioner_info, "pgid")
-        start_time = provisioner_info.get("start_time")
-        if start_time is not None and (type(start_time) is not int or start_time < 0):
-            raise ProvisionerInfoError(
-                f"cannot take over a kernel: start_time {start_time!r:.40} is not a "
-                "non-negative integer"
-            )
-        connection_file = provisioner_info.get("connection_file")
-        owned = False
-        if connection_file is not None and not _is_path(connection_file):
-            raise ProvisionerInfoError(
-                f"cannot take over a kernel: connection_file {connection_file!r:.40} is not a path"
-            )
-        process = None
-        if pid is not None:
-            try:
-                process = AdoptedProcess.adopt(pid, start_time)
-            except NotImplementedError as exc:
-                raise ProvisionerError(str(exc)) from exc
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.EINVAL):
-                    raise ProvisionerError(
-                        f"cannot take over pid {pid}: {exc.strerror or exc}"
-                    ) from None
-                # pidfd_open refuses a thread that leads no process (ENOENT, or EINVAL before
-                # Linux 6.9).
-                raise ProvisionerInfoError(
-                    f"cannot take over pid {pid}: it names a thread, not a process"
-                ) from None
+        pid = info_pid(provisioner_info, "pid")
+        pgid = info_pid(provisioner_info, "pgid")
+        start_time = info_start_time(provisioner_info, "start_time")
+        connection_file = info_path(provisioner_info, "connection_file")
+        process = None if pid is None else _adopt(pid, start_time)
         try:
-            if pid is not None and process is not None and process.returncode is None:
-                # The pidfd is open: until it is closed, the pid names this process.
-                problem = _not_the_kernel(pid, pgid, start_time, connection_file)
-                if problem is not None:
-                    raise ProvisionerInfoError(f"cannot take over pid {pid}: {problem}")
-            if connection_file:
-                # Cleanup removes it: it must be the kernel's, not any file the info names.
-                saved = provisioner_info.get("connection_info") or {}
-                key = saved.get("key") if isinstance(saved, dict) else None
-                owned = _kernel_file(connection_file, key)
+            owned = _check_kernel(process, provisioner_info, pgid, start_time, connection_file)
             await super().load_provisioner_info(provisioner_info)
         except BaseException:
             if process is not None:
@@ -878,22 +862,53 @@ def _check_connection_file_target(path: Path) -> None:
     raise ConnectionFileError(f"cannot write the connection file: {problem}", path=path)
 
 
-def _info_number(info: dict[str, Any], name: str) -> int | None:
-    """``info[name]``, a process or group id, checked: ``None``, or an integer above 1 that is
-    neither this process's id nor its group's (signalling those would hit this process)."""
-    value = info.get(name)
-    if value is None:
-        return None
-    if type(value) is not int or not 1 < value < 2**31:
+def _adopt(pid: int, start_time: int | None) -> AdoptedProcess:
+    """A handle on the process *pid* of take-over info, through a pidfd (see
+    :meth:`AdoptedProcess.adopt`); one that has exited already is adopted as exited.
+
+    Raises:
+        ProvisionerError: the platform has no pidfds, or none could be opened.
+        ProvisionerInfoError: *pid* names a thread, not a process.
+    """
+    try:
+        return AdoptedProcess.adopt(pid, start_time)
+    except NotImplementedError as exc:
+        raise ProvisionerError(str(exc)) from exc
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EINVAL):
+            raise ProvisionerError(f"cannot take over pid {pid}: {exc.strerror or exc}") from None
+        # pidfd_open refuses a thread that leads no process (ENOENT, or EINVAL before
+        # Linux 6.9).
         raise ProvisionerInfoError(
-            f"cannot take over a kernel: {name} {value!r:.40} is not a process id above 1"
-        )
-    if value in (os.getpid(), os.getppid()) or (name == "pgid" and value == os.getpgrp()):
-        raise ProvisionerInfoError(
-            f"cannot take over a kernel: {name} {value} names this process, its parent or "
-            "its process group"
-        )
-    return value
+            f"cannot take over pid {pid}: it names a thread, not a process"
+        ) from None
+
+
+def _check_kernel(
+    process: AdoptedProcess | None,
+    info: dict[str, Any],
+    pgid: int | None,
+    start_time: int | None,
+    connection_file: str | None,
+) -> bool:
+    """Check that what take-over *info* names is the kernel's: the running *process* (see
+    :func:`_not_the_kernel`) and the connection file, which cleanup removes. Returns whether
+    that file is there to be removed (see :func:`_kernel_file`).
+
+    Raises:
+        ProvisionerInfoError: either is not the kernel's.
+    """
+    if process is not None and process.returncode is None:
+        # The pidfd is open: until it is closed, the pid names this process.
+        problem = _not_the_kernel(process.pid, pgid, start_time, connection_file)
+        if problem is not None:
+            raise ProvisionerInfoError(f"cannot take over pid {process.pid}: {problem}")
+    if not connection_file:
+        return False
+    # Cleanup removes it: it must be the kernel's, not any file the info names.
+    saved = info.get("connection_info") or {}
+    key = saved.get("key") if isinstance(saved, dict) else None
+    return _kernel_file(connection_file, key)
 
 
 def _not_the_kernel(
@@ -933,6 +948,8 @@ def _names_file(arg: bytes, path: bytes) -> bool:
     return arg == path or arg.endswith(b"=" + path)
 
 
+# Twin of _scripts/ssh_remote.py _holds_key, which does the same read on the remote host and
+# cannot import this module.
 def _kernel_file(path: str, key: object) -> bool:
     """Whether the connection file *path* named by take-over info is there to be removed at
     cleanup: ``False`` when it is gone already. Read without blocking (a FIFO named there
@@ -977,16 +994,4 @@ def _kernel_file(path: str, key: object) -> bool:
         found = None
     if not (isinstance(found, dict) and isinstance(key, str) and found.get("key") == key):
         raise not_its_file
-    return True
-
-
-def _is_path(value: object) -> bool:
-    """Whether *value* can name a file: a string without NUL bytes that the file system
-    encoding can encode (no lone surrogate)."""
-    if not isinstance(value, str) or "\0" in value:
-        return False
-    try:
-        os.fsencode(value)
-    except UnicodeError:
-        return False
     return True

@@ -7,9 +7,10 @@ ports, and the job ends when the launcher goes.
 
 from __future__ import annotations
 
+from ._errors import JobEndedError, JobError, JobRejectedError, QueueTimeoutError
 from ._provisioner import SlurmProvisioner
 
-__all__ = ["SlurmProvisioner"]
+__all__ = ["JobEndedError", "JobError", "JobRejectedError", "QueueTimeoutError", "SlurmProvisioner"]
 
 from ..._util import fixup_module_metadata
 

@@ -20,19 +20,13 @@ import anyio.abc
 import anyio.lowlevel
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
-from ..._errors import (
-    JobEndedError,
-    JobRejectedError,
-    LaunchError,
-    ProvisionerConfigError,
-    ProvisionerError,
-    QueueTimeoutError,
-)
+from ..._errors import LaunchError, ProvisionerConfigError, ProvisionerError, ProvisionerInfoError
 from ...connection import ConnectionInfo, new_key, validate_connection_info
 from .. import _guardian
 from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from .._command import bad_launch_arguments, format_kernel_cmd
-from .._process import UNKNOWN_EXIT_STATUS, process_start_time
+from .._process import UNKNOWN_EXIT_STATUS, process_start_time, spawn_shielded
+from ._errors import JobEndedError, JobRejectedError, QueueTimeoutError
 
 __all__ = ["SlurmProvisioner"]
 
@@ -480,7 +474,50 @@ class SlurmProvisioner(KernelProvisionerBase):
             self._launching = False
 
     async def _launch(self, cmd: list[str], kwargs: dict[str, Any]) -> ConnectionInfo:
-        command: object = cmd  # checked at run time too: callers are not all type-checked
+        env, cwd = self._checked_launch(cmd, kwargs)
+        argv = await self._srun_argv(env, cwd)
+        info = self.connection_info
+        request = {
+            "argv": list(cmd),
+            "key": info.get("key", ""),
+            "signature_scheme": info.get("signature_scheme", "hmac-sha256"),
+            "ip": self.ip,
+            "kernel_id": self.kernel_id,
+            "kernel_name": self.kernel_spec.name if self.kernel_spec else "",
+        }
+        self.job_id = self.step_id = self.node = self.end_reason = None
+        self._ended = None
+        self._releasing = False
+        self._revoked = anyio.Event()
+        self._tail = []
+        self._requested_stop = False
+        process = await _spawn_srun(argv, env)
+        self._process = process
+        self._adopted = False
+        self._stderr = _Lines(process.stderr)
+        self._guard()
+        try:
+            await self._start_job(process, request)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._abort()
+                if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
+                    raise self._failure(argv) from None
+            raise
+        return validate_connection_info(self.connection_info)
+
+    def _checked_launch(
+        self, cmd: list[str], kwargs: dict[str, Any]
+    ) -> tuple[dict[str, str], str | None]:
+        """The environment and working directory for ``srun``, from ``launch_kernel``'s
+        keywords (others are logged and ignored), with *cmd* checked at run time too (callers
+        are not all type-checked).
+
+        Raises:
+            LaunchError: *cmd* is not a non-empty list of strings, or it, the environment or
+                the working directory holds what no OS takes (the message names it).
+        """
+        command: object = cmd
         if (
             not isinstance(command, list | tuple)
             or not command
@@ -498,6 +535,16 @@ class SlurmProvisioner(KernelProvisionerBase):
         problem = bad_launch_arguments(list(command), env, cwd)
         if problem is not None:  # else a bare ValueError from the spawn
             raise LaunchError(f"cannot submit kernel {self.kernel_id}: {problem}", argv=list(cmd))
+        return env, cwd
+
+    async def _srun_argv(self, env: dict[str, str], cwd: str | None) -> list[str]:
+        """The ``srun`` command that runs the node side, for a job of its own or (with
+        :attr:`use_allocation`, inside one) a step of this process's allocation; *env*, srun's
+        environment, is made to match (the allocation's variables, :attr:`slurm_conf`).
+
+        Raises:
+            LaunchError: srun is not found, or :attr:`slurm_conf` is not a file.
+        """
         srun = self._tool("srun")
         step = self.use_allocation and bool(env.get("SLURM_JOB_ID"))
         self.in_allocation = step
@@ -512,63 +559,27 @@ class SlurmProvisioner(KernelProvisionerBase):
                     argv=[srun],
                 )
             env["SLURM_CONF"] = self.slurm_conf
-        argv = [srun, *self._srun_options(step=step, cwd=cwd), "--"]
-        argv += [self.python, "-I", "-c", _node_source()]
-        info = self.connection_info
-        request = {
-            "argv": list(cmd),
-            "key": info.get("key", ""),
-            "signature_scheme": info.get("signature_scheme", "hmac-sha256"),
-            "ip": self.ip,
-            "kernel_id": self.kernel_id,
-            "kernel_name": self.kernel_spec.name if self.kernel_spec else "",
-        }
-        self.job_id = self.step_id = self.node = self.end_reason = None
-        self._ended = None
-        self._releasing = False
-        self._revoked = anyio.Event()
-        self._tail = []
-        self._requested_stop = False
-        with anyio.CancelScope(shield=True):  # see LocalProvisioner: a spawn is not cancelled
-            try:
-                process = await anyio.open_process(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise LaunchError(
-                    f"cannot run srun ({srun}): {exc.strerror or exc}", argv=argv[:-1]
-                ) from exc
-        self._process = process
-        self._adopted = False
-        self._stderr = _Lines(process.stderr)
-        self._guard()
-        try:
-            # Reports run a callback of the owner's, which may raise anything: inside.
-            self._set_state("SUBMITTED")
-            assert process.stdin is not None
-            await process.stdin.send(json.dumps(request).encode() + b"\n")
-            status = await self._await_running(process)
-            connection = dict(status.get("connection") or {})
-            connection["key"] = request["key"]
-            connection["signature_scheme"] = request["signature_scheme"]
-            self.connection_info = dict(validate_connection_info(connection))
-            if status.get("job_id"):
-                self.job_id = str(status["job_id"])
-            self.step_id = str(status.get("step_id") or "0")
-            self.node = str(status.get("node") or "") or None
-            self._set_state("RUNNING")
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await self._abort()
-                if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
-                    raise self._failure(argv) from None
-            raise
-        return validate_connection_info(self.connection_info)
+        options = self._srun_options(step=step, cwd=cwd)
+        return [srun, *options, "--", self.python, "-I", "-c", _node_source()]
+
+    async def _start_job(self, process: anyio.abc.Process, request: dict[str, Any]) -> None:
+        """Send the node side its *request*, await the kernel's start through the queue, and
+        take its connection info, job, step and node from the node side's report. The caller
+        ends srun if this fails or is cancelled."""
+        # Reports run a callback of the owner's, which may raise anything: inside.
+        self._set_state("SUBMITTED")
+        assert process.stdin is not None
+        await process.stdin.send(json.dumps(request).encode() + b"\n")
+        status = await self._await_running(process)
+        connection = dict(status.get("connection") or {})
+        connection["key"] = request["key"]
+        connection["signature_scheme"] = request["signature_scheme"]
+        self.connection_info = dict(validate_connection_info(connection))
+        if status.get("job_id"):
+            self.job_id = str(status["job_id"])
+        self.step_id = str(status.get("step_id") or "0")
+        self.node = str(status.get("node") or "") or None
+        self._set_state("RUNNING")
 
     async def _await_running(self, process: anyio.abc.Process) -> dict[str, Any]:
         """Read srun's output until the node side reports the kernel running.
@@ -915,33 +926,23 @@ class SlurmProvisioner(KernelProvisionerBase):
         (:meth:`release`) also still ends when the process that launched it stops it or dies.
 
         Raises:
-            ProvisionerError: this provisioner already runs a kernel, the kernel is a step of
-                an allocation (its end cannot be told from the allocation's), or the saved job
-                or step id is not one (digits).
+            ProvisionerError: this provisioner already runs a kernel.
+            ProvisionerInfoError: the saved job or step id is not one (digits), or the kernel
+                is a step of an allocation (its end cannot be told from the allocation's);
+                nothing is taken over.
             InvalidKernelIdError: the saved kernel id is not one (see :meth:`pre_launch`).
+            LaunchError: ``srun`` cannot be run.
             JobEndedError: the job is no longer running (the watcher could not join it).
         """
         if self._process is not None or self._launching:
             raise ProvisionerError("this provisioner already manages a kernel job")
-        job_id, step_id = provisioner_info.get("job_id"), provisioner_info.get("step_id")
-        kernel_id = provisioner_info.get("kernel_id")
-        kernel_id = check_kernel_id(kernel_id)
-        for name, value in (("job_id", job_id), ("step_id", step_id)):
-            if value is not None and not (isinstance(value, str) and _JOB_ID.fullmatch(value)):
-                raise ProvisionerError(
-                    f"kernel {kernel_id}: the saved {name} {value!r:.40} is not a Slurm job id"
-                )
+        job_id = _checked_job(provisioner_info)
         await super().load_provisioner_info(provisioner_info)
         if provisioner_info.get("slurm_conf"):
             self.slurm_conf = str(provisioner_info["slurm_conf"])
         if not job_id:
             return
-        if provisioner_info.get("in_allocation") or step_id not in (None, "0"):
-            raise ProvisionerError(
-                f"kernel {self.kernel_id} is step {step_id} of allocation {job_id}; only a "
-                "kernel that is a job of its own can be taken over"
-            )
-        self.job_id, self.step_id = str(job_id), "0"
+        self.job_id, self.step_id = job_id, "0"
         self.node = provisioner_info.get("node")
         env = dict(os.environ)
         if self.slurm_conf:
@@ -959,20 +960,21 @@ class SlurmProvisioner(KernelProvisionerBase):
             "-c",
             _WATCHER,
         ]
-        with anyio.CancelScope(shield=True):
-            process = await anyio.open_process(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-            )
+        process = await _spawn_srun(argv, env)
         self._process = process
         self._adopted = True
         self._releasing = False
         self._stderr = _Lines(process.stderr)
         self._requested_stop = False
+        await self._join(process)
+
+    async def _join(self, process: anyio.abc.Process) -> None:
+        """Await the watcher step's word that it runs in the job. Failing or cancelled, it
+        lets go of the job (shielded, bounded) before the error propagates.
+
+        Raises:
+            JobEndedError: the watcher could not join: the job has ended.
+        """
         try:
             self._set_state("RUNNING")  # reported: the owner's callback may raise anything
             joined = await _Lines(process.stdout).next() == b"watching"
@@ -1113,3 +1115,46 @@ class SlurmProvisioner(KernelProvisionerBase):
         token, self._guard_token = self._guard_token, None
         if token is not None:
             _guardian.unregister(token, log=self.log)
+
+
+def _checked_job(info: dict[str, Any]) -> str | None:
+    """The job id of take-over *info*, checked with its step id: digits (they reach srun's
+    command line), and a job of its own (step ``0``), not a step of an allocation, whose end
+    cannot be told from the allocation's.
+
+    Raises:
+        InvalidKernelIdError: the info's kernel id is not one.
+        ProvisionerInfoError: the job or step id is not one, or it is a step of an allocation.
+    """
+    job_id, step_id = info.get("job_id"), info.get("step_id")
+    kernel_id = check_kernel_id(info.get("kernel_id"))
+    for name, value in (("job_id", job_id), ("step_id", step_id)):
+        if value is not None and not (isinstance(value, str) and _JOB_ID.fullmatch(value)):
+            raise ProvisionerInfoError(
+                f"kernel {kernel_id}: the saved {name} {value!r:.40} is not a Slurm job id"
+            )
+    if job_id and (info.get("in_allocation") or step_id not in (None, "0")):
+        raise ProvisionerInfoError(
+            f"kernel {kernel_id} is step {step_id} of allocation {job_id}; only a "
+            "kernel that is a job of its own can be taken over"
+        )
+    return job_id
+
+
+async def _spawn_srun(argv: list[str], env: dict[str, str]) -> anyio.abc.Process:
+    """Run *argv* (``srun ... -c SOURCE``) in a session of its own, its standard streams
+    piped to us; shielded (see :func:`spawn_shielded`).
+
+    Raises:
+        LaunchError: srun cannot be run.
+    """
+    return await spawn_shielded(
+        argv,
+        program=f"srun ({argv[0]})",
+        shown=argv[:-1],  # not the source of the script
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )

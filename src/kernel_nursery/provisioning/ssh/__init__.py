@@ -7,9 +7,16 @@ the connection goes. Ports are forwarded through a shared control master (``_mas
 
 from __future__ import annotations
 
+from ._errors import RemoteLaunchError, SSHAuthenticationError, SSHConnectionError, SSHHostKeyError
 from ._provisioner import SSHProvisioner
 
-__all__ = ["SSHProvisioner"]
+__all__ = [
+    "RemoteLaunchError",
+    "SSHAuthenticationError",
+    "SSHConnectionError",
+    "SSHHostKeyError",
+    "SSHProvisioner",
+]
 
 from ..._util import fixup_module_metadata
 

@@ -21,15 +21,7 @@ import anyio.abc
 import anyio.lowlevel
 from traitlets import Bool, Dict, Float, Integer, List, Unicode
 
-from ..._errors import (
-    LaunchError,
-    ProvisionerError,
-    ProvisionerInfoError,
-    RemoteLaunchError,
-    SSHAuthenticationError,
-    SSHConnectionError,
-    SSHHostKeyError,
-)
+from ..._errors import LaunchError, ProvisionerError, ProvisionerInfoError
 from ...connection import (
     PORT_NAMES,
     ConnectionInfo,
@@ -41,8 +33,10 @@ from ...connection import (
 from .. import _guardian
 from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
 from .._command import bad_launch_arguments
-from .._process import UNKNOWN_EXIT_STATUS, process_start_time
+from .._process import UNKNOWN_EXIT_STATUS, process_start_time, spawn_shielded
+from .._takeover import info_path, info_pid, info_start_time
 from . import _master
+from ._errors import RemoteLaunchError, SSHAuthenticationError, SSHConnectionError, SSHHostKeyError
 
 __all__ = ["SSHProvisioner"]
 
@@ -104,7 +98,7 @@ class SSHProvisioner(KernelProvisionerBase):
 
     ``BatchMode`` is always on (no prompt can hang a launch) and host keys are checked as the
     user's configuration says: an unknown or changed host key is refused with
-    :class:`~kernel_nursery.SSHHostKeyError`, never accepted silently.
+    :class:`~kernel_nursery.provisioning.SSHHostKeyError`, never accepted silently.
 
     Configure it in a kernel spec's ``metadata.kernel_provisioner`` (``provisioner_name``
     ``ssh``) or with traitlets. The spec's ``argv`` runs on the remote host (``python`` there
@@ -336,15 +330,7 @@ class SSHProvisioner(KernelProvisionerBase):
         spec = self.kernel_spec
         if spec is None:
             raise ProvisionerError("SSHProvisioner needs a kernel_spec to launch a kernel")
-        if not self.host:
-            raise ProvisionerError(
-                "SSHProvisioner needs a host: set 'host' in the kernel spec's "
-                "kernel_provisioner config"
-            )
-        if self.host.startswith("-") or _UNSAFE_NAME.search(self.host):
-            raise ProvisionerError(f"invalid ssh host {self.host!r}")
-        if self.user.startswith("-") or _UNSAFE_NAME.search(self.user):
-            raise ProvisionerError(f"invalid ssh user {self.user!r}")
+        self._check_target()
         if not self.kernel_id:
             self.kernel_id = str(uuid.uuid4())
         check_kernel_id(self.kernel_id)  # it names files, here or remotely
@@ -381,6 +367,23 @@ class SSHProvisioner(KernelProvisionerBase):
             self._owns_ports = True
             self.connection_info = dict(info)
         return result
+
+    def _check_target(self) -> None:
+        """Refuse a missing :attr:`host`, or a host or user that ssh would pass to a shell.
+
+        Raises:
+            ProvisionerError: there is no host, or it or the user starts with ``-`` or holds
+                a shell metacharacter, a quote or white space.
+        """
+        if not self.host:
+            raise ProvisionerError(
+                "SSHProvisioner needs a host: set 'host' in the kernel spec's "
+                "kernel_provisioner config"
+            )
+        if self.host.startswith("-") or _UNSAFE_NAME.search(self.host):
+            raise ProvisionerError(f"invalid ssh host {self.host!r}")
+        if self.user.startswith("-") or _UNSAFE_NAME.search(self.user):
+            raise ProvisionerError(f"invalid ssh user {self.user!r}")
 
     def _finalize_env(self, env: dict[str, str]) -> None:
         super()._finalize_env(env)
@@ -472,19 +475,53 @@ class SSHProvisioner(KernelProvisionerBase):
                     argv=self._ssh_argv(local, [0] * 5),
                 )
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._reap()
-                self._release()
-                await self._leave_master()
+            await self._abandon()
             raise
 
     async def _launch_once(
         self, local: ConnectionInfo, remote_ports: list[int], request: dict[str, Any]
     ) -> str:
         """One connection: run ssh, send the script and the request, read the answer.
-        Returns ``""`` when the kernel started, or the taken ports as reported."""
+        Returns ``""`` when the kernel started, or the taken ports as reported.
+
+        Raises:
+            LaunchError: as :meth:`launch_kernel`. The ssh process, if one was started, is
+                left to the caller to reap (as on cancellation).
+        """
         if self._process is not None:
             await self._reap()
+        argv = await self._channel_argv(local, remote_ports)
+        remote_info = dict(local)
+        remote_info.update(dict(zip(PORT_NAMES, remote_ports, strict=True)))
+        remote_info["ip"] = "127.0.0.1"
+        script = _script()
+        payload = script + (json.dumps({**request, "connection_info": remote_info}) + "\n").encode()
+        argv.append(f"{argv.pop()} {len(script)}")
+        process = await self._spawn(argv)
+        answer = await self._answer(process, payload, argv)
+        if answer.get("event") == "started":
+            pid = answer.get("pid")
+            self._remote_pid = pid if isinstance(pid, int) else None
+            path = answer.get("connection_file")
+            self._remote_file = path if isinstance(path, str) else None
+            start_time = answer.get("start_time")
+            self._remote_start_time = start_time if isinstance(start_time, int) else None
+            return ""
+        kind = str(answer.get("kind"))
+        message = str(answer.get("message"))
+        if kind == "ports-in-use":
+            return message
+        raise RemoteLaunchError(
+            f"cannot start kernel on {self.host}: {message}",
+            host=self.host,
+            reason=kind,
+            argv=argv,
+        )
+
+    async def _channel_argv(self, local: ConnectionInfo, remote_ports: list[int]) -> list[str]:
+        """The ssh command for one connection: a new private log file (``-E``), and the
+        shared master's socket when :attr:`reuse_connection` has one ready (the forwards made
+        through it are then recorded, to be cancelled at reap)."""
         fd, log_file = tempfile.mkstemp(prefix="kernel-nursery-ssh-", suffix=".log")  # 0600
         os.close(fd)
         self._log_file = Path(log_file)
@@ -498,34 +535,44 @@ class SSHProvisioner(KernelProvisionerBase):
             if self._master.ready():
                 control_path = self._master.control_path
                 self._forwarded = (local, list(remote_ports))
-        argv = self._ssh_argv(local, remote_ports, control_path)
-        remote_info = dict(local)
-        remote_info.update(dict(zip(PORT_NAMES, remote_ports, strict=True)))
-        remote_info["ip"] = "127.0.0.1"
-        script = _script()
-        payload = script + (json.dumps({**request, "connection_info": remote_info}) + "\n").encode()
-        argv.append(f"{argv.pop()} {len(script)}")
-        # The spawn is shielded, as LocalProvisioner's: a cancelled spawn would leave a child
-        # we have no handle on. Spawning is bounded (fork + exec).
-        with anyio.CancelScope(shield=True):
-            try:
-                process = await anyio.open_process(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=None,  # the remote kernel's output, as a local kernel's
-                    start_new_session=True,  # Ctrl-C reaches the manager, never ssh
-                )
-            except OSError as exc:
-                raise LaunchError(
-                    f"cannot run the ssh client {argv[0]!r}: {exc.strerror or exc}", argv=argv
-                ) from exc
+        return self._ssh_argv(local, remote_ports, control_path)
+
+    async def _spawn(self, argv: list[str]) -> anyio.abc.Process:
+        """Run ssh (shielded: see :func:`spawn_shielded`) and make it this provisioner's,
+        registered with the guardian. A cancellation that came meanwhile is delivered after
+        that, when the caller can reap it.
+
+        Raises:
+            LaunchError: the ssh client cannot be run.
+        """
+        process = await spawn_shielded(
+            argv,
+            program=f"the ssh client {argv[0]!r}",
+            shown=argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # the remote kernel's output, as a local kernel's
+            start_new_session=True,  # Ctrl-C reaches the manager, never ssh
+        )
         self._process = process
         self._status = None
         self._remote_pid = None
         self._stdout = b""
         self._guard(process)
         await anyio.lowlevel.checkpoint_if_cancelled()
+        return process
+
+    async def _answer(
+        self, process: anyio.abc.Process, payload: bytes, argv: list[str]
+    ) -> dict[str, Any]:
+        """Send *payload* (the remote script and the request) and await the remote side's
+        first status line, within :attr:`launch_timeout`; without one, ssh is ended.
+        Cancelled, it leaves ssh to the caller, which reaps it.
+
+        Raises:
+            RemoteLaunchError: no answer in time.
+            LaunchError: ssh ended first (the typed error for why: see :meth:`_failure`).
+        """
         answer: dict[str, Any] | None = None
         with anyio.move_on_after(self.launch_timeout):
             assert process.stdin is not None
@@ -548,24 +595,7 @@ class SSHProvisioner(KernelProvisionerBase):
             )
         if answer is None:
             raise self._failure(argv, process.returncode)
-        if answer.get("event") == "started":
-            pid = answer.get("pid")
-            self._remote_pid = pid if isinstance(pid, int) else None
-            path = answer.get("connection_file")
-            self._remote_file = path if isinstance(path, str) else None
-            start_time = answer.get("start_time")
-            self._remote_start_time = start_time if isinstance(start_time, int) else None
-            return ""
-        kind = str(answer.get("kind"))
-        message = str(answer.get("message"))
-        if kind == "ports-in-use":
-            return message
-        raise RemoteLaunchError(
-            f"cannot start kernel on {self.host}: {message}",
-            host=self.host,
-            reason=kind,
-            argv=argv,
-        )
+        return answer
 
     def _failure(self, argv: list[str], status: int | None) -> LaunchError:
         """The typed error for an ssh that ended before the remote side answered."""
@@ -808,8 +838,10 @@ class SSHProvisioner(KernelProvisionerBase):
 
         Raises:
             ProvisionerError: this provisioner already manages a kernel.
-            ProvisionerInfoError: ``remote_pid`` is not a process id above 1, or
-                ``remote_start_time`` is missing or not a number; nothing is started.
+            ProvisionerInfoError: ``remote_pid`` is not a process id above 1,
+                ``remote_start_time`` is missing or not a number, ``remote_ports`` is missing or
+                not five port numbers, or ``remote_connection_file`` is not a path; nothing is
+                started and nothing stays reserved.
             SSHConnectionError, RemoteLaunchError: as :meth:`launch_kernel` (the remote side
                 also refuses a process that does not lead its process group).
             ConnectionFileError: the saved connection info is invalid.
@@ -823,26 +855,11 @@ class SSHProvisioner(KernelProvisionerBase):
             self._launching = False
 
     async def _load(self, provisioner_info: dict[str, Any]) -> None:
-        pid = provisioner_info.get("remote_pid")
-        start_time = provisioner_info.get("remote_start_time")
-        if pid is not None:
-            # The remote side signals the group the pid leads: it must be the kernel's, told
-            # by its start time (as the remote launcher reported it; Linux, as pidfds).
-            if type(pid) is not int or not 1 < pid < 2**31:
-                raise ProvisionerInfoError(
-                    f"cannot take over a kernel on {self.host}: remote_pid {pid!r:.40} is not "
-                    "a process id above 1"
-                )
-            if type(start_time) is not int or start_time < 0:
-                raise ProvisionerInfoError(
-                    f"cannot take over kernel pid {pid} on {self.host}: remote_start_time "
-                    f"{start_time!r:.40} is not a non-negative integer (it tells the kernel "
-                    "from another process that got its pid)"
-                )
+        pid, start_time, remote_file = self._checked_info(provisioner_info)
         await super().load_provisioner_info(provisioner_info)
-        ports = provisioner_info.get("remote_ports")
         if pid is None or not self.connection_info:
             return
+        remote_ports = _info_ports(provisioner_info, subject=f"kernel pid {pid} on {self.host}")
         saved = validate_connection_info(self.connection_info)
         fresh = dict(new_connection_info(ip="127.0.0.1", key=saved["key"]))
         fresh["signature_scheme"] = saved["signature_scheme"]
@@ -853,7 +870,7 @@ class SSHProvisioner(KernelProvisionerBase):
             "attach": {
                 "pid": pid,
                 "start_time": start_time,
-                "connection_file": provisioner_info.get("remote_connection_file"),
+                "connection_file": remote_file,
                 "key": saved["key"],  # whose file it must be, to be removed at the end
             },
             "kernel_id": self.kernel_id,
@@ -861,29 +878,48 @@ class SSHProvisioner(KernelProvisionerBase):
             "independent": self.independent,
         }
         try:
-            self._remote_ports = [int(p) for p in ports] if ports else None
-            if self._remote_ports is None or len(self._remote_ports) != len(PORT_NAMES):
-                raise ProvisionerError("the saved provisioner info has no remote_ports")
+            self._remote_ports = remote_ports
             local = validate_connection_info(self.connection_info)
             await self._launch_once(local, self._remote_ports, request)
         except RemoteLaunchError as exc:
-            with anyio.CancelScope(shield=True):
-                await self._reap()
-                self._release()
-                await self._leave_master()
+            await self._abandon()
             if exc.reason != "no-kernel":
                 raise
             self.log.info("Kernel %s had already exited: %s", self.kernel_id, exc)
             self._last_status = UNKNOWN_EXIT_STATUS
             return
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._reap()
-                self._release()
-                await self._leave_master()
+            await self._abandon()
             raise
         self._remote_start_time = start_time
-        self._remote_file = provisioner_info.get("remote_connection_file")
+        self._remote_file = remote_file
+
+    def _checked_info(self, info: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
+        """The remote kernel's pid, start time and connection file from take-over *info*,
+        checked before anything is started.
+
+        The remote side signals the group the pid leads: it must be the kernel's, told by its
+        start time (as the remote launcher reported it; Linux, as pidfds), which a pid needs.
+
+        Raises:
+            ProvisionerInfoError: one of them is not what it must be.
+        """
+        subject = f"a kernel on {self.host}"
+        pid = info_pid(info, "remote_pid", subject=subject, local=False)
+        start_time = None
+        if pid is not None:
+            start_time = info_start_time(
+                info, "remote_start_time", subject=f"kernel pid {pid} on {self.host}", required=True
+            )
+        return pid, start_time, info_path(info, "remote_connection_file", subject=subject)
+
+    async def _abandon(self) -> None:
+        """A launch or take-over failed or was cancelled: end ssh, release the local ports
+        and leave the shared connection. Shielded and bounded."""
+        with anyio.CancelScope(shield=True):
+            await self._reap()
+            self._release()
+            await self._leave_master()
 
     # ------------------------------------------------------------------ the guardian
 
@@ -919,6 +955,30 @@ async def _end_process(process: anyio.abc.Process, *, grace: float) -> None:
             process.kill()
         with anyio.move_on_after(KILL_WAIT_TIME):
             await process.wait()
+
+
+def _info_ports(info: dict[str, Any], *, subject: str) -> list[int]:
+    """The remote kernel's ports from take-over *info* (``remote_ports``), checked: one port
+    number for each of the kernel's five sockets, in their order.
+
+    Raises:
+        ProvisionerInfoError: there are none, or they are not that.
+    """
+    ports = info.get("remote_ports")
+    if not ports:
+        raise ProvisionerInfoError(
+            f"cannot take over {subject}: the saved provisioner info has no remote_ports"
+        )
+    if not (
+        isinstance(ports, list | tuple)
+        and len(ports) == len(PORT_NAMES)
+        and all(type(port) is int and 0 < port < 65536 for port in ports)
+    ):
+        raise ProvisionerInfoError(
+            f"cannot take over {subject}: remote_ports {ports!r:.60} is not a list of "
+            f"{len(PORT_NAMES)} port numbers"
+        )
+    return list(ports)
 
 
 def _choose_remote_ports() -> list[int]:
