@@ -139,9 +139,9 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "report")
 
 
-#: What ``portable`` runs: the manager (kernel manager, nursery, pool), the local provisioner
-#: and the command line, whose Linux-only paths have fallbacks.
-PORTABLE_TESTS = ["tests/manager", "tests/provisioning/local", "tests/cli"]
+#: What ``portable`` runs: the manager (kernel manager, nursery, pool), the local provisioner,
+#: the command line and the open-file accounting, whose Linux-only paths have fallbacks.
+PORTABLE_TESTS = ["tests/manager", "tests/provisioning/local", "tests/cli", "tests/test_limits.py"]
 
 
 @nox.session

@@ -92,11 +92,11 @@ def raise_open_file_limit() -> tuple[int, int]:
 
 
 def _open_descriptors() -> int | None:
-    """How many descriptors this process has open, where the OS says cheaply (Linux)."""
-    if not LINUX:
-        return None
+    """How many descriptors this process has open, where the OS says cheaply: ``/proc`` on
+    Linux, ``/dev/fd`` on macOS (as CPython's subprocess module reads it there)."""
     try:
-        return len(os.listdir("/proc/self/fd")) - 1  # less the one listdir itself opened
+        # less the one listdir itself opened
+        return len(os.listdir("/proc/self/fd" if LINUX else "/dev/fd")) - 1
     except FileNotFoundError:
         return None
 
