@@ -28,11 +28,13 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 #: The interpreter that runs the whole suite with coverage; the others run :data:`CORE_TESTS`.
 PRIMARY = "3.11"
 #: What the other interpreters run by default: what touches the event loops and the interpreter
-#: (processes, signals, sockets, asyncio's child watcher, which changes in 3.12), not the slow
-#: SSH and Slurm files, whose engines are the same whatever the Python (docs/platforms.md).
+#: (processes, signals, sockets, asyncio's child watcher, which changes in 3.12, JSON). Not the
+#: command line's tests (a process each: as long as these together), nor the slow SSH and Slurm
+#: files, whose engines are the same whatever the local Python (docs/platforms.md).
 CORE_TESTS = ["tests/manager", "tests/provisioning/local", "tests/messaging", "tests/wire"]
 
-# bench and stress are not in the default run (nor in CI's time budget): `nox -s bench`.
+# Not in the default run (nor in CI's time budget): portable (about 3 minutes more; see
+# docs/platforms.md), stress, and bench (`nox -s bench-3.11`).
 nox.options.sessions = ["lint", "typecheck", "tests", "build", "docs"]
 nox.options.download_python = "never"
 nox.options.error_on_missing_interpreters = True
