@@ -1,6 +1,7 @@
 """kernel-nursery against jupyter_client, measured in one run on one machine.
 
     nox -s bench-3.11                # or: python benchmarks/bench.py --reps 5
+    python benchmarks/bench.py --render-only   # the page again from results.json alone
 
 For every scenario, a fresh worker process per implementation (kernel-nursery on asyncio,
 kernel-nursery on trio, jupyter_client) measures REPS repetitions; this driver reports the
@@ -37,7 +38,8 @@ Scenarios:
                exit seen through a pidfd, no manager involved
   first-execute  ipykernel: from asking for a kernel to the first execute's result, cold
                (start_kernel) and from a warm KernelPool; jupyter_client has no pool, its cold
-               start is in both rows; and the warm take alone
+               start is in both rows; the warm take alone; and, on the warm kernel, the steady
+               round trip after that first execute and the first's distance to it (paired)
   pool-100     100 takes in a row (each given back at once) from a KernelPool of 4 ipykernels:
                time of each take, and how many found no warm kernel (cold takes: each
                started one and took the first ready, that one or a refill)
@@ -92,6 +94,8 @@ EXEC_REPS = 30
 EXECUTE_CODE = "print(1)"
 EXECUTE_ROUNDS = 200
 EXECUTE_WARMUP = 50
+#: Executes after a warm pool's first, whose median is that kernel's steady round trip.
+WARM_STEADY = 10
 #: The scale scenario: its soft limit on open files (that of many desktops, containers and CI
 #: runners), and its idle window.
 SCALE_NOFILE = 1024
@@ -425,16 +429,7 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
             async with start_kernel("python3") as km, km.client() as kc:
                 assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
                 out["cold_start"].append(time.perf_counter() - t0)
-        async with KernelPool("python3", size=1) as pool:
-            for _ in range(reps):
-                await pool.wait_warm()
-                t0 = time.perf_counter()
-                async with pool.take() as km:
-                    t1 = time.perf_counter()
-                    async with km.client() as kc:
-                        assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
-                        out["warm_pool"].append(time.perf_counter() - t0)
-                out["warm_take"].append(t1 - t0)
+        out.update(await warm_first_execute(reps))
     elif scenario == "pool":
         takes = []
         async with KernelPool("python3", size=4) as pool:
@@ -445,6 +440,35 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                     takes.append(time.perf_counter() - t0)
             status = pool.status
         out = {"take": takes, "cold_takes": [status.cold_takes]}
+    return out
+
+
+async def warm_first_execute(reps: int) -> dict[str, list[float]]:
+    """From a warm pool of one: the take alone, the take and a new client's first execute, and,
+    on the same kernel and client right after, the steady round trip (the median of
+    WARM_STEADY executes) and the first execute's distance to it, paired."""
+    from kernel_nursery import KernelPool
+
+    out: dict[str, list[float]] = {"warm_pool": [], "warm_take": [], "warm_steady": []}
+    out["warm_over_steady"] = []
+    async with KernelPool("python3", size=1) as pool:
+        for _ in range(reps):
+            await pool.wait_warm()
+            t0 = time.perf_counter()
+            async with pool.take() as km:
+                t1 = time.perf_counter()
+                async with km.client() as kc:
+                    assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
+                    first = time.perf_counter() - t0
+                    steady = []
+                    for _ in range(WARM_STEADY):
+                        t2 = time.perf_counter()
+                        await kc.execute("1 + 1", timeout=60)
+                        steady.append(time.perf_counter() - t2)
+            out["warm_take"].append(t1 - t0)
+            out["warm_pool"].append(first)
+            out["warm_steady"].append(statistics.median(steady))
+            out["warm_over_steady"].append(first - statistics.median(steady))
     return out
 
 
@@ -901,7 +925,16 @@ def main() -> None:
         help="comma-separated scenarios to run; their rows replace those in the existing "
         "results, the others are kept",
     )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: write results.md and results.svg again from results.json",
+    )
     args = parser.parse_args()
+    if args.render_only:
+        out = Path(args.out)
+        write_outputs(json.loads((out / "results.json").read_text()), out)
+        return
     if args.worker:
         impl, scenario, reps, n = args.worker
         worker(impl, scenario, int(reps), int(n))
@@ -1008,14 +1041,15 @@ def main() -> None:
         if sshd is not None:
             ssh_bench.stop(sshd)
     out = Path(args.out)
+    # Other work on the machine disturbs every number: the page says how much there was.
+    low, high, cores = min(loads), max(loads), os.cpu_count()
+    results["load"] = {"min": low, "max": high, "cores": cores}
     if args.scenarios and (out / "results.json").exists():
         # Some scenarios re-run alone: keep the other rows, and say which rows are newer.
         previous = json.loads((out / "results.json").read_text())
         previous["metrics"].update(results["metrics"])
         previous.setdefault("incomplete", {}).update(results.get("incomplete", {}))
         when = results["machine"]["date"]
-        # Other work on the machine disturbs a separate run: say how much there was.
-        low, high, cores = min(loads), max(loads), os.cpu_count()
         when += f" (load average {low:.1f} to {high:.1f} on {cores} cores)"
         for scenario in args.scenarios.split(","):
             previous.setdefault("reruns", {})[scenario] = when
@@ -1044,90 +1078,343 @@ def fmt(metric: str, value: float, *, unit: bool = True) -> str:
     return f"{text} {name}".strip() if unit else text
 
 
+#: The headline: what a user chooses on, at most 8 rows. Each: its name, our metric,
+#: jupyter_client's (None: the same), the floor's (None: none), and what it means.
+HEADLINE: list[tuple[str, str, str | None, str | None, str]] = [
+    (
+        "start a kernel, to ready",
+        "ipykernel.start_to_ready",
+        None,
+        "ipykernel.floor_start_to_ready",
+        "ipykernel until it answers; floor: Popen and blocking pyzmq, no manager",
+    ),
+    (
+        "first execute of a kernel from a warm pool",
+        "first-execute.warm_pool",
+        "first-execute.cold_start",
+        "first-execute.warm_steady",
+        "take, new client, `1 + 1`; jupyter_client has no pool (its cold start); floor: a "
+        "steady round trip on that kernel",
+    ),
+    (
+        "one execute round trip",
+        "execute.collect",
+        None,
+        "execute.floor_pyzmq",
+        "`print(1)`, reply and idle status; floor: blocking pyzmq, no event loop",
+    ),
+    (
+        "graceful shutdown",
+        "ipykernel.graceful_shutdown",
+        None,
+        "ipykernel.floor_graceful_shutdown",
+        "mostly ipykernel's own time to exit after it answers",
+    ),
+    (
+        "shutdown now",
+        "ipykernel.now_shutdown",
+        None,
+        "bridge.kill_floor",
+        "`shutdown_kernel(now=True)`; floor: SIGKILL until the exit is seen, no manager",
+    ),
+    (
+        "a kernel's death noticed",
+        "kill.kill",
+        None,
+        None,
+        "SIGKILL to `wait()` returning: awaited by us, polled every 100 ms by jupyter_client",
+    ),
+    (
+        "supervising 20 idle kernels",
+        "idle.cpu_s",
+        None,
+        None,
+        "CPU time of the managing process over 10 s",
+    ),
+    (
+        "300 kernels under 1,024 open files",
+        "scale-300.failed",
+        None,
+        None,
+        "failed starts of 300, in one process whose soft limit on open files is 1,024",
+    ),
+]
+
+#: The details, a table per section: its title and the scenarios (row-name prefixes) in it.
+SECTIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("Launching and killing a trivial process", ("floor", "launch", "kill")),
+    ("ipykernel: start, restart, shutdown, and their floors", ("ipykernel",)),
+    ("Executing code", ("execute",)),
+    ("The first execute, and warm pools", ("first-execute", "pool-100")),
+    ("Many kernels, and idle ones", ("many-1", "many-10", "many-50", "idle")),
+    ("300 kernels in one process", ("scale-300",)),
+    ("Transport encryption (CurveZMQ)", ("encryption",)),
+    ("jupyter_client's manager with our provisioner", ("bridge",)),
+    ("Remote kernels over SSH", ("ssh", "ssh-floor", "ssh-ipykernel")),
+]
+
+#: Readable names of rows, by the part after the scenario (``ipykernel.start_to_ready``).
+ROW_NAMES = {
+    "spawn": "spawn, bare `anyio.open_process` (the floor of a launch)",
+    "launch": "launch through a provisioner",
+    "kill": "SIGKILL to the exit noticed",
+    "start_to_ready": "start to ready",
+    "restart_to_ready": "restart to ready",
+    "graceful_shutdown": "graceful shutdown",
+    "now_shutdown": "shutdown now",
+    "floor_start_to_ready": "floor: start to ready, no manager",
+    "floor_graceful_shutdown": "floor: graceful shutdown, no manager",
+    "start_over_floor": "start to ready less its floor (paired)",
+    "graceful_over_floor": "graceful shutdown less its floor (paired)",
+    "wall": "started and stopped together, wall time",
+    "fds": "open descriptors",
+    "rss_mb": "peak resident memory",
+    "cpu_s": "CPU time over 10 s",
+    "switches": "context switches over 10 s",
+    "collect": "round trip, outputs collected (`execute`)",
+    "collect_cpu": "CPU per round trip, collected",
+    "stream": "round trip, outputs streamed (`execute_stream`)",
+    "stream_cpu": "CPU per round trip, streamed",
+    "floor_pyzmq": "floor: blocking pyzmq round trip",
+    "cold_start": "cold: start, client, first execute",
+    "warm_pool": "warm: take, new client, first execute",
+    "warm_take": "warm: the take alone",
+    "warm_steady": "warm: a steady round trip on that kernel",
+    "warm_over_steady": "warm: the first execute less a steady one (paired)",
+    "take": "a take (100 in a row, pool of 4)",
+    "cold_takes": "takes that found no warm kernel",
+    "start": "all started",
+    "stop": "all stopped",
+    "failed": "failed starts",
+    "idle_cpu_s": "CPU while idle, 10 s",
+    "incomplete_runs": "runs that did not complete",
+    "kill_floor": "floor: SIGKILL to the exit seen, no manager",
+    "now": "shutdown now",
+    "graceful": "graceful shutdown",
+    "kill_noticed": "remote SIGKILL to the exit noticed",
+    "start_1st": "start to ready, the 1st kernel",
+    "start_10th": "start to ready, the 10th (shared connection)",
+    "start_mux": "floor: start through a control master",
+    "zmq_1mb_clear": "floor: 1 MB there and back, bare pyzmq, clear",
+    "zmq_1mb_curve": "floor: 1 MB there and back, bare pyzmq, CurveZMQ",
+}
+#: Column headers of the implementations.
+IMPL_NAMES = {
+    "ours-asyncio": "ours, asyncio",
+    "ours-trio": "ours, trio",
+    "jupyter_client": "jupyter_client",
+    BRIDGED: "jupyter_client + kernel-nursery-local",
+}
+
+#: Column headers of the ratios.
+RATIO_NAMES = {
+    "ours-asyncio": "ratio, asyncio",
+    "ours-trio": "ratio, trio",
+    BRIDGED: "ratio, kernel-nursery-local",
+}
+
+
+def row_name(metric: str) -> str:
+    """A row's readable name: ``many-10.wall`` is "10 kernels: started and stopped..."."""
+    scenario, _, key = metric.partition(".")
+    for prefix in ("encryption",):
+        if scenario == prefix:
+            for tag in ("_clear", "_curve"):
+                if key.endswith(tag) and not key.startswith("zmq"):
+                    base = key.removesuffix(tag).replace("_", " ")
+                    return f"{base}, {'in clear' if tag == '_clear' else 'CurveZMQ'}"
+    name = ROW_NAMES.get(key, key.replace("_", " "))
+    if scenario.startswith("many-"):
+        count = scenario.split("-", 1)[1]
+        return f"{count} kernel{'s' if count != '1' else ''}: {name}"
+    if scenario == "idle":
+        return f"20 idle kernels: {name}"
+    if scenario.startswith("ssh-ipykernel"):
+        return f"ipykernel: {name}"
+    if scenario == "ssh" and not name.startswith("start"):
+        return f"minimal kernel: {name}"
+    return name
+
+
+def cell(metric: str, s: dict[str, Any] | None, *, spread: bool = True) -> str:
+    """One implementation's cell: its median (and interquartile range), or why there is none."""
+    if s is None:
+        return "—"
+    if "incomplete" in s:
+        return str(s["incomplete"])
+    if s["n"] > 1 and spread:
+        iqr = f"{fmt(metric, s['q1'], unit=False)} to {fmt(metric, s['q3'], unit=False)}"
+        return f"{fmt(metric, s['median'])} ({iqr})"
+    return fmt(metric, s["median"])
+
+
+def ratio(results: dict[str, Any], metric: str, impl: str, base_metric: str) -> str:
+    """jupyter_client's median over ours (above 1: ours is faster or cheaper), or ""."""
+    metrics = results["metrics"]
+    ours = metrics.get(metric, {}).get(impl, {})
+    base = metrics.get(base_metric, {}).get("jupyter_client", {})
+    if ours.get("median", 0) <= 0 or base.get("median", 0) <= 0:
+        return ""
+    # Where starts failed (scale rows), the failures' times compare with nothing.
+    failed = metrics.get(metric.split(".")[0] + ".failed", {})
+    if any(failed.get(i, {}).get("median", 0) for i in ("jupyter_client", impl)):
+        return ""
+    value = base["median"] / ours["median"]
+    return f"{value:.1f}x" if value < 100 else f"{value:,.0f}x"
+
+
+def floor_median(results: dict[str, Any], metric: str | None) -> float | None:
+    """A floor's median: the median of the medians measured in each worker."""
+    by_impl = results["metrics"].get(metric or "", {})
+    medians = [s["median"] for s in by_impl.values() if "median" in s]
+    return statistics.median(medians) if medians else None
+
+
+def headline(results: dict[str, Any]) -> list[str]:
+    """The headline table: ours against jupyter_client's and the floor, what a user chooses on."""
+    lines = [
+        "| | ours, asyncio | ours, trio | jupyter_client | floor | what it is |",
+        "|---|---|---|---|---|---|",
+    ]
+    metrics = results["metrics"]
+    for name, ours, theirs, floor, meaning in HEADLINE:
+        if ours not in metrics:
+            continue
+        cells = []
+        for impl in IMPLS[:2]:
+            text = cell(ours, metrics[ours].get(impl), spread=False)
+            times = ratio(results, ours, impl, theirs or ours)
+            cells.append(f"{text} (**{times}**)" if times else text)
+        cells.append(
+            cell(ours, metrics.get(theirs or ours, {}).get("jupyter_client"), spread=False)
+        )
+        low = floor_median(results, floor)
+        cells.append(fmt(ours, low) if low is not None else "—")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {meaning} |")
+    return lines
+
+
+def details(results: dict[str, Any]) -> list[str]:
+    """Every row, a table per section; a column with nothing in it is left out."""
+    metrics = results["metrics"]
+    listed = {p for _, prefixes in SECTIONS for p in prefixes}
+    others = tuple(sorted({m.split(".")[0] for m in metrics} - listed))
+    lines: list[str] = []
+    for title, prefixes in [*SECTIONS, ("Other rows", others)]:
+        rows = [m for p in prefixes for m in metrics if m.split(".")[0] == p]
+        if not rows:
+            continue
+        impls = [i for i in IMPLS if any(i in metrics[m] for m in rows)]
+        with_ratio = [
+            i
+            for i in (*IMPLS[:2], BRIDGED)
+            if i in impls and any(ratio(results, m, i, m) for m in rows if not is_floor(m))
+        ]
+        header = [IMPL_NAMES[i] for i in impls] + [RATIO_NAMES[i] for i in with_ratio]
+        lines += ["", f"### {title}", "", "| | " + " | ".join(header) + " |"]
+        lines.append("|---" * (len(header) + 1) + "|")
+        for m in rows:
+            cells = [cell(m, metrics[m].get(i)) for i in impls]
+            cells += [("" if is_floor(m) else ratio(results, m, i, m)) or "—" for i in with_ratio]
+            lines.append(f"| {row_name(m)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def is_floor(metric: str) -> bool:
+    """Floors are measured the same way in each worker: no ratio to draw."""
+    key = metric.split(".")[-1]
+    return key.startswith("floor") or key.endswith("_floor") or key.startswith("zmq_")
+
+
+def when_and_load(results: dict[str, Any]) -> str:
+    """Where the numbers come from: one run and its load, or which scenarios came later."""
+    load = results.get("load")
+    python = ".".join(str(results.get("machine", {}).get("python", "3.11")).split(".")[:2])
+    text = (
+        f"One run of `nox -s bench-{python}`, load average {load['min']:.1f} to "
+        f"{load['max']:.1f} on {load['cores']} cores during it."
+        if load
+        else "The load during the run was not recorded."
+    )
+    reruns = results.get("reruns", {})
+    if reruns:
+        later = "; ".join(f"`{name}` {when}" for name, when in sorted(reruns.items()))
+        text += f" Some rows come from later runs of their scenarios alone: {later}."
+    return text
+
+
 def write_outputs(results: dict[str, Any], out: Path) -> None:
+    """results.json, then results.md (the headline, the plot, the details) and results.svg."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_page(results, out / "results.md")
+    plot(results, out / "results.svg")
+
+
+def write_page(results: dict[str, Any], path: Path) -> None:
     m = results["machine"]
+    negative = any(
+        s.get("median", 0) < 0 for by_impl in results["metrics"].values() for s in by_impl.values()
+    )
     lines = [
         f"Measured {m['date']} on {m['cpu'] or 'an unknown CPU'} ({m['cores']} cores), "
         f"{m['os']}, Python {m['python']}; kernel-nursery {m['kernel-nursery']}, jupyter_client "
         f"{m['jupyter_client']}, ipykernel {m['ipykernel']}, anyio {m['anyio']}, trio "
-        f"{m['trio']}, pyzmq {m['pyzmq']}.",
+        f"{m['trio']}, pyzmq {m['pyzmq']}. {when_and_load(results)}",
         "",
-        "Median (interquartile range); the ratio is jupyter_client's median divided by ours "
-        "(above 1: we are faster or cheaper).",
+        "Medians. In bold, jupyter_client's median divided by ours: above 1, ours is faster or "
+        "cheaper.",
         "",
-        "| metric | ours, asyncio | ours, trio | jupyter_client | jupyter_client with "
-        "kernel-nursery-local | ratio (asyncio) | ratio (trio) | ratio (kernel-nursery-local) |",
-        "|---|---|---|---|---|---|---|---|",
+        *headline(results),
+        "",
+        "![Medians of the headline rows, log scale](results.svg)",
+        "",
+        "## Every row",
+        "",
+        "Median (interquartile range); a ratio is jupyter_client's median divided by ours.",
     ]
-    for scenario, date in sorted(results.get("reruns", {}).items()):
-        lines.insert(1, f"The `{scenario}` rows were measured again on {date}, separately.")
-    # A scenario's rows together, in the order scenarios first appear (rows added by a
-    # separate run come last in the file, but belong with their scenario's others).
-    order: dict[str, int] = {}
-    for metric in results["metrics"]:
-        order.setdefault(metric.split(".")[0], len(order))
-    metrics = sorted(results["metrics"].items(), key=lambda item: order[item[0].split(".")[0]])
-    for metric, by_impl in metrics:
-        cells = []
-        for impl in IMPLS:
-            s = by_impl.get(impl)
-            if s is None:
-                cells.append("—")
-            elif "incomplete" in s:
-                cells.append(s["incomplete"])
-            elif s["n"] > 1:
-                spread = f"{fmt(metric, s['q1'], unit=False)} to {fmt(metric, s['q3'], unit=False)}"
-                cells.append(f"{fmt(metric, s['median'])} ({spread})")
-            else:
-                cells.append(fmt(metric, s["median"]))
-        ratios = []
-        base = by_impl.get("jupyter_client")
-        # Where starts failed (scale rows), the failures' times compare with nothing.
-        failed = results["metrics"].get(metric.split(".")[0] + ".failed", {})
-        for impl in (*IMPLS[:2], BRIDGED):
-            s = by_impl.get(impl)
-            comparable = base and s and base.get("median", 0) > 0 and s.get("median", 0) > 0
-            if any(failed.get(i, {}).get("median", 0) for i in ("jupyter_client", impl)):
-                comparable = False
-            if metric.split(".")[-1].startswith("floor"):
-                comparable = False  # the same floor in each worker: no ratio to draw
-            ratios.append(f"{base['median'] / s['median']:.2f}" if comparable else "—")
-        lines.append(f"| {metric} | " + " | ".join(cells + ratios) + " |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot(results, out / "results.svg")
+    if negative:
+        lines += [
+            "",
+            "A median below zero is a paired difference (each repetition's time less the floor "
+            "or steady time measured right after it, in the same worker) that falls within the "
+            "run's noise: the share it measures is smaller than what the machine varies by.",
+        ]
+    lines += details(results)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+    """The headline rows that are times, as bars: ours on each backend, jupyter_client's, the
+    floor's (log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    timed = [
-        k
-        for k in results["metrics"]
-        if k.split(".")[-1] not in UNITS and not k.endswith("_over_floor")  # may be negative
-    ]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(timed) + 1.5))
-    colours = {
-        "ours-asyncio": "#3b7dd8",
-        "ours-trio": "#2a9d8f",
-        "jupyter_client": "#e76f51",
-        BRIDGED: "#8e6bbf",
+    metrics = results["metrics"]
+    rows = [h for h in HEADLINE if h[1] in metrics and h[1].split(".")[-1] not in UNITS]
+    fig, ax = plt.subplots(figsize=(9, 0.9 * len(rows) + 1.5))
+    bars = {
+        "ours, asyncio": ("#3b7dd8", lambda h: metrics[h[1]].get("ours-asyncio")),
+        "ours, trio": ("#2a9d8f", lambda h: metrics[h[1]].get("ours-trio")),
+        "jupyter_client": (
+            "#e76f51",
+            lambda h: metrics.get(h[2] or h[1], {}).get("jupyter_client"),
+        ),
+        "floor": ("#9a9a9a", lambda h: {"median": floor_median(results, h[3]) or 0}),
     }
-    height = 0.8 / len(IMPLS)
-    for i, impl in enumerate(IMPLS):
-        ys = [j + (i - 1.5) * height for j in range(len(timed))]
-        xs = [results["metrics"][k].get(impl, {}).get("median", 0) * 1000 for k in timed]
-        ax.barh(ys, xs, height=height, label=impl, color=colours[impl])
-    ax.set_yticks(range(len(timed)), timed)
+    height = 0.8 / len(bars)
+    for i, (label, (colour, pick)) in enumerate(bars.items()):
+        ys = [j + (i - (len(bars) - 1) / 2) * height for j in range(len(rows))]
+        xs = [((pick(h) or {}).get("median") or 0) * 1000 for h in rows]
+        ax.barh(ys, xs, height=height, label=label, color=colour)
+    ax.set_yticks(range(len(rows)), [h[0] for h in rows])
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds (median, log scale; shorter is better)")
-    ax.legend(loc="upper right")
-    ax.set_title("kernel-nursery and jupyter_client, one run, one machine")
+    ax.legend(loc="lower right")
+    ax.set_title("kernel-nursery and jupyter_client, one machine")
     fig.tight_layout()
     fig.savefig(path)
 

@@ -40,6 +40,12 @@ def run_python(code: str) -> str:
     return result.stdout
 
 
+@pytest.mark.parametrize("name", ["first_trio.py", "first_asyncio.py"])
+def test_first_examples(name: str) -> None:
+    """The index page's first examples print what the kernel printed."""
+    assert "42" in run_python((EXAMPLES / name).read_text()).splitlines()
+
+
 @pytest.mark.parametrize("name", ["launch_trio.py", "launch_asyncio.py"])
 def test_launch_examples(name: str) -> None:
     """Each launch example starts a kernel, sees it running and stops it."""
@@ -58,9 +64,10 @@ def test_readme_examples(index: int) -> None:
 
 @pytest.mark.parametrize("name", ["manager_trio.py", "manager_asyncio.py"])
 def test_manager_examples(name: str) -> None:
-    """The manager examples run code in a kernel and restart it."""
+    """The manager examples run code in a kernel, interrupt it, and restart it."""
     out = run_python((EXAMPLES / name).read_text())
     assert re.search(r"kernel says its pid is \d+", out)
+    assert "interrupted: KeyboardInterrupt" in out
     assert "restarted, alive: True" in out
 
 

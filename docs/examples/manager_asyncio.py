@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import kernel_nursery
+from kernel_nursery import ExecuteResult
+from kernel_nursery.messaging import StreamOutput
 
 
 async def main() -> None:
@@ -12,6 +14,14 @@ async def main() -> None:
         async with km.client() as kc:
             result = await kc.execute("import os; print(os.getpid())", timeout=30)
             print("kernel says its pid is", result.stdout.strip())
+            # Code that would run for a minute: interrupt it once it has started.
+            code = "import time; print('sleeping', flush=True); time.sleep(60)"
+            async with kc.execute_stream(code, timeout=30) as outputs:
+                async for out in outputs:
+                    if isinstance(out, StreamOutput):
+                        await km.interrupt_kernel()  # SIGINT, or interrupt_request, per spec
+                    elif isinstance(out, ExecuteResult) and out.error:
+                        print("interrupted:", out.error.ename)  # KeyboardInterrupt
         await km.restart_kernel()
         print("restarted, alive:", await km.is_alive())
 

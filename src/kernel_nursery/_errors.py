@@ -14,6 +14,7 @@ ones here (:class:`LaunchError`, :class:`ProvisionerError`).
 
 from __future__ import annotations
 
+import difflib
 import os
 
 __all__ = [
@@ -84,17 +85,29 @@ class NoSuchKernelSpecError(KernelNurseryError, LookupError):
         available: The names that do exist, sorted, so the message can list them.
 
     When a kernel.json exists but cannot be used (its provisioner is not installed), *reason*
-    says so in the message.
+    says so in the message. The message ends with the next step: *hint* when given (what
+    provides the kernel), else the closest available name (``did you mean 'python3'?``).
 
     ``NoSuchKernelError``, its name before the first release, is a deprecated alias.
     """
 
-    def __init__(self, name: str, available: list[str], *, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        available: list[str],
+        *,
+        reason: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         self.name = name
         self.available = sorted(available)
         choices = ", ".join(self.available) if self.available else "none are installed"
         why = f": {reason}" if reason else ""
-        super().__init__(f"no kernel named {name!r}{why} (available: {choices})")
+        if hint is None and not reason:
+            close = difflib.get_close_matches(name.lower(), self.available, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else None
+        after = f"; {hint}" if hint else ""
+        super().__init__(f"no kernel named {name!r}{why} (available: {choices}){after}")
 
     def __str__(self) -> str:
         # LookupError (via KeyError semantics in some callers) would repr() the message.

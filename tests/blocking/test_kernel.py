@@ -10,11 +10,19 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from kernel_nursery import KernelStateError, KernelTimeoutError, NoSuchKernelSpecError
+from kernel_nursery import (
+    KernelReplyError,
+    KernelStateError,
+    KernelTimeoutError,
+    NoSuchKernelSpecError,
+)
 from kernel_nursery.blocking import start_kernel
+
+from ..helpers.kernels import SpecFactory
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,6 +93,57 @@ def test_an_error_in_the_block_shuts_the_kernel_down() -> None:
     assert pid is not None and pid_gone(pid)
     with pytest.raises(NoSuchKernelSpecError), start_kernel("no-such-kernel"):
         pass
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ready_timeout_bounds_the_start(backend: str, fake_spec: SpecFactory) -> None:
+    """ready_timeout is the start's: a kernel slower to answer fails the start with
+    KernelTimeoutError (it was ignored, and the block began once the kernel answered)."""
+    began = time.monotonic()
+    with (
+        pytest.raises(KernelTimeoutError, match="1 s"),
+        start_kernel(
+            kernel_spec=fake_spec("--slow-start", "60"), backend=backend, ready_timeout=1.0
+        ),
+    ):
+        pytest.fail("the block began")
+    # Generous: the bound is the timeout plus a start and a stop on a loaded machine.
+    assert time.monotonic() - began < 30
+
+
+# Leaves a file behind when the kernel exits normally, which a SIGTERM does not let it do.
+ATEXIT_CODE = "import atexit, pathlib; atexit.register(pathlib.Path({!r}).touch)"
+
+
+@pytest.mark.parametrize("now", [False, True])
+def test_an_error_in_the_block_shuts_down_politely_unless_told(now: bool, tmp_path: Path) -> None:
+    """After an exception in the block the kernel is asked to shut down (it exits normally,
+    as from the async face), or with shutdown_now_on_error stopped by signal at once."""
+    marker = tmp_path / "exited-normally"
+    with pytest.raises(KeyError, match="mine"):  # noqa: PT012 (the block is the subject)
+        with start_kernel("python3", shutdown_now_on_error=now) as kernel:
+            kernel.execute(ATEXIT_CODE.format(str(marker)), timeout=30)
+            pid = kernel.manager.pid
+            raise KeyError("mine")
+    assert pid is not None and pid_gone(pid)
+    assert marker.exists() is not now
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_error_replies_are_returned_or_raised_on_request(
+    backend: str, fake_spec: SpecFactory
+) -> None:
+    """Requests return an error reply as it is, and raise KernelReplyError with
+    raise_on_error, as the async client's do."""
+    with start_kernel(kernel_spec=fake_spec("--error-replies"), backend=backend) as kernel:
+        assert kernel.complete("x", timeout=30).status == "error"
+        assert kernel.kernel_info(timeout=30, raise_on_error=True).status == "ok"
+        with pytest.raises(KernelReplyError, match=r"complete_reply .*ValueError: asked"):
+            kernel.complete("x", timeout=30, raise_on_error=True)
+        with pytest.raises(KernelReplyError, match="inspect_reply"):
+            kernel.inspect("x", timeout=30, raise_on_error=True)
+        with pytest.raises(KernelReplyError, match="is_complete_reply"):
+            kernel.is_complete("x", timeout=30, raise_on_error=True)
 
 
 INTERRUPTED_SCRIPT = """

@@ -3,6 +3,7 @@ line and exit 2, the version, help that leads with usage, the one configuration 
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,16 +21,39 @@ pytestmark = pytest.mark.timeout(120)
     ("args", "message"),
     [
         (["--KernelManager.shutdown_wait_time=abc", "run", "1"], "options go after the subcommand"),
-        (["run", "--KernelManager.shutdown_wait_time=abc", "1"], "expected a float, not the str"),
-        (["run", "--backend", "curio", "1"], "expected any of ['asyncio', 'trio']"),
+        (
+            ["run", "--KernelManager.shutdown_wait_time=abc", "1"],
+            "KernelManager.shutdown_wait_time must be a float (got 'abc')",
+        ),
+        (
+            ["run", "--backend", "curio", "1"],
+            "--backend must be one of asyncio, trio (got 'curio')",
+        ),
+        (["start", "--backend=curio"], "--backend must be one of asyncio, trio (got 'curio')"),
+        (
+            ["run", "--KernelManager.transport=udp", "1"],
+            "--KernelManager.transport must be one of tcp, ipc (got 'udp')",
+        ),
+        (
+            ["run", "--LocalProvisioner.transport_encryption", "maybe", "1"],
+            "--LocalProvisioner.transport_encryption must be one of ",
+        ),
         (["bogus"], "unknown subcommand 'bogus'; the subcommands are run, start, specs"),
         (["--backend", "trio", "run", "1"], "options go after the subcommand: kernel-nursery run"),
         ([], "which subcommand? run, start"),
         (["run", "--bogus", "1"], "unknown option --bogus (see kernel-nursery run --help)"),
         (["run", "--Bogus.x=1", "1"], "no class 'Bogus' to configure"),
         (["run", "1", "-f"], "option -f needs a value"),
-        (["run"], "usage: kernel-nursery run [KERNEL] CODE"),
-        (["run", "python3"], "no code to run: kernel-nursery run python3 CODE"),
+        (["run"], "no code to run; usage: kernel-nursery run [KERNEL] CODE   or   "),
+        (
+            ["run", "python3"],
+            "no code to run in kernel 'python3'; usage: kernel-nursery run [KERNEL] CODE   or   "
+            "kernel-nursery run [KERNEL] -f FILE",
+        ),
+        (["run", "pyton3", "1"], "no kernel named 'pyton3' (available: "),
+        (["run", "pyton3", "1"], "; did you mean 'python3'?"),
+        (["specs", "show", "Pyton3"], "; did you mean 'python3'?"),
+        (["specs", "remove", "pyton3"], "; did you mean 'python3'?"),
         (["run", "nope", "1"], "no kernel named 'nope' (available: "),
         (["run", "-f", "/no/such/file.py"], "cannot read /no/such/file.py"),
         (["run", "python3", "1", "-f", "x.py"], "with -f FILE, give at most a kernel name"),
@@ -51,6 +75,48 @@ def test_user_errors_are_one_line(args: list[str], message: str) -> None:
     assert message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert out.stdout == ""
+
+
+def _without_ipykernel(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command, in a Python where ``import ipykernel`` fails (as where it is not
+    installed: ``None`` in ``sys.modules`` is what importlib reports as absent)."""
+    code = (
+        "import sys; sys.modules['ipykernel'] = None; from kernel_nursery.cli import main; main()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_no_python3_without_ipykernel_says_what_provides_it(kernels: Path) -> None:
+    """With no python3 kernel in the kernel-spec path and no ipykernel, asking for python3
+    names the package that provides it, on one line."""
+    write_kernel(kernels, "fake", {"argv": [sys.executable, FAKE_KERNEL, "{connection_file}"]})
+    out = _without_ipykernel("run", f"--KernelSpecManager.kernel_dirs={kernels}", "python3", "1")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == (
+        "kernel-nursery: no kernel named 'python3' (available: fake); "
+        "ipykernel provides it: pip install ipykernel\n"
+    )
+    assert out.stdout == ""
+
+
+def test_no_python3_with_ipykernel_not_offered_says_how_to_register_it(kernels: Path) -> None:
+    """With ipykernel installed but its own spec not offered (ensure_native_kernel off) and
+    no python3 kernel.json, the error gives the command that registers it."""
+    write_kernel(kernels, "fake", {"argv": [sys.executable, FAKE_KERNEL, "{connection_file}"]})
+    only = f"--KernelSpecManager.kernel_dirs={kernels}"  # not the environment's python3
+    out = cli("run", only, "--KernelSpecManager.ensure_native_kernel=False", "python3", "1")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == (
+        "kernel-nursery: no kernel named 'python3' (available: fake); "
+        f"ipykernel provides it: {sys.executable} -m ipykernel install --user\n"
+    )
 
 
 def test_version() -> None:

@@ -47,6 +47,8 @@ async def test_start_serves_until_stopped(
     assert status == 128 + signum, err
     assert "BANNER-OUT" in err and "BANNER-ERR" in err
     assert f"Received {signum.name}; shutting the kernel down." in err
+    # The next step, with what the set-up installs (jupyter console may not be there).
+    assert f"kernel-nursery run --existing {connection_file} CODE" in err
     assert not is_running(kernel_pid)
     assert not connection_file.exists()
 

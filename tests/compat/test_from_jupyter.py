@@ -22,6 +22,8 @@ from kernel_nursery.compat import CANCEL_WAIT, JupyterProvisioner
 from kernel_nursery.provisioning import KernelProvisionerFactory, _guardian
 
 from ..conftest import FAKE_KERNEL
+from ..helpers.kernels import start_and_stop
+from ..helpers.loop_watch import watch_loop
 from ..helpers.procs import (
     is_running,
     killed_manager_leaves_nothing,
@@ -464,3 +466,16 @@ async def test_the_private_loop_closes_once_twice_at_once_or_cancelled(anyio_bac
         scope.cancel()
         await cancelled.aclose()
     assert not cancelled._thread.is_alive()
+
+
+async def test_start_and_shutdown_never_block_the_event_loop(
+    anyio_backend: str, fresh_guardian: None
+) -> None:
+    """Through the bridge, a start (the process's first, which spawns the guardian) and a
+    shutdown run no spawn nor file work of ours on the event loop's thread (what
+    jupyter_client's provisioner does there under asyncio is its own), and never pause it long
+    (tests/helpers/loop_watch.py)."""
+    async with watch_loop() as watch:
+        await start_and_stop(spec_for([sys.executable, FAKE_KERNEL, "{connection_file}"]))
+    assert _guardian.guardian_pid() is not None  # the start spawned it
+    watch.check()

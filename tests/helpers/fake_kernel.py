@@ -16,6 +16,8 @@ It binds the five sockets from the connection file (tcp or ipc), answers kernel_
 --grandchild        start a child process that sleeps for an hour (in the kernel's group)
 --slow-start S      wait S seconds before binding its sockets (a kernel slow to get ready)
 --stay-busy         publish busy, never idle, around its replies (a kernel forever at work)
+--error-replies     answer every shell request but kernel_info_request with an error reply
+                    of its type (ename ValueError)
 --curve             bind as a CurveZMQ server when the connection file has Curve keys
                     (without it the keys are ignored: a kernel that cannot encrypt)
 
@@ -162,6 +164,16 @@ def main(argv: list[str]) -> int:
         if shell in ready:
             request = session.parse(shell.recv_multipart())
             if request is None:
+                continue
+            request_type = request["header"]["msg_type"]
+            if "--error-replies" in args and request_type != "kernel_info_request":
+                error = {
+                    "status": "error",
+                    "ename": "ValueError",
+                    "evalue": "asked",
+                    "traceback": [],
+                }
+                reply(shell, request, request_type.replace("_request", "_reply"), error)
                 continue
             info_reply = {
                 "status": "ok",

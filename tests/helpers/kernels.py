@@ -43,6 +43,13 @@ async def running_kernel(
         yield provisioner, info
 
 
+async def start_and_stop(spec: KernelSpec, **settings: Any) -> None:
+    """Start a kernel of *spec* under a :class:`KernelManager` (given *settings*), wait until
+    it is ready, and shut it down."""
+    async with KernelManager(kernel_spec=spec, **settings) as km:
+        await km.start_kernel()
+
+
 async def pid_of(km: KernelManager) -> int:
     """The pid of the kernel process *km* runs now."""
     pid = getattr(km.provisioner, "pid", None)

@@ -91,15 +91,39 @@ def test_unknown_kernel_lists_the_known_ones(tmp_path: Path) -> None:
     assert isinstance(info.value, LookupError)
 
 
+def test_unknown_kernel_suggests_the_closest(tmp_path: Path) -> None:
+    """A near miss ends the message with the closest name; a far one with nothing more."""
+    write_kernel(tmp_path, "python3", spec("p"))
+    write_kernel(tmp_path, "ir", spec("r"))
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)], ensure_native_kernel=False)
+    with pytest.raises(NoSuchKernelSpecError) as info:
+        ksm.get_kernel_spec("Pyton3")
+    assert str(info.value) == (
+        "no kernel named 'Pyton3' (available: ir, python3); did you mean 'python3'?"
+    )
+    with pytest.raises(NoSuchKernelSpecError) as info:
+        ksm.get_kernel_spec("julia-1.10")
+    assert str(info.value) == "no kernel named 'julia-1.10' (available: ir, python3)"
+
+
+def test_missing_python3_names_ipykernel(tmp_path: Path) -> None:
+    """No python3 kernel (ipykernel's own spec not offered): the message says that ipykernel
+    provides it, and how to register it."""
+    write_kernel(tmp_path, "ir", spec("r"))
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)], ensure_native_kernel=False)
+    with pytest.raises(NoSuchKernelSpecError, match=r"; ipykernel provides it: .* install --user$"):
+        ksm.get_kernel_spec("python3")
+
+
 def test_allowed_kernelspecs(tmp_path: Path) -> None:
-    """allowed_kernelspecs hides the others."""
+    """allowed_kernelspecs hides the others, and the error says why one is missing."""
     write_kernel(tmp_path, "alpha", spec("a"))
     write_kernel(tmp_path, "beta", spec("b"))
     ksm = KernelSpecManager(
         kernel_dirs=[str(tmp_path)], ensure_native_kernel=False, allowed_kernelspecs={"beta"}
     )
     assert list(ksm.find_kernel_specs()) == ["beta"]
-    with pytest.raises(NoSuchKernelSpecError):
+    with pytest.raises(NoSuchKernelSpecError, match=r"KernelSpecManager\.allowed_kernelspecs"):
         ksm.get_kernel_spec("alpha")
 
 

@@ -24,12 +24,14 @@ from kernel_nursery import (
     KernelTimeoutError,
     LocalProvisioner,
     Message,
+    start_kernel,
 )
 from kernel_nursery.connection import (
     ConnectionInfo,
     new_connection_info,
     release_connection_info,
 )
+from kernel_nursery.messaging import _client as client_module
 from kernel_nursery.wire import AsyncSocket, Session
 
 from ..helpers.kernels import SpecFactory, running_kernel
@@ -797,6 +799,86 @@ async def test_a_new_client_is_welcomed_on_iopub_before_any_request() -> None:
                         welcome = await seen_by_first.receive()
                 result = await second.execute("print('hi')", timeout=30)
                 assert result.stdout == "hi\n"
+
+
+async def _scripted_first_execute(*, greet: bool) -> tuple[list[str], Any]:
+    """A client expecting iopub_welcome runs print('hi') against a scripted kernel that
+    greets its subscription (or not): the requests the kernel got, in order, and the result."""
+    info = new_connection_info()
+    try:
+        kernel = Session(key=info["key"])
+        got: list[str] = []
+        results: list[Any] = []
+        async with (
+            fake_kernel_sockets(info) as (shell, iopub),
+            KernelClient(info, expect_welcome=True) as kc,
+        ):
+
+            async def send(sock: AsyncSocket, msg_type: str, content: Any, parent: Any) -> None:
+                msg = kernel.new_message(msg_type, content, parent=parent)
+                msg.identities = parent.identities if sock is shell else []
+                await sock.send_multipart(kernel.serialize(msg))
+
+            async def run() -> None:
+                results.append(await kc.execute("print('hi')"))
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(run)
+                    assert await iopub.recv_multipart() == [b"\x01"]  # subscribed to everything
+                    if greet:
+                        welcome = kernel.new_message("iopub_welcome", {"subscription": ""})
+                        await iopub.send_multipart(kernel.serialize(welcome))
+                    while True:
+                        request = kernel.deserialize(await shell.recv_multipart())
+                        got.append(request.msg_type)
+                        await send(iopub, "status", {"execution_state": "busy"}, request)
+                        if request.msg_type == "execute_request":
+                            break
+                        await send(iopub, "status", {"execution_state": "idle"}, request)
+                        await send(shell, "kernel_info_reply", {}, request)
+                    await send(iopub, "stream", {"name": "stdout", "text": "hi\n"}, request)
+                    await send(iopub, "status", {"execution_state": "idle"}, request)
+                    await send(shell, "execute_reply", {"status": "ok"}, request)
+        return got, results[0]
+    finally:
+        release_connection_info(info)
+
+
+async def test_an_expected_welcome_spares_the_first_execute_a_kernel_info() -> None:
+    """With expect_welcome, the kernel's greeting on iopub is what the first execute waits
+    for: its execute_request is the first request the kernel gets, and no output is lost."""
+    got, result = await _scripted_first_execute(greet=True)
+    assert got == ["execute_request"]
+    assert result.stdout == "hi\n"
+
+
+async def test_an_expected_welcome_that_never_comes_falls_back_to_kernel_info(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel that does not greet, though expected to: after the bounded wait the first
+    execute asks kernel_info as without expect_welcome, and still gets all its outputs."""
+    monkeypatch.setattr(client_module, "_WELCOME_WAIT", 0.2)
+    got, result = await _scripted_first_execute(greet=False)
+    assert got[0] == "kernel_info_request" and got[-1] == "execute_request"
+    assert result.stdout == "hi\n"
+
+
+@pytest.mark.skipif(
+    int(version("ipykernel").split(".")[0]) < 7, reason="ipykernel < 7 sends no iopub_welcome"
+)
+async def test_a_managers_client_of_a_greeting_kernel_expects_the_welcome() -> None:
+    """A kernel manager's new client knows that ipykernel greets subscriptions (its own client
+    was greeted): its first execute waits for the greeting alone, with every output."""
+    async with start_kernel("python3") as km, km.client() as kc:
+        assert kc._expect_welcome
+
+        async def no_kernel_info(timeout: float | None = None) -> Any:  # noqa: ASYNC109
+            raise AssertionError("the first execute asked kernel_info")
+
+        kc.wait_for_ready = no_kernel_info  # type: ignore[method-assign]
+        result = await kc.execute("print('hi'); 6 * 7", timeout=60)
+        assert result.stdout == "hi\n" and result.results == [{"text/plain": "42"}]
 
 
 async def test_close_iopub_stops_iopub_and_keeps_the_rest() -> None:

@@ -77,3 +77,19 @@ def test_execute_result_types_its_outputs() -> None:
     result = ExecuteResult(reply=reply, outputs=[printed])
     assert result.typed_outputs == [StreamOutput(name="stdout", text="hi\n", message=printed)]
     assert result.stdout == "hi\n" and result.execution_count == 1
+
+
+def test_a_results_error_has_the_shape_of_the_streamed_error() -> None:
+    """ExecuteResult.error is an ErrorOutput read from the reply (.ename...), which still
+    reads as the mapping it used to be (["ename"], dict(), .get); None when the code ran."""
+    content = {"status": "error", "ename": "E", "evalue": "v", "traceback": ["a"]}
+    error = ExecuteResult(reply=SESSION.new_message("execute_reply", content)).error
+    assert isinstance(error, ErrorOutput)
+    assert (error.ename, error.evalue, error.traceback) == ("E", "v", ["a"])
+    assert error["ename"] == "E" and error.get("evalue") == "v" and "traceback" in error
+    assert dict(error) == {"ename": "E", "evalue": "v", "traceback": ["a"]}
+    with pytest.raises(KeyError):
+        error["message"]
+    streamed = out("error", {"ename": "E", "evalue": "v", "traceback": ["a"]})
+    assert dict(streamed) == dict(error)
+    assert ExecuteResult(reply=SESSION.new_message("execute_reply", {"status": "ok"})).error is None

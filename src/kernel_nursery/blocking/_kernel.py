@@ -41,7 +41,9 @@ class BlockingKernel:
     matching coroutine of :class:`~kernel_nursery.KernelManager` or
     :class:`~kernel_nursery.KernelClient` on the block's event loop (in its own thread) and
     waits for it. If the wait is interrupted (``KeyboardInterrupt``, or any exception raised
-    in the waiting thread), the coroutine is cancelled before the exception propagates.
+    in the waiting thread), the coroutine is cancelled before the exception propagates. The
+    requests take the async client's options: an error reply is returned as it is unless
+    ``raise_on_error=True`` asks for :class:`~kernel_nursery.KernelReplyError`.
 
     Use it from any thread (each call is its own task), but not from the event loop's own
     (an ``output_hook``, say) and not after the block: both raise
@@ -142,15 +144,24 @@ class BlockingKernel:
             raise
         return _wait(future)
 
-    def kernel_info(self, *, timeout: float | None = None) -> Reply[KernelInfoReply]:
+    def kernel_info(
+        self, *, timeout: float | None = None, raise_on_error: bool = False
+    ) -> Reply[KernelInfoReply]:
         """The kernel's ``kernel_info_reply`` (:meth:`KernelClient.kernel_info`)."""
-        return self._call(self.client.kernel_info, timeout=timeout)
+        return self._call(self.client.kernel_info, timeout=timeout, raise_on_error=raise_on_error)
 
     def complete(
-        self, code: str, cursor_pos: int | None = None, *, timeout: float | None = None
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        *,
+        timeout: float | None = None,
+        raise_on_error: bool = False,
     ) -> Reply[CompleteReply]:
         """Completions at *cursor_pos* (:meth:`KernelClient.complete`)."""
-        return self._call(self.client.complete, code, cursor_pos, timeout=timeout)
+        return self._call(
+            self.client.complete, code, cursor_pos, timeout=timeout, raise_on_error=raise_on_error
+        )
 
     def inspect(
         self,
@@ -159,13 +170,25 @@ class BlockingKernel:
         detail_level: int = 0,
         *,
         timeout: float | None = None,
+        raise_on_error: bool = False,
     ) -> Reply[InspectReply]:
         """Help on the object at *cursor_pos* (:meth:`KernelClient.inspect`)."""
-        return self._call(self.client.inspect, code, cursor_pos, detail_level, timeout=timeout)
+        return self._call(
+            self.client.inspect,
+            code,
+            cursor_pos,
+            detail_level,
+            timeout=timeout,
+            raise_on_error=raise_on_error,
+        )
 
-    def is_complete(self, code: str, *, timeout: float | None = None) -> Reply[IsCompleteReply]:
+    def is_complete(
+        self, code: str, *, timeout: float | None = None, raise_on_error: bool = False
+    ) -> Reply[IsCompleteReply]:
         """Whether *code* is complete (:meth:`KernelClient.is_complete`)."""
-        return self._call(self.client.is_complete, code, timeout=timeout)
+        return self._call(
+            self.client.is_complete, code, timeout=timeout, raise_on_error=raise_on_error
+        )
 
     # ------------------------------------------------------------ the kernel's life
 
@@ -229,17 +252,17 @@ def _wait_uninterrupted(future: Future[T]) -> T:
 async def _hold(
     kernel_name: str,
     kwargs: dict[str, Any],
-    ready_timeout: float | None,
     *,
     task_status: anyio.abc.TaskStatus[tuple[KernelManager, KernelClient, _Release]],
 ) -> None:
     """Start the kernel and a ready client; hold them until released, then shut down.
 
-    Cancelled (the portal stopping after an interrupted start), the manager's exit still shuts
-    the kernel down, shielded and bounded.
+    The client's own wait for readiness has the manager's ``ready_timeout`` too (the kernel
+    has answered the manager by then: it is quick). Cancelled (the portal stopping after an
+    interrupted start), the manager's exit still shuts the kernel down, shielded and bounded.
     """
     async with _async_start_kernel(kernel_name, **kwargs) as km, km.client() as kc:
-        await kc.wait_for_ready(timeout=ready_timeout)
+        await kc.wait_for_ready(timeout=km.ready_timeout)
         release = _Release()
         task_status.started((km, kc, release))
         await release.event.wait()
@@ -247,7 +270,8 @@ async def _hold(
 
 
 class _Release:
-    """Set when the block ends; *now* when it ended by an exception."""
+    """Set when the block ends; *now* when the kernel is to be stopped without a shutdown
+    request (the block ended by an exception, and the caller asked for that)."""
 
     def __init__(self) -> None:
         self.event = anyio.Event()
@@ -297,7 +321,8 @@ def start_kernel(
     *,
     backend: Literal["asyncio", "trio"] = "asyncio",
     backend_options: dict[str, Any] | None = None,
-    ready_timeout: float | None = 60.0,
+    ready_timeout: float | None = None,
+    shutdown_now_on_error: bool = False,
     **kwargs: Any,
 ) -> Iterator[BlockingKernel]:
     """Start a kernel for synchronous code; shut it down and stop everything when the block
@@ -311,29 +336,30 @@ def start_kernel(
             print(kernel.execute("6 * 7").results)
 
     The async API runs on an event loop of *backend* in a thread of its own (anyio's blocking
-    portal), so this works in plain scripts and equally from code that is itself running inside
-    an event loop (a notebook cell, an asyncio application calling synchronous code), where
-    starting another loop in the same thread fails with "This event loop is already running".
-    Keywords are those of :func:`kernel_nursery.start_kernel` (manager settings and launch
-    options).
+    portal), which works from plain scripts and from code already running inside an event
+    loop (a notebook cell). Keywords are those of :func:`kernel_nursery.start_kernel`
+    (manager settings and launch options). *ready_timeout* is the manager's
+    :attr:`~kernel_nursery.KernelManager.ready_timeout` (its default when ``None``): the
+    seconds the kernel gets to answer, at the start and at each restart.
 
     However the block ends, the kernel is shut down and the thread is stopped before the
-    block's exception (if any) propagates: politely when the block ends normally (a shutdown
-    request, then the manager's bounded escalation), at once (SIGTERM, then SIGKILL) when it
-    ends by an exception or ``KeyboardInterrupt``, since the kernel may be busy with code
-    nobody waits for any more. A second ``KeyboardInterrupt`` during that bounded shutdown is
-    held until it is done, then raised. Interrupted while starting, the start is
-    cancelled, and what it had started is stopped likewise.
+    block's exception (if any) propagates, politely (a shutdown request, then the manager's
+    bounded escalation) as by the async face; after an exception (``KeyboardInterrupt``
+    included) at once (SIGTERM, then SIGKILL) if *shutdown_now_on_error*. A second
+    ``KeyboardInterrupt`` during that bounded shutdown is held until it is done, then raised.
+    Interrupted while starting, the start is cancelled, and what it had started is stopped.
 
     Raises:
         NoSuchKernelSpecError, LaunchError, KernelTimeoutError...: as the async
-            :func:`kernel_nursery.start_kernel` and ``wait_for_ready``.
+            :func:`kernel_nursery.start_kernel`.
 
     .. versionadded:: 0.1
     """
+    if ready_timeout is not None:
+        kwargs["ready_timeout"] = ready_timeout
     with _portal(backend, backend_options) as portal:
-        held, (km, kc, release) = portal.start_task(_hold, kernel_name, kwargs, ready_timeout)
-        now = True
+        held, (km, kc, release) = portal.start_task(_hold, kernel_name, kwargs)
+        now = shutdown_now_on_error
         try:
             yield BlockingKernel(portal, km, kc)
             now = False

@@ -4,6 +4,7 @@ help that leads with usage, and errors a user can fix as one line and exit statu
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Generator
@@ -12,7 +13,7 @@ from typing import Any, ClassVar, NoReturn
 
 import anyio
 from jupyter_core.application import JupyterApp, base_aliases, base_flags
-from traitlets import Enum, TraitError, Unicode
+from traitlets import CaselessStrEnum, Enum, HasTraits, TraitError, TraitType, Unicode
 from traitlets.config import Application
 from traitlets.config.loader import ConfigFileNotFound
 
@@ -147,6 +148,9 @@ class KernelNurseryCommand(JupyterApp):
             key = arg.lstrip("-").split("=", 1)[0]
             if key in takes_value and "=" not in arg and i + 1 == len(argv):
                 raise UsageError(f"option {arg} needs a value (see {self._help_hint()})")
+            if "=" in arg or i + 1 < len(argv):
+                value = arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
+                self._check_choice(arg.split("=", 1)[0], key, value)
             if "." in key:
                 if key.split(".", 1)[0] not in classes:
                     raise UsageError(
@@ -155,6 +159,34 @@ class KernelNurseryCommand(JupyterApp):
                     )
             elif key not in known:
                 raise UsageError(f"unknown option {arg.split('=', 1)[0]} (see {self._help_hint()})")
+
+    def _check_choice(self, option: str, key: str, value: str) -> None:
+        """Refuse a value that an option with choices (an Enum trait) does not take, in our
+        words rather than traitlets' ("The 'backend' trait of a RunApp instance...")."""
+        trait = self._option_trait(key)
+        if not isinstance(trait, Enum) or trait.values is None:
+            return
+        choices = [str(c) for c in trait.values]
+        given = value.strip("'\"")
+        if given in choices:
+            return
+        if isinstance(trait, CaselessStrEnum) and given.lower() in [c.lower() for c in choices]:
+            return
+        raise UsageError(f"{option} must be one of {', '.join(choices)} (got {given!r})")
+
+    def _option_trait(self, key: str) -> TraitType[Any, Any] | None:
+        """The trait that option *key* sets (an alias, or ``Class.trait``), if any."""
+        target = self.aliases.get(key, key)
+        if isinstance(target, tuple):
+            target = target[0]
+        if not isinstance(target, str) or "." not in target:
+            return None
+        class_name, trait_name = target.rsplit(".", 1)
+        for cls in (*self._classes_inc_parents(), *type(self).__mro__):
+            if cls.__name__ == class_name and issubclass(cls, HasTraits):
+                trait: TraitType[Any, Any] | None = cls.class_traits().get(trait_name)
+                return trait
+        return None
 
     def _help_hint(self) -> str:
         return " ".join(["kernel-nursery", *self.name.split("-")[2:], "--help"])
@@ -260,8 +292,20 @@ def _is_number(arg: str) -> bool:
     return True
 
 
+#: traitlets' wording of a bad value: "The 'x' trait of a C instance expected E, not the T V."
+_TRAIT_ERROR = re.compile(
+    r"^The '(?P<trait>\w+)' trait of an? (?P<cls>\w+) instance expected (?P<expected>.+?), "
+    r"not the \w+ (?P<value>.+?)\.?$"
+)
+
+
 def _one_line(exc: BaseException) -> str:
+    """*exc*'s message on one line; traitlets' wording of a bad value said as ours."""
     text = " ".join(str(exc).split())
+    match = _TRAIT_ERROR.match(text)
+    if match:
+        expected = match["expected"].removeprefix("any of ")
+        return f"{match['cls']}.{match['trait']} must be {expected} (got {match['value']})"
     return text or type(exc).__name__
 
 

@@ -32,6 +32,12 @@ from ._output import (
 
 __all__ = ["RunApp", "announce_stop"]
 
+#: The usage, on one line, for errors that say what is missing.
+_USAGE_LINE = (
+    "usage: kernel-nursery run [KERNEL] CODE   or   kernel-nursery run [KERNEL] -f FILE "
+    "(kernel-nursery run --help for more)"
+)
+
 
 class RunApp(KernelNurseryCommand):
     """kernel-nursery run [KERNEL] CODE | -f FILE...: run code in a kernel."""
@@ -108,16 +114,9 @@ kernel-nursery run --backend trio --kernel-output kernel.log python3 "print(1)"
             return args[0], [("the code", args[1])]
         if len(args) == 1:
             if args[0].lower() in KernelSpecManager(parent=self).find_kernel_specs():
-                self.fail(
-                    f"no code to run: kernel-nursery run {args[0]} CODE "
-                    f"(or -f FILE); run '{args[0]}' as code with: kernel-nursery run "
-                    f"python3 {args[0]}"
-                )
+                self.fail(f"no code to run in kernel {args[0]!r}; {_USAGE_LINE}")
             return "python3", [("the code", args[0])]
-        self.fail(
-            "usage: kernel-nursery run [KERNEL] CODE   or   run [KERNEL] -f FILE "
-            "(kernel-nursery run --help for more)"
-        )
+        self.fail(f"no code to run; {_USAGE_LINE}")
 
     def _read(self, path: str) -> str:
         try:

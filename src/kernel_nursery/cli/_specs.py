@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from jupyter_core.paths import SYSTEM_JUPYTER_PATH, jupyter_data_dir
 from traitlets import Bool, Enum, Unicode
 
-from .._errors import KernelNurseryError, KernelSpecError
+from .._errors import KernelNurseryError, KernelSpecError, NoSuchKernelSpecError
 from ..kernelspec import KernelSpec, KernelSpecManager
 from ..provisioning import KernelProvisionerFactory
 from ._base import KernelNurseryCommand
@@ -199,7 +199,7 @@ class SpecsRemoveApp(_SpecsCommand):
         for name in self.extra_args:
             resource_dir = found.get(name.lower())
             if resource_dir is None:
-                self.fail(f"no kernel named {name!r} (installed: {', '.join(sorted(found))})")
+                self.fail(str(NoSuchKernelSpecError(name, list(found))))
             path = Path(resource_dir)
             if path.resolve().parent not in kernel_dirs:
                 self.fail(

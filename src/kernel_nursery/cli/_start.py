@@ -36,7 +36,8 @@ class StartApp(KernelNurseryCommand):
     description = (
         "Start a kernel (python3 unless KERNEL is given) and keep it running until Ctrl-C, "
         "SIGTERM or SIGHUP, restarting it if it dies. Standard output carries one line, the "
-        "connection file's path, for `jupyter console --existing FILE` or another program; "
+        "connection file's path, for `kernel-nursery run --existing FILE CODE`, `jupyter "
+        "console --existing FILE` or another program; "
         "messages and the kernel's own output go to standard error. Exit status: 130/143/129 "
         "stopped by Ctrl-C/SIGTERM/SIGHUP (the kernel was shut down first), 1 the kernel kept "
         "dying and was given up, 2 it could not be started."
@@ -82,6 +83,7 @@ def _announce_start(km: KernelManager, kernel_name: str) -> None:
     say(f"Kernel {km.kernel_id} ({kernel_name}) started.")
     write(sys.stdout, f"{connection_file}\n")
     say(f"Connect with: jupyter console --existing {connection_file}")
+    say(f"Run code in it with: kernel-nursery run --existing {connection_file} CODE")
 
 
 async def _follow(events: AsyncIterator[KernelEvent]) -> int:

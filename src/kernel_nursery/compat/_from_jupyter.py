@@ -23,6 +23,8 @@ from importlib.metadata import entry_points
 from typing import Any, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 from traitlets import Dict, Enum, TraitError, Unicode
 
 from .._errors import ProvisionerConfigError, ProvisionerError
@@ -179,7 +181,10 @@ class _LoopThread:
         finally:
             os.close(self._ended_r)
         if ended:
-            self._thread.join(_JOIN_WAIT)  # it has said it ends: it has only to return
+            # It has said it ends: it has only to return. Shielded (a cancelled caller's
+            # thread start would be refused), and bounded by the join's own timeout.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._thread.join, _JOIN_WAIT)
         else:
             _log.warning(
                 "A jupyter_client provisioner's event loop did not stop within %g s (it is "
@@ -412,7 +417,8 @@ class JupyterProvisioner(KernelProvisionerBase):
         try:
             info = await self._run(self._inner.launch_kernel, cmd, **kwargs)
             self._launched = True
-            self._guard()
+            await _guardian.register_off_loop(self._guard)
+            await anyio.lowlevel.checkpoint_if_cancelled()  # once registered: cleanup unregisters
             self._km._reconcile_connection_info(info)
             ours = _from_jupyter_info(info)
         except BaseException:
@@ -500,7 +506,9 @@ class JupyterProvisioner(KernelProvisionerBase):
     def _guard(self) -> None:
         """A local child is registered with this process's guardian, as our own kernels are:
         if this process dies without cleaning up, even by SIGKILL, the guardian stops the
-        kernel's process group and removes its connection file."""
+        kernel's process group and removes its connection file. Run by
+        :func:`~kernel_nursery.provisioning._guardian.register_off_loop` (the first
+        registration spawns the guardian)."""
         child = _child(self._inner)
         if child is None or not _guardian.SUPPORTED or self._guard_token is not None:
             return

@@ -117,7 +117,7 @@ class KernelSpecManager(LoggingConfigurable):
         specs = self.find_kernel_specs()
         resource_dir = specs.get(name)
         if resource_dir is None:
-            raise NoSuchKernelSpecError(kernel_name, list(specs))
+            raise NoSuchKernelSpecError(kernel_name, list(specs), hint=self._missing_hint(name))
         spec = self._load(name, resource_dir)
         if require_provisioner and not self.provisioner_factory.is_provisioner_available(spec):
             stanza = spec.kernel_provisioner
@@ -132,6 +132,18 @@ class KernelSpecManager(LoggingConfigurable):
                 reason=f"its provisioner {provisioner} is not installed",
             )
         return spec
+
+    def _missing_hint(self, name: str) -> str | None:
+        """What would make kernel *name* available, when that is known (else ``None``, and
+        the error suggests the closest name)."""
+        if self.allowed_kernelspecs and name not in self.allowed_kernelspecs:
+            return "only the kernels in KernelSpecManager.allowed_kernelspecs can be used"
+        if name != NATIVE_KERNEL_NAME:
+            return None
+        if _native_resource_dir() is None:
+            return "ipykernel provides it: pip install ipykernel"
+        # ipykernel is here, but not offered (ensure_native_kernel is off): register it.
+        return f"ipykernel provides it: {sys.executable} -m ipykernel install --user"
 
     def get_all_specs(self) -> dict[str, dict[str, Any]]:
         """Every usable kernel: name → ``{"resource_dir": ..., "spec": <kernel.json dict>}``.

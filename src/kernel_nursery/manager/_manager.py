@@ -1009,6 +1009,10 @@ class KernelManager(LoggingConfigurable):
             return successor
 
         kwargs.setdefault("session", self._activity.session(incarnation.info))
+        # A kernel that greeted our own client's iopub subscription greets the new client's
+        # too: its first execute then waits for that, not for a kernel_info round trip.
+        own = self._client
+        kwargs.setdefault("expect_welcome", own is not None and own.iopub_welcomed)
         return TrackedClient(
             incarnation.info,
             activity=self._activity,

@@ -85,6 +85,11 @@ _ENDPOINT_KEYS = (
 #: wait starts short, since the subscription usually lands within milliseconds, and doubles.
 _IOPUB_SETTLE_FIRST = 0.02
 _IOPUB_SETTLE_MAX = 0.5
+#: How long a client that expects the kernel's iopub_welcome (``expect_welcome``) waits for it
+#: before its first execute asks kernel_info instead: the greeting normally comes within
+#: milliseconds, from the kernel's iopub thread (even while its code runs); the bound only
+#: keeps a wrong expectation (a restart into a kernel that does not greet) from costing more.
+_WELCOME_WAIT = 2.0
 #: How long wait_for_ready waits for a kernel_info reply before asking again (doubling each
 #: time, up to the second value): asked, not polled, because a request can be lost (see there).
 #: Long enough that a kernel still starting normally gets one request only: requests queued
@@ -148,6 +153,11 @@ class KernelClient:
             the kernel's ``input()`` and ``getpass()`` for every :meth:`execute` that gives
             none of its own. Without any, the kernel is told that stdin is not allowed (the
             code's ``input()`` raises in the kernel).
+        expect_welcome: Whether the kernel is known to greet each new iopub subscription
+            (protocol 5.4's ``iopub_welcome``, as ipykernel 7 does; a kernel manager passes
+            what its own client saw). The first :meth:`execute` then waits for that greeting,
+            which proves iopub connected, instead of a ``kernel_info`` round trip (falling
+            back to one if no greeting comes within 2 s). Either way no output is lost.
 
     Raises:
         ValueError: *wait_for_restart* without *wait_for_exit*.
@@ -165,6 +175,7 @@ class KernelClient:
         wait_for_exit: WaitForExit | None = None,
         wait_for_restart: WaitForRestart | None = None,
         stdin_handler: StdinHandler | None = None,
+        expect_welcome: bool = False,
     ) -> None:
         if wait_for_restart is not None and wait_for_exit is None:
             raise ValueError("wait_for_restart needs wait_for_exit: a restart follows an exit")
@@ -184,6 +195,7 @@ class KernelClient:
         self._comms = CommRouter(self._post_shell)
         #: Whether the kernel greeted our iopub subscription (protocol 5.4's iopub_welcome).
         self.iopub_welcomed = False
+        self._expect_welcome = expect_welcome
         self._welcome_topic = f"kernel-nursery-welcome.{uuid.uuid4().hex}".encode()
         self._iopub_closed = False
         self._iopub_seen = anyio.Event()
@@ -703,6 +715,23 @@ class KernelClient:
                 settle = min(settle * 2, _IOPUB_SETTLE_MAX)
 
         return Reply(await _within(timeout, ready(), "readiness"))
+
+    async def _wait_for_iopub(self) -> None:
+        """Return once this client's iopub subscription has reached the kernel (any message
+        received on iopub proves it), so that nothing published for its requests is lost.
+
+        With ``expect_welcome`` the kernel's greeting is awaited (for at most
+        :data:`_WELCOME_WAIT`); otherwise, or without a greeting, :meth:`wait_for_ready` asks.
+        Cancelled, nothing is left behind (a ``kernel_info`` request in flight is forgotten).
+        """
+        seen = self._iopub_seen
+        if seen.is_set():
+            return
+        if self._expect_welcome:
+            with anyio.move_on_after(_WELCOME_WAIT):
+                await seen.wait()
+                return
+        await self.wait_for_ready(timeout=None)
 
     def _execution(
         self,

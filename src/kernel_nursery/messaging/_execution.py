@@ -34,7 +34,7 @@ class _Client(Protocol):
     _pending: dict[str, Pending]
     _failure: ErrorFactory | None
 
-    async def wait_for_ready(self, timeout: float | None = ...) -> object: ...  # noqa: ASYNC109
+    async def _wait_for_iopub(self) -> None: ...
 
     async def _send(
         self,
@@ -144,7 +144,7 @@ class ExecuteStream:
                 # A new client's iopub subscription may not have reached the kernel yet, and
                 # what the kernel publishes before it does is lost: this request's outputs and
                 # its idle status. Make sure iopub is connected first (once per kernel).
-                await client.wait_for_ready(timeout=None)
+                await client._wait_for_iopub()
             client._executions[self.request.msg_id] = self
             try:
                 self._pending = await client._send("shell", self.request, notify=self._poke)

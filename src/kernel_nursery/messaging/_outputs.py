@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,17 +81,39 @@ class ExecuteResultOutput:
     message: Message
 
 
+#: The keys under which an :class:`ErrorOutput` can also be read as a mapping.
+_ERROR_KEYS = ("ename", "evalue", "traceback")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ErrorOutput:
-    """An exception the code raised (an ``error`` message).
+class ErrorOutput(Mapping[str, Any]):
+    """An exception the code raised (an ``error`` message, or the error reply that
+    :attr:`ExecuteResult.error` reads).
+
+    Its fields read as attributes (``err.ename``) and, as the protocol's own keys, as a
+    read-only mapping (``err["ename"]``, ``dict(err)``: ``ename``, ``evalue``, ``traceback``).
 
     .. versionadded:: 0.1
     """
 
+    #: The exception's class name (``"ZeroDivisionError"``).
     ename: str
+    #: Its message (``"division by zero"``).
     evalue: str
+    #: The formatted traceback, a line per item (with the kernel's terminal colours).
     traceback: list[str]
     message: Message
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _ERROR_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_ERROR_KEYS)
+
+    def __len__(self) -> int:
+        return len(_ERROR_KEYS)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -146,16 +169,22 @@ def typed_output(msg: Message) -> Output:
             message=msg,
         )
     if kind == "error":
-        tb = c.get("traceback")
-        return ErrorOutput(
-            ename=str(c.get("ename", "")),
-            evalue=str(c.get("evalue", "")),
-            traceback=[str(line) for line in tb] if isinstance(tb, list) else [],
-            message=msg,
-        )
+        return _error_output(msg)
     if kind == "clear_output":
         return ClearOutput(wait=bool(c.get("wait", False)), message=msg)
     raise ValueError(f"{kind!r} is not an output message type")
+
+
+def _error_output(msg: Message) -> ErrorOutput:
+    """The error that *msg* (an ``error`` output or an error reply) describes."""
+    c = msg.content
+    tb = c.get("traceback")
+    return ErrorOutput(
+        ename=str(c.get("ename", "")),
+        evalue=str(c.get("evalue", "")),
+        traceback=[str(line) for line in tb] if isinstance(tb, list) else [],
+        message=msg,
+    )
 
 
 @dataclass(kw_only=True)
@@ -198,11 +227,17 @@ class ExecuteResult:
         return self._stream("stderr")
 
     @property
-    def error(self) -> dict[str, Any] | None:
-        """``ename``, ``evalue`` and ``traceback`` when the code raised, else ``None``."""
+    def error(self) -> ErrorOutput | None:
+        """What the code raised, as the reply says, else ``None``: an :class:`ErrorOutput`,
+        the shape of the streamed error outputs (``.ename``, ``.evalue``, ``.traceback``),
+        which reads as the mapping it was before 0.2 too (``error["ename"]``).
+
+        .. versionchanged:: 0.2
+            An :class:`ErrorOutput` (a read-only mapping) rather than a dict.
+        """
         if self.status != "error":
             return None
-        return {k: self.reply.content.get(k) for k in ("ename", "evalue", "traceback")}
+        return _error_output(self.reply)
 
     @property
     def results(self) -> list[dict[str, Any]]:

@@ -17,7 +17,8 @@ The guardian belongs to no event loop (it is started with :class:`subprocess.Pop
 so one guardian serves every kernel, thread and event loop of the process, including successive
 ``anyio.run`` calls. It runs in a session of its own (Ctrl-C in the terminal reaches the manager,
 never the guardian, which must outlive it to do its job). Writing to it never awaits: a line is
-a single small write to a pipe it reads at once.
+a single small write to a pipe it reads at once. Starting it is a spawn, which async code does
+in a worker thread (:func:`register_off_loop`).
 
 A forked child (``os.fork``) closes its copy of the write end, so that the parent's death is
 still seen, and starts a guardian of its own if it launches kernels.
@@ -37,8 +38,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
 
 from .._platform import LINUX
 
@@ -47,7 +51,14 @@ if TYPE_CHECKING:
 
     Log: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]
 
-__all__ = ["GRACE_PERIOD", "SUPPORTED", "guardian_pid", "register", "unregister"]
+__all__ = [
+    "GRACE_PERIOD",
+    "SUPPORTED",
+    "guardian_pid",
+    "register",
+    "register_off_loop",
+    "unregister",
+]
 
 #: Seconds the guardian gives a kernel between SIGTERM and SIGKILL once the managing process
 #: has died: enough for a kernel to flush and exit, short enough not to keep it around.
@@ -116,6 +127,37 @@ def register(
         state.registered[token] = line
         _send(state, line, log)
         return token
+
+
+async def register_off_loop(guard: Callable[[], object]) -> None:
+    """Run *guard*, a function that calls :func:`register` and records its token, without
+    blocking the event loop: at once when the guardian runs (a write to a pipe, cheaper than a
+    hand-off to a thread), else in a worker thread, since it starts the guardian (a spawn).
+
+    Cancellation: the thread is not abandoned (an abandoned one would register a kernel nobody
+    unregisters, and could start a guardian nobody knows of); the call returns once *guard*
+    has, and the cancellation is delivered at the caller's next checkpoint, after *guard* has
+    recorded the token for the caller's cleanup to unregister.
+    """
+    if _spawn_needed():
+        await anyio.to_thread.run_sync(guard)
+    else:
+        guard()
+
+
+def _spawn_needed() -> bool:
+    """Whether a registration now may start a guardian: none runs, or it has exited (it is
+    reaped here; the registration then starts a new one), or another thread holds the lock,
+    perhaps starting one (waiting for it here would block the event loop as long)."""
+    state = _state
+    if not state.lock.acquire(blocking=False):
+        return True
+    try:
+        if not SUPPORTED or state.disabled:
+            return False
+        return state.fd is None or state.popen is None or state.popen.poll() is not None
+    finally:
+        state.lock.release()
 
 
 def unregister(token: int, *, log: Log) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import pytest
+from traitlets.config import Config
 
 from kernel_nursery import (
     KernelSpec,
@@ -25,9 +26,10 @@ from kernel_nursery import (
 )
 from kernel_nursery._platform import LINUX
 from kernel_nursery.connection import reserved_ports, runtime_dir
-from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, shutdown_kernel_process
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _guardian, shutdown_kernel_process
 
-from ...helpers.kernels import SpecFactory
+from ...helpers.kernels import SpecFactory, start_and_stop
+from ...helpers.loop_watch import watch_loop
 from ...helpers.notify import notifier
 from ...helpers.procs import (
     fifo_with_a_blocked_writer,
@@ -1028,3 +1030,31 @@ async def test_encrypted_kernel_beyond_loopback_is_not_warned(
         await p.wait()
     assert "curve_publickey" in info
     assert not [r for r in caplog.records if "unencrypted" in r.getMessage()]
+
+
+@pytest.mark.parametrize("handshake", [False, True])
+async def test_start_and_shutdown_never_block_the_event_loop(
+    fake_spec: SpecFactory, fresh_guardian: None, handshake: bool
+) -> None:
+    """A start (the process's first, which spawns the guardian; with the handshake, the
+    connection file written again) and a shutdown run no spawn nor file work on the event
+    loop's thread, and never pause it long (tests/helpers/loop_watch.py)."""
+    spec = fake_spec()
+    spec.kernel_protocol_version = "5.5"  # the fake kernel does the handshake when asked
+    async with watch_loop() as watch:
+        await start_and_stop(
+            spec, config=Config({"LocalProvisioner": {"kernel_handshake": handshake}})
+        )
+    assert _guardian.guardian_pid() is not None  # this start spawned it
+    watch.check()
+
+
+async def test_kernels_started_at_once_never_block_the_event_loop(
+    fake_spec: SpecFactory, fresh_guardian: None
+) -> None:
+    """Kernels started at once, while one registration spawns the guardian (holding its
+    lock), wait for it in worker threads, never on the event loop's thread."""
+    async with watch_loop() as watch, anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(start_and_stop, fake_spec())
+    watch.check()

@@ -37,10 +37,13 @@ from kernel_nursery import (
     SlurmProvisioner,
 )
 from kernel_nursery.connection import validate_connection_info
-from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, shutdown_kernel_process
+from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _guardian, shutdown_kernel_process
 from kernel_nursery.provisioning.slurm import JobEndedError, JobRejectedError, QueueTimeoutError
 
+from ...conftest import FAKE_KERNEL
 from ...helpers.engines import need_binaries
+from ...helpers.kernels import start_and_stop
+from ...helpers.loop_watch import watch_loop
 from ...helpers.slurm import SlurmCluster
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -48,6 +51,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 BINARIES = ("slurmctld", "slurmd", "munged", "srun", "salloc", "scancel", "squeue", "scontrol")
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+FAKE = [sys.executable, FAKE_KERNEL, "{connection_file}"]
 
 
 @pytest.fixture(scope="session")
@@ -987,3 +991,29 @@ async def end_released(info: dict[str, Any]) -> None:
         await owner.kill()
         with anyio.fail_after(30):
             await owner.wait()
+
+
+async def test_start_and_shutdown_never_block_the_event_loop(
+    slurm: SlurmCluster, fresh_guardian: None
+) -> None:
+    """A start (the process's first, which spawns the guardian) and a shutdown of a kernel
+    on Slurm run no spawn nor file work on the event loop's thread, and never pause it long
+    (tests/helpers/loop_watch.py)."""
+    async with watch_loop() as watch:
+        await start_and_stop(spec(slurm, FAKE))
+    assert _guardian.guardian_pid() is not None  # the start spawned it
+    watch.check()
+
+
+async def test_cancelled_while_the_guardian_starts_a_start_leaves_nothing(
+    slurm: SlurmCluster, fresh_guardian: None
+) -> None:
+    """Cancelled while the worker thread that registers srun spawns the guardian (it finishes
+    that), a start leaves no srun, job or registration with the guardian."""
+    async with watch_loop() as watch:
+        with anyio.CancelScope() as scope:
+            watch.cancel_at("guardian.py", scope)
+            await start_and_stop(spec(slurm, FAKE))
+    assert scope.cancelled_caught
+    assert watch.cancelled_at is not None and "guardian.py" in watch.cancelled_at
+    assert not _guardian._state.registered

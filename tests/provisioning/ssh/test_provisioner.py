@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from kernel_nursery.connection import PORT_NAMES, reserved_ports, validate_conne
 from kernel_nursery.provisioning import (
     UNKNOWN_EXIT_STATUS,
     KernelProvisionerFactory,
+    _guardian,
     shutdown_kernel_process,
 )
 from kernel_nursery.provisioning._process import process_start_time
@@ -48,6 +51,7 @@ from kernel_nursery.provisioning.ssh import _master as _ssh_master
 from kernel_nursery.provisioning.ssh import _provisioner as _ssh
 
 from ...conftest import FAKE_KERNEL
+from ...helpers.loop_watch import watch_loop
 from ...helpers.procs import fifo_with_a_blocked_writer
 from ...helpers.sshd import SSHServer, parent_of, wait_gone
 
@@ -1038,3 +1042,85 @@ def test_the_remote_side_tells_a_kernels_file_without_opening_others(tmp_path: P
     with fifo_with_a_blocked_writer(folder / "kernel-f.json") as opened:
         assert not _holds_key(str(folder / "kernel-f.json"), "secret")
         assert not opened.is_set()
+
+
+async def test_start_and_shutdown_never_block_the_event_loop(
+    remote_clean: SSHServer, fresh_guardian: None, tmp_path: Path
+) -> None:
+    """Two kernels on one host (the process's first, which spawns the guardian; the second
+    starts the control master) and their shutdown (the master closed, its directory removed)
+    run no spawn nor file work on the event loop's thread, and never pause it long
+    (tests/helpers/loop_watch.py)."""
+    spec = ssh_spec(remote_clean)
+    async with watch_loop() as watch:
+        async with KernelManager(kernel_spec=spec) as first:
+            await first.start_kernel()
+            async with KernelManager(kernel_spec=spec) as second:
+                await second.start_kernel()
+                assert isinstance(second.provisioner, SSHProvisioner)
+                hub = second.provisioner._master
+                assert hub is not None and hub.popen is not None  # the master was started
+    assert _guardian.guardian_pid() is not None  # the first start spawned it
+    assert hub.directory is not None and not hub.directory.exists()
+    watch.check()
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["kernel-nursery-ssh-", "guardian.py", "kn-ssh-", "ControlMaster=yes"],
+    ids=["log-file", "guardian-spawn", "master-directory", "master-spawn"],
+)
+async def test_cancelled_in_a_worker_thread_a_start_leaves_nothing(
+    remote_clean: SSHServer,
+    fresh_guardian: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    point: str,
+) -> None:
+    """Cancelled while a worker thread makes the log file, spawns the guardian, or makes the
+    control master's directory or spawns it (the threads finish their work), a start leaves
+    nothing: no ssh, log file, registration with the guardian nor, once its last user is
+    gone, master or directory; nothing on the remote side."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the log files go here
+    spec = ssh_spec(remote_clean)
+    async with KernelManager(kernel_spec=spec) as first:
+        if point in ("kn-ssh-", "ControlMaster=yes"):
+            await first.start_kernel()  # the master starts with a second kernel
+        async with watch_loop() as watch:
+            with anyio.CancelScope() as scope:
+                watch.cancel_at(point, scope)
+                async with KernelManager(kernel_spec=spec) as km:
+                    await km.start_kernel()
+        assert scope.cancelled_caught and watch.cancelled_at is not None
+        hub = first.provisioner._master if isinstance(first.provisioner, SSHProvisioner) else None
+    assert point in watch.cancelled_at
+    assert not _guardian._state.registered
+    assert not list(tmp_path.glob("kernel-nursery-ssh-*"))
+    if hub is not None:
+        assert hub.directory is not None and not hub.directory.exists()
+        assert hub.popen is not None and hub.popen.poll() is not None
+
+
+async def test_releasing_a_master_never_waits_for_its_lock_on_the_event_loop() -> None:
+    """Giving a shared connection back while another thread holds the masters' lock (as one
+    spawning a master does) waits in a worker thread, never on the event loop's."""
+    hub = _ssh_master.Master(("kn-test",))
+    hub.users = 2
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _ssh_master._lock:
+            held.set()
+            done.wait(1.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        await anyio.to_thread.run_sync(held.wait)
+        async with watch_loop() as watch:
+            await _ssh_master.release(hub, logging.getLogger("test"))
+    finally:
+        done.set()
+        holder.join()
+    assert hub.users == 1
+    watch.check()

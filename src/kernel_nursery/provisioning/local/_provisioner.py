@@ -639,7 +639,9 @@ class LocalProvisioner(KernelProvisionerBase):
             info = validate_connection_info({**self._registration_info, **ports})
             self.connection_info = dict(info)
             if self._written_file is not None:
-                write_connection_file(info, self._written_file)
+                # In a worker thread, not abandoned on cancellation: an abandoned one could
+                # write the file again after the cleanup below removed it.
+                await anyio.to_thread.run_sync(write_connection_file, info, self._written_file)
         except BaseException:
             await self.cleanup(restart=False)
             raise
@@ -732,15 +734,13 @@ class LocalProvisioner(KernelProvisionerBase):
     async def _guard_soon(self) -> None:
         """:meth:`_guard`, in a worker thread when it may have to start the guardian (a spawn);
         at once when the guardian runs (a read in ``/proc`` and a write to a pipe, cheaper than
-        a hand-off to a thread). The thread is not abandoned on cancellation: the registration
-        is recorded either way (and undone by :meth:`cleanup`); the cancellation is delivered
-        once it returns."""
+        a hand-off to a thread): see
+        :func:`~kernel_nursery.provisioning._guardian.register_off_loop`. The thread is not
+        abandoned on cancellation: the registration is recorded either way (and undone by
+        :meth:`cleanup`); the cancellation is delivered once it returns."""
         if self.independent or not _guardian.SUPPORTED:
             return
-        if _guardian.guardian_pid() is not None:
-            self._guard()
-        else:
-            await anyio.to_thread.run_sync(self._guard)
+        await _guardian.register_off_loop(self._guard)
 
     def _guard(self) -> None:
         """Register the kernel with this process's guardian, unless it is independent.

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
 from ..._errors import LaunchError, ProvisionerConfigError, ProvisionerError, ProvisionerInfoError
@@ -495,8 +496,8 @@ class SlurmProvisioner(KernelProvisionerBase):
         self._process = process
         self._adopted = False
         self._stderr = _Lines(process.stderr)
-        self._guard()
         try:
+            await _guardian.register_off_loop(self._guard)
             await self._start_job(process, request)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
@@ -560,7 +561,8 @@ class SlurmProvisioner(KernelProvisionerBase):
                 )
             env["SLURM_CONF"] = self.slurm_conf
         options = self._srun_options(step=step, cwd=cwd)
-        return [srun, *options, "--", self.python, "-I", "-c", _node_source()]
+        source = await anyio.to_thread.run_sync(_node_source)  # read once, then cached
+        return [srun, *options, "--", self.python, "-I", "-c", source]
 
     async def _start_job(self, process: anyio.abc.Process, request: dict[str, Any]) -> None:
         """Send the node side its *request*, await the kernel's start through the queue, and
@@ -1099,7 +1101,9 @@ class SlurmProvisioner(KernelProvisionerBase):
     # ------------------------------------------------------------------ the guardian
 
     def _guard(self) -> None:
-        """If this process dies, its guardian stops srun (SIGTERM: srun ends the job)."""
+        """If this process dies, its guardian stops srun (SIGTERM: srun ends the job). Run
+        through :func:`~kernel_nursery.provisioning._guardian.register_off_loop` (the first
+        registration spawns the guardian)."""
         process = self._process
         if process is None or not _guardian.SUPPORTED:
             return

@@ -12,7 +12,8 @@ The master's owner is the set of kernels using it: each launch takes a reference
 gives it back, and the last one closes it (its standard input closes, its remote ``cat`` ends,
 the master exits; SIGKILL after a bound). It is registered with the guardian, so it does not
 outlive this process either. It belongs to no event loop (a :class:`subprocess.Popen`), as the
-guardian does, since kernels of several loops may share it.
+guardian does, since kernels of several loops may share it; what blocks (its spawn, its
+directory's creation and removal) runs in worker threads.
 
 Forwards requested through a master belong to the master, not to the session that asked, so
 the provisioner cancels its forwards (``ssh -O cancel``) when its session ends.
@@ -138,11 +139,22 @@ _lock = threading.Lock()
 _masters: dict[tuple[str, ...], Master] = {}
 
 
-def acquire(key: tuple[str, ...], master_argv: Callable[[str], list[str]], log: Log) -> Master:
+async def acquire(
+    key: tuple[str, ...], master_argv: Callable[[str], list[str]], log: Log
+) -> Master:
     """A reference to the kernels of destination *key*. From the second user on, a master is
     started if none runs (``master_argv(control_path)`` is its command); a dead one is not
-    replaced while users hold it (it is closed with the last). Synchronous and quick: at most
-    a spawn, never awaited."""
+    replaced while users hold it (it is closed with the last). The spawn is not awaited.
+
+    In a worker thread (it may make a directory and spawn ssh), which a cancellation does not
+    abandon: an abandoned one would leave a reference, and maybe a master, nobody releases.
+    The reference is returned even then; the cancellation is delivered at the caller's next
+    checkpoint, and the caller releases the reference it got.
+    """
+    return await anyio.to_thread.run_sync(_acquire, key, master_argv, log)
+
+
+def _acquire(key: tuple[str, ...], master_argv: Callable[[str], list[str]], log: Log) -> Master:
     with _lock:
         master = _masters.get(key)
         if master is None or (master.popen is not None and not master.alive()):
@@ -153,15 +165,26 @@ def acquire(key: tuple[str, ...], master_argv: Callable[[str], list[str]], log: 
         return master
 
 
-async def release(master: Master, log: Log) -> None:
-    """Give a reference back; the last one closes the master, if one was started (bounded:
-    SIGKILL after :data:`KILL_WAIT_TIME`). The caller shields it."""
+def _drop(master: Master) -> bool:
+    """Take one user off *master*; whether that was the last (it is forgotten then)."""
     with _lock:
         master.users -= 1
         if master.users > 0:
-            return
+            return False
         if _masters.get(master.key) is master:
             del _masters[master.key]
+        return True
+
+
+async def release(master: Master, log: Log) -> None:
+    """Give a reference back; the last one closes the master, if one was started (bounded:
+    SIGKILL after :data:`KILL_WAIT_TIME`). The caller shields it.
+
+    The count is taken down in a worker thread: the lock may be held meanwhile by one that
+    spawns a master (:func:`acquire`), which the event loop must not wait for.
+    """
+    if not await anyio.to_thread.run_sync(_drop, master):
+        return
     popen = master.popen
     if popen is None:
         return
@@ -187,4 +210,4 @@ async def release(master: Master, log: Log) -> None:
     if token is not None:
         _guardian.unregister(token, log=log)
     if master.directory is not None:
-        shutil.rmtree(master.directory, ignore_errors=True)
+        await anyio.to_thread.run_sync(shutil.rmtree, master.directory, True)

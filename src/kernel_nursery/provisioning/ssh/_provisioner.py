@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 from traitlets import Bool, Dict, Float, Integer, List, Unicode
 
 from ..._errors import LaunchError, ProvisionerError, ProvisionerInfoError
@@ -71,6 +72,13 @@ _NOT_FOR_SSH = frozenset({"extra_arguments", "kernel_id", "kernel_name", "cmd"})
 @functools.cache
 def _script() -> bytes:
     return _SCRIPT.read_bytes()
+
+
+def _new_log_file() -> Path:
+    """A new private (0600) file for ssh's log (``-E``)."""
+    fd, log_file = tempfile.mkstemp(prefix="kernel-nursery-ssh-", suffix=".log")
+    os.close(fd)
+    return Path(log_file)
 
 
 class SSHProvisioner(KernelProvisionerBase):
@@ -269,7 +277,7 @@ class SSHProvisioner(KernelProvisionerBase):
             self.kernel_id,
             self.host,
             process.returncode,
-            _tail(self._log_text()),
+            _tail(await anyio.to_thread.run_sync(self._log_text)),
         )
         return process.returncode if process.returncode is not None else -1
 
@@ -494,7 +502,7 @@ class SSHProvisioner(KernelProvisionerBase):
         remote_info = dict(local)
         remote_info.update(dict(zip(PORT_NAMES, remote_ports, strict=True)))
         remote_info["ip"] = "127.0.0.1"
-        script = _script()
+        script = await anyio.to_thread.run_sync(_script)  # read once, then cached
         payload = script + (json.dumps({**request, "connection_info": remote_info}) + "\n").encode()
         argv.append(f"{argv.pop()} {len(script)}")
         process = await self._spawn(argv)
@@ -521,17 +529,20 @@ class SSHProvisioner(KernelProvisionerBase):
     async def _channel_argv(self, local: ConnectionInfo, remote_ports: list[int]) -> list[str]:
         """The ssh command for one connection: a new private log file (``-E``), and the
         shared master's socket when :attr:`reuse_connection` has one ready (the forwards made
-        through it are then recorded, to be cancelled at reap)."""
-        fd, log_file = tempfile.mkstemp(prefix="kernel-nursery-ssh-", suffix=".log")  # 0600
-        os.close(fd)
-        self._log_file = Path(log_file)
+        through it are then recorded, to be cancelled at reap).
+
+        Disk work and the master's spawn run in worker threads, which a cancellation does not
+        abandon: what they made is recorded (the log file, the master's reference) before the
+        cancellation is delivered, for the caller's reap to remove or release.
+        """
+        self._log_file = await anyio.to_thread.run_sync(_new_log_file)
         control_path = None
         if self.reuse_connection:
             if self._master is not None and self._master.popen and not self._master.alive():
                 await self._leave_master()  # it died (a dropped connection): a new one
             if self._master is None:  # kept across restarts
                 key = (*self._connection_argv(), self.host)
-                self._master = _master.acquire(key, self._master_argv, self.log)
+                self._master = await _master.acquire(key, self._master_argv, self.log)
             if self._master.ready():
                 control_path = self._master.control_path
                 self._forwarded = (local, list(remote_ports))
@@ -558,7 +569,7 @@ class SSHProvisioner(KernelProvisionerBase):
         self._status = None
         self._remote_pid = None
         self._stdout = b""
-        self._guard(process)
+        await _guardian.register_off_loop(functools.partial(self._guard, process))
         await anyio.lowlevel.checkpoint_if_cancelled()
         return process
 
@@ -594,12 +605,13 @@ class SSHProvisioner(KernelProvisionerBase):
                 argv=argv,
             )
         if answer is None:
-            raise self._failure(argv, process.returncode)
+            log = await anyio.to_thread.run_sync(self._log_text)
+            raise self._failure(argv, process.returncode, log)
         return answer
 
-    def _failure(self, argv: list[str], status: int | None) -> LaunchError:
-        """The typed error for an ssh that ended before the remote side answered."""
-        log = self._log_text()
+    def _failure(self, argv: list[str], status: int | None, log: str) -> LaunchError:
+        """The typed error for an ssh that ended before the remote side answered, from its
+        exit *status* and its *log*."""
         last = _last_line(log)
         host = self.host
         if status == 127 or status == 126:
@@ -926,7 +938,9 @@ class SSHProvisioner(KernelProvisionerBase):
     def _guard(self, process: anyio.abc.Process) -> None:
         """Register the ssh process with the guardian: if this process dies without cleaning
         up, the guardian ends ssh (the remote side then stops the kernel) and removes ssh's
-        log file, as it removes a local kernel's connection file."""
+        log file, as it removes a local kernel's connection file. Run through
+        :func:`~kernel_nursery.provisioning._guardian.register_off_loop` (the first
+        registration spawns the guardian)."""
         if not _guardian.SUPPORTED:
             return
         self._guard_token = _guardian.register(
