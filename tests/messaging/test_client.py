@@ -870,15 +870,21 @@ async def test_an_expected_welcome_that_never_comes_falls_back_to_kernel_info(
 async def test_a_managers_client_of_a_greeting_kernel_expects_the_welcome() -> None:
     """A kernel manager's new client knows that ipykernel greets subscriptions (its own client
     was greeted): its first execute waits for the greeting alone, with every output."""
-    async with start_kernel("python3") as km, km.client() as kc:
-        assert kc._expect_welcome
+    async with start_kernel("python3") as km:
+        # The manager's own client is ready once a reply and any iopub message came; its
+        # greeting may come just after that (it did, once, on a loaded machine under trio).
+        assert km._client is not None
+        with anyio.fail_after(30):
+            await km._client._welcomed.wait()
+        async with km.client() as kc:
+            assert kc._expect_welcome
 
-        async def no_kernel_info(timeout: float | None = None) -> Any:  # noqa: ASYNC109
-            raise AssertionError("the first execute asked kernel_info")
+            async def no_kernel_info(timeout: float | None = None) -> Any:  # noqa: ASYNC109
+                raise AssertionError("the first execute asked kernel_info")
 
-        kc.wait_for_ready = no_kernel_info  # type: ignore[method-assign]
-        result = await kc.execute("print('hi'); 6 * 7", timeout=60)
-        assert result.stdout == "hi\n" and result.results == [{"text/plain": "42"}]
+            kc.wait_for_ready = no_kernel_info  # type: ignore[method-assign]
+            result = await kc.execute("print('hi'); 6 * 7", timeout=60)
+            assert result.stdout == "hi\n" and result.results == [{"text/plain": "42"}]
 
 
 async def test_close_iopub_stops_iopub_and_keeps_the_rest() -> None:

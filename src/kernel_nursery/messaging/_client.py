@@ -199,6 +199,7 @@ class KernelClient:
         self._welcome_topic = f"kernel-nursery-welcome.{uuid.uuid4().hex}".encode()
         self._iopub_closed = False
         self._iopub_seen = anyio.Event()
+        self._welcomed = anyio.Event()  # set with iopub_welcomed
         self._sockets: dict[str, AsyncSocket] = {}
         #: Channels whose sockets were released, opened again when a request needs them.
         self._on_demand: set[str] = set()
@@ -475,6 +476,7 @@ class KernelClient:
             # welcome proves it as soon as the subscription lands, before any request.
             if msg.content.get("subscription") == self._welcome_topic.decode():
                 self.iopub_welcomed = True
+                self._welcomed.set()
         execution = self._executions.get(msg.parent_id)
         if execution is not None:
             execution._feed_iopub(msg)
