@@ -904,6 +904,84 @@ def machine() -> dict[str, str]:
     }
 
 
+def measured_by(scenario: str, impl: str) -> bool:
+    """Whether *impl* has rows in *scenario*."""
+    import ssh_bench
+
+    if scenario in ("floor", "ssh-floor") and impl != "ours-asyncio":
+        return False
+    if scenario == "pool" and impl == "jupyter_client":
+        return False
+    if scenario == "ssh" and impl == "jupyter_client":
+        return False  # sshpyk runs a remote kernel spec: compared in ssh-ipykernel
+    if scenario == "ssh-ipykernel" and impl == "jupyter_client":
+        return ssh_bench.sshpyk_available()
+    # The bridge rows compare jupyter_client's manager with itself, provisioners apart.
+    if (impl == BRIDGED or scenario == "bridge") and impl not in IMPLS[2:]:
+        return False
+    return not (impl == BRIDGED and scenario != "bridge")
+
+
+def run_scenario(
+    scenario: str,
+    n: int,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    tmp: str,
+    results: dict[str, Any],
+    loads: list[float],
+) -> None:
+    """Run *scenario*'s workers, one implementation after another, into *results* (and the
+    load average after each worker into *loads*)."""
+    for impl in IMPLS:
+        if not measured_by(scenario, impl):
+            continue
+        reps = args.reps if scenario not in ("many", "idle", "pool", "scale") else 1
+        repeats = {"many": args.reps, "scale": args.scale_reps}.get(scenario, 1)
+        # A scale worker bounds itself; the driver's bound is the last resort.
+        timeout = args.scale_timeout + 60 if scenario == "scale" else 900
+        merged: dict[str, list[float]] = {}
+        incomplete: list[str] = []  # why each run that did not complete did not
+        for _ in range(repeats):
+            # jupyter_client writes its connection files as temporary files: here
+            # too, where sweep() finds the kernels of a worker that crashed or was
+            # killed at its bound by their command lines (not for ssh: socket paths
+            # must stay short).
+            worker_env = env if scenario.startswith("ssh") else {**env, "TMPDIR": tmp}
+            try:
+                measured = run_worker(impl, scenario, reps, n, worker_env, timeout=timeout)
+            except RuntimeError as exc:
+                if not scenario.startswith("ssh"):
+                    raise
+                print(f"{scenario} {impl}: failed, left out: {exc}", flush=True)
+                measured = {}
+            finally:
+                if sweep(tmp):
+                    print(f"{scenario} {impl}: killed the kernels it left", flush=True)
+            loads.append(os.getloadavg()[0])
+            if "incomplete" in measured:
+                incomplete.append(measured["incomplete"][0])
+                print(f"{scenario} {impl}: {incomplete[-1]}", flush=True)
+                continue
+            for key, values in measured.items():
+                merged.setdefault(key, []).extend(values)
+        sized = scenario in ("many", "pool", "scale")
+        prefix = f"{scenario}-{n}" if sized else scenario
+        if scenario == "scale":
+            merged["incomplete_runs"] = [len(incomplete)]
+            if incomplete:
+                results.setdefault("incomplete", {})[f"{prefix} {impl}"] = incomplete
+            if incomplete and not merged.keys() - {"incomplete_runs"}:  # none completed
+                for key in SCALE_KEYS:
+                    results["metrics"].setdefault(f"{prefix}.{key}", {})[impl] = {
+                        "incomplete": incomplete[-1]
+                    }
+        for key, values in merged.items():
+            name = f"{prefix}.{key}"
+            results["metrics"].setdefault(name, {})[impl] = summary(values)
+            print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", nargs=4, metavar=("IMPL", "SCENARIO", "REPS", "N"))
@@ -944,7 +1022,6 @@ def main() -> None:
 
     results: dict[str, Any] = {"machine": machine(), "metrics": {}}
     loads = [os.getloadavg()[0]]  # the 1-minute load average before and after each worker
-    sshd = None
     with tempfile.TemporaryDirectory(prefix="kn-bench-") as tmp:
         nursery = {"kernel_provisioner": {"provisioner_name": "kernel-nursery-local"}}
         for name, argv, language, metadata in (
@@ -975,71 +1052,14 @@ def main() -> None:
             plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
         if args.scenarios:
             plan = [step for step in plan if step[0] in args.scenarios.split(",")]
-        if any(step[0].startswith("ssh") for step in plan):
-            sshd, ssh_env = ssh_bench.start(Path(tmp) / "sshd", Path(tmp))
-            env.update(ssh_env)
         for scenario, _, n in plan:
-            for impl in IMPLS:
-                if scenario in ("floor", "ssh-floor") and impl != "ours-asyncio":
-                    continue
-                if scenario == "pool" and impl == "jupyter_client":
-                    continue
-                if scenario == "ssh" and impl == "jupyter_client":
-                    continue  # sshpyk runs a remote kernel spec: compared in ssh-ipykernel
-                if scenario == "ssh-ipykernel" and impl == "jupyter_client":
-                    if not ssh_bench.sshpyk_available():
-                        continue
-                # The bridge rows compare jupyter_client's manager with itself, provisioners apart.
-                if (impl == BRIDGED or scenario == "bridge") and impl not in IMPLS[2:]:
-                    continue
-                if impl == BRIDGED and scenario != "bridge":
-                    continue
-                reps = args.reps if scenario not in ("many", "idle", "pool", "scale") else 1
-                repeats = {"many": args.reps, "scale": args.scale_reps}.get(scenario, 1)
-                # A scale worker bounds itself; the driver's bound is the last resort.
-                timeout = args.scale_timeout + 60 if scenario == "scale" else 900
-                merged: dict[str, list[float]] = {}
-                incomplete: list[str] = []  # why each run that did not complete did not
-                for _ in range(repeats):
-                    # jupyter_client writes its connection files as temporary files: here
-                    # too, where sweep() finds the kernels of a worker that crashed or was
-                    # killed at its bound by their command lines (not for ssh: socket paths
-                    # must stay short).
-                    worker_env = env if scenario.startswith("ssh") else {**env, "TMPDIR": tmp}
-                    try:
-                        measured = run_worker(impl, scenario, reps, n, worker_env, timeout=timeout)
-                    except RuntimeError as exc:
-                        if not scenario.startswith("ssh"):
-                            raise
-                        print(f"{scenario} {impl}: failed, left out: {exc}", flush=True)
-                        measured = {}
-                    finally:
-                        if sweep(tmp):
-                            print(f"{scenario} {impl}: killed the kernels it left", flush=True)
-                    loads.append(os.getloadavg()[0])
-                    if "incomplete" in measured:
-                        incomplete.append(measured["incomplete"][0])
-                        print(f"{scenario} {impl}: {incomplete[-1]}", flush=True)
-                        continue
-                    for key, values in measured.items():
-                        merged.setdefault(key, []).extend(values)
-                sized = scenario in ("many", "pool", "scale")
-                prefix = f"{scenario}-{n}" if sized else scenario
-                if scenario == "scale":
-                    merged["incomplete_runs"] = [len(incomplete)]
-                    if incomplete:
-                        results.setdefault("incomplete", {})[f"{prefix} {impl}"] = incomplete
-                    if incomplete and not merged.keys() - {"incomplete_runs"}:  # none completed
-                        for key in SCALE_KEYS:
-                            results["metrics"].setdefault(f"{prefix}.{key}", {})[impl] = {
-                                "incomplete": incomplete[-1]
-                            }
-                for key, values in merged.items():
-                    name = f"{prefix}.{key}"
-                    results["metrics"].setdefault(name, {})[impl] = summary(values)
-                    print(f"{name:32} {impl:15} median {statistics.median(values):.4g}", flush=True)
-        if sshd is not None:
-            ssh_bench.stop(sshd)
+            with contextlib.ExitStack() as services:
+                # Each scenario starts what it needs, so that any runs alone: the ssh ones an
+                # sshd of their own (outside tmp, whose processes sweep() kills after workers).
+                scenario_env = dict(env)
+                if scenario.startswith("ssh"):
+                    scenario_env.update(services.enter_context(ssh_bench.serving(Path(tmp))))
+                run_scenario(scenario, n, args, scenario_env, tmp, results, loads)
     out = Path(args.out)
     # Other work on the machine disturbs every number: the page says how much there was.
     low, high, cores = min(loads), max(loads), os.cpu_count()

@@ -1,15 +1,23 @@
 """SlurmProvisioner against a raw floor, on a single-node Slurm cluster started for the run.
 
+    python benchmarks/slurm_bench.py [--reps N]
+
 Run by ``nox -s bench-3.11`` after ``bench.py`` (it needs root and Debian's ``slurm-wlm`` and
 ``munge``; without them it says so and writes nothing). Rows, each with a real ipykernel:
 
 - ``submit_to_ready``: ``start_kernel()`` (submission, the queue, the node side's report, the
   kernel answering ``kernel_info``), against the floor of ``srun``-ing ipykernel by hand on a
-  connection file written beforehand and waiting for the same answer;
+  connection file written beforehand and waiting for the same answer (the same client);
 - ``shutdown_to_gone``: ``shutdown_kernel()`` until the job is gone (srun has exited), against
   a ``shutdown_request`` sent by hand until srun exits;
 - ``scancel_to_noticed``: an outside ``scancel`` until ``wait()`` returns, against the same
   ``scancel`` until the hand-run ``srun`` exits.
+
+Paired: each repetition runs the floor and ours on both backends one after another (in an
+order that turns each repetition, so that a drift of the machine's load favours none), and the
+"less floor" columns are the medians of each repetition's difference to its floor. A first
+repetition warms the cluster and the page cache up and is not counted. A loaded
+machine hides or inflates constant costs: the page says the load average seen during the run.
 
 Results go to ``docs/benchmarks/slurm.md`` (included in the benchmarks page) and
 ``docs/benchmarks/slurm.json``.
@@ -17,6 +25,7 @@ Results go to ``docs/benchmarks/slurm.md`` (included in the benchmarks page) and
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -25,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +57,10 @@ from kernel_nursery.connection import (  # noqa: E402
     release_connection_info,
 )
 
-REPS = 5
 IPYKERNEL = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 BINARIES = ("slurmctld", "slurmd", "munged", "srun", "scancel", "squeue", "scontrol")
+ROWS = ("submit_to_ready", "shutdown_to_gone", "scancel_to_noticed")
+IMPLS = ("floor", "ours-asyncio", "ours-trio")
 
 
 def spec(cluster: SlurmCluster) -> KernelSpec:
@@ -62,59 +73,82 @@ def spec(cluster: SlurmCluster) -> KernelSpec:
     )
 
 
-async def ours(cluster: SlurmCluster) -> dict[str, list[float]]:
-    rows: dict[str, list[float]] = {"submit_to_ready": [], "shutdown_to_gone": []}
-    rows["scancel_to_noticed"] = []
-    for _ in range(REPS):
-        async with KernelManager(kernel_spec=spec(cluster)) as km:
-            t0 = time.perf_counter()
-            await km.start_kernel()
-            rows["submit_to_ready"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            await km.shutdown_kernel()
-            rows["shutdown_to_gone"].append(time.perf_counter() - t0)
-        p = SlurmProvisioner(kernel_spec=spec(cluster), slurm_conf=str(cluster.conf))
-        async with p:
-            kw = await p.pre_launch()
-            await p.launch_kernel(kw.pop("cmd"), **kw)
-            assert p.job_id is not None
-            t0 = time.perf_counter()
-            await anyio.run_process(["scancel", p.job_id], env=cluster.env)
-            await p.wait()
-            rows["scancel_to_noticed"].append(time.perf_counter() - t0)
-    return rows
+async def ours_graceful(cluster: SlurmCluster) -> dict[str, float]:
+    """One start to ready and one graceful shutdown through a KernelManager."""
+    async with KernelManager(kernel_spec=spec(cluster)) as km:
+        t0 = time.perf_counter()
+        await km.start_kernel()
+        ready = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await km.shutdown_kernel()
+        return {"submit_to_ready": ready, "shutdown_to_gone": time.perf_counter() - t0}
 
 
-async def floor(cluster: SlurmCluster) -> dict[str, list[float]]:
-    """ipykernel by hand: ``srun`` it on a connection file written here, ask it kernel_info."""
-    rows: dict[str, list[float]] = {"submit_to_ready": [], "shutdown_to_gone": []}
-    rows["scancel_to_noticed"] = []
+async def ours_scancel(cluster: SlurmCluster) -> dict[str, float]:
+    """One launch, then an outside scancel until the provisioner's wait() returns."""
+    p = SlurmProvisioner(kernel_spec=spec(cluster), slurm_conf=str(cluster.conf))
+    async with p:
+        kw = await p.pre_launch()
+        await p.launch_kernel(kw.pop("cmd"), **kw)
+        assert p.job_id is not None
+        t0 = time.perf_counter()
+        await anyio.run_process(["scancel", p.job_id], env=cluster.env)
+        await p.wait()
+        return {"scancel_to_noticed": time.perf_counter() - t0}
+
+
+async def floor(cluster: SlurmCluster, graceful: bool) -> dict[str, float]:
+    """ipykernel by hand: ``srun`` it on a connection file written here, ask it kernel_info,
+    then end it (a shutdown_request, or scancel)."""
     with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(2 * REPS):
-            path = Path(tmp) / f"kernel-{rep}.json"
-            info = new_connection_info(transport="tcp", ip="127.0.0.1", kernel_name="")
-            write_connection_file(info, path)
-            argv = ["srun", "--nodes=1", "--ntasks=1", "--job-name=floor", "--"]
-            argv += [a.replace("{connection_file}", str(path)) for a in IPYKERNEL]
-            t0 = time.perf_counter()
-            async with await anyio.open_process(
-                argv, env=cluster.env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            ) as process:
-                async with KernelClient(info) as kc:
-                    await kc.wait_for_ready(timeout=60)
-                    ready = time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    if rep % 2 == 0:  # graceful: shutdown_request, then the job's end
-                        await kc.shutdown(timeout=30)
-                    else:
-                        job = cluster.queue()[0].split()[0]
-                        await anyio.run_process(["scancel", job], env=cluster.env)
-                    await process.wait()
-                    gone = time.perf_counter() - t0
-            release_connection_info(info)
-            rows["submit_to_ready"].append(ready)
-            rows["shutdown_to_gone" if rep % 2 == 0 else "scancel_to_noticed"].append(gone)
-    return rows
+        path = Path(tmp) / "kernel.json"
+        info = new_connection_info(transport="tcp", ip="127.0.0.1", kernel_name="")
+        write_connection_file(info, path)
+        argv = ["srun", "--nodes=1", "--ntasks=1", "--job-name=floor", "--"]
+        argv += [a.replace("{connection_file}", str(path)) for a in IPYKERNEL]
+        t0 = time.perf_counter()
+        async with await anyio.open_process(
+            argv, env=cluster.env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ) as process:
+            async with KernelClient(info) as kc:
+                await kc.wait_for_ready(timeout=60)
+                ready = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if graceful:  # shutdown_request, then the job's end
+                    await kc.shutdown(timeout=30)
+                else:
+                    job = cluster.queue()[0].split()[0]
+                    await anyio.run_process(["scancel", job], env=cluster.env)
+                await process.wait()
+                gone = time.perf_counter() - t0
+        release_connection_info(info)
+    if graceful:
+        return {"submit_to_ready": ready, "shutdown_to_gone": gone}
+    return {"scancel_to_noticed": gone}
+
+
+def one_repetition(cluster: SlurmCluster, rep: int) -> dict[str, dict[str, float]]:
+    """The floor and ours on both backends, each once with each ending; the order turns with
+    *rep*."""
+    runs: dict[str, list[Callable[[], dict[str, float]]]] = {
+        "floor": [
+            lambda: anyio.run(floor, cluster, True),
+            lambda: anyio.run(floor, cluster, False),
+        ],
+        **{
+            f"ours-{backend}": [
+                lambda b=backend: anyio.run(ours_graceful, cluster, backend=b),
+                lambda b=backend: anyio.run(ours_scancel, cluster, backend=b),
+            ]
+            for backend in ("asyncio", "trio")
+        },
+    }
+    order = IMPLS[rep % 3 :] + IMPLS[: rep % 3]
+    measured: dict[str, dict[str, float]] = {impl: {} for impl in IMPLS}
+    for ending in (0, 1):
+        for impl in order:
+            measured[impl].update(runs[impl][ending]())
+    return measured
 
 
 def median_ms(samples: list[float]) -> float:
@@ -122,39 +156,57 @@ def median_ms(samples: list[float]) -> float:
 
 
 def main() -> None:
-    if os.geteuid() != 0 or not all(
-        shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") for b in BINARIES
-    ):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=15)
+    args = parser.parse_args()
+    search = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    if os.geteuid() != 0 or not all(shutil.which(b, path=search) for b in BINARIES):
         print("slurm_bench: needs root and slurm-wlm + munge; skipped")
         return
-    binaries = {
-        b: str(shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"))
-        for b in BINARIES
-    }
+    binaries = {b: str(shutil.which(b, path=search)) for b in BINARIES}
     root = Path(tempfile.mkdtemp(prefix="kn-slurm-bench-"))
     root.chmod(0o755)
     cluster = SlurmCluster(root=root, binaries=binaries)
     cluster.start()
+    results: dict[str, Any] = {impl: {row: [] for row in ROWS} for impl in IMPLS}
+    loads = [os.getloadavg()[0]]
     try:
-        results: dict[str, Any] = {"floor": anyio.run(floor, cluster)}
-        for backend in ("asyncio", "trio"):
-            results[f"ours-{backend}"] = anyio.run(ours, cluster, backend=backend)
+        # Not counted: the cluster's first jobs, and the first starts of each program (its
+        # files not yet in the page cache), take seconds longer than the rest.
+        one_repetition(cluster, 0)
+        for rep in range(args.reps):
+            for impl, rows in one_repetition(cluster, rep).items():
+                for row, value in rows.items():
+                    results[impl][row].append(value)
+            loads.append(os.getloadavg()[0])
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+    results["load"] = {"min": min(loads), "max": max(loads), "cores": os.cpu_count()}
+    write(results, args.reps)
+
+
+def write(results: dict[str, Any], reps: int) -> None:
+    """slurm.json and slurm.md: medians, and the medians of the paired differences."""
     out = ROOT / "docs" / "benchmarks"
     (out / "slurm.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [
-        "| row | srun by hand (floor) | ours, asyncio | ours, trio |",
-        "|---|---|---|---|",
+        "| row | srun by hand (floor) | ours, asyncio | ours, trio "
+        "| asyncio less floor (paired) | trio less floor (paired) |",
+        "|---|---|---|---|---|---|",
     ]
-    for row in ("submit_to_ready", "shutdown_to_gone", "scancel_to_noticed"):
-        cells = [f"{median_ms(results[k][row])} ms" for k in ("floor", "ours-asyncio", "ours-trio")]
+    for row in ROWS:
+        cells = [f"{median_ms(results[impl][row])} ms" for impl in IMPLS]
+        floor_samples = results["floor"][row]
+        for impl in IMPLS[1:]:
+            paired = [a - b for a, b in zip(results[impl][row], floor_samples, strict=True)]
+            cells.append(f"{median_ms(paired):+} ms")
         lines.append(f"| `slurm.{row}` | {' | '.join(cells)} |")
+    load = results["load"]
     (out / "slurm.md").write_text(
-        f"Medians of {REPS} runs (the floor: {2 * REPS} starts, {REPS} of each ending).\n\n"
-        + "\n".join(lines)
-        + "\n"
+        f"Medians of {reps} repetitions (after one not counted), each running the floor and "
+        f"ours on both backends one after another; load average {load['min']:.1f} to "
+        f"{load['max']:.1f} on {load['cores']} cores during the run.\n\n" + "\n".join(lines) + "\n"
     )
     print("\n".join(lines))
 

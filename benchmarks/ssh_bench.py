@@ -2,6 +2,8 @@
 
     python benchmarks/bench.py --scenarios ssh,ssh-floor,ssh-ipykernel   # these rows alone
 
+Each ssh scenario starts an sshd of its own (:func:`serving`), so any of them runs alone.
+
 (`nox -s bench-3.11` runs them too.)
 
 Rows (the minimal kernel, tests/helpers/fake_kernel.py, run "remotely" on this machine):
@@ -22,13 +24,16 @@ Rows (the minimal kernel, tests/helpers/fake_kernel.py, run "remotely" on this m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -40,8 +45,6 @@ ENV = "KN_BENCH_SSHD"  # JSON: what the workers need to reach the driver's sshd
 
 
 def available() -> bool:
-    import shutil
-
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     return all(shutil.which(b, path=search) for b in ("ssh", "sshd", "ssh-keygen"))
 
@@ -49,8 +52,6 @@ def available() -> bool:
 def start(directory: Path, jupyter_path: Path) -> tuple[Any, dict[str, str]]:
     """Start the sshd; return it and the environment entries the workers need. sshpyk's
     kernel spec goes to *jupyter_path*."""
-    import shutil
-
     sys.path.insert(0, str(ROOT))
     from tests.helpers.sshd import start_sshd
 
@@ -320,3 +321,18 @@ async def theirs(scenario: str, reps: int) -> dict[str, list[float]]:
     finally:
         await warm.shutdown_kernel(now=True)
     return out
+
+
+@contextlib.contextmanager
+def serving(jupyter_path: Path) -> Iterator[dict[str, str]]:
+    """An sshd for one scenario's workers, in a directory of its own, stopped and removed
+    after: yields the environment entries the workers need (see :func:`start`)."""
+    directory = Path(tempfile.mkdtemp(prefix="kn-sshd-"))
+    try:
+        server, env = start(directory, jupyter_path)
+        try:
+            yield env
+        finally:
+            stop(server)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

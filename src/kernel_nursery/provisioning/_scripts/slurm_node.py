@@ -1,9 +1,10 @@
 """The node side of a Slurm kernel: the job's task, which starts the kernel on the compute node.
 
 :class:`~kernel_nursery.provisioning.SlurmProvisioner` runs this file's source as
-``python -c <source>`` through ``srun``, so nothing of kernel-nursery needs to be installed where
-the job runs (only a Python 3 interpreter). It is never imported by the package. Standard library
-only.
+``python -I -S -c <source>`` through ``srun``, so nothing of kernel-nursery needs to be installed
+where the job runs (only a Python 3 interpreter). It is never imported by the package. Standard
+library only, and few modules of it: everything this script does before the kernel starts
+delays the kernel (``-S`` skips the site packages' start-up, which nothing here needs).
 
 The conversation, over the ``srun`` step's standard streams (nothing is written to a shared file
 system, nothing polls):
@@ -14,10 +15,12 @@ system, nothing polls):
    ``kernel_name``. The key travels on this pipe only: never on a command line, in the job's
    environment or on a shared disk.
 2. this script picks five free ports on the node, writes the connection file (mode 0600) in a
-   private directory of the node's temporary directory, and starts the kernel as its child
-   (the kernel's standard output goes to standard error: standard output is for status only);
-3. standard output, one line: ``{"event": "running", ...}`` with the node, the job and step ids,
-   and the connection info less the key, which the submitting side already has;
+   private directory of the node's temporary directory (``TMPDIR``, else ``/tmp``), and starts
+   the kernel as its child at once (the kernel's standard output goes to standard error:
+   standard output is for status only);
+3. standard output, one line, right after the kernel's start: ``{"event": "running", ...}``
+   with the node, the job and step ids, and the connection info less the key, which the
+   submitting side already has; nothing else is done or waited for before it;
 4. it then watches standard input: end of file means the submitting side has gone (``srun``
    closes the task's input when its own ends), and the kernel is stopped (SIGTERM, SIGKILL after
    a grace period). Slurm's own signals (``scancel --signal``) reach the kernel directly, as
@@ -37,12 +40,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 
 #: Seconds the kernel gets between SIGTERM and SIGKILL once the submitting side has gone.
@@ -75,7 +76,7 @@ def _free_ports(ip: str, count: int) -> list[int]:
 def _stop(kernel: subprocess.Popen[bytes], directory: str) -> None:
     """The submitting side has gone: end the kernel, politely first. Its connection file goes
     first (Slurm may kill this script before the kernel ends)."""
-    shutil.rmtree(directory, ignore_errors=True)
+    _remove(directory)
     try:
         kernel.terminate()
         kernel.wait(GRACE)
@@ -120,7 +121,7 @@ def main() -> int:
         def on_term(signum: int, frame: object) -> None:
             # Slurm may follow with SIGKILL (after KillWait) before the ``finally`` below
             # runs: the key goes now. The kernel read its connection file when it started.
-            shutil.rmtree(directory, ignore_errors=True)
+            _remove(directory)
             kernel.send_signal(signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, on_term)
@@ -136,7 +137,7 @@ def main() -> int:
             except InterruptedError:  # pragma: no cover - PEP 475 retries already
                 continue
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        _remove(directory)
     if detached.is_set():
         _cancel_own_job()
     return 128 - code if code < 0 else code
@@ -145,7 +146,7 @@ def main() -> int:
 def _write_connection_file(info: dict[str, object], kernel_id: object) -> tuple[str, str]:
     """Write the kernel's connection file (mode 0600) in a new private directory (mode 0700);
     return both paths."""
-    directory = tempfile.mkdtemp(prefix="kernel-nursery-")  # mode 0700
+    directory = _private_directory()
     # The submitting side checks the id; a stray separator still never leaves the directory.
     safe_id = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(kernel_id))
     path = os.path.join(directory, f"kernel-{safe_id}.json")
@@ -153,6 +154,38 @@ def _write_connection_file(info: dict[str, object], kernel_id: object) -> tuple[
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=1)
     return directory, path
+
+
+def _private_directory() -> str:
+    """A new directory (mode 0700) in the node's temporary directory: ``TMPDIR`` (which Slurm
+    sites often set per job), ``TEMP`` or ``TMP``, else ``/tmp``. Not :mod:`tempfile`, whose
+    import (with :mod:`shutil`'s) would delay the kernel's start."""
+    environ = os.environ
+    # A fresh name made with os.urandom, mode 0700, never an existing directory: safe in /tmp.
+    base = environ.get("TMPDIR") or environ.get("TEMP") or environ.get("TMP") or "/tmp"  # noqa: S108
+    for _ in range(100):
+        path = os.path.join(base, f"kernel-nursery-{os.urandom(8).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no new directory in {base}")
+
+
+def _remove(directory: str) -> None:
+    """Remove *directory* and the files in it (the connection file, and whatever the kernel
+    may have put beside it); never raises."""
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+        os.rmdir(directory)
+    except OSError:
+        pass
 
 
 def _report_running(kernel: subprocess.Popen[bytes], info: dict[str, object]) -> None:
@@ -193,6 +226,8 @@ def _watch_input(
 def _cancel_own_job() -> None:
     """End this job: the kernel has exited and the job was handed over, so no ``srun`` of the
     submitting side is left to end it. Bounded; a failure is said on standard error."""
+    import shutil  # here, not above: only after the kernel has run, never before its start
+
     job = os.environ.get("SLURM_JOB_ID")
     scancel = shutil.which("scancel")
     if not job or scancel is None:

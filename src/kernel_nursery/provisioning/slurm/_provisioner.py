@@ -562,7 +562,9 @@ class SlurmProvisioner(KernelProvisionerBase):
             env["SLURM_CONF"] = self.slurm_conf
         options = self._srun_options(step=step, cwd=cwd)
         source = await anyio.to_thread.run_sync(_node_source)  # read once, then cached
-        return [srun, *options, "--", self.python, "-I", "-c", source]
+        # -I -S: isolated from the user's Python settings, and no site packages, whose
+        # start-up would only delay the kernel (the node side is standard library only).
+        return [srun, *options, "--", self.python, "-I", "-S", "-c", source]
 
     async def _start_job(self, process: anyio.abc.Process, request: dict[str, Any]) -> None:
         """Send the node side its *request*, await the kernel's start through the queue, and
@@ -959,6 +961,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             "--",
             self.python,
             "-I",
+            "-S",
             "-c",
             _WATCHER,
         ]
