@@ -53,6 +53,9 @@ Scenarios:
                blocking pyzmq with the same signing and decoding (Session), no event loop;
                collect_cpu is the CPU time the client's process spends per round trip
                (all its threads), which a busy machine disturbs less than wall time
+  busy-shutdown  a graceful shutdown_kernel() of an ipykernel busy in time.sleep(100), from
+               the call to its return (a busy kernel runs a shutdown request only once its
+               code is over: each manager interrupts it first)
 
 The minimal kernel is tests/helpers/fake_kernel.py (stdlib + pyzmq), the same for everyone.
 """
@@ -440,7 +443,51 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                     takes.append(time.perf_counter() - t0)
             status = pool.status
         out = {"take": takes, "cold_takes": [status.cold_takes]}
+    elif scenario == "busy-shutdown":
+        out = {"busy_shutdown": await ours_busy_shutdown(reps)}
     return out
+
+
+#: What the busy-shutdown scenario's kernel runs: a line saying it has begun, then a long sleep.
+BUSY_CODE = "print('busy', flush=True); import time; time.sleep(100)"
+
+
+async def ours_busy_shutdown(reps: int) -> list[float]:
+    """shutdown_kernel() of an ipykernel that runs BUSY_CODE, from the call to its return."""
+    from kernel_nursery import KernelManager
+
+    times = []
+    for _ in range(reps):
+        async with KernelManager(kernel_name="python3") as km:
+            await km.start_kernel()
+            async with km.client() as kc, kc.execute_stream(BUSY_CODE) as outputs:
+                async for _ in outputs:
+                    break  # its first output: the kernel is busy in the sleep
+            t0 = time.perf_counter()
+            await km.shutdown_kernel()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+async def theirs_busy_shutdown(reps: int) -> list[float]:
+    """jupyter_client's shutdown_kernel() of an ipykernel that runs BUSY_CODE."""
+    from jupyter_client import AsyncKernelManager
+
+    times = []
+    for _ in range(reps):
+        km = AsyncKernelManager(kernel_name="python3")
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=60)
+        kc.execute(BUSY_CODE)
+        while (await kc.get_iopub_msg(timeout=60))["msg_type"] != "stream":
+            pass  # its first output: the kernel is busy in the sleep
+        kc.stop_channels()
+        t0 = time.perf_counter()
+        await km.shutdown_kernel()
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 async def warm_first_execute(reps: int) -> dict[str, list[float]]:
@@ -716,6 +763,8 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
             kc.stop_channels()
             await km.shutdown_kernel(now=True)
         out = {"cold_start": cold, "warm_pool": cold}  # no pool: its cold start, side by side
+    elif scenario == "busy-shutdown":
+        out = {"busy_shutdown": await theirs_busy_shutdown(reps)}
     return out
 
 
@@ -1046,7 +1095,7 @@ def main() -> None:
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
             + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("first-execute", "", 0)]
-            + [("pool", "", 100), ("scale", "", args.scale)]
+            + [("pool", "", 100), ("scale", "", args.scale), ("busy-shutdown", "", 0)]
         )
         if ssh_bench.available():
             plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
@@ -1171,6 +1220,7 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("Transport encryption (CurveZMQ)", ("encryption",)),
     ("jupyter_client's manager with our provisioner", ("bridge",)),
     ("Remote kernels over SSH", ("ssh", "ssh-floor", "ssh-ipykernel")),
+    ("A busy kernel's shutdown", ("busy-shutdown",)),
 ]
 
 #: Readable names of rows, by the part after the scenario (``ipykernel.start_to_ready``).
@@ -1217,6 +1267,7 @@ ROW_NAMES = {
     "start_mux": "floor: start through a control master",
     "zmq_1mb_clear": "floor: 1 MB there and back, bare pyzmq, clear",
     "zmq_1mb_curve": "floor: 1 MB there and back, bare pyzmq, CurveZMQ",
+    "busy_shutdown": "graceful shutdown of a kernel busy in `time.sleep(100)`",
 }
 #: Column headers of the implementations.
 IMPL_NAMES = {

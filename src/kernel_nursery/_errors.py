@@ -35,6 +35,7 @@ __all__ = [
     "PortAllocationError",
     "ProvisionerConfigError",
     "ProvisionerError",
+    "ProvisionerHookError",
     "ProvisionerInfoError",
     "ResourceLimitError",
     "SubscriptionOverflowError",
@@ -155,6 +156,29 @@ class ResourceLimitError(KernelNurseryError, OSError):
 
 class ProvisionerError(KernelNurseryError):
     """A provisioner could not do what was asked of it (launch, re-attach, signal)."""
+
+
+class ProvisionerHookError(ProvisionerError):
+    """A provisioner's hook misbehaved while a kernel manager drove it: it raised, returned
+    something it must not (a ``poll()`` that is not a status), or did not return within its
+    budget and was abandoned.
+
+    The manager logged it as an error (naming the provisioner's class and the hook), went on,
+    and stopped the kernel as far as it could by itself (for a provisioner that exposes a local
+    process group, by killing that group); then it raised this, once the kernel was stopped.
+    What the hook raised, if anything, is the ``__cause__``. See :doc:`/manager` for the bounds.
+
+    Attributes:
+        provisioner: The provisioner's class name.
+        hook: The hook's name (``"terminate"``, ``"cleanup"``...).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, message: str, *, provisioner: str, hook: str) -> None:
+        self.provisioner = provisioner
+        self.hook = hook
+        super().__init__(message)
 
 
 class ProvisionerInfoError(ProvisionerError, ValueError):

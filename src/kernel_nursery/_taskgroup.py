@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 
 import anyio
 import anyio.abc
 
-__all__ = ["OwnedTaskGroup"]
+__all__ = ["OwnedTaskGroup", "one_error"]
+
+
+@contextmanager
+def one_error() -> Iterator[None]:
+    """Around an internal task group: an exception group that holds one exception (nested
+    groups flattened; cancellations do not count when there is another) is raised as that
+    exception, so that a caller sees the error it can catch, not a group. A group of several
+    errors is raised as it is."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        errors = [e for e in leaves if not isinstance(e, anyio.get_cancelled_exc_class())]
+        if len(errors) == 1 or (not errors and leaves):
+            error = errors[0] if errors else leaves[0]
+            raise error from error.__cause__  # its own cause kept; the group not shown
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 class OwnedTaskGroup:

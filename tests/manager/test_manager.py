@@ -25,6 +25,7 @@ from kernel_nursery import (
     KernelSpec,
     KernelStateError,
     KernelTimeoutError,
+    ProvisionerHookError,
     start_kernel,
 )
 from kernel_nursery.connection import reserved_ports
@@ -372,8 +373,8 @@ async def test_a_provisioner_hook_that_raises_does_not_hang_the_close(
     install_provisioner: Callable[..., None],
 ) -> None:
     """A provisioner whose shutdown_requested raises: the manager's close still ends (its
-    client's tasks with it), the kernel is killed and its file and ports released, and the
-    error is what the close raises."""
+    client's tasks with it), the kernel is stopped and its file and ports released, and the
+    close raises ProvisionerHookError, caused by what the hook raised."""
     install_provisioner("raising", "Provisioner", RAISING_HOOK)
     # ipykernel: with it, the client's tasks outlived the failed stop and the close hung.
     spec = KernelSpec(
@@ -389,8 +390,10 @@ async def test_a_provisioner_hook_that_raises_does_not_hang_the_close(
             await km.start_kernel()
             started.extend((km.pid, km.connection_file))
 
-    with anyio.fail_after(30), pytest.raises(RuntimeError, match="hostile"):
+    with anyio.fail_after(30), pytest.raises(ProvisionerHookError, match="hostile") as caught:
         await run()
+    assert caught.value.hook == "shutdown_requested"
+    assert isinstance(caught.value.__cause__, RuntimeError)
     pid, file = started
     assert pid is not None and not is_running(pid) and not zombie_children()
     assert file is not None and not Path(file).exists()
@@ -398,6 +401,27 @@ async def test_a_provisioner_hook_that_raises_does_not_hang_the_close(
 
 
 # ---------------------------------------------------------------- interrupts and config
+
+
+async def test_a_busy_kernel_is_interrupted_before_it_is_asked_to_shut_down() -> None:
+    """A kernel busy in a long sleep is interrupted first, then exits politely (status 0) on
+    the shutdown request, long before a shutdown_wait_time of a minute runs out."""
+    code = "print('busy', flush=True); import time; time.sleep(100)"
+    async with KernelManager(kernel_name="python3", shutdown_wait_time=60) as km:
+        async with km.events() as events:
+            await km.start_kernel()
+            async with km.client() as kc, kc.execute_stream(code) as outputs:
+                async for _ in outputs:
+                    break  # its first output: it is busy in the sleep
+            assert km.execution_state == "busy"
+            with anyio.fail_after(30):  # a hang's guard; without the interrupt: 60 s, then SIGTERM
+                await km.shutdown_kernel()
+            kinds = {}
+            async for event in events:
+                kinds[event.kind] = event.exit_status
+                if event.kind == "shutdown":
+                    break
+    assert kinds["shutdown"] == 0
 
 
 @pytest.mark.parametrize("mode", ["signal", "message"])
@@ -899,7 +923,7 @@ async def test_a_failing_cleanup_never_replaces_the_blocks_exception(
 ) -> None:
     """When cleaning up fails as the block ends, the block's own exception propagates as it is
     (the failure is logged), subscriptions end, and without an exception of the block's the
-    failure itself propagates, unwrapped."""
+    failure propagates as one ProvisionerHookError, caused by what cleanup raised."""
     install_provisioner("failing", "Provisioner", FAILING_CLEANUP)
     spec = fake_spec(metadata={"kernel_provisioner": {"provisioner_name": "failing"}})
     ended = anyio.Event()
@@ -918,9 +942,11 @@ async def test_a_failing_cleanup_never_replaces_the_blocks_exception(
                 raise ValueError("the block's own error")
         with anyio.fail_after(10):
             await ended.wait()
-    with pytest.raises(OSError, match="cleanup failed"):
+    with pytest.raises(ProvisionerHookError, match="cleanup failed") as caught:
         async with KernelManager(kernel_spec=spec) as km:
             await km.start_kernel()
+    assert caught.value.hook == "cleanup"
+    assert isinstance(caught.value.__cause__, OSError)
     assert not km.has_kernel
 
 

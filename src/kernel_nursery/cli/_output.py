@@ -280,6 +280,7 @@ async def _relay_to_stderr() -> AsyncIterator[int]:
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     done = anyio.Event()
+    # The relay only copies what is written; it is cancelled after a bounded drain below.
     relay_scope = anyio.CancelScope(shield=True)
 
     async def relay() -> None:

@@ -156,6 +156,7 @@ class _LoopThread:
         closing = self._closing
         if closing is not None:
             if not closing.is_set():
+                # Bounded: the first aclose() sets it within CANCEL_WAIT + _JOIN_WAIT.
                 with anyio.CancelScope(shield=True):
                     await closing.wait()
             return
@@ -405,7 +406,7 @@ class JupyterProvisioner(KernelProvisionerBase):
         try:
             result: dict[str, Any] = await self._run(self._inner.pre_launch, **kwargs)
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _release is (CANCEL_WAIT each)
                 await self._release()
             raise
         return result
@@ -422,7 +423,7 @@ class JupyterProvisioner(KernelProvisionerBase):
             self._km._reconcile_connection_info(info)
             ours = _from_jupyter_info(info)
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: cleanup is (see its docstring)
                 self._launched = bool(getattr(self._inner, "has_process", False))
                 await self.cleanup(restart=False)
             raise
@@ -452,7 +453,7 @@ class JupyterProvisioner(KernelProvisionerBase):
         the provisioner too (:data:`CANCEL_WAIT` for a hang): one that raises or hangs still
         leaves no file, thread, zombie or guardian registration behind, and what it raised
         propagates afterwards."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: each wait and call below has a deadline
             try:
                 if self._launched:
                     await self._kill_and_reap(restart)

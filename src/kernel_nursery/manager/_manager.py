@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
+import math
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import anyio
 import anyio.abc
@@ -23,6 +25,7 @@ from .._errors import (
     KernelNurseryError,
     KernelStateError,
     KernelTimeoutError,
+    ProvisionerHookError,
 )
 from .._limits import at_open_file_limit, claim_descriptors, limit_error
 from .._taskgroup import OwnedTaskGroup
@@ -33,12 +36,14 @@ from ..messaging import KernelClient
 from ..messaging._client import WaitForExit
 from ..messaging._curve import wait_for_ready_encrypted
 from ..provisioning import (
+    KILL_WAIT_TIME,
     KernelProvisionerBase,
     KernelProvisionerFactory,
     LaunchProgress,
     shutdown_kernel_process,
 )
 from ..provisioning._base import check_kernel_id
+from ..provisioning._hooks import FAILED, call_hook, is_status, kill_group, sync_hook
 from ..wire import is_encrypted
 from ._activity import Activity, TrackedClient
 from ._events import EventHub, EventKind, KernelEvent
@@ -112,6 +117,14 @@ class KernelManager(LoggingConfigurable):
         config=True,
         help="Seconds a kernel gets to exit after a shutdown request, and again after SIGTERM, "
         "before it is killed.",
+    )
+    kill_wait_time = Float(
+        KILL_WAIT_TIME,
+        min=0.0,
+        config=True,
+        help="Seconds a kernel gets to exit after SIGKILL, and the budget of each call into the "
+        "provisioner that should answer at once (poll, terminate, kill, send_signal...) while "
+        "it is stopped; a call that takes longer is abandoned and logged as an error.",
     )
     stable_start_time = Float(
         10.0,
@@ -235,6 +248,10 @@ class KernelManager(LoggingConfigurable):
         self._stopping = 0
         self._closed = False
         self._close_error: Exception | None = None
+        # What the provisioner's hooks did wrong while the manager drove them (each logged):
+        # the next shutdown_kernel raises the first, once the kernel is stopped.
+        self._hook_errors: list[ProvisionerHookError] = []
+        self._in_hook: str | None = None  # the start hook running now, for the log
         # The current (or last) incarnation, and an event set (then replaced) at each change
         # of it or of whether one will follow: what km.client()'s clients await to follow.
         self._incarnation: _Incarnation | None = None
@@ -350,12 +367,21 @@ class KernelManager(LoggingConfigurable):
         return self._activity.connections
 
     async def is_alive(self) -> bool:
-        """Whether the kernel process is running. Answers at once."""
-        return (
-            self.has_kernel
-            and self.provisioner is not None
-            and (await self.provisioner.poll() is None)
-        )
+        """Whether the kernel process is running. Answers at once (the provisioner's ``poll``
+        gets :attr:`kill_wait_time`).
+
+        Raises:
+            ProvisionerHookError: the provisioner's ``poll`` raised, answered something else
+                than an exit status, or did not answer in time (logged).
+        """
+        provisioner = self.provisioner
+        if provisioner is None or not provisioner.has_process:
+            return False
+        since = len(self._hook_errors)
+        status = await self._hook(provisioner, "poll", self.kill_wait_time, check=is_status)
+        if status is FAILED:
+            self._raise_hook_errors(since)
+        return status is None
 
     # ------------------------------------------------------------------ scope
 
@@ -379,10 +405,11 @@ class KernelManager(LoggingConfigurable):
             raise error  # the shutdown's own failure, when the block had none of its own
 
     async def _close(self) -> None:
-        # Shielded, lock wait included: whoever holds the lock is bounded once the start in
-        # flight is cancelled (which shutdown_kernel does first), so this cannot hang.
+        # Shielded, and bounded: the lock wait by stop_bound() (whoever holds the lock is
+        # bounded so once the start in flight is cancelled, which shutdown_kernel does first),
+        # then the stop itself by stop_bound().
         try:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: see above
                 await self.shutdown_kernel()
         except Exception as exc:
             # Raised from __aexit__ (unwrapped) unless the block raised; logged either way.
@@ -579,74 +606,105 @@ class KernelManager(LoggingConfigurable):
             _PortsTaken: the kernel exited before it was ready, and a socket of another
                 program now holds one of its ports (it could not bind it).
         """
-        provisioner = self.provisioner
-        assert provisioner is not None
         what = f"cannot start kernel {self._display_name()!r}"
         release: Callable[[], None] | None = None
         try:
             release = await claim_descriptors(what, keep=_KEPT_DESCRIPTORS)
             await self._launch()
-            assert self._client is not None
-            try:
-                await wait_for_ready_encrypted(self._client, timeout=self.ready_timeout)
-            except KernelDiedError as exc:
-                message = (
-                    f"kernel {self._display_name()!r} exited with status {exc.exit_status} "
-                    "before it was ready"
-                )
-                info = validate_connection_info(provisioner.connection_info)
-                taken = ports_in_use(
-                    transport=info["transport"], ip=info["ip"], ports=_ports_of(info)
-                )
-                if taken:
-                    ports = ", ".join(map(str, taken))
-                    raise _PortsTaken(
-                        f"{message}: another program took its port {ports}",
-                        exit_status=exc.exit_status,
-                    ) from None
-                raise KernelDiedError(message, exit_status=exc.exit_status) from None
-            except KernelTimeoutError:
-                hint = ""
-                if is_encrypted(self._client.connection_info):
-                    hint = "; its channels are encrypted (CurveZMQ): a kernel that cannot be "
-                    hint += "reached encrypted never answers"
-                raise KernelTimeoutError(
-                    f"kernel {self._display_name()!r} did not answer within "
-                    f"{self.ready_timeout:g} s (KernelManager.ready_timeout){hint}"
-                ) from None
-            if self._incarnation is not None:
-                self._incarnation.ready.set()
-            # The manager's own client needs iopub no more (readiness is known, and it only
-            # asks on control): dropping it spares a decode of every message the kernel
-            # publishes for as long as the kernel runs.
-            self._client.close_iopub()
-            # So the last status it saw may be the "busy" of its own kernel_info request, whose
-            # "idle" it will never see: having answered, the kernel is idle.
-            self._activity.answered()
-            # Nor the sockets it does not use until asked (only control serves shutdowns and
-            # interrupts): two descriptors per socket, the kernels one process can supervise.
-            unused = ["shell", "stdin", "iopub"] + (["hb"] if self.heartbeat_interval <= 0 else [])
-            self._client._release_channels(unused)
-            # It has bound its ports: no need to hold them against other programs any more.
-            info = validate_connection_info(provisioner.connection_info)
-            unhold_ports(transport=info["transport"], ip=info["ip"], ports=_ports_of(info))
+            await self._wait_until_ready()
+            self._settle()
         except BaseException as exc:
-            # Out of descriptors (or memory) wherever the start opened one: the connection
-            # file, the held ports, the spawn, the guardian, the client. A client that zmq
-            # could not connect for want of descriptors never reaches its kernel: a timeout
-            # at the limit says so. Judged before the stop below frees descriptors.
-            error = limit_error(exc, what)
-            if error is None and isinstance(exc, KernelTimeoutError) and at_open_file_limit():
-                error = limit_error(OSError(errno.EMFILE, "Too many open files"), what)
-            with anyio.CancelScope(shield=True):
-                await self._stop(now=True, restart=False)
-                self.provisioner = None
-            if error is not None:
-                raise error from exc
+            await self._undo_start(exc, what)
             raise
         finally:
             if release is not None:
                 release()
+
+    async def _wait_until_ready(self) -> None:
+        """Wait (:attr:`ready_timeout`) until the new kernel answers; say why it did not.
+
+        Raises:
+            _PortsTaken, KernelDiedError, KernelTimeoutError: as :meth:`start_kernel`.
+        """
+        provisioner, client = self.provisioner, self._client
+        assert provisioner is not None
+        assert client is not None
+        try:
+            await wait_for_ready_encrypted(client, timeout=self.ready_timeout)
+        except KernelDiedError as exc:
+            message = (
+                f"kernel {self._display_name()!r} exited with status {exc.exit_status} "
+                "before it was ready"
+            )
+            info = validate_connection_info(provisioner.connection_info)
+            taken = ports_in_use(transport=info["transport"], ip=info["ip"], ports=_ports_of(info))
+            if taken:
+                ports = ", ".join(map(str, taken))
+                raise _PortsTaken(
+                    f"{message}: another program took its port {ports}",
+                    exit_status=exc.exit_status,
+                ) from None
+            raise KernelDiedError(message, exit_status=exc.exit_status) from None
+        except KernelTimeoutError:
+            hint = ""
+            if is_encrypted(client.connection_info):
+                hint = "; its channels are encrypted (CurveZMQ): a kernel that cannot be "
+                hint += "reached encrypted never answers"
+            raise KernelTimeoutError(
+                f"kernel {self._display_name()!r} did not answer within "
+                f"{self.ready_timeout:g} s (KernelManager.ready_timeout){hint}"
+            ) from None
+
+    def _settle(self) -> None:
+        """The kernel answered: lighten the manager's own client, release the held ports."""
+        provisioner, client = self.provisioner, self._client
+        assert provisioner is not None
+        assert client is not None
+        if self._incarnation is not None:
+            self._incarnation.ready.set()
+        # The manager's own client needs iopub no more (readiness is known, and it only
+        # asks on control): dropping it spares a decode of every message the kernel
+        # publishes for as long as the kernel runs.
+        client.close_iopub()
+        # So the last status it saw may be the "busy" of its own kernel_info request, whose
+        # "idle" it will never see: having answered, the kernel is idle.
+        self._activity.answered()
+        # Nor the sockets it does not use until asked (only control serves shutdowns and
+        # interrupts): two descriptors per socket, the kernels one process can supervise.
+        unused = ["shell", "stdin", "iopub"] + (["hb"] if self.heartbeat_interval <= 0 else [])
+        client._release_channels(unused)
+        # It has bound its ports: no need to hold them against other programs any more.
+        info = validate_connection_info(provisioner.connection_info)
+        unhold_ports(transport=info["transport"], ip=info["ip"], ports=_ports_of(info))
+
+    async def _undo_start(self, exc: BaseException, what: str) -> None:
+        """A start failed with *exc* (or was cancelled): stop what it made, shielded and
+        bounded, and drop the provisioner. Raises a limit's error instead of *exc* when the
+        start ran out of descriptors or memory; otherwise returns (the caller re-raises)."""
+        # Out of descriptors (or memory) wherever the start opened one: the connection
+        # file, the held ports, the spawn, the guardian, the client. A client that zmq
+        # could not connect for want of descriptors never reaches its kernel: a timeout
+        # at the limit says so. Judged before the stop below frees descriptors.
+        error = limit_error(exc, what)
+        if error is None and isinstance(exc, KernelTimeoutError) and at_open_file_limit():
+            error = limit_error(OSError(errno.EMFILE, "Too many open files"), what)
+        hook, self._in_hook = self._in_hook, None
+        if hook is not None and isinstance(exc, anyio.get_cancelled_exc_class()):
+            level = logging.WARNING if hook == "launch_kernel" else logging.ERROR
+            self.log.log(
+                level,
+                "Kernel %s: the start was cancelled while %s.%s() ran",
+                self.kernel_id,
+                type(self.provisioner).__name__,
+                hook,
+            )
+        with anyio.CancelScope(shield=True):  # bounded: _stop is (stop_bound)
+            await self._stop(now=True, restart=False)
+            self.provisioner = None
+        # What the hooks did wrong meanwhile was logged; the start's own error is raised.
+        self._hook_errors.clear()
+        if error is not None:
+            raise error from exc
 
     def _display_name(self) -> str:
         spec = self._kernel_spec
@@ -655,10 +713,13 @@ class KernelManager(LoggingConfigurable):
     async def _launch(self) -> None:
         provisioner = self.provisioner
         assert provisioner is not None
-        kw = await provisioner.pre_launch(**self._launch_kwargs)
+        kw = await self._start_hook(provisioner, "pre_launch", **self._launch_kwargs)
+        if not isinstance(kw, dict) or not isinstance(kw.get("cmd"), list):
+            message = f"returned {kw!r}, not the launch keywords with a 'cmd' list"
+            raise self._hook_error(provisioner, "pre_launch", message)
         cmd = kw.pop("cmd")
-        await provisioner.launch_kernel(cmd, **kw)
-        await provisioner.post_launch(**kw)
+        await self._start_hook(provisioner, "launch_kernel", cmd, **kw)
+        await self._start_hook(provisioner, "post_launch", **kw)
         self._started_at = anyio.current_time()
         self._activity.touch()
         self._generation += 1
@@ -672,6 +733,48 @@ class KernelManager(LoggingConfigurable):
         self._client_scope.shield = True
         # Every incarnation is supervised, restarts or not: its death is always reported.
         self._supervisor_scope = await tg.start(self._supervise, self._generation)
+
+    async def _start_hook(
+        self, provisioner: KernelProvisionerBase, hook: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """A start hook: not shielded, so bounded by the caller's deadline (or a shutdown,
+        which cancels the start), which :meth:`_undo_start` logs naming the hook. What it
+        raises is the start's error, as it is; a :class:`BaseException` of its own becomes a
+        :class:`ProvisionerHookError` (logged)."""
+        self._in_hook = hook
+        try:
+            result = await getattr(provisioner, hook)(*args, **kwargs)
+        except (anyio.get_cancelled_exc_class(), KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except KernelNurseryError:
+            self._in_hook = None
+            raise
+        except Exception as exc:
+            self._in_hook = None
+            self.log.error(
+                "Kernel %s: %s.%s() raised %r",
+                self.kernel_id,
+                type(provisioner).__name__,
+                hook,
+                exc,
+            )
+            raise
+        except BaseException as exc:
+            self._in_hook = None
+            raise self._hook_error(provisioner, hook, f"raised {type(exc).__name__}") from exc
+        self._in_hook = None
+        return result
+
+    def _hook_error(
+        self, provisioner: KernelProvisionerBase, hook: str, what: str
+    ) -> ProvisionerHookError:
+        """A :class:`ProvisionerHookError` for *hook* that did *what*, logged as an error."""
+        name = f"{type(provisioner).__name__}.{hook}()"
+        self.log.error("Kernel %s: %s %s", self.kernel_id, name, what)
+        cls = type(provisioner).__name__
+        return ProvisionerHookError(
+            f"kernel {self.kernel_id}: {name} {what}", provisioner=cls, hook=hook
+        )
 
     async def _serve_client(
         self,
@@ -690,7 +793,9 @@ class KernelManager(LoggingConfigurable):
         with anyio.CancelScope() as scope:
             info = validate_connection_info(provisioner.connection_info)
             session = self._activity.session(info)  # it sees every status the kernel publishes
-            client = KernelClient(info, wait_for_exit=provisioner.wait, session=session)
+            # It follows the exit the supervisor sees, not the provisioner's wait() itself:
+            # a hook that raises there is the supervisor's to log, not this task's to die of.
+            client = KernelClient(info, wait_for_exit=incarnation.wait, session=session)
             async with client:
                 task_status.started((client, scope))
                 if self.heartbeat_interval > 0:
@@ -735,8 +840,8 @@ class KernelManager(LoggingConfigurable):
             return
         try:
             await self.restart_kernel(now=True)
-        except KernelNurseryError as exc:
-            self.log.error("Kernel %s could not be restarted: %s", self.kernel_id, exc)
+        except Exception as exc:  # a plug-in's own error too: this task must not end the group
+            self.log.error("Kernel %s could not be restarted: %r", self.kernel_id, exc)
 
     # ------------------------------------------------------------------ supervision
 
@@ -749,8 +854,10 @@ class KernelManager(LoggingConfigurable):
         incarnation = self._incarnation
         with anyio.CancelScope() as scope:
             task_status.started(scope)
-            status = await provisioner.wait()
-        if scope.cancel_called:
+            # A watch, as long as the kernel runs: no deadline, but a failure of the hook is
+            # logged and noted, and ends the watch (the manager can no longer see the exit).
+            status = await self._hook(provisioner, "wait", math.inf, check=is_status)
+        if scope.cancel_called or status is FAILED:
             return
         if incarnation is not None:
             incarnation.exit(status)
@@ -769,7 +876,13 @@ class KernelManager(LoggingConfigurable):
         if not self.autorestart:
             await self._declare_dead(status)
             return
-        stable = provisioner.get_stable_start_time()
+        stable = sync_hook(
+            provisioner,
+            "get_stable_start_time",
+            self.stable_start_time,
+            errors=self._hook_errors,
+            log=self.log,
+        )
         self._rapid_deaths = self._rapid_deaths + 1 if uptime < stable else 0
         while True:
             if self._rapid_deaths > self.restart_limit:
@@ -795,15 +908,15 @@ class KernelManager(LoggingConfigurable):
                 status = exc.exit_status
                 self._rapid_deaths += 1
                 continue
-            except KernelNurseryError as exc:
-                self.log.error("Kernel %s could not be restarted: %s", self.kernel_id, exc)
+            except Exception as exc:  # a plug-in's own error too: the supervisor must not die of it
+                self.log.error("Kernel %s could not be restarted: %r", self.kernel_id, exc)
                 await self._declare_dead(status)
                 return
             self._emit("restarted")
             return
 
     async def _declare_dead(self, status: int | None) -> None:
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: _stop is (stop_bound)
             await self._stop(now=True, restart=False)
         self._dead = True
         self._end()
@@ -811,10 +924,48 @@ class KernelManager(LoggingConfigurable):
 
     # ------------------------------------------------------------------ stopping
 
+    async def _hook(
+        self, provisioner: KernelProvisionerBase, hook: str, seconds: float, *args: Any, **kw: Any
+    ) -> Any:
+        """A call into *provisioner*'s *hook*, bounded by *seconds*, a failure logged and noted
+        (see :func:`~kernel_nursery.provisioning._hooks.call_hook`): its result or ``FAILED``."""
+        return await call_hook(
+            provisioner, hook, seconds, *args, errors=self._hook_errors, log=self.log, **kw
+        )
+
+    def _wait_time(self, provisioner: KernelProvisionerBase, *, note: bool = True) -> float:
+        """The provisioner's shutdown wait time; the manager's when it cannot say (logged, and
+        noted for the next shutdown to raise when *note*)."""
+        return sync_hook(
+            provisioner,
+            "get_shutdown_wait_time",
+            self.shutdown_wait_time,
+            errors=self._hook_errors if note else None,
+            log=self.log,
+        )
+
+    def stop_bound(self, *, now: bool = False) -> float:
+        """The longest a shutdown of this manager's kernel can take, in seconds, once it has
+        the kernel to itself, even when every hook of the provisioner hangs (each is abandoned
+        at its budget): ``4 * W + 8 * K`` (``W + 7 * K`` with *now*), where ``W`` is the
+        provisioner's shutdown wait time (by default :attr:`shutdown_wait_time`) and ``K``
+        :attr:`kill_wait_time`. See :doc:`/manager`.
+
+        .. versionadded:: 0.1
+        """
+        wait, kill = self.shutdown_wait_time, self.kill_wait_time
+        if self.provisioner is not None:
+            wait = self._wait_time(self.provisioner, note=False)
+        # The request (W), shutdown_requested (K), the wait it was granted (W), SIGTERM's (W).
+        polite = 0.0 if now else 3 * wait + kill
+        # Three polls, the kill and its wait, the process group's wait, cleanup (W + 2K).
+        return polite + 5 * kill + (wait + 2 * kill)
+
     async def _stop(self, *, now: bool, restart: bool) -> int | None:
         """End the current incarnation: supervisor, polite request (unless *now*), escalation,
-        the manager's client, ``cleanup(restart)``. Shielded and bounded (the escalation's own
-        timeouts); must hold the lock."""
+        the manager's client, ``cleanup(restart)``; must hold the lock. Shielded, and bounded
+        by :meth:`stop_bound`: every call into the provisioner has a budget; one that fails is
+        logged and noted (the next :meth:`shutdown_kernel` raises it), and the stop goes on."""
         provisioner = self.provisioner
         if provisioner is None:
             return None
@@ -822,23 +973,12 @@ class KernelManager(LoggingConfigurable):
         if self._supervisor_scope is not None:
             self._supervisor_scope.cancel()
             self._supervisor_scope = None
+        # Shielded, and bounded: every await below is a hook call or a wait with a deadline.
         with anyio.CancelScope(shield=True):
             status: int | None = None
             try:
-                status = await provisioner.poll() if provisioner.has_process else None
-                if provisioner.has_process and status is None:
-                    wait_time = provisioner.get_shutdown_wait_time()
-                    requested = False
-                    if not now:
-                        requested = await self._request_shutdown(restart, wait_time)
-                        await provisioner.shutdown_requested(restart=restart)
-                    status = await shutdown_kernel_process(
-                        provisioner,
-                        restart=restart,
-                        wait_time=wait_time,
-                        shutdown_requested=requested,
-                        now=now,
-                    )
+                if provisioner.has_process:
+                    status = await self._end_process(provisioner, now=now, restart=restart)
             finally:
                 # Even when a provisioner's hook raised: the client's tasks end (or the
                 # manager's close would wait for them forever) and cleanup kills and releases.
@@ -847,15 +987,57 @@ class KernelManager(LoggingConfigurable):
                 if self._client_scope is not None:
                     self._client_scope.cancel()
                 self._client = self._client_scope = None
-                await provisioner.cleanup(restart=restart)
+                wait_time = self._wait_time(provisioner)
+                budget = wait_time + 2 * self.kill_wait_time
+                if await self._hook(provisioner, "cleanup", budget, restart=restart) is FAILED:
+                    await kill_group(provisioner, 0.0)  # what it left, if it can be reached
         return status
 
-    async def _request_shutdown(self, restart: bool, wait_time: float) -> bool:
-        """Send ``shutdown_request`` on control; whether the kernel acknowledged it."""
+    async def _end_process(
+        self, provisioner: KernelProvisionerBase, *, now: bool, restart: bool
+    ) -> int | None:
+        """Ask the kernel to exit (unless *now*), then escalate
+        (:func:`shutdown_kernel_process`)."""
+        kill_wait = self.kill_wait_time
+        status = await self._hook(provisioner, "poll", kill_wait, check=is_status)
+        if status is not None and status is not FAILED:
+            return cast(int, status)
+        wait_time = self._wait_time(provisioner)
+        requested = False
+        if not now:
+            requested = await self._request_shutdown(provisioner, restart, wait_time)
+            await self._hook(provisioner, "shutdown_requested", kill_wait, restart=restart)
+        return await shutdown_kernel_process(
+            provisioner,
+            restart=restart,
+            wait_time=wait_time,
+            shutdown_requested=requested,
+            now=now,
+            kill_wait=kill_wait,
+            errors=self._hook_errors,
+            log=self.log,
+        )
+
+    async def _request_shutdown(
+        self, provisioner: KernelProvisionerBase, restart: bool, wait_time: float
+    ) -> bool:
+        """Send ``shutdown_request`` on control; whether the kernel acknowledged it. All
+        within *wait_time*.
+
+        A kernel that is busy (or whose state the manager does not know) is interrupted first,
+        as its spec says (:meth:`interrupt_kernel`): a kernel runs a shutdown request only once
+        the code it runs is over, and would otherwise hold the shutdown for the whole wait."""
         if self._client is None:
             return False
+        deadline = anyio.current_time() + wait_time
+        if self._activity.state != "idle":
+            self.log.debug(
+                "Kernel %s is %s: interrupted first", self.kernel_id, self.execution_state
+            )
+            await self._interrupt(provisioner, min(self.kill_wait_time, wait_time), quiet=True)
         try:
-            await self._client.shutdown(restart=restart, timeout=wait_time)
+            left = max(deadline - anyio.current_time(), 0.0)
+            await self._client.shutdown(restart=restart, timeout=left)
         except KernelNurseryError as exc:
             self.log.info(
                 "Kernel %s did not acknowledge the shutdown request: %s", self.kernel_id, exc
@@ -863,10 +1045,37 @@ class KernelManager(LoggingConfigurable):
             return False
         return True
 
+    async def _interrupt(
+        self, provisioner: KernelProvisionerBase, seconds: float, *, quiet: bool = False
+    ) -> None:
+        """Interrupt the kernel as its spec asks, within *seconds*; a failure of the
+        provisioner's ``send_signal`` is logged and noted, an unanswered ``interrupt_request``
+        raises (unless *quiet*: logged)."""
+        spec = self._kernel_spec  # known: it was needed to start the kernel
+        if spec is None or spec.interrupt_mode != "message":
+            await self._hook(provisioner, "send_signal", seconds, signal.SIGINT)
+            return
+        if self._client is None:
+            raise KernelStateError("the kernel is not running")
+        try:
+            await self._client.interrupt(timeout=seconds)
+        except KernelNurseryError as exc:
+            if not quiet:
+                raise
+            self.log.info("Kernel %s did not answer the interrupt: %s", self.kernel_id, exc)
+
+    def _raise_hook_errors(self, since: int = 0) -> None:
+        """Raise the first failure of a provisioner's hook noted from index *since* on (each
+        was logged when it happened), and forget those."""
+        errors = self._hook_errors[since:]
+        del self._hook_errors[since:]
+        if errors:
+            raise errors[0]
+
     async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
-        """Shut the kernel down: ask it politely (unless *now*), give it
-        :attr:`shutdown_wait_time`, then SIGTERM, then SIGKILL to its process group; then clean
-        up. Does nothing when no kernel runs.
+        """Shut the kernel down: ask it politely (unless *now*; a busy kernel is interrupted
+        first), give it :attr:`shutdown_wait_time`, then SIGTERM, then SIGKILL to its process
+        group; then clean up. Does nothing when no kernel runs.
 
         With *restart*, the ports, key and connection file are kept, and the next
         :meth:`start_kernel` starts the kernel on them; the end of the manager's block releases
@@ -877,40 +1086,76 @@ class KernelManager(LoggingConfigurable):
         left.
 
         Cancellation: waiting for another operation of this manager to finish can be cancelled
-        (the kernel is then left as that operation leaves it). Once the shutdown has begun it
-        is shielded and completes, bounded by the escalation's timeouts: a cancelled caller
-        still leaves the kernel fully stopped.
+        (the kernel is then left as that operation leaves it); it is bounded by
+        :meth:`stop_bound` all the same. Once the shutdown has begun it is shielded and
+        completes, within :meth:`stop_bound`: a cancelled caller still leaves the kernel
+        stopped.
+
+        Raises:
+            ProvisionerHookError: a hook of the provisioner failed (raised, answered garbage,
+                or hung and was abandoned), now or since the last shutdown; raised once the
+                kernel is stopped as far as the manager could. Every failure was logged.
         """
         self._stopping += 1
         try:
             cancelled_start = self._start_scope is not None
             if self._start_scope is not None:
                 self._start_scope.cancel()
-            try:
-                self._lock.acquire_nowait()  # no checkpoint: a cancelled caller still stops it
-            except anyio.WouldBlock:
-                await self._lock.acquire()
-            try:
-                with anyio.CancelScope(shield=True):
-                    provisioner = self.provisioner
-                    if provisioner is None:
-                        if cancelled_start:
-                            self._emit("shutdown")
-                        return
-                    had_process = provisioner.has_process
-                    status = None
-                    try:
-                        status = await self._stop(now=now, restart=restart)
-                    finally:
-                        if not restart:
-                            self.provisioner = None
-                            self._end()
-                        if had_process:
-                            self._emit("shutdown", status)
-            finally:
-                self._lock.release()
+            await self._shutdown_locked(now=now, restart=restart, cancelled_start=cancelled_start)
         finally:
             self._stopping -= 1
+        self._raise_hook_errors()
+
+    async def _shutdown_locked(self, *, now: bool, restart: bool, cancelled_start: bool) -> None:
+        """:meth:`shutdown_kernel`'s work under the lock."""
+        if not await self._acquire_for_shutdown():
+            return
+        try:
+            with anyio.CancelScope(shield=True):  # bounded: _stop is (see stop_bound)
+                provisioner = self.provisioner
+                if provisioner is None:
+                    if cancelled_start:
+                        self._emit("shutdown")
+                    return
+                had_process = provisioner.has_process
+                status = None
+                try:
+                    status = await self._stop(now=now, restart=restart)
+                finally:
+                    if not restart:
+                        self.provisioner = None
+                        self._end()
+                    if had_process:
+                        self._emit("shutdown", status)
+        finally:
+            self._lock.release()
+
+    async def _acquire_for_shutdown(self) -> bool:
+        """Take the lock, waiting at most :meth:`stop_bound` for the operation that holds it
+        (whose own stop is bounded so, and whose start :meth:`shutdown_kernel` cancelled).
+        Whether it was taken: if not, that operation is stuck in a provisioner's hook that
+        ignores cancellation, and the manager kills what it can reach by itself (logged)."""
+        try:
+            self._lock.acquire_nowait()  # no checkpoint: a cancelled caller still stops it
+            return True
+        except anyio.WouldBlock:
+            pass
+        bound = self.stop_bound()
+        with anyio.move_on_after(bound):
+            await self._lock.acquire()
+            return True
+        hook = self._in_hook or "a hook"
+        self.log.error(
+            "Kernel %s: another operation held it for more than %.3g s (stuck in %s of %s, "
+            "which ignores cancellation); killing its process group where it can be reached",
+            self.kernel_id,
+            bound,
+            hook,
+            type(self.provisioner).__name__,
+        )
+        if self.provisioner is not None:
+            await kill_group(self.provisioner, self.kill_wait_time)
+        return False
 
     async def restart_kernel(
         self, now: bool = False, newports: bool = False, **kwargs: Any
@@ -951,23 +1196,28 @@ class KernelManager(LoggingConfigurable):
 
     async def interrupt_kernel(self) -> None:
         """Interrupt the kernel as its spec asks: SIGINT (``interrupt_mode: signal``) or an
-        ``interrupt_request`` on the control channel (``message``).
+        ``interrupt_request`` on the control channel (``message``), within
+        :attr:`shutdown_wait_time`.
 
         Raises:
             KernelStateError: no kernel is running.
+            ProvisionerHookError: the provisioner's ``send_signal`` failed or hung (logged).
         """
-        provisioner = self._running()
-        spec = self._kernel_spec  # known: it was needed to start the kernel
-        if spec is not None and spec.interrupt_mode == "message":
-            if self._client is None:
-                raise KernelStateError("the kernel is not running")
-            await self._client.interrupt(timeout=self.shutdown_wait_time)
-        else:
-            await provisioner.send_signal(signal.SIGINT)
+        since = len(self._hook_errors)
+        await self._interrupt(self._running(), self.shutdown_wait_time)
+        self._raise_hook_errors(since)
 
     async def signal_kernel(self, signum: int) -> None:
-        """Send *signum* to the kernel's process group."""
-        await self._running().send_signal(signum)
+        """Send *signum* to the kernel's process group.
+
+        Raises:
+            KernelStateError: no kernel is running.
+            ProvisionerHookError: the provisioner's ``send_signal`` failed, or did not return
+                within :attr:`kill_wait_time` (logged).
+        """
+        since = len(self._hook_errors)
+        await self._hook(self._running(), "send_signal", self.kill_wait_time, signum)
+        self._raise_hook_errors(since)
 
     async def wait_for_ready(self, timeout: float | None = None) -> None:
         """Wait until the kernel answers ``kernel_info`` (default :attr:`ready_timeout`).

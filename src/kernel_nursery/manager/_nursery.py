@@ -14,7 +14,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from traitlets import Bool, Float, TraitError, observe, validate
 from traitlets.config import LoggingConfigurable
 
-from .._errors import KernelStateError, UnknownKernelIdError
+from .._errors import KernelNurseryError, KernelStateError, UnknownKernelIdError
 from .._taskgroup import OwnedTaskGroup
 from ._events import EventHub, KernelEvent
 from ._manager import KernelManager, split_manager_kwargs
@@ -79,6 +79,7 @@ class KernelNursery(LoggingConfigurable):
         self._group = OwnedTaskGroup()
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
+        self._close_error: KernelNurseryError | None = None
         self._events = EventHub()
         # Culling: one timer for the nursery (the culler task's wait), woken early by _wake.
         self._wake = anyio.Event()
@@ -108,16 +109,26 @@ class KernelNursery(LoggingConfigurable):
         tb: TracebackType | None,
     ) -> None:
         await self._group.close()
+        error, self._close_error = self._close_error, None
+        if error is not None and exc is None:
+            raise error  # the shutdown's own failure, when the block had none of its own
 
     async def _close(self) -> None:
         # From here on new kernels are refused, and starts in progress are cancelled (their
         # managers' shutdown does it): nothing can keep the block from ending.
         self._closing = True
         self._wake.set()  # the culler sees _closing and ends
-        with anyio.CancelScope(shield=True):
-            await self._shutdown_many([*self._starting, *self._managers.values()], now=False)
-        self._events.close()
-        self._tg = None
+        try:
+            # Shielded, and bounded: each manager's shutdown is (KernelManager.stop_bound),
+            # and they run at once.
+            with anyio.CancelScope(shield=True):
+                await self._shutdown_many([*self._starting, *self._managers.values()], now=False)
+        except KernelNurseryError as exc:
+            # Raised from __aexit__ unless the block raised; each failure was logged.
+            self._close_error = exc
+        finally:
+            self._events.close()
+            self._tg = None
 
     async def start_kernel(self, kernel_name: str = "python3", **kwargs: Any) -> KernelManager:
         """Start a kernel in the nursery and return its ready manager.
@@ -222,22 +233,51 @@ class KernelNursery(LoggingConfigurable):
     async def shutdown_all(self, now: bool = False) -> None:
         """Shut every kernel down, concurrently, including kernels still starting (their
         starts raise :class:`KernelStateError`). Kernels that are already shutting down (from
-        another task, or because their own scope ended) are simply waited for."""
+        another task, or because their own scope ended) are simply waited for.
+
+        Raises:
+            ProvisionerHookError: a provisioner's hook failed while its kernel was stopped
+                (as :meth:`KernelManager.shutdown_kernel`); every kernel is stopped all the
+                same, and each failure was logged. When several kernels' provisioners
+                failed, the first failure is raised.
+        """
         await self._shutdown_many([*self._starting, *self._managers.values()], now=now)
 
     async def _shutdown_many(self, managers: list[KernelManager], now: bool) -> None:
+        """Shut *managers* down at once; the first error (each is logged) raised after all."""
+        errors: list[KernelNurseryError] = []
+
+        async def shutdown(km: KernelManager) -> None:
+            try:
+                await self._shutdown(km, now)
+            except KernelNurseryError as exc:
+                errors.append(exc)
+
         async with anyio.create_task_group() as tg:
             for km in managers:
-                tg.start_soon(self._shutdown, km, now)
+                tg.start_soon(shutdown, km)
+        if errors:
+            raise errors[0]
 
     async def _shutdown(self, km: KernelManager, now: bool) -> None:
-        await km.shutdown_kernel(now=now)
-        # Gone from the nursery when this returns; its host task then leaves the manager's scope.
-        if self._managers.get(km.kernel_id) is km:
-            del self._managers[km.kernel_id]
-        release = self._release.pop(km.kernel_id, None)
-        if release is not None:
-            release.set()
+        try:
+            await km.shutdown_kernel(now=now)
+        finally:
+            # Gone from the nursery when this returns (or raises: the kernel is stopped all
+            # the same); its host task then leaves the manager's scope.
+            if self._managers.get(km.kernel_id) is km:
+                del self._managers[km.kernel_id]
+            release = self._release.pop(km.kernel_id, None)
+            if release is not None:
+                release.set()
+
+    async def _shutdown_quietly(self, km: KernelManager, now: bool) -> None:
+        """:meth:`_shutdown` from a task of the nursery (culling, a pool's discard): an
+        error there, already logged, would end the whole nursery, so it is dropped."""
+        try:
+            await self._shutdown(km, now)
+        except KernelNurseryError as exc:
+            self.log.debug("Kernel %s: shutdown failed (logged): %s", km.kernel_id, exc)
 
     # ------------------------------------------------------------------ culling and events
 
@@ -303,7 +343,7 @@ class KernelNursery(LoggingConfigurable):
                 km._events.emit(event)
                 self._events.emit(event)
                 if self._tg is not None:
-                    self._tg.start_soon(self._shutdown, km, False)
+                    self._tg.start_soon(self._shutdown_quietly, km, False)
             self._cull_deadline = deadline
             with anyio.CancelScope(deadline=deadline):
                 await self._wake.wait()

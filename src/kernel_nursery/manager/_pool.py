@@ -378,7 +378,7 @@ class KernelPool(LoggingConfigurable):
     async def _release(self, km: KernelManager) -> None:
         try:
             if self._nursery is not None:
-                # Shielded, bounded by the shutdown's escalation (the manager's own bounds).
+                # Shielded, and bounded: by the manager's stop_bound().
                 with anyio.CancelScope(shield=True):
                     await self._nursery._shutdown(km, now=False)
         finally:
@@ -494,7 +494,7 @@ class KernelPool(LoggingConfigurable):
         self.log.warning("Kernel pool: warm kernel %s died; discarding it", km.kernel_id)
         self._emit("discarded", km.kernel_id)
         if self._nursery is not None:
-            await self._nursery._shutdown(km, now=True)
+            await self._nursery._shutdown_quietly(km, now=True)
         if self.replace_dead:
             self._need.set()
         else:

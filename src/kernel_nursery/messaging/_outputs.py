@@ -230,10 +230,7 @@ class ExecuteResult:
     def error(self) -> ErrorOutput | None:
         """What the code raised, as the reply says, else ``None``: an :class:`ErrorOutput`,
         the shape of the streamed error outputs (``.ename``, ``.evalue``, ``.traceback``),
-        which reads as the mapping it was before 0.2 too (``error["ename"]``).
-
-        .. versionchanged:: 0.2
-            An :class:`ErrorOutput` (a read-only mapping) rather than a dict.
+        which reads as a read-only mapping too (``error["ename"]``).
         """
         if self.status != "error":
             return None

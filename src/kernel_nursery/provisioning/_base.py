@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -11,16 +12,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from string import Template
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import anyio
 from traitlets import Dict, Instance, Unicode
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
-from .._errors import InvalidKernelIdError, LaunchError
+from .._errors import InvalidKernelIdError, LaunchError, ProvisionerHookError
 from .._kernelspec import KernelSpec
 from ..connection import ConnectionInfo, validate_connection_info
+from ._hooks import FAILED, call_hook, hook_failed, is_status, kill_group, sync_hook
 
 __all__ = [
     "DEFAULT_SHUTDOWN_WAIT_TIME",
@@ -99,9 +101,10 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
     A provisioner is also an async context manager. Leaving ``async with provisioner:`` (normally,
     by an exception or by cancellation) stops the kernel if it still runs, with
     :func:`shutdown_kernel_process`, and calls ``cleanup(restart=False)``, all shielded from
-    cancellation, so that no process, connection file or reserved port outlives the block. A
-    provisioner used without ``async with`` must be stopped and cleaned up by its user (a kernel
-    manager does it).
+    cancellation and bounded (a hook that hangs is abandoned; one that fails is logged, and
+    raised as :class:`~kernel_nursery.ProvisionerHookError` when the block raised nothing), so
+    that no process, connection file or reserved port outlives the block. A provisioner used
+    without ``async with`` must be stopped and cleaned up by its user (a kernel manager does it).
 
     Every ``async`` method here is safe to cancel in the sense that cancellation never leaves a
     process the provisioner has lost track of; each says what state remains.
@@ -323,9 +326,13 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await shutdown_kernel_process(self)
+        errors: list[ProvisionerHookError] = []
+        await shutdown_kernel_process(self, errors=errors)
+        # Shielded, and bounded: a cleanup that hangs is abandoned (and logged).
         with anyio.CancelScope(shield=True):
-            await self.cleanup(restart=False)
+            await call_hook(self, "cleanup", 2 * KILL_WAIT_TIME, restart=False, errors=errors)
+        if errors and exc is None:
+            raise errors[0]  # each was logged; the first is the block's error
 
 
 async def shutdown_kernel_process(
@@ -335,6 +342,9 @@ async def shutdown_kernel_process(
     wait_time: float | None = None,
     shutdown_requested: bool = False,
     now: bool = False,
+    kill_wait: float = KILL_WAIT_TIME,
+    errors: list[ProvisionerHookError] | None = None,
+    log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> int | None:
     """Stop the kernel process that *provisioner* runs, for sure: (wait,) terminate, wait, kill,
     wait. The provisioner itself is left to ``cleanup()`` (or to a new launch, with *restart*).
@@ -342,48 +352,96 @@ async def shutdown_kernel_process(
     The one escalation used by every path that stops a kernel. When *shutdown_requested* (the
     kernel was asked to exit, by a ``shutdown_request``), first up to *wait_time* for it to exit
     by itself; then ``terminate(restart)`` and up to *wait_time* (default:
-    ``provisioner.get_shutdown_wait_time()``); then ``kill(restart)`` and up to
-    :data:`KILL_WAIT_TIME`. With *now*, straight to the kill. Each timeout is a cancel scope
-    around :meth:`~KernelProvisionerBase.wait`; nothing polls. A kernel that has already exited
-    is not signalled at all.
+    ``provisioner.get_shutdown_wait_time()``); then ``kill(restart)`` and up to *kill_wait*.
+    With *now*, straight to the kill. Each step's hook and its wait share the step's time;
+    nothing polls. A kernel that has already exited is not signalled at all.
 
-    The whole sequence is shielded from cancellation: a caller cancelled meanwhile sees the
+    Every hook call is bounded (``call_hook``): one that hangs is abandoned at its step's end,
+    one that raises or answers garbage is logged (on *log*) and noted in *errors*, and the
+    escalation goes on. When the kill did not end the kernel and the provisioner exposes a
+    local process group (``pgid``), that group is killed here. At most ``2 * wait_time + 4 *
+    kill_wait`` in all. Shielded from cancellation: a caller cancelled meanwhile sees the
     cancellation after the kernel is gone, never a half-stopped kernel.
 
     Returns:
-        The exit status, or ``None`` when the process had not exited after SIGKILL and
-        :data:`KILL_WAIT_TIME` (logged as an error; it can only be stuck in the OS kernel).
+        The exit status, or ``None`` when it is not known: the process had not exited after
+        SIGKILL and *kill_wait* (logged as an error; it can only be stuck in the OS kernel), or
+        the provisioner's hooks failed to say.
 
     ``stop_process``, its name before the first release (it takes a provisioner, not a
     process), is a deprecated alias in :mod:`kernel_nursery.provisioning`.
     """
+    hook = functools.partial(call_hook, provisioner, errors=errors, log=log)
     if not provisioner.has_process:
-        return await provisioner.poll()
+        status = await hook("poll", kill_wait, check=is_status)
+        return None if status is FAILED else cast("int | None", status)
+    # Shielded, and bounded: every await below is a hook or a wait with a deadline.
     with anyio.CancelScope(shield=True):
-        status = await provisioner.poll()
-        if status is not None:
-            return status
+        status = await hook("poll", kill_wait, check=is_status)
+        if status is not None and status is not FAILED:
+            return cast(int, status)
         if wait_time is None:
-            wait_time = provisioner.get_shutdown_wait_time()
-        Send = Callable[[bool], Awaitable[None]] | None
-        steps: list[tuple[Send, str, float, int]] = [
-            (provisioner.terminate, "SIGTERM", wait_time, logging.WARNING),
-            (provisioner.kill, "SIGKILL", KILL_WAIT_TIME, logging.ERROR),
-        ]
-        if now:
-            del steps[0]
-        elif shutdown_requested:
-            steps.insert(0, (None, "the shutdown request", wait_time, logging.WARNING))
-        for send, name, seconds, level in steps:
-            if send is not None:
-                await send(restart)
-            with anyio.move_on_after(seconds):
-                return await provisioner.wait()
-            provisioner.log.log(
-                level,
-                "Kernel %s did not exit %.3g s after %s",
-                provisioner.kernel_id,
-                seconds,
-                name,
+            wait_time = sync_hook(
+                provisioner, "get_shutdown_wait_time", DEFAULT_SHUTDOWN_WAIT_TIME, log=log
             )
+        steps = _steps(wait_time, kill_wait, now=now, shutdown_requested=shutdown_requested)
+        for send, name, seconds, level in steps:
+            status = await _escalate(provisioner, send, restart, seconds, hook)
+            if status is not FAILED:
+                return cast("int | None", status)
+            message = "Kernel %s did not exit %.3g s after %s"
+            (log or provisioner.log).log(level, message, provisioner.kernel_id, seconds, name)
+        status = await _after_kill(provisioner, kill_wait, hook, errors=errors, log=log)
+    return cast("int | None", status)
+
+
+def _steps(
+    wait_time: float, kill_wait: float, *, now: bool, shutdown_requested: bool
+) -> list[tuple[str | None, str, float, int]]:
+    """The steps of :func:`shutdown_kernel_process`: (hook, what it sends, seconds, log level
+    if it fails)."""
+    steps: list[tuple[str | None, str, float, int]] = [
+        ("terminate", "SIGTERM", wait_time, logging.WARNING),
+        ("kill", "SIGKILL", kill_wait, logging.ERROR),
+    ]
+    if now:
+        del steps[0]
+    elif shutdown_requested:
+        steps.insert(0, (None, "the shutdown request", wait_time, logging.WARNING))
+    return steps
+
+
+async def _after_kill(
+    provisioner: KernelProvisionerBase,
+    kill_wait: float,
+    hook: Callable[..., Awaitable[Any]],
+    *,
+    errors: list[ProvisionerHookError] | None,
+    log: logging.Logger | logging.LoggerAdapter[Any] | None,
+) -> int | None:
+    """No exit seen after the kill: the status if ``poll()`` knows it (then ``wait()`` hung,
+    logged as such), else the process group killed here where it can be reached; ``None``."""
+    status = await hook("poll", kill_wait, check=is_status)
+    if status is not None and status is not FAILED:
+        what = "did not return after the kernel exited"
+        hook_failed(provisioner, "wait", what, log=log or provisioner.log, errors=errors)
+        return cast(int, status)
+    await kill_group(provisioner, kill_wait)
     return None
+
+
+async def _escalate(
+    provisioner: KernelProvisionerBase,
+    send: str | None,
+    restart: bool,
+    seconds: float,
+    hook: Callable[..., Awaitable[Any]],
+) -> Any:
+    """One step of :func:`shutdown_kernel_process`: the hook *send* (if any), then the
+    kernel's exit, both within *seconds*. The exit status, or :data:`FAILED` when it did not
+    come (or ``wait()`` failed, which is logged)."""
+    deadline = anyio.current_time() + seconds
+    if send is not None:
+        await hook(send, seconds, restart)
+    left = max(deadline - anyio.current_time(), 0.0)
+    return await hook("wait", left, check=is_status, quiet_timeout=True)

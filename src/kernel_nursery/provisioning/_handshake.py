@@ -28,6 +28,7 @@ import anyio
 import zmq
 
 from .._errors import MessageError
+from .._taskgroup import one_error
 from ..connection import PORT_NAMES
 from ..wire import AsyncSocket, Session
 
@@ -125,15 +126,20 @@ def _ports_of(msg_type: str, content: dict[str, Any]) -> dict[str, int] | None:
 async def race_exit(
     registration: Registration, wait_for_exit: Callable[[], Awaitable[object]]
 ) -> dict[str, int] | None:
-    """The kernel's ports, or ``None`` if the kernel exits (``await wait_for_exit()``) first."""
+    """The kernel's ports, or ``None`` if the kernel exits (``await wait_for_exit()``) first.
+
+    An error of either wait is raised as it is (not in an exception group); were both to fail
+    at once, the group of the two.
+    """
     result: list[dict[str, int]] = []
-    async with anyio.create_task_group() as tg:
+    with one_error():
+        async with anyio.create_task_group() as tg:
 
-        async def register() -> None:
-            result.append(await registration.wait_for_ports())
+            async def register() -> None:
+                result.append(await registration.wait_for_ports())
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(register)
+            await wait_for_exit()
             tg.cancel_scope.cancel()
-
-        tg.start_soon(register)
-        await wait_for_exit()
-        tg.cancel_scope.cancel()
     return result[0] if result else None

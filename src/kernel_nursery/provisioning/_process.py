@@ -259,7 +259,7 @@ async def spawn_shielded(
         LaunchError: the program cannot be run; the message names it as *program* says
             (``"srun (/usr/bin/srun)"``), and its ``argv`` is *shown*.
     """
-    with anyio.CancelScope(shield=True):
+    with anyio.CancelScope(shield=True):  # bounded: fork + exec
         try:
             process = await anyio.open_process(argv, **options)
         except OSError as exc:

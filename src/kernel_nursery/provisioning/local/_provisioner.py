@@ -208,6 +208,11 @@ class LocalProvisioner(KernelProvisionerBase):
 
         On Windows, ``SIGINT`` sets the kernel's interrupt event instead (untested here).
         """
+        self._signal(signum)
+
+    def _signal(self, signum: int) -> None:
+        """:meth:`send_signal`'s work, which never blocks; what :meth:`cleanup` uses, so that a
+        subclass's hook that hangs or raises cannot keep the cleanup from its end."""
         process = self._process
         if process is None:
             return
@@ -457,7 +462,7 @@ class LocalProvisioner(KernelProvisionerBase):
         Raises:
             LaunchError: the spawn failed (the original exception is its cause).
         """
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # a spawn (fork + exec) is not cancelled
             try:
                 process = await anyio.open_process(
                     argv,
@@ -515,6 +520,7 @@ class LocalProvisioner(KernelProvisionerBase):
         launch, and held against other kernel-nursery processes until it has bound them. Runs
         shielded from cancellation, so it always completes.
         """
+        # Bounded: the kill is a signal, the waits have KILL_WAIT_TIME, aclose() waits for nothing.
         with anyio.CancelScope(shield=True):
             await self._reap(restart)
             if not restart:
@@ -534,7 +540,7 @@ class LocalProvisioner(KernelProvisionerBase):
             return
         # Decided before the kill: afterwards an adopted kernel no longer vouches for its group.
         group = self._pgid if process.group_is_ours else None
-        await self.kill(restart)
+        self._signal(getattr(signal, "SIGKILL", signal.SIGTERM))
         with anyio.move_on_after(KILL_WAIT_TIME):
             # Usually the exit has been seen already (a shutdown awaited it): then its status
             # is known, and waiting again would only cost trio two checkpoints (its wait takes
@@ -713,7 +719,7 @@ class LocalProvisioner(KernelProvisionerBase):
             await super().load_provisioner_info(provisioner_info)
         except BaseException:
             if process is not None:
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True):  # closes a pidfd: waits for nothing
                     await process.aclose()
             raise
         if connection_file:

@@ -500,7 +500,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             await _guardian.register_off_loop(self._guard)
             await self._start_job(process, request)
         except BaseException as exc:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _abort is
                 await self._abort()
                 if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
                     raise self._failure(argv) from None
@@ -844,7 +844,8 @@ class SlurmProvisioner(KernelProvisionerBase):
                     # controller yet. scancel makes sure (it returns once the controller has
                     # ended the job; one already ended is no error here), then srun goes.
                     await self._revoked.wait()
-                    with anyio.CancelScope(shield=True):  # srun's exit must not cut it short
+                    # srun's exit must not cut it short; scancel is bounded (TOOL_TIMEOUT).
+                    with anyio.CancelScope(shield=True):
                         await self._scancel(by_name=True, quiet=True)
                     self._signal_srun(signal.SIGKILL)
                     return
@@ -863,7 +864,7 @@ class SlurmProvisioner(KernelProvisionerBase):
         """Make sure the job is gone, then reap ``srun``. Shielded and bounded: a job still
         running is cancelled (``scancel``; if that fails, ``srun`` is told to end it). With
         *restart* the key is kept for the next launch."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: scancel, then each wait, are
             process = self._process
             if process is not None and process.returncode is None:
                 await self.kill(restart)
@@ -984,11 +985,11 @@ class SlurmProvisioner(KernelProvisionerBase):
             self._set_state("RUNNING")  # reported: the owner's callback may raise anything
             joined = await _Lines(process.stdout).next() == b"watching"
         except BaseException:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _let_go is
                 await self._let_go()
             raise
         if not joined:  # it could not join: the job has ended
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):  # bounded: _let_go is
                 await self._let_go()
             raise JobEndedError(
                 f"kernel {self.kernel_id}: job {self.job_id} is not running: "
@@ -1005,7 +1006,7 @@ class SlurmProvisioner(KernelProvisionerBase):
             return
         if process.stdin is not None:
             try:
-                await process.stdin.send(_LET_GO)
+                await process.stdin.send(_LET_GO)  # a few bytes into an empty pipe: buffered
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass  # the watcher has gone already
             await process.stdin.aclose()

@@ -268,7 +268,7 @@ class SSHProvisioner(KernelProvisionerBase):
     async def _lost(self, process: anyio.abc.Process) -> int:
         """The channel ended without an exit report: the connection dropped (or the remote
         script was killed). ``ssh`` may still hold forwarded connections: end it."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: 1 s, then KILL_WAIT_TIME after SIGKILL
             await _end_process(process, grace=1.0)
         if self._reaping:
             return process.returncode if process.returncode is not None else -1
@@ -594,7 +594,7 @@ class SSHProvisioner(KernelProvisionerBase):
             async with self._read_lock:
                 answer = await self._next_event(process)
                 if answer is None:
-                    with anyio.CancelScope(shield=True):
+                    with anyio.CancelScope(shield=True):  # bounded: 2 * KILL_WAIT_TIME
                         await _end_process(process, grace=KILL_WAIT_TIME)
         if answer is None and process.returncode is None:
             raise RemoteLaunchError(
@@ -744,7 +744,7 @@ class SSHProvisioner(KernelProvisionerBase):
         group if it still runs and removes the connection file), and unless *restart* release
         the local ports. With *restart* the ports and key are kept for the next launch.
         Shielded from cancellation and bounded."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: _reap and _leave_master are
             await self._reap()
             if not restart:
                 self._release()
@@ -756,15 +756,25 @@ class SSHProvisioner(KernelProvisionerBase):
             self._remove_log()  # made before an ssh that could not be run
             return
         self._reaping = True
+        # Bounded: the kill is a bounded write, _end_process 2 * KILL_WAIT_TIME, aclose() only
+        # for an exited ssh, the forwards' cancel KILL_WAIT_TIME.
         with anyio.CancelScope(shield=True):
             if self._status is None and process.returncode is None:
                 await self.kill()
             if process.stdin is not None:
                 await process.stdin.aclose()  # end of file: the remote side ends
             await _end_process(process, grace=KILL_WAIT_TIME)
-            if process.stdout is not None:
-                await process.stdout.aclose()
-            await process.aclose()
+            if process.returncode is None:
+                # Stuck even after SIGKILL (in the OS kernel): anyio's Process.aclose() would
+                # wait for it without end, so only its pipes are closed, as Slurm's _reap does.
+                self.log.error("Kernel %s: ssh (pid %s) did not exit", self.kernel_id, process.pid)
+                for stream in (process.stdout, process.stderr):
+                    if stream is not None:
+                        await stream.aclose()
+            else:
+                if process.stdout is not None:
+                    await process.stdout.aclose()
+                await process.aclose()  # it has exited: nothing here waits
             if self._status is None:
                 self._status = process.returncode
             self._last_status = self._status
@@ -928,7 +938,7 @@ class SSHProvisioner(KernelProvisionerBase):
     async def _abandon(self) -> None:
         """A launch or take-over failed or was cancelled: end ssh, release the local ports
         and leave the shared connection. Shielded and bounded."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):  # bounded: _reap and _leave_master are
             await self._reap()
             self._release()
             await self._leave_master()
