@@ -218,10 +218,12 @@ def bench(session: nox.Session) -> None:
     if session.python != PRIMARY and "--out" not in args:
         args += ["--out", str(HERE / "benchmarks" / "results" / f"python-{session.python}")]
     session.run("python", "benchmarks/bench.py", *args)
-    # The Slurm rows go to docs/benchmarks/ too: only in a whole run of the reference Python.
+    # The Slurm and Docker rows go to docs/benchmarks/ too: only in a whole run of the reference
+    # Python.
     partial = {"--only", "--scenarios", "--out"} & {a.split("=")[0] for a in args}
     if session.python == PRIMARY and not partial:
         session.run("python", "benchmarks/slurm_bench.py")  # says so and stops without Slurm
+        session.run("python", "benchmarks/docker_bench.py")  # says so and stops without Docker
 
 
 #: What the wheel must hold (besides the modules): code run in other processes, the typing
@@ -303,3 +305,61 @@ def _use_installed(session: nox.Session, wheel: Path, tmp: Path) -> None:
             session.error(f"{argv[0]} failed in the installed environment ({done.returncode})")
         if argv is cli and done.stdout.strip() != "42":
             session.error(f"kernel-nursery run printed {done.stdout!r}, not 42")
+
+
+#: jupyter_client's test modules that make the compatibility specification: its kernel
+#: managers, multi-kernel managers, provisioning, restarter and clients.
+JUPYTER_CLIENT_TESTS = [
+    "tests/test_kernelmanager.py",
+    "tests/test_manager.py",
+    "tests/test_multikernelmanager.py",
+    "tests/test_provisioning.py",
+    "tests/test_restarter.py",
+    "tests/test_client.py",
+]
+
+#: Tests of jupyter_client's suite that check that the provisioner is its own LocalProvisioner
+#: (isinstance), and so cannot hold for another (docs/in-jupyter.md lists them with why).
+JUPYTER_CLIENT_OWN = [
+    "tests/test_provisioning.py::TestRuntime::test_existing[no_provisioner]",
+    "tests/test_provisioning.py::TestRuntime::"
+    "test_local_provisioner_pre_launch_generates_curve_keys_under_transport_encryption",
+    "tests/test_provisioning.py::TestRuntime::"
+    "test_local_provisioner_pre_launch_generates_curve_keys_over_ipc",
+]
+
+
+@nox.session(name="jupyter-compat")
+def jupyter_compat(session: nox.Session) -> None:
+    """jupyter_client's own test suite, from its sdist at the installed version, with
+    kernel-nursery-local as the default provisioner (JUPYTER_DEFAULT_PROVISIONER_NAME).
+
+    Its tests are copied apart from its sources, so that they import the installed
+    jupyter_client (with our provisioner's entry point), not the sdist's copy.
+    """
+    install_groups(session, "jupyter-compat")
+    version = session.run(
+        "python", "-c", "import jupyter_client; print(jupyter_client.__version__)", silent=True
+    )
+    assert isinstance(version, str)
+    version = version.strip()
+    cache = Path(session.cache_dir) / f"jupyter_client-{version}"
+    if not (cache / "tests").is_dir():
+        download = Path(session.create_tmp()) / "sdist"
+        session.run(
+            "python", "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            f"jupyter_client=={version}", "-d", str(download),
+        )  # fmt: skip
+        [archive] = download.glob("jupyter_client-*.tar.gz")
+        with tarfile.open(archive) as tar:
+            tar.extractall(download, filter="data")
+        cache.mkdir(parents=True, exist_ok=True)
+        for name in ("tests", "pyproject.toml"):
+            shutil.move(download / f"jupyter_client-{version}" / name, cache / name)
+    deselect = [f"--deselect={test}" for test in JUPYTER_CLIENT_OWN]
+    with session.chdir(cache):
+        session.run(
+            "pytest", "-p", "no:cacheprovider", *deselect, *JUPYTER_CLIENT_TESTS,
+            *session.posargs,
+            env={"JUPYTER_DEFAULT_PROVISIONER_NAME": "kernel-nursery-local"},
+        )  # fmt: skip

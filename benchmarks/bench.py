@@ -36,6 +36,10 @@ Scenarios:
                (kernel-nursery-local): start to ready, restart to ready, graceful shutdown,
                shutdown(now=True), kill() to wait() returning, and its floor: SIGKILL to the
                exit seen through a pidfd, no manager involved
+  restarter    jupyter_client's AsyncIOLoopKernelManager (jupyter_server's kind) with ipykernel:
+               SIGKILL to the restarted kernel answering, with its own LocalProvisioner and
+               restarter (a poll every 3 s) and with kernel-nursery-local and
+               kernel_nursery.compat.AsyncNurseryRestarter (the exit awaited)
   first-execute  ipykernel: from asking for a kernel to the first execute's result, cold
                (start_kernel) and from a warm KernelPool; jupyter_client has no pool, its cold
                start is in both rows; the warm take alone; and, on the warm kernel, the steady
@@ -47,6 +51,10 @@ Scenarios:
                'required'), each repetition both ways: start to ready, the round trip of a small
                execute (median of EXEC_REPS), and of one printing 1 MB; with, as the raw floor,
                a 1 MB round trip between two bare pyzmq sockets on loopback, each way
+  sandbox      ipykernel in the sandbox provisioner (bubblewrap, no network, ipc) against a
+               local one: start to ready, each both ways; and the execute round trip (as in
+               execute, collected) over tcp and ipc to a local kernel and over ipc to a
+               sandboxed one (skipped where bwrap is not installed; ours only)
   execute      one execute round trip on one ipykernel (reply and idle status, outputs
                collected), the mean of EXECUTE_ROUNDS per sample: ours collected (execute) and
                streamed (execute_stream), jupyter_client's execute_interactive, and a floor:
@@ -70,6 +78,7 @@ import os
 import platform
 import resource
 import select
+import shutil
 import signal
 import statistics
 import subprocess
@@ -433,6 +442,8 @@ async def ours(scenario: str, reps: int, n: int) -> dict[str, Any]:
                 assert (await kc.execute("1 + 1", timeout=60)).status == "ok"
                 out["cold_start"].append(time.perf_counter() - t0)
         out.update(await warm_first_execute(reps))
+    elif scenario == "sandbox":
+        out = await sandbox_rows(reps)
     elif scenario == "pool":
         takes = []
         async with KernelPool("python3", size=4) as pool:
@@ -634,6 +645,8 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
             out["kill_floor"].append(time.perf_counter() - t0)
             os.close(pidfd)
             await km.shutdown_kernel(now=True)
+    elif scenario == "restarter":
+        out = {"kill_to_ready": await restarter_rows(reps, bridged=bridged, ready=ready)}
     elif scenario == "many":
         t0 = time.perf_counter()
         kms = [AsyncKernelManager(kernel_name="fake") for _ in range(n)]
@@ -766,6 +779,77 @@ async def theirs(scenario: str, reps: int, n: int, *, bridged: bool = False) -> 
     elif scenario == "busy-shutdown":
         out = {"busy_shutdown": await theirs_busy_shutdown(reps)}
     return out
+
+
+async def sandbox_rows(reps: int) -> dict[str, list[float]]:
+    """The sandbox scenario: starts to ready, local and sandboxed, alternating; then execute
+    round trips (the mean of EXECUTE_ROUNDS per sample) local over tcp and ipc, sandboxed
+    over ipc."""
+    from kernel_nursery import KernelManager, KernelSpec
+
+    local = KernelSpec(argv=IPYKERNEL, name="local", language="python")
+    metadata = {"kernel_provisioner": {"provisioner_name": "sandbox"}}
+    sandboxed = KernelSpec(argv=IPYKERNEL, name="sandboxed", language="python", metadata=metadata)
+    out: dict[str, list[float]] = {}
+    for _ in range(reps):
+        for tag, spec, transport in (("local", local, "tcp"), ("sandbox", sandboxed, "ipc")):
+            async with KernelManager(kernel_spec=spec, transport=transport) as km:
+                t0 = time.perf_counter()
+                await km.start_kernel()
+                out.setdefault(f"start_to_ready_{tag}", []).append(time.perf_counter() - t0)
+                await km.shutdown_kernel()
+    for key, spec, transport in (
+        ("execute_tcp", local, "tcp"),
+        ("execute_ipc", local, "ipc"),
+        ("execute_ipc_sandbox", sandboxed, "ipc"),
+    ):
+        async with KernelManager(kernel_spec=spec, transport=transport) as km:
+            await km.start_kernel()
+            async with km.client() as kc:
+                for _ in range(EXECUTE_WARMUP):
+                    await kc.execute(EXECUTE_CODE)
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    for _ in range(EXECUTE_ROUNDS):
+                        await kc.execute(EXECUTE_CODE)
+                    out.setdefault(key, []).append((time.perf_counter() - t0) / EXECUTE_ROUNDS)
+    return out
+
+
+async def restarter_rows(reps: int, *, bridged: bool, ready: Any) -> list[float]:
+    """jupyter_client's AsyncIOLoopKernelManager (jupyter_server's kind) with ipykernel: from
+    SIGKILL to the restarted kernel answering. Stock: its LocalProvisioner and restarter, which
+    polls every 3 s; bridged: kernel-nursery-local and AsyncNurseryRestarter, which awaits the
+    exit."""
+    import asyncio
+
+    from jupyter_client.ioloop import AsyncIOLoopKernelManager
+    from traitlets.config import Config
+
+    config = Config()
+    if bridged:
+        restarter = "kernel_nursery.compat.AsyncNurseryRestarter"
+        config.AsyncIOLoopKernelManager.restarter_class = restarter
+    name = "ipy-nursery" if bridged else "ipy-jupyter"
+    samples = []
+    for _ in range(reps):
+        km = AsyncIOLoopKernelManager(kernel_name=name, config=config)
+        await km.start_kernel()
+        (await ready(km)).stop_channels()
+        restarted = asyncio.Event()
+        km.add_restart_callback(restarted.set, "restart")
+        pid = km.provisioner.pid
+        t0 = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.wait_for(restarted.wait(), 60)
+        while km.provisioner.pid in (None, pid):  # noqa: ASYNC110 (the restart says nothing)
+            await asyncio.sleep(0.001)
+        kc = await ready(km)
+        samples.append(time.perf_counter() - t0)
+        kc.stop_channels()
+        km.stop_restarter()
+        await km.shutdown_kernel(now=True)
+    return samples
 
 
 def execute_floor(info: dict[str, Any], reps: int) -> list[float]:
@@ -961,14 +1045,18 @@ def measured_by(scenario: str, impl: str) -> bool:
         return False
     if scenario == "pool" and impl == "jupyter_client":
         return False
+    if scenario == "sandbox" and impl.startswith("jupyter_client"):
+        return False  # a provisioner of ours: nothing of theirs to compare
     if scenario == "ssh" and impl == "jupyter_client":
         return False  # sshpyk runs a remote kernel spec: compared in ssh-ipykernel
     if scenario == "ssh-ipykernel" and impl == "jupyter_client":
         return ssh_bench.sshpyk_available()
-    # The bridge rows compare jupyter_client's manager with itself, provisioners apart.
-    if (impl == BRIDGED or scenario == "bridge") and impl not in IMPLS[2:]:
+    # The bridge rows compare jupyter_client's manager with itself, provisioners (and
+    # restarters) apart.
+    bridge_rows = scenario in ("bridge", "restarter")
+    if (impl == BRIDGED or bridge_rows) and impl not in IMPLS[2:]:
         return False
-    return not (impl == BRIDGED and scenario != "bridge")
+    return not (impl == BRIDGED and not bridge_rows)
 
 
 def run_scenario(
@@ -1094,11 +1182,14 @@ def main() -> None:
                 ("execute", "", 0),
             ]
             + [("many", "", int(n)) for n in args.many.split(",")]
-            + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("first-execute", "", 0)]
+            + [("idle", "", 0), ("encryption", "", 0), ("bridge", "", 0), ("restarter", "", 0)]
+            + [("first-execute", "", 0)]
             + [("pool", "", 100), ("scale", "", args.scale), ("busy-shutdown", "", 0)]
         )
         if ssh_bench.available():
             plan += [("ssh", "", 0), ("ssh-floor", "", 0), ("ssh-ipykernel", "", 0)]
+        if shutil.which("bwrap"):
+            plan.append(("sandbox", "", 0))
         if args.scenarios:
             plan = [step for step in plan if step[0] in args.scenarios.split(",")]
         for scenario, _, n in plan:
@@ -1218,13 +1309,15 @@ SECTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("Many kernels, and idle ones", ("many-1", "many-10", "many-50", "idle")),
     ("300 kernels in one process", ("scale-300",)),
     ("Transport encryption (CurveZMQ)", ("encryption",)),
-    ("jupyter_client's manager with our provisioner", ("bridge",)),
+    ("jupyter_client's manager with our provisioner (and restarter)", ("bridge", "restarter")),
     ("Remote kernels over SSH", ("ssh", "ssh-floor", "ssh-ipykernel")),
     ("A busy kernel's shutdown", ("busy-shutdown",)),
+    ("Sandboxed kernels (bubblewrap)", ("sandbox",)),
 ]
 
 #: Readable names of rows, by the part after the scenario (``ipykernel.start_to_ready``).
 ROW_NAMES = {
+    "kill_to_ready": "restarter: SIGKILL to the restarted kernel ready",
     "spawn": "spawn, bare `anyio.open_process` (the floor of a launch)",
     "launch": "launch through a provisioner",
     "kill": "SIGKILL to the exit noticed",
@@ -1267,6 +1360,11 @@ ROW_NAMES = {
     "start_mux": "floor: start through a control master",
     "zmq_1mb_clear": "floor: 1 MB there and back, bare pyzmq, clear",
     "zmq_1mb_curve": "floor: 1 MB there and back, bare pyzmq, CurveZMQ",
+    "start_to_ready_local": "start to ready, a local kernel (tcp)",
+    "start_to_ready_sandbox": "start to ready, a sandboxed kernel (ipc)",
+    "execute_tcp": "round trip, a local kernel over tcp",
+    "execute_ipc": "round trip, a local kernel over ipc",
+    "execute_ipc_sandbox": "round trip, a sandboxed kernel over ipc",
     "busy_shutdown": "graceful shutdown of a kernel busy in `time.sleep(100)`",
 }
 #: Column headers of the implementations.

@@ -10,11 +10,13 @@ from traitlets import HasTraits, TraitType
 
 import kernel_nursery
 from kernel_nursery import (
+    DockerProvisioner,
     KernelManager,
     KernelNursery,
     KernelPool,
     KernelSpecManager,
     LocalProvisioner,
+    SandboxProvisioner,
     SlurmProvisioner,
     SSHProvisioner,
 )
@@ -55,6 +57,8 @@ CONFIGURABLES: list[type[HasTraits]] = [
     LocalProvisioner,
     SSHProvisioner,
     SlurmProvisioner,
+    SandboxProvisioner,
+    DockerProvisioner,
 ]
 
 

@@ -13,6 +13,8 @@ import pytest
 from kernel_nursery import KernelSpec
 from kernel_nursery.provisioning import KernelProvisionerFactory
 
+from .helpers.engines import need_binaries
+
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
 
@@ -203,3 +205,25 @@ def test_pool_example(name: str) -> None:
     assert "'print(6 * 7)' -> 42" in out and "\"print('hi')\" -> hi" in out
     assert "takes: 3, found none warm: 1" in out
     assert "culling after 0.5 s idle\nshutdown\nkernels left: 0" in out
+
+
+@pytest.mark.parametrize("name", ["sandbox_service_trio.py", "sandbox_service_asyncio.py"])
+def test_sandbox_service_example(name: str) -> None:
+    """The sandboxed code-execution service answers each request as docs/sandbox.md shows:
+    a result, no network, a read-only system, a deadline."""
+    need_binaries("sandbox", "bwrap")
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    answers = [line.split(" -> ")[1] for line in result.stdout.splitlines() if " -> " in line]
+    assert answers == [
+        "45",
+        "error: ConnectionRefusedError",
+        "error: OSError",
+        "no answer within 5 s",
+    ]

@@ -51,7 +51,7 @@ FORBIDDEN = {
 SCRIPTS = f"{PACKAGE}.provisioning._scripts"
 
 #: The provisioners, each a package of its own that reaches no other's private modules.
-PLUGINS = ("local", "ssh", "slurm")
+PLUGINS = ("local", "ssh", "slurm", "sandbox", "docker")
 
 
 def module_files() -> dict[str, Path]:
@@ -199,15 +199,21 @@ def test_scripts_are_stand_alone() -> None:
 
 
 def test_no_provisioner_reaches_into_another() -> None:
-    """A provisioner's package imports no other provisioner's package: what they share lives
-    beside them in provisioning/ (base, factory, process, command checks, the guardian)."""
+    """A provisioner's package imports no other provisioner's private modules: what they share
+    lives beside them in provisioning/ (base, factory, process, command checks, the guardian).
+    One may build on another's public class through that package's face (the sandbox
+    subclasses LocalProvisioner, imported from ``provisioning.local``)."""
     edges = graph()
     crossing = set()
     for module, targets in edges.items():
         own = _plugin_of(module)
         if own is None:
             continue
-        crossing |= {(module, t) for t in targets if _plugin_of(t) not in (None, own)}
+        crossing |= {
+            (module, t)
+            for t in targets
+            if _plugin_of(t) not in (None, own) and t != f"{PACKAGE}.provisioning.{_plugin_of(t)}"
+        }
     assert crossing == set()
 
 

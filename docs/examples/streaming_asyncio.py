@@ -17,11 +17,15 @@ for step in range(3):
 
 
 async def watch(kc: KernelClient, subscribed: asyncio.Event) -> None:
+    # Every subscriber gets every message: statuses, outputs, comms, other clients' traffic.
     with kc.subscribe_iopub() as messages:
         subscribed.set()
         async for msg in messages:
             if msg.msg_type == "status":
-                print("kernel is", msg.content["execution_state"])
+                state = msg.content["execution_state"]
+                print("kernel is", state)
+                if state == "idle" and msg.parent_header.get("msg_type") == "execute_request":
+                    return  # idle again after our code: the watch is over
 
 
 async def main() -> None:
@@ -38,7 +42,7 @@ async def main() -> None:
                         print("raised:", ename)
                     case ExecuteResult(status=status):
                         print("finished:", status)
-        watcher.cancel()
+        await watcher
 
 
 asyncio.run(main())

@@ -22,7 +22,10 @@ async def watch(kc: KernelClient, task_status: trio.TaskStatus[None]) -> None:
         task_status.started()
         async for msg in messages:
             if msg.msg_type == "status":
-                print("kernel is", msg.content["execution_state"])
+                state = msg.content["execution_state"]
+                print("kernel is", state)
+                if state == "idle" and msg.parent_header.get("msg_type") == "execute_request":
+                    return  # idle again after our code: the watch is over
 
 
 async def main() -> None:
@@ -38,7 +41,6 @@ async def main() -> None:
                             print("raised:", ename)
                         case ExecuteResult(status=status):
                             print("finished:", status)
-            nursery.cancel_scope.cancel()
 
 
 trio.run(main)

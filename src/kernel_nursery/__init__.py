@@ -32,6 +32,8 @@ from ._errors import (
     KernelStateError,
     KernelTimeoutError,
     LaunchError,
+    LaunchFileNotFoundError,
+    LaunchPermissionError,
     NoSuchKernelSpecError,
     PortAllocationError,
     ProvisionerConfigError,
@@ -60,13 +62,20 @@ from .manager import (
     start_kernel,
 )
 from .messaging import Comm, ExecuteResult, ExecuteStream, KernelClient, Message, Reply
-from .provisioning import LocalProvisioner, SlurmProvisioner, SSHProvisioner
+from .provisioning import (
+    DockerProvisioner,
+    LocalProvisioner,
+    SandboxProvisioner,
+    SlurmProvisioner,
+    SSHProvisioner,
+)
 
 __all__ = [
     "ChannelClosedError",
     "Comm",
     "ConnectionFileError",
     "ConnectionInfo",
+    "DockerProvisioner",
     "EncryptedHandshakeError",
     "ExecuteResult",
     "ExecuteStream",
@@ -85,6 +94,8 @@ __all__ = [
     "KernelStateError",
     "KernelTimeoutError",
     "LaunchError",
+    "LaunchFileNotFoundError",
+    "LaunchPermissionError",
     "LocalProvisioner",
     "Message",
     "NoSuchKernelSpecError",
@@ -98,6 +109,7 @@ __all__ = [
     "Reply",
     "ResourceLimitError",
     "SSHProvisioner",
+    "SandboxProvisioner",
     "SignalCancel",
     "SlurmProvisioner",
     "SubscriptionOverflowError",

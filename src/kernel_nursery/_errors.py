@@ -30,6 +30,8 @@ __all__ = [
     "KernelStateError",
     "KernelTimeoutError",
     "LaunchError",
+    "LaunchFileNotFoundError",
+    "LaunchPermissionError",
     "MessageError",
     "NoSuchKernelSpecError",
     "PortAllocationError",
@@ -210,6 +212,39 @@ class LaunchError(ProvisionerError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class LaunchFileNotFoundError(LaunchError, FileNotFoundError):
+    """The kernel's program, or its working directory, does not exist: a :class:`LaunchError`
+    that is also the :class:`FileNotFoundError` the OS raised (jupyter_client raises that one,
+    and its callers catch it), with its ``errno`` and the program as ``filename``.
+
+    .. versionadded:: 0.1
+    """
+
+
+class LaunchPermissionError(LaunchError, PermissionError):
+    """The kernel's program is not executable (or not reachable through its directories): a
+    :class:`LaunchError` that is also the :class:`PermissionError` the OS raised, with its
+    ``errno`` and the program as ``filename``.
+
+    .. versionadded:: 0.1
+    """
+
+
+def launch_os_error(message: str, *, argv: list[str], cause: OSError) -> LaunchError:
+    """The :class:`LaunchError` for an OS error *cause* at a kernel's spawn: of the subclass
+    matching its built-in kind (missing, not permitted), with *message* and the OS's
+    ``errno``, and the program as ``filename``."""
+    kind: type[LaunchError] = LaunchError
+    if isinstance(cause, FileNotFoundError):
+        kind = LaunchFileNotFoundError
+    elif isinstance(cause, PermissionError):
+        kind = LaunchPermissionError
+    error = kind(message, argv=argv)
+    error.errno, error.strerror = cause.errno, cause.strerror
+    error.filename = argv[0] if argv else cause.filename
+    return error
 
 
 class ProvisionerConfigError(KernelNurseryError, ValueError):

@@ -82,3 +82,21 @@ async def test_kernel_that_keeps_dying_is_given_up(anyio_backend: str, kernels: 
     assert len(out.splitlines()) == 1 and out.strip().endswith(".json")
     assert err.count("BANNER-OUT") == 2, err
     assert "Kernel restarted" in err and "Kernel dead (exit status 1)" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "policy"),
+    [
+        ([], "disabled"),
+        (["--encrypt"], "auto"),
+        (["--KernelManager.transport_encryption=required"], "required"),
+    ],
+)
+def test_start_keeps_kernels_in_clear_unless_asked(argv: list[str], policy: str) -> None:
+    """start hands its connection file to other tools, which may predate CurveZMQ: its kernels
+    run in clear by default; --encrypt asks for 'auto', and the manager's setting wins."""
+    from kernel_nursery.cli._start import StartApp
+
+    app = StartApp()
+    app.initialize(["python3", *argv])
+    assert app.kernel_manager("python3").transport_encryption == policy

@@ -403,8 +403,6 @@ def test_a_broken_jupyter_provisioner_is_a_clear_error(
 ) -> None:
     """A jupyter_client entry point that fails to load, or is no provisioner, is a
     ProvisionerError naming it."""
-    from kernel_nursery import ProvisionerError
-
     factory = KernelProvisionerFactory.instance()
     argv = fake_spec().argv
     with pytest.raises(ProvisionerError, match="'broken' failed to load"):
@@ -438,43 +436,6 @@ async def test_provisioner_info_is_plain_json_and_loads(
         assert not other.has_process  # jupyter_client's LocalProvisioner only records the pid
         await other.cleanup()
         assert km.connection_file is not None and Path(km.connection_file).exists()
-
-
-async def test_the_private_loop_closes_once_twice_at_once_or_cancelled(anyio_backend: str) -> None:
-    """The bridge's private loop, closed twice, by two tasks at once or from a cancelled scope,
-    stops once: its thread ends and no file descriptor is closed twice (one reused meanwhile
-    stays open)."""
-    import asyncio
-    import os
-
-    from kernel_nursery.compat._from_jupyter import _LoopThread
-
-    loop_thread = _LoopThread()
-    assert await loop_thread.run(asyncio.sleep(0, "x")) == "x"
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(loop_thread.aclose)
-        tg.start_soon(loop_thread.aclose)
-    assert not loop_thread._thread.is_alive()
-    reused = os.pipe()  # takes the numbers the closed loop's descriptors had
-    try:
-        await loop_thread.aclose()
-        with anyio.CancelScope() as scope:
-            scope.cancel()
-            await loop_thread.aclose()
-        for fd in reused:
-            os.fstat(fd)  # still open
-        with pytest.raises(ProvisionerError, match="too late"):
-            await loop_thread.run(asyncio.sleep(0))
-    finally:
-        for fd in reused:
-            os.close(fd)
-
-    cancelled = _LoopThread()
-    assert await cancelled.run(asyncio.sleep(0, "y")) == "y"
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        await cancelled.aclose()
-    assert not cancelled._thread.is_alive()
 
 
 async def test_start_and_shutdown_never_block_the_event_loop(

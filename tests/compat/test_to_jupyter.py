@@ -57,7 +57,8 @@ def nursery_kernel(
     config: dict[str, Any] | None = None,
     **fields: Any,
 ) -> str:
-    """Install kernel *name* whose kernel.json names *provisioner*; return its name."""
+    """Install kernel *name* whose kernel.json names *provisioner* (besides any other
+    ``metadata`` given); return its name."""
     stanza = {"provisioner_name": provisioner, "config": config or {}}
     write_kernel(
         jupyter_dirs["path"] / "kernels",
@@ -66,11 +67,21 @@ def nursery_kernel(
             "argv": argv,
             "display_name": name,
             "language": fields.pop("language", "python"),
-            "metadata": {"kernel_provisioner": stanza},
+            "metadata": {**fields.pop("metadata", {}), "kernel_provisioner": stanza},
             **fields,
         },
     )
     return name
+
+
+async def ready_async(km: AsyncKernelManager) -> None:
+    """Wait until the async manager's kernel answers."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=READY)
+    finally:
+        kc.stop_channels()
 
 
 def group_gone(pgid: int) -> bool:
@@ -124,9 +135,10 @@ async def test_async_kernel_manager_runs_ipykernel(jupyter_dirs: dict[str, Path]
 
 
 def test_blocking_kernel_manager_runs_ipykernel(jupyter_dirs: dict[str, Path]) -> None:
-    """The blocking KernelManager starts, runs code in, restarts on new ports and kills
-    ipykernel through kernel-nursery-local; nothing remains."""
-    km = KernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL))
+    """The blocking KernelManager starts, runs code in, restarts on new ports (without
+    cache_ports, as upstream) and kills ipykernel through kernel-nursery-local; nothing
+    remains."""
+    km = KernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL), cache_ports=False)
     km.start_kernel()
     try:
         provisioner = km.provisioner
@@ -200,12 +212,7 @@ async def test_generic_name_reaches_a_provisioner_of_ours_with_its_config(
         provisioner = km.provisioner
         assert type(provisioner) is NurseryProvisioner
         assert km.get_connection_info()["transport"] == "ipc"
-        kc = km.client()
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=READY)
-        finally:
-            kc.stop_channels()
+        await ready_async(km)
         info = await provisioner.get_provisioner_info()
         json.dumps(info["kernel_nursery"])  # plain JSON
         assert info["kernel_nursery"]["provisioner_name"] == "local-provisioner"
@@ -241,21 +248,73 @@ async def test_bad_config_is_a_clear_error_before_anything_starts(
     assert km.provisioner is None
 
 
-async def test_required_encryption_is_refused(jupyter_dirs: dict[str, Path]) -> None:
-    """transport_encryption='required' is a ProvisionerError naming the setting; nothing runs."""
-    from kernel_nursery import ProvisionerError
+async def test_auto_encryption_encrypts_a_kernel_that_declares_curve(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """AsyncKernelManager(transport_encryption="auto") on a spec declaring curve: the kernel
+    serves CurveZMQ with the keys in the connection file and the manager (as upstream), an
+    encrypted client reaches it, and a restart keeps the keys."""
+    name = nursery_kernel(
+        jupyter_dirs, "enc", IPYKERNEL, metadata={"supported_encryption": ["curve"]}
+    )
+    km = AsyncKernelManager(kernel_name=name, transport_encryption="auto")
+    await km.start_kernel()
+    try:
+        assert isinstance(km.provisioner, NurseryLocalProvisioner)
+        public = km.curve_publickey
+        assert public is not None
+        on_disk = json.loads(Path(km.connection_file).read_text())
+        assert on_disk["curve_publickey"] == public.decode()
+        for _ in range(2):
+            kc = km.client()
+            assert kc.curve_publickey == public  # the client encrypts (a kernel in clear
+            kc.start_channels()  # would never answer it)
+            try:
+                await kc.wait_for_ready(timeout=READY)
+                reply = await kc.execute_interactive("1", timeout=READY)
+                assert reply["content"]["status"] == "ok"
+            finally:
+                kc.stop_channels()
+            await km.restart_kernel()
+            assert km.curve_publickey == public
+    finally:
+        await km.shutdown_kernel(now=True)
 
-    name = nursery_kernel(jupyter_dirs, "enc", IPYKERNEL)
-    spec_file = jupyter_dirs["path"] / "kernels" / "enc" / "kernel.json"
-    data = json.loads(spec_file.read_text())
-    data["metadata"]["supported_encryption"] = ["curve"]
-    spec_file.write_text(json.dumps(data))
-    km = AsyncKernelManager(kernel_name=name)
-    if not km.has_trait("transport_encryption"):
-        pytest.skip("this jupyter_client has no transport encryption")
-    km.transport_encryption = "required"
-    with pytest.raises(ProvisionerError, match="transport_encryption"):
-        await km.start_kernel()
+
+def test_required_encryption_over_ipc(jupyter_dirs: dict[str, Path]) -> None:
+    """The blocking KernelManager with transport_encryption="required" over ipc: the kernel is
+    encrypted and answers an encrypted client."""
+    name = nursery_kernel(
+        jupyter_dirs, "enc", IPYKERNEL, metadata={"supported_encryption": ["curve"]}
+    )
+    km = KernelManager(kernel_name=name, transport="ipc", transport_encryption="required")
+    km.start_kernel()
+    try:
+        assert km.curve_publickey is not None
+        assert "curve_secretkey" in json.loads(Path(km.connection_file).read_text())
+        ready_blocking(km)
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+@pytest.mark.parametrize(
+    ("policy", "declared"), [("disabled", ["curve"]), ("auto", None), ("auto", [])]
+)
+async def test_kernels_run_in_clear_where_upstream_runs_them_in_clear(
+    jupyter_dirs: dict[str, Path], policy: str, declared: list[str] | None
+) -> None:
+    """No CurveZMQ keys when the manager's policy is 'disabled' (its default), nor under
+    'auto' when the spec does not declare curve; the kernel answers in clear."""
+    metadata = {} if declared is None else {"supported_encryption": declared}
+    name = nursery_kernel(jupyter_dirs, "clear", IPYKERNEL, metadata=metadata)
+    km = AsyncKernelManager(kernel_name=name, transport_encryption=policy)
+    await km.start_kernel()
+    try:
+        assert km.curve_publickey is None
+        assert "curve_publickey" not in json.loads(Path(km.connection_file).read_text())
+        await ready_async(km)
+    finally:
+        await km.shutdown_kernel(now=True)
 
 
 PROGRAM = textwrap.dedent(
@@ -359,12 +418,7 @@ async def test_jupyter_restarter_restarts_a_killed_kernel(jupyter_dirs: dict[str
             # The restart follows the callback, and jupyter_client signals no end of it.
             while km.provisioner.pid in (None, pid):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            kc = km.client()
-            kc.start_channels()
-            try:
-                await kc.wait_for_ready(timeout=READY)
-            finally:
-                kc.stop_channels()
+            await ready_async(km)
         assert km.provisioner.pid not in (None, pid)
         assert await km.is_alive()
     finally:
@@ -459,15 +513,255 @@ async def test_a_kernel_deaf_to_shutdown_and_sigterm_is_killed(
     )
     km = AsyncKernelManager(kernel_name=name, shutdown_wait_time=1.0)
     await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=READY)
-    finally:
-        kc.stop_channels()
+    await ready_async(km)
     pid = km.provisioner.pid
     assert pid is not None
     with anyio.fail_after(READY):
         await km.shutdown_kernel()
     assert not is_running(pid) and group_gone(pid)
     assert await km.provisioner.poll() == -signal.SIGKILL
+
+
+def ready_blocking(km: KernelManager) -> None:
+    """Wait until the blocking manager's kernel answers."""
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=READY)
+    finally:
+        kc.stop_channels()
+
+
+def test_blocking_manager_sees_an_exit_from_any_event_loop(jupyter_dirs: dict[str, Path]) -> None:
+    """The blocking KernelManager starts the kernel on its thread's loop; from another loop
+    (asyncio.run), and from the loop of run_sync's runner thread, the kernel's exit is seen:
+    wait() returns its status and is_alive() turns False."""
+    import asyncio
+
+    km = KernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL))
+    km.start_kernel()
+    try:
+        pid = km.provisioner.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+
+        async def elsewhere() -> tuple[int | None, bool]:
+            with anyio.fail_after(READY):
+                status = await km.provisioner.wait()
+            return status, km.is_alive()  # inside a running loop: on the runner's loop
+
+        status, alive = asyncio.run(elsewhere())
+        assert status == -signal.SIGKILL
+        assert not alive
+        assert not km.is_alive()  # and on the thread's own loop again
+    finally:
+        km.shutdown_kernel(now=True)
+    assert group_gone(pid)
+
+
+def test_blocking_manager_shuts_down_gracefully_from_another_thread(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """A graceful shutdown called from another thread (another loop) than the start ends when
+    the kernel exits, though shutdown_wait_time would allow an hour."""
+    import threading
+
+    km = KernelManager(
+        kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL), shutdown_wait_time=3600
+    )
+    km.start_kernel()
+    pid = km.provisioner.pid
+    assert pid is not None
+    ready_blocking(km)
+    errors: list[BaseException] = []
+
+    def shutdown() -> None:
+        from jupyter_core.utils import ensure_event_loop
+
+        try:
+            km.shutdown_kernel()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            ensure_event_loop().close()  # the loop run_sync made for this thread
+
+    thread = threading.Thread(target=shutdown, daemon=True)
+    thread.start()
+    thread.join(READY)
+    finished = not thread.is_alive()
+    if not finished:  # let it end, then fail
+        os.killpg(pid, signal.SIGKILL)
+        thread.join(READY)
+    assert finished, "the graceful shutdown did not end with the kernel"
+    assert not errors
+    assert not is_running(pid) and group_gone(pid)
+
+
+def test_async_manager_sees_an_exit_from_another_event_loop(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """An AsyncKernelManager started under one asyncio.run and asked under another sees its
+    kernel's exit there (wait() returns, is_alive() is False), and shuts down at once."""
+    import asyncio
+
+    km = AsyncKernelManager(kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL))
+    asyncio.run(km.start_kernel())
+    pid = km.provisioner.pid
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGKILL)
+
+        async def later() -> bool:
+            with anyio.fail_after(READY):
+                await km.provisioner.wait()
+            return await km.is_alive()
+
+        assert not asyncio.run(later())
+    finally:
+
+        async def stop() -> None:
+            with anyio.fail_after(READY):
+                await km.shutdown_kernel()
+
+        asyncio.run(stop())
+    assert group_gone(pid)
+
+
+def free_port() -> int:
+    """A tcp port free on loopback now (the kernel binds it soon after)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("cache_ports", [True, False])
+def test_blocking_manager_honours_a_port_set_on_it(
+    jupyter_dirs: dict[str, Path], cache_ports: bool
+) -> None:
+    """A shell_port set on the blocking KernelManager is the kernel's (in the manager and the
+    connection file); restart_kernel(newports=True) keeps every port with cache_ports (as
+    upstream, whose cached ports are not random ones), and with cache_ports=False keeps the set
+    port and chooses the others anew."""
+    port = free_port()
+    km = KernelManager(
+        kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL),
+        shell_port=port,
+        cache_ports=cache_ports,
+    )
+    km.start_kernel()
+    try:
+        assert km.shell_port == port
+        assert json.loads(Path(km.connection_file).read_text())["shell_port"] == port
+        ready_blocking(km)
+        before = km.get_connection_info()
+        km.restart_kernel(now=True, newports=True)
+        after = km.get_connection_info()
+        assert after["shell_port"] == port
+        assert (after["iopub_port"] == before["iopub_port"]) is cache_ports
+        assert json.loads(Path(km.connection_file).read_text())["iopub_port"] == after["iopub_port"]
+        ready_blocking(km)
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+async def test_async_manager_honours_ports_set_on_it(jupyter_dirs: dict[str, Path]) -> None:
+    """Ports set on an AsyncKernelManager with cache_ports=False are the kernel's, encrypted
+    under "auto" for a spec declaring curve; it answers."""
+    ports = {"shell_port": free_port(), "hb_port": free_port()}
+    name = nursery_kernel(
+        jupyter_dirs, "nk", IPYKERNEL, metadata={"supported_encryption": ["curve"]}
+    )
+    km = AsyncKernelManager(
+        kernel_name=name, cache_ports=False, transport_encryption="auto", **ports
+    )
+    await km.start_kernel()
+    try:
+        info = km.get_connection_info()
+        assert {name: info[name] for name in ports} == ports
+        assert "curve_publickey" in json.loads(Path(km.connection_file).read_text())
+        await ready_async(km)
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
+def test_a_missing_program_is_a_file_not_found_error(jupyter_dirs: dict[str, Path]) -> None:
+    """A kernel spec whose program does not exist fails the blocking and the async managers'
+    start_kernel with a FileNotFoundError (as upstream: callers catch it), ours with its message;
+    nothing is left."""
+    import asyncio
+
+    from kernel_nursery import LaunchError
+
+    name = nursery_kernel(jupyter_dirs, "missing", ["/nonexistent/kernel", "{connection_file}"])
+    with pytest.raises(FileNotFoundError, match="'/nonexistent/kernel' not found") as info:
+        KernelManager(kernel_name=name).start_kernel()
+    assert isinstance(info.value, LaunchError)
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(AsyncKernelManager(kernel_name=name).start_kernel())
+
+
+def test_manager_ip_is_the_ipc_path_prefix(jupyter_dirs: dict[str, Path]) -> None:
+    """KernelManager(transport="ipc", ip=PREFIX): the kernel's endpoints are PREFIX-<n>, as
+    upstream; the kernel answers on them, and they are gone after the shutdown."""
+    import shutil
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="kn-ipc-"))  # a socket path must be short
+    prefix = str(short / "mine")
+    try:
+        km = KernelManager(
+            kernel_name=nursery_kernel(jupyter_dirs, "nk", IPYKERNEL), transport="ipc", ip=prefix
+        )
+        km.start_kernel()
+        try:
+            info = km.get_connection_info()
+            assert info["transport"] == "ipc" and info["ip"] == prefix
+            assert json.loads(Path(km.connection_file).read_text())["ip"] == prefix
+            ready_blocking(km)
+            assert Path(f"{prefix}-{info['shell_port']}").exists()
+        finally:
+            km.shutdown_kernel(now=True)
+        assert not list(short.iterdir())
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_a_second_start_is_refused_and_the_first_kernel_runs_on(
+    jupyter_dirs: dict[str, Path],
+) -> None:
+    """start_kernel() on a manager whose kernel runs (upstream starts a second and leaves the
+    first running, unmanaged) is a KernelStateError, also a RuntimeError, before anything is
+    made; the first kernel runs on, managed, through the blocking and the async managers."""
+    import asyncio
+
+    from kernel_nursery import KernelStateError
+
+    name = nursery_kernel(jupyter_dirs, "nk", IPYKERNEL)
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    try:
+        pid = km.provisioner.pid
+        file = Path(km.connection_file)
+        written = file.stat().st_mtime_ns
+        with pytest.raises(KernelStateError, match="still running") as info:
+            km.start_kernel()
+        assert isinstance(info.value, RuntimeError)
+        assert km.provisioner.pid == pid and km.is_alive()
+        assert file.stat().st_mtime_ns == written
+        ready_blocking(km)
+    finally:
+        km.shutdown_kernel(now=True)
+
+    async def twice() -> None:
+        akm = AsyncKernelManager(kernel_name=name)
+        await akm.start_kernel()
+        try:
+            with pytest.raises(KernelStateError):
+                await akm.start_kernel()
+            assert await akm.is_alive()
+        finally:
+            await akm.shutdown_kernel(now=True)
+
+    asyncio.run(twice())

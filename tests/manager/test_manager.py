@@ -628,6 +628,68 @@ async def test_failed_relaunch_is_reported_dead(fake_spec: SpecFactory, tmp_path
         assert not reserved_ports()
 
 
+#: A provisioner that, as a confining one would, says why its kernel's process ended.
+REASONED_PROVISIONER = """
+from kernel_nursery import LocalProvisioner
+
+class Provisioner(LocalProvisioner):
+    async def wait(self):
+        status = await super().wait()
+        self.end_reason, self.end_limit = "it used up its pids", "pids"
+        return status
+"""
+
+
+async def test_a_provisioners_end_reason_reaches_the_events(
+    fake_spec: SpecFactory, install_provisioner: Any
+) -> None:
+    """What a provisioner says of its kernel's end (end_reason, end_limit) is in the
+    restarting and dead events, whichever provisioner it is."""
+    install_provisioner("reasoned", "Provisioner", REASONED_PROVISIONER)
+    spec = fake_spec(metadata={"kernel_provisioner": {"provisioner_name": "reasoned"}})
+    seen = []
+    for autorestart in (True, False):
+        async with KernelManager(kernel_spec=spec, autorestart=autorestart) as km:
+            await km.start_kernel()
+            async with km.events() as events:
+                os.kill(await pid_of(km), signal.SIGKILL)
+                with anyio.fail_after(30):
+                    seen.append(await events.receive())
+    assert [(e.kind, e.exit_status, e.reason, e.limit) for e in seen] == [
+        ("restarting", -signal.SIGKILL, "it used up its pids", "pids"),
+        ("dead", -signal.SIGKILL, "it used up its pids", "pids"),
+    ]
+
+
+#: A provisioner whose end_reason is a property that raises, and whose end_limit is no text.
+UNREASONABLE_PROVISIONER = """
+from kernel_nursery import LocalProvisioner
+
+class Provisioner(LocalProvisioner):
+    end_limit = 42
+
+    @property
+    def end_reason(self):
+        raise RuntimeError("no reason")
+"""
+
+
+async def test_a_provisioners_bad_end_reason_is_no_reason(
+    fake_spec: SpecFactory, install_provisioner: Any
+) -> None:
+    """An end_reason that raises, or an end_limit that is not text, is taken as unknown: the
+    dead event comes, without them."""
+    install_provisioner("unreasonable", "Provisioner", UNREASONABLE_PROVISIONER)
+    spec = fake_spec(metadata={"kernel_provisioner": {"provisioner_name": "unreasonable"}})
+    async with KernelManager(kernel_spec=spec, autorestart=False) as km:
+        await km.start_kernel()
+        async with km.events() as events:
+            os.kill(await pid_of(km), signal.SIGKILL)
+            with anyio.fail_after(30):
+                event = await events.receive()
+    assert (event.kind, event.reason, event.limit) == ("dead", None, None)
+
+
 async def test_events_after_close_end_at_once(fake_spec: SpecFactory) -> None:
     """A subscription made after the manager closed ends at once, it never hangs."""
     async with KernelManager(kernel_spec=fake_spec()) as km:

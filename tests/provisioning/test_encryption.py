@@ -24,7 +24,9 @@ def spec(**metadata: Any) -> KernelSpec:
 @pytest.mark.parametrize(
     ("policy", "transport", "ip", "metadata", "encrypted"),
     [
-        ("auto", "tcp", "127.0.0.1", {"supported_encryption": ["curve"]}, False),
+        ("auto", "tcp", "127.0.0.1", {"supported_encryption": ["curve"]}, True),
+        ("auto", "ipc", "/tmp/k", {"supported_encryption": ["curve"]}, True),
+        ("auto", "tcp", "127.0.0.1", {}, False),
         ("auto", "tcp", ANY, {}, True),
         ("auto", "tcp", "10.1.2.3", {"supported_encryption": ["curve"]}, True),
         ("auto", "tcp", ANY, {"supported_encryption": []}, False),
@@ -35,7 +37,8 @@ def spec(**metadata: Any) -> KernelSpec:
     ],
 )
 def test_policy(policy: str, transport: str, ip: str, metadata: Any, encrypted: bool) -> None:
-    """auto: beyond loopback unless the spec rules it out; required: always; disabled: never."""
+    """auto: a spec declaring curve, anywhere, and beyond loopback unless the spec rules it
+    out; required: always; disabled: never."""
     keys = curve_keys_for_launch(policy, spec=spec(**metadata), transport=transport, ip=ip)
     assert bool(keys) is encrypted
     if encrypted:

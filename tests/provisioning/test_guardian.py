@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -608,3 +609,42 @@ async def test_a_registered_directory_loses_only_its_sockets(tmp_path: Path) -> 
     assert (home / "precious.txt").read_text() == "mine" and (home / "sub").is_dir()
     assert (home / "agent.sock").is_socket()
     assert shared.is_dir()
+
+
+async def test_the_guardian_removes_only_a_sandboxs_own_folder(tmp_path: Path) -> None:
+    """Of the folders a register line names for removal, the guardian removes only one a
+    sandbox made (named kn-sandbox-*, private to this user), with all it holds; another name,
+    or a folder open to others, stays. A cgroup path outside /sys/fs/cgroup is left alone."""
+    ours = tmp_path / "kn-sandbox-ours"
+    other = tmp_path / "not-a-sandbox"
+    shared = tmp_path / "kn-sandbox-shared"
+    for folder, mode in ((ours, 0o700), (other, 0o700), (shared, 0o755)):
+        (folder / "deep").mkdir(parents=True)
+        (folder / "deep" / "file").write_text("x")
+        folder.chmod(mode)
+    outside = tmp_path / "kn-sandbox-cgroup"
+    outside.mkdir()
+    script = Path(_guardian.__file__).with_name("_scripts") / "guardian.py"
+    guardian = await anyio.open_process(
+        [sys.executable, "-I", "-S", str(script), "0.5"], stdin=-1, start_new_session=True
+    )
+    sleepers = [await anyio.open_process(["sleep", "60"], start_new_session=True) for _ in range(3)]
+    async with guardian, AsyncExitStack() as stack:
+        for sleeper in sleepers:
+            await stack.enter_async_context(sleeper)
+        assert guardian.stdin is not None
+        now = time.monotonic()  # the clock the guardian's lines use
+        pairs = zip(sleepers, (ours, other, shared), strict=True)
+        for token, (sleeper, folder) in enumerate(pairs, 1):
+            line = ["register", token, sleeper.pid, sleeper.pid, None, None, now, None]
+            line += [[str(outside)], str(folder)]
+            await guardian.stdin.send(json.dumps(line).encode() + b"\n")
+        await guardian.stdin.aclose()
+        with anyio.fail_after(GONE_WITHIN):
+            assert await guardian.wait() == 0
+            for sleeper in sleepers:
+                assert await sleeper.wait() in (-signal.SIGTERM, -signal.SIGKILL)
+    assert not ours.exists()
+    assert (other / "deep" / "file").exists()
+    assert (shared / "deep" / "file").exists()
+    assert outside.is_dir()

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
 from jupyter_core.paths import jupyter_runtime_dir
-from traitlets import Bool, Float
+from traitlets import Bool, Float, Unicode
 
 from .._errors import KernelNurseryError
 from ..messaging import KernelClient
+from ..provisioning import remove_stale_containers
 from ._base import KernelNurseryCommand
 from ._output import say
 from ._specs import table
@@ -30,7 +32,10 @@ class KernelsApp(KernelNurseryCommand):
     """kernel-nursery kernels: list the kernels in the runtime directory, remove stale files."""
 
     name = "kernel-nursery-kernels"
-    usage = "Usage: kernel-nursery kernels [--json] [--remove-stale] [--timeout SECONDS]"
+    usage = (
+        "Usage: kernel-nursery kernels [--json] [--remove-stale [--engine COMMAND]] "
+        "[--timeout SECONDS]"
+    )
     description = (
         "List the kernels whose connection files (kernel-*.json) are in Jupyter's runtime "
         "directory, asking each whether it is alive (a heartbeat, echoed within --timeout; a "
@@ -38,19 +43,30 @@ class KernelsApp(KernelNurseryCommand):
         "is gone, or hangs), 'new' "
         f"(the file is younger than {NEW_FILE_AGE:.0f} s: the kernel may still be starting) or "
         "'invalid' (not a connection file). --remove-stale removes the stale files and prints "
-        "each one removed."
+        "each one removed; with --engine (docker, podman, or the client with its options) it "
+        "also removes the kernel containers of that engine whose owner process has ended, and "
+        "prints their ids."
     )
     examples = """
 kernel-nursery kernels
 kernel-nursery kernels --json
 kernel-nursery kernels --remove-stale
+kernel-nursery kernels --remove-stale --engine docker
 """
     json_output = Bool(False, config=True, help="Print JSON, for scripts.")
     remove_stale = Bool(False, config=True, help="Remove the connection files of stale kernels.")
     timeout = Float(2.0, config=True, help="How long to wait for each kernel's answer, in s.")
+    engine = Unicode(
+        "",
+        config=True,
+        help="With --remove-stale: a container engine's client (docker, podman, or one with "
+        "its options, e.g. 'docker --host unix:///run/d.sock') whose stale kernel containers "
+        "are removed too.",
+    )
     aliases: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
         **KernelNurseryCommand.aliases,
         "timeout": "KernelsApp.timeout",
+        "engine": "KernelsApp.engine",
     }
     flags: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
         **KernelNurseryCommand.flags,
@@ -66,6 +82,8 @@ kernel-nursery kernels --remove-stale
             self.fail(f"kernels takes no arguments (got {' '.join(self.extra_args)!r})")
         if self.timeout <= 0:
             self.fail(f"--timeout must be positive (got {self.timeout})")
+        if self.engine and not self.remove_stale:
+            self.fail("--engine goes with --remove-stale")
         files = sorted(Path(jupyter_runtime_dir()).glob("kernel-*.json"))
         self.run(lambda: self._list(files))
 
@@ -87,18 +105,36 @@ kernel-nursery kernels --remove-stale
                 except OSError as exc:
                     say(f"kernel-nursery: cannot remove {path}: {exc.strerror or exc}")
                     status = 1
+        containers: list[str] = []
+        if self.engine:
+            containers, failed = await self._remove_stale_containers()
+            status = status or failed
         if self.json_output:
-            print(json.dumps({"kernels": [rows[p] for p in files]}, indent=2))
+            listing: dict[str, Any] = {"kernels": [rows[p] for p in files]}
+            if self.engine:
+                listing["removed_containers"] = containers
+            print(json.dumps(listing, indent=2))
         elif self.remove_stale:
             for path in files:
                 if rows[path].get("removed"):
                     print(path)
+            for cid in containers:
+                print(f"container {cid}")
         else:
             table(
                 ["STATE", "KERNEL", "CONNECTION FILE"],
                 [[rows[p]["state"], rows[p]["kernel_name"], str(p)] for p in files],
             )
         return status
+
+    async def _remove_stale_containers(self) -> tuple[list[str], int]:
+        """The ids of the stale kernel containers removed from :attr:`engine`, and 1 if the
+        engine could not be asked (said on stderr), else 0."""
+        try:
+            return await remove_stale_containers(shlex.split(self.engine)), 0
+        except (KernelNurseryError, ValueError) as exc:
+            say(f"kernel-nursery: cannot remove stale containers: {exc}")
+            return [], 1
 
     async def _examine(
         self, path: Path, rows: dict[Path, dict[str, Any]], limiter: anyio.CapacityLimiter

@@ -5,6 +5,9 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from traitlets import Bool
 
 from .._signals import cancel_on_signals
 from ..manager import KernelEvent, KernelManager
@@ -46,7 +49,21 @@ class StartApp(KernelNurseryCommand):
 kernel-nursery start
 kernel-nursery start ir --kernel-output kernel.log
 FILE=$(kernel-nursery start python3 | head -1)   # in the background: ... &
+kernel-nursery start --encrypt   # CurveZMQ where the spec declares it: for clients that speak it
 """
+
+    encrypt = Bool(
+        False,
+        config=True,
+        help="Encrypt the kernel's channels with CurveZMQ where its spec declares support "
+        "(transport_encryption='auto'). Off by default: the connection file is for other "
+        "tools, and a client that predates CurveZMQ cannot reach an encrypted kernel. "
+        "KernelManager.transport_encryption, when set, decides instead.",
+    )
+    flags: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
+        **KernelNurseryCommand.flags,
+        "encrypt": ({"StartApp": {"encrypt": True}}, "Encrypt where the kernel supports it."),
+    }
 
     def start(self) -> None:
         kernel_name = self.extra_args[0] if self.extra_args else "python3"
@@ -54,6 +71,14 @@ FILE=$(kernel-nursery start python3 | head -1)   # in the background: ... &
             self.fail(f"start takes at most one kernel name (got {' '.join(self.extra_args)!r})")
         self.check_kernel_output()
         self.run(lambda: self._serve(kernel_name))
+
+    def kernel_manager(self, kernel_name: str) -> KernelManager:
+        """A manager whose kernel runs in clear unless asked (:attr:`encrypt`, or the
+        manager's own ``transport_encryption``): the connection file is for other tools."""
+        km = super().kernel_manager(kernel_name)
+        if not km.transport_encryption:
+            km.transport_encryption = "auto" if self.encrypt else "disabled"
+        return km
 
     async def _serve(self, kernel_name: str) -> int:
         """Start the kernel, say where it is, and follow it until a signal or its death."""

@@ -13,12 +13,10 @@ from __future__ import annotations
 # jupyter_client's provisioners are asyncio coroutines; under trio they run on an asyncio loop
 # of their own (a thread), under asyncio on the running loop.
 import asyncio  # backend-specific: jupyter_client's provisioners are asyncio code
-import logging
 import os
 import signal
 import subprocess
-import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar, cast
 
@@ -32,166 +30,13 @@ from .._platform import LINUX
 from ..connection import ConnectionInfo, connection_file_path, validate_connection_info
 from ..provisioning import KILL_WAIT_TIME, KernelProvisionerBase, _guardian
 from ..provisioning._process import process_start_time, wait_for_group_exit
+from ._loop_thread import CANCEL_WAIT, LoopThread
 
 __all__ = ["CANCEL_WAIT", "JUPYTER_GROUP", "JupyterProvisioner"]
 
 #: jupyter_client's entry-point group of provisioners.
 JUPYTER_GROUP = "jupyter_client.kernel_provisioners"
-#: Seconds a cancelled call gets, on the provisioner's own loop, to finish unwinding before we
-#: stop waiting for it (a provisioner that blocks its loop cannot hold ours longer than this).
-CANCEL_WAIT = 5.0
-#: Seconds a stopping private loop gives the calls left on it (abandoned at their deadline,
-#: then cancelled) to unwind before it is closed without them.
-_LEFTOVER_WAIT = 1.0
-#: Seconds to join the private loop's thread once it has said it ends (it has only to return).
-_JOIN_WAIT = 1.0
-
 T = TypeVar("T")
-_log = logging.getLogger(__name__)
-
-
-class _LoopThread:
-    """A private asyncio loop in a daemon thread, for one provisioner under trio.
-
-    :meth:`run` runs a coroutine there and awaits it from our side without a thread of ours:
-    the task's end writes a byte to a pipe, which our side awaits with
-    :func:`anyio.wait_readable`. Cancelling :meth:`run` cancels the task there and waits (bounded
-    by :data:`CANCEL_WAIT`, or by the *deadline* given, shielded) for it to unwind.
-    :meth:`aclose` stops the loop and joins the thread, bounded the same way.
-    """
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        # Written by the thread as it ends: what aclose() awaits before joining it.
-        self._ended_r, self._ended_w = os.pipe()
-        # Set by the first aclose(), once the loop is stopped: later ones wait for it.
-        self._closing: anyio.Event | None = None
-        self._thread = threading.Thread(
-            target=self._serve, name="kernel-nursery-jupyter-provisioner", daemon=True
-        )
-        self._thread.start()
-
-    def _serve(self) -> None:
-        try:
-            self.loop.run_forever()
-            # What the provisioner left on its loop (a call abandoned at its deadline) is
-            # cancelled and given a short while to unwind; one that will not is dropped.
-            left = asyncio.all_tasks(self.loop)
-            for task in left:
-                task.cancel()
-            if left:
-                self.loop.run_until_complete(asyncio.wait(left, timeout=_LEFTOVER_WAIT))
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        finally:
-            self.loop.close()
-            try:
-                os.write(self._ended_w, b".")
-            except OSError:
-                pass  # nobody waits any more
-            finally:
-                os.close(self._ended_w)
-
-    async def run(self, coro: Coroutine[Any, Any, T], *, deadline: float | None = None) -> T:
-        if self._closing is not None:
-            coro.close()  # never to be awaited
-            raise ProvisionerError(
-                "a jupyter_client provisioner's call came too late: its event loop is stopped"
-            )
-        read_fd, write_fd = os.pipe()
-        lock = threading.Lock()
-        closed = False
-        box: dict[str, asyncio.Task[T]] = {}
-
-        def notify(_: object) -> None:  # in the loop's thread
-            with lock:
-                if not closed:
-                    os.write(write_fd, b".")
-
-        def start() -> None:  # in the loop's thread
-            task = self.loop.create_task(coro)
-            box["task"] = task
-            task.add_done_callback(notify)
-
-        def cancel() -> None:  # in the loop's thread, after start()
-            task = box.get("task")
-            if task is not None:
-                task.cancel()
-
-        try:
-            self.loop.call_soon_threadsafe(start)
-            try:
-                await anyio.wait_readable(read_fd)
-            except BaseException:
-                self.loop.call_soon_threadsafe(cancel)
-                wait = CANCEL_WAIT
-                if deadline is not None:
-                    wait = min(wait, max(0.0, deadline - anyio.current_time()))
-                with anyio.CancelScope(shield=True), anyio.move_on_after(wait) as bound:
-                    await anyio.wait_readable(read_fd)
-                if bound.cancelled_caught and deadline is None:
-                    _log.warning(
-                        "A jupyter_client provisioner's call did not end within %g s of its "
-                        "cancellation (its event loop is blocked); abandoned",
-                        CANCEL_WAIT,
-                    )
-                raise
-            task = box["task"]
-            if task.cancelled():  # not by us: the loop was stopped under it (aclose)
-                raise ProvisionerError(
-                    "a jupyter_client provisioner's call was abandoned: its event loop stopped"
-                )
-            return task.result()
-        finally:
-            with lock:
-                closed = True
-                os.close(read_fd)
-                os.close(write_fd)
-
-    async def aclose(self) -> None:
-        """Stop the loop and join the thread, waiting at most :data:`CANCEL_WAIT` seconds
-        (shielded): a loop blocked by the provisioner's code is abandoned (a warning says so),
-        with the task it runs. What is left on the loop is cancelled first. Closing again, or
-        from two tasks at once, waits for the first close (bounded the same way), and stops
-        nothing twice."""
-        closing = self._closing
-        if closing is not None:
-            if not closing.is_set():
-                # Bounded: the first aclose() sets it within CANCEL_WAIT + _JOIN_WAIT.
-                with anyio.CancelScope(shield=True):
-                    await closing.wait()
-            return
-        self._closing = closing = anyio.Event()
-        try:
-            await self._stop()
-        finally:
-            closing.set()
-
-    async def _stop(self) -> None:
-        if not self._thread.is_alive():
-            os.close(self._ended_r)
-            return
-        try:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        except RuntimeError:
-            pass  # closed already: the thread is ending
-        ended = False
-        try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT):
-                await anyio.wait_readable(self._ended_r)
-                ended = True
-        finally:
-            os.close(self._ended_r)
-        if ended:
-            # It has said it ends: it has only to return. Shielded (a cancelled caller's
-            # thread start would be refused), and bounded by the join's own timeout.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._thread.join, _JOIN_WAIT)
-        else:
-            _log.warning(
-                "A jupyter_client provisioner's event loop did not stop within %g s (it is "
-                "blocked); its thread is abandoned",
-                CANCEL_WAIT,
-            )
 
 
 class JupyterProvisioner(KernelProvisionerBase):
@@ -230,7 +75,7 @@ class JupyterProvisioner(KernelProvisionerBase):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._km, self._inner = self._create()
-        self._thread: _LoopThread | None = None
+        self._thread: LoopThread | None = None
         self._launched = False
         self._status: int | None = None
         self._reap_lock = anyio.Lock()
@@ -300,7 +145,7 @@ class JupyterProvisioner(KernelProvisionerBase):
         if _on_asyncio():
             return await fn(*args, **kwargs)
         if self._thread is None:
-            self._thread = _LoopThread()
+            self._thread = LoopThread(what="a jupyter_client provisioner")
 
         async def call() -> T:
             return await fn(*args, **kwargs)
@@ -319,7 +164,7 @@ class JupyterProvisioner(KernelProvisionerBase):
                 await fn(*args, **kwargs)
                 return
             if self._thread is None:
-                self._thread = _LoopThread()
+                self._thread = LoopThread(what="a jupyter_client provisioner")
 
             async def call() -> Any:
                 return await fn(*args, **kwargs)

@@ -49,6 +49,16 @@ class KernelEvent:
     #: The exit status of the process that ended, for ``restarting`` (after a crash),
     #: ``dead`` and ``shutdown``; otherwise ``None``.
     exit_status: int | None = None
+    #: For ``dead`` and ``restarting``: why the kernel's process ended, in a few words, when
+    #: its provisioner knows more than the exit status (``killed by the out-of-memory killer
+    #: at its memory limit of 512 MiB``; see
+    #: :attr:`~kernel_nursery.provisioning.KernelProvisionerBase.end_reason`); otherwise
+    #: ``None``.
+    reason: str | None = None
+    #: For ``dead`` and ``restarting``: the name of the resource limit that ended the kernel
+    #: (``memory``, ``pids``, ``cpu_time``, ``cpus``, ``file_size``, ``open_files``), when one
+    #: did; otherwise ``None``.
+    limit: str | None = None
     #: For ``culling``: seconds since the kernel's last activity; otherwise ``None``.
     idle_time: float | None = None
     #: For ``progress``: the stage the launch reached, in the provisioner's words (Slurm's:

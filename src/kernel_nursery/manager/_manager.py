@@ -65,6 +65,24 @@ def _ports_of(info: ConnectionInfo) -> list[int]:
     return [info[name] for name in PORT_NAMES]
 
 
+#: Why a kernel's process ended, as its provisioner says: (reason, limit), each maybe ``None``.
+_Why = tuple[str | None, str | None]
+
+
+def _why(provisioner: KernelProvisionerBase | None) -> _Why:
+    """What *provisioner* knows of its kernel's end beyond the exit status: plain attributes,
+    nothing awaited, so nothing to bound; a plug-in's property that raises, or a value that
+    is not text, counts as not knowing."""
+    found: list[str | None] = []
+    for name in ("end_reason", "end_limit"):
+        try:
+            value = getattr(provisioner, name, None)
+        except Exception:
+            value = None
+        found.append(value if isinstance(value, str) else None)
+    return found[0], found[1]
+
+
 class _Incarnation:
     """One launched kernel process: what the clients the manager hands out follow."""
 
@@ -170,7 +188,8 @@ class KernelManager(LoggingConfigurable):
         config=True,
         help="CurveZMQ encryption of the kernel's channels, passed to provisioners that have "
         "the trait (see LocalProvisioner.transport_encryption); empty means the provisioner's "
-        "default ('auto': tcp kernels listening beyond loopback).",
+        "default ('auto': kernels whose spec declares curve, and tcp kernels listening beyond "
+        "loopback).",
     )
     heartbeat_interval = Float(
         0.0,
@@ -444,9 +463,20 @@ class KernelManager(LoggingConfigurable):
         """
         return self._events.subscribe()
 
-    def _emit(self, kind: EventKind, exit_status: int | None = None) -> None:
+    def _emit(
+        self, kind: EventKind, exit_status: int | None = None, *, why: _Why = (None, None)
+    ) -> None:
         self.log.debug("Kernel %s: %s (status %s)", self.kernel_id, kind, exit_status)
-        self._events.emit(KernelEvent(kind=kind, kernel_id=self.kernel_id, exit_status=exit_status))
+        reason, limit = why
+        self._events.emit(
+            KernelEvent(
+                kind=kind,
+                kernel_id=self.kernel_id,
+                exit_status=exit_status,
+                reason=reason,
+                limit=limit,
+            )
+        )
 
     def _on_progress(self, provisioner: KernelProvisionerBase, progress: LaunchProgress) -> None:
         """A provisioner's launch progress, passed on as a ``progress`` event; dropped when it
@@ -545,7 +575,7 @@ class KernelManager(LoggingConfigurable):
             self._emit("shutdown")
         else:
             status = exc.exit_status if isinstance(exc, KernelDiedError) else None
-            self._emit("dead", status)
+            self._emit("dead", status, why=_why(self.provisioner))
 
     async def _new_provisioner(self) -> KernelProvisionerBase:
         """The provisioner the kernel spec asks for, from the factory, given the manager's
@@ -872,9 +902,16 @@ class KernelManager(LoggingConfigurable):
         provisioner = self.provisioner
         assert provisioner is not None
         uptime = anyio.current_time() - self._started_at
-        self.log.warning("Kernel %s died (status %s) after %.3g s", self.kernel_id, status, uptime)
+        why = _why(provisioner)  # read now: the provisioner forgets it at the next launch
+        self.log.warning(
+            "Kernel %s died (status %s%s) after %.3g s",
+            self.kernel_id,
+            status,
+            f": {why[0]}" if why[0] else "",
+            uptime,
+        )
         if not self.autorestart:
-            await self._declare_dead(status)
+            await self._declare_dead(status, why)
             return
         stable = sync_hook(
             provisioner,
@@ -891,9 +928,9 @@ class KernelManager(LoggingConfigurable):
                     self.kernel_id,
                     self._rapid_deaths,
                 )
-                await self._declare_dead(status)
+                await self._declare_dead(status, why)
                 return
-            self._emit("restarting", status)
+            self._emit("restarting", status, why=why)
             await self._stop(now=True, restart=True)
             try:
                 await self._start_guarded("restarting")
@@ -906,21 +943,22 @@ class KernelManager(LoggingConfigurable):
                     exc.exit_status,
                 )
                 status = exc.exit_status
+                why = _why(self.provisioner)
                 self._rapid_deaths += 1
                 continue
             except Exception as exc:  # a plug-in's own error too: the supervisor must not die of it
                 self.log.error("Kernel %s could not be restarted: %r", self.kernel_id, exc)
-                await self._declare_dead(status)
+                await self._declare_dead(status, why)
                 return
             self._emit("restarted")
             return
 
-    async def _declare_dead(self, status: int | None) -> None:
+    async def _declare_dead(self, status: int | None, why: _Why) -> None:
         with anyio.CancelScope(shield=True):  # bounded: _stop is (stop_bound)
             await self._stop(now=True, restart=False)
         self._dead = True
         self._end()
-        self._emit("dead", status)
+        self._emit("dead", status, why=why)
 
     # ------------------------------------------------------------------ stopping
 

@@ -1,8 +1,10 @@
 """Kernel provisioners: what starts a kernel, watches it and stops it.
 
 :class:`KernelProvisionerBase` is the contract, :class:`LocalProvisioner` the default
-implementation (a local process), :class:`SSHProvisioner` runs a kernel on another host over
-SSH, :class:`SlurmProvisioner` runs kernels as Slurm jobs, and
+implementation (a local process), :class:`SandboxProvisioner` runs local kernels confined by
+bubblewrap, :class:`DockerProvisioner` runs a kernel in a container (Docker or Podman),
+:class:`SSHProvisioner` runs a kernel on another host over SSH, :class:`SlurmProvisioner` runs
+kernels as Slurm jobs, and
 :class:`KernelProvisionerFactory` finds provisioners that packages register in the entry-point
 group ``kernel_nursery.provisioners``. The API is that of ``jupyter_client.provisioning``, on
 anyio.
@@ -35,7 +37,9 @@ from ._factory import (
     KernelProvisionerFactory,
 )
 from ._process import UNKNOWN_EXIT_STATUS
+from .docker import DockerProvisioner, remove_stale_containers
 from .local import LocalProvisioner
+from .sandbox import SandboxProvisioner
 from .slurm import JobEndedError, JobError, JobRejectedError, QueueTimeoutError, SlurmProvisioner
 from .ssh import (
     RemoteLaunchError,
@@ -53,6 +57,7 @@ __all__ = [
     "JUPYTER_PREFIX",
     "KILL_WAIT_TIME",
     "UNKNOWN_EXIT_STATUS",
+    "DockerProvisioner",
     "JobEndedError",
     "JobError",
     "JobRejectedError",
@@ -67,8 +72,10 @@ __all__ = [
     "SSHConnectionError",
     "SSHHostKeyError",
     "SSHProvisioner",
+    "SandboxProvisioner",
     "SlurmProvisioner",
     "format_kernel_cmd",
+    "remove_stale_containers",
     "shutdown_kernel_process",
 ]
 

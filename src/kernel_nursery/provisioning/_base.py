@@ -127,6 +127,21 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
     #:
     #: .. versionadded:: 0.1
     progress_callback: Callable[[LaunchProgress], None] | None = None
+    #: Why the kernel's last process ended, in a few words for people, when the provisioner
+    #: knows more than its exit status (a resource limit it enforced, a scheduler's word);
+    #: ``None`` otherwise. Set by the provisioner once it has seen the exit (by the time
+    #: :meth:`wait` returns it), kept until the next launch. A kernel manager passes it on in
+    #: the ``dead`` and ``restarting`` events (:attr:`KernelEvent.reason
+    #: <kernel_nursery.KernelEvent.reason>`).
+    #:
+    #: .. versionadded:: 0.1
+    end_reason: str | None = None
+    #: When a resource limit ended the kernel: the limit's name (``memory``, ``cpu_time``...,
+    #: the names of the limits' vocabulary shared by the confining provisioners); otherwise
+    #: ``None``. Set and kept as :attr:`end_reason`.
+    #:
+    #: .. versionadded:: 0.1
+    end_limit: str | None = None
 
     # ------------------------------------------------------------------ abstract interface
 

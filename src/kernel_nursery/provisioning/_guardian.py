@@ -10,7 +10,8 @@ launches or adopts and one per kernel it reaps. When the managing process ends, 
 ends, the operating system closes the write end; the guardian reads end of file and, for each
 kernel still registered, sends SIGTERM to its process group, waits up to
 :data:`GRACE_PERIOD` for it to exit, sends SIGKILL to the group and removes its connection
-file (see ``_scripts/guardian.py``, which it runs).
+file (see ``_scripts/guardian.py``, which it runs). A container (:func:`register_container`)
+is removed with its engine's ``rm -f``, which stops it too.
 
 The guardian belongs to no event loop (it is started with :class:`subprocess.Popen`, not
 ``anyio.open_process``, whose asyncio transports kill their process when closed with their loop),
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ __all__ = [
     "SUPPORTED",
     "guardian_pid",
     "register",
+    "register_container",
     "register_off_loop",
     "unregister",
 ]
@@ -97,6 +99,8 @@ def register(
     start_time: int | None,
     connection_file: str | None,
     directory: str | None = None,
+    cgroups: Sequence[str] = (),
+    tree: str | None = None,
     log: Log,
 ) -> int | None:
     """Have the guardian stop kernel *pid* (its group *pgid*) and remove *connection_file* and
@@ -104,6 +108,11 @@ def register(
     there, as an ssh master's control socket directory) if this process dies before
     :func:`unregister`. *start_time* (``/proc`` field 22) tells the kernel from a later process
     with its pid.
+
+    For a sandboxed kernel, also its *cgroups* (directories named ``kn-sandbox-*`` under
+    ``/sys/fs/cgroup``: every process still in them is killed, then they are removed) and its
+    folder *tree* (named ``kn-sandbox-*``, mode 0700, owned by this user: removed with all it
+    holds). The guardian checks those names itself and leaves anything else alone.
 
     Synchronous and quick: starts the guardian the first time (one spawn, not awaited), then
     writes one line. Never raises for the guardian's sake: if it cannot be started, a warning
@@ -121,9 +130,11 @@ def register(
         token = next(state.tokens)
         # The time tells the guardian since when the kernel may have exited (a clock shared by
         # every process): see "RECENT" in the guardian's script.
-        line = _line(
-            "register", token, pid, pgid, start_time, connection_file, time.monotonic(), directory
-        )
+        fields: list[object] = [pid, pgid, start_time, connection_file, time.monotonic()]
+        fields.append(directory)
+        if cgroups or tree:
+            fields += [list(cgroups), tree]
+        line = _line("register", token, *fields)
         state.registered[token] = line
         _send(state, line, log)
         return token
@@ -167,6 +178,40 @@ def unregister(token: int, *, log: Log) -> None:
         if state.registered.pop(token, None) is None or state.disabled or state.fd is None:
             return  # (with no guardian running, a new one is handed only the others)
         _send(state, _line("unregister", token), log)
+
+
+def register_container(
+    command: list[str],
+    *,
+    env: dict[str, str],
+    cid_file: str,
+    directory: str | None = None,
+    log: Log,
+) -> int | None:
+    """Have the guardian remove a container (``COMMAND rm -f ID``, the id read from *cid_file*,
+    which the engine's client writes once it has created the container) and the private
+    temporary *directory* holding its runtime files, if this process dies before
+    :func:`unregister`. *command* is the engine's client and its global options (``["docker",
+    "--host", ...]``), *env* what it needs of the environment (``DOCKER_HOST``...): the guardian
+    runs it with its own environment updated by *env*.
+
+    Registered before the container is created, so that no moment is left in which it would
+    outlive this process unseen. Synchronous and quick, as :func:`register`.
+
+    Returns:
+        A token for :func:`unregister`, or ``None`` when the container is not guarded.
+    """
+    if not SUPPORTED:
+        return None
+    state = _state
+    with state.lock:
+        if state.disabled:
+            return None
+        token = next(state.tokens)
+        line = _line("container", token, list(command), dict(env), cid_file, directory)
+        state.registered[token] = line
+        _send(state, line, log)
+        return token
 
 
 def guardian_pid() -> int | None:

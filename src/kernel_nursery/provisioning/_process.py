@@ -15,7 +15,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from .._errors import LaunchError
+from .._errors import launch_os_error
 from .._platform import LINUX
 
 __all__ = [
@@ -257,13 +257,16 @@ async def spawn_shielded(
 
     Raises:
         LaunchError: the program cannot be run; the message names it as *program* says
-            (``"srun (/usr/bin/srun)"``), and its ``argv`` is *shown*.
+            (``"srun (/usr/bin/srun)"``), and its ``argv`` is *shown*. A missing program is a
+            :class:`~kernel_nursery.LaunchFileNotFoundError`, one not executable a
+            :class:`~kernel_nursery.LaunchPermissionError`.
     """
     with anyio.CancelScope(shield=True):  # bounded: fork + exec
         try:
             process = await anyio.open_process(argv, **options)
         except OSError as exc:
-            raise LaunchError(f"cannot run {program}: {exc.strerror or exc}", argv=shown) from exc
+            message = f"cannot run {program}: {exc.strerror or exc}"
+            raise launch_os_error(message, argv=shown, cause=exc) from exc
     return process
 
 

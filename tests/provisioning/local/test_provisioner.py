@@ -344,20 +344,30 @@ async def test_launch_kernel_cancelled_before_spawn_releases_everything(
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "message", "builtin"),
     [
-        (["no-such-kernel-program-xyz"], "'no-such-kernel-program-xyz' not found on PATH"),
-        (["/nonexistent/kernel"], "'/nonexistent/kernel' not found"),
-        ([str(Path(__file__))], "is not executable"),
+        (
+            ["no-such-kernel-program-xyz"],
+            "'no-such-kernel-program-xyz' not found on PATH",
+            FileNotFoundError,
+        ),
+        (["/nonexistent/kernel"], "'/nonexistent/kernel' not found", FileNotFoundError),
+        ([str(Path(__file__))], "is not executable", PermissionError),
     ],
 )
-async def test_bad_program_is_a_launch_error_leaving_nothing(argv: list[str], message: str) -> None:
-    """A program that cannot run gives LaunchError and leaves no file, port or process."""
+async def test_bad_program_is_a_launch_error_leaving_nothing(
+    argv: list[str], message: str, builtin: type[OSError]
+) -> None:
+    """A program that cannot run gives LaunchError, also the built-in error the OS gave (a
+    missing program a FileNotFoundError, one not executable a PermissionError, with its errno
+    and the program as filename), and leaves no file, port or process."""
     p = LocalProvisioner(kernel_spec=KernelSpec(argv=argv, name="bad"))
     with pytest.raises(LaunchError, match=message) as info:
         await launch(p)
     assert info.value.argv[0] == argv[0]
-    assert isinstance(info.value, OSError)
+    assert isinstance(info.value, builtin)
+    assert info.value.errno is not None and info.value.filename == argv[0]
+    assert str(info.value).startswith("cannot start kernel")  # our message, not the OS's
     assert not p.has_process and not reserved_ports()
 
 
@@ -395,10 +405,12 @@ async def test_relaunch_after_the_kernel_exited(
 
 
 async def test_missing_cwd_is_a_launch_error(toy_spec: SpecFactory, tmp_path: Path) -> None:
-    """A working directory that does not exist is named in the LaunchError."""
+    """A working directory that does not exist is named in the LaunchError, which is also a
+    FileNotFoundError (as the OS's)."""
     p = LocalProvisioner(kernel_spec=toy_spec())
-    with pytest.raises(LaunchError, match=r"working directory .*nope"):
+    with pytest.raises(LaunchError, match=r"working directory .*nope") as info:
         await launch(p, cwd=str(tmp_path / "nope"))
+    assert isinstance(info.value, FileNotFoundError)
 
 
 async def test_empty_or_string_command_is_refused(toy_spec: SpecFactory) -> None:

@@ -11,14 +11,29 @@ managing process holds. Each line it reads is a JSON array:
     an ssh control master's, removed with the sockets it holds, and only if they are all it
     holds) may be ``null``. The kernel is
     identified by a pidfd opened when the line is read, checked against ``start_time``.
+``["register", token, pid, pgid, start_time, connection_file, written_at, directory, ...]``
+    with two more fields, ``cgroups`` and ``tree``, for a sandboxed kernel: the cgroup
+    directories it runs in (a list) and its private folder (or ``null``). Once its processes
+    are killed, any process left in the cgroups is killed, the cgroups are removed, and so is
+    the folder with all it holds. Only names the sandbox gives (``kn-sandbox-*``; cgroups
+    under ``/sys/fs/cgroup``, a folder of this user's, mode 0700) are touched.
 ``["unregister", token]``
     the managing process stopped and reaped that kernel itself: forget it.
+``["container", token, command, env, cid_file, directory]``
+    a container is being created (or was adopted): at the end, ``command + ["rm", "-f", ID]``
+    is run with the guardian's environment updated by ``env``, the id read from ``cid_file``
+    (written by the engine's client once the container exists; no file: nothing was created),
+    and the private ``directory`` (its runtime files; named ``kn-docker-*``, mode 0700) removed
+    with what it holds. An ``unregister`` of its token forgets it.
 
 End of file means the managing process is gone, however it ended (the OS closes the write end
 of a process killed by SIGKILL or by the OOM killer). Then, for every kernel still registered:
 SIGTERM to its process group, up to GRACE seconds for the kernel to exit, SIGKILL to the group,
 its connection file (and, for ipc, its socket files) and its directory removed; and the guardian
 exits.
+
+Every container still registered is removed by its engine meanwhile (all at once, bounded by
+CONTAINER_WAIT in all).
 
 A process group is signalled only while its number certainly names the kernel's group: while
 the kernel (its leader) runs; within RECENT seconds of the leader's exit (the number cannot have
@@ -46,9 +61,17 @@ _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 RECENT = 2.0
 #: How the directories the guardian may remove are named (those of ssh control masters).
 DIRECTORY_PREFIX = "kn-ssh-"
+#: How a sandbox names its cgroups and its kernel's folder, and where cgroups live.
+SANDBOX_PREFIX = "kn-sandbox-"
+CGROUP_ROOT = "/sys/fs/cgroup/"
 #: Seconds to wait for the processes sent SIGKILL to be gone before the guardian exits (only a
 #: process stuck in the OS kernel takes longer).
 KILL_WAIT = 5.0
+#: How a container's runtime directory is named (removed with its contents, if private).
+CONTAINER_DIRECTORY_PREFIX = "kn-docker-"
+#: Seconds the engines' ``rm -f`` of the containers may take in all (each stops its container
+#: first, with SIGKILL).
+CONTAINER_WAIT = 20.0
 
 
 class Kernel:
@@ -62,11 +85,15 @@ class Kernel:
         path: str | None,
         written_at: float,
         directory: str | None = None,
+        cgroups: list[str] | None = None,
+        tree: str | None = None,
     ) -> None:
         self.pid = pid
         self.pgid = pgid
         self.path = path
         self.directory = directory
+        self.cgroups = cgroups or []
+        self.tree = tree
         self.start_time = start_time
         self.pidfd: int | None = None  # open until the leader is seen to exit
         self.unchecked = False  # no pidfd could be had: identified by start time alone
@@ -167,6 +194,10 @@ class Kernel:
     def remove_files(self) -> None:
         if self.directory:
             _remove_directory(self.directory)
+        for cgroup in self.cgroups:
+            _remove_cgroup(cgroup)
+        if self.tree:
+            _remove_tree(self.tree)
         if not self.path:
             return
         try:
@@ -193,13 +224,73 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, signal.SIG_IGN)
     grace = float(argv[1]) if len(argv) > 1 else 2.0
     _raise_fd_limit()
-    kernels = serve()
+    containers: dict[int, list[object]] = {}
+    kernels = serve(containers)
+    removals = start_container_removals(list(containers.values()))
     stop(list(kernels.values()), grace)
+    finish_container_removals(removals)
     return 0
 
 
-def serve() -> dict[int, Kernel]:
-    """Follow the managing process's lines until end of file; return the kernels left."""
+def follow_container(
+    op: object, token: int, message: list[object], containers: dict[int, list[object]]
+) -> bool:
+    """Take a ``container`` line in (or let an ``unregister`` forget its token); whether the
+    line was about a container, and so needs nothing more."""
+    if op == "container" and len(message) == 6:
+        containers[token] = list(message[2:])
+        return True
+    return op == "unregister" and containers.pop(token, None) is not None
+
+
+def start_container_removals(containers: list[list[object]]) -> list[tuple[object, str | None]]:
+    """Start ``rm -f`` of every registered container whose id its cid file gives, all at once
+    (each is a client talking to the engine); return them with their runtime directories."""
+    import subprocess  # only a guardian with containers pays for the import
+
+    started: list[tuple[object, str | None]] = []
+    for command, env, cid_file, directory in containers:
+        cid = ""
+        try:
+            with open(str(cid_file), encoding="ascii") as f:
+                cid = f.read().strip()
+        except (OSError, ValueError):
+            pass
+        popen = None
+        if cid.isalnum() and isinstance(command, list) and isinstance(env, dict):
+            try:
+                popen = subprocess.Popen(
+                    [str(a) for a in command] + ["rm", "-f", cid],
+                    env={**os.environ, **{str(k): str(v) for k, v in env.items()}},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError:
+                popen = None
+        _unlink(str(cid_file))
+        started.append((popen, None if directory is None else str(directory)))
+    return started
+
+
+def finish_container_removals(removals: list[tuple[object, str | None]]) -> None:
+    """Wait for the removals (CONTAINER_WAIT in all), then remove the runtime directories."""
+    deadline = time.monotonic() + CONTAINER_WAIT
+    for popen, directory in removals:
+        wait = getattr(popen, "wait", None)
+        if wait is not None:
+            try:
+                wait(max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: S110  (TimeoutExpired: the engine hangs; nothing to do)
+                pass
+        if directory:
+            _remove_container_directory(directory)
+
+
+def serve(containers: dict[int, list[object]]) -> dict[int, Kernel]:
+    """Follow the managing process's lines until end of file; return the kernels left (the
+    containers left are in *containers*)."""
     kernels: dict[int, Kernel] = {}
     by_fd: dict[int, Kernel] = {}
     poller = select.poll()
@@ -234,30 +325,41 @@ def serve() -> dict[int, Kernel]:
                     op, token = message[0], int(message[1])
                 except (ValueError, TypeError, IndexError, KeyError):
                     continue  # not ours to understand: ignore it rather than die
+                if follow_container(op, token, message, containers):
+                    continue
                 old = kernels.pop(token, None)
                 if old is not None:
                     if old.pidfd is not None:
                         poller.unregister(old.pidfd)
                         by_fd.pop(old.pidfd, None)
                     old.close()
-                if op == "register" and len(message) in (7, 8):
+                if op == "register" and len(message) in (7, 8, 10):
                     try:
-                        pid, pgid, start_time, path, written_at, *rest = message[2:]
-                        directory = rest[0] if rest else None
-                        kernel = Kernel(
-                            int(pid),
-                            None if pgid is None else int(pgid),
-                            None if start_time is None else int(start_time),
-                            None if path is None else str(path),
-                            float(written_at),
-                            None if directory is None else str(directory),
-                        )
+                        kernel = _kernel_from(message[2:])
                     except (ValueError, TypeError):
                         continue
                     kernels[token] = kernel
                     if kernel.pidfd is not None:
                         by_fd[kernel.pidfd] = kernel
                         poller.register(kernel.pidfd, _POLL_IN)
+
+
+def _kernel_from(fields: list[object]) -> Kernel:
+    """A registered kernel from a register line's fields (after the token)."""
+    pid, pgid, start_time, path, written_at, *rest = fields
+    directory, cgroups, tree = [*rest, None, None, None][:3]
+    if cgroups is not None and not isinstance(cgroups, list):
+        raise TypeError("cgroups must be a list")
+    return Kernel(
+        int(pid),  # type: ignore[call-overload]
+        None if pgid is None else int(pgid),  # type: ignore[call-overload]
+        None if start_time is None else int(start_time),  # type: ignore[call-overload]
+        None if path is None else str(path),
+        float(written_at),  # type: ignore[arg-type]
+        None if directory is None else str(directory),
+        [str(c) for c in cgroups or ()],
+        None if tree is None else str(tree),
+    )
 
 
 def stop(kernels: list[Kernel], grace: float) -> None:
@@ -353,12 +455,82 @@ def _remove_directory(path: str) -> None:
         pass  # not empty (not only sockets), or gone
 
 
+def _remove_cgroup(path: str) -> None:
+    """Kill what is left in the sandbox's cgroup *path*, then remove it. Only a directory
+    named as a sandbox names its cgroups, under the cgroup file system."""
+    real = os.path.realpath(path)
+    if not (real.startswith(CGROUP_ROOT) and os.path.basename(real).startswith(SANDBOX_PREFIX)):
+        return
+    for _attempt in range(3):
+        try:
+            with open(os.path.join(real, "cgroup.procs"), encoding="ascii") as f:
+                pids = [int(line) for line in f if line.strip()]
+        except (OSError, ValueError):
+            return  # gone already
+        pidfds = []
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            pidfds.append(fd)
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except OSError:
+                pass
+        _await_readable(pidfds, KILL_WAIT)
+        for fd in pidfds:
+            os.close(fd)
+        try:
+            os.rmdir(real)
+            return
+        except OSError:
+            continue  # a process forked meanwhile (or a zombie not yet released): again
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a sandboxed kernel's folder *path* with all it holds: only a directory named as
+    a sandbox names them, owned by this user and private to it (mode 0700), never through a
+    symbolic link (shutil.rmtree does not follow them)."""
+    if not os.path.basename(path).startswith(SANDBOX_PREFIX):
+        return
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        return
+    import shutil  # only here: most guardians never remove a tree
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 # Twin of ssh_remote.py _unlink: each script stands alone.
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _remove_container_directory(path: str) -> None:
+    """Remove a container's runtime directory and what it holds (the connection file, ipc
+    sockets, the cid file): only a private directory of ours, named as the provisioner names
+    them, and nothing through a symbolic link (``shutil.rmtree`` follows none).
+
+    The same checks as ``docker._engine.remove_runtime_dir``, on purpose: this script runs
+    alone (``python -I -S``) and cannot import the package."""
+    if not os.path.basename(path).startswith(CONTAINER_DIRECTORY_PREFIX):
+        return
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        return
+    import shutil  # only a guardian with containers pays for the import
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _raise_fd_limit() -> None:

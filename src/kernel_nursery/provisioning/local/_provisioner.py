@@ -23,7 +23,13 @@ import anyio.to_thread
 import zmq
 from traitlets import Bool, Enum, Float, Unicode
 
-from ..._errors import ConnectionFileError, LaunchError, ProvisionerError, ProvisionerInfoError
+from ..._errors import (
+    ConnectionFileError,
+    LaunchError,
+    ProvisionerError,
+    ProvisionerInfoError,
+    launch_os_error,
+)
 from ..._kernelspec import KernelSpec
 from ...connection import (
     PORT_NAMES,
@@ -125,9 +131,10 @@ class LocalProvisioner(KernelProvisionerBase):
         default_value=ENCRYPTION_POLICIES[0],
         config=True,
         help="CurveZMQ encryption of the kernel's channels (keys made at launch, written in "
-        "the connection file as jupyter_client does). 'auto': for a tcp kernel listening "
-        "beyond loopback, unless its spec declares metadata.supported_encryption without "
-        "'curve'. 'required': for every kernel; a spec that rules it out is refused. "
+        "the connection file as jupyter_client does). 'auto': for a kernel whose spec declares "
+        "'curve' in metadata.supported_encryption, and for a tcp kernel listening beyond "
+        "loopback unless its spec declares it without 'curve'; others in clear. 'required': "
+        "for every kernel; a spec that rules it out is refused. "
         "'disabled': never. A kernel that ignores the keys fails readiness at once with "
         "TransportEncryptionError.",
     )
@@ -475,7 +482,8 @@ class LocalProvisioner(KernelProvisionerBase):
                 )
             except OSError as exc:
                 self._release(remove_file=True)
-                raise LaunchError(_launch_failure(argv, options.cwd, exc), argv=argv) from exc
+                message = _launch_failure(argv, options.cwd, exc)
+                raise launch_os_error(message, argv=argv, cause=exc) from exc
             except (ValueError, TypeError) as exc:
                 # What the checks before the spawn did not foresee (the platform's own limits).
                 self._release(remove_file=True)
@@ -765,7 +773,14 @@ class LocalProvisioner(KernelProvisionerBase):
             start_time=process_start_time(process.pid),
             connection_file=None if self._written_file is None else str(self._written_file),
             log=self.log,
+            **self._guardian_cleanup(),
         )
+
+    def _guardian_cleanup(self) -> dict[str, Any]:
+        """What else the guardian removes if this process dies without cleaning up: keywords
+        of ``_guardian.register`` (``cgroups``, ``tree``). Nothing here; a subclass that makes
+        more for its kernel (the sandbox: a cgroup, a folder) names it."""
+        return {}
 
     def _unguard(self) -> None:
         """The kernel was reaped: the guardian must forget it (its pid may be reused)."""
