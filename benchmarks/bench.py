@@ -1,6 +1,6 @@
 """kernel-nursery against jupyter_client, measured in one run on one machine.
 
-    nox -s bench                     # or: python benchmarks/bench.py --reps 5
+    nox -s bench-3.11                # or: python benchmarks/bench.py --reps 5
     python benchmarks/bench.py --render-only   # the page again from results.json alone
 
 For every scenario, a fresh worker process per implementation (kernel-nursery on asyncio,
@@ -1522,9 +1522,10 @@ def is_floor(metric: str) -> bool:
 def when_and_load(results: dict[str, Any]) -> str:
     """Where the numbers come from: one run and its load, or which scenarios came later."""
     load = results.get("load")
+    python = ".".join(str(results.get("machine", {}).get("python", "3.11")).split(".")[:2])
     text = (
-        f"One run of `nox -s bench`, load average {load['min']:.1f} to {load['max']:.1f} on "
-        f"{load['cores']} cores during it."
+        f"One run of `nox -s bench-{python}`, load average {load['min']:.1f} to "
+        f"{load['max']:.1f} on {load['cores']} cores during it."
         if load
         else "The load during the run was not recorded."
     )

@@ -1,6 +1,6 @@
 """DockerProvisioner against a raw floor, on a private dockerd started for the run.
 
-Run by ``nox -s bench`` after ``bench.py`` (it needs root and Debian's ``docker.io``; without
+Run by ``nox -s bench-3.11`` after ``bench.py`` (it needs root and Debian's ``docker.io``; without
 them it says so and writes nothing). The daemon and the image are the tests' own
 (``tests/helpers/dockerd.py``: an imported image that mounts this interpreter read-only). Rows,
 each with a real ipykernel:

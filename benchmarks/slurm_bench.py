@@ -2,7 +2,7 @@
 
     python benchmarks/slurm_bench.py [--reps N]
 
-Run by ``nox -s bench`` after ``bench.py`` (it needs root and Debian's ``slurm-wlm`` and
+Run by ``nox -s bench-3.11`` after ``bench.py`` (it needs root and Debian's ``slurm-wlm`` and
 ``munge``; without them it says so and writes nothing). Rows, each with a real ipykernel:
 
 - ``submit_to_ready``: ``start_kernel()`` (submission, the queue, the node side's report, the

@@ -4,7 +4,7 @@
 
 Each ssh scenario starts an sshd of its own (:func:`serving`), so any of them runs alone.
 
-(`nox -s bench` runs them too.)
+(`nox -s bench-3.11` runs them too.)
 
 Rows (the minimal kernel, tests/helpers/fake_kernel.py, run "remotely" on this machine):
   ssh.start_1st       start to ready of the first kernel on the host (its own connection)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from kernel_nursery import KernelSpec
+from kernel_nursery._platform import LINUX, PORTABLE_VARIABLE
 from kernel_nursery.connection import reserved_ports
 from kernel_nursery.provisioning import ENTRY_POINT_GROUP, KernelProvisionerFactory, _guardian
 
@@ -30,6 +31,13 @@ from .helpers.kernels import FAKE_KERNEL, TOY_KERNEL, SpecFactory, spec_maker
 from .helpers.procs import live_children
 
 __all__ = ["FAKE_KERNEL", "TOY_KERNEL", "Installer", "write_kernel"]
+
+
+def pytest_report_header() -> str | None:
+    """Say so when the library's Linux-only facilities are hidden (``nox -s portable``)."""
+    if LINUX or not sys.platform.startswith("linux"):
+        return None
+    return f"kernel_nursery: Linux facilities hidden ({PORTABLE_VARIABLE}): the portable fallbacks"
 
 
 @pytest.fixture(params=["asyncio", "trio"])

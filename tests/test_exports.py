@@ -74,8 +74,9 @@ def test_errors_share_one_root(module_name: str) -> None:
             assert issubclass(obj, kernel_nursery.KernelNurseryError), name
 
 
-#: Every public name that moved or was renamed in 0.2: (old module, old name, new module, new
-#: name). The old place keeps working, with a DeprecationWarning that names the new one.
+#: Every public name that moved or was renamed before the first release: (old module, old name,
+#: new module, new name). The old place keeps working, with a DeprecationWarning that names the
+#: new one.
 MOVED = [
     ("kernel_nursery", "NoSuchKernelError", "kernel_nursery", "NoSuchKernelSpecError"),
     ("kernel_nursery", "UnknownKernelError", "kernel_nursery", "UnknownKernelIdError"),

@@ -38,6 +38,7 @@ STACK = [
     "_errors",
     "_version",
     "_util",
+    "_platform",  # which OS facilities are used (pidfds, /proc)
 ]
 
 #: What a layer must not know of although it stands lower in the stack (docs/architecture.md):

@@ -12,7 +12,7 @@ only one provisioner raises, in ``provisioning.ssh`` and ``provisioning.slurm``)
 :mod:`kernel_nursery.wire` for the message format, signing and sockets,
 :mod:`kernel_nursery.connection`, :mod:`kernel_nursery.kernelspec`,
 :mod:`kernel_nursery.messaging` and :mod:`kernel_nursery.manager` for the rest by topic.
-Names that moved from here (or were renamed) in 0.2 still import, with a
+Names that moved from here (or were renamed) before the first release still import, with a
 :class:`DeprecationWarning` saying where they live now.
 """
 
@@ -123,8 +123,9 @@ __all__ = [
     "write_connection_file",
 ]
 
-#: Names that left the top level in 0.2 (moved to a subpackage, or renamed): old name → (the
-#: module it lives in now, its name there). They still import from here, with a warning.
+#: Names that left the top level before the first release (moved to a subpackage, or renamed):
+#: old name → (the module it lives in now, its name there). They still import from here, with a
+#: warning.
 _MOVED: dict[str, tuple[str, str]] = {
     "InvalidSignatureError": ("kernel_nursery.wire", "InvalidSignatureError"),
     "JobEndedError": ("kernel_nursery.provisioning.slurm", "JobEndedError"),
@@ -146,7 +147,8 @@ _MOVED: dict[str, tuple[str, str]] = {
 
 
 def __getattr__(name: str) -> Any:
-    """A name that moved or was renamed in 0.2, with a :class:`DeprecationWarning`."""
+    """A name that moved or was renamed before the first release, with a
+    :class:`DeprecationWarning`."""
     return _deprecated_attribute(__name__, name, _MOVED)
 
 

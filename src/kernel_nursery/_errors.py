@@ -91,8 +91,7 @@ class NoSuchKernelSpecError(KernelNurseryError, LookupError):
     says so in the message. The message ends with the next step: *hint* when given (what
     provides the kernel), else the closest available name (``did you mean 'python3'?``).
 
-    .. versionchanged:: 0.2
-        Renamed from ``NoSuchKernelError``, which stays a deprecated alias.
+    ``NoSuchKernelError``, its name before the first release, is a deprecated alias.
     """
 
     def __init__(
@@ -145,7 +144,7 @@ class ResourceLimitError(KernelNurseryError, OSError):
         limit: ``"open files"`` or ``"memory"``.
         errno: The OS's error number (``EMFILE``, ``ENFILE``, ``ENOMEM``).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, message: str, *, limit: str, errno: int) -> None:
@@ -175,7 +174,7 @@ class ProvisionerHookError(ProvisionerError):
         provisioner: The provisioner's class name.
         hook: The hook's name (``"terminate"``, ``"cleanup"``...).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, message: str, *, provisioner: str, hook: str) -> None:
@@ -194,7 +193,7 @@ class ProvisionerInfoError(ProvisionerError, ValueError):
     allocation. Every provisioner raises it for such info. Nothing is signalled, removed or
     taken over.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -220,7 +219,7 @@ class LaunchFileNotFoundError(LaunchError, FileNotFoundError):
     that is also the :class:`FileNotFoundError` the OS raised (jupyter_client raises that one,
     and its callers catch it), with its ``errno`` and the program as ``filename``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -229,7 +228,7 @@ class LaunchPermissionError(LaunchError, PermissionError):
     :class:`LaunchError` that is also the :class:`PermissionError` the OS raised, with its
     ``errno`` and the program as ``filename``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -297,7 +296,7 @@ class EncryptedHandshakeError(TransportEncryptionError, KernelTimeoutError):
     is not the key the kernel serves with (a stale or rewritten connection file). Also a
     :class:`KernelTimeoutError`, which is what it replaces.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -368,8 +367,7 @@ class UnknownKernelIdError(KernelNurseryError, KeyError):
     Attributes:
         kernel_id: The id asked for.
 
-    .. versionchanged:: 0.2
-        Renamed from ``UnknownKernelError``, which stays a deprecated alias.
+    ``UnknownKernelError``, its name before the first release, is a deprecated alias.
     """
 
     def __init__(self, kernel_id: str, known: list[str]) -> None:

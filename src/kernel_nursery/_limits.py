@@ -26,6 +26,7 @@ import anyio
 import zmq
 
 from ._errors import ResourceLimitError
+from ._platform import LINUX
 
 __all__ = ["raise_open_file_limit"]
 
@@ -68,7 +69,7 @@ def raise_open_file_limit() -> tuple[int, int]:
     ``/etc/security/limits.conf``, systemd's ``LimitNOFILE``). The ``kernel-nursery`` command
     calls this when it starts.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     if sys.platform == "win32":
         return -1, -1
@@ -91,9 +92,11 @@ def raise_open_file_limit() -> tuple[int, int]:
 
 
 def _open_descriptors() -> int | None:
-    """How many descriptors this process has open, where the OS says cheaply (Linux)."""
+    """How many descriptors this process has open, where the OS says cheaply: ``/proc`` on
+    Linux, ``/dev/fd`` on macOS (as CPython's subprocess module reads it there)."""
     try:
-        return len(os.listdir("/proc/self/fd")) - 1  # less the one listdir itself opened
+        # less the one listdir itself opened
+        return len(os.listdir("/proc/self/fd" if LINUX else "/dev/fd")) - 1
     except FileNotFoundError:
         return None
 

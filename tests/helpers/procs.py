@@ -13,8 +13,20 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import pytest
 
+from kernel_nursery._platform import LINUX, PORTABLE_VARIABLE
 from kernel_nursery.provisioning._guardian import guardian_pid
+
+#: Skips a test of what the library does only with Linux's pidfds and ``/proc`` (taking a kernel
+#: over, the guardian, awaiting a group's members) where they are hidden: ``nox -s portable``.
+needs_linux = pytest.mark.skipif(
+    not LINUX, reason=f"needs the library's Linux facilities (pidfds, /proc): {PORTABLE_VARIABLE}"
+)
+#: The opposite: a test of the fallback that platforms without them take.
+without_linux = pytest.mark.skipif(
+    LINUX, reason=f"tests the fallback without pidfds and /proc: runs with {PORTABLE_VARIABLE}=1"
+)
 
 
 def stat_fields(pid: int) -> list[bytes] | None:

@@ -49,7 +49,7 @@ class BlockingKernel:
     (an ``output_hook``, say) and not after the block: both raise
     :class:`~kernel_nursery.KernelStateError`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, portal: BlockingPortal, manager: KernelManager, client: KernelClient):
@@ -353,7 +353,7 @@ def start_kernel(
         NoSuchKernelSpecError, LaunchError, KernelTimeoutError...: as the async
             :func:`kernel_nursery.start_kernel`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     if ready_timeout is not None:
         kwargs["ready_timeout"] = ready_timeout

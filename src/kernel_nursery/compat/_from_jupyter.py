@@ -26,6 +26,7 @@ import anyio.to_thread
 from traitlets import Dict, Enum, TraitError, Unicode
 
 from .._errors import ProvisionerConfigError, ProvisionerError
+from .._platform import LINUX
 from ..connection import ConnectionInfo, connection_file_path, validate_connection_info
 from ..provisioning import KILL_WAIT_TIME, KernelProvisionerBase, _guardian
 from ..provisioning._process import process_start_time, wait_for_group_exit
@@ -439,7 +440,7 @@ async def _await_child_exit(inner: Any) -> None:
     """Await the exit of the provisioner's local child through a pidfd (readable at its exit);
     returns at once when there is none, or no pidfds, or it has been reaped."""
     child = _child(inner)
-    if child is None or child.returncode is not None or not hasattr(os, "pidfd_open"):
+    if child is None or child.returncode is not None or not LINUX:
         return
     try:
         pidfd = os.pidfd_open(child.pid)

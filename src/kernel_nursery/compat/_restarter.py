@@ -155,7 +155,7 @@ class NurseryRestarter(_ExitWatch, IOLoopKernelRestarter):
     of polling. ``c.IOLoopKernelManager.restarter_class =
     "kernel_nursery.compat.NurseryRestarter"``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -164,5 +164,5 @@ class AsyncNurseryRestarter(_ExitWatch, AsyncIOLoopKernelRestarter):
     (jupyter_server's ``ServerKernelManager``), awaiting the kernel's exit instead of polling.
     ``c.AsyncIOLoopKernelManager.restarter_class = "kernel_nursery.compat.AsyncNurseryRestarter"``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """

@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterable
 
 from .._errors import PortAllocationError
+from .._platform import LINUX
 from ._info import Transport
 
 __all__ = [
@@ -193,6 +194,8 @@ def ports_in_use(*, transport: Transport, ip: str, ports: Iterable[int]) -> list
 
 def _ephemeral_range() -> tuple[int, int] | None:
     """The ports the OS assigns to outgoing connections, where it says (Linux)."""
+    if not LINUX:
+        return None
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
             low, high = (int(v) for v in f.read().split())

@@ -41,10 +41,6 @@ class KernelEvent:
     :meth:`~kernel_nursery.provisioning.KernelProvisionerBase.report_progress`). Kinds may be
     added: a listener passes over those it does not know.
 
-    .. versionchanged:: 0.2
-        The ``unresponsive``, ``culling`` and ``progress`` kinds, and the ``state``, ``node``,
-        ``detail``, ``reason`` and ``limit`` fields.
-
     .. versionadded:: 0.1
     """
 
@@ -85,7 +81,7 @@ PoolEventKind = Literal[
 class PoolStatus:
     """A snapshot of a :class:`KernelPool`'s counts.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: How many kernels the pool keeps warm (its ``size`` setting).
@@ -122,7 +118,7 @@ class PoolEvent:
     did not start; ``error`` says why) and ``culling`` (a taken kernel is about to be shut down
     for being idle).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     kind: PoolEventKind

@@ -288,10 +288,6 @@ class KernelManager(LoggingConfigurable):
         """The kernel's spec: the one given to the manager, or the one looked up by
         :attr:`kernel_name` (by :meth:`get_kernel_spec` or the first start); ``None`` before.
         Never reads the disk.
-
-        .. versionchanged:: 0.2
-           No longer looks the spec up (which read the disk on the event loop's thread); use
-           :meth:`get_kernel_spec`.
         """
         return self._kernel_spec
 
@@ -306,7 +302,7 @@ class KernelManager(LoggingConfigurable):
         Raises:
             NoSuchKernelSpecError, KernelSpecError: as :meth:`KernelSpecManager.get_kernel_spec`.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if self._kernel_spec is None:
             spec = await anyio.to_thread.run_sync(
@@ -332,7 +328,7 @@ class KernelManager(LoggingConfigurable):
         """The path of the running kernel's connection file, or ``None`` when there is none
         (no kernel, or a provisioner that writes no file here).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if self.provisioner is None or not self.provisioner.connection_info:
             return None
@@ -344,7 +340,7 @@ class KernelManager(LoggingConfigurable):
         """The process id of the running kernel, when its provisioner runs it as a local
         process (:class:`~kernel_nursery.LocalProvisioner` does); otherwise ``None``.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if self.provisioner is None or not self.provisioner.has_process:
             return None
@@ -368,7 +364,7 @@ class KernelManager(LoggingConfigurable):
         (:func:`anyio.current_time`): its start, a message it sent (a busy/idle status, an
         output, a reply) or a request from a client made by this manager.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         return self._activity.last
 
@@ -377,7 +373,7 @@ class KernelManager(LoggingConfigurable):
         """The kernel's last published status: ``busy``, ``idle``, ``starting``, or
         ``unknown`` before it published one.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         return self._activity.state
 
@@ -385,7 +381,7 @@ class KernelManager(LoggingConfigurable):
     def connections(self) -> int:
         """How many clients made by :meth:`client` are open now.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         return self._activity.connections
 
@@ -993,7 +989,7 @@ class KernelManager(LoggingConfigurable):
         provisioner's shutdown wait time (by default :attr:`shutdown_wait_time`) and ``K``
         :attr:`kill_wait_time`. See :doc:`/manager`.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         wait, kill = self.shutdown_wait_time, self.kill_wait_time
         if self.provisioner is not None:

@@ -286,7 +286,7 @@ class KernelNursery(LoggingConfigurable):
         kernel is shut down (with ``idle_time``). Used as :meth:`KernelManager.events`; the
         stream ends when the nursery closes.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         return self._events.subscribe()
 

@@ -102,7 +102,7 @@ class KernelPool(LoggingConfigurable):
         TraitError: a setting has a bad value (a negative size, no concurrency).
         TypeError: ``kernel_id`` was given (every kernel of a pool gets its own).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     kernel_name = Unicode("python3", config=True, help="The kernel spec of the pool's kernels.")

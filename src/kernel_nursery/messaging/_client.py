@@ -385,7 +385,7 @@ class KernelClient:
         :class:`~kernel_nursery.ChannelClosedError`, and subscriptions already open end.
         :meth:`wait_for_ready` asks the kernel on shell only.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if self._iopub_closed:
             return
@@ -574,9 +574,6 @@ class KernelClient:
         Raises:
             KernelTimeoutError, KernelDiedError, ChannelClosedError: as :meth:`request`.
             KernelReplyError: the kernel answered with an error, and *raise_on_error* is set.
-
-        .. versionchanged:: 0.2
-            Returns a typed :class:`Reply`; ``reply.content`` is as before.
         """
         return await self._typed("kernel_info_request", None, timeout, raise_on_error)
 
@@ -592,7 +589,7 @@ class KernelClient:
 
         Raises: as :meth:`kernel_info`.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         pos = len(code) if cursor_pos is None else cursor_pos
         content = {"code": code, "cursor_pos": pos}
@@ -612,7 +609,7 @@ class KernelClient:
 
         Raises: as :meth:`kernel_info`.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         pos = len(code) if cursor_pos is None else cursor_pos
         content = {"code": code, "cursor_pos": pos, "detail_level": detail_level}
@@ -641,7 +638,7 @@ class KernelClient:
 
         Raises: as :meth:`kernel_info`.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         content: dict[str, Any] = {
             "raw": raw,
@@ -662,7 +659,7 @@ class KernelClient:
 
         Raises: as :meth:`kernel_info`.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         content = {"code": code}
         return await self._typed("is_complete_request", content, timeout, raise_on_error)
@@ -678,7 +675,7 @@ class KernelClient:
 
         Raises: as :meth:`kernel_info`.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         content = {} if target_name is None else {"target_name": target_name}
         return await self._typed("comm_info_request", content, timeout, raise_on_error)
@@ -856,7 +853,7 @@ class KernelClient:
         The request is sent when the ``async with`` block begins. Options, timeout,
         cancellation and stdin are as for :meth:`execute` (which runs the same code).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self._check_not_closed()
         return self._execution(
@@ -900,7 +897,7 @@ class KernelClient:
             ChannelClosedError: the client was closed.
             ValueError: *max_buffer* is not a whole number ≥ 1 (or ``math.inf``).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self._check_not_closed()
         sub = Subscription[Message](max_buffer, self._subscribers.discard)
@@ -932,7 +929,7 @@ class KernelClient:
         Raises:
             ChannelClosedError: the client was closed.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self._check_not_closed()
         return self._comms.new(target_name, (data, metadata, buffers), max_buffer=max_buffer)
@@ -957,7 +954,7 @@ class KernelClient:
             ChannelClosedError: the client was closed.
             KernelStateError: this client already accepts comms to *target_name*.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         self._check_not_closed()
         return self._comms.accept(target_name, max_buffer=max_buffer)

@@ -40,7 +40,7 @@ class Comm:
     or when the client closes. Use it as an async context manager to have it closed when the
     block ends; the ``comm_close`` is then sent shielded, bounded to a few seconds.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(

@@ -68,7 +68,7 @@ class ExecuteStream:
     (interrupt it to stop it). Outputs wait in the stream until taken: an execution's outputs
     are what the code produces, so they are not bounded (as when collecting them).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(

@@ -44,7 +44,7 @@ class Subscription(Generic[T]):
     behind, it ends with :class:`~kernel_nursery.SubscriptionOverflowError` after the
     messages that were buffered. Leaving its ``with`` block unsubscribes.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, max_buffer: float, detach: Callable[[Subscription[T]], None]) -> None:

@@ -31,7 +31,7 @@ OUTPUT_TYPES = frozenset(
 class StreamOutput:
     """Text the code wrote to ``stdout`` or ``stderr`` (a ``stream`` message).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: ``"stdout"`` or ``"stderr"``.
@@ -44,7 +44,7 @@ class StreamOutput:
 class DisplayDataOutput:
     """A rich value shown by ``display()`` (a ``display_data`` message).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: Mime type -> value (``"text/plain"``, ``"image/png"``...).
@@ -59,7 +59,7 @@ class DisplayDataOutput:
 class UpdateDisplayDataOutput:
     """A new value for an earlier display with the same ``transient["display_id"]``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     data: dict[str, Any]
@@ -72,7 +72,7 @@ class UpdateDisplayDataOutput:
 class ExecuteResultOutput:
     """The value of the cell's last expression (an ``execute_result`` message).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     execution_count: int | None
@@ -93,7 +93,7 @@ class ErrorOutput(Mapping[str, Any]):
     Its fields read as attributes (``err.ename``) and, as the protocol's own keys, as a
     read-only mapping (``err["ename"]``, ``dict(err)``: ``ename``, ``evalue``, ``traceback``).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: The exception's class name (``"ZeroDivisionError"``).
@@ -120,7 +120,7 @@ class ErrorOutput(Mapping[str, Any]):
 class ClearOutput:
     """Clear the outputs shown so far; with ``wait``, only when the next one arrives.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     wait: bool
@@ -230,10 +230,7 @@ class ExecuteResult:
     def error(self) -> ErrorOutput | None:
         """What the code raised, as the reply says, else ``None``: an :class:`ErrorOutput`,
         the shape of the streamed error outputs (``.ename``, ``.evalue``, ``.traceback``),
-        which reads as the mapping it was before 0.2 too (``error["ename"]``).
-
-        .. versionchanged:: 0.2
-            An :class:`ErrorOutput` (a read-only mapping) rather than a dict.
+        which reads as a read-only mapping too (``error["ename"]``).
         """
         if self.status != "error":
             return None

@@ -35,7 +35,7 @@ class _ErrorFields(TypedDict, total=False):
 class LanguageInfo(TypedDict, total=False):
     """The ``language_info`` of a ``kernel_info_reply``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     name: str
@@ -50,7 +50,7 @@ class LanguageInfo(TypedDict, total=False):
 class KernelInfoReply(_ErrorFields):
     """Content of a ``kernel_info_reply``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     status: str
@@ -67,7 +67,7 @@ class KernelInfoReply(_ErrorFields):
 class CompleteReply(_ErrorFields):
     """Content of a ``complete_reply``: replace ``code[cursor_start:cursor_end]`` by a match.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     status: str
@@ -80,7 +80,7 @@ class CompleteReply(_ErrorFields):
 class InspectReply(_ErrorFields):
     """Content of an ``inspect_reply``: help on the object at the cursor, if ``found``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     status: str
@@ -93,7 +93,7 @@ class HistoryReply(_ErrorFields):
     """Content of a ``history_reply``: ``(session, line_number, input)`` entries, or
     ``(session, line_number, (input, output))`` when output was asked for.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     status: str
@@ -105,7 +105,7 @@ class IsCompleteReply(_ErrorFields):
     (then ``indent`` says how to indent the next line), ``"invalid"``, ``"unknown"``, or
     ``"error"``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     status: str
@@ -115,7 +115,7 @@ class IsCompleteReply(_ErrorFields):
 class CommInfoReply(_ErrorFields):
     """Content of a ``comm_info_reply``: comm id -> ``{"target_name": ...}``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     status: str
@@ -132,7 +132,7 @@ class Reply(Generic[C]):
     ``reply.content`` is the kernel's content dictionary itself; :attr:`message` is the whole
     message (header, parent header, metadata, buffers).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     message: Message

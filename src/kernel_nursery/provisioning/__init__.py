@@ -84,15 +84,15 @@ __all__ = [
     "shutdown_kernel_process",
 ]
 
-#: Names renamed in 0.2: old name → (its module now, its name there); they still import from
-#: here, with a warning.
+#: Names renamed before the first release: old name → (its module now, its name there); they
+#: still import from here, with a warning.
 _MOVED: dict[str, tuple[str, str]] = {
     "stop_process": ("kernel_nursery.provisioning", "shutdown_kernel_process"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    """A name renamed in 0.2, with a :class:`DeprecationWarning`."""
+    """A name renamed before the first release, with a :class:`DeprecationWarning`."""
     return _deprecated_attribute(__name__, name, _MOVED)
 
 

@@ -68,7 +68,7 @@ class LaunchProgress:
     queue, running on a node. A kernel manager passes each one on as a ``progress``
     :class:`~kernel_nursery.KernelEvent`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: The provisioner's word for the stage reached, e.g. ``SUBMITTED``, ``PENDING``,
@@ -125,7 +125,7 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
     #: must be a plain function that does not block or raise (an exception is logged and
     #: dropped; an async function's coroutine is logged as an error and closed unrun).
     #:
-    #: .. versionadded:: 0.2
+    #: .. versionadded:: 0.1
     progress_callback: Callable[[LaunchProgress], None] | None = None
     #: Why the kernel's last process ended, in a few words for people, when the provisioner
     #: knows more than its exit status (a resource limit it enforced, a scheduler's word);
@@ -134,13 +134,13 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
     #: the ``dead`` and ``restarting`` events (:attr:`KernelEvent.reason
     #: <kernel_nursery.KernelEvent.reason>`).
     #:
-    #: .. versionadded:: 0.2
+    #: .. versionadded:: 0.1
     end_reason: str | None = None
     #: When a resource limit ended the kernel: the limit's name (``memory``, ``cpu_time``...,
     #: the names of the limits' vocabulary shared by the confining provisioners); otherwise
     #: ``None``. Set and kept as :attr:`end_reason`.
     #:
-    #: .. versionadded:: 0.2
+    #: .. versionadded:: 0.1
     end_limit: str | None = None
 
     # ------------------------------------------------------------------ abstract interface
@@ -209,7 +209,7 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
         blocks; does nothing when nobody listens; a callback that raises is logged, and the
         launch goes on.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         callback = self.progress_callback
         if callback is None:
@@ -383,9 +383,8 @@ async def shutdown_kernel_process(
         SIGKILL and *kill_wait* (logged as an error; it can only be stuck in the OS kernel), or
         the provisioner's hooks failed to say.
 
-    .. versionchanged:: 0.2
-        Renamed from ``stop_process`` (it takes a provisioner, not a process), which stays a
-        deprecated alias in :mod:`kernel_nursery.provisioning`.
+    ``stop_process``, its name before the first release (it takes a provisioner, not a
+    process), is a deprecated alias in :mod:`kernel_nursery.provisioning`.
     """
     hook = functools.partial(call_hook, provisioner, errors=errors, log=log)
     if not provisioner.has_process:

@@ -82,7 +82,7 @@ class KernelProvisionerFactory(SingletonConfigurable):
         configured by it, with *parent* as its parent; otherwise the process's shared
         :meth:`instance`. Either way, configuration given to *parent* reaches the factory.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if cls.__name__ in parent.config:
             return cls(parent=parent)

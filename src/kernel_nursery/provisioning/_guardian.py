@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from .._platform import LINUX
+
 if TYPE_CHECKING:
     from typing import TypeAlias
 
@@ -64,7 +66,7 @@ __all__ = [
 #: has died: enough for a kernel to flush and exit, short enough not to keep it around.
 GRACE_PERIOD = 2.0
 #: Whether this platform has what the guardian needs (Linux pidfds).
-SUPPORTED = hasattr(os, "pidfd_open") and sys.platform.startswith("linux")
+SUPPORTED = LINUX
 #: At interpreter exit, how long to wait for an idle guardian to exit, so that it is reaped.
 _EXIT_WAIT = 1.0
 

@@ -49,7 +49,7 @@ _DURATION_FACTORS = {"": 1, "s": 1, "m": 60, "h": 3600}
 class Limits:
     """Parsed limits: ``None`` where a limit is not set. Build it with :func:`parse_limits`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     #: Bytes of memory for the kernel and its children together.

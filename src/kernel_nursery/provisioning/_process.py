@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import sys
 from typing import Any, Protocol
 
 import anyio
@@ -17,6 +16,7 @@ import anyio.abc
 import anyio.to_thread
 
 from .._errors import launch_os_error
+from .._platform import LINUX
 
 __all__ = [
     "UNKNOWN_EXIT_STATUS",
@@ -109,7 +109,7 @@ class AdoptedProcess:
     def adopt(cls, pid: int, start_time: int | None) -> AdoptedProcess:
         """Open a pidfd on *pid*; a process that is gone, or whose start time differs from
         *start_time* (the pid was reused), is adopted as already exited."""
-        if not hasattr(os, "pidfd_open"):
+        if not LINUX:
             raise NotImplementedError("re-attaching to a kernel needs Linux pidfds (Linux 5.3+)")
         try:
             pidfd = os.pidfd_open(pid)
@@ -175,17 +175,18 @@ async def wait_for_group_exit(pgid: int) -> None:
     other than the kernel are not our children, so they cannot be awaited with ``waitpid``. On
     Linux each remaining member is found in ``/proc`` and awaited through a pidfd (readable at
     its exit); nothing polls. The scan of ``/proc`` runs in a worker thread, which a
-    cancellation abandons (it only reads). Elsewhere this returns at once (the signal has been
-    sent; that is all a portable program can do). Callers bound it with a cancel scope.
+    cancellation abandons (it only reads). Elsewhere the group is asked after, at growing
+    intervals (:func:`_ask_until_group_exit`). Callers bound it with a cancel scope.
     """
-    if not hasattr(os, "pidfd_open"):
-        return
     try:
         os.killpg(pgid, 0)  # one syscall answers the common case: the group is already empty
     except ProcessLookupError:
         return
     except PermissionError:
         pass  # a member we may not signal: look closer
+    if not LINUX:
+        await _ask_until_group_exit(pgid)
+        return
     # Reading /proc costs a file per process of the machine: in a worker thread, abandoned
     # if cancelled (it only reads).
     members = await anyio.to_thread.run_sync(_group_members, pgid, abandon_on_cancel=True)
@@ -198,6 +199,24 @@ async def wait_for_group_exit(pgid: int) -> None:
             await anyio.wait_readable(pidfd)
         finally:
             os.close(pidfd)
+
+
+async def _ask_until_group_exit(pgid: int) -> None:
+    """Without pidfds and ``/proc`` (macOS...), a group's end can only be asked about:
+    ``killpg(pgid, 0)`` fails once no member is left. Asked at intervals growing from 5 ms to
+    100 ms, as members killed by SIGKILL are usually gone within the first few. A member that
+    has exited but is not yet reaped still counts, so where orphans are not reaped promptly
+    this lasts until the caller's bound."""
+    delay = 0.005
+    while True:
+        await anyio.sleep(delay)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass  # a member we may not signal is still there
+        delay = min(delay * 2, 0.1)
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -222,7 +241,7 @@ def _group_members(pgid: int) -> list[int]:
 def process_start_time(pid: int) -> int | None:
     """The start time of *pid* in clock ticks since boot (Linux ``/proc/PID/stat`` field 22),
     which tells a process from a later one that reuses its pid; ``None`` where unavailable."""
-    if not sys.platform.startswith("linux"):
+    if not LINUX:
         return None
     fields = _stat_fields(pid)
     return None if fields is None else int(fields[19])

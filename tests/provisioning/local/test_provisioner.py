@@ -24,13 +24,20 @@ from kernel_nursery import (
     ProvisionerError,
     read_connection_file,
 )
+from kernel_nursery._platform import LINUX
 from kernel_nursery.connection import reserved_ports, runtime_dir
 from kernel_nursery.provisioning import UNKNOWN_EXIT_STATUS, _guardian, shutdown_kernel_process
 
 from ...helpers.kernels import SpecFactory, start_and_stop
 from ...helpers.loop_watch import watch_loop
 from ...helpers.notify import notifier
-from ...helpers.procs import fifo_with_a_blocked_writer, is_running, process_group_members
+from ...helpers.procs import (
+    fifo_with_a_blocked_writer,
+    is_running,
+    needs_linux,
+    process_group_members,
+    without_linux,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -265,8 +272,8 @@ LAUNCH_POINTS = [
     "before pre_launch",
     "writing the connection file",
     "before launch_kernel",
-    "registering with the guardian",
-    "registering with a guardian that starts",
+    pytest.param("registering with the guardian", marks=needs_linux),
+    pytest.param("registering with a guardian that starts", marks=needs_linux),
     "after launch_kernel",
 ]
 
@@ -508,11 +515,13 @@ async def test_get_provisioner_info_is_json(toy_spec: SpecFactory) -> None:
         assert json.loads(json.dumps(info)) == info
         assert info["kernel_id"] == "k1"
         assert info["pid"] == p.pid and info["pgid"] == p.pid
-        assert isinstance(info["start_time"], int)
+        # /proc's start time, which tells the kernel from a later process with its pid.
+        assert isinstance(info["start_time"], int) if LINUX else info["start_time"] is None
         assert info["connection_info"]["key"] == p.connection_info["key"]
         await p.wait()
 
 
+@needs_linux
 async def test_reattach_in_this_process(toy_spec: SpecFactory) -> None:
     """A second provisioner loaded with the first one's info can poll, wait for and kill the
     kernel, and its cleanup removes the connection file."""
@@ -543,6 +552,7 @@ async def _append(results: list[int | None], aw: Any) -> None:
     results.append(await aw)
 
 
+@needs_linux
 async def test_reattach_from_another_process(toy_spec: SpecFactory) -> None:
     """A provisioner in a second Python process takes the kernel over and signals it."""
     script = (
@@ -566,6 +576,7 @@ async def test_reattach_from_another_process(toy_spec: SpecFactory) -> None:
             assert await p.wait() == -signal.SIGTERM
 
 
+@needs_linux
 async def test_reattach_to_a_reused_pid_sees_an_exited_kernel(toy_spec: SpecFactory) -> None:
     """If the pid now belongs to another process (start time differs), nothing is signalled."""
     async with notifier() as n:
@@ -582,6 +593,7 @@ async def test_reattach_to_a_reused_pid_sees_an_exited_kernel(toy_spec: SpecFact
             assert await p1.poll() is None and is_running(pid)
 
 
+@needs_linux
 async def test_take_over_refuses_info_that_cannot_be_the_kernel(
     toy_spec: SpecFactory, tmp_path: Path
 ) -> None:
@@ -634,6 +646,7 @@ async def test_take_over_refuses_info_that_cannot_be_the_kernel(
             assert bystander.exists() and Path(p1.connection_file).exists()
 
 
+@needs_linux
 async def test_take_over_without_start_time_by_the_command_line(toy_spec: SpecFactory) -> None:
     """Info without a start time (as jupyter_client saves it) is taken over when the process's
     command line names the connection file, as a kernel's does."""
@@ -652,6 +665,7 @@ async def test_take_over_without_start_time_by_the_command_line(toy_spec: SpecFa
             await p2.cleanup()
 
 
+@needs_linux
 async def test_take_over_opens_no_fifo_or_device(toy_spec: SpecFactory, tmp_path: Path) -> None:
     """A connection file that is a FIFO (or a device) is refused without being opened: a
     writer blocked on the FIFO stays blocked (opening a device may rewind a tape, start a
@@ -673,6 +687,7 @@ async def test_take_over_opens_no_fifo_or_device(toy_spec: SpecFactory, tmp_path
                 assert not opened.is_set()
 
 
+@needs_linux
 async def test_take_over_refuses_unusable_paths_and_kernel_ids(toy_spec: SpecFactory) -> None:
     """A connection file path with a NUL byte or a lone surrogate, or a kernel id that is not
     one (not a string, a path...), is a one-line typed error: nothing is taken over."""
@@ -704,6 +719,7 @@ async def test_take_over_refuses_unusable_paths_and_kernel_ids(toy_spec: SpecFac
             assert Path(p1.connection_file).exists()
 
 
+@needs_linux
 async def test_take_over_of_a_thread_is_refused() -> None:
     """A pid naming a thread that leads no process (one of this process's threads) is a
     one-line ProvisionerInfoError, not an OSError from the pidfd."""
@@ -728,6 +744,7 @@ async def test_take_over_of_a_thread_is_refused() -> None:
         thread.join()
 
 
+@needs_linux
 async def test_take_over_of_a_process_that_leads_no_group_is_refused() -> None:
     """A process in the info's group that does not lead it is no kernel (a kernel leads its
     own group, as jupyter_client's do): signalling that group would reach whatever else is in
@@ -762,12 +779,28 @@ async def test_take_over_of_a_process_that_leads_no_group_is_refused() -> None:
             os.killpg(leader.pid, signal.SIGKILL)
 
 
+@needs_linux
 async def test_reattach_to_a_gone_kernel() -> None:
     """Info about a process that no longer exists loads as an exited kernel."""
     result = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
     p = LocalProvisioner()
     await p.load_provisioner_info({"kernel_id": "k", "pid": int(result.stdout), "pgid": None})
     assert await p.wait() == UNKNOWN_EXIT_STATUS
+
+
+@without_linux
+async def test_take_over_without_pidfds_is_refused(toy_spec: SpecFactory) -> None:
+    """Where there are no pidfds, taking a kernel over is a ProvisionerError that says so, and
+    the kernel is left alone."""
+    async with notifier() as n:
+        async with LocalProvisioner(kernel_spec=toy_spec("--notify", str(n.port))) as p1:
+            await launch(p1)
+            [pid] = await n.ready()
+            info = await p1.get_provisioner_info()
+            p2 = LocalProvisioner()
+            with pytest.raises(ProvisionerError, match="needs Linux pidfds"):
+                await p2.load_provisioner_info(info)
+            assert not p2.has_process and is_running(pid)
 
 
 async def test_cannot_adopt_twice(toy_spec: SpecFactory) -> None:
@@ -1015,7 +1048,7 @@ async def test_encrypted_kernel_beyond_loopback_is_not_warned(
 async def test_start_and_shutdown_never_block_the_event_loop(
     fake_spec: SpecFactory, fresh_guardian: None, handshake: bool
 ) -> None:
-    """A start (the process's first, which spawns the guardian; with the handshake, the
+    """A start (the process's first, which spawns the guardian on Linux; with the handshake, the
     connection file written again) and a shutdown run no spawn nor file work on the event
     loop's thread, and never pause it long (tests/helpers/loop_watch.py)."""
     spec = fake_spec()
@@ -1024,7 +1057,8 @@ async def test_start_and_shutdown_never_block_the_event_loop(
         await start_and_stop(
             spec, config=Config({"LocalProvisioner": {"kernel_handshake": handshake}})
         )
-    assert _guardian.guardian_pid() is not None  # this start spawned it
+    # This start spawned it; without pidfds (nox -s portable) there is none.
+    assert (_guardian.guardian_pid() is not None) == LINUX
     watch.check()
 
 

@@ -77,7 +77,7 @@ class DockerProvisioner(KernelProvisionerBase):
     Configure it in a kernel spec's ``metadata.kernel_provisioner`` (``provisioner_name``
     ``docker``); see the containers page of the documentation.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     command = Unicode("docker", config=True, help="The engine's client: docker or podman.")
@@ -679,7 +679,7 @@ class DockerProvisioner(KernelProvisionerBase):
         Raises:
             ProvisionerError: no container runs, or it is not independent.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if self._cid is None or self._status is not None or self._launching:
             raise ProvisionerError("no running container to hand over")

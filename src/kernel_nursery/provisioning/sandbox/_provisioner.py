@@ -70,7 +70,7 @@ class SandboxProvisioner(LocalProvisioner):
     Linux only. Taking a sandboxed kernel over from another process
     (:meth:`load_provisioner_info`) and :attr:`independent` kernels are not supported.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     transport = Enum(

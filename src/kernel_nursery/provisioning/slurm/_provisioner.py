@@ -1047,7 +1047,7 @@ class SlurmProvisioner(KernelProvisionerBase):
                 allocation's); or the node side did not acknowledge (the job is then still
                 held here).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         process = self._process
         if (

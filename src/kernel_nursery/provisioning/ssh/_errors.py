@@ -18,7 +18,7 @@ class SSHConnectionError(LaunchError):
         host: The host (or ssh config alias) as configured.
         argv: The ``ssh`` command that was run.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, message: str, *, host: str, argv: list[str]) -> None:
@@ -29,7 +29,7 @@ class SSHConnectionError(LaunchError):
 class SSHAuthenticationError(SSHConnectionError):
     """The SSH server refused every credential offered (no usable key, agent or config).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -38,7 +38,7 @@ class SSHHostKeyError(SSHConnectionError):
     refused, never accepted silently: check the key, then record it (``ssh-keyscan``, or one
     interactive ``ssh``).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
@@ -52,7 +52,7 @@ class RemoteLaunchError(LaunchError):
         reason: ``"no-python"``, ``"no-kernel"``, ``"ports-in-use"``, ``"bad-config"`` or
             ``"no-answer"``.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     def __init__(self, message: str, *, host: str, reason: str, argv: list[str]) -> None:

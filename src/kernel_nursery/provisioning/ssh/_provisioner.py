@@ -113,7 +113,7 @@ class SSHProvisioner(KernelProvisionerBase):
     meaning :attr:`remote_python`), unless :attr:`remote_argv` or
     :attr:`remote_kernel_name` says otherwise.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     host = Unicode(
