@@ -14,18 +14,21 @@ import zmq
 from kernel_nursery import KernelSpecManager, LocalProvisioner
 from kernel_nursery.connection import ConnectionInfo
 from kernel_nursery.provisioning import shutdown_kernel_process
+from kernel_nursery.wire import set_curve_client_options
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
 def heartbeat(info: ConnectionInfo, timeout: float) -> bool:
-    """Send one heartbeat to the kernel and wait for the echo (a blocking call, in a thread)."""
+    """Send one heartbeat to the kernel and wait for the echo (a blocking call, in a thread);
+    as a CurveZMQ client when the kernel is encrypted (ipykernel 7.4 is, by default)."""
     sep = "-" if info["transport"] == "ipc" else ":"
     url = f"{info['transport']}://{info['ip']}{sep}{info['hb_port']}"
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REQ)
     try:
         sock.linger = 0
+        set_curve_client_options(sock, info)
         sock.connect(url)
         sock.send(b"ping")
         if sock.poll(int(timeout * 1000)):
