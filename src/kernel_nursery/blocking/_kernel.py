@@ -83,6 +83,8 @@ class BlockingKernel:
 
     # ------------------------------------------------------------ running code
 
+    # Twin of messaging/_client.py KernelClient.execute (and below, of its requests): the sync
+    # face repeats the async signatures, since a blocking method cannot reuse an async def's.
     def execute(
         self,
         code: str,

@@ -110,6 +110,8 @@ class JupyterProvisioner(KernelProvisionerBase):
             )
         config = dict(self.jupyter_config)
 
+        # Twin of provisioning/_factory.py _check_config: the same checks against jupyter_client's
+        # internal traits, with messages that name the foreign provisioner as such.
         internal = sorted(set(config) & set(JupyterProvisionerBase.class_trait_names()))
         if internal:
             raise ProvisionerConfigError(

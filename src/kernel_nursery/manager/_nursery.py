@@ -108,6 +108,8 @@ class KernelNursery(LoggingConfigurable):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # Twin of manager/_manager.py KernelManager.__aexit__: each owns its group and its
+        # close error; a shared base for three lines would hide more than it saves.
         await self._group.close()
         error, self._close_error = self._close_error, None
         if error is not None and exc is None:

@@ -776,6 +776,8 @@ class KernelClient:
             want_outputs=want_outputs,
         )
 
+    # Twin of blocking/_kernel.py BlockingKernel.execute (and its requests'): the sync face
+    # repeats these signatures, since a blocking method cannot reuse an async def's.
     async def execute(
         self,
         code: str,

@@ -55,6 +55,8 @@ class DisplayDataOutput:
     message: Message
 
 
+# Twin of DisplayDataOutput: the same fields, kept a type of its own (not a subclass) so
+# that a match on the output's type tells a new display from an update.
 @dataclass(frozen=True, kw_only=True, slots=True)
 class UpdateDisplayDataOutput:
     """A new value for an earlier display with the same ``transient["display_id"]``.

@@ -8,7 +8,7 @@ import logging
 import os
 import re
 from abc import ABCMeta, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from string import Template
 from types import TracebackType
@@ -19,9 +19,10 @@ from traitlets import Dict, Instance, Unicode
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
-from .._errors import InvalidKernelIdError, LaunchError, ProvisionerHookError
+from .._errors import InvalidKernelIdError, ProvisionerHookError
 from .._kernelspec import KernelSpec
 from ..connection import ConnectionInfo, validate_connection_info
+from ._command import pop_env
 from ._hooks import FAILED, call_hook, hook_failed, is_status, kill_group, sync_hook
 
 __all__ = [
@@ -255,13 +256,7 @@ class KernelProvisionerBase(LoggingConfigurable, metaclass=KernelProvisionerMeta
                 :meth:`launch_kernel`.)
         """
         result = dict(kwargs)
-        base_env = result.pop("env", None)
-        if base_env is not None and not isinstance(base_env, Mapping):
-            raise LaunchError(
-                "cannot start kernel: env must be a mapping of names to values, "
-                f"not {type(base_env).__name__}",
-                argv=[],
-            )
+        base_env = pop_env(result)
         env = dict(os.environ if base_env is None else base_env)
         if self.kernel_spec is not None:
             env.update(

@@ -10,7 +10,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["bad_launch_arguments", "format_kernel_cmd"]
+from .._errors import LaunchError
+
+__all__ = ["bad_launch_arguments", "format_kernel_cmd", "pop_env"]
 
 _FIELD = re.compile(r"\{([A-Za-z0-9_]+)\}")
 
@@ -89,6 +91,24 @@ def bad_launch_arguments(argv: list[Any], env: object, cwd: object) -> str | Non
         if problem is not None:
             return f"cwd {problem}"
     return None
+
+
+def pop_env(kwargs: dict[str, Any]) -> Mapping[Any, Any] | None:
+    """Take ``env`` (the caller's environment for the kernel) out of launch keyword arguments
+    *kwargs*: the mapping, or ``None`` when not given. Its names and values are checked later,
+    by :func:`bad_launch_arguments`.
+
+    Raises:
+        LaunchError: ``env`` is given and is not a mapping.
+    """
+    env = kwargs.pop("env", None)
+    if env is not None and not isinstance(env, Mapping):
+        raise LaunchError(
+            "cannot start kernel: env must be a mapping of names to values, "
+            f"not {type(env).__name__}",
+            argv=[],
+        )
+    return env
 
 
 def _bad_os_string(value: str | bytes | os.PathLike[Any]) -> str | None:

@@ -299,6 +299,8 @@ def _check_config(
         ProvisionerConfigError: it sets an internal trait (the manager sets those) or one
             *cls* does not have.
     """
+    # Twin of compat/_from_jupyter.py's config check (jupyter_client's provisioners): the
+    # same checks, there against jupyter_client's internal traits and in its own words.
     internal = sorted(set(config) & _INTERNAL_TRAITS)
     if internal:
         raise ProvisionerConfigError(

@@ -121,23 +121,17 @@ def register(
     Returns:
         A token for :func:`unregister`, or ``None`` when the kernel is not guarded.
     """
-    if not SUPPORTED:
-        return None
-    state = _state
-    with state.lock:
-        if state.disabled:
-            return None
-        token = next(state.tokens)
+
+    def line(token: int) -> bytes:
         # The time tells the guardian since when the kernel may have exited (a clock shared by
         # every process): see "RECENT" in the guardian's script.
         fields: list[object] = [pid, pgid, start_time, connection_file, time.monotonic()]
         fields.append(directory)
         if cgroups or tree:
             fields += [list(cgroups), tree]
-        line = _line("register", token, *fields)
-        state.registered[token] = line
-        _send(state, line, log)
-        return token
+        return _line("register", token, *fields)
+
+    return _register(line, log)
 
 
 async def register_off_loop(guard: Callable[[], object]) -> None:
@@ -201,17 +195,10 @@ def register_container(
     Returns:
         A token for :func:`unregister`, or ``None`` when the container is not guarded.
     """
-    if not SUPPORTED:
-        return None
-    state = _state
-    with state.lock:
-        if state.disabled:
-            return None
-        token = next(state.tokens)
-        line = _line("container", token, list(command), dict(env), cid_file, directory)
-        state.registered[token] = line
-        _send(state, line, log)
-        return token
+    return _register(
+        lambda token: _line("container", token, list(command), dict(env), cid_file, directory),
+        log,
+    )
 
 
 def guardian_pid() -> int | None:
@@ -219,6 +206,22 @@ def guardian_pid() -> int | None:
     state = _state
     with state.lock:
         return state.popen.pid if state.popen is not None and state.fd is not None else None
+
+
+def _register(line: Callable[[int], bytes], log: Log) -> int | None:
+    """Register the line *line* makes for a new token, with the guardian started if needed
+    (the lock taken here); the token, or ``None`` when nothing is guarded."""
+    if not SUPPORTED:
+        return None
+    state = _state
+    with state.lock:
+        if state.disabled:
+            return None
+        token = next(state.tokens)
+        made = line(token)
+        state.registered[token] = made
+        _send(state, made, log)
+        return token
 
 
 # ---------------------------------------------------------------------- with the lock held

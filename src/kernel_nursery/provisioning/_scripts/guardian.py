@@ -492,17 +492,7 @@ def _remove_tree(path: str) -> None:
     """Remove a sandboxed kernel's folder *path* with all it holds: only a directory named as
     a sandbox names them, owned by this user and private to it (mode 0700), never through a
     symbolic link (shutil.rmtree does not follow them)."""
-    if not os.path.basename(path).startswith(SANDBOX_PREFIX):
-        return
-    try:
-        found = os.lstat(path)
-    except OSError:
-        return
-    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
-        return
-    import shutil  # only here: most guardians never remove a tree
-
-    shutil.rmtree(path, ignore_errors=True)
+    _remove_private_directory(path, SANDBOX_PREFIX)
 
 
 # Twin of ssh_remote.py _unlink: each script stands alone.
@@ -516,11 +506,16 @@ def _unlink(path: str) -> None:
 def _remove_container_directory(path: str) -> None:
     """Remove a container's runtime directory and what it holds (the connection file, ipc
     sockets, the cid file): only a private directory of ours, named as the provisioner names
-    them, and nothing through a symbolic link (``shutil.rmtree`` follows none).
+    them, and nothing through a symbolic link (``shutil.rmtree`` follows none)."""
+    _remove_private_directory(path, CONTAINER_DIRECTORY_PREFIX)
 
-    The same checks as ``docker._engine.remove_runtime_dir``, on purpose: this script runs
-    alone (``python -I -S``) and cannot import the package."""
-    if not os.path.basename(path).startswith(CONTAINER_DIRECTORY_PREFIX):
+
+# Twin of docker/_engine.py remove_runtime_dir (the same checks, on purpose): this script runs
+# alone (``python -I -S``) and cannot import the package.
+def _remove_private_directory(path: str, prefix: str) -> None:
+    """Remove directory *path* and all it holds, only if its name starts with *prefix* and it
+    is this user's and private (mode 0700), never through a symbolic link."""
+    if not os.path.basename(path).startswith(prefix):
         return
     try:
         found = os.lstat(path)
@@ -528,7 +523,7 @@ def _remove_container_directory(path: str) -> None:
         return
     if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
         return
-    import shutil  # only a guardian with containers pays for the import
+    import shutil  # only here: most guardians never remove a tree
 
     shutil.rmtree(path, ignore_errors=True)
 

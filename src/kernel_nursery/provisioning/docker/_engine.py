@@ -183,6 +183,8 @@ async def remove_stale_containers(command: Sequence[str]) -> list[str]:
     return [cid for cid, _dir in stale]
 
 
+# Twin of _scripts/guardian.py _remove_private_directory: the guardian script runs alone and
+# cannot import this module, so the same checks stand in both.
 def remove_runtime_dir(path: str) -> None:
     """Remove a runtime directory and what it holds: only a private one of ours (named
     :data:`RUNTIME_PREFIX`, mode 0700, this user's), never through a symbolic link."""

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from ...connection import (
 from ...connection._ports import hold_ports
 from .. import _guardian
 from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
-from .._command import bad_launch_arguments
+from .._command import bad_launch_arguments, pop_env
 from .._encryption import ENCRYPTION_POLICIES, curve_keys_for_launch
 from .._limits import format_limit, parse_limits
 from .._process import UNKNOWN_EXIT_STATUS
@@ -326,13 +325,7 @@ class DockerProvisioner(KernelProvisionerBase):
         check_kernel_id(self.kernel_id)
         kwargs = dict(kwargs)
         extra_arguments = [str(a) for a in kwargs.pop("extra_arguments", None) or ()]
-        given_env = kwargs.pop("env", None)
-        if given_env is not None and not isinstance(given_env, Mapping):
-            raise LaunchError(
-                "cannot start kernel: env must be a mapping of names to values, "
-                f"not {type(given_env).__name__}",
-                argv=[],
-            )
+        given_env = pop_env(kwargs)
         kwargs.pop("cwd", None)
         self._config = config
         await self._sweep_once(config)

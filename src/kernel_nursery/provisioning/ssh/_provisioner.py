@@ -12,7 +12,6 @@ import signal
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from ...connection import (
 )
 from .. import _guardian
 from .._base import KILL_WAIT_TIME, KernelProvisionerBase, check_kernel_id
-from .._command import bad_launch_arguments
+from .._command import bad_launch_arguments, pop_env
 from .._process import UNKNOWN_EXIT_STATUS, process_start_time, spawn_shielded
 from .._takeover import info_path, info_pid, info_start_time
 from . import _master
@@ -344,13 +343,7 @@ class SSHProvisioner(KernelProvisionerBase):
         check_kernel_id(self.kernel_id)  # it names files, here or remotely
         kwargs = dict(kwargs)
         extra_arguments = [str(a) for a in kwargs.pop("extra_arguments", None) or ()]
-        given_env = kwargs.pop("env", None)
-        if given_env is not None and not isinstance(given_env, Mapping):
-            raise LaunchError(
-                "cannot start kernel: env must be a mapping of names to values, "
-                f"not {type(given_env).__name__}",
-                argv=[],
-            )
+        given_env = pop_env(kwargs)
         kwargs.pop("cwd", None)
         if self.remote_kernel_name:
             cmd: list[str] = []
