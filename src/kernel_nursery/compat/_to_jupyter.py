@@ -504,7 +504,7 @@ class NurseryForkServerProvisioner(NurseryProvisioner):
     keys are its traits (``preload``, ``fallback``, ``template_timeout``, and the local
     provisioner's).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     fixed_provisioner_name: ClassVar[str | None] = "forkserver"

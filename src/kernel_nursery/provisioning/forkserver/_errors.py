@@ -13,5 +13,5 @@ class ForkServerError(LaunchError):
     :attr:`~kernel_nursery.provisioning.forkserver.ForkServerProvisioner.fallback` is off.
     Nothing is left behind: no process, connection file or reserved port.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """

@@ -62,7 +62,7 @@ class ForkServerProvisioner(LocalProvisioner):
     than one thread (a preload started one), pipes asked for as standard streams, or no pidfds
     (Linux 5.3+). :attr:`forked` says which way the kernel started.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     preload = List(
