@@ -50,7 +50,8 @@ def deprecated_attribute(module_name: str, name: str, moved: Mapping[str, tuple[
     except KeyError:
         raise AttributeError(f"module {module_name!r} has no attribute {name!r}") from None
     warnings.warn(
-        f"{module_name}.{name} moved before the first release and is deprecated: use {new_module}.{new_name}",
+        f"{module_name}.{name} is deprecated (moved before the first release): "
+        f"use {new_module}.{new_name}",
         DeprecationWarning,
         stacklevel=3,  # the code that imports or reads the name, past the module's __getattr__
     )
