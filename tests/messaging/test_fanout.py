@@ -26,18 +26,19 @@ async def test_every_subscriber_gets_every_message_until_the_client_closes() -> 
     async with running_kernel() as (p, info), anyio.create_task_group() as tg:
         async with KernelClient(info, wait_for_exit=p.wait) as kc:
             await kc.wait_for_ready(timeout=60)
-            subscribed = anyio.Event()
+            # Both subscribed before any traffic (trio starts tasks in no fixed order).
+            subscribed = {"a": anyio.Event(), "b": anyio.Event()}
 
             async def follow(name: str) -> None:
                 with kc.subscribe_iopub() as messages:
-                    if name == "b":
-                        subscribed.set()
+                    subscribed[name].set()
                     async for msg in messages:
                         seen[name].append(msg)
 
             tg.start_soon(follow, "a")
             tg.start_soon(follow, "b")
-            await subscribed.wait()
+            await subscribed["a"].wait()
+            await subscribed["b"].wait()
             async with KernelClient(info) as other:
                 result = await other.execute("print('from another client')", timeout=30)
             assert result.stdout == "from another client\n"
